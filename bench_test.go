@@ -1,0 +1,60 @@
+package m2mtoken
+
+import (
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// staticSource is the anchor's underlying source: it always returns the
+// same long-lived token, so that ReuseTokenSource measures only its cache.
+type staticSource struct{ tok *oauth2.Token }
+
+func (s staticSource) Token() (*oauth2.Token, error) { return s.tok, nil }
+
+func benchSources(b *testing.B) (ours *TokenSource, anchor oauth2.TokenSource) {
+	e := newEndpoint(b)
+	e.lifetime.Store(86400)
+	s, err := New(Config{TokenURL: e.URL + "/oauth/token", ClientID: "c", ClientSecret: "s", Audience: "a"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	tok, err := s.Token()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cached := &oauth2.Token{AccessToken: tok.AccessToken, TokenType: "Bearer", Expiry: time.Now().Add(24 * time.Hour)}
+	return s, oauth2.ReuseTokenSource(cached, staticSource{cached})
+}
+
+// BenchmarkToken compares a cached Token() with oauth2.ReuseTokenSource.
+// Compare: go test -run '^$' -bench 'Benchmark(Token|Transport)$' -count 10 | benchstat -col /impl -
+func BenchmarkToken(b *testing.B) {
+	ours, anchor := benchSources(b)
+	for _, impl := range []struct {
+		name string
+		src  oauth2.TokenSource
+	}{{"m2mtoken", ours}, {"oauth2", anchor}} {
+		b.Run("mode=serial/impl="+impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := impl.src.Token(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("mode=parallel/impl="+impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := impl.src.Token(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}

@@ -1,0 +1,10 @@
+module github.com/m2mtoken/m2mtoken
+
+go 1.26.0
+
+require (
+	golang.org/x/oauth2 v0.37.0
+	golang.org/x/sync v0.24.0
+)
+
+require github.com/google/go-cmp v0.7.0

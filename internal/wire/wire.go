@@ -1,0 +1,256 @@
+// Package wire parses token endpoint responses and the headers that come
+// with them. It is tolerant of what real servers send (numbers as strings,
+// form-encoded bodies, odd content types) and strict about what matters: a
+// response without an access token, or with a token type other than Bearer,
+// is never taken for a token.
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"mime"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// MaxBody is the most of a response body that is read.
+const MaxBody = 1 << 20
+
+// Response is a successful token response.
+type Response struct {
+	AccessToken string
+	TokenType   string
+	// ExpiresIn is the lifetime the server gave, or 0 if it gave none (or a
+	// non-positive one).
+	ExpiresIn time.Duration
+	Scope     string
+	// Extra holds every field of the response except the access token.
+	Extra map[string]any
+}
+
+// ErrorBody is RFC 6749's error response (section 5.2).
+type ErrorBody struct {
+	Code        string
+	Description string
+	URI         string
+}
+
+// MalformedError says that a body could not be read as a token response.
+// It never quotes the body, which may hold a token.
+type MalformedError struct{ Reason string }
+
+func (e *MalformedError) Error() string { return "malformed token response: " + e.Reason }
+
+// maxExpiresIn bounds expires_in; larger values are clamped to it. No real
+// server issues client-credentials tokens for longer than a year.
+const maxExpiresIn = 366 * 24 * time.Hour
+
+// ParseToken reads a 2xx body. It returns the token, or an *ErrorBody-bearing
+// error (an `error` field in a 200 counts as an error), or a *MalformedError.
+func ParseToken(contentType string, body []byte) (*Response, *ErrorBody, error) {
+	fields, err := decode(contentType, body)
+	if err != nil {
+		return nil, nil, err
+	}
+	if eb := errorFrom(fields); eb != nil {
+		return nil, eb, nil
+	}
+	r := &Response{Extra: make(map[string]any, len(fields))}
+	for k, v := range fields {
+		if k != "access_token" {
+			r.Extra[k] = v
+		}
+	}
+	at, ok := fields["access_token"].(string)
+	if !ok || strings.TrimSpace(at) == "" {
+		return nil, nil, &MalformedError{Reason: "no access_token"}
+	}
+	r.AccessToken = at
+	tt, _ := fields["token_type"].(string)
+	if !strings.EqualFold(tt, "bearer") {
+		if tt == "" {
+			return nil, nil, &MalformedError{Reason: "no token_type"}
+		}
+		return nil, nil, &MalformedError{Reason: fmt.Sprintf("token_type %.40q is not Bearer", tt)}
+	}
+	r.TokenType = "Bearer"
+	r.ExpiresIn = expiresIn(fields["expires_in"])
+	r.Scope, _ = fields["scope"].(string)
+	return r, nil, nil
+}
+
+// ParseError reads the body of a non-2xx answer. It returns nil if the body
+// is not an RFC 6749 error.
+func ParseError(contentType string, body []byte) *ErrorBody {
+	fields, err := decode(contentType, body)
+	if err != nil {
+		return nil
+	}
+	return errorFrom(fields)
+}
+
+func errorFrom(fields map[string]any) *ErrorBody {
+	code, _ := fields["error"].(string)
+	if code == "" {
+		return nil
+	}
+	desc, _ := fields["error_description"].(string)
+	uri, _ := fields["error_uri"].(string)
+	return &ErrorBody{Code: code, Description: desc, URI: uri}
+}
+
+// decode turns a JSON or form body into fields. JSON numbers stay
+// json.Number; form values are strings.
+func decode(contentType string, body []byte) (map[string]any, error) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil, &MalformedError{Reason: "empty body"}
+	}
+	mt, _, _ := mime.ParseMediaType(contentType)
+	if mt == "application/x-www-form-urlencoded" || mt == "text/plain" && body[0] != '{' {
+		vals, err := url.ParseQuery(string(body))
+		if err != nil {
+			return nil, &MalformedError{Reason: "form body does not parse"}
+		}
+		fields := make(map[string]any, len(vals))
+		for k, v := range vals {
+			if len(v) > 0 {
+				fields[k] = v[0]
+			}
+		}
+		return fields, nil
+	}
+	if body[0] != '{' {
+		if mt == "text/html" || body[0] == '<' {
+			return nil, &MalformedError{Reason: "HTML instead of JSON"}
+		}
+		return nil, &MalformedError{Reason: fmt.Sprintf("%s body is not a JSON object", describeType(mt))}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var fields map[string]any
+	if err := dec.Decode(&fields); err != nil {
+		return nil, &MalformedError{Reason: "truncated or invalid JSON"}
+	}
+	return fields, nil
+}
+
+func describeType(mt string) string {
+	if mt == "" {
+		return "untyped"
+	}
+	return fmt.Sprintf("%.40q", mt)
+}
+
+// expiresIn reads expires_in as a JSON number or a numeric string, in
+// seconds. Missing, unparsable, non-finite or non-positive values give 0.
+func expiresIn(v any) time.Duration {
+	var s string
+	switch x := v.(type) {
+	case json.Number:
+		s = string(x)
+	case string:
+		s = strings.TrimSpace(x)
+	case float64:
+		s = strconv.FormatFloat(x, 'f', -1, 64)
+	default:
+		return 0
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f <= 0 {
+		return 0
+	}
+	if f >= maxExpiresIn.Seconds() {
+		return maxExpiresIn
+	}
+	return time.Duration(f * float64(time.Second))
+}
+
+// RetryAfter parses a Retry-After header: delay seconds or an HTTP date
+// (taken relative to now). It returns false when the header is absent or
+// unusable. A date in the past gives 0.
+func RetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return 0, false
+		}
+		if n > 86400 {
+			n = 86400
+		}
+		return time.Duration(n) * time.Second, true
+	}
+	t, err := time.Parse(time.RFC1123, v)
+	if err != nil {
+		if t, err = time.Parse(time.RFC850, v); err != nil {
+			if t, err = time.Parse(time.ANSIC, v); err != nil {
+				return 0, false
+			}
+		}
+	}
+	d := t.Sub(now)
+	if d < 0 {
+		d = 0
+	}
+	if d > 24*time.Hour {
+		d = 24 * time.Hour
+	}
+	return d, true
+}
+
+// RateLimit is what the rate-limit and quota headers of one answer said.
+type RateLimit struct {
+	Limit, Remaining int64
+	// Reset is when the bucket refills, in the local clock (corrected for
+	// the server's Date header when it sent one).
+	Reset time.Time
+	// ClientQuota and OrganizationQuota are Auth0's fine-grained quota
+	// headers, verbatim.
+	ClientQuota, OrganizationQuota string
+	// At is when the answer arrived; set by the caller.
+	At time.Time
+}
+
+// Header is the subset of http.Header this package reads.
+type Header interface{ Get(string) string }
+
+// ParseRateLimit reads X-RateLimit-Limit/Remaining/Reset and Auth0's quota
+// headers. ok is false if none was present. The reset time, which Auth0
+// sends as Unix seconds in the server's clock, is moved into the local clock
+// using the Date header when there is one.
+func ParseRateLimit(h Header, now time.Time) (rl RateLimit, ok bool) {
+	if v, err := strconv.ParseInt(strings.TrimSpace(h.Get("X-RateLimit-Limit")), 10, 64); err == nil {
+		rl.Limit, ok = v, true
+	}
+	if v, err := strconv.ParseInt(strings.TrimSpace(h.Get("X-RateLimit-Remaining")), 10, 64); err == nil {
+		rl.Remaining, ok = v, true
+	}
+	if v, err := strconv.ParseInt(strings.TrimSpace(h.Get("X-RateLimit-Reset")), 10, 64); err == nil && v > 0 && v < 1<<40 {
+		reset := time.Unix(v, 0)
+		if date, err := time.Parse(time.RFC1123, h.Get("Date")); err == nil {
+			reset = now.Add(reset.Sub(date))
+		}
+		rl.Reset, ok = reset, true
+	}
+	if v := h.Get("Auth0-Client-Quota-Limit"); v != "" {
+		rl.ClientQuota, ok = truncate(v, 256), true
+	}
+	if v := h.Get("Auth0-Organization-Quota-Limit"); v != "" {
+		rl.OrganizationQuota, ok = truncate(v, 256), true
+	}
+	return rl, ok
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

@@ -1,0 +1,134 @@
+package wire
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseToken(t *testing.T) {
+	tests := []struct {
+		name, ct, body string
+		wantTok        string
+		wantIn         time.Duration
+		wantErrCode    string
+		wantMalformed  bool
+	}{
+		{name: "auth0", ct: "application/json", body: `{"access_token":"eyJ","token_type":"Bearer","expires_in":86400}`, wantTok: "eyJ", wantIn: 24 * time.Hour},
+		{name: "string expires_in", ct: "application/json; charset=utf-8", body: `{"access_token":"a","token_type":"bearer","expires_in":"60"}`, wantTok: "a", wantIn: time.Minute},
+		{name: "fractional", ct: "application/json", body: `{"access_token":"a","token_type":"BEARER","expires_in":1.5}`, wantTok: "a", wantIn: 1500 * time.Millisecond},
+		{name: "negative", ct: "application/json", body: `{"access_token":"a","token_type":"Bearer","expires_in":-5}`, wantTok: "a"},
+		{name: "garbage expires_in", ct: "application/json", body: `{"access_token":"a","token_type":"Bearer","expires_in":"soon"}`, wantTok: "a"},
+		{name: "clamped", ct: "application/json", body: `{"access_token":"a","token_type":"Bearer","expires_in":99999999999}`, wantTok: "a", wantIn: maxExpiresIn},
+		{name: "no content type", ct: "", body: `{"access_token":"a","token_type":"Bearer"}`, wantTok: "a"},
+		{name: "form", ct: "application/x-www-form-urlencoded", body: `access_token=f&token_type=bearer&expires_in=10`, wantTok: "f", wantIn: 10 * time.Second},
+		{name: "error in 200", ct: "application/json", body: `{"error":"invalid_client","error_description":"x"}`, wantErrCode: "invalid_client"},
+		{name: "error in form 200", ct: "application/x-www-form-urlencoded", body: `error=access_denied`, wantErrCode: "access_denied"},
+		{name: "empty", ct: "application/json", body: ``, wantMalformed: true},
+		{name: "blank", ct: "application/json", body: " \n ", wantMalformed: true},
+		{name: "object", ct: "application/json", body: `{}`, wantMalformed: true},
+		{name: "null token", ct: "application/json", body: `{"access_token":null,"token_type":"Bearer"}`, wantMalformed: true},
+		{name: "number token", ct: "application/json", body: `{"access_token":5,"token_type":"Bearer"}`, wantMalformed: true},
+		{name: "spaces token", ct: "application/json", body: `{"access_token":"  ","token_type":"Bearer"}`, wantMalformed: true},
+		{name: "mac", ct: "application/json", body: `{"access_token":"a","token_type":"mac"}`, wantMalformed: true},
+		{name: "no type", ct: "application/json", body: `{"access_token":"a"}`, wantMalformed: true},
+		{name: "truncated", ct: "application/json", body: `{"access_token":"a","token_t`, wantMalformed: true},
+		{name: "html", ct: "text/html", body: `<html><body>502</body></html>`, wantMalformed: true},
+		{name: "array", ct: "application/json", body: `[{"access_token":"a"}]`, wantMalformed: true},
+		{name: "null", ct: "application/json", body: `null`, wantMalformed: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, eb, err := ParseToken(tt.ct, []byte(tt.body))
+			if tt.wantMalformed {
+				if _, ok := err.(*MalformedError); !ok || r != nil {
+					t.Fatalf("got %+v %v %v, want a MalformedError", r, eb, err)
+				}
+				return
+			}
+			if tt.wantErrCode != "" {
+				if eb == nil || eb.Code != tt.wantErrCode || r != nil {
+					t.Fatalf("got %+v %+v %v, want error %q", r, eb, err, tt.wantErrCode)
+				}
+				return
+			}
+			if err != nil || eb != nil {
+				t.Fatalf("unexpected %v %v", eb, err)
+			}
+			if diff := cmp.Diff([]any{tt.wantTok, "Bearer", tt.wantIn}, []any{r.AccessToken, r.TokenType, r.ExpiresIn}); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+			if _, ok := r.Extra["access_token"]; ok {
+				t.Error("Extra holds the access token")
+			}
+		})
+	}
+}
+
+func TestMalformedNeverQuotesBody(t *testing.T) {
+	_, _, err := ParseToken("application/json", []byte(`{"access_token":"SECRET-TOKEN","token_type":"SECRET-TYPE-`))
+	if err == nil || strings.Contains(err.Error(), "SECRET") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func TestParseError(t *testing.T) {
+	eb := ParseError("application/json", []byte(`{"error":"access_denied","error_description":"Unauthorized","error_uri":"https://x"}`))
+	if diff := cmp.Diff(&ErrorBody{Code: "access_denied", Description: "Unauthorized", URI: "https://x"}, eb); diff != "" {
+		t.Error(diff)
+	}
+	if ParseError("text/html", []byte("<html>")) != nil {
+		t.Error("html parsed as an error body")
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		in     string
+		want   time.Duration
+		wantOK bool
+	}{
+		{"", 0, false},
+		{"5", 5 * time.Second, true},
+		{" 0 ", 0, true},
+		{"-1", 0, false},
+		{"999999999", 24 * time.Hour, true},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second, true},
+		{now.Add(-time.Hour).Format(http.TimeFormat), 0, true},
+		{"Tuesday, 01-Jan-30 00:00:10 GMT", 10 * time.Second, true},
+		{"soon", 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := RetryAfter(tt.in, now)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("RetryAfter(%q) = %v %v, want %v %v", tt.in, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}
+
+func TestParseRateLimit(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	server := now.Add(-10 * time.Minute) // server clock 10 min behind
+	h := http.Header{}
+	h.Set("X-RateLimit-Limit", "30")
+	h.Set("X-RateLimit-Remaining", "0")
+	h.Set("X-RateLimit-Reset", strconv.FormatInt(server.Add(5*time.Second).Unix(), 10))
+	h.Set("Date", server.Format(http.TimeFormat))
+	h.Set("Auth0-Client-Quota-Limit", "b=per_hour;q=10;r=7;t=3540")
+	rl, ok := ParseRateLimit(h, now)
+	want := RateLimit{Limit: 30, Remaining: 0, Reset: now.Add(5 * time.Second), ClientQuota: "b=per_hour;q=10;r=7;t=3540"}
+	if !ok {
+		t.Fatal("not ok")
+	}
+	if diff := cmp.Diff(want, rl); diff != "" {
+		t.Error(diff)
+	}
+	if _, ok := ParseRateLimit(http.Header{}, now); ok {
+		t.Error("empty header reported ok")
+	}
+}

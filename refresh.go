@@ -1,0 +1,430 @@
+package m2mtoken
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/m2mtoken/m2mtoken/internal/clock"
+)
+
+// A token moves through three states, driven by timers so that the read
+// path reads no clock:
+//
+//	fresh:   handed out with one atomic load;
+//	stale:   inside the refresh window: still handed out at once, and the
+//	         first caller to see it starts one background refresh;
+//	expired: inside the expiry skew, or past expiry: never handed out;
+//	         callers wait for a fetch.
+type entry struct {
+	tok        *oauth2.Token
+	src        *Entry
+	staleAt    time.Time
+	unusableAt time.Time
+
+	refreshing atomic.Bool
+	failures   int // consecutive failed background refreshes; owned by the refresher
+	timers     []clock.Timer
+}
+
+// newEntry computes the windows of a token from its original lifetime.
+func (s *TokenSource) newEntry(ce *Entry) *entry {
+	life := ce.Expiry.Sub(ce.IssuedAt)
+	window := s.cfg.RefreshWindow
+	if window == 0 {
+		window = min(5*time.Minute, life/5)
+	}
+	window = min(window, life/2)
+	if j := s.cfg.RefreshJitter; j > 0 {
+		window += time.Duration(float64(window) * j * s.rand())
+		window = min(window, life*3/5)
+	}
+	skew := s.cfg.ExpirySkew
+	if skew == 0 {
+		skew = min(10*time.Second, life/20)
+	}
+	skew = min(skew, life/4)
+	e := &entry{tok: ce.Token(), src: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew)}
+	if e.staleAt.After(e.unusableAt) {
+		e.staleAt = e.unusableAt
+	}
+	return e
+}
+
+// install makes e the current token and arms its timers. It reports false,
+// and changes nothing, if e is already past its usable time.
+func (s *TokenSource) install(e *entry) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	now := s.clock.Now()
+	if !now.Before(e.unusableAt) {
+		return false
+	}
+	if old := s.cur.Load(); old != nil {
+		s.stopTimers(old)
+	}
+	s.cur.Store(e)
+	if now.Before(e.staleAt) {
+		s.fresh.Store(e.tok)
+		e.timers = append(e.timers, s.clock.AfterFunc(e.staleAt.Sub(now), func() {
+			s.fresh.CompareAndSwap(e.tok, nil)
+		}))
+	} else {
+		s.fresh.Store(nil)
+	}
+	e.timers = append(e.timers, s.clock.AfterFunc(e.unusableAt.Sub(now), func() {
+		s.fresh.CompareAndSwap(e.tok, nil)
+		s.cur.CompareAndSwap(e, nil)
+	}))
+	s.log.Debug("token installed", slog.String("token", Fingerprint(e.src.AccessToken)),
+		slog.Time("expiry", e.src.Expiry), slog.Time("stale_at", e.staleAt), slog.Time("unusable_at", e.unusableAt))
+	return true
+}
+
+// stopTimers stops e's timers. s.mu is held.
+func (s *TokenSource) stopTimers(e *entry) {
+	for _, t := range e.timers {
+		t.Stop()
+	}
+	e.timers = nil
+}
+
+// Token returns a usable token, fetching one if there is none. It is
+// TokenContext with [context.Background]: it waits for a fetch at most
+// Config.FetchTimeout. The returned token is shared: do not modify it.
+func (s *TokenSource) Token() (*oauth2.Token, error) {
+	if tok := s.fresh.Load(); tok != nil {
+		return tok, nil
+	}
+	return s.tokenSlow(context.Background())
+}
+
+// TokenContext returns a usable token. A fresh or stale token is returned
+// at once (a stale one also starts a background refresh); otherwise the
+// caller waits for the one fetch in flight, until ctx is done. The fetch
+// itself is not cancelled with ctx: it goes on for the other callers.
+// The returned token is shared: do not modify it.
+func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
+	if tok := s.fresh.Load(); tok != nil {
+		return tok, nil
+	}
+	return s.tokenSlow(ctx)
+}
+
+func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
+	if e := s.cur.Load(); e != nil {
+		s.maybeRefresh(e)
+		return e.tok, nil
+	}
+	if err := s.rememberedError(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.joins.Add(1)
+	ch := s.group.DoChan("fetch", func() (any, error) {
+		return s.fetch(context.WithoutCancel(ctx))
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*entry).tok, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// maybeRefresh starts one background refresh of the stale entry e, unless
+// one is running or waiting out its backoff.
+func (s *TokenSource) maybeRefresh(e *entry) {
+	if e.refreshing.Load() || !e.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	if !s.track() {
+		return
+	}
+	s.refreshes.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.joins.Add(1)
+		r := <-s.group.DoChan("fetch", func() (any, error) { return s.fetch(s.life) })
+		if r.Err == nil {
+			return
+		}
+		if errors.Is(r.Err, ErrClosed) {
+			return
+		}
+		delay := s.backoff(e.failures, true)
+		e.failures++
+		var te *TokenError
+		if errors.As(r.Err, &te) && !te.Temporary {
+			delay = max(delay, s.cfg.ErrorCacheTTL)
+		}
+		if errors.As(r.Err, &te) && te.RetryAfter > delay {
+			delay = te.RetryAfter
+		}
+		s.log.Warn("background refresh failed; serving the current token until it expires",
+			slog.Any("error", r.Err), slog.Duration("next_try_in", delay), slog.Time("expiry", e.src.Expiry))
+		s.mu.Lock()
+		if !s.closed {
+			e.timers = append(e.timers, s.clock.AfterFunc(delay, func() { e.refreshing.Store(false) }))
+		}
+		s.mu.Unlock()
+	}()
+}
+
+// track registers one background goroutine with Close. It reports false
+// if the source is closed.
+func (s *TokenSource) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.bg.Add(1)
+	return true
+}
+
+// fetch gets a token for everyone waiting: from the cache if another holder
+// stored a fresher one, else from the endpoint (under the cache's lease,
+// if it has one), and installs it. It runs detached from any caller.
+func (s *TokenSource) fetch(parent context.Context) (*entry, error) {
+	s.flights.Add(1)
+	if !s.track() {
+		return nil, ErrClosed
+	}
+	defer s.bg.Done()
+	ctx, cancel := context.WithTimeout(parent, s.cfg.FetchTimeout)
+	defer cancel()
+	defer context.AfterFunc(s.life, cancel)()
+
+	if e := s.adopt(ctx); e != nil {
+		return e, nil
+	}
+	if l, ok := s.cache.(Leaser); ok {
+		release, e, err := s.lease(ctx, l)
+		if err != nil {
+			return nil, s.closedOr(err)
+		}
+		if e != nil {
+			return e, nil
+		}
+		if release != nil {
+			defer release()
+		}
+	}
+	ce, err := s.request(ctx)
+	if err != nil {
+		return nil, s.closedOr(err)
+	}
+	if err := s.cache.Set(ctx, s.key, ce); err != nil {
+		s.log.Warn("cache set failed; the token is kept in memory", slog.Any("error", err))
+	}
+	e := s.newEntry(ce)
+	if !s.install(e) {
+		if s.life.Err() != nil {
+			return nil, ErrClosed
+		}
+		return nil, &TokenError{URL: s.tokenURL, StatusCode: http.StatusOK, Description: "the token expires within the expiry skew (" + ce.Expiry.Sub(ce.IssuedAt).String() + " lifetime); raise its lifetime or lower Config.ExpirySkew"}
+	}
+	return e, nil
+}
+
+func (s *TokenSource) closedOr(err error) error {
+	if s.life.Err() != nil {
+		return ErrClosed
+	}
+	return err
+}
+
+// adopt installs the cache's token if it is fresh, newer than the current
+// one, and not the token last invalidated.
+func (s *TokenSource) adopt(ctx context.Context) *entry {
+	ce, err := s.cache.Get(ctx, s.key)
+	if err != nil {
+		s.log.Warn("cache get failed; fetching from the token endpoint", slog.Any("error", err))
+		return nil
+	}
+	if !ce.Valid() {
+		return nil
+	}
+	if cur := s.cur.Load(); cur != nil && !ce.Expiry.After(cur.src.Expiry) {
+		return nil
+	}
+	s.mu.Lock()
+	revoked := ce.AccessToken == s.invalidated
+	s.mu.Unlock()
+	if revoked {
+		return nil
+	}
+	e := s.newEntry(ce)
+	if !s.clock.Now().Before(e.staleAt) || !s.install(e) {
+		return nil
+	}
+	s.cacheHits.Add(1)
+	s.log.Debug("token taken from cache", slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("expiry", ce.Expiry))
+	return e
+}
+
+// lease waits for the cache's fetch lease. It returns the release function
+// if this source should fetch, or the entry another holder stored while it
+// waited. A cache error means: fetch without the lease.
+func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, error) {
+	wait := 50 * time.Millisecond
+	for {
+		release, ok, err := l.TryLease(ctx, s.key, s.cfg.LeaseTTL)
+		if err != nil {
+			s.log.Warn("cache lease failed; fetching without it", slog.Any("error", err))
+			return nil, nil, nil
+		}
+		if ok {
+			// The holder before us may have stored a token just now.
+			if e := s.adopt(ctx); e != nil {
+				release()
+				return nil, e, nil
+			}
+			return release, nil, nil
+		}
+		s.log.Debug("another holder is fetching; waiting", slog.Duration("poll", wait))
+		if err := s.clock.Sleep(ctx, wait/2+time.Duration(s.rand()*float64(wait/2))); err != nil {
+			return nil, nil, err
+		}
+		if e := s.adopt(ctx); e != nil {
+			return nil, e, nil
+		}
+		wait = min(wait*2, time.Second)
+	}
+}
+
+// request asks the endpoint for a token, retrying temporary failures with
+// exponential backoff and full jitter, within ctx and Config.MaxAttempts.
+func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
+	for attempt := 0; ; attempt++ {
+		s.log.Debug("requesting token", slog.Int("attempt", attempt+1))
+		ce, err := s.attempt(ctx)
+		if err == nil {
+			s.log.Debug("token received", slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("expiry", ce.Expiry))
+			return ce, nil
+		}
+		var te *TokenError
+		errors.As(err, &te)
+		if ctx.Err() != nil {
+			// The fetch's own deadline or Close, not the endpoint: report
+			// what the endpoint said last.
+			s.log.Warn("token request failed", slog.Any("error", err))
+			return nil, err
+		}
+		if !te.Temporary || attempt+1 >= s.cfg.MaxAttempts {
+			s.log.Warn("token request failed", slog.Any("error", err), slog.Int("attempts", attempt+1), slog.Bool("temporary", te.Temporary))
+			if !te.Temporary {
+				s.remember(err)
+			}
+			return nil, err
+		}
+		delay := max(s.backoff(attempt, false), te.RetryAfter)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
+			s.log.Warn("token request failed; no time left to retry", slog.Any("error", err), slog.Duration("wanted_delay", delay))
+			return nil, err
+		}
+		s.log.Debug("token request failed; retrying", slog.Any("error", err), slog.Duration("delay", delay))
+		if err := s.clock.Sleep(ctx, delay); err != nil {
+			return nil, te
+		}
+	}
+}
+
+// backoff returns the delay before retry n (from 0): exponential from
+// MinBackoff to MaxBackoff, with full jitter for request retries and equal
+// jitter (at least half) between background refreshes.
+func (s *TokenSource) backoff(n int, equal bool) time.Duration {
+	d := float64(s.cfg.MinBackoff) * math.Pow(2, float64(min(n, 30)))
+	d = min(d, float64(s.cfg.MaxBackoff))
+	if equal {
+		return time.Duration(d/2 + d/2*s.rand())
+	}
+	return time.Duration(d * s.rand())
+}
+
+// remember keeps a permanent error for Config.ErrorCacheTTL.
+func (s *TokenSource) remember(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.permErr, s.permUntil = err, s.clock.Now().Add(s.cfg.ErrorCacheTTL)
+}
+
+func (s *TokenSource) rememberedError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.permErr != nil && s.clock.Now().Before(s.permUntil) {
+		return s.permErr
+	}
+	s.permErr = nil
+	return nil
+}
+
+// Invalidate drops tok if it is still the current token, so that the next
+// call fetches a new one: for a token the API rejected (revoked, or signed
+// with a rotated key). It compares before it drops: fifty concurrent
+// invalidations of one token drop it once and cost one fetch, and a stale
+// invalidation never drops a newer token. A token that another holder still
+// has in Config.Cache is not taken from there again.
+//
+// Invalidations take effect at most once per Config.MinInvalidateInterval;
+// one that comes sooner is logged and ignored, so that an API that rejects
+// every token cannot cost one token request per API request.
+func (s *TokenSource) Invalidate(tok *oauth2.Token) {
+	if tok == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.cur.Load()
+	if cur == nil || (cur.tok != tok && cur.tok.AccessToken != tok.AccessToken) {
+		return
+	}
+	now := s.clock.Now()
+	if iv := s.cfg.MinInvalidateInterval; iv > 0 && !s.lastForced.IsZero() && now.Sub(s.lastForced) < iv {
+		s.log.Warn("token invalidation ignored: the last one was too recent; is the API rejecting every token (wrong audience or missing grant)?",
+			slog.String("token", Fingerprint(tok.AccessToken)), slog.Duration("min_interval", iv))
+		return
+	}
+	s.lastForced = now
+	s.invalidated = tok.AccessToken
+	s.fresh.CompareAndSwap(cur.tok, nil)
+	s.cur.CompareAndSwap(cur, nil)
+	s.stopTimers(cur)
+	s.log.Debug("token invalidated", slog.String("token", Fingerprint(tok.AccessToken)))
+}
+
+// Close stops the source's timers and background work and waits for them.
+// Callers waiting for a fetch get [ErrClosed]; later calls too. Close does
+// not close Config.HTTPClient or Config.Cache.
+func (s *TokenSource) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	if cur := s.cur.Load(); cur != nil {
+		s.stopTimers(cur)
+	}
+	s.fresh.Store(nil)
+	s.cur.Store(nil)
+	s.mu.Unlock()
+	s.stop()
+	s.bg.Wait()
+	return nil
+}

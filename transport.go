@@ -1,0 +1,181 @@
+package m2mtoken
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// Transport is an [http.RoundTripper] that authorizes each request with a
+// token from Source. It drops in where an [oauth2.Transport] was, and
+// adds two things to it:
+//
+//   - A 401 answer that says the token is bad (a Bearer challenge with
+//     error="invalid_token", or no challenge at all) invalidates that token,
+//     and the request is sent once more with a new one, if its body can be
+//     replayed (it has none, or has GetBody). Never more than once.
+//   - With a source that has TokenContext (such as [*TokenSource]), waiting
+//     for a token ends with the request's context.
+//
+// Recovery needs a source with an Invalidate(*oauth2.Token) method, such as
+// [*TokenSource]; the source also limits how often a token can be dropped
+// ([Config.MinInvalidateInterval]), so that an API that rejects every token
+// gets its 401 passed to the caller instead of costing a token request per
+// API request.
+//
+// If no token can be had, RoundTrip returns the error and sends nothing.
+type Transport struct {
+	// Source supplies tokens. It must not be nil.
+	Source oauth2.TokenSource
+	// Base sends the authorized requests; nil means [http.DefaultTransport].
+	Base http.RoundTripper
+
+	// last caches the header value for the last token, so that the common
+	// case builds no string.
+	last atomic.Pointer[authValue]
+}
+
+type authValue struct {
+	tok *oauth2.Token
+	val []string
+}
+
+type contextTokenSource interface {
+	TokenContext(context.Context) (*oauth2.Token, error)
+}
+
+type invalidator interface {
+	Invalidate(*oauth2.Token)
+}
+
+// RoundTrip authorizes a copy of req (req itself is not modified) and sends
+// it through Base, recovering once from a 401 as the type's doc says.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	bodyOwned := true // until Base takes req.Body, closing it is our job
+	defer func() {
+		if bodyOwned && req.Body != nil {
+			req.Body.Close()
+		}
+	}()
+	tok, err := t.token(req.Context())
+	if err != nil {
+		return nil, err
+	}
+	bodyOwned = false
+	resp, err := t.base().RoundTrip(t.authorize(req, req.Body, tok))
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || !badToken(resp.Header) {
+		return resp, err
+	}
+	inv, ok := t.Source.(invalidator)
+	if !ok || (req.Body != nil && req.Body != http.NoBody && req.GetBody == nil) {
+		return resp, nil
+	}
+	inv.Invalidate(tok)
+	tok2, err := t.token(req.Context())
+	if err != nil || tok2.AccessToken == tok.AccessToken {
+		// No new token (the invalidation was rate-limited, or the fetch
+		// failed): the caller gets the API's answer.
+		return resp, nil
+	}
+	body := req.Body
+	if req.GetBody != nil {
+		if body, err = req.GetBody(); err != nil {
+			return resp, nil
+		}
+	}
+	// The first answer is replaced: drain a little of it so the connection
+	// can be reused, and close it.
+	io.CopyN(io.Discard, resp.Body, 4<<10)
+	resp.Body.Close()
+	return t.base().RoundTrip(t.authorize(req, body, tok2))
+}
+
+func (t *Transport) token(ctx context.Context) (*oauth2.Token, error) {
+	if cs, ok := t.Source.(contextTokenSource); ok {
+		return cs.TokenContext(ctx)
+	}
+	return t.Source.Token()
+}
+
+func (t *Transport) base() http.RoundTripper {
+	if t.Base != nil {
+		return t.Base
+	}
+	return http.DefaultTransport
+}
+
+// authorize returns a shallow copy of req with its own header map, the
+// Authorization header set, and body as its body. Neither req nor its
+// header map is modified.
+func (t *Transport) authorize(req *http.Request, body io.ReadCloser, tok *oauth2.Token) *http.Request {
+	av := t.last.Load()
+	if av == nil || av.tok != tok {
+		av = &authValue{tok: tok, val: []string{tok.Type() + " " + tok.AccessToken}}
+		t.last.Store(av)
+	}
+	r2 := new(http.Request)
+	*r2 = *req
+	h := make(http.Header, len(req.Header)+1)
+	for k, v := range req.Header {
+		h[k] = v
+	}
+	// The slice is shared by every request with this token; nothing in
+	// net/http writes into header value slices.
+	h["Authorization"] = av.val
+	r2.Header = h
+	r2.Body = body
+	return r2
+}
+
+// badToken reports whether a 401's challenges say the token itself was
+// rejected: no challenge at all, or a Bearer challenge with
+// error="invalid_token" (RFC 6750 section 3.1).
+func badToken(h http.Header) bool {
+	chs := h.Values("Www-Authenticate")
+	if len(chs) == 0 {
+		return true
+	}
+	for _, c := range chs {
+		c = strings.ToLower(c)
+		if strings.Contains(c, "bearer") && (strings.Contains(c, `error="invalid_token"`) || strings.Contains(c, "error=invalid_token")) {
+			return true
+		}
+	}
+	return false
+}
+
+// Client returns an [http.Client] whose requests carry a token from s and
+// recover from a revoked one (see [Transport]). Its base transport is a
+// clone of [http.DefaultTransport] that keeps up to 100 idle connections
+// per host instead of 2, for many concurrent calls to one API. Every call
+// returns a client over the same transport, so they share connections.
+//
+// To keep an existing client's timeouts, proxy or TLS settings (mTLS to the
+// API, say), wrap its transport instead:
+//
+//	c := *existing
+//	c.Transport = &m2mtoken.Transport{Source: s, Base: existing.Transport}
+func (s *TokenSource) Client() *http.Client {
+	s.clientOnce.Do(func() {
+		s.httpClient = &http.Client{Transport: &Transport{Source: s, Base: tunedTransport()}}
+	})
+	c := *s.httpClient
+	return &c
+}
+
+func tunedTransport() http.RoundTripper {
+	dt, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		return http.DefaultTransport
+	}
+	t := dt.Clone()
+	t.MaxIdleConns = 256
+	t.MaxIdleConnsPerHost = 100
+	t.IdleConnTimeout = 90 * time.Second
+	return t
+}
