@@ -1,0 +1,300 @@
+package m2mtest
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/google/go-cmp/cmp"
+)
+
+const aud = "https://api.example.com/"
+
+func testServer(t *testing.T) *Server {
+	s := NewServer(
+		Client{ID: "svc", Secret: "pw", Audiences: []string{aud}, Scopes: []string{"read:messages", "write:messages"}, Organizations: []string{"org_1"}},
+		Client{ID: "spa", Secret: "pw2", Audiences: []string{aud}, NoClientCredentials: true},
+	)
+	s.AddAPI("https://other.example.com/")
+	t.Cleanup(s.Close)
+	return s
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   map[string]any
+}
+
+func post(t *testing.T, c *http.Client, u string, form url.Values, basic ...string) answer {
+	t.Helper()
+	req, _ := http.NewRequest("POST", u, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if len(basic) == 2 {
+		req.SetBasicAuth(basic[0], basic[1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	json.NewDecoder(resp.Body).Decode(&body)
+	return answer{resp.StatusCode, resp.Header, body}
+}
+
+func good() url.Values {
+	return url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc"}, "client_secret": {"pw"}, "audience": {aud}}
+}
+
+// verify checks tok against the server's published JWKS with go-jose, an
+// independent verifier, and returns its claims.
+func verify(t *testing.T, s *Server, c *http.Client, tok string) map[string]any {
+	t.Helper()
+	resp, err := c.Get(s.URL + "/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var disc map[string]any
+	json.NewDecoder(resp.Body).Decode(&disc)
+	resp.Body.Close()
+	issuer, jwksURI := disc["issuer"].(string), disc["jwks_uri"].(string)
+	resp, err = c.Get(jwksURI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	parsed, err := jwt.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := set.Key(parsed.Headers[0].KeyID)
+	if len(keys) != 1 {
+		t.Fatalf("kid %q not in JWKS", parsed.Headers[0].KeyID)
+	}
+	var std jwt.Claims
+	var all map[string]any
+	if err := parsed.Claims(keys[0].Key, &std, &all); err != nil {
+		t.Fatalf("signature: %v", err)
+	}
+	if err := std.Validate(jwt.Expected{Issuer: issuer, AnyAudience: jwt.Audience{aud}, Time: time.Now()}); err != nil {
+		t.Fatalf("claims: %v", err)
+	}
+	return all
+}
+
+func TestIssuesVerifiableAuth0Tokens(t *testing.T) {
+	for _, tls := range []bool{false, true} {
+		s := NewServer(Client{ID: "svc", Secret: "pw", Audiences: []string{aud}, Scopes: []string{"read:messages"}, Organizations: []string{"org_1"}})
+		if tls {
+			s.Close()
+			s = NewTLSServer(Client{ID: "svc", Secret: "pw", Audiences: []string{aud}, Scopes: []string{"read:messages"}, Organizations: []string{"org_1"}})
+		}
+		defer s.Close()
+		c := s.Client()
+		form := good()
+		form.Set("organization", "org_1")
+		a := post(t, c, s.TokenURL(), form)
+		if a.status != 200 || a.body["token_type"] != "Bearer" || a.body["expires_in"] != float64(86400) {
+			t.Fatalf("tls=%v: %d %v", tls, a.status, a.body)
+		}
+		claims := verify(t, s, c, a.body["access_token"].(string))
+		for k, want := range map[string]any{"iss": s.URL + "/", "sub": "svc@clients", "aud": aud, "azp": "svc", "scope": "read:messages", "gty": "client-credentials", "org_id": "org_1"} {
+			if claims[k] != want {
+				t.Errorf("tls=%v claim %s = %v, want %v", tls, k, claims[k], want)
+			}
+		}
+		if claims["exp"].(float64)-claims["iat"].(float64) != 86400 || claims["jti"] == "" {
+			t.Errorf("exp/iat/jti: %v", claims)
+		}
+		if s.TokensIssued("svc") != 1 || s.Requests() != 1 {
+			t.Errorf("counters %d %d", s.TokensIssued("svc"), s.Requests())
+		}
+	}
+}
+
+func TestAuthMethodsAndBodies(t *testing.T) {
+	s := testServer(t)
+	c := s.Client()
+	basic := url.Values{"grant_type": {"client_credentials"}, "audience": {aud}}
+	if a := post(t, c, s.TokenURL(), basic, "svc", "pw"); a.status != 200 {
+		t.Fatalf("basic: %d %v", a.status, a.body)
+	}
+	j, _ := json.Marshal(map[string]string{"grant_type": "client_credentials", "client_id": "svc", "client_secret": "pw", "audience": aud})
+	resp, err := c.Post(s.TokenURL(), "application/json", strings.NewReader(string(j)))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("json: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if a := post(t, c, s.TokenURL(), good(), "svc", "pw"); a.status != 400 || a.body["error"] != "invalid_request" {
+		t.Fatalf("two auth methods: %d %v", a.status, a.body)
+	}
+}
+
+func TestAuth0Errors(t *testing.T) {
+	s := testServer(t)
+	c := s.Client()
+	with := func(k, v string) url.Values {
+		f := good()
+		if v == "" {
+			f.Del(k)
+		} else {
+			f.Set(k, v)
+		}
+		return f
+	}
+	tests := []struct {
+		name       string
+		form       url.Values
+		status     int
+		code, desc string
+	}{
+		{"wrong secret", with("client_secret", "nope"), 401, "access_denied", "Unauthorized"},
+		{"unknown client", with("client_id", "ghost"), 401, "access_denied", "Unauthorized"},
+		{"no secret", with("client_secret", ""), 401, "access_denied", "Unauthorized"},
+		{"grant not allowed", url.Values{"grant_type": {"client_credentials"}, "client_id": {"spa"}, "client_secret": {"pw2"}, "audience": {aud}}, 403, "unauthorized_client", "Grant type 'client_credentials' not allowed for the client."},
+		{"unknown audience", with("audience", "https://nope/"), 403, "access_denied", "Service not enabled within domain: https://nope/"},
+		{"no grant for audience", with("audience", "https://other.example.com/"), 403, "access_denied", `Client "svc" is not authorized to access resource server "https://other.example.com/".`},
+		{"no audience", with("audience", ""), 403, "access_denied", "No audience parameter was provided, and no default audience has been configured"},
+		{"scope not granted", with("scope", "admin"), 403, "access_denied", "Client has not been granted scopes: admin"},
+		{"no grant type", with("grant_type", ""), 400, "invalid_request", "Missing required parameter: grant_type"},
+		{"wrong grant type", with("grant_type", "password"), 403, "unsupported_grant_type", "Unsupported grant type: password"},
+		{"no client id", with("client_id", ""), 400, "invalid_request", "Missing required parameter: client_id"},
+		{"wrong organization", with("organization", "org_9"), 400, "invalid_request", `Client "svc" is not a member of organization "org_9"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := post(t, c, s.TokenURL(), tt.form)
+			got := []any{a.status, a.body["error"], a.body["error_description"]}
+			if diff := cmp.Diff([]any{tt.status, tt.code, tt.desc}, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+	if s.TokensIssued("svc") != 0 {
+		t.Error("a token was issued")
+	}
+}
+
+func TestMethodsPathsAndLimits(t *testing.T) {
+	s := testServer(t)
+	c := s.Client()
+	resp, _ := c.Get(s.TokenURL())
+	resp.Body.Close()
+	if resp.StatusCode != 405 {
+		t.Errorf("GET: %d", resp.StatusCode)
+	}
+	resp, _ = c.Post(s.URL+"/nope", "text/plain", nil)
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Errorf("unknown path: %d", resp.StatusCode)
+	}
+	big := good()
+	big.Set("pad", strings.Repeat("x", 100<<10))
+	if a := post(t, c, s.TokenURL(), big); a.status != 413 {
+		t.Errorf("oversized: %d", a.status)
+	}
+	resp, _ = c.Post(s.TokenURL(), "text/xml", strings.NewReader("<x/>"))
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Errorf("xml: %d", resp.StatusCode)
+	}
+}
+
+func TestFaults(t *testing.T) {
+	s := testServer(t)
+	c := s.Client()
+	s.FailNext(1, Fault{Status: 503})
+	s.FailNext(1, Fault{Status: 429, RetryAfter: 2 * time.Second})
+	s.FailNext(1, Fault{Malformed: true})
+	s.FailNext(1, Fault{Truncated: true})
+	s.FailNext(1, Fault{Drop: true})
+	s.FailNext(1, Fault{Latency: 50 * time.Millisecond})
+
+	if a := post(t, c, s.TokenURL(), good()); a.status != 503 || a.body["error"] != "server_error" {
+		t.Errorf("503: %v", a)
+	}
+	a := post(t, c, s.TokenURL(), good())
+	if a.status != 429 || a.header.Get("Retry-After") != "2" || a.header.Get("X-RateLimit-Remaining") != "0" || a.header.Get("X-RateLimit-Reset") == "" {
+		t.Errorf("429: %d %v", a.status, a.header)
+	}
+	for _, want := range []string{"<html>", `{"access_token":"eyJ`} {
+		resp, err := c.Post(s.TokenURL(), "application/x-www-form-urlencoded", strings.NewReader(good().Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.HasPrefix(string(b), want) || json.Valid(b) {
+			t.Errorf("want a bad 200 starting %q, got %d %q", want, resp.StatusCode, b)
+		}
+	}
+	if _, err := c.Post(s.TokenURL(), "application/x-www-form-urlencoded", strings.NewReader(good().Encode())); err == nil {
+		t.Error("dropped connection gave no error")
+	}
+	start := time.Now()
+	if a := post(t, c, s.TokenURL(), good()); a.status != 200 || time.Since(start) < 50*time.Millisecond {
+		t.Errorf("latency fault: %d after %v", a.status, time.Since(start))
+	}
+	if s.Requests() != 6 || s.TokensIssued("svc") != 1 {
+		t.Errorf("requests %d issued %d", s.Requests(), s.TokensIssued("svc"))
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	s := testServer(t)
+	c := s.Client()
+	s.SetRateLimit(3, 0.001)
+	var statuses []int
+	for i := 0; i < 5; i++ {
+		a := post(t, c, s.TokenURL(), good())
+		statuses = append(statuses, a.status)
+		if a.header.Get("X-RateLimit-Limit") != "3" {
+			t.Errorf("no rate-limit headers: %v", a.header)
+		}
+	}
+	if diff := cmp.Diff([]int{200, 200, 200, 429, 429}, statuses); diff != "" {
+		t.Error(diff)
+	}
+}
+
+func TestLifetimeAndRandomFaults(t *testing.T) {
+	s := testServer(t)
+	c := s.Client()
+	s.SetTokenLifetime(3 * time.Second)
+	if a := post(t, c, s.TokenURL(), good()); a.body["expires_in"] != float64(3) {
+		t.Errorf("expires_in %v", a.body["expires_in"])
+	}
+	s.SetRandomFaults(1, Fault{Status: 500})
+	if a := post(t, c, s.TokenURL(), good()); a.status != 500 {
+		t.Errorf("random fault: %d", a.status)
+	}
+	s.SetRandomFaults(0)
+	if a := post(t, c, s.TokenURL(), good()); a.status != 200 {
+		t.Errorf("after faults off: %d", a.status)
+	}
+}
+
+func TestListen(t *testing.T) {
+	s, err := Listen("127.0.0.1:0", Client{ID: "svc", Secret: "pw", Audiences: []string{aud}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !strings.HasPrefix(s.URL, "http://127.0.0.1:") {
+		t.Fatal(s.URL)
+	}
+	if a := post(t, http.DefaultClient, s.TokenURL(), good()); a.status != 200 {
+		t.Fatal(a.status)
+	}
+}
