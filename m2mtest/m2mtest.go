@@ -113,8 +113,7 @@ type Server struct {
 // clients.
 func NewServer(clients ...Client) *Server {
 	s := newServer(clients)
-	s.srv = httptest.NewServer(s)
-	s.URL = s.srv.URL
+	s.start(httptest.NewUnstartedServer(s), false)
 	return s
 }
 
@@ -122,8 +121,7 @@ func NewServer(clients ...Client) *Server {
 // certificate that [Server.Client] trusts.
 func NewTLSServer(clients ...Client) *Server {
 	s := newServer(clients)
-	s.srv = httptest.NewTLSServer(s)
-	s.URL = s.srv.URL
+	s.start(httptest.NewUnstartedServer(s), true)
 	return s
 }
 
@@ -134,12 +132,27 @@ func Listen(addr string, clients ...Client) (*Server, error) {
 		return nil, err
 	}
 	s := newServer(clients)
-	s.srv = httptest.NewUnstartedServer(s)
-	s.srv.Listener.Close()
-	s.srv.Listener = l
-	s.srv.Start()
-	s.URL = s.srv.URL
+	srv := httptest.NewUnstartedServer(s)
+	srv.Listener.Close()
+	srv.Listener = l
+	s.start(srv, false)
 	return s, nil
+}
+
+// start sets URL before the server serves its first request, so that
+// handlers can read it without a lock.
+func (s *Server) start(srv *httptest.Server, tls bool) {
+	s.srv = srv
+	scheme := "http://"
+	if tls {
+		scheme = "https://"
+	}
+	s.URL = scheme + srv.Listener.Addr().String()
+	if tls {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 }
 
 func newServer(clients []Client) *Server {
@@ -570,7 +583,10 @@ func (s *Server) issue(w http.ResponseWriter, p url.Values, basicID, basicSecret
 	now := s.now()
 	claims := map[string]any{
 		"iss": s.Issuer(), "sub": id + "@clients", "aud": aud, "azp": id,
-		"iat": now.Unix(), "exp": now.Add(lifetime).Unix(), "jti": randomID(),
+		// exp is rounded up, so that the token lives at least expires_in
+		// from now: rounding down would end it up to a second early, which
+		// matters for the short lifetimes of resilience tests.
+		"iat": now.Unix(), "exp": now.Add(lifetime + time.Second - 1).Unix(), "jti": randomID(),
 		"gty": "client-credentials",
 	}
 	if len(c.Scopes) > 0 {

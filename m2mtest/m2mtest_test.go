@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -114,7 +115,7 @@ func TestIssuesVerifiableAuth0Tokens(t *testing.T) {
 				t.Errorf("tls=%v claim %s = %v, want %v", tls, k, claims[k], want)
 			}
 		}
-		if claims["exp"].(float64)-claims["iat"].(float64) != 86400 || claims["jti"] == "" {
+		if life := claims["exp"].(float64) - claims["iat"].(float64); life < 86400 || life > 86401 || claims["jti"] == "" {
 			t.Errorf("exp/iat/jti: %v", claims)
 		}
 		if s.TokensIssued("svc") != 1 || s.Requests() != 1 {
@@ -297,4 +298,58 @@ func TestListen(t *testing.T) {
 	if a := post(t, http.DefaultClient, s.TokenURL(), good()); a.status != 200 {
 		t.Fatal(a.status)
 	}
+}
+
+func TestVerifyAndProtect(t *testing.T) {
+	s := testServer(t)
+	c := s.Client()
+	tok := post(t, c, s.TokenURL(), good()).body["access_token"].(string)
+	if _, err := s.Verify(tok, aud); err != nil {
+		t.Fatal(err)
+	}
+	other := NewServer(Client{ID: "svc", Secret: "pw", Audiences: []string{aud}})
+	defer other.Close()
+	foreign := post(t, other.Client(), other.TokenURL(), good()).body["access_token"].(string)
+	expired, _ := s.Sign(map[string]any{"iss": s.Issuer(), "aud": aud, "exp": time.Now().Add(-time.Minute).Unix()})
+	wrongAud, _ := s.Sign(map[string]any{"iss": s.Issuer(), "aud": "https://other/", "exp": time.Now().Add(time.Minute).Unix()})
+	for name, bad := range map[string]string{"foreign key": foreign, "expired": expired, "audience": wrongAud, "garbage": "a.b.c", "tampered": tok[:len(tok)-4] + "AAAA"} {
+		if _, err := s.Verify(bad, aud); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	api := httptestServer(t, s.Protect(aud, []string{"read:messages"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })))
+	scoped := httptestServer(t, s.Protect(aud, []string{"admin"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
+	for _, tt := range []struct {
+		url, tok string
+		want     int
+		chall    string
+	}{
+		{api, "", 401, `Bearer realm="api"`},
+		{api, tok, 200, ""},
+		{api, expired, 401, `error="invalid_token"`},
+		{scoped, tok, 403, `error="insufficient_scope"`},
+	} {
+		req, _ := http.NewRequest("GET", tt.url, nil)
+		if tt.tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tt.tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want || !strings.Contains(resp.Header.Get("WWW-Authenticate"), tt.chall) {
+			t.Errorf("got %d %q, want %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), tt.want, tt.chall)
+		}
+	}
+	s.setNow(func() time.Time { return time.Now().Add(25 * time.Hour) })
+	if _, err := s.Verify(tok, aud); err == nil {
+		t.Error("token accepted after its lifetime")
+	}
+}
+
+func httptestServer(t *testing.T, h http.Handler) string {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/m2mtoken/m2mtoken/m2mtest"
+)
+
+// bin is the m2mtoken binary, built once for the tests that run it.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "m2mtoken-bin")
+	if err != nil {
+		panic(err)
+	}
+	bin = filepath.Join(dir, "m2mtoken")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const (
+	secret = "cli-secret-CANARY-1234"
+	aud    = "https://api.example.com/"
+)
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// runBin runs the binary with a clean environment plus env.
+func runBin(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append([]string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}, env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{code, out.String(), errb.String()}
+}
+
+func issuer(t *testing.T) *m2mtest.Server {
+	s := m2mtest.NewServer(m2mtest.Client{ID: "cli", Secret: secret, Audiences: []string{aud}, Scopes: []string{"read:x"}})
+	t.Cleanup(s.Close)
+	return s
+}
+
+func tokenEnv(s *m2mtest.Server, cacheDir string) []string {
+	return []string{"M2MTOKEN_TOKEN_URL=" + s.TokenURL(), "AUTH0_CLIENT_ID=cli", "AUTH0_CLIENT_SECRET=" + secret, "AUTH0_AUDIENCE=" + aud, "M2MTOKEN_CACHE_DIR=" + cacheDir}
+}
+
+func TestTokenCachedBetweenRuns(t *testing.T) {
+	s := issuer(t)
+	dir := filepath.Join(t.TempDir(), "cache")
+	env := tokenEnv(s, dir)
+	r1 := runBin(t, env, "token")
+	if r1.code != 0 {
+		t.Fatalf("exit %d: %s", r1.code, r1.stderr)
+	}
+	tok := strings.TrimSpace(r1.stdout)
+	if _, err := s.Verify(tok, aud); err != nil {
+		t.Fatalf("printed token does not verify: %v", err)
+	}
+	r2 := runBin(t, env, "token")
+	if strings.TrimSpace(r2.stdout) != tok || s.TokensIssued("cli") != 1 {
+		t.Fatalf("second run: new token or request (%d issued)", s.TokensIssued("cli"))
+	}
+	files, _ := os.ReadDir(dir)
+	var found bool
+	for _, f := range files {
+		info, _ := f.Info()
+		b, _ := os.ReadFile(filepath.Join(dir, f.Name()))
+		if bytes.Contains(b, []byte(secret)) {
+			t.Fatalf("%s holds the secret", f.Name())
+		}
+		if strings.HasSuffix(f.Name(), ".json") {
+			found = true
+			if info.Mode().Perm() != 0o600 {
+				t.Errorf("%s mode %v", f.Name(), info.Mode().Perm())
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no cache file")
+	}
+	if r := runBin(t, env, "token", "--no-cache"); r.code != 0 || s.TokensIssued("cli") != 2 {
+		t.Fatalf("--no-cache: exit %d, %d issued", r.code, s.TokensIssued("cli"))
+	}
+}
+
+func TestTokenOutputs(t *testing.T) {
+	s := issuer(t)
+	env := tokenEnv(s, t.TempDir())
+	h := runBin(t, env, "token", "--header")
+	if !strings.HasPrefix(h.stdout, "Authorization: Bearer eyJ") {
+		t.Fatalf("--header: %q", h.stdout)
+	}
+	j := runBin(t, env, "token", "--json")
+	var out map[string]any
+	if err := json.Unmarshal([]byte(j.stdout), &out); err != nil {
+		t.Fatalf("--json: %v: %q", err, j.stdout)
+	}
+	if out["token_type"] != "Bearer" || out["scope"] != "read:x" || out["expires_in"].(float64) < 86000 {
+		t.Fatalf("--json: %v", out)
+	}
+}
+
+func TestOverlappingRunsMakeOneRequest(t *testing.T) {
+	s := issuer(t)
+	s.SetLatency(300 * time.Millisecond)
+	env := tokenEnv(s, t.TempDir())
+	var wg sync.WaitGroup
+	toks := make([]string, 6)
+	for i := range toks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := runBin(t, env, "token")
+			if r.code != 0 {
+				t.Errorf("exit %d: %s", r.code, r.stderr)
+			}
+			toks[i] = r.stdout
+		}()
+	}
+	wg.Wait()
+	if s.TokensIssued("cli") != 1 {
+		t.Fatalf("%d tokens issued to 6 overlapping runs, want 1", s.TokensIssued("cli"))
+	}
+}
+
+func TestTokenErrors(t *testing.T) {
+	s := issuer(t)
+	env := tokenEnv(s, t.TempDir())
+	env[2] = "AUTH0_CLIENT_SECRET=wrong-" + secret
+	r := runBin(t, env, "token")
+	if r.code != 1 || !strings.Contains(r.stderr, "401") || !strings.Contains(r.stderr, "access_denied") || !strings.Contains(r.stderr, "Unauthorized") {
+		t.Fatalf("wrong secret: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if strings.Contains(r.stderr+r.stdout, secret) {
+		t.Fatal("output shows the secret")
+	}
+	if r := runBin(t, nil, "token", "--no-cache"); r.code != 1 || !strings.Contains(r.stderr, "ClientID is empty") {
+		t.Fatalf("no settings: exit %d, %q", r.code, r.stderr)
+	}
+	if r := runBin(t, nil, "token", "--bogus"); r.code != 2 {
+		t.Fatalf("bad flag: exit %d", r.code)
+	}
+	if r := runBin(t, nil, "frobnicate"); r.code != 2 {
+		t.Fatalf("bad command: exit %d", r.code)
+	}
+}
+
+func TestSecretFile(t *testing.T) {
+	s := issuer(t)
+	f := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(f, []byte(secret+"\n"), 0o600)
+	env := tokenEnv(s, t.TempDir())[:2]
+	r := runBin(t, env, "token", "--no-cache", "--client-secret-file", f, "--audience", aud)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"token", "--help"}, {"serve", "--help"}, {"demo", "--help"}} {
+		r := runBin(t, nil, args...)
+		if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "Usage") {
+			t.Errorf("%v: exit %d, %q", args, r.code, r.stdout+r.stderr)
+		}
+	}
+	for _, args := range [][]string{{"--version"}, {"version"}, {"token", "--version"}} {
+		if r := runBin(t, nil, args...); r.code != 0 || !strings.HasPrefix(r.stdout, "m2mtoken ") {
+			t.Errorf("%v: exit %d, %q", args, r.code, r.stdout)
+		}
+	}
+}
+
+func TestServeAndToken(t *testing.T) {
+	cmd := exec.Command(bin, "serve", "--client-id", "local", "--client-secret", secret, "--audience", aud, "--ttl", "1h")
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
+	env := []string{}
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "export "); ok {
+			env = append(env, v)
+		}
+		if strings.HasPrefix(line, "export AUTH0_AUDIENCE") {
+			break
+		}
+	}
+	if len(env) != 4 {
+		t.Fatalf("serve printed %v", env)
+	}
+	r := runBin(t, append(env, "M2MTOKEN_CACHE_DIR="+t.TempDir()), "token", "--json")
+	var out map[string]any
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &out) != nil || out["expires_in"].(float64) < 3500 {
+		t.Fatalf("token from serve: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestDemoExitsZero(t *testing.T) {
+	r := runBin(t, nil, "demo", "--duration", "3s", "--ttl", "1s", "--token-latency", "50ms", "--callers", "8", "--quiet")
+	if r.code != 0 || !strings.Contains(r.stdout, "API calls") || !strings.Contains(r.stdout, "token requests") {
+		t.Fatalf("demo: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+}

@@ -1,0 +1,149 @@
+package m2mtoken
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestFileCacheRoundTrip(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cache")
+	c := NewFileCache(dir)
+	ctx := context.Background()
+	if e, err := c.Get(ctx, "m2mtoken-abc"); e != nil || err != nil {
+		t.Fatalf("empty cache: %v %v", e, err)
+	}
+	in := &Entry{AccessToken: "tok", TokenType: "Bearer", IssuedAt: startTime(), Expiry: startTime().Add(time.Hour), Extra: map[string]any{"scope": "a b"}}
+	if err := c.Set(ctx, "m2mtoken-abc", in); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.Get(ctx, "m2mtoken-abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(in, out); diff != "" {
+		t.Fatalf("(-in +out):\n%s", diff)
+	}
+	st, _ := os.Stat(dir)
+	if st.Mode().Perm() != 0o700 {
+		t.Errorf("dir mode %v", st.Mode().Perm())
+	}
+	st, _ = os.Stat(filepath.Join(dir, "m2mtoken-abc.json"))
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("file mode %v", st.Mode().Perm())
+	}
+	files, _ := os.ReadDir(dir)
+	for _, f := range files {
+		if strings.Contains(f.Name(), ".tmp") {
+			t.Errorf("temporary file left: %s", f.Name())
+		}
+	}
+}
+
+func TestFileCacheUnsafeKeysAreHashed(t *testing.T) {
+	dir := t.TempDir()
+	c := NewFileCache(dir)
+	e := &Entry{AccessToken: "t", IssuedAt: startTime(), Expiry: startTime().Add(time.Hour)}
+	if err := c.Set(context.Background(), "../../etc/passwd", e); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := os.ReadDir(dir)
+	if len(files) != 1 || !strings.HasPrefix(files[0].Name(), "k-") {
+		t.Fatalf("files %v", files)
+	}
+	if got, _ := c.Get(context.Background(), "../../etc/passwd"); got == nil {
+		t.Fatal("hashed key not found again")
+	}
+}
+
+func TestFileCacheCorruptIsAMissAndReplaced(t *testing.T) {
+	for name, content := range map[string]string{
+		"garbage": "\x00\x01 not json", "truncated": `{"v":1,"entry":{"access_token":"x"`, "wrong version": `{"v":9,"entry":{}}`,
+		"no token": `{"v":1,"entry":{"access_token":"","issued_at":"2030-01-01T00:00:00Z","expiry":"2030-01-02T00:00:00Z"}}`,
+		"expiry before issue": `{"v":1,"entry":{"access_token":"x","issued_at":"2030-01-02T00:00:00Z","expiry":"2030-01-01T00:00:00Z"}}`,
+		"null entry": `{"v":1,"entry":null}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			e := newEndpoint(t)
+			logs := &logBuffer{}
+			s, _ := testSource(t, e, func(c *Config) { c.Cache = NewFileCache(dir); c.Logger = logs.logger() })
+			os.WriteFile(filepath.Join(dir, s.CacheKey()+".json"), []byte(content), 0o600)
+			tok, err := s.Token()
+			if err != nil || tok.AccessToken != "tok-1" {
+				t.Fatalf("%v %v", tok, err)
+			}
+			if !strings.Contains(logs.String(), "corrupt") {
+				t.Errorf("corrupt file not logged:\n%s", logs)
+			}
+			if got, err := NewFileCache(dir).Get(context.Background(), s.CacheKey()); err != nil || got.AccessToken != "tok-1" {
+				t.Errorf("not replaced: %v %v", got, err)
+			}
+		})
+	}
+}
+
+func TestFileCacheHoldsNoSecret(t *testing.T) {
+	dir := t.TempDir()
+	e := newEndpoint(t)
+	s, _ := testSource(t, e, func(c *Config) { c.Cache = NewFileCache(dir) })
+	s.Token()
+	files, _ := os.ReadDir(dir)
+	for _, f := range files {
+		b, _ := os.ReadFile(filepath.Join(dir, f.Name()))
+		if strings.Contains(string(b), testSecret) || strings.Contains(f.Name(), "client-1") {
+			t.Fatalf("%s reveals the secret or client", f.Name())
+		}
+	}
+}
+
+// TestFileCacheOneRequestForOverlappingSources: eight sources, each with its
+// own FileCache on one directory (as eight overlapping runs would have),
+// start together and make one token request between them.
+func TestFileCacheOneRequestForOverlappingSources(t *testing.T) {
+	dir := t.TempDir()
+	e := newEndpoint(t)
+	gate := make(chan struct{})
+	e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool { <-gate; return false })
+	var srcs []*TokenSource
+	for i := 0; i < 8; i++ {
+		s, err := New(Config{TokenURL: e.URL + "/oauth/token", ClientID: "client-1", ClientSecret: testSecret, Audience: "a", Cache: NewFileCache(dir)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		srcs = append(srcs, s)
+	}
+	var wg sync.WaitGroup
+	toks := make([]string, len(srcs))
+	for i, s := range srcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, err := s.Token()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			toks[i] = tok.AccessToken
+		}()
+	}
+	eventually(t, "the first request", func() bool { return e.count() == 1 })
+	close(gate)
+	wg.Wait()
+	if e.count() != 1 {
+		t.Fatalf("%d token requests, want 1", e.count())
+	}
+	for _, tk := range toks {
+		if tk != "tok-1" {
+			t.Fatalf("tokens %v", toks)
+		}
+	}
+}

@@ -1,0 +1,116 @@
+package m2mtest
+
+import (
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Verify checks that tok is an unexpired token this server signed for
+// audience, and returns its claims. It is what an API behind this issuer
+// would check; see also [Server.Protect].
+func (s *Server) Verify(tok, audience string) (map[string]any, error) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 || len(tok) > 64<<10 {
+		return nil, errors.New("not a JWT")
+	}
+	var header struct{ Alg, Kid string }
+	if err := decodePart(parts[0], &header); err != nil {
+		return nil, fmt.Errorf("header: %w", err)
+	}
+	if header.Alg != "RS256" || header.Kid != s.kid {
+		return nil, fmt.Errorf("unexpected alg %q or kid %q", header.Alg, header.Kid)
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil {
+		return nil, errors.New("signature is not base64url")
+	}
+	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	if err := rsa.VerifyPKCS1v15(&s.key.PublicKey, crypto.SHA256, sum[:], sig); err != nil {
+		return nil, errors.New("bad signature")
+	}
+	var claims map[string]any
+	if err := decodePart(parts[1], &claims); err != nil {
+		return nil, fmt.Errorf("claims: %w", err)
+	}
+	if claims["iss"] != s.Issuer() {
+		return nil, fmt.Errorf("issuer %v is not %s", claims["iss"], s.Issuer())
+	}
+	if !hasAudience(claims["aud"], audience) {
+		return nil, fmt.Errorf("audience %v is not %s", claims["aud"], audience)
+	}
+	exp, _ := claims["exp"].(float64)
+	if now := float64(s.now().Unix()); exp <= now {
+		return nil, errors.New("token expired")
+	}
+	return claims, nil
+}
+
+func decodePart(p string, v any) error {
+	b, err := base64.RawURLEncoding.DecodeString(p)
+	if err != nil {
+		return errors.New("not base64url")
+	}
+	return json.Unmarshal(b, v)
+}
+
+func hasAudience(aud any, want string) bool {
+	switch a := aud.(type) {
+	case string:
+		return a == want
+	case []any:
+		for _, x := range a {
+			if x == want {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Protect wraps next so that it is reached only with a bearer token that
+// [Server.Verify] accepts for audience and that carries every scope in
+// scopes. It answers like an RFC 6750 resource server: 401 with
+// WWW-Authenticate `Bearer error="invalid_token"` for a missing or bad
+// token, 403 `insufficient_scope` for a missing scope.
+func (s *Server) Protect(audience string, scopes []string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		tok, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok || tok == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="api"`)
+			http.Error(w, "missing bearer token", http.StatusUnauthorized)
+			return
+		}
+		claims, err := s.Verify(tok, audience)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="api", error="invalid_token", error_description=%q`, err.Error()))
+			http.Error(w, "invalid token", http.StatusUnauthorized)
+			return
+		}
+		granted, _ := claims["scope"].(string)
+		for _, sc := range scopes {
+			if !slices.Contains(strings.Fields(granted), sc) {
+				w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="api", error="insufficient_scope", scope=%q`, strings.Join(scopes, " ")))
+				http.Error(w, "insufficient scope", http.StatusForbidden)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// setNow replaces the server's clock, for tests that move time.
+func (s *Server) setNow(f func() time.Time) {
+	s.mu.Lock()
+	s.now = f
+	s.mu.Unlock()
+}
