@@ -66,9 +66,9 @@ func TestFileCacheUnsafeKeysAreHashed(t *testing.T) {
 func TestFileCacheCorruptIsAMissAndReplaced(t *testing.T) {
 	for name, content := range map[string]string{
 		"garbage": "\x00\x01 not json", "truncated": `{"v":1,"entry":{"access_token":"x"`, "wrong version": `{"v":9,"entry":{}}`,
-		"no token": `{"v":1,"entry":{"access_token":"","issued_at":"2030-01-01T00:00:00Z","expiry":"2030-01-02T00:00:00Z"}}`,
+		"no token":            `{"v":1,"entry":{"access_token":"","issued_at":"2030-01-01T00:00:00Z","expiry":"2030-01-02T00:00:00Z"}}`,
 		"expiry before issue": `{"v":1,"entry":{"access_token":"x","issued_at":"2030-01-02T00:00:00Z","expiry":"2030-01-01T00:00:00Z"}}`,
-		"null entry": `{"v":1,"entry":null}`,
+		"null entry":          `{"v":1,"entry":null}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()

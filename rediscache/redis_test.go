@@ -1,0 +1,380 @@
+package rediscache
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/m2mtoken/m2mtoken"
+	"github.com/m2mtoken/m2mtoken/m2mtest"
+)
+
+// redisServer is a throwaway redis-server on a free loopback port.
+type redisServer struct {
+	addr string
+	cmd  *exec.Cmd
+}
+
+// startRedis starts redis-server, or skips the test if it is not installed
+// (and fails instead when CI is set, where it must run).
+func startRedis(t testing.TB) *redisServer {
+	t.Helper()
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("redis-server is not on PATH, and CI is set: the Redis tests must run (apt-get install -y redis-server)")
+		}
+		t.Skip("redis-server is not on PATH: skipping the Redis tests (apt-get install -y redis-server to run them)")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	s := &redisServer{addr: "127.0.0.1:" + strconv.Itoa(port)}
+	s.cmd = exec.Command(path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "yes")
+	var out bytes.Buffer
+	s.cmd.Stdout, s.cmd.Stderr = &out, &out
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("starting redis-server: %v", err)
+	}
+	t.Cleanup(s.stop)
+	rdb := redis.NewClient(&redis.Options{Addr: s.addr})
+	defer rdb.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for rdb.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server did not answer on %s:\n%s", s.addr, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s
+}
+
+func (s *redisServer) stop() {
+	if s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+	}
+}
+
+func (s *redisServer) client(t testing.TB) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+const aud = "https://api.example.com/"
+
+func issuer(t testing.TB) *m2mtest.Server {
+	s := m2mtest.NewServer(m2mtest.Client{ID: "fleet", Secret: "fleet-secret-CANARY", Audiences: []string{aud}})
+	t.Cleanup(s.Close)
+	return s
+}
+
+func source(t testing.TB, iss *m2mtest.Server, cache m2mtoken.Cache, logger *slog.Logger) *m2mtoken.TokenSource {
+	t.Helper()
+	s, err := m2mtoken.New(m2mtoken.Config{TokenURL: iss.TokenURL(), ClientID: "fleet", ClientSecret: "fleet-secret-CANARY", Audience: aud, Cache: cache, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestColdStartFleetMakesOneRequest(t *testing.T) {
+	r := startRedis(t)
+	iss := issuer(t)
+	iss.SetLatency(200 * time.Millisecond)
+	var srcs []*m2mtoken.TokenSource
+	for i := 0; i < 8; i++ { // eight instances, each with its own Redis client
+		srcs = append(srcs, source(t, iss, New(r.client(t)), nil))
+	}
+	toks := make([]string, len(srcs))
+	var wg sync.WaitGroup
+	for i, s := range srcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, err := s.Token()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			toks[i] = tok.AccessToken
+		}()
+	}
+	wg.Wait()
+	if n := iss.TokensIssued("fleet"); n != 1 {
+		t.Fatalf("fleet of 8 made %d token requests, want 1", n)
+	}
+	for _, tk := range toks {
+		if tk != toks[0] {
+			t.Fatal("instances hold different tokens")
+		}
+	}
+}
+
+// TestSteadyState runs a fleet over several short lifetimes: about one
+// token request per lifetime, not one per instance.
+func TestSteadyState(t *testing.T) {
+	r := startRedis(t)
+	iss := issuer(t)
+	iss.SetTokenLifetime(2 * time.Second)
+	const n, lifetimes = 8, 4
+	var srcs []*m2mtoken.TokenSource
+	for i := 0; i < n; i++ {
+		srcs = append(srcs, source(t, iss, New(r.client(t)), nil))
+	}
+	stop := time.Now().Add(lifetimes * 2 * time.Second)
+	var wg sync.WaitGroup
+	for _, s := range srcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				if _, err := s.Token(); err != nil {
+					t.Error(err)
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	got := iss.TokensIssued("fleet")
+	t.Logf("%d instances over %d lifetimes: %d token requests", n, lifetimes, got)
+	if got > lifetimes+3 {
+		t.Fatalf("%d token requests over %d lifetimes for %d instances, want about one per lifetime", got, lifetimes, n)
+	}
+}
+
+func TestDeadLeaseHolder(t *testing.T) {
+	r := startRedis(t)
+	iss := issuer(t)
+	rdb := r.client(t)
+	s := source(t, iss, New(rdb), nil)
+	// A holder took the lease and died before storing a token.
+	if err := rdb.Set(context.Background(), "m2mtoken:"+s.CacheKey()+":lease", "dead-owner", 700*time.Millisecond).Err(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	tok, err := s.Token()
+	if err != nil || tok.AccessToken == "" {
+		t.Fatalf("%v %v", tok, err)
+	}
+	if waited := time.Since(start); waited < 600*time.Millisecond || waited > 5*time.Second {
+		t.Fatalf("fetched after %v; want after the dead lease expired", waited)
+	}
+	if iss.TokensIssued("fleet") != 1 {
+		t.Fatalf("%d requests", iss.TokensIssued("fleet"))
+	}
+}
+
+func TestLeaseReleasedOnlyByOwner(t *testing.T) {
+	r := startRedis(t)
+	rdb := r.client(t)
+	c := New(rdb)
+	ctx := context.Background()
+	release, ok, err := c.TryLease(ctx, "k", 100*time.Millisecond)
+	if !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if _, ok, _ := c.TryLease(ctx, "k", time.Second); ok {
+		t.Fatal("second lease granted while the first is held")
+	}
+	time.Sleep(150 * time.Millisecond) // the first lease expires
+	release2, ok, _ := c.TryLease(ctx, "k", time.Minute)
+	if !ok {
+		t.Fatal("lease not granted after expiry")
+	}
+	release() // the first holder's late release must not free the second's lease
+	if _, ok, _ := c.TryLease(ctx, "k", time.Second); ok {
+		t.Fatal("a stale release freed another holder's lease")
+	}
+	release2()
+	if _, ok, _ := c.TryLease(ctx, "k", time.Second); !ok {
+		t.Fatal("lease not free after its owner released it")
+	}
+}
+
+func TestRedisStoppedMidRun(t *testing.T) {
+	r := startRedis(t)
+	iss := issuer(t)
+	var logs syncBuffer
+	s := source(t, iss, New(r.client(t)), slog.New(slog.NewTextHandler(&logs, nil)))
+	tok1, err := s.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.stop()
+	s.Invalidate(tok1) // force a fetch with Redis gone
+	tok2, err := s.Token()
+	if err != nil || tok2.AccessToken == tok1.AccessToken {
+		t.Fatalf("with Redis down: %v %v", tok2, err)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") {
+		t.Error("no warning logged for the Redis failure")
+	}
+	// Redis unreachable from the start: still no failed call.
+	dead := redis.NewClient(&redis.Options{Addr: r.addr, MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	defer dead.Close()
+	if _, err := source(t, iss, New(dead), nil).Token(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSlowRedisIsBounded(t *testing.T) {
+	// A listener that accepts and never answers, like a hung Redis.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	iss := issuer(t)
+	rdb := redis.NewClient(&redis.Options{Addr: l.Addr().String(), MaxRetries: -1})
+	defer rdb.Close()
+	start := time.Now()
+	if _, err := source(t, iss, New(rdb, WithTimeout(100*time.Millisecond)), nil).Token(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("a hung Redis delayed the token by %v", d)
+	}
+}
+
+func TestEncryption(t *testing.T) {
+	r := startRedis(t)
+	iss := issuer(t)
+	rdb := r.client(t)
+	key := bytes.Repeat([]byte{7}, 32)
+	a := source(t, iss, New(rdb, WithEncryptionKey(key)), nil)
+	tok, err := a.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	keys, _ := rdb.Keys(ctx, "*").Result()
+	for _, k := range keys {
+		v, _ := rdb.Get(ctx, k).Bytes()
+		if bytes.Contains(v, []byte(tok.AccessToken)) || bytes.Contains(v, []byte(tok.AccessToken[:20])) || bytes.Contains(v, []byte("fleet-secret")) {
+			t.Fatalf("%s holds the token or secret in the clear", k)
+		}
+	}
+	// Same key: adopted. Wrong key: a miss and a fetch, never an error.
+	if b, _ := source(t, iss, New(rdb, WithEncryptionKey(key)), nil).Token(); b.AccessToken != tok.AccessToken {
+		t.Fatal("same key did not share the token")
+	}
+	var logs syncBuffer
+	wrong := New(rdb, WithEncryptionKey(bytes.Repeat([]byte{8}, 32)), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	if c, err := source(t, iss, wrong, nil).Token(); err != nil || c.AccessToken == tok.AccessToken {
+		t.Fatalf("wrong key: %v %v", c, err)
+	}
+	if !strings.Contains(logs.String(), "does not decrypt") {
+		t.Errorf("wrong key not logged: %s", logs.String())
+	}
+	// Rotation: new key, old one for decryption.
+	rotated := New(rdb, WithEncryptionKey(bytes.Repeat([]byte{9}, 32)), WithDecryptionKeys(bytes.Repeat([]byte{8}, 32)))
+	e, err := rotated.Get(ctx, a.CacheKey())
+	if err != nil || e == nil {
+		t.Fatalf("old key did not decrypt during rotation: %v", err)
+	}
+	// A value moved to another key does not open.
+	v, _ := rdb.Get(ctx, "m2mtoken:"+a.CacheKey()).Bytes()
+	rdb.Set(ctx, "m2mtoken:other", v, time.Minute)
+	if e, err := New(rdb, WithEncryptionKey(bytes.Repeat([]byte{8}, 32))).Get(ctx, "other"); e != nil || err == nil {
+		t.Fatal("a value moved to another key opened")
+	}
+	if New(rdb, WithEncryptionKey([]byte("short"))).Err() == nil {
+		t.Fatal("short key accepted")
+	}
+}
+
+func TestPrefixIsolation(t *testing.T) {
+	r := startRedis(t)
+	iss := issuer(t)
+	a := source(t, iss, New(r.client(t), WithPrefix("app-a:")), nil)
+	b := source(t, iss, New(r.client(t), WithPrefix("app-b:")), nil)
+	ta, _ := a.Token()
+	tb, _ := b.Token()
+	if ta.AccessToken == tb.AccessToken || iss.TokensIssued("fleet") != 2 {
+		t.Fatal("prefixes shared a token")
+	}
+	keys, _ := r.client(t).Keys(context.Background(), "*").Result()
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "app-a:") && !strings.HasPrefix(k, "app-b:") {
+			t.Errorf("key %q outside the prefixes", k)
+		}
+	}
+}
+
+func TestCorruptValues(t *testing.T) {
+	r := startRedis(t)
+	iss := issuer(t)
+	rdb := r.client(t)
+	ctx := context.Background()
+	for i, garbage := range []string{"garbage", `{"v":1}`, `{"v":1,"entry":{"access_token":""}}`, `{"v":2,"entry":{}}`, "\xff\xfe", strings.Repeat("x", 2<<20)} {
+		s := source(t, iss, New(rdb), nil)
+		rdb.Set(ctx, "m2mtoken:"+s.CacheKey(), garbage, time.Minute)
+		tok, err := s.Token()
+		if err != nil || tok.AccessToken == "" {
+			t.Fatalf("garbage %d: %v %v", i, tok, err)
+		}
+		if e, err := New(rdb).Get(ctx, s.CacheKey()); err != nil || e.AccessToken != tok.AccessToken {
+			t.Fatalf("garbage %d not replaced: %v", i, err)
+		}
+	}
+	if n := iss.TokensIssued("fleet"); n != 6 {
+		t.Fatalf("%d tokens issued, want one per corrupt value", n)
+	}
+}
+
+func TestEntriesExpireWithToken(t *testing.T) {
+	r := startRedis(t)
+	iss := issuer(t)
+	iss.SetTokenLifetime(time.Hour)
+	rdb := r.client(t)
+	s := source(t, iss, New(rdb), nil)
+	s.Token()
+	ttl, _ := rdb.PTTL(context.Background(), "m2mtoken:"+s.CacheKey()).Result()
+	if ttl < 59*time.Minute || ttl > time.Hour {
+		t.Fatalf("PTTL %v, want about an hour", ttl)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,306 @@
+// Package rediscache is an m2mtoken.Cache in Redis, so that a fleet of
+// processes shares one token, and one token request, per token lifetime.
+//
+// Auth0 bills and rate-limits machine-to-machine tokens per tenant: fifty
+// replicas that each fetch their own token cost fifty times as much. With a
+// Cache from this package as m2mtoken.Config.Cache:
+//
+//   - a source that needs a token first looks in Redis, and adopts a fresh
+//     token another instance stored;
+//   - if there is none, one instance takes a short lease (SET NX PX) and
+//     fetches, while the others poll Redis for its token, bounded by their
+//     contexts; if the lease holder dies, its lease expires and another
+//     instance fetches;
+//   - entries expire in Redis with their token (PX).
+//
+// Each source keeps its token in memory too, so the hot path makes no
+// network call: Redis is consulted only when a token is missing or due for
+// refresh. Redis being down, slow or returning garbage costs extra token
+// requests and a warning in the log, never a failed call: every Redis call
+// is bounded by a short timeout, and the source goes on with the token
+// endpoint.
+//
+// With [WithEncryptionKey], values are sealed with AES-256-GCM bound to
+// their Redis key, so a reader of Redis sees no usable token and a value
+// moved to another key does not open.
+package rediscache
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/m2mtoken/m2mtoken"
+)
+
+// Cache is an [m2mtoken.Cache] and [m2mtoken.Leaser] in Redis. Create it
+// with [New]; it is safe for concurrent use.
+type Cache struct {
+	rdb     redis.UniversalClient
+	prefix  string
+	timeout time.Duration
+	seal    cipher.AEAD   // nil: values are stored in plain JSON
+	open    []cipher.AEAD // seal first, then old keys
+	log     *slog.Logger
+	release *redis.Script
+	err     error // a configuration error, returned by every call
+}
+
+// Option configures a Cache.
+type Option func(*Cache)
+
+// WithPrefix puts every key under prefix (default "m2mtoken:"), so that
+// several applications can share one Redis.
+func WithPrefix(prefix string) Option { return func(c *Cache) { c.prefix = prefix } }
+
+// WithTimeout bounds each Redis call (default 250 ms). A call that takes
+// longer counts as a cache miss, whatever the client's own timeouts.
+func WithTimeout(d time.Duration) Option {
+	return func(c *Cache) {
+		if d > 0 {
+			c.timeout = d
+		}
+	}
+}
+
+// WithLogger sets where warnings about undecryptable values go (default:
+// nowhere). Errors are also returned to the token source, which logs them.
+func WithLogger(l *slog.Logger) Option { return func(c *Cache) { c.log = l } }
+
+// WithEncryptionKey seals values with AES-256-GCM under key, which must be
+// 32 bytes (from a secret store, not from code). The Redis key is the
+// additional data, so a value copied to another key does not open. A value
+// that does not open is a miss (and a warning). With a key set, plaintext
+// values are not accepted.
+//
+// To rotate keys: deploy the new key with WithEncryptionKey and the old one
+// with [WithDecryptionKeys]; once the old entries have expired (one token
+// lifetime), drop the old key.
+func WithEncryptionKey(key []byte) Option {
+	return func(c *Cache) {
+		aead, err := newAEAD(key)
+		if err != nil {
+			c.err = fmt.Errorf("rediscache: WithEncryptionKey: %w", err)
+			return
+		}
+		c.seal = aead
+	}
+}
+
+// WithDecryptionKeys adds old keys that values may still be sealed with,
+// during a key rotation. New values are always sealed with the key given to
+// [WithEncryptionKey].
+func WithDecryptionKeys(keys ...[]byte) Option {
+	return func(c *Cache) {
+		for i, k := range keys {
+			aead, err := newAEAD(k)
+			if err != nil {
+				c.err = fmt.Errorf("rediscache: WithDecryptionKeys: key %d: %w", i, err)
+				return
+			}
+			c.open = append(c.open, aead)
+		}
+	}
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
+	if len(key) != 32 {
+		return nil, fmt.Errorf("the key is %d bytes; AES-256 needs 32", len(key))
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// New returns a Cache on rdb: a *redis.Client, *redis.ClusterClient, a
+// Sentinel failover client or a *redis.Ring. A bad option (an encryption key
+// of the wrong size) makes every call return the error; [Cache.Err] reports
+// it at startup.
+func New(rdb redis.UniversalClient, opts ...Option) *Cache {
+	c := &Cache{
+		rdb: rdb, prefix: "m2mtoken:", timeout: 250 * time.Millisecond,
+		// Deletes the lease only if it still holds this owner's token, so
+		// that a holder whose lease expired cannot release the next one's.
+		release: redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`),
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.seal != nil {
+		c.open = append([]cipher.AEAD{c.seal}, c.open...)
+	} else if len(c.open) > 0 && c.err == nil {
+		c.err = errors.New("rediscache: WithDecryptionKeys needs WithEncryptionKey")
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// bounded runs f with a context that ends after the cache's timeout, and
+// returns when f does or when the timeout passes, whichever is first. The
+// context alone is not enough: go-redis ignores context deadlines unless
+// the client was built with ContextTimeoutEnabled, and then waits for its
+// own ReadTimeout (3 s by default). An abandoned call ends by itself within
+// the client's timeouts; its result is dropped.
+func (c *Cache) bounded(ctx context.Context, op string, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	done := make(chan error, 1)
+	go func() {
+		defer cancel()
+		done <- f(ctx)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("rediscache: %s: no answer within %v", op, c.timeout)
+	}
+}
+
+// Err reports a configuration error, or nil.
+func (c *Cache) Err() error { return c.err }
+
+// value is what is stored (before sealing).
+type value struct {
+	V     int             `json:"v"`
+	Entry *m2mtoken.Entry `json:"entry"`
+}
+
+const sealedMagic = "m2mtoken-gcm1:"
+
+// Get returns the entry under key, nil if there is none. An error means
+// Redis failed, or the value was corrupt or did not decrypt; either way the
+// source treats it as a miss.
+func (c *Cache) Get(ctx context.Context, key string) (*m2mtoken.Entry, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	rkey := c.prefix + key
+	var b []byte
+	err := c.bounded(ctx, "GET", func(ctx context.Context) error {
+		var err error
+		b, err = c.rdb.Get(ctx, rkey).Bytes()
+		return err
+	})
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rediscache: GET: %w", err)
+	}
+	e, err := c.decode(rkey, b)
+	if err != nil {
+		c.log.Warn("rediscache: ignoring a stored value", slog.String("key", rkey), slog.Any("error", err))
+		return nil, fmt.Errorf("rediscache: value at %s: %w", rkey, err)
+	}
+	return e, nil
+}
+
+func (c *Cache) decode(rkey string, b []byte) (*m2mtoken.Entry, error) {
+	if len(b) > 1<<20 {
+		return nil, errors.New("over 1 MiB")
+	}
+	if c.seal != nil {
+		if len(b) < len(sealedMagic) || string(b[:len(sealedMagic)]) != sealedMagic {
+			return nil, errors.New("not sealed, but an encryption key is set")
+		}
+		b = b[len(sealedMagic):]
+		var plain []byte
+		for _, aead := range c.open {
+			ns := aead.NonceSize()
+			if len(b) < ns {
+				break
+			}
+			if p, err := aead.Open(nil, b[:ns], b[ns:], []byte(rkey)); err == nil {
+				plain = p
+				break
+			}
+		}
+		if plain == nil {
+			return nil, errors.New("does not decrypt with any configured key (wrong key, or moved from another key)")
+		}
+		b = plain
+	}
+	var v value
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, errors.New("not a cache entry")
+	}
+	if v.V != 1 || !v.Entry.Valid() {
+		return nil, errors.New("not a usable cache entry")
+	}
+	return v.Entry, nil
+}
+
+// Set stores e under key until e.Expiry.
+func (c *Cache) Set(ctx context.Context, key string, e *m2mtoken.Entry) error {
+	if c.err != nil {
+		return c.err
+	}
+	ttl := time.Until(e.Expiry)
+	if ttl < time.Millisecond {
+		return nil
+	}
+	b, err := json.Marshal(value{V: 1, Entry: e})
+	if err != nil {
+		return fmt.Errorf("rediscache: %w", err)
+	}
+	rkey := c.prefix + key
+	if c.seal != nil {
+		nonce := make([]byte, c.seal.NonceSize(), c.seal.NonceSize()+len(b)+c.seal.Overhead())
+		if _, err := rand.Read(nonce); err != nil {
+			return fmt.Errorf("rediscache: %w", err)
+		}
+		b = append([]byte(sealedMagic), c.seal.Seal(nonce, nonce, b, []byte(rkey))...)
+	}
+	err = c.bounded(ctx, "SET", func(ctx context.Context) error { return c.rdb.Set(ctx, rkey, b, ttl).Err() })
+	if err != nil {
+		return fmt.Errorf("rediscache: SET: %w", err)
+	}
+	return nil
+}
+
+// TryLease takes the fetch lease for key for ttl, with SET NX PX. It
+// reports false if another instance holds it.
+func (c *Cache) TryLease(ctx context.Context, key string, ttl time.Duration) (func(), bool, error) {
+	if c.err != nil {
+		return nil, false, c.err
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, false, err
+	}
+	owner := hex.EncodeToString(b[:])
+	lkey := c.prefix + key + ":lease"
+	var ok bool
+	err := c.bounded(ctx, "SET NX", func(ctx context.Context) error {
+		var err error
+		ok, err = c.rdb.SetNX(ctx, lkey, owner, ttl).Result()
+		return err
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("rediscache: SET NX: %w", err)
+	}
+	if !ok {
+		return nil, false, nil
+	}
+	return func() {
+		err := c.bounded(context.WithoutCancel(ctx), "release", func(ctx context.Context) error {
+			return c.release.Run(ctx, c.rdb, []string{lkey}, owner).Err()
+		})
+		if err != nil {
+			c.log.Warn("rediscache: releasing the lease failed; it expires on its own", slog.String("key", lkey), slog.Any("error", err))
+		}
+	}, true, nil
+}
