@@ -20,6 +20,9 @@ package m2mtoken
 import (
 	"bytes"
 	"context"
+	"crypto"
+	cryptorand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,6 +55,10 @@ const (
 	// ClientSecretBasic sends them in an HTTP Basic Authorization header
 	// (RFC 6749 section 2.3.1); the body then holds nothing secret.
 	ClientSecretBasic
+	// PrivateKeyJWT authenticates with a short-lived JWT signed with
+	// Config.PrivateKey (RFC 7523, OIDC private_key_jwt): no secret is
+	// shared with the server. A new assertion is signed for every request.
+	PrivateKeyJWT
 )
 
 // String returns the method's OAuth 2.0 name.
@@ -61,6 +68,8 @@ func (m AuthMethod) String() string {
 		return "client_secret_post"
 	case ClientSecretBasic:
 		return "client_secret_basic"
+	case PrivateKeyJWT:
+		return "private_key_jwt"
 	}
 	return fmt.Sprintf("AuthMethod(%d)", int(m))
 }
@@ -80,11 +89,36 @@ type Config struct {
 	// https, or http to a loopback address.
 	TokenURL string
 
-	// ClientID and ClientSecret are the application's credentials.
+	// ClientID and ClientSecret are the application's credentials. With
+	// PrivateKeyJWT there is no secret.
 	ClientID     string
 	ClientSecret string
-	// AuthMethod says how the credentials are sent; see [AuthMethod].
+	// AuthMethod says how the client authenticates; see [AuthMethod]. When
+	// PrivateKey is set and AuthMethod is left zero, it is PrivateKeyJWT.
 	AuthMethod AuthMethod
+
+	// PrivateKey signs client assertions for PrivateKeyJWT: an RSA key of
+	// at least 2048 bits or an ECDSA P-256 key (see [LoadPrivateKey]).
+	PrivateKey crypto.Signer
+	// KeyID is the assertion's kid header: the key's ID as registered with
+	// the server (Auth0 shows it as the credential's Key ID).
+	KeyID string
+	// SigningAlgorithm is RS256 (the default for RSA keys), PS256 (RSA) or
+	// ES256 (the default, and only choice, for P-256 keys).
+	SigningAlgorithm string
+	// AssertionAudience is the assertion's aud claim. Empty means
+	// https://DOMAIN/ (with the slash, as Auth0 requires) when Domain is
+	// set, else TokenURL.
+	AssertionAudience string
+	// AssertionLifetime is how long each assertion is valid: 1 minute if
+	// zero, at most 5 minutes.
+	AssertionLifetime time.Duration
+	// MTLSTokenURL, if set, is where token requests are sent instead: the
+	// token endpoint's mTLS alias (Auth0 serves mTLS client authentication
+	// only at its own alias behind a custom domain). HTTPClient must then
+	// present the client certificate. Domain or TokenURL still names the
+	// server, and the assertion audience.
+	MTLSTokenURL string
 
 	// Audience is the identifier of the API the token is for. Auth0 needs it.
 	Audience string
@@ -175,8 +209,12 @@ func (c Config) String() string {
 	if c.ClientSecret != "" {
 		secret = "<redacted>"
 	}
-	return fmt.Sprintf("m2mtoken.Config{endpoint:%q client_id:%q client_secret:%s audience:%q scopes:%q organization:%q auth:%s}",
-		endpoint, c.ClientID, secret, c.Audience, c.Scopes, c.Organization, c.AuthMethod)
+	key := "<none>"
+	if c.PrivateKey != nil {
+		key = "<redacted>"
+	}
+	return fmt.Sprintf("m2mtoken.Config{endpoint:%q client_id:%q client_secret:%s private_key:%s audience:%q scopes:%q organization:%q auth:%s}",
+		endpoint, c.ClientID, secret, key, c.Audience, c.Scopes, c.Organization, c.AuthMethod)
 }
 
 // GoString is String, so that %#v redacts too.
@@ -208,15 +246,50 @@ func (c *Config) withDefaults() (string, error) {
 	if c.ClientID == "" {
 		return "", errors.New("m2mtoken: Config.ClientID is empty: set it to the application's Client ID")
 	}
-	if c.ClientSecret == "" {
-		return "", errors.New("m2mtoken: Config.ClientSecret is empty: set it to the application's Client Secret")
+	if c.PrivateKey != nil && c.AuthMethod == ClientSecretPost && c.ClientSecret == "" {
+		c.AuthMethod = PrivateKeyJWT
 	}
-	if c.AuthMethod != ClientSecretPost && c.AuthMethod != ClientSecretBasic {
+	switch c.AuthMethod {
+	case ClientSecretPost, ClientSecretBasic:
+		if c.PrivateKey != nil {
+			return "", errors.New("m2mtoken: Config.PrivateKey and Config.ClientSecret are both set: use one way to authenticate (a key means AuthMethod PrivateKeyJWT)")
+		}
+		if c.ClientSecret == "" {
+			return "", errors.New("m2mtoken: Config.ClientSecret is empty: set it to the application's Client Secret (or set PrivateKey for Private Key JWT)")
+		}
+	case PrivateKeyJWT:
+		if c.ClientSecret != "" {
+			return "", errors.New("m2mtoken: Config.ClientSecret is set with AuthMethod PrivateKeyJWT: a secret and a key together are refused; remove the secret")
+		}
+		if c.PrivateKey == nil {
+			return "", errors.New("m2mtoken: AuthMethod PrivateKeyJWT needs Config.PrivateKey (see LoadPrivateKey)")
+		}
+		alg, err := jwt.CheckKey(c.PrivateKey, c.SigningAlgorithm)
+		if err != nil {
+			return "", fmt.Errorf("m2mtoken: Config.PrivateKey: %w", err)
+		}
+		c.SigningAlgorithm = alg
+		if c.AssertionLifetime < 0 || c.AssertionLifetime > 5*time.Minute {
+			return "", fmt.Errorf("m2mtoken: Config.AssertionLifetime %v: must be at most 5 minutes", c.AssertionLifetime)
+		}
+		setDefault(&c.AssertionLifetime, time.Minute)
+	default:
 		return "", fmt.Errorf("m2mtoken: Config.AuthMethod %v is not supported", c.AuthMethod)
 	}
 	tokenURL, err := endpointURL(c.Domain, c.TokenURL)
 	if err != nil {
 		return "", err
+	}
+	if c.AssertionAudience == "" {
+		c.AssertionAudience = tokenURL
+		if c.Domain != "" {
+			c.AssertionAudience = strings.TrimSuffix(tokenURL, "oauth/token")
+		}
+	}
+	if c.MTLSTokenURL != "" {
+		if tokenURL, err = endpointURL("", c.MTLSTokenURL); err != nil {
+			return "", fmt.Errorf("%w (in Config.MTLSTokenURL)", err)
+		}
 	}
 	for _, p := range reservedParams {
 		if _, ok := c.EndpointParams[p]; ok {
@@ -565,9 +638,18 @@ func stripURL(err error) error {
 
 func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
 	form := url.Values{"grant_type": {"client_credentials"}}
-	if s.cfg.AuthMethod == ClientSecretPost {
+	switch s.cfg.AuthMethod {
+	case ClientSecretPost:
 		form.Set("client_id", s.cfg.ClientID)
 		form.Set("client_secret", s.cfg.ClientSecret)
+	case PrivateKeyJWT:
+		assertion, err := s.assertion()
+		if err != nil {
+			return nil, err
+		}
+		form.Set("client_id", s.cfg.ClientID)
+		form.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+		form.Set("client_assertion", assertion)
 	}
 	if s.cfg.Audience != "" {
 		form.Set("audience", s.cfg.Audience)
@@ -612,6 +694,24 @@ func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
 		req.SetBasicAuth(url.QueryEscape(s.cfg.ClientID), url.QueryEscape(s.cfg.ClientSecret))
 	}
 	return req, nil
+}
+
+// assertion signs a new client assertion (RFC 7523 section 3) with a
+// unique jti.
+func (s *TokenSource) assertion() (string, error) {
+	var jti [16]byte
+	if _, err := cryptorand.Read(jti[:]); err != nil {
+		return "", err
+	}
+	now := s.clock.Now()
+	return jwt.Sign(s.cfg.PrivateKey, s.cfg.SigningAlgorithm, s.cfg.KeyID, map[string]any{
+		"iss": s.cfg.ClientID,
+		"sub": s.cfg.ClientID,
+		"aud": s.cfg.AssertionAudience,
+		"iat": now.Unix(),
+		"exp": now.Add(s.cfg.AssertionLifetime).Unix(),
+		"jti": hex.EncodeToString(jti[:]),
+	})
 }
 
 // readAnswer turns one answer into a token or a *TokenError.

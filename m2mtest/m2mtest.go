@@ -55,6 +55,10 @@ type Client struct {
 	// NoClientCredentials denies the client_credentials grant (Auth0
 	// answers 403 unauthorized_client).
 	NoClientCredentials bool
+	// PublicKey, if set, lets the client authenticate with private_key_jwt:
+	// an *rsa.PublicKey (RS256, PS256) or a P-256 *ecdsa.PublicKey (ES256).
+	// A client may have a Secret, a PublicKey or both.
+	PublicKey crypto.PublicKey
 }
 
 // Fault is one injected answer to a token request.
@@ -93,20 +97,20 @@ type Server struct {
 	key *rsa.PrivateKey
 	kid string
 
-	mu          sync.Mutex
-	clients     map[string]Client
-	lifetime    time.Duration
-	latency     time.Duration
-	queue       []Fault
-	faultRate   float64
-	faultPool   []Fault
-	bucket      *bucket
-	requests    int
-	perClient   map[string]int
-	issued      map[string]int
-	now         func() time.Time
-	audiences   map[string]bool
-	extraClaims map[string]any
+	mu        sync.Mutex
+	clients   map[string]Client
+	lifetime  time.Duration
+	latency   time.Duration
+	queue     []Fault
+	faultRate float64
+	faultPool []Fault
+	bucket    *bucket
+	requests  int
+	perClient map[string]int
+	issued    map[string]int
+	now       func() time.Time
+	audiences map[string]bool
+	seenJTI   map[string]time.Time // assertion IDs until their expiry
 }
 
 // NewServer starts an issuer over http on a loopback port with the given
@@ -165,7 +169,7 @@ func newServer(clients []Client) *Server {
 		key: key, kid: hex.EncodeToString(sum[:8]),
 		clients: map[string]Client{}, lifetime: DefaultLifetime,
 		perClient: map[string]int{}, issued: map[string]int{}, now: time.Now,
-		audiences: map[string]bool{},
+		audiences: map[string]bool{}, seenJTI: map[string]time.Time{},
 	}
 	for _, c := range clients {
 		s.AddClient(c)
@@ -328,7 +332,7 @@ func (s *Server) jwks(w http.ResponseWriter) {
 	pub := s.key.PublicKey
 	writeJSON(w, 200, map[string]any{"keys": []map[string]any{{
 		"kty": "RSA", "use": "sig", "alg": "RS256", "kid": s.kid,
-		"n": b64(pub.N.Bytes()), "e": b64(big(pub.E)),
+		"n": b64(pub.N.Bytes()), "e": b64(bigEndian(pub.E)),
 	}}})
 }
 
@@ -338,14 +342,15 @@ func (s *Server) discovery(w http.ResponseWriter) {
 		"token_endpoint":                        s.TokenURL(),
 		"jwks_uri":                              s.JWKSURL(),
 		"grant_types_supported":                 []string{"client_credentials"},
-		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "client_secret_basic"},
-		"id_token_signing_alg_values_supported": []string{"RS256"},
-		"response_types_supported":              []string{"token"},
-		"subject_types_supported":               []string{"public"},
+		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "client_secret_basic", "private_key_jwt"},
+		"token_endpoint_auth_signing_alg_values_supported": []string{"RS256", "PS256", "ES256"},
+		"id_token_signing_alg_values_supported":            []string{"RS256"},
+		"response_types_supported":                         []string{"token"},
+		"subject_types_supported":                          []string{"public"},
 	})
 }
 
-func big(e int) []byte {
+func bigEndian(e int) []byte {
 	b := []byte{byte(e >> 24), byte(e >> 16), byte(e >> 8), byte(e)}
 	for len(b) > 1 && b[0] == 0 {
 		b = b[1:]
@@ -522,6 +527,24 @@ func (s *Server) issue(w http.ResponseWriter, p url.Values, basicID, basicSecret
 		return
 	}
 	id, secret := p.Get("client_id"), p.Get("client_secret")
+	assertion := p.Get("client_assertion")
+	if assertion != "" || p.Has("client_assertion_type") {
+		if p.Get("client_assertion_type") != jwtBearer {
+			writeError(w, http.StatusBadRequest, "invalid_request", "client_assertion_type must be "+jwtBearer, "")
+			return
+		}
+		if secret != "" || basicID != "" {
+			writeError(w, http.StatusBadRequest, "invalid_request", "Only one client authentication method may be used", "")
+			return
+		}
+		if id == "" {
+			var cl struct{ Iss string }
+			if parts := strings.Split(assertion, "."); len(parts) == 3 {
+				decodePart(parts[1], &cl)
+			}
+			id = cl.Iss
+		}
+	}
 	if basicID != "" {
 		if id != "" && id != basicID {
 			writeError(w, http.StatusBadRequest, "invalid_request", "client_id does not match the Authorization header", "")
@@ -543,7 +566,16 @@ func (s *Server) issue(w http.ResponseWriter, p url.Values, basicID, basicSecret
 		writeError(w, http.StatusForbidden, "unsupported_grant_type", "Unsupported grant type: "+clip(gt), "")
 		return
 	}
-	if !known || secret == "" || !constantTimeEqual(secret, c.Secret) {
+	if assertion != "" {
+		if !known {
+			writeError(w, http.StatusUnauthorized, "access_denied", "Unauthorized", "")
+			return
+		}
+		if err := s.checkAssertion(c, assertion); err != nil {
+			writeError(w, http.StatusUnauthorized, "invalid_client", "Invalid client assertion: "+err.Error(), "")
+			return
+		}
+	} else if !known || secret == "" || c.Secret == "" || !constantTimeEqual(secret, c.Secret) {
 		writeError(w, http.StatusUnauthorized, "access_denied", "Unauthorized", "")
 		return
 	}

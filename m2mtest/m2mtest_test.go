@@ -1,6 +1,9 @@
 package m2mtest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,8 +14,10 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/m2mtoken/m2mtoken/internal/jwt"
 )
 
 const aud = "https://api.example.com/"
@@ -75,7 +80,7 @@ func verify(t *testing.T, s *Server, c *http.Client, tok string) map[string]any 
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	parsed, err := jwt.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256})
+	parsed, err := josejwt.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,12 +88,12 @@ func verify(t *testing.T, s *Server, c *http.Client, tok string) map[string]any 
 	if len(keys) != 1 {
 		t.Fatalf("kid %q not in JWKS", parsed.Headers[0].KeyID)
 	}
-	var std jwt.Claims
+	var std josejwt.Claims
 	var all map[string]any
 	if err := parsed.Claims(keys[0].Key, &std, &all); err != nil {
 		t.Fatalf("signature: %v", err)
 	}
-	if err := std.Validate(jwt.Expected{Issuer: issuer, AnyAudience: jwt.Audience{aud}, Time: time.Now()}); err != nil {
+	if err := std.Validate(josejwt.Expected{Issuer: issuer, AnyAudience: josejwt.Audience{aud}, Time: time.Now()}); err != nil {
 		t.Fatalf("claims: %v", err)
 	}
 	return all
@@ -352,4 +357,60 @@ func httptestServer(t *testing.T, h http.Handler) string {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+func TestPrivateKeyJWTClients(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s := NewServer(Client{ID: "pk", PublicKey: key.Public(), Audiences: []string{aud}})
+	defer s.Close()
+	c := s.Client()
+	now := time.Now()
+	sign := func(mod func(map[string]any), alg string) string {
+		cl := map[string]any{"iss": "pk", "sub": "pk", "aud": s.Issuer(), "iat": now.Unix(), "exp": now.Add(time.Minute).Unix(), "jti": randomID()}
+		if mod != nil {
+			mod(cl)
+		}
+		tok, err := jwt.Sign(key, alg, "", cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	form := func(assertion string) url.Values {
+		return url.Values{"grant_type": {"client_credentials"}, "client_id": {"pk"}, "audience": {aud},
+			"client_assertion_type": {jwtBearer}, "client_assertion": {assertion}}
+	}
+	good := sign(nil, "ES256")
+	if a := post(t, c, s.TokenURL(), form(good)); a.status != 200 {
+		t.Fatalf("good assertion: %d %v", a.status, a.body)
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	foreign, _ := jwt.Sign(other, "ES256", "", map[string]any{"iss": "pk", "sub": "pk", "aud": s.Issuer(), "exp": now.Add(time.Minute).Unix(), "jti": "x"})
+	tests := map[string]struct {
+		assertion, want string
+	}{
+		"replay":       {good, "jti has been used before"},
+		"foreign key":  {foreign, "does not verify"},
+		"expired":      {sign(func(m map[string]any) { m["exp"] = now.Add(-time.Minute).Unix() }, "ES256"), "expired"},
+		"too long":     {sign(func(m map[string]any) { m["exp"] = now.Add(time.Hour).Unix() }, "ES256"), "more than 5 minutes"},
+		"wrong aud":    {sign(func(m map[string]any) { m["aud"] = "https://elsewhere/" }, "ES256"), "aud must be"},
+		"iss mismatch": {sign(func(m map[string]any) { m["sub"] = "someone" }, "ES256"), "iss and sub"},
+		"future iat":   {sign(func(m map[string]any) { m["iat"] = now.Add(time.Hour).Unix() }, "ES256"), "iat is in the future"},
+		"no jti":       {sign(func(m map[string]any) { delete(m, "jti") }, "ES256"), "no jti"},
+		"garbage":      {"not.a.jwt", "does not parse"},
+	}
+	for name, tt := range tests {
+		a := post(t, c, s.TokenURL(), form(tt.assertion))
+		if a.status != 401 || a.body["error"] != "invalid_client" || !strings.Contains(a.body["error_description"].(string), tt.want) {
+			t.Errorf("%s: %d %v, want 401 invalid_client %q", name, a.status, a.body, tt.want)
+		}
+	}
+	mixed := form(sign(nil, "ES256"))
+	mixed.Set("client_secret", "x")
+	if a := post(t, c, s.TokenURL(), mixed); a.status != 400 {
+		t.Errorf("assertion and secret: %d", a.status)
+	}
+	if s.TokensIssued("pk") != 1 {
+		t.Errorf("%d issued", s.TokensIssued("pk"))
+	}
 }

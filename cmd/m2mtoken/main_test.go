@@ -3,7 +3,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -229,5 +234,23 @@ func TestDemoExitsZero(t *testing.T) {
 	r := runBin(t, nil, "demo", "--duration", "3s", "--ttl", "1s", "--token-latency", "50ms", "--callers", "8", "--quiet")
 	if r.code != 0 || !strings.Contains(r.stdout, "API calls") || !strings.Contains(r.stdout, "token requests") {
 		t.Fatalf("demo: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestPrivateKeyFile(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	f := filepath.Join(t.TempDir(), "key.pem")
+	os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	s := m2mtest.NewServer(m2mtest.Client{ID: "pk", PublicKey: key.Public(), Audiences: []string{aud}})
+	defer s.Close()
+	env := []string{"M2MTOKEN_TOKEN_URL=" + s.TokenURL(), "AUTH0_CLIENT_ID=pk", "AUTH0_AUDIENCE=" + aud, "AUTH0_CLIENT_SECRET=ignored-with-a-key"}
+	r := runBin(t, env, "token", "--no-cache", "--private-key-file", f, "--key-id", "k1")
+	if r.code != 0 || s.TokensIssued("pk") != 1 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	r = runBin(t, env, "token", "--no-cache", "--private-key-file", filepath.Join(t.TempDir(), "missing.pem"))
+	if r.code != 1 || !strings.Contains(r.stderr, "reading the private key") {
+		t.Fatalf("missing key: exit %d %q", r.code, r.stderr)
 	}
 }

@@ -19,6 +19,7 @@ import (
 // and demo.
 type credFlags struct {
 	domain, tokenURL, clientID, clientSecret, secretFile, audience, scope, org, authMethod string
+	keyFile, keyID                                                                         string
 }
 
 func (c *credFlags) register(fs *flag.FlagSet) {
@@ -30,7 +31,9 @@ func (c *credFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.audience, "audience", os.Getenv("AUTH0_AUDIENCE"), "API identifier (env AUTH0_AUDIENCE)")
 	fs.StringVar(&c.scope, "scope", os.Getenv("AUTH0_SCOPE"), "space-separated scopes (env AUTH0_SCOPE)")
 	fs.StringVar(&c.org, "organization", os.Getenv("AUTH0_ORGANIZATION"), "organization ID or name (env AUTH0_ORGANIZATION)")
-	fs.StringVar(&c.authMethod, "auth-method", "post", "how to send the credentials: post (client_secret_post) or basic (client_secret_basic)")
+	fs.StringVar(&c.authMethod, "auth-method", "post", "how to send the secret: post (client_secret_post) or basic (client_secret_basic)")
+	fs.StringVar(&c.keyFile, "private-key-file", os.Getenv("M2MTOKEN_PRIVATE_KEY_FILE"), "authenticate with Private Key JWT, signing with this PEM key instead of sending a secret (env M2MTOKEN_PRIVATE_KEY_FILE)")
+	fs.StringVar(&c.keyID, "key-id", os.Getenv("M2MTOKEN_KEY_ID"), "the kid of --private-key-file as registered with the server (env M2MTOKEN_KEY_ID)")
 }
 
 func (c *credFlags) config() (m2mtoken.Config, error) {
@@ -45,7 +48,7 @@ func (c *credFlags) config() (m2mtoken.Config, error) {
 		}
 		secret = strings.TrimRight(string(b), "\r\n")
 	}
-	if secret == "" {
+	if secret == "" && c.keyFile == "" {
 		secret = os.Getenv("AUTH0_CLIENT_SECRET")
 	}
 	cfg := m2mtoken.Config{
@@ -54,6 +57,14 @@ func (c *credFlags) config() (m2mtoken.Config, error) {
 	}
 	if cfg.Domain != "" && cfg.TokenURL != "" && cfg.Domain == os.Getenv("AUTH0_DOMAIN") {
 		cfg.Domain = "" // a token URL wins over AUTH0_DOMAIN from the environment
+	}
+	if c.keyFile != "" {
+		key, err := m2mtoken.LoadPrivateKey(c.keyFile)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.PrivateKey, cfg.KeyID, cfg.AuthMethod = key, c.keyID, m2mtoken.PrivateKeyJWT
+		return cfg, nil
 	}
 	switch c.authMethod {
 	case "post", "client_secret_post":
