@@ -3,6 +3,7 @@ package m2mtoken
 import (
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -68,5 +69,41 @@ func BenchmarkToken(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// BenchmarkLifetimes runs one token lifetime per op on a fake clock: the
+// token turns stale, is refreshed in the background, and is replaced. It
+// reports the heap retained per lifetime, which stays at zero when nothing
+// (timers, entries, goroutines) accumulates.
+//
+//	go test -run '^$' -bench BenchmarkLifetimes -benchtime 20000x .
+func BenchmarkLifetimes(b *testing.B) {
+	e := newEndpoint(b)
+	e.noRecord.Store(true)
+	s, clk := testSource(b, e, nil)
+	if _, err := s.Token(); err != nil {
+		b.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	goroutines := runtime.NumGoroutine()
+	b.ReportAllocs()
+	for b.Loop() {
+		clk.Advance(85 * time.Second) // stale: the next call refreshes
+		if _, err := s.Token(); err != nil {
+			b.Fatal(err)
+		}
+		waitBackground(s)
+		clk.Advance(15 * time.Second) // the old token's expiry passes
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(b.N), "retained-B/lifetime")
+	b.ReportMetric(float64(runtime.NumGoroutine()-goroutines), "goroutines-added")
+	if pending := clk.Pending(); pending > 2 {
+		b.Fatalf("%d timers pending after %d lifetimes", pending, b.N)
 	}
 }

@@ -30,6 +30,7 @@ type endpoint struct {
 	t        testing.TB
 	lifetime atomic.Int64 // seconds
 	n        atomic.Int64
+	noRecord atomic.Bool // benchmarks: do not keep requests
 	mu       sync.Mutex
 	forms    []url.Values
 	headers  []http.Header
@@ -59,8 +60,10 @@ func (e *endpoint) serve(w http.ResponseWriter, r *http.Request) {
 		form = r.PostForm
 	}
 	e.mu.Lock()
-	e.forms = append(e.forms, form)
-	e.headers = append(e.headers, r.Header.Clone())
+	if !e.noRecord.Load() {
+		e.forms = append(e.forms, form)
+		e.headers = append(e.headers, r.Header.Clone())
+	}
 	h := e.handle
 	e.mu.Unlock()
 	if h != nil && h(w, r, n) {

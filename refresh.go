@@ -142,7 +142,11 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 		}
 		return r.Val.(*entry).tok, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		werr := &WaitError{Ctx: ctx.Err()}
+		if last := s.lastErr.Load(); last != nil {
+			werr.Last = *last
+		}
+		return nil, werr
 	}
 }
 
@@ -408,7 +412,8 @@ func (s *TokenSource) Invalidate(tok *oauth2.Token) {
 	s.log.Debug("token invalidated", slog.String("token", Fingerprint(tok.AccessToken)))
 }
 
-// Close stops the source's timers and background work and waits for them.
+// Close stops the source's timers and background work and waits for them,
+// and closes the idle connections of the transport under [TokenSource.Client].
 // Callers waiting for a fetch get [ErrClosed]; later calls too. Close does
 // not close Config.HTTPClient or Config.Cache.
 func (s *TokenSource) Close() error {
@@ -426,5 +431,9 @@ func (s *TokenSource) Close() error {
 	s.mu.Unlock()
 	s.stop()
 	s.bg.Wait()
+	if s.httpClient != nil {
+		// The transport under Client() is ours: drop its idle connections.
+		s.httpClient.CloseIdleConnections()
+	}
 	return nil
 }

@@ -174,9 +174,11 @@ type Config struct {
 	FetchTimeout time.Duration
 	// AttemptTimeout bounds each HTTP request of a fetch. Zero means 15 s.
 	AttemptTimeout time.Duration
-	// MaxAttempts bounds the requests of one fetch. Network errors, 408,
-	// 429, 5xx and malformed 2xx answers are retried; other errors are
-	// not. Zero means 4.
+	// MaxAttempts bounds the requests of one fetch, within FetchTimeout.
+	// Network errors, 408, 429, 5xx and malformed 2xx answers are retried;
+	// other errors are not. Zero means 8: with the default backoff a fetch
+	// then keeps trying for about 30 seconds before its waiters get the
+	// error.
 	MaxAttempts int
 	// MinBackoff and MaxBackoff bound the exponential backoff between
 	// attempts (with full jitter) and between failed background refreshes.
@@ -315,7 +317,7 @@ func (c *Config) withDefaults() (string, error) {
 	setDefault(&c.DefaultLifetime, time.Hour)
 	setDefault(&c.FetchTimeout, time.Minute)
 	setDefault(&c.AttemptTimeout, 15*time.Second)
-	setDefault(&c.MaxAttempts, 4)
+	setDefault(&c.MaxAttempts, 8)
 	setDefault(&c.MinBackoff, 250*time.Millisecond)
 	setDefault(&c.MaxBackoff, 30*time.Second)
 	setDefault(&c.ErrorCacheTTL, 5*time.Second)
@@ -423,6 +425,7 @@ type TokenSource struct {
 
 	requests, failures, cacheHits, joins, flights, refreshes atomic.Uint64
 	rateLimit                                                atomic.Pointer[RateLimit]
+	lastErr                                                  atomic.Pointer[error] // the last failed attempt, for WaitError
 
 	clientOnce sync.Once
 	httpClient *http.Client
@@ -592,6 +595,30 @@ func (e *TokenError) Error() string {
 // Unwrap returns the underlying *oauth2.RetrieveError or network error.
 func (e *TokenError) Unwrap() error { return e.err }
 
+// WaitError is returned to a caller whose context ended while it waited
+// for a token: it says what the token endpoint last answered, if anything
+// went wrong. errors.Is finds the context's error; errors.As finds the
+// endpoint's *TokenError.
+type WaitError struct {
+	Ctx  error // context.Canceled or context.DeadlineExceeded
+	Last error // the last failed attempt's *TokenError, or nil
+}
+
+func (e *WaitError) Error() string {
+	if e.Last == nil {
+		return "m2mtoken: no token yet: " + e.Ctx.Error()
+	}
+	return "m2mtoken: no token yet: " + e.Ctx.Error() + "; last attempt: " + e.Last.Error()
+}
+
+// Unwrap returns the context's error and the last attempt's.
+func (e *WaitError) Unwrap() []error {
+	if e.Last == nil {
+		return []error{e.Ctx}
+	}
+	return []error{e.Ctx, e.Last}
+}
+
 // ErrClosed is returned by a source after [TokenSource.Close] when it has
 // no usable token left.
 var ErrClosed = errors.New("m2mtoken: token source is closed")
@@ -609,7 +636,9 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 	resp, err := s.client.Do(req)
 	if err != nil {
 		s.failures.Add(1)
-		return nil, &TokenError{URL: s.tokenURL, Temporary: true, err: stripURL(err)}
+		var te error = &TokenError{URL: s.tokenURL, Temporary: true, err: stripURL(err)}
+		s.lastErr.Store(&te)
+		return nil, te
 	}
 	body, readErr := io.ReadAll(io.LimitReader(resp.Body, wire.MaxBody+1))
 	resp.Body.Close()
@@ -622,8 +651,11 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 	ent, terr := s.readAnswer(resp, body, readErr, start, now)
 	if terr != nil {
 		s.failures.Add(1)
+		var err error = terr
+		s.lastErr.Store(&err)
 		return nil, terr
 	}
+	s.lastErr.Store(nil)
 	return ent, nil
 }
 

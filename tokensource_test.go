@@ -613,53 +613,6 @@ func TestCacheKey(t *testing.T) {
 	}
 }
 
-func TestSecretsNeverShown(t *testing.T) {
-	e := newEndpoint(t)
-	logs := &logBuffer{}
-	s, clk := testSource(t, e, func(c *Config) { c.Logger = logs.logger(); c.MaxAttempts = 2 })
-	e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
-		switch n {
-		case 1:
-			w.WriteHeader(500)
-		case 2:
-			w.Write([]byte(`{"access_token":"tok-2","token_type":"mac"}`))
-		case 4:
-			w.WriteHeader(401)
-			w.Write([]byte(`{"error":"access_denied","error_description":"Unauthorized"}`))
-		default:
-			return false
-		}
-		return true
-	})
-	var outputs []string
-	_, err := s.Token()
-	outputs = append(outputs, fmt.Sprint(err))
-	tok, err := s.Token()
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk.Advance(6 * time.Second)
-	s.Invalidate(tok)
-	_, err = s.Token()
-	outputs = append(outputs, fmt.Sprint(err), fmt.Sprintf("%+v", err))
-	cfg := s.cfg
-	ent := &Entry{AccessToken: tok.AccessToken}
-	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%d", "%x", "%q"} {
-		outputs = append(outputs, fmt.Sprintf(verb, cfg), fmt.Sprintf(verb, &cfg), fmt.Sprintf(verb, s), fmt.Sprintf(verb, ent), fmt.Sprintf(verb, s.Stats()))
-	}
-	logs.logger().Info("cfg", "config", cfg, "entry", ent)
-	outputs = append(outputs, logs.String())
-	all := strings.Join(outputs, "\n")
-	for _, secret := range []string{testSecret, fmt.Sprintf("%x", testSecret), tok.AccessToken, "tok-3"} {
-		if strings.Contains(all, `"`+secret+`"`) || strings.Contains(all, "="+secret) || strings.Contains(all, ":"+secret) || strings.Contains(all, testSecret) {
-			t.Fatalf("output contains %q:\n%s", secret, all)
-		}
-	}
-	if !strings.Contains(all, Fingerprint(tok.AccessToken)) {
-		t.Errorf("logs show no fingerprint")
-	}
-}
-
 func TestCloseStopsEverything(t *testing.T) {
 	e := newEndpoint(t)
 	s, clk := testSource(t, e, nil)

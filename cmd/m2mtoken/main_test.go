@@ -254,3 +254,38 @@ func TestPrivateKeyFile(t *testing.T) {
 		t.Fatalf("missing key: exit %d %q", r.code, r.stderr)
 	}
 }
+
+// TestCLISecretCanary: debug logs, errors and cache files never show the
+// secret; stderr never shows the token (stdout prints it by design).
+func TestCLISecretCanary(t *testing.T) {
+	s := issuer(t)
+	dir := t.TempDir()
+	env := tokenEnv(s, dir)
+	r := runBin(t, env, "token", "--verbose")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	tok := strings.TrimSpace(r.stdout)
+	if !strings.Contains(r.stderr, "sha256:") {
+		t.Errorf("verbose log shows no fingerprint: %s", r.stderr)
+	}
+	bad := tokenEnv(s, t.TempDir()) // an empty cache: the wrong secret reaches the endpoint
+	bad[2] = "AUTH0_CLIENT_SECRET=" + secret + "-wrong"
+	rb := runBin(t, bad, "token", "--verbose", "--json")
+	if rb.code != 1 {
+		t.Fatalf("wrong secret: exit %d", rb.code)
+	}
+	for name, out := range map[string]string{"verbose stderr": r.stderr, "error stdout": rb.stdout, "error stderr": rb.stderr} {
+		if strings.Contains(out, secret) || strings.Contains(out, tok) {
+			t.Fatalf("%s reveals the secret or token:\n%s", name, out)
+		}
+	}
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(secret)) {
+				t.Fatalf("%s holds the secret", p)
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,70 @@
+package wire
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// FuzzParseToken: any content type and body. Never a panic, never a token
+// without an access token or with a type other than Bearer, never a
+// negative or unclamped lifetime.
+func FuzzParseToken(f *testing.F) {
+	f.Add("application/json", []byte(`{"access_token":"a","token_type":"Bearer","expires_in":86400}`))
+	f.Add("application/json", []byte(`{"access_token":"a","token_type":"bearer","expires_in":"1e9"}`))
+	f.Add("application/x-www-form-urlencoded", []byte(`access_token=a&token_type=bearer&expires_in=10`))
+	f.Add("text/html", []byte(`<html>`))
+	f.Add("", []byte(`{"error":"access_denied"}`))
+	f.Fuzz(func(t *testing.T, ct string, body []byte) {
+		r, eb, err := ParseToken(ct, body)
+		if r == nil && eb == nil && err == nil {
+			t.Fatal("no token, no error body and no error")
+		}
+		if r != nil {
+			if eb != nil || err != nil {
+				t.Fatal("a token and an error")
+			}
+			if strings.TrimSpace(r.AccessToken) == "" || r.TokenType != "Bearer" {
+				t.Fatalf("accepted token %q type %q", r.AccessToken, r.TokenType)
+			}
+			if r.ExpiresIn < 0 || r.ExpiresIn > maxExpiresIn {
+				t.Fatalf("lifetime %v", r.ExpiresIn)
+			}
+		}
+		ParseError(ct, body)
+	})
+}
+
+// FuzzRetryAfter: the delay is never negative or over a day.
+func FuzzRetryAfter(f *testing.F) {
+	for _, s := range []string{"5", "0", "-1", "Wed, 21 Oct 2015 07:28:00 GMT", "99999999999999999999", "soon"} {
+		f.Add(s)
+	}
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, v string) {
+		d, ok := RetryAfter(v, now)
+		if d < 0 || d > 24*time.Hour || (!ok && d != 0) {
+			t.Fatalf("RetryAfter(%q) = %v %v", v, d, ok)
+		}
+	})
+}
+
+// FuzzParseRateLimit: any header values; never a panic, bounded strings.
+func FuzzParseRateLimit(f *testing.F) {
+	f.Add("30", "0", "1893456000", "Mon, 01 Jan 2030 00:00:00 GMT", "b=per_hour;q=10;r=7;t=3540")
+	f.Add("x", "-1", "-5", "", "")
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, limit, remaining, reset, date, quota string) {
+		h := http.Header{}
+		h.Set("X-RateLimit-Limit", limit)
+		h.Set("X-RateLimit-Remaining", remaining)
+		h.Set("X-RateLimit-Reset", reset)
+		h.Set("Date", date)
+		h.Set("Auth0-Client-Quota-Limit", quota)
+		rl, _ := ParseRateLimit(h, now)
+		if len(rl.ClientQuota) > 256 {
+			t.Fatal("quota header not truncated")
+		}
+	})
+}
