@@ -101,6 +101,9 @@ func (s *TokenSource) stopTimers(e *entry) {
 // Token returns a usable token, fetching one if there is none. It is
 // TokenContext with [context.Background]: it waits for a fetch at most
 // Config.FetchTimeout. The returned token is shared: do not modify it.
+//
+// It repeats TokenContext's one-load fast path rather than calling it, so
+// that the common case is inlined into the caller.
 func (s *TokenSource) Token() (*oauth2.Token, error) {
 	if tok := s.fresh.Load(); tok != nil {
 		return tok, nil
@@ -172,12 +175,11 @@ func (s *TokenSource) maybeRefresh(e *entry) {
 		}
 		delay := s.backoff(e.failures, true)
 		e.failures++
-		var te *TokenError
-		if errors.As(r.Err, &te) && !te.Temporary {
-			delay = max(delay, s.cfg.ErrorCacheTTL)
-		}
-		if errors.As(r.Err, &te) && te.RetryAfter > delay {
-			delay = te.RetryAfter
+		if te := (*TokenError)(nil); errors.As(r.Err, &te) {
+			if !te.Temporary {
+				delay = max(delay, s.cfg.ErrorCacheTTL)
+			}
+			delay = max(delay, te.RetryAfter)
 		}
 		s.log.Warn("background refresh failed; serving the current token until it expires",
 			slog.Any("error", r.Err), slog.Duration("next_try_in", delay), slog.Time("expiry", e.src.Expiry))

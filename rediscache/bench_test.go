@@ -2,7 +2,6 @@ package rediscache
 
 import (
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -41,22 +40,7 @@ func BenchmarkFleet(b *testing.B) {
 						}
 						srcs = append(srcs, s)
 					}
-					stop := time.Now().Add(lifetimes * lifetime)
-					var wg sync.WaitGroup
-					for _, s := range srcs {
-						wg.Add(1)
-						go func() {
-							defer wg.Done()
-							for time.Now().Before(stop) {
-								if _, err := s.Token(); err != nil {
-									b.Error(err)
-									return
-								}
-								time.Sleep(2 * time.Millisecond)
-							}
-						}()
-					}
-					wg.Wait()
+					driveFleet(b, srcs, lifetimes*lifetime, 2*time.Millisecond)
 					for _, s := range srcs {
 						s.Close()
 					}
