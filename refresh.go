@@ -344,7 +344,7 @@ func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
 			s.log.Warn("token request failed; no time left to retry", slog.Any("error", err), slog.Duration("wanted_delay", delay))
 			return nil, err
 		}
-		s.log.Debug("token request failed; retrying", slog.Any("error", err), slog.Duration("delay", delay))
+		s.log.Warn("token request failed; retrying", slog.Any("error", err), slog.Int("attempt", attempt+1), slog.Duration("delay", delay))
 		if err := s.clock.Sleep(ctx, delay); err != nil {
 			return nil, te
 		}
