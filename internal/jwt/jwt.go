@@ -36,7 +36,7 @@ func Expiry(tok string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	f, err := claims.Exp.Float64()
-	if err != nil || math.IsNaN(f) || f <= 0 || f > 1<<40 {
+	if err != nil || math.IsNaN(f) || f < 1 || f > 1<<40 {
 		return time.Time{}, false
 	}
 	sec, frac := math.Modf(f)
