@@ -36,16 +36,11 @@ func startRedis(t testing.TB) *redisServer {
 		}
 		t.Skip("redis-server is not on PATH: skipping the Redis tests (apt-get install -y redis-server to run them)")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := freePort(t)
 	s := &redisServer{addr: "127.0.0.1:" + strconv.Itoa(port)}
 	s.cmd = exec.Command(path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "yes")
-	var out bytes.Buffer
-	s.cmd.Stdout, s.cmd.Stderr = &out, &out
+	out := &syncBuffer{}
+	s.cmd.Stdout, s.cmd.Stderr = out, out
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("starting redis-server: %v", err)
 	}
@@ -60,6 +55,17 @@ func startRedis(t testing.TB) *redisServer {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return s
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 func (s *redisServer) stop() {

@@ -1,0 +1,142 @@
+package rediscache
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/m2mtoken/m2mtoken"
+)
+
+// startNode starts one redis-server with extra arguments in its own
+// directory, on a free loopback port, and returns its port.
+func startNode(t *testing.T, args ...string) int {
+	t.Helper()
+	path := requireProgram(t, "redis-server")
+	port := freePort(t)
+	dir := t.TempDir()
+	cmd := exec.Command(path, append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir}, args...)...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	rdb := redis.NewClient(&redis.Options{Addr: addr(port)})
+	defer rdb.Close()
+	waitFor(t, "redis-server on "+addr(port), out, func() bool { return rdb.Ping(context.Background()).Err() == nil })
+	return port
+}
+
+func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+func requireProgram(t *testing.T, name string) string {
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is not on PATH, and CI is set (apt-get install -y redis-server)", name)
+		}
+		t.Skipf("%s is not on PATH: skipping", name)
+	}
+	return path
+}
+
+// waitFor polls ok for up to 20 s; on failure it shows the server's output.
+func waitFor(t *testing.T, what string, out *syncBuffer, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s:\n%s", what, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// fleetOnce starts n sources on clients from newClient together and
+// reports how many tokens the issuer gave out.
+func fleetOnce(t *testing.T, n int, newClient func() redis.UniversalClient) int {
+	iss := issuer(t)
+	iss.SetLatency(200 * time.Millisecond)
+	var srcs []*m2mtoken.TokenSource
+	for i := 0; i < n; i++ {
+		rdb := newClient()
+		t.Cleanup(func() { rdb.Close() })
+		srcs = append(srcs, source(t, iss, New(rdb, WithTimeout(time.Second)), nil))
+	}
+	var wg sync.WaitGroup
+	for _, s := range srcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Token(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	return iss.TokensIssued("fleet")
+}
+
+// TestCluster runs the cold-start fleet on a 3-node Redis Cluster: every
+// command the cache sends touches one key, so it works whatever slot the
+// entry and its lease hash to.
+func TestCluster(t *testing.T) {
+	cli := requireProgram(t, "redis-cli")
+	var addrs []string
+	for i := 0; i < 3; i++ {
+		port := startNode(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+		addrs = append(addrs, addr(port))
+	}
+	out, err := exec.Command(cli, append([]string{"--cluster", "create"}, append(addrs, "--cluster-yes")...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	probe := redis.NewClient(&redis.Options{Addr: addrs[0]})
+	defer probe.Close()
+	waitFor(t, "cluster_state:ok", &syncBuffer{}, func() bool {
+		info, _ := probe.ClusterInfo(context.Background()).Result()
+		return strings.Contains(info, "cluster_state:ok")
+	})
+	n := fleetOnce(t, 8, func() redis.UniversalClient { return redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs}) })
+	if n != 1 {
+		t.Fatalf("fleet of 8 on a cluster made %d token requests, want 1", n)
+	}
+}
+
+// TestSentinel runs the cold-start fleet through Sentinel failover clients.
+func TestSentinel(t *testing.T) {
+	master := startNode(t)
+	path := requireProgram(t, "redis-server")
+	sport := freePort(t)
+	conf := filepath.Join(t.TempDir(), "sentinel.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf("port %d\nbind 127.0.0.1\nsentinel monitor m2m 127.0.0.1 %d 1\nsentinel down-after-milliseconds m2m 5000\n", sport, master)), 0o600)
+	cmd := exec.Command(path, conf, "--sentinel")
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	sc := redis.NewSentinelClient(&redis.Options{Addr: addr(sport)})
+	defer sc.Close()
+	waitFor(t, "sentinel", out, func() bool {
+		a, err := sc.GetMasterAddrByName(context.Background(), "m2m").Result()
+		return err == nil && len(a) == 2
+	})
+	n := fleetOnce(t, 8, func() redis.UniversalClient {
+		return redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "m2m", SentinelAddrs: []string{addr(sport)}})
+	})
+	if n != 1 {
+		t.Fatalf("fleet of 8 through Sentinel made %d token requests, want 1", n)
+	}
+}
