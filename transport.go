@@ -2,6 +2,7 @@ package m2mtoken
 
 import (
 	"context"
+	"errors"
 	"io"
 	"maps"
 	"net/http"
@@ -63,6 +64,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			req.Body.Close()
 		}
 	}()
+	if t.Source == nil {
+		return nil, errors.New("m2mtoken: Transport.Source is nil")
+	}
 	tok, err := t.token(req.Context())
 	if err != nil {
 		return nil, err

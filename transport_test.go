@@ -297,3 +297,12 @@ func BenchmarkTransport(b *testing.B) {
 		}
 	}
 }
+
+func TestTransportNilSourceIsAnError(t *testing.T) {
+	body := &closeTracker{Reader: strings.NewReader("x")}
+	req, _ := http.NewRequest("POST", "http://127.0.0.1:1/", body)
+	_, err := (&Transport{}).RoundTrip(req)
+	if err == nil || !strings.Contains(err.Error(), "Source is nil") || !body.closed.Load() {
+		t.Fatalf("err %v, body closed %v", err, body.closed.Load())
+	}
+}
