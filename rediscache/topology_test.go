@@ -3,6 +3,7 @@ package rediscache
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,11 +68,17 @@ func waitFor(t *testing.T, what string, out *syncBuffer, ok func() bool) {
 func fleetOnce(t *testing.T, n int, newClient func() redis.UniversalClient) int {
 	iss := issuer(t)
 	iss.SetLatency(200 * time.Millisecond)
+	logs := &syncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sources' log:\n%s", logs.String())
+		}
+	})
 	var srcs []*m2mtoken.TokenSource
 	for i := 0; i < n; i++ {
 		rdb := newClient()
 		t.Cleanup(func() { rdb.Close() })
-		srcs = append(srcs, source(t, iss, New(rdb, WithTimeout(time.Second)), nil))
+		srcs = append(srcs, source(t, iss, New(rdb, WithTimeout(time.Second)), slog.New(slog.NewTextHandler(logs, nil))))
 	}
 	var wg sync.WaitGroup
 	for _, s := range srcs {
@@ -101,11 +108,27 @@ func TestCluster(t *testing.T) {
 	if err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	probe := redis.NewClient(&redis.Options{Addr: addrs[0]})
-	defer probe.Close()
-	waitFor(t, "cluster_state:ok", &syncBuffer{}, func() bool {
-		info, _ := probe.ClusterInfo(context.Background()).Result()
-		return strings.Contains(info, "cluster_state:ok")
+	// Every node must agree the cluster is up, and a cluster client must
+	// reach every shard, before the fleet starts: a CLUSTERDOWN answer
+	// makes a source fetch without the lease, as it should.
+	for _, a := range addrs {
+		probe := redis.NewClient(&redis.Options{Addr: a})
+		waitFor(t, "cluster_state:ok on "+a, &syncBuffer{}, func() bool {
+			info, _ := probe.ClusterInfo(context.Background()).Result()
+			return strings.Contains(info, "cluster_state:ok")
+		})
+		probe.Close()
+	}
+	warm := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	defer warm.Close()
+	waitFor(t, "every shard to answer", &syncBuffer{}, func() bool {
+		ctx := context.Background()
+		for i := 0; i < 32; i++ {
+			if warm.Set(ctx, fmt.Sprintf("warm-%d", i), "x", time.Minute).Err() != nil {
+				return false
+			}
+		}
+		return warm.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() }) == nil
 	})
 	n := fleetOnce(t, 8, func() redis.UniversalClient { return redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs}) })
 	if n != 1 {
