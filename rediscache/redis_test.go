@@ -3,6 +3,7 @@ package rediscache
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -176,18 +177,22 @@ func TestDeadLeaseHolder(t *testing.T) {
 	r := startRedis(t)
 	iss := issuer(t)
 	rdb := r.client(t)
-	s := source(t, iss, New(rdb), nil)
-	// A holder took the lease and died before storing a token.
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s := source(t, iss, New(rdb, WithLogger(log)), log)
+	// A holder took the lease and died before storing a token. The clock
+	// starts before the SET, so that a slow answer cannot move the lease's
+	// expiry before start+700ms.
+	start := time.Now()
 	if err := rdb.Set(context.Background(), "m2mtoken:"+s.CacheKey()+":lease", "dead-owner", 700*time.Millisecond).Err(); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
 	tok, err := s.Token()
 	if err != nil || tok.AccessToken == "" {
 		t.Fatalf("%v %v", tok, err)
 	}
-	if waited := time.Since(start); waited < 600*time.Millisecond || waited > 5*time.Second {
-		t.Fatalf("fetched after %v; want after the dead lease expired", waited)
+	if waited := time.Since(start); waited < 690*time.Millisecond || waited > 5*time.Second {
+		t.Fatalf("fetched after %v; want after the dead lease expired\n%s", waited, logs.String())
 	}
 	if iss.TokensIssued("fleet") != 1 {
 		t.Fatalf("%d requests", iss.TokensIssued("fleet"))
@@ -389,4 +394,47 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestBoundedPrefersTheAnswer: a call that answered is never reported as
+// timed out, however late the caller gets to look. (The call's context was
+// once cancelled as soon as the call returned, so a caller scheduled late
+// saw both the answer and the deadline, and picked either: under CPU load,
+// a fleet lost its lease and its cache.)
+func TestBoundedPrefersTheAnswer(t *testing.T) {
+	c := New(unreachable(t), WithTimeout(time.Millisecond))
+	answered := make(chan struct{})
+	// The caller looks only after the call answered and the deadline passed.
+	c.beforeWait = func() { <-answered; time.Sleep(5 * time.Millisecond) }
+	for i := 0; i < 20; i++ {
+		err := c.bounded(context.Background(), func(context.Context) error {
+			defer func() { answered <- struct{}{} }()
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+}
+
+// TestBoundedReportsWhatEnded tells a slow Redis from a caller that gave up.
+func TestBoundedReportsWhatEnded(t *testing.T) {
+	c := New(unreachable(t), WithTimeout(20*time.Millisecond))
+	block := func(ctx context.Context) error { <-ctx.Done(); time.Sleep(10 * time.Millisecond); return ctx.Err() }
+	err := c.bounded(context.Background(), block)
+	if err == nil || !strings.Contains(err.Error(), "no answer within 20ms") {
+		t.Fatalf("slow Redis: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.bounded(ctx, block); !errors.Is(err, context.Canceled) {
+		t.Fatalf("caller gave up: %v, want context.Canceled", err)
+	}
+}
+
+// unreachable is a client for tests that never reach Redis.
+func unreachable(t *testing.T) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { c.Close() })
+	return c
 }

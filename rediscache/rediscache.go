@@ -53,6 +53,8 @@ type Cache struct {
 	log     *slog.Logger
 	release *redis.Script
 	err     error // a configuration error, returned by every call
+
+	beforeWait func() // tests only: runs between starting a call and waiting for it
 }
 
 // Option configures a Cache.
@@ -153,19 +155,32 @@ func New(rdb redis.UniversalClient, opts ...Option) *Cache {
 // context alone is not enough: go-redis ignores context deadlines unless
 // the client was built with ContextTimeoutEnabled, and then waits for its
 // own ReadTimeout (3 s by default). An abandoned call ends by itself within
-// the client's timeouts; its result is dropped.
-func (c *Cache) bounded(ctx context.Context, op string, f func(context.Context) error) error {
+// the client's timeouts; its result is dropped. An answer that is there
+// when the wait ends wins over the deadline, however late this goroutine
+// was scheduled: under CPU load, reporting it as a timeout would cost a
+// fleet its lease.
+func (c *Cache) bounded(ctx context.Context, f func(context.Context) error) error {
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
 	done := make(chan error, 1)
-	go func() {
-		defer cancel()
-		done <- f(ctx)
-	}()
+	go func() { done <- f(ctx) }()
+	if c.beforeWait != nil {
+		c.beforeWait()
+	}
 	select {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		return fmt.Errorf("rediscache: %s: no answer within %v", op, c.timeout)
+		select {
+		case err := <-done:
+			return err
+		default:
+		}
+		if err := parent.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("no answer within %v", c.timeout)
 	}
 }
 
@@ -189,7 +204,7 @@ func (c *Cache) Get(ctx context.Context, key string) (*m2mtoken.Entry, error) {
 	}
 	rkey := c.prefix + key
 	var b []byte
-	err := c.bounded(ctx, "GET", func(ctx context.Context) error {
+	err := c.bounded(ctx, func(ctx context.Context) error {
 		var err error
 		b, err = c.rdb.Get(ctx, rkey).Bytes()
 		return err
@@ -264,7 +279,7 @@ func (c *Cache) Set(ctx context.Context, key string, e *m2mtoken.Entry) error {
 		}
 		b = append([]byte(sealedMagic), c.seal.Seal(nonce, nonce, b, []byte(rkey))...)
 	}
-	err = c.bounded(ctx, "SET", func(ctx context.Context) error { return c.rdb.Set(ctx, rkey, b, ttl).Err() })
+	err = c.bounded(ctx, func(ctx context.Context) error { return c.rdb.Set(ctx, rkey, b, ttl).Err() })
 	if err != nil {
 		return fmt.Errorf("rediscache: SET: %w", err)
 	}
@@ -284,7 +299,7 @@ func (c *Cache) TryLease(ctx context.Context, key string, ttl time.Duration) (fu
 	owner := hex.EncodeToString(b[:])
 	lkey := c.prefix + key + ":lease"
 	var ok bool
-	err := c.bounded(ctx, "SET NX", func(ctx context.Context) error {
+	err := c.bounded(ctx, func(ctx context.Context) error {
 		var err error
 		ok, err = c.rdb.SetNX(ctx, lkey, owner, ttl).Result()
 		return err
@@ -296,7 +311,7 @@ func (c *Cache) TryLease(ctx context.Context, key string, ttl time.Duration) (fu
 		return nil, false, nil
 	}
 	return func() {
-		err := c.bounded(context.WithoutCancel(ctx), "release", func(ctx context.Context) error {
+		err := c.bounded(context.WithoutCancel(ctx), func(ctx context.Context) error {
 			return c.release.Run(ctx, c.rdb, []string{lkey}, owner).Err()
 		})
 		if err != nil {
