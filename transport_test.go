@@ -250,10 +250,26 @@ func TestTransportConcurrent(t *testing.T) {
 			}
 		}()
 	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	// Move through several refreshes (100 s tokens) while the requests run.
+	// Before each step, wait until the source holds a token usable at the
+	// new time (or the requests are over), so that the fake clock never
+	// outruns a token request in flight: a token that has expired by the
+	// time its answer arrives is an error, rightly.
 	for i := 0; i < 5; i++ {
 		clk.Advance(30 * time.Second)
+		eventually(t, "a token usable after the step", func() bool {
+			select {
+			case <-done:
+				return true
+			default:
+			}
+			e := s.cur.Load()
+			return e != nil && clk.Now().Before(e.unusableAt)
+		})
 	}
-	wg.Wait()
+	<-done
 	auths, _ := a.seen()
 	for _, au := range auths {
 		if !strings.HasPrefix(au, "Bearer tok-") {
