@@ -243,9 +243,20 @@ func (s *TokenSource) fetch(parent context.Context) (*entry, error) {
 		if s.life.Err() != nil {
 			return nil, ErrClosed
 		}
-		return nil, &TokenError{URL: s.tokenURL, StatusCode: http.StatusOK, Description: "the token expires within the expiry skew (" + ce.Expiry.Sub(ce.IssuedAt).String() + " lifetime); raise its lifetime or lower Config.ExpirySkew"}
+		return nil, &TokenError{URL: s.tokenURL, StatusCode: http.StatusOK, Description: tooLate(ce, e, s.clock.Now())}
 	}
 	return e, nil
+}
+
+// tooLate says why a token that just arrived cannot be used: it had less
+// than the expiry skew left. Either the answer took most of the token's
+// lifetime, or the token's exp was near (a server clock behind ours).
+func tooLate(ce *Entry, e *entry, now time.Time) string {
+	r := func(d time.Duration) string { return max(d, 0).Round(time.Millisecond).String() }
+	return "the token had " + r(ce.Expiry.Sub(now)) + " left when it arrived, less than the expiry skew (" +
+		r(ce.Expiry.Sub(e.unusableAt)) + "); its lifetime was " + r(ce.Expiry.Sub(ce.IssuedAt)) +
+		" from the request, and the answer took " + r(now.Sub(ce.IssuedAt)) +
+		": check the endpoint's latency, the clocks, or lower Config.ExpirySkew"
 }
 
 func (s *TokenSource) closedOr(err error) error {

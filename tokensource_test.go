@@ -641,3 +641,24 @@ func TestFormEncodedResponse(t *testing.T) {
 		t.Fatalf("got %v %v", tok, err)
 	}
 }
+
+// TestTokenThatArrivesTooLate: an answer that took most of the token's
+// lifetime is an error that says so, not a token that is unusable at once.
+func TestTokenThatArrivesTooLate(t *testing.T) {
+	e := newEndpoint(t) // 100 s tokens
+	s, clk := testSource(t, e, func(c *Config) { c.MaxAttempts = 1 })
+	e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
+		clk.Advance(97 * time.Second) // the answer takes 97 s of the 100
+		return false
+	})
+	_, err := s.Token()
+	var te *TokenError
+	if !errors.As(err, &te) {
+		t.Fatalf("err = %v, want a *TokenError", err)
+	}
+	for _, want := range []string{"had 3s left when it arrived", "expiry skew (5s)", "lifetime was 1m40s", "answer took 1m37s"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q lacks %q", err, want)
+		}
+	}
+}
