@@ -207,6 +207,12 @@ func (s *TokenSource) track() bool {
 // stored a fresher one, else from the endpoint (under the cache's lease,
 // if it has one), and installs it. It runs detached from any caller.
 func (s *TokenSource) fetch(parent context.Context) (*entry, error) {
+	// A caller that found no token may reach the flight group just after
+	// the flight it missed installed one: it has nothing to fetch. (It
+	// counts as collapsed: no flight of its own.)
+	if e := s.cur.Load(); e != nil && s.clock.Now().Before(e.staleAt) {
+		return e, nil
+	}
 	s.flights.Add(1)
 	if !s.track() {
 		return nil, ErrClosed

@@ -662,3 +662,24 @@ func TestTokenThatArrivesTooLate(t *testing.T) {
 		}
 	}
 }
+
+// TestLateCallerMakesNoRequest: a caller that found no token, but reaches
+// the flight group only after that flight installed one, gets that token
+// without a token request. (Under CPU load, one of 1,000 cold-start callers
+// once made a second, billed, request this way.)
+func TestLateCallerMakesNoRequest(t *testing.T) {
+	e := newEndpoint(t)
+	s, _ := testSource(t, e, nil)
+	first, err := s.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a late caller does after its load of the hot path came up empty.
+	r := <-s.group.DoChan("fetch", func() (any, error) { return s.fetch(context.Background()) })
+	if r.Err != nil || r.Val.(*entry).tok != first {
+		t.Fatalf("late caller: %v %v, want the installed token", r.Val, r.Err)
+	}
+	if e.count() != 1 {
+		t.Fatalf("%d token requests, want 1", e.count())
+	}
+}
