@@ -22,16 +22,27 @@ import (
 //	         first caller to see it starts one background refresh;
 //	expired: inside the expiry skew, or past expiry: never handed out;
 //	         callers wait for a fetch.
+//
+// The windows are wall-clock times, as the token's expiry is. Timers run
+// on the monotonic clock, which stands still while the machine sleeps or
+// the VM is paused, so a timer is only a wake-up: the watch it runs reads
+// the wall clock, and it runs at least every [watchInterval].
 type entry struct {
 	tok        *oauth2.Token
 	src        *Entry
-	staleAt    time.Time
-	unusableAt time.Time
+	staleAt    time.Time // wall clock: no monotonic reading
+	unusableAt time.Time // wall clock: no monotonic reading
 
 	refreshing atomic.Bool
-	failures   int // consecutive failed background refreshes; owned by the refresher
-	timers     []clock.Timer
+	failures   int           // consecutive failed background refreshes; owned by the refresher
+	watcher    clock.Timer   // the next watch; s.mu guards it
+	timers     []clock.Timer // backoff timers; s.mu guards them
 }
+
+// watchInterval bounds how long a token can be handed out past its window
+// after the monotonic clock stood still (a laptop asleep, a VM paused or
+// hibernated): the watch runs at least this often, in running time.
+const watchInterval = time.Minute
 
 // newEntry computes the windows of a token from its original lifetime.
 func (s *TokenSource) newEntry(ce *Entry) *entry {
@@ -50,14 +61,16 @@ func (s *TokenSource) newEntry(ce *Entry) *entry {
 		skew = min(10*time.Second, life/20)
 	}
 	skew = min(skew, life/4)
-	e := &entry{tok: ce.Token(), src: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew)}
+	// Round(0) drops the monotonic reading, so that comparisons with Now
+	// use the wall clock.
+	e := &entry{tok: ce.Token(), src: ce, staleAt: ce.Expiry.Add(-window).Round(0), unusableAt: ce.Expiry.Add(-skew).Round(0)}
 	if e.staleAt.After(e.unusableAt) {
 		e.staleAt = e.unusableAt
 	}
 	return e
 }
 
-// install makes e the current token and arms its timers. It reports false,
+// install makes e the current token and arms its watch. It reports false,
 // and changes nothing, if e is already past its usable time.
 func (s *TokenSource) install(e *entry) bool {
 	s.mu.Lock()
@@ -75,23 +88,58 @@ func (s *TokenSource) install(e *entry) bool {
 	s.cur.Store(e)
 	if now.Before(e.staleAt) {
 		s.fresh.Store(e.tok)
-		e.timers = append(e.timers, s.clock.AfterFunc(e.staleAt.Sub(now), func() {
-			s.fresh.CompareAndSwap(e.tok, nil)
-		}))
 	} else {
 		s.fresh.Store(nil)
 	}
-	e.timers = append(e.timers, s.clock.AfterFunc(e.unusableAt.Sub(now), func() {
-		s.fresh.CompareAndSwap(e.tok, nil)
-		s.cur.CompareAndSwap(e, nil)
-	}))
+	s.arm(e, now)
 	s.log.Debug("token installed", slog.String("token", Fingerprint(e.src.AccessToken)),
 		slog.Time("expiry", e.src.Expiry), slog.Time("stale_at", e.staleAt), slog.Time("unusable_at", e.unusableAt))
 	return true
 }
 
+// arm schedules the next watch of e: at its next window, or after
+// watchInterval, whichever is sooner. s.mu is held.
+func (s *TokenSource) arm(e *entry, now time.Time) {
+	next := e.unusableAt
+	if now.Before(e.staleAt) {
+		next = e.staleAt
+	}
+	e.watcher = s.clock.AfterFunc(max(min(next.Sub(now), watchInterval), time.Millisecond), func() { s.watch(e) })
+}
+
+// watch moves e to the state the wall clock says it is in, and arms the
+// next watch while e is usable.
+func (s *TokenSource) watch(e *entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.cur.Load() != e {
+		return
+	}
+	now := s.clock.Now()
+	if !now.Before(e.unusableAt) {
+		s.expire(e)
+		return
+	}
+	if !now.Before(e.staleAt) {
+		s.fresh.CompareAndSwap(e.tok, nil)
+	}
+	s.arm(e, now)
+}
+
+// expire drops e, which is past its usable time. s.mu is held.
+func (s *TokenSource) expire(e *entry) {
+	s.fresh.CompareAndSwap(e.tok, nil)
+	if s.cur.CompareAndSwap(e, nil) {
+		s.stopTimers(e)
+	}
+}
+
 // stopTimers stops e's timers. s.mu is held.
 func (s *TokenSource) stopTimers(e *entry) {
+	if e.watcher != nil {
+		e.watcher.Stop()
+		e.watcher = nil
+	}
 	for _, t := range e.timers {
 		t.Stop()
 	}
@@ -125,8 +173,15 @@ func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 
 func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 	if e := s.cur.Load(); e != nil {
-		s.maybeRefresh(e)
-		return e.tok, nil
+		// Off the hot path a clock read is cheap: never hand out a token
+		// past its window, even before its watch has run.
+		if s.clock.Now().Before(e.unusableAt) {
+			s.maybeRefresh(e)
+			return e.tok, nil
+		}
+		s.mu.Lock()
+		s.expire(e)
+		s.mu.Unlock()
 	}
 	if err := s.rememberedError(); err != nil {
 		return nil, err

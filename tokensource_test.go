@@ -683,3 +683,47 @@ func TestLateCallerMakesNoRequest(t *testing.T) {
 		t.Fatalf("%d token requests, want 1", e.count())
 	}
 }
+
+// TestSuspendedMachine: while a laptop sleeps or a VM is paused the
+// monotonic clock, and so every timer, stands still, but the token's expiry
+// is wall-clock. After the pause, a fresh token is handed out for at most
+// watchInterval of running time, and never from the slow path.
+func TestSuspendedMachine(t *testing.T) {
+	t.Run("fresh", func(t *testing.T) {
+		e := newEndpoint(t) // 100 s tokens: stale at 80 s, unusable at 95 s
+		s, clk := testSource(t, e, nil)
+		if _, err := s.Token(); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(10 * time.Second)
+		clk.Suspend(time.Hour) // no timer fires
+		clk.Advance(watchInterval)
+		tok, err := s.Token()
+		if err != nil || tok.AccessToken != "tok-2" {
+			t.Fatalf("%v of running time after an hour's sleep: %v %v, want tok-2", watchInterval, tok, err)
+		}
+	})
+	t.Run("stale", func(t *testing.T) {
+		e := newEndpoint(t)
+		s, clk := testSource(t, e, func(c *Config) { c.MaxAttempts = 1 })
+		if _, err := s.Token(); err != nil {
+			t.Fatal(err)
+		}
+		e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool { w.WriteHeader(503); return true })
+		clk.Advance(85 * time.Second) // stale; its background refresh fails
+		if tok, err := s.Token(); err != nil || tok.AccessToken != "tok-1" {
+			t.Fatalf("stale: %v %v", tok, err)
+		}
+		waitBackground(s)
+		clk.Suspend(time.Hour)
+		// The slow path reads the clock: the expired token is not handed
+		// out, even though no timer has fired.
+		if tok, err := s.Token(); err == nil {
+			t.Fatalf("after an hour's sleep: %q, want an error (the endpoint is down)", tok.AccessToken)
+		}
+		e.setHandler(nil)
+		if tok, err := s.Token(); err != nil || tok.AccessToken == "tok-1" {
+			t.Fatalf("endpoint back: %v %v", tok, err)
+		}
+	})
+}

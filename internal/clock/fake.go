@@ -75,6 +75,19 @@ func (c *Fake) Slept() []time.Duration {
 	return append([]time.Duration(nil), c.slept...)
 }
 
+// Suspend moves the wall clock forward by d without running any timer, and
+// pushes every pending timer d later: what a process sees when its machine
+// sleeps or its VM is paused, since timers run on the monotonic clock, which
+// stands still meanwhile.
+func (c *Fake) Suspend(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	for _, t := range c.timers {
+		t.at = t.at.Add(d)
+	}
+}
+
 // Advance moves the clock forward by d and runs, in time order, every timer
 // that falls due. Timer functions run without the clock's lock held, so
 // they may call back into the clock.

@@ -50,3 +50,22 @@ func TestRealSleepCancels(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestFakeSuspend(t *testing.T) {
+	c := NewFake(time.Unix(0, 0))
+	fired := false
+	c.AfterFunc(10*time.Second, func() { fired = true })
+	c.Advance(4 * time.Second)
+	c.Suspend(time.Hour) // the wall clock jumps; the timer has 6 s to go
+	if fired || c.Now() != time.Unix(3604, 0) {
+		t.Fatalf("after suspend: fired=%v now=%v", fired, c.Now())
+	}
+	c.Advance(5 * time.Second)
+	if fired {
+		t.Fatal("fired 1 s early")
+	}
+	c.Advance(time.Second)
+	if !fired {
+		t.Fatal("did not fire after 10 s of running time")
+	}
+}
