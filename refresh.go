@@ -23,20 +23,28 @@ import (
 //	expired: inside the expiry skew, or past expiry: never handed out;
 //	         callers wait for a fetch.
 //
-// The windows are wall-clock times, as the token's expiry is. Timers run
+// A window is reached when either clock says so (see reached). Timers run
 // on the monotonic clock, which stands still while the machine sleeps or
 // the VM is paused, so a timer is only a wake-up: the watch it runs reads
-// the wall clock, and it runs at least every [watchInterval].
+// both clocks, and it runs at least every [watchInterval].
 type entry struct {
 	tok        *oauth2.Token
 	src        *Entry
-	staleAt    time.Time // wall clock: no monotonic reading
-	unusableAt time.Time // wall clock: no monotonic reading
+	staleAt    time.Time // compared with reached
+	unusableAt time.Time // compared with reached
 
 	refreshing atomic.Bool
 	failures   int           // consecutive failed background refreshes; owned by the refresher
 	watcher    clock.Timer   // the next watch; s.mu guards it
 	timers     []clock.Timer // backoff timers; s.mu guards them
+}
+
+// reached reports whether now is at or past t by either clock: the
+// monotonic one, which a wall-clock step back cannot fool, or the wall one,
+// which runs on while the machine sleeps. (A time read from a cache has no
+// monotonic reading; then both comparisons are on the wall clock.)
+func reached(now, t time.Time) bool {
+	return !now.Before(t) || !now.Round(0).Before(t.Round(0))
 }
 
 // watchInterval bounds how long a token can be handed out past its window
@@ -61,9 +69,7 @@ func (s *TokenSource) newEntry(ce *Entry) *entry {
 		skew = min(10*time.Second, life/20)
 	}
 	skew = min(skew, life/4)
-	// Round(0) drops the monotonic reading, so that comparisons with Now
-	// use the wall clock.
-	e := &entry{tok: ce.Token(), src: ce, staleAt: ce.Expiry.Add(-window).Round(0), unusableAt: ce.Expiry.Add(-skew).Round(0)}
+	e := &entry{tok: ce.Token(), src: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew)}
 	if e.staleAt.After(e.unusableAt) {
 		e.staleAt = e.unusableAt
 	}
@@ -79,14 +85,14 @@ func (s *TokenSource) install(e *entry) bool {
 		return false
 	}
 	now := s.clock.Now()
-	if !now.Before(e.unusableAt) {
+	if reached(now, e.unusableAt) {
 		return false
 	}
 	if old := s.cur.Load(); old != nil {
 		s.stopTimers(old)
 	}
 	s.cur.Store(e)
-	if now.Before(e.staleAt) {
+	if !reached(now, e.staleAt) {
 		s.fresh.Store(e.tok)
 	} else {
 		s.fresh.Store(nil)
@@ -101,14 +107,15 @@ func (s *TokenSource) install(e *entry) bool {
 // watchInterval, whichever is sooner. s.mu is held.
 func (s *TokenSource) arm(e *entry, now time.Time) {
 	next := e.unusableAt
-	if now.Before(e.staleAt) {
+	if !reached(now, e.staleAt) {
 		next = e.staleAt
 	}
-	e.watcher = s.clock.AfterFunc(max(min(next.Sub(now), watchInterval), time.Millisecond), func() { s.watch(e) })
+	d := min(next.Sub(now), next.Round(0).Sub(now.Round(0)), watchInterval)
+	e.watcher = s.clock.AfterFunc(max(d, time.Millisecond), func() { s.watch(e) })
 }
 
-// watch moves e to the state the wall clock says it is in, and arms the
-// next watch while e is usable.
+// watch moves e to the state the clocks say it is in, and arms the next
+// watch while e is usable.
 func (s *TokenSource) watch(e *entry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -116,11 +123,11 @@ func (s *TokenSource) watch(e *entry) {
 		return
 	}
 	now := s.clock.Now()
-	if !now.Before(e.unusableAt) {
+	if reached(now, e.unusableAt) {
 		s.expire(e)
 		return
 	}
-	if !now.Before(e.staleAt) {
+	if reached(now, e.staleAt) {
 		s.fresh.CompareAndSwap(e.tok, nil)
 	}
 	s.arm(e, now)
@@ -175,7 +182,7 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 	if e := s.cur.Load(); e != nil {
 		// Off the hot path a clock read is cheap: never hand out a token
 		// past its window, even before its watch has run.
-		if s.clock.Now().Before(e.unusableAt) {
+		if !reached(s.clock.Now(), e.unusableAt) {
 			s.maybeRefresh(e)
 			return e.tok, nil
 		}
@@ -265,7 +272,7 @@ func (s *TokenSource) fetch(parent context.Context) (*entry, error) {
 	// A caller that found no token may reach the flight group just after
 	// the flight it missed installed one: it has nothing to fetch. (It
 	// counts as collapsed: no flight of its own.)
-	if e := s.cur.Load(); e != nil && s.clock.Now().Before(e.staleAt) {
+	if e := s.cur.Load(); e != nil && !reached(s.clock.Now(), e.staleAt) {
 		return e, nil
 	}
 	s.flights.Add(1)
@@ -348,7 +355,7 @@ func (s *TokenSource) adopt(ctx context.Context) *entry {
 		return nil
 	}
 	e := s.newEntry(ce)
-	if !s.clock.Now().Before(e.staleAt) || !s.install(e) {
+	if reached(s.clock.Now(), e.staleAt) || !s.install(e) {
 		return nil
 	}
 	s.cacheHits.Add(1)

@@ -727,3 +727,22 @@ func TestSuspendedMachine(t *testing.T) {
 		}
 	})
 }
+
+func TestReached(t *testing.T) {
+	now := time.Now() // with a monotonic reading
+	for _, c := range []struct {
+		name string
+		t    time.Time
+		want bool
+	}{
+		{"ahead", now.Add(time.Second), false},
+		{"now", now, true},
+		{"past", now.Add(-time.Second), true},
+		{"ahead, wall only", now.Add(time.Second).Round(0), false},
+		{"past, wall only", now.Add(-time.Second).Round(0), true},
+	} {
+		if got := reached(now, c.t); got != c.want {
+			t.Errorf("%s: reached = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
