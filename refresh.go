@@ -182,8 +182,13 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 	if e := s.cur.Load(); e != nil {
 		// Off the hot path a clock read is cheap: never hand out a token
 		// past its window, even before its watch has run.
-		if !reached(s.clock.Now(), e.unusableAt) {
-			s.maybeRefresh(e)
+		now := s.clock.Now()
+		if !reached(now, e.unusableAt) {
+			// e may be fresh: the hot path can miss it while install
+			// runs, or before the watch after a wall-clock step.
+			if reached(now, e.staleAt) {
+				s.maybeRefresh(e)
+			}
 			return e.tok, nil
 		}
 		s.mu.Lock()
@@ -230,6 +235,11 @@ func (s *TokenSource) maybeRefresh(e *entry) {
 		s.joins.Add(1)
 		r := <-s.group.DoChan("fetch", func() (any, error) { return s.fetch(s.life) })
 		if r.Err == nil {
+			if r.Val.(*entry) == e {
+				// Nothing was fetched: e was still fresh. Let its own
+				// refresh start when it turns stale.
+				e.refreshing.Store(false)
+			}
 			return
 		}
 		if errors.Is(r.Err, ErrClosed) {

@@ -746,3 +746,29 @@ func TestReached(t *testing.T) {
 		}
 	}
 }
+
+// TestFreshTokenOnSlowPathStartsNoRefresh: the hot path can miss a fresh
+// token (while install runs); the slow path then hands it out without
+// starting a refresh, and the token's own refresh still starts when it
+// turns stale.
+func TestFreshTokenOnSlowPathStartsNoRefresh(t *testing.T) {
+	e := newEndpoint(t)
+	s, clk := testSource(t, e, nil)
+	if _, err := s.Token(); err != nil {
+		t.Fatal(err)
+	}
+	s.fresh.Store(nil) // as seen between install's two stores
+	if tok, err := s.Token(); err != nil || tok.AccessToken != "tok-1" {
+		t.Fatalf("slow path, fresh token: %v %v", tok, err)
+	}
+	waitBackground(s)
+	if st := s.Stats(); st.BackgroundRefreshes != 0 || e.count() != 1 {
+		t.Fatalf("a fresh token started a refresh: %+v, %d requests", st, e.count())
+	}
+	clk.Advance(85 * time.Second) // stale
+	s.Token()
+	waitBackground(s)
+	if tok, _ := s.Token(); tok.AccessToken != "tok-2" {
+		t.Fatalf("after the stale token's refresh: %q, want tok-2", tok.AccessToken)
+	}
+}
