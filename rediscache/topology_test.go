@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,51 +16,6 @@ import (
 
 	"github.com/m2mtoken/m2mtoken"
 )
-
-// startNode starts one redis-server with extra arguments in its own
-// directory, on a free loopback port, and returns its port.
-func startNode(t *testing.T, args ...string) int {
-	t.Helper()
-	path := requireProgram(t, "redis-server")
-	port := freePort(t)
-	dir := t.TempDir()
-	cmd := exec.Command(path, append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir}, args...)...)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	rdb := redis.NewClient(&redis.Options{Addr: addr(port)})
-	defer rdb.Close()
-	waitFor(t, "redis-server on "+addr(port), out, func() bool { return rdb.Ping(context.Background()).Err() == nil })
-	return port
-}
-
-func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
-
-func requireProgram(t *testing.T, name string) string {
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not on PATH, and CI is set (apt-get install -y redis-server)", name)
-		}
-		t.Skipf("%s is not on PATH: skipping", name)
-	}
-	return path
-}
-
-// waitFor polls ok for up to 20 s; on failure it shows the server's output.
-func waitFor(t *testing.T, what string, out *syncBuffer, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s:\n%s", what, out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // fleetOnce starts n sources on clients from newClient together and
 // reports how many tokens the issuer gave out.
@@ -101,8 +55,7 @@ func TestCluster(t *testing.T) {
 	cli := requireProgram(t, "redis-cli")
 	var addrs []string
 	for i := 0; i < 3; i++ {
-		port := startNode(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
-		addrs = append(addrs, addr(port))
+		addrs = append(addrs, startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000").addr)
 	}
 	out, err := exec.Command(cli, append([]string{"--cluster", "create"}, append(addrs, "--cluster-yes")...)...).CombinedOutput()
 	if err != nil {
@@ -138,24 +91,16 @@ func TestCluster(t *testing.T) {
 
 // TestSentinel runs the cold-start fleet through Sentinel failover clients.
 func TestSentinel(t *testing.T) {
-	master := startNode(t)
-	path := requireProgram(t, "redis-server")
+	master := startRedis(t)
 	sport := freePort(t)
 	conf := filepath.Join(t.TempDir(), "sentinel.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf("port %d\nbind 127.0.0.1\nsentinel monitor m2m 127.0.0.1 %d 1\nsentinel down-after-milliseconds m2m 5000\n", sport, master)), 0o600)
-	cmd := exec.Command(path, conf, "--sentinel")
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	os.WriteFile(conf, []byte(fmt.Sprintf("port %d\nbind 127.0.0.1\nsentinel monitor m2m 127.0.0.1 %d 1\nsentinel down-after-milliseconds m2m 5000\n", sport, master.port)), 0o600)
 	sc := redis.NewSentinelClient(&redis.Options{Addr: addr(sport)})
 	defer sc.Close()
-	waitFor(t, "sentinel", out, func() bool {
+	launch(t, "sentinel", func() bool {
 		a, err := sc.GetMasterAddrByName(context.Background(), "m2m").Result()
 		return err == nil && len(a) == 2
-	})
+	}, "redis-server", conf, "--sentinel")
 	n := fleetOnce(t, 8, func() redis.UniversalClient {
 		return redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "m2m", SentinelAddrs: []string{addr(sport)}})
 	})

@@ -1,0 +1,119 @@
+package rediscache
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// redisServer is a throwaway redis-server on a free loopback port.
+type redisServer struct {
+	port int
+	addr string
+	stop func() // kills the server early; cleanup does it anyway
+}
+
+// startRedis starts a redis-server with extra arguments, in its own
+// directory on a free loopback port, and waits until it answers. It skips
+// the test if redis-server is not installed (and fails instead when CI is
+// set, where the Redis tests must run).
+func startRedis(t testing.TB, args ...string) *redisServer {
+	t.Helper()
+	port := freePort(t)
+	s := &redisServer{port: port, addr: addr(port)}
+	rdb := redis.NewClient(&redis.Options{Addr: s.addr})
+	defer rdb.Close()
+	s.stop = launch(t, "redis-server on "+s.addr, func() bool { return rdb.Ping(context.Background()).Err() == nil },
+		"redis-server", append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir()}, args...)...)
+	return s
+}
+
+func (s *redisServer) client(t testing.TB) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// launch starts the program name (see requireProgram) with args, kills it
+// at cleanup, and waits until ready holds. It returns a function that
+// kills the program early.
+func launch(t testing.TB, what string, ready func() bool, name string, args ...string) func() {
+	t.Helper()
+	cmd := exec.Command(requireProgram(t, name), args...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	var once sync.Once
+	stop := func() { once.Do(func() { cmd.Process.Kill(); cmd.Wait() }) }
+	t.Cleanup(stop)
+	waitFor(t, what, out, ready)
+	return stop
+}
+
+// requireProgram returns the path of the program name, or skips the test
+// if it is not on PATH (and fails instead when CI is set).
+func requireProgram(t testing.TB, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is not on PATH, and CI is set: the Redis tests must run (apt-get install -y redis-server)", name)
+		}
+		t.Skipf("%s is not on PATH: skipping the Redis tests (apt-get install -y redis-server to run them)", name)
+	}
+	return path
+}
+
+// waitFor polls ok for up to 20 s; on failure it shows the server's output.
+func waitFor(t testing.TB, what string, out *syncBuffer, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s:\n%s", what, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers: a server's
+// output, or a logger's.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
