@@ -214,7 +214,7 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 	case <-ctx.Done():
 		werr := &WaitError{Ctx: ctx.Err()}
 		if last := s.lastErr.Load(); last != nil {
-			werr.Last = *last
+			werr.Last = last
 		}
 		return nil, werr
 	}

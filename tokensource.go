@@ -425,7 +425,7 @@ type TokenSource struct {
 
 	requests, failures, cacheHits, joins, flights, refreshes atomic.Uint64
 	rateLimit                                                atomic.Pointer[RateLimit]
-	lastErr                                                  atomic.Pointer[error] // the last failed attempt, for WaitError
+	lastErr                                                  atomic.Pointer[TokenError] // the last failed attempt, for WaitError
 
 	clientOnce sync.Once
 	httpClient *http.Client
@@ -636,8 +636,8 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 	resp, err := s.client.Do(req)
 	if err != nil {
 		s.failures.Add(1)
-		var te error = &TokenError{URL: s.tokenURL, Temporary: true, err: stripURL(err)}
-		s.lastErr.Store(&te)
+		te := &TokenError{URL: s.tokenURL, Temporary: true, err: stripURL(err)}
+		s.lastErr.Store(te)
 		return nil, te
 	}
 	body, readErr := io.ReadAll(io.LimitReader(resp.Body, wire.MaxBody+1))
@@ -651,8 +651,7 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 	ent, terr := s.readAnswer(resp, body, readErr, start, now)
 	if terr != nil {
 		s.failures.Add(1)
-		var err error = terr
-		s.lastErr.Store(&err)
+		s.lastErr.Store(terr)
 		return nil, terr
 	}
 	s.lastErr.Store(nil)
