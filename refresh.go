@@ -30,8 +30,8 @@ import (
 type entry struct {
 	tok        *oauth2.Token
 	src        *Entry
-	staleAt    time.Time // compared with reached
-	unusableAt time.Time // compared with reached
+	staleAt    time.Time // see at
+	unusableAt time.Time // see at
 
 	refreshing atomic.Bool
 	failures   int           // consecutive failed background refreshes; owned by the refresher
@@ -45,6 +45,26 @@ type entry struct {
 // monotonic reading; then both comparisons are on the wall clock.)
 func reached(now, t time.Time) bool {
 	return !now.Before(t) || !now.Round(0).Before(t.Round(0))
+}
+
+// state is where a token is in its life; see [entry].
+type state int
+
+const (
+	stateFresh state = iota
+	stateStale
+	stateExpired
+)
+
+// at reports e's state at now.
+func (e *entry) at(now time.Time) state {
+	switch {
+	case reached(now, e.unusableAt):
+		return stateExpired
+	case reached(now, e.staleAt):
+		return stateStale
+	}
+	return stateFresh
 }
 
 // watchInterval bounds how long a token can be handed out past its window
@@ -85,14 +105,15 @@ func (s *TokenSource) install(e *entry) bool {
 		return false
 	}
 	now := s.clock.Now()
-	if reached(now, e.unusableAt) {
+	st := e.at(now)
+	if st == stateExpired {
 		return false
 	}
 	if old := s.cur.Load(); old != nil {
 		s.stopTimers(old)
 	}
 	s.cur.Store(e)
-	if !reached(now, e.staleAt) {
+	if st == stateFresh {
 		s.fresh.Store(e.tok)
 	} else {
 		s.fresh.Store(nil)
@@ -107,7 +128,7 @@ func (s *TokenSource) install(e *entry) bool {
 // watchInterval, whichever is sooner. s.mu is held.
 func (s *TokenSource) arm(e *entry, now time.Time) {
 	next := e.unusableAt
-	if !reached(now, e.staleAt) {
+	if e.at(now) == stateFresh {
 		next = e.staleAt
 	}
 	d := min(next.Sub(now), next.Round(0).Sub(now.Round(0)), watchInterval)
@@ -123,11 +144,11 @@ func (s *TokenSource) watch(e *entry) {
 		return
 	}
 	now := s.clock.Now()
-	if reached(now, e.unusableAt) {
+	switch e.at(now) {
+	case stateExpired:
 		s.expire(e)
 		return
-	}
-	if reached(now, e.staleAt) {
+	case stateStale:
 		s.fresh.CompareAndSwap(e.tok, nil)
 	}
 	s.arm(e, now)
@@ -182,13 +203,12 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 	if e := s.cur.Load(); e != nil {
 		// Off the hot path a clock read is cheap: never hand out a token
 		// past its window, even before its watch has run.
-		now := s.clock.Now()
-		if !reached(now, e.unusableAt) {
-			// e may be fresh: the hot path can miss it while install
-			// runs, or before the watch after a wall-clock step.
-			if reached(now, e.staleAt) {
-				s.maybeRefresh(e)
-			}
+		switch e.at(s.clock.Now()) {
+		case stateFresh:
+			// The hot path can miss a fresh token while install runs.
+			return e.tok, nil
+		case stateStale:
+			s.maybeRefresh(e)
 			return e.tok, nil
 		}
 		s.mu.Lock()
@@ -282,7 +302,7 @@ func (s *TokenSource) fetch(parent context.Context) (*entry, error) {
 	// A caller that found no token may reach the flight group just after
 	// the flight it missed installed one: it has nothing to fetch. (It
 	// counts as collapsed: no flight of its own.)
-	if e := s.cur.Load(); e != nil && !reached(s.clock.Now(), e.staleAt) {
+	if e := s.cur.Load(); e != nil && e.at(s.clock.Now()) == stateFresh {
 		return e, nil
 	}
 	s.flights.Add(1)
@@ -365,7 +385,7 @@ func (s *TokenSource) adopt(ctx context.Context) *entry {
 		return nil
 	}
 	e := s.newEntry(ce)
-	if reached(s.clock.Now(), e.staleAt) || !s.install(e) {
+	if e.at(s.clock.Now()) != stateFresh || !s.install(e) {
 		return nil
 	}
 	s.cacheHits.Add(1)
