@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -47,6 +49,44 @@ func (e *Entry) Valid() bool {
 	return e != nil && e.AccessToken != "" && !e.IssuedAt.IsZero() && e.Expiry.After(e.IssuedAt)
 }
 
+// storedEntry is the stored form of an Entry; V lets later versions
+// change it.
+type storedEntry struct {
+	V     int    `json:"v"`
+	Entry *Entry `json:"entry"`
+}
+
+// maxStoredEntry bounds what UnmarshalBinary reads.
+const maxStoredEntry = 1 << 20
+
+// MarshalBinary encodes e for a cache that stores bytes (a file, Redis):
+// versioned JSON with the token, its type, issue time, expiry and extra
+// fields. It holds the access token, so store it as a credential.
+func (e *Entry) MarshalBinary() ([]byte, error) {
+	return json.Marshal(storedEntry{V: 1, Entry: e})
+}
+
+// UnmarshalBinary decodes what [Entry.MarshalBinary] wrote. It refuses
+// more than 1 MiB, another version, and an entry that is not [Entry.Valid],
+// so that a cache never hands back an empty token or one without expiry.
+func (e *Entry) UnmarshalBinary(b []byte) error {
+	if len(b) > maxStoredEntry {
+		return errors.New("over 1 MiB")
+	}
+	var se storedEntry
+	if err := json.Unmarshal(b, &se); err != nil {
+		return errors.New("not JSON")
+	}
+	if se.V != 1 {
+		return fmt.Errorf("unknown version %d", se.V)
+	}
+	if !se.Entry.Valid() {
+		return errors.New("no usable token")
+	}
+	*e = *se.Entry
+	return nil
+}
+
 // String describes the entry without its token.
 func (e *Entry) String() string {
 	if e == nil {
@@ -77,7 +117,8 @@ func (e *Entry) LogValue() slog.Value {
 //
 // A Cache must be safe for concurrent use. Its errors are logged and
 // otherwise ignored: a cache that fails makes the source fetch from the
-// token endpoint, never fails a caller.
+// token endpoint, never fails a caller. A cache that stores bytes can use
+// [Entry.MarshalBinary] and [Entry.UnmarshalBinary].
 type Cache interface {
 	// Get returns the entry stored under key, or nil and no error if there
 	// is none.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -50,14 +49,6 @@ func DefaultCacheDir() (string, error) {
 // Dir returns the cache's directory.
 func (c *FileCache) Dir() string { return c.dir }
 
-// fileFormat is the file's content; V lets later versions change it.
-type fileFormat struct {
-	V     int    `json:"v"`
-	Entry *Entry `json:"entry"`
-}
-
-const maxCacheFile = 1 << 20
-
 // path maps a key to a file name. Keys made by TokenSource are safe names
 // already; any other key is hashed.
 func (c *FileCache) path(key, ext string) string {
@@ -87,34 +78,15 @@ func (c *FileCache) Get(_ context.Context, key string) (*Entry, error) {
 		return nil, fmt.Errorf("m2mtoken: file cache: %w", err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxCacheFile+1))
+	b, err := io.ReadAll(io.LimitReader(f, maxStoredEntry+1))
 	if err != nil {
 		return nil, fmt.Errorf("m2mtoken: file cache: reading %s: %w", p, err)
 	}
-	e, err := decodeFileEntry(b)
-	if err != nil {
+	e := new(Entry)
+	if err := e.UnmarshalBinary(b); err != nil {
 		return nil, fmt.Errorf("m2mtoken: file cache: %s is corrupt (%v); it will be replaced", p, err)
 	}
 	return e, nil
-}
-
-// decodeFileEntry parses a cache file; it never returns an entry that is
-// not Valid.
-func decodeFileEntry(b []byte) (*Entry, error) {
-	if len(b) > maxCacheFile {
-		return nil, errors.New("over 1 MiB")
-	}
-	var ff fileFormat
-	if err := json.Unmarshal(b, &ff); err != nil {
-		return nil, errors.New("not JSON")
-	}
-	if ff.V != 1 {
-		return nil, fmt.Errorf("unknown version %d", ff.V)
-	}
-	if !ff.Entry.Valid() {
-		return nil, errors.New("no usable token")
-	}
-	return ff.Entry, nil
 }
 
 // Set writes e for key atomically: readers see the old file or the new
@@ -123,7 +95,7 @@ func (c *FileCache) Set(_ context.Context, key string, e *Entry) error {
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		return fmt.Errorf("m2mtoken: file cache: %w", err)
 	}
-	b, err := json.Marshal(fileFormat{V: 1, Entry: e})
+	b, err := e.MarshalBinary()
 	if err != nil {
 		return fmt.Errorf("m2mtoken: file cache: %w", err)
 	}

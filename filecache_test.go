@@ -147,3 +147,26 @@ func TestFileCacheOneRequestForOverlappingSources(t *testing.T) {
 		}
 	}
 }
+
+func TestEntryBinary(t *testing.T) {
+	in := &Entry{AccessToken: "tok", TokenType: "Bearer", IssuedAt: startTime(), Expiry: startTime().Add(time.Hour), Extra: map[string]any{"scope": "a b"}}
+	b, err := in.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out Entry
+	if err := out.UnmarshalBinary(b); err != nil || !cmp.Equal(&out, in) {
+		t.Fatalf("round trip: %v %v", &out, err)
+	}
+	for name, b := range map[string]string{
+		"not JSON":        "{",
+		"unknown version": `{"v":2,"entry":{"access_token":"x","issued_at":"2030-01-01T00:00:00Z","expiry":"2030-01-02T00:00:00Z"}}`,
+		"no usable token": `{"v":1,"entry":{"access_token":"","issued_at":"2030-01-01T00:00:00Z","expiry":"2030-01-02T00:00:00Z"}}`,
+		"over 1 MiB":      strings.Repeat(" ", 1<<20+1),
+	} {
+		var e Entry
+		if err := e.UnmarshalBinary([]byte(b)); err == nil || !strings.Contains(err.Error(), name) || e.AccessToken != "" {
+			t.Errorf("%s: err %v, entry %v", name, err, &e)
+		}
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/m2mtoken/m2mtoken/internal/clock"
 )
 
@@ -81,20 +83,21 @@ func FuzzReadAnswer(f *testing.F) {
 	})
 }
 
-// FuzzDecodeFileEntry: any cache file content; never a panic, never an
-// entry that is not Valid.
-func FuzzDecodeFileEntry(f *testing.F) {
+// FuzzEntryUnmarshalBinary: any stored entry (a cache file, a Redis
+// value); never a panic, never an entry that is not Valid.
+func FuzzEntryUnmarshalBinary(f *testing.F) {
 	f.Add([]byte(`{"v":1,"entry":{"access_token":"x","token_type":"Bearer","issued_at":"2030-01-01T00:00:00Z","expiry":"2030-01-02T00:00:00Z"}}`))
 	f.Add([]byte(`{"v":1,"entry":null}`))
 	f.Add([]byte(`{"v":1,"entry":{"access_token":"x","issued_at":"2030-01-02T00:00:00Z","expiry":"2030-01-01T00:00:00Z"}}`))
 	f.Add([]byte("\x00"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e, err := decodeFileEntry(b)
-		if (e == nil) == (err == nil) {
-			t.Fatal("want exactly one of an entry and an error")
+		var e Entry
+		err := e.UnmarshalBinary(b)
+		if err != nil && !cmp.Equal(e, Entry{}) {
+			t.Fatalf("changed the entry on error %v", err)
 		}
-		if e != nil && !e.Valid() {
-			t.Fatalf("accepted %v", e)
+		if err == nil && !e.Valid() {
+			t.Fatalf("accepted %v", &e)
 		}
 	})
 }

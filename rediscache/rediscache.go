@@ -31,7 +31,6 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -187,12 +186,6 @@ func (c *Cache) bounded(ctx context.Context, f func(context.Context) error) erro
 // Err reports a configuration error, or nil.
 func (c *Cache) Err() error { return c.err }
 
-// value is what is stored (before sealing).
-type value struct {
-	V     int             `json:"v"`
-	Entry *m2mtoken.Entry `json:"entry"`
-}
-
 const sealedMagic = "m2mtoken-gcm1:"
 
 // Get returns the entry under key, nil if there is none. An error means
@@ -248,14 +241,11 @@ func (c *Cache) decode(rkey string, b []byte) (*m2mtoken.Entry, error) {
 		}
 		b = plain
 	}
-	var v value
-	if err := json.Unmarshal(b, &v); err != nil {
-		return nil, errors.New("not a cache entry")
+	e := new(m2mtoken.Entry)
+	if err := e.UnmarshalBinary(b); err != nil {
+		return nil, err
 	}
-	if v.V != 1 || !v.Entry.Valid() {
-		return nil, errors.New("not a usable cache entry")
-	}
-	return v.Entry, nil
+	return e, nil
 }
 
 // Set stores e under key until e.Expiry.
@@ -267,7 +257,7 @@ func (c *Cache) Set(ctx context.Context, key string, e *m2mtoken.Entry) error {
 	if ttl < time.Millisecond {
 		return nil
 	}
-	b, err := json.Marshal(value{V: 1, Entry: e})
+	b, err := e.MarshalBinary()
 	if err != nil {
 		return fmt.Errorf("rediscache: %w", err)
 	}
