@@ -1,0 +1,369 @@
+// Config: what a TokenSource is built from, its defaults, validation,
+// redaction and the token endpoint URL it resolves to.
+
+package m2mtoken
+
+import (
+	"crypto"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/m2mtoken/m2mtoken/internal/jwt"
+)
+
+// AuthMethod is how the client authenticates to the token endpoint.
+type AuthMethod int
+
+const (
+	// ClientSecretPost sends the client ID and secret in the request body.
+	// It is Auth0's default and the zero value.
+	ClientSecretPost AuthMethod = iota
+	// ClientSecretBasic sends them in an HTTP Basic Authorization header
+	// (RFC 6749 section 2.3.1); the body then holds nothing secret.
+	ClientSecretBasic
+	// PrivateKeyJWT authenticates with a short-lived JWT signed with
+	// Config.PrivateKey (RFC 7523, OIDC private_key_jwt): no secret is
+	// shared with the server. A new assertion is signed for every request.
+	PrivateKeyJWT
+)
+
+// String returns the method's OAuth 2.0 name.
+func (m AuthMethod) String() string {
+	switch m {
+	case ClientSecretPost:
+		return "client_secret_post"
+	case ClientSecretBasic:
+		return "client_secret_basic"
+	case PrivateKeyJWT:
+		return "private_key_jwt"
+	}
+	return fmt.Sprintf("AuthMethod(%d)", int(m))
+}
+
+// Config says where and how to get a token. Only an endpoint (Domain or
+// TokenURL), ClientID and ClientSecret are required; every other field has
+// a default that suits Auth0.
+//
+// Config holds a secret: its String, GoString, Format and LogValue methods
+// redact it.
+type Config struct {
+	// Domain is an Auth0 tenant or custom domain, such as
+	// "tenant.eu.auth0.com" or "https://login.example.com/"; the token URL
+	// is then https://DOMAIN/oauth/token. Set Domain or TokenURL, not both.
+	Domain string
+	// TokenURL is the token endpoint of any OAuth 2.0 server. It must be
+	// https, or http to a loopback address.
+	TokenURL string
+
+	// ClientID and ClientSecret are the application's credentials. With
+	// PrivateKeyJWT there is no secret.
+	ClientID     string
+	ClientSecret string
+	// AuthMethod says how the client authenticates; see [AuthMethod]. When
+	// PrivateKey is set and AuthMethod is left zero, it is PrivateKeyJWT.
+	AuthMethod AuthMethod
+
+	// PrivateKey signs client assertions for PrivateKeyJWT: an RSA key of
+	// at least 2048 bits or an ECDSA P-256 key (see [LoadPrivateKey]).
+	PrivateKey crypto.Signer
+	// KeyID is the assertion's kid header: the key's ID as registered with
+	// the server (Auth0 shows it as the credential's Key ID).
+	KeyID string
+	// SigningAlgorithm is RS256 (the default for RSA keys), PS256 (RSA) or
+	// ES256 (the default, and only choice, for P-256 keys).
+	SigningAlgorithm string
+	// AssertionAudience is the assertion's aud claim. Empty means
+	// https://DOMAIN/ (with the slash, as Auth0 requires) when Domain is
+	// set, else TokenURL.
+	AssertionAudience string
+	// AssertionLifetime is how long each assertion is valid: 1 minute if
+	// zero, at most 5 minutes.
+	AssertionLifetime time.Duration
+	// MTLSTokenURL, if set, is where token requests are sent instead: the
+	// token endpoint's mTLS alias (Auth0 serves mTLS client authentication
+	// only at its own alias behind a custom domain). HTTPClient must then
+	// present the client certificate. Domain or TokenURL still names the
+	// server, and the assertion audience.
+	MTLSTokenURL string
+
+	// Audience is the identifier of the API the token is for. Auth0 needs it.
+	Audience string
+	// Scopes, if any, are sent space-separated as "scope". Auth0 grants an
+	// M2M token every scope the client was granted and ignores this.
+	Scopes []string
+	// Organization, if set, is sent as "organization" (Auth0 then puts
+	// org_id in the token).
+	Organization string
+	// EndpointParams are added to the request body, for example RFC 8707's
+	// "resource". They may not repeat a parameter that has its own field.
+	EndpointParams url.Values
+	// JSONBody sends the request as application/json instead of the
+	// default application/x-www-form-urlencoded. Auth0 accepts both.
+	JSONBody bool
+
+	// HTTPClient sends token requests; nil means a client over
+	// [http.DefaultTransport]. Its CheckRedirect is replaced: token requests
+	// never follow redirects, so the secret goes nowhere but TokenURL. Its
+	// Timeout, if any, bounds each attempt.
+	HTTPClient *http.Client
+	// Logger receives warnings about failed fetches and, at debug level, a
+	// line for every fetch, retry and cache decision. Nil discards them.
+	// Nothing secret is logged: tokens appear only as a fingerprint.
+	Logger *slog.Logger
+	// Cache stores tokens beyond this source; nil keeps them in memory for
+	// this source only. See [Cache], [NewMemoryCache], [NewFileCache].
+	Cache Cache
+
+	// RefreshWindow is how long before expiry a token becomes stale: it is
+	// still handed out, and the first call that sees it stale starts one
+	// background refresh. Zero means the smaller of 5 minutes and a fifth
+	// of the token's lifetime. It is capped at half the lifetime.
+	RefreshWindow time.Duration
+	// RefreshJitter widens the refresh window of each token by a random
+	// fraction of it, up to this much (0 means 0.2; negative means none),
+	// so that a fleet sharing a token does not refresh in lockstep.
+	RefreshJitter float64
+	// ExpirySkew is how long before expiry a token stops being handed out
+	// at all, to allow for clock skew and the time the token spends in
+	// flight. Zero means the smaller of 10 seconds and a twentieth of the
+	// lifetime. It is capped at a quarter of the lifetime. A caller that
+	// finds no token outside the skew waits for a fetch.
+	ExpirySkew time.Duration
+	// DefaultLifetime is the lifetime of a token that came without
+	// expires_in and is not a JWT with an exp claim. Zero means 1 hour.
+	DefaultLifetime time.Duration
+
+	// FetchTimeout bounds one fetch, retries included. A fetch runs on its
+	// own, detached from the caller that started it: a caller whose context
+	// ends stops waiting, but the fetch goes on for the others. Zero means
+	// 1 minute.
+	FetchTimeout time.Duration
+	// AttemptTimeout bounds each HTTP request of a fetch. Zero means 15 s.
+	AttemptTimeout time.Duration
+	// MaxAttempts bounds the requests of one fetch, within FetchTimeout.
+	// Network errors, 408, 429, 5xx and malformed 2xx answers are retried;
+	// other errors are not. Zero means 8: with the default backoff a fetch
+	// then keeps trying for about 30 seconds before its waiters get the
+	// error.
+	MaxAttempts int
+	// MinBackoff and MaxBackoff bound the exponential backoff between
+	// attempts (with full jitter) and between failed background refreshes.
+	// A longer Retry-After or X-RateLimit-Reset is honoured, within
+	// FetchTimeout. Zero means 250 ms and 30 s.
+	MinBackoff, MaxBackoff time.Duration
+	// ErrorCacheTTL is how long a permanent error (400, 401, 403: a wrong
+	// secret, audience or grant) is returned to callers without asking the
+	// endpoint again, so that a misconfigured service cannot hammer it.
+	// Zero means 5 seconds.
+	ErrorCacheTTL time.Duration
+	// MinInvalidateInterval is the least time between two invalidations
+	// that take effect (see [TokenSource.Invalidate]), so that an API that
+	// rejects every token cannot make the source fetch one per request.
+	// Zero means 30 seconds; negative means no limit.
+	MinInvalidateInterval time.Duration
+	// LeaseTTL is how long a shared fetch lease lasts when Cache is a
+	// [Leaser]; a holder that dies blocks others for at most this long.
+	// Zero means 15 seconds.
+	LeaseTTL time.Duration
+}
+
+// String describes the configuration with the secret redacted.
+func (c Config) String() string {
+	endpoint := c.TokenURL
+	if c.Domain != "" {
+		endpoint = c.Domain
+	}
+	secret := "<empty>"
+	if c.ClientSecret != "" {
+		secret = "<redacted>"
+	}
+	key := "<none>"
+	if c.PrivateKey != nil {
+		key = "<redacted>"
+	}
+	return fmt.Sprintf("m2mtoken.Config{endpoint:%q client_id:%q client_secret:%s private_key:%s audience:%q scopes:%q organization:%q auth:%s}",
+		endpoint, c.ClientID, secret, key, c.Audience, c.Scopes, c.Organization, c.AuthMethod)
+}
+
+// GoString is String, so that %#v redacts too.
+func (c Config) GoString() string { return c.String() }
+
+// Format makes every fmt verb print String.
+func (c Config) Format(f fmt.State, _ rune) { io.WriteString(f, c.String()) }
+
+// LogValue logs the configuration with the secret redacted.
+func (c Config) LogValue() slog.Value {
+	endpoint := c.TokenURL
+	if c.Domain != "" {
+		endpoint = c.Domain
+	}
+	return slog.GroupValue(
+		slog.String("endpoint", endpoint),
+		slog.String("client_id", c.ClientID),
+		slog.Bool("client_secret_set", c.ClientSecret != ""),
+		slog.String("audience", c.Audience),
+		slog.String("auth", c.AuthMethod.String()),
+	)
+}
+
+// reservedParams are request parameters that Config sets itself.
+var reservedParams = []string{"grant_type", "client_id", "client_secret", "audience", "scope", "organization", "client_assertion", "client_assertion_type"}
+
+// withDefaults validates c and fills in defaults. It returns the token URL.
+func (c *Config) withDefaults() (string, error) {
+	if c.ClientID == "" {
+		return "", errors.New("m2mtoken: Config.ClientID is empty: set it to the application's Client ID")
+	}
+	if c.PrivateKey != nil && c.AuthMethod == ClientSecretPost && c.ClientSecret == "" {
+		c.AuthMethod = PrivateKeyJWT
+	}
+	switch c.AuthMethod {
+	case ClientSecretPost, ClientSecretBasic:
+		if c.PrivateKey != nil {
+			return "", errors.New("m2mtoken: Config.PrivateKey and Config.ClientSecret are both set: use one way to authenticate (a key means AuthMethod PrivateKeyJWT)")
+		}
+		if c.ClientSecret == "" {
+			return "", errors.New("m2mtoken: Config.ClientSecret is empty: set it to the application's Client Secret (or set PrivateKey for Private Key JWT)")
+		}
+	case PrivateKeyJWT:
+		if c.ClientSecret != "" {
+			return "", errors.New("m2mtoken: Config.ClientSecret is set with AuthMethod PrivateKeyJWT: a secret and a key together are refused; remove the secret")
+		}
+		if c.PrivateKey == nil {
+			return "", errors.New("m2mtoken: AuthMethod PrivateKeyJWT needs Config.PrivateKey (see LoadPrivateKey)")
+		}
+		alg, err := jwt.CheckKey(c.PrivateKey, c.SigningAlgorithm)
+		if err != nil {
+			return "", fmt.Errorf("m2mtoken: Config.PrivateKey: %w", err)
+		}
+		c.SigningAlgorithm = alg
+		if c.AssertionLifetime < 0 || c.AssertionLifetime > 5*time.Minute {
+			return "", fmt.Errorf("m2mtoken: Config.AssertionLifetime %v: must be at most 5 minutes", c.AssertionLifetime)
+		}
+		setDefault(&c.AssertionLifetime, time.Minute)
+	default:
+		return "", fmt.Errorf("m2mtoken: Config.AuthMethod %v is not supported", c.AuthMethod)
+	}
+	tokenURL, err := endpointURL(c.Domain, c.TokenURL)
+	if err != nil {
+		return "", err
+	}
+	if c.AssertionAudience == "" {
+		c.AssertionAudience = tokenURL
+		if c.Domain != "" {
+			c.AssertionAudience = strings.TrimSuffix(tokenURL, "oauth/token")
+		}
+	}
+	if c.MTLSTokenURL != "" {
+		if tokenURL, err = endpointURL("", c.MTLSTokenURL); err != nil {
+			return "", fmt.Errorf("%w (in Config.MTLSTokenURL)", err)
+		}
+	}
+	for _, p := range reservedParams {
+		if _, ok := c.EndpointParams[p]; ok {
+			return "", fmt.Errorf("m2mtoken: Config.EndpointParams may not set %q: use the Config field for it", p)
+		}
+	}
+	for name, d := range map[string]time.Duration{
+		"RefreshWindow": c.RefreshWindow, "ExpirySkew": c.ExpirySkew, "DefaultLifetime": c.DefaultLifetime,
+		"FetchTimeout": c.FetchTimeout, "AttemptTimeout": c.AttemptTimeout, "MinBackoff": c.MinBackoff,
+		"MaxBackoff": c.MaxBackoff, "ErrorCacheTTL": c.ErrorCacheTTL, "LeaseTTL": c.LeaseTTL,
+	} {
+		if d < 0 {
+			return "", fmt.Errorf("m2mtoken: Config.%s is negative (%v): use 0 for the default", name, d)
+		}
+	}
+	if c.MaxAttempts < 0 {
+		return "", fmt.Errorf("m2mtoken: Config.MaxAttempts is negative (%d): use 0 for the default", c.MaxAttempts)
+	}
+	if c.RefreshJitter > 1 {
+		return "", fmt.Errorf("m2mtoken: Config.RefreshJitter %v is more than 1", c.RefreshJitter)
+	}
+	setDefault(&c.RefreshJitter, 0.2)
+	setDefault(&c.DefaultLifetime, time.Hour)
+	setDefault(&c.FetchTimeout, time.Minute)
+	setDefault(&c.AttemptTimeout, 15*time.Second)
+	setDefault(&c.MaxAttempts, 8)
+	setDefault(&c.MinBackoff, 250*time.Millisecond)
+	setDefault(&c.MaxBackoff, 30*time.Second)
+	setDefault(&c.ErrorCacheTTL, 5*time.Second)
+	setDefault(&c.MinInvalidateInterval, 30*time.Second)
+	setDefault(&c.LeaseTTL, 15*time.Second)
+	if c.MaxBackoff < c.MinBackoff {
+		c.MaxBackoff = c.MinBackoff
+	}
+	return tokenURL, nil
+}
+
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+// endpointURL turns Domain or TokenURL into the token URL, and refuses
+// what would send the secret somewhere unsafe.
+func endpointURL(domain, tokenURL string) (string, error) {
+	domain, tokenURL = strings.TrimSpace(domain), strings.TrimSpace(tokenURL)
+	switch {
+	case domain == "" && tokenURL == "":
+		return "", errors.New("m2mtoken: no endpoint: set Config.Domain (for example \"tenant.eu.auth0.com\") or Config.TokenURL")
+	case domain != "" && tokenURL != "":
+		return "", errors.New("m2mtoken: both Config.Domain and Config.TokenURL are set: set only one")
+	}
+	field, raw := "TokenURL", tokenURL
+	if domain != "" {
+		field, raw = "Domain", domain
+		if !strings.Contains(raw, "://") {
+			raw = "https://" + raw
+		}
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("m2mtoken: Config.%s %q does not parse as a URL", field, raw)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return "", fmt.Errorf("m2mtoken: Config.%s %q has no host", field, raw)
+	}
+	if u.User != nil {
+		return "", fmt.Errorf("m2mtoken: Config.%s has credentials in it: put them in ClientID and ClientSecret", field)
+	}
+	if u.Fragment != "" {
+		return "", fmt.Errorf("m2mtoken: Config.%s %q has a #fragment", field, raw)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !isLoopback(u.Hostname()) {
+			return "", fmt.Errorf("m2mtoken: Config.%s %q uses plain http: the secret would travel unencrypted; use https (http is allowed only to loopback addresses)", field, raw)
+		}
+	default:
+		return "", fmt.Errorf("m2mtoken: Config.%s %q: scheme must be https", field, raw)
+	}
+	if field == "Domain" {
+		if (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return "", fmt.Errorf("m2mtoken: Config.Domain %q has a path or query: give the bare domain, or the full URL in Config.TokenURL", domain)
+		}
+		u.Path, u.RawPath = "/oauth/token", ""
+	}
+	return u.String(), nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// TokenSource is a cached, self-refreshing source of client-credentials
+// tokens. It is an [oauth2.TokenSource]. Create it with [New]; it is safe

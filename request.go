@@ -1,0 +1,267 @@
+// The token request: the retry loop with its backoff, one attempt, the
+// form and client authentication, and reading what came back.
+
+package m2mtoken
+
+import (
+	"bytes"
+	"context"
+	cryptorand "crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/m2mtoken/m2mtoken/internal/jwt"
+	"github.com/m2mtoken/m2mtoken/internal/wire"
+)
+
+// request asks the endpoint for a token, retrying temporary failures with
+// exponential backoff and full jitter, within ctx and Config.MaxAttempts.
+func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
+	for attempt := 0; ; attempt++ {
+		s.log.Debug("requesting token", slog.Int("attempt", attempt+1))
+		ce, err := s.attempt(ctx)
+		if err == nil {
+			s.log.Debug("token received", slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("expiry", ce.Expiry))
+			return ce, nil
+		}
+		var te *TokenError
+		errors.As(err, &te)
+		if ctx.Err() != nil {
+			// The fetch's own deadline or Close, not the endpoint: report
+			// what the endpoint said last.
+			s.log.Warn("token request failed", slog.Any("error", err))
+			return nil, err
+		}
+		if !te.Temporary || attempt+1 >= s.cfg.MaxAttempts {
+			s.log.Warn("token request failed", slog.Any("error", err), slog.Int("attempts", attempt+1), slog.Bool("temporary", te.Temporary))
+			if !te.Temporary {
+				s.remember(err)
+			}
+			return nil, err
+		}
+		delay := max(s.backoff(attempt, false), te.RetryAfter)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
+			s.log.Warn("token request failed; no time left to retry", slog.Any("error", err), slog.Duration("wanted_delay", delay))
+			return nil, err
+		}
+		s.log.Warn("token request failed; retrying", slog.Any("error", err), slog.Int("attempt", attempt+1), slog.Duration("delay", delay))
+		if err := s.clock.Sleep(ctx, delay); err != nil {
+			return nil, te
+		}
+	}
+}
+
+// attempt sends one token request. It returns the token, or a *TokenError.
+func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+	defer cancel()
+	req, err := s.newRequest(ctx)
+	if err != nil {
+		return nil, &TokenError{URL: s.tokenURL, err: err}
+	}
+	start := s.clock.Now()
+	s.requests.Add(1)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		s.failures.Add(1)
+		te := &TokenError{URL: s.tokenURL, Temporary: true, err: stripURL(err)}
+		s.lastErr.Store(te)
+		return nil, te
+	}
+	body, readErr := io.ReadAll(io.LimitReader(resp.Body, wire.MaxBody+1))
+	resp.Body.Close()
+	now := s.clock.Now()
+	if rl, ok := wire.ParseRateLimit(resp.Header, now); ok {
+		r := RateLimit(rl)
+		r.At = now
+		s.rateLimit.Store(&r)
+	}
+	ent, terr := s.readAnswer(resp, body, readErr, start, now)
+	if terr != nil {
+		s.failures.Add(1)
+		s.lastErr.Store(terr)
+		return nil, terr
+	}
+	s.lastErr.Store(nil)
+	return ent, nil
+}
+
+// stripURL removes the *url.Error wrapping that repeats method and URL.
+func stripURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
+	form := url.Values{"grant_type": {"client_credentials"}}
+	switch s.cfg.AuthMethod {
+	case ClientSecretPost:
+		form.Set("client_id", s.cfg.ClientID)
+		form.Set("client_secret", s.cfg.ClientSecret)
+	case PrivateKeyJWT:
+		assertion, err := s.assertion()
+		if err != nil {
+			return nil, err
+		}
+		form.Set("client_id", s.cfg.ClientID)
+		form.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+		form.Set("client_assertion", assertion)
+	}
+	if s.cfg.Audience != "" {
+		form.Set("audience", s.cfg.Audience)
+	}
+	if len(s.cfg.Scopes) > 0 {
+		form.Set("scope", strings.Join(s.cfg.Scopes, " "))
+	}
+	if s.cfg.Organization != "" {
+		form.Set("organization", s.cfg.Organization)
+	}
+	for k, vs := range s.cfg.EndpointParams {
+		form[k] = append([]string(nil), vs...)
+	}
+	var body []byte
+	contentType := "application/x-www-form-urlencoded"
+	if s.cfg.JSONBody {
+		m := make(map[string]any, len(form))
+		for k, vs := range form {
+			if len(vs) == 1 {
+				m[k] = vs[0]
+			} else {
+				m[k] = vs
+			}
+		}
+		var err error
+		if body, err = json.Marshal(m); err != nil {
+			return nil, err
+		}
+		contentType = "application/json"
+	} else {
+		body = []byte(form.Encode())
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.tokenURL, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "m2mtoken-go")
+	if s.cfg.AuthMethod == ClientSecretBasic {
+		// RFC 6749 section 2.3.1: form-encode both before Basic encoding.
+		req.SetBasicAuth(url.QueryEscape(s.cfg.ClientID), url.QueryEscape(s.cfg.ClientSecret))
+	}
+	return req, nil
+}
+
+// assertion signs a new client assertion (RFC 7523 section 3) with a
+// unique jti.
+func (s *TokenSource) assertion() (string, error) {
+	var jti [16]byte
+	if _, err := cryptorand.Read(jti[:]); err != nil {
+		return "", err
+	}
+	now := s.clock.Now()
+	return jwt.Sign(s.cfg.PrivateKey, s.cfg.SigningAlgorithm, s.cfg.KeyID, map[string]any{
+		"iss": s.cfg.ClientID,
+		"sub": s.cfg.ClientID,
+		"aud": s.cfg.AssertionAudience,
+		"iat": now.Unix(),
+		"exp": now.Add(s.cfg.AssertionLifetime).Unix(),
+		"jti": hex.EncodeToString(jti[:]),
+	})
+}
+
+// readAnswer turns one answer into a token or a *TokenError.
+func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error, start, now time.Time) (*Entry, *TokenError) {
+	te := &TokenError{URL: s.tokenURL, StatusCode: resp.StatusCode}
+	ct := resp.Header.Get("Content-Type")
+	ok2xx := resp.StatusCode >= 200 && resp.StatusCode < 300
+	if readErr != nil || len(body) > wire.MaxBody {
+		te.Temporary = true
+		te.err = &wire.MalformedError{Reason: "body truncated or over 1 MiB"}
+		if readErr != nil {
+			te.err = &wire.MalformedError{Reason: "body cut short: " + readErr.Error()}
+		}
+		if !ok2xx {
+			te.Temporary = isTemporaryStatus(resp.StatusCode)
+		}
+		return nil, te
+	}
+	if ok2xx {
+		r, eb, err := wire.ParseToken(ct, body)
+		switch {
+		case eb != nil:
+			te.Code, te.Description = eb.Code, truncate(eb.Description, 300)
+			te.err = &oauth2.RetrieveError{Response: resp, ErrorCode: eb.Code, ErrorDescription: eb.Description, ErrorURI: eb.URI}
+			te.Temporary = eb.Code == "temporarily_unavailable"
+			return nil, te
+		case err != nil:
+			// The body may hold a token: the RetrieveError gets no Body.
+			te.Temporary = true
+			te.err = &oauth2.RetrieveError{Response: resp, ErrorDescription: err.Error()}
+			te.Description = err.Error()
+			return nil, te
+		}
+		ent := &Entry{AccessToken: r.AccessToken, TokenType: r.TokenType, IssuedAt: start, Extra: r.Extra}
+		switch {
+		case r.ExpiresIn > 0:
+			ent.Expiry = start.Add(r.ExpiresIn)
+		default:
+			if exp, ok := jwt.Expiry(r.AccessToken); ok {
+				if !exp.After(now) {
+					te.Description = "the token's exp claim is already past (is the clock right?)"
+					te.err = &oauth2.RetrieveError{Response: resp, ErrorDescription: te.Description}
+					return nil, te
+				}
+				ent.Expiry = exp
+			} else {
+				ent.Expiry = start.Add(s.cfg.DefaultLifetime)
+			}
+		}
+		return ent, nil
+	}
+	te.Temporary = isTemporaryStatus(resp.StatusCode)
+	re := &oauth2.RetrieveError{Response: resp, Body: body}
+	if eb := wire.ParseError(ct, body); eb != nil {
+		re.ErrorCode, re.ErrorDescription, re.ErrorURI = eb.Code, eb.Description, eb.URI
+		te.Code, te.Description = eb.Code, truncate(eb.Description, 300)
+	}
+	te.err = re
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		te.Description = "redirect to " + truncate(resp.Header.Get("Location"), 200) + " not followed: token requests go only to the configured URL"
+	}
+	if d, ok := wire.RetryAfter(resp.Header.Get("Retry-After"), now); ok {
+		te.RetryAfter = d
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		if rl, ok := wire.ParseRateLimit(resp.Header, now); ok && !rl.Reset.IsZero() {
+			// Waiting until exactly the reset second races the refill: add one.
+			if d := rl.Reset.Sub(now) + time.Second; d > te.RetryAfter {
+				te.RetryAfter = min(d, time.Hour)
+			}
+		}
+	}
+	return nil, te
+}
+
+func isTemporaryStatus(code int) bool {
+	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
