@@ -93,6 +93,22 @@ type Config struct {
 	// server, and the assertion audience.
 	MTLSTokenURL string
 
+	// DPoPKey, if set, binds tokens to this key with DPoP (RFC 9449): every
+	// token request carries a proof signed with it, the token is usable
+	// only with proofs from it, and [Transport] adds a new proof to every
+	// request. An ECDSA P-256 key (ES256) is the default and the
+	// recommendation; RSA (PS256, or RS256) and Ed25519 (EdDSA) work too.
+	// It is independent of AuthMethod, and may be the PrivateKey too, but a
+	// key of its own is better. See the README's DPoP section.
+	DPoPKey crypto.Signer
+	// DPoPAlgorithm is the proofs' algorithm: empty means ES256 for P-256,
+	// PS256 for RSA (RS256 is the other choice), EdDSA for Ed25519.
+	DPoPAlgorithm string
+	// RequireDPoP makes a Bearer answer to a token request with a proof an
+	// error. Without it such a token (the API does not constrain tokens) is
+	// used as a bearer token, and a warning is logged once.
+	RequireDPoP bool
+
 	// Audience is the identifier of the API the token is for. Auth0 needs it.
 	Audience string
 	// Scopes, if any, are sent space-separated as "scope". Auth0 grants an
@@ -188,8 +204,8 @@ func (c Config) String() string {
 	if c.PrivateKey != nil {
 		key = "<redacted>"
 	}
-	return fmt.Sprintf("m2mtoken.Config{endpoint:%q client_id:%q client_secret:%s private_key:%s audience:%q scopes:%q organization:%q auth:%s}",
-		endpoint, c.ClientID, secret, key, c.Audience, c.Scopes, c.Organization, c.AuthMethod)
+	return fmt.Sprintf("m2mtoken.Config{endpoint:%q client_id:%q client_secret:%s private_key:%s audience:%q scopes:%q organization:%q auth:%s%s}",
+		endpoint, c.ClientID, secret, key, c.Audience, c.Scopes, c.Organization, c.AuthMethod, c.dpopString())
 }
 
 // GoString is String, so that %#v redacts too.
@@ -210,6 +226,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Bool("client_secret_set", c.ClientSecret != ""),
 		slog.String("audience", c.Audience),
 		slog.String("auth", c.AuthMethod.String()),
+		slog.Bool("dpop", c.DPoPKey != nil),
 	)
 }
 
@@ -265,6 +282,9 @@ func (c *Config) withDefaults() (string, error) {
 		if tokenURL, err = endpointURL("", c.MTLSTokenURL); err != nil {
 			return "", fmt.Errorf("%w (in Config.MTLSTokenURL)", err)
 		}
+	}
+	if err := c.checkDPoP(); err != nil {
+		return "", err
 	}
 	for _, p := range reservedParams {
 		if _, ok := c.EndpointParams[p]; ok {

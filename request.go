@@ -26,15 +26,30 @@ import (
 // request asks the endpoint for a token, retrying temporary failures with
 // exponential backoff and full jitter, within ctx and Config.MaxAttempts.
 func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
+	nonceRetries := 0
 	for attempt := 0; ; attempt++ {
 		s.log.Debug("requesting token", slog.Int("attempt", attempt+1))
 		ce, err := s.attempt(ctx)
 		if err == nil {
+			nonceRetries = 0
 			s.log.Debug("token received", slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("expiry", ce.Expiry))
 			return ce, nil
 		}
 		var te *TokenError
 		errors.As(err, &te)
+		if s.nonceChallenge(te) && nonceRetries < maxNonceRetries && ctx.Err() == nil {
+			// DPoP: the server wants its nonce in the proof. Ask again at
+			// once; this is the protocol, not a failed attempt.
+			nonceRetries++
+			attempt--
+			s.log.Debug("token endpoint asked for a DPoP nonce; asking again with it")
+			continue
+		}
+		if s.nonceChallenge(te) {
+			// Asked again and again: now it is a failure.
+			s.failures.Add(1)
+			s.lastErr.Store(te)
+		}
 		if ctx.Err() != nil {
 			// The fetch's own deadline or Close, not the endpoint: report
 			// what the endpoint said last.
@@ -85,7 +100,11 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 		r.At = now
 		s.rateLimit.Store(&r)
 	}
+	s.sawTokenAnswer(resp.Header)
 	ent, terr := s.readAnswer(resp, body, readErr, start, now)
+	if terr != nil && s.nonceChallenge(terr) {
+		return nil, terr
+	}
 	if terr != nil {
 		s.failures.Add(1)
 		s.lastErr.Store(terr)
@@ -161,6 +180,9 @@ func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
 		// RFC 6749 section 2.3.1: form-encode both before Basic encoding.
 		req.SetBasicAuth(url.QueryEscape(s.cfg.ClientID), url.QueryEscape(s.cfg.ClientSecret))
 	}
+	if err := s.addTokenProof(req); err != nil {
+		return nil, err
+	}
 	return req, nil
 }
 
@@ -228,6 +250,9 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 			} else {
 				ent.Expiry = start.Add(s.cfg.DefaultLifetime)
 			}
+		}
+		if te := s.checkTokenType(ent, resp.StatusCode); te != nil {
+			return nil, te
 		}
 		return ent, nil
 	}

@@ -18,7 +18,7 @@ func (s *TokenSource) adopt(ctx context.Context) *entry {
 		s.log.Warn("cache get failed; fetching from the token endpoint", slog.Any("error", err))
 		return nil
 	}
-	if !ce.Valid() {
+	if !ce.Valid() || !s.usableType(ce.TokenType) {
 		return nil
 	}
 	if cur := s.cur.Load(); cur != nil && !ce.Expiry.After(cur.src.Expiry) {

@@ -45,6 +45,7 @@ type TokenSource struct {
 	cache    Cache
 	clock    clock.Clock
 	rand     func() float64
+	dpop     *dpopState // nil without Config.DPoPKey
 
 	// fresh is the current token while it is fresh, else nil: the hot path
 	// is one load of it. cur is the current entry while it is usable
@@ -93,6 +94,9 @@ func newSource(cfg Config, clk clock.Clock) (*TokenSource, error) {
 		clock:    clk,
 		rand:     rand.Float64,
 		log:      cfg.Logger,
+	}
+	if s.dpop = newDPoP(&s.cfg, tokenURL); s.dpop != nil {
+		s.key = dpopCacheKey(s.key, s.dpop.key.Thumbprint())
 	}
 	if s.cache == nil {
 		s.cache = NewMemoryCache()

@@ -30,6 +30,13 @@ import (
 // gets its 401 passed to the caller instead of costing a token request per
 // API request.
 //
+// With a DPoP-bound token (a source with [Config.DPoPKey]), each request
+// carries "Authorization: DPoP <token>" and a new DPoP proof for its
+// method and URL; a 401 that asks for the API's nonce
+// (WWW-Authenticate: DPoP error="use_dpop_nonce", with DPoP-Nonce) is sent
+// once more with it, under the same body rules. The API's nonce is kept
+// per origin and never mixed with the token endpoint's.
+//
 // If no token can be had, RoundTrip returns the error and sends nothing.
 type Transport struct {
 	// Source supplies tokens. It must not be nil.
@@ -40,6 +47,8 @@ type Transport struct {
 	// last caches the header value for the last token, so that the common
 	// case builds no string.
 	last atomic.Pointer[authValue]
+	// lastDPoP does the same, and caches ath, for a DPoP-bound token.
+	lastDPoP atomic.Pointer[dpopValue]
 }
 
 type authValue struct {
@@ -72,6 +81,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	bodyOwned = false
+	if isDPoP(tok) {
+		return t.roundTripDPoP(req, tok)
+	}
 	resp, err := t.base().RoundTrip(t.authorize(req, req.Body, tok))
 	if err != nil || resp.StatusCode != http.StatusUnauthorized || !badToken(resp.Header) {
 		return resp, err

@@ -43,6 +43,15 @@ type Client struct {
 	// an *rsa.PublicKey (RS256, PS256) or a P-256 *ecdsa.PublicKey (ES256).
 	// A client may have a Secret, a PublicKey or both.
 	PublicKey crypto.PublicKey
+	// RequireDPoP refuses the client's token requests without a DPoP proof
+	// (400 invalid_request), as an Auth0 API that requires sender
+	// constraining does. With or without it, a request with a valid proof
+	// gets a DPoP-bound token: token_type "DPoP" and a cnf.jkt claim.
+	RequireDPoP bool
+	// IgnoreDPoP answers Bearer tokens even to requests with a DPoP proof
+	// (the proof is still checked), as Auth0 does for an API that does not
+	// constrain tokens.
+	IgnoreDPoP bool
 }
 
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
@@ -82,7 +91,10 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s.issue(w, params, basicID, basicSecret)
+	if n := s.currentNonce(false); n != "" {
+		w.Header().Set("DPoP-Nonce", n)
+	}
+	s.issue(w, r, params, basicID, basicSecret)
 }
 
 // readParams reads the form or JSON body and the Basic credentials.
@@ -142,7 +154,7 @@ func (s *Server) readParams(w http.ResponseWriter, r *http.Request) (url.Values,
 }
 
 // issue checks the request like Auth0 and answers with a token or an error.
-func (s *Server) issue(w http.ResponseWriter, p url.Values, basicID, basicSecret string) {
+func (s *Server) issue(w http.ResponseWriter, r *http.Request, p url.Values, basicID, basicSecret string) {
 	gt := p.Get("grant_type")
 	if gt == "" {
 		writeError(w, http.StatusBadRequest, "invalid_request", "Missing required parameter: grant_type", "")
@@ -204,6 +216,10 @@ func (s *Server) issue(w http.ResponseWriter, p url.Values, basicID, basicSecret
 		writeError(w, http.StatusForbidden, "unauthorized_client", "Grant type 'client_credentials' not allowed for the client.", errorURIGrantDoc)
 		return
 	}
+	jkt, ok := s.tokenProof(w, r, c)
+	if !ok {
+		return
+	}
 	aud := p.Get("audience")
 	switch {
 	case aud == "":
@@ -248,6 +264,11 @@ func (s *Server) issue(w http.ResponseWriter, p url.Values, basicID, basicSecret
 	if org != "" {
 		claims["org_id"] = org
 	}
+	tokenType := "Bearer"
+	if jkt != "" {
+		claims["cnf"] = map[string]string{"jkt": jkt}
+		tokenType = "DPoP"
+	}
 	tok, err := s.Sign(claims)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "server_error", "signing failed", "")
@@ -256,7 +277,7 @@ func (s *Server) issue(w http.ResponseWriter, p url.Values, basicID, basicSecret
 	s.mu.Lock()
 	s.issued[id]++
 	s.mu.Unlock()
-	resp := map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": int64(lifetime / time.Second)}
+	resp := map[string]any{"access_token": tok, "token_type": tokenType, "expires_in": int64(lifetime / time.Second)}
 	if len(c.Scopes) > 0 {
 		resp["scope"] = strings.Join(c.Scopes, " ")
 	}

@@ -6,7 +6,8 @@
 // CLIENT_ID@clients, aud, azp, scope, iat, exp, jti, gty), publishes its key
 // at /.well-known/jwks.json and its metadata at
 // /.well-known/openid-configuration, and answers bad requests the way Auth0
-// does. It can inject faults (latency, error statuses, 429 with rate-limit
+// does. It issues DPoP-bound tokens (RFC 9449) to clients that send a
+// proof, checks proofs strictly, and can require nonces. It can inject faults (latency, error statuses, 429 with rate-limit
 // headers, malformed or truncated bodies, dropped connections) and rate
 // limit like Auth0, for resilience tests.
 //
@@ -60,6 +61,7 @@ type Server struct {
 	now       func() time.Time
 	audiences map[string]bool
 	seenJTI   map[string]time.Time // assertion IDs until their expiry
+	dpop      dpopState
 }
 
 // NewServer starts an issuer over http on a loopback port with the given
@@ -119,6 +121,7 @@ func newServer(clients []Client) *Server {
 		clients: map[string]Client{}, lifetime: DefaultLifetime,
 		perClient: map[string]int{}, issued: map[string]int{}, now: time.Now,
 		audiences: map[string]bool{}, seenJTI: map[string]time.Time{},
+		dpop: newDPoPState(),
 	}
 	for _, c := range clients {
 		s.AddClient(c)
@@ -241,6 +244,7 @@ func (s *Server) discovery(w http.ResponseWriter) {
 		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "client_secret_basic", "private_key_jwt"},
 		"token_endpoint_auth_signing_alg_values_supported": []string{"RS256", "PS256", "ES256"},
 		"id_token_signing_alg_values_supported":            []string{"RS256"},
+		"dpop_signing_alg_values_supported":                DPoPAlgorithms,
 		"response_types_supported":                         []string{"token"},
 		"subject_types_supported":                          []string{"public"},
 	})

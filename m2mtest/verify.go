@@ -11,10 +11,21 @@ import (
 	"github.com/m2mtoken/m2mtoken/internal/jwt"
 )
 
-// Verify checks that tok is an unexpired token this server signed for
-// audience, and returns its claims. It is what an API behind this issuer
-// would check; see also [Server.Protect].
+// Verify checks that tok is an unexpired bearer token this server signed
+// for audience, and returns its claims. It is what an API behind this
+// issuer would check; see also [Server.Protect]. A DPoP-bound token (with
+// cnf.jkt) is refused: it is good only with a proof, which
+// [Server.VerifyRequest] checks.
 func (s *Server) Verify(tok, audience string) (map[string]any, error) {
+	claims, err := s.verify(tok, audience)
+	if err == nil && claims["cnf"] != nil {
+		return nil, errors.New("the token is DPoP-bound (cnf.jkt): it is valid only with a DPoP proof; check the request with VerifyRequest")
+	}
+	return claims, err
+}
+
+// verify is Verify for any token, bound or not.
+func (s *Server) verify(tok, audience string) (map[string]any, error) {
 	var claims map[string]any
 	h, err := jwt.Verify(tok, &s.key.PublicKey, &claims)
 	if err != nil {
@@ -50,24 +61,32 @@ func hasAudience(aud any, want string) bool {
 	return false
 }
 
-// Protect wraps next so that it is reached only with a bearer token that
-// [Server.Verify] accepts for audience and that carries every scope in
-// scopes. It answers like an RFC 6750 resource server: 401 with
-// WWW-Authenticate `Bearer error="invalid_token"` for a missing or bad
-// token, 403 `insufficient_scope` for a missing scope.
+// Protect wraps next so that it is reached only with a token that
+// [Server.VerifyRequest] accepts for audience (a bearer token, or a
+// DPoP-bound token with a valid proof) and that carries every scope in
+// scopes. It answers like an RFC 6750 and RFC 9449 resource server: 401
+// with WWW-Authenticate `Bearer realm="api"` for a missing token,
+// `Bearer error="invalid_token"` for a bad one, `DPoP error="..."`
+// (invalid_token, invalid_dpop_proof, or use_dpop_nonce with a DPoP-Nonce
+// header) for a DPoP-bound one; 403 `insufficient_scope` for a missing
+// scope.
 func (s *Server) Protect(audience string, scopes []string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		auth := r.Header.Get("Authorization")
-		tok, ok := strings.CutPrefix(auth, "Bearer ")
-		if !ok || tok == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="api"`)
-			http.Error(w, "missing bearer token", http.StatusUnauthorized)
-			return
+		if n := s.currentNonce(true); n != "" {
+			w.Header().Set("DPoP-Nonce", n)
 		}
-		claims, err := s.Verify(tok, audience)
+		claims, err := s.VerifyRequest(r, audience)
 		if err != nil {
-			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="api", error="invalid_token", error_description=%q`, err.Error()))
-			http.Error(w, "invalid token", http.StatusUnauthorized)
+			re := err.(*RequestError)
+			if re.Nonce != "" {
+				w.Header().Set("DPoP-Nonce", re.Nonce)
+			}
+			w.Header().Set("WWW-Authenticate", re.challenge())
+			msg := "invalid token"
+			if re.Code == "" {
+				msg = "missing bearer token"
+			}
+			http.Error(w, msg, http.StatusUnauthorized)
 			return
 		}
 		granted, _ := claims["scope"].(string)

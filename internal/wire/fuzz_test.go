@@ -8,7 +8,7 @@ import (
 )
 
 // FuzzParseToken: any content type and body. Never a panic, never a token
-// without an access token or with a type other than Bearer, never a
+// without an access token or with a type other than Bearer or DPoP, never a
 // negative or unclamped lifetime.
 func FuzzParseToken(f *testing.F) {
 	f.Add("application/json", []byte(`{"access_token":"a","token_type":"Bearer","expires_in":86400}`))
@@ -25,7 +25,7 @@ func FuzzParseToken(f *testing.F) {
 			if eb != nil || err != nil {
 				t.Fatal("a token and an error")
 			}
-			if strings.TrimSpace(r.AccessToken) == "" || r.TokenType != "Bearer" {
+			if strings.TrimSpace(r.AccessToken) == "" || (r.TokenType != "Bearer" && r.TokenType != "DPoP") {
 				t.Fatalf("accepted token %q type %q", r.AccessToken, r.TokenType)
 			}
 			if r.ExpiresIn < 0 || r.ExpiresIn > maxExpiresIn {

@@ -1,8 +1,8 @@
 // Package wire parses token endpoint responses and the headers that come
 // with them. It is tolerant of what real servers send (numbers as strings,
 // form-encoded bodies, odd content types) and strict about what matters: a
-// response without an access token, or with a token type other than Bearer,
-// is never taken for a token.
+// response without an access token, or with a token type other than Bearer
+// or DPoP, is never taken for a token.
 package wire
 
 import (
@@ -71,13 +71,17 @@ func ParseToken(contentType string, body []byte) (*Response, *ErrorBody, error) 
 	}
 	r.AccessToken = at
 	tt, _ := fields["token_type"].(string)
-	if !strings.EqualFold(tt, "bearer") {
-		if tt == "" {
-			return nil, nil, &MalformedError{Reason: "no token_type"}
-		}
-		return nil, nil, &MalformedError{Reason: fmt.Sprintf("token_type %.40q is not Bearer", tt)}
+	switch {
+	case strings.EqualFold(tt, "bearer"):
+		r.TokenType = "Bearer"
+	case strings.EqualFold(tt, "dpop"):
+		// RFC 9449: a token bound to the key of the request's DPoP proof.
+		r.TokenType = "DPoP"
+	case tt == "":
+		return nil, nil, &MalformedError{Reason: "no token_type"}
+	default:
+		return nil, nil, &MalformedError{Reason: fmt.Sprintf("token_type %.40q is not Bearer or DPoP", tt)}
 	}
-	r.TokenType = "Bearer"
 	r.ExpiresIn = expiresIn(fields["expires_in"])
 	r.Scope, _ = fields["scope"].(string)
 	return r, nil, nil

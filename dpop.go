@@ -1,0 +1,239 @@
+// DPoP (RFC 9449): proofs at the token endpoint, the nonces servers hand
+// out, the token type an answer must have, the cache key of a bound token,
+// and the proofs for API requests that Transport and AuthHeaders send.
+
+package m2mtoken
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/oauth2"
+
+	"github.com/m2mtoken/m2mtoken/internal/dpop"
+)
+
+// tokenTypeDPoP is the token_type of a DPoP-bound token, as the source
+// hands it out in [oauth2.Token.TokenType].
+const tokenTypeDPoP = "DPoP"
+
+// maxAPINonces bounds the API origins whose nonce a source remembers.
+const maxAPINonces = 1024
+
+// maxNonceRetries bounds the use_dpop_nonce answers one fetch follows in a
+// row: a server that asks for a nonce again after getting one is broken.
+const maxNonceRetries = 2
+
+func (c *Config) dpopString() string {
+	if c.DPoPKey == nil {
+		return ""
+	}
+	return " dpop_key:<redacted>"
+}
+
+// checkDPoP validates the DPoP fields.
+func (c *Config) checkDPoP() error {
+	if c.DPoPKey == nil {
+		switch {
+		case c.RequireDPoP:
+			return errors.New("m2mtoken: Config.RequireDPoP is set without Config.DPoPKey: set a key (see LoadPrivateKey) or unset RequireDPoP")
+		case c.DPoPAlgorithm != "":
+			return errors.New("m2mtoken: Config.DPoPAlgorithm is set without Config.DPoPKey")
+		}
+		return nil
+	}
+	if _, err := dpop.NewKey(c.DPoPKey, c.DPoPAlgorithm); err != nil {
+		return fmt.Errorf("m2mtoken: Config.DPoPKey: %w", err)
+	}
+	return nil
+}
+
+// dpopState is a source's DPoP key and the nonces servers gave it.
+type dpopState struct {
+	key      *dpop.Key
+	tokenHTU string
+
+	tokenNonce atomic.Pointer[string] // the token endpoint's
+	apiNonces  sync.Map               // origin -> string: each API's own
+	apiCount   atomic.Int64
+
+	bearerWarned atomic.Bool
+}
+
+// newDPoP returns the state for cfg (already validated), or nil without
+// a key.
+func newDPoP(cfg *Config, tokenURL string) *dpopState {
+	if cfg.DPoPKey == nil {
+		return nil
+	}
+	key, err := dpop.NewKey(cfg.DPoPKey, cfg.DPoPAlgorithm)
+	if err != nil {
+		return nil // checkDPoP refused it already
+	}
+	u, _ := url.Parse(tokenURL)
+	htu, _ := dpop.HTU(u)
+	return &dpopState{key: key, tokenHTU: htu}
+}
+
+// dpopCacheKey folds the key's thumbprint into the cache key: a bound
+// token is usable only with its key, so holders with different keys never
+// share one, and holders of one key share as before.
+func dpopCacheKey(key, jkt string) string {
+	sum := sha256.Sum256([]byte(key + "\x00dpop:" + jkt))
+	return "m2mtoken-dpop-" + hex.EncodeToString(sum[:16])
+}
+
+// addTokenProof adds a proof to a token request: htm POST, htu the URL
+// actually posted to (the mTLS alias, if set), and the token endpoint's
+// last nonce.
+func (s *TokenSource) addTokenProof(req *http.Request) error {
+	if s.dpop == nil {
+		return nil
+	}
+	var nonce string
+	if p := s.dpop.tokenNonce.Load(); p != nil {
+		nonce = *p
+	}
+	proof, err := s.dpop.key.Proof(http.MethodPost, s.dpop.tokenHTU, nonce, "", s.clock.Now())
+	if err != nil {
+		return fmt.Errorf("signing the DPoP proof: %w", err)
+	}
+	req.Header.Set("DPoP", proof)
+	return nil
+}
+
+// sawTokenAnswer remembers the token endpoint's nonce from any answer.
+func (s *TokenSource) sawTokenAnswer(h http.Header) {
+	if s.dpop == nil {
+		return
+	}
+	if n, ok := dpop.ParseNonce(h.Get("DPoP-Nonce")); ok {
+		if old := s.dpop.tokenNonce.Load(); old == nil || *old != n {
+			s.dpop.tokenNonce.Store(&n)
+			s.log.Debug("token endpoint gave a DPoP nonce", slog.String("nonce", Fingerprint(n)))
+		}
+	}
+}
+
+// nonceChallenge reports whether te asks for the request again with the
+// nonce the server just gave: part of the protocol, not a failure.
+func (s *TokenSource) nonceChallenge(te *TokenError) bool {
+	return s.dpop != nil && te != nil && te.Code == "use_dpop_nonce" &&
+		(te.StatusCode == http.StatusBadRequest || te.StatusCode == http.StatusUnauthorized) &&
+		s.dpop.tokenNonce.Load() != nil
+}
+
+// checkTokenType refuses a token whose type does not fit the request: a
+// DPoP token without a key, or (with RequireDPoP) a Bearer token although
+// a proof was sent. A Bearer token to a proof is otherwise used as a
+// bearer token, with a warning logged once.
+func (s *TokenSource) checkTokenType(ent *Entry, status int) *TokenError {
+	switch {
+	case ent.TokenType == tokenTypeDPoP && s.dpop == nil:
+		return &TokenError{URL: s.tokenURL, StatusCode: status,
+			Description: "the endpoint answered a DPoP-bound token to a request without a DPoP proof: set Config.DPoPKey"}
+	case ent.TokenType != tokenTypeDPoP && s.dpop != nil:
+		if s.cfg.RequireDPoP {
+			return &TokenError{URL: s.tokenURL, StatusCode: status,
+				Description: "the endpoint answered a Bearer token although a DPoP proof was sent, and Config.RequireDPoP is set: make the API require sender-constrained (DPoP) tokens, or unset RequireDPoP"}
+		}
+		if !s.dpop.bearerWarned.Swap(true) {
+			s.log.Warn("the token endpoint answered a Bearer token although a DPoP proof was sent: the API does not constrain tokens; using it as a bearer token (set Config.RequireDPoP to refuse it)",
+				slog.String("token", Fingerprint(ent.AccessToken)))
+		}
+	}
+	return nil
+}
+
+// usableType reports whether a token of this type, found in the cache,
+// can be used by s (see checkTokenType).
+func (s *TokenSource) usableType(tokenType string) bool {
+	if strings.EqualFold(tokenType, tokenTypeDPoP) {
+		return s.dpop != nil
+	}
+	return s.dpop == nil || !s.cfg.RequireDPoP
+}
+
+// isDPoP reports whether tok is DPoP-bound. A length check first keeps
+// the Bearer path at one comparison.
+func isDPoP(tok *oauth2.Token) bool {
+	return len(tok.TokenType) == len(tokenTypeDPoP) && strings.EqualFold(tok.TokenType, tokenTypeDPoP)
+}
+
+// apiNonce returns the nonce last given by the API at origin.
+func (d *dpopState) apiNonce(origin string) string {
+	if v, ok := d.apiNonces.Load(origin); ok {
+		return v.(string)
+	}
+	return ""
+}
+
+// sawAPIAnswer remembers an API's nonce from any of its answers.
+func (d *dpopState) sawAPIAnswer(origin string, h http.Header) bool {
+	v := h.Get("DPoP-Nonce")
+	if v == "" {
+		return false
+	}
+	n, ok := dpop.ParseNonce(v)
+	if !ok {
+		return false
+	}
+	if _, loaded := d.apiNonces.Swap(origin, n); !loaded && d.apiCount.Add(1) > maxAPINonces {
+		// Too many APIs for a client: forget them all, rather than grow.
+		d.apiNonces.Clear()
+		d.apiCount.Store(0)
+	}
+	return true
+}
+
+// DPoPThumbprint returns the RFC 7638 thumbprint of Config.DPoPKey (the
+// cnf.jkt of the source's tokens), or "" without a key. It is public: use
+// it to register or recognise the key.
+func (s *TokenSource) DPoPThumbprint() string {
+	if s.dpop == nil {
+		return ""
+	}
+	return s.dpop.key.Thumbprint()
+}
+
+// AuthHeaders returns the headers that authorize one request, method to
+// rawURL: Authorization, and for a DPoP-bound token a DPoP proof for that
+// request (with the API's last nonce, if it gave one). A proof is good for
+// one request: call AuthHeaders for each. It is for callers that cannot
+// use [TokenSource.Client] or [Transport] (gRPC, a shell via the command);
+// unlike Transport it cannot follow a nonce challenge or a revoked token.
+func (s *TokenSource) AuthHeaders(ctx context.Context, method, rawURL string) (http.Header, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("m2mtoken: AuthHeaders: %q is not an absolute URL", rawURL)
+	}
+	tok, err := s.TokenContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h := http.Header{}
+	if !isDPoP(tok) {
+		h.Set("Authorization", tok.Type()+" "+tok.AccessToken)
+		return h, nil
+	}
+	if method == "" {
+		method = http.MethodGet
+	}
+	htu, origin := dpop.HTU(u)
+	proof, err := s.dpop.key.Proof(method, htu, s.dpop.apiNonce(origin), dpop.ATH(tok.AccessToken), s.clock.Now())
+	if err != nil {
+		return nil, fmt.Errorf("m2mtoken: signing the DPoP proof: %w", err)
+	}
+	h.Set("Authorization", tokenTypeDPoP+" "+tok.AccessToken)
+	h.Set("DPoP", proof)
+	return h, nil
+}
