@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +34,7 @@ type demoOptions struct {
 	tokenLatency time.Duration
 	compare      bool
 	progress     bool
+	dpop         bool
 }
 
 func cmdDemo(args []string, stdout, stderr io.Writer) error {
@@ -40,19 +45,26 @@ happened. With --compare it runs the same load through x/oauth2's
 clientcredentials.Config.Client and prints both side by side. With
 AUTH0_DOMAIN, AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET and AUTH0_AUDIENCE set it
 gets its tokens from that tenant instead (each run costs a few M2M tokens).
-Exit status 0 only if no API call through m2mtoken failed.`, stderr)
+With --dpop the tokens are DPoP-bound to a fresh P-256 key, and the local
+issuer and API require DPoP proofs and nonces: every API call carries a new
+proof. Exit status 0 only if no API call through m2mtoken failed.`, stderr)
 	var o demoOptions
 	fs.IntVar(&o.callers, "callers", 32, "concurrent callers")
 	fs.DurationVar(&o.duration, "duration", 15*time.Second, "how long each load runs")
 	fs.DurationVar(&o.ttl, "ttl", 4*time.Second, "lifetime of the local issuer's tokens")
 	fs.DurationVar(&o.tokenLatency, "token-latency", 250*time.Millisecond, "how long the local token endpoint takes to answer")
 	fs.BoolVar(&o.compare, "compare", false, "also run the load through x/oauth2 clientcredentials and compare")
+	fs.BoolVar(&o.dpop, "dpop", false, "DPoP-bound tokens: a proof per API call, nonces at the issuer and the API")
 	quiet := fs.Bool("quiet", false, "no live progress")
 	if ok, err := parse(fs, args, showVersion, stdout); !ok {
 		return err
 	}
 	if o.callers < 1 || o.duration <= 0 || o.ttl < time.Second {
 		fmt.Fprintln(stderr, "m2mtoken demo: --callers must be at least 1, --duration positive, --ttl at least 1s")
+		return errUsage
+	}
+	if o.dpop && o.compare {
+		fmt.Fprintln(stderr, "m2mtoken demo: --dpop and --compare do not go together: x/oauth2 cannot make DPoP proofs")
 		return errUsage
 	}
 	o.progress = !*quiet
@@ -93,8 +105,16 @@ type target struct {
 // demoTarget starts the API and, unless AUTH0_* is set, the issuer.
 func demoTarget(o demoOptions, stdout io.Writer) (target, func(), error) {
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	var dpopKey crypto.Signer
+	if o.dpop {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return target{}, nil, err
+		}
+		dpopKey = k
+	}
 	if d := os.Getenv("AUTH0_DOMAIN"); d != "" {
-		cfg := m2mtoken.Config{Domain: d, ClientID: os.Getenv("AUTH0_CLIENT_ID"), ClientSecret: os.Getenv("AUTH0_CLIENT_SECRET"), Audience: os.Getenv("AUTH0_AUDIENCE")}
+		cfg := m2mtoken.Config{Domain: d, ClientID: os.Getenv("AUTH0_CLIENT_ID"), ClientSecret: os.Getenv("AUTH0_CLIENT_SECRET"), Audience: os.Getenv("AUTH0_AUDIENCE"), DPoPKey: dpopKey}
 		// The tenant's tokens are checked by the tenant; the local API
 		// only requires that one is present.
 		api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -109,13 +129,17 @@ func demoTarget(o demoOptions, stdout io.Writer) (target, func(), error) {
 	}
 	secret := make([]byte, 0, 32)
 	secret = fmt.Appendf(secret, "demo-%d", time.Now().UnixNano())
-	iss := m2mtest.NewServer(m2mtest.Client{ID: "demo-client", Secret: string(secret), Audiences: []string{demoAudience}, Scopes: []string{"read:messages"}})
+	iss := m2mtest.NewServer(m2mtest.Client{ID: "demo-client", Secret: string(secret), Audiences: []string{demoAudience}, Scopes: []string{"read:messages"}, RequireDPoP: o.dpop})
 	iss.SetTokenLifetime(o.ttl)
 	iss.SetLatency(o.tokenLatency)
+	iss.RequireDPoPNonce(o.dpop, o.dpop)
 	api := httptest.NewServer(iss.Protect(demoAudience, []string{"read:messages"}, ok))
-	cfg := m2mtoken.Config{TokenURL: iss.TokenURL(), ClientID: "demo-client", ClientSecret: string(secret), Audience: demoAudience}
+	cfg := m2mtoken.Config{TokenURL: iss.TokenURL(), ClientID: "demo-client", ClientSecret: string(secret), Audience: demoAudience, DPoPKey: dpopKey, RequireDPoP: o.dpop}
 	fmt.Fprintf(stdout, "demo: %d callers for %v; local issuer with %v tokens answering in %v; protected API checks every token\n",
 		o.callers, o.duration, o.ttl, o.tokenLatency)
+	if o.dpop {
+		fmt.Fprintln(stdout, "demo: DPoP-bound tokens (ES256); the issuer and the API require proofs and their own nonces; every API call carries a new proof")
+	}
 	return target{cfg: cfg, apiURL: api.URL}, func() { api.Close(); iss.Close() }, nil
 }
 

@@ -20,6 +20,7 @@ import (
 type credFlags struct {
 	domain, tokenURL, clientID, clientSecret, secretFile, audience, scope, org, authMethod string
 	keyFile, keyID                                                                         string
+	dpopKeyFile                                                                            string
 }
 
 func (c *credFlags) register(fs *flag.FlagSet) {
@@ -34,6 +35,7 @@ func (c *credFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.authMethod, "auth-method", "post", "how to send the secret: post (client_secret_post) or basic (client_secret_basic)")
 	fs.StringVar(&c.keyFile, "private-key-file", os.Getenv("M2MTOKEN_PRIVATE_KEY_FILE"), "authenticate with Private Key JWT, signing with this PEM key instead of sending a secret (env M2MTOKEN_PRIVATE_KEY_FILE)")
 	fs.StringVar(&c.keyID, "key-id", os.Getenv("M2MTOKEN_KEY_ID"), "the kid of --private-key-file as registered with the server (env M2MTOKEN_KEY_ID)")
+	fs.StringVar(&c.dpopKeyFile, "dpop-key", os.Getenv("M2MTOKEN_DPOP_KEY_FILE"), "bind tokens to this PEM key with DPoP (a P-256 key: openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out dpop.pem) (env M2MTOKEN_DPOP_KEY_FILE)")
 }
 
 func (c *credFlags) config() (m2mtoken.Config, error) {
@@ -57,6 +59,13 @@ func (c *credFlags) config() (m2mtoken.Config, error) {
 	}
 	if cfg.Domain != "" && cfg.TokenURL != "" && cfg.Domain == os.Getenv("AUTH0_DOMAIN") {
 		cfg.Domain = "" // a token URL wins over AUTH0_DOMAIN from the environment
+	}
+	if c.dpopKeyFile != "" {
+		key, err := m2mtoken.LoadPrivateKey(c.dpopKeyFile)
+		if err != nil {
+			return cfg, fmt.Errorf("--dpop-key: %w", err)
+		}
+		cfg.DPoPKey = key
 	}
 	if c.keyFile != "" {
 		key, err := m2mtoken.LoadPrivateKey(c.keyFile)
@@ -83,11 +92,18 @@ func cmdToken(args []string, stdout, stderr io.Writer) error {
 
 The token is kept in a file under the user cache directory (mode 0600, no
 secret in it) and reused until its refresh window, so a job that runs every
-minute costs one token per token lifetime.`, stderr)
+minute costs one token per token lifetime.
+
+With --dpop-key the token is DPoP-bound: every request needs its own proof.
+--header --url URL [--method M] prints both header lines for that request:
+
+  m2mtoken token --dpop-key dpop.pem --header --url https://api.example.com/x | curl -H @- https://api.example.com/x`, stderr)
 	var creds credFlags
 	creds.register(fs)
 	asJSON := fs.Bool("json", false, "print the token response as JSON (expires_in is the time left)")
-	header := fs.Bool("header", false, "print an 'Authorization: Bearer ...' line")
+	header := fs.Bool("header", false, "print an 'Authorization: Bearer ...' line (with a DPoP token and --url: 'Authorization: DPoP ...' and 'DPoP: ...')")
+	reqURL := fs.String("url", "", "with --header: the URL of the one request the headers are for (a DPoP proof is bound to it)")
+	method := fs.String("method", "GET", "with --header --url: the request's method")
 	noCache := fs.Bool("no-cache", false, "do not read or write the cache file")
 	cacheDir := fs.String("cache-dir", os.Getenv("M2MTOKEN_CACHE_DIR"), "cache directory (default: the user cache directory's m2mtoken folder; env M2MTOKEN_CACHE_DIR)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
@@ -97,6 +113,10 @@ minute costs one token per token lifetime.`, stderr)
 	}
 	if *asJSON && *header {
 		fmt.Fprintln(stderr, "m2mtoken token: give --json or --header, not both")
+		return errUsage
+	}
+	if *reqURL != "" && !*header {
+		fmt.Fprintln(stderr, "m2mtoken token: --url goes with --header")
 		return errUsage
 	}
 	cfg, err := creds.config()
@@ -127,7 +147,19 @@ minute costs one token per token lifetime.`, stderr)
 	if err != nil {
 		return err
 	}
+	dpopBound := tok.Type() == "DPoP"
 	switch {
+	case *header && *reqURL != "":
+		h, err := src.AuthHeaders(ctx, strings.ToUpper(*method), *reqURL)
+		if err != nil {
+			return fmt.Errorf("--url: %w", err)
+		}
+		fmt.Fprintf(stdout, "Authorization: %s\n", h.Get("Authorization"))
+		if p := h.Get("DPoP"); p != "" {
+			fmt.Fprintf(stdout, "DPoP: %s\n", p)
+		}
+	case *header && dpopBound:
+		return errors.New("the token is DPoP-bound: each request needs its own proof; give --url URL (and --method) for the request the headers are for")
 	case *header:
 		fmt.Fprintf(stdout, "Authorization: %s %s\n", tok.Type(), tok.AccessToken)
 	case *asJSON:
@@ -145,6 +177,9 @@ minute costs one token per token lifetime.`, stderr)
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	default:
+		if dpopBound {
+			fmt.Fprintln(stderr, "m2mtoken token: note: the token is DPoP-bound: send it as 'Authorization: DPoP', with a proof per request (--header --url URL prints both)")
+		}
 		fmt.Fprintln(stdout, tok.AccessToken)
 	}
 	return nil
