@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/auth0/go-auth0/v2 v2.0.0
 	github.com/auth0/go-jwt-middleware/v2 v2.3.1
+	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/m2mtoken/m2mtoken v0.0.0
 	golang.org/x/oauth2 v0.37.0
 	google.golang.org/grpc v1.85.0
@@ -23,7 +24,6 @@ require (
 	github.com/lestrrat-go/jwx/v2 v2.1.6 // indirect
 	github.com/lestrrat-go/option v1.0.1 // indirect
 	github.com/segmentio/asm v1.2.0 // indirect
-	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/crypto v0.57.0 // indirect
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect

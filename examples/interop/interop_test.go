@@ -18,9 +18,9 @@ const resource = "https://api.interop.test/"
 
 // startOrSkip starts oidc-provider; it skips when node or the npm
 // packages are missing, and fails instead when CI is set.
-func startOrSkip(t *testing.T, ttl time.Duration) *provider {
+func startOrSkip(t *testing.T, ttl time.Duration, env ...string) *provider {
 	t.Helper()
-	p, err := startProvider(".", "interop-secret", ttl, resource)
+	p, err := startProvider(".", "interop-secret", ttl, resource, env...)
 	if (errors.Is(err, errNoNode) || errors.Is(err, errNoModules)) && os.Getenv("CI") == "" {
 		t.Skipf("skipping the oidc-provider interop tests: %v", err)
 	}

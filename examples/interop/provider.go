@@ -1,6 +1,7 @@
 // Command interop gets tokens from oidc-provider, a real, independent
 // OAuth 2.0 server, through m2mtoken: client_secret_post and
-// client_secret_basic, with an RFC 8707 resource indicator. It starts the
+// client_secret_basic, with an RFC 8707 resource indicator, and DPoP-bound
+// tokens (the interop_test.go and dpop_test.go tests). It starts the
 // server itself (node server.mjs; run npm ci here first).
 package main
 
@@ -32,8 +33,9 @@ var (
 )
 
 // startProvider runs server.mjs from dir with the given secret, token
-// lifetime and resource, and waits for its token endpoint.
-func startProvider(dir, secret string, ttl time.Duration, resource string) (*provider, error) {
+// lifetime and resource (and extra environment, such as DPOP_NONCE=1), and
+// waits for its token endpoint.
+func startProvider(dir, secret string, ttl time.Duration, resource string, env ...string) (*provider, error) {
 	node, err := exec.LookPath("node")
 	if err != nil {
 		return nil, errNoNode
@@ -44,6 +46,7 @@ func startProvider(dir, secret string, ttl time.Duration, resource string) (*pro
 	cmd := exec.Command(node, "server.mjs")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "SECRET="+secret, fmt.Sprintf("TOKEN_TTL=%d", int(ttl.Seconds())), "RESOURCE="+resource, "NODE_ENV=test")
+	cmd.Env = append(cmd.Env, env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
