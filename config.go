@@ -99,7 +99,15 @@ type Config struct {
 	// request. An ECDSA P-256 key (ES256) is the default and the
 	// recommendation; RSA (PS256, or RS256) and Ed25519 (EdDSA) work too.
 	// It is independent of AuthMethod, and may be the PrivateKey too, but a
-	// key of its own is better. See the README's DPoP section.
+	// key of its own is better. The key's thumbprint is part of the cache
+	// key: only holders of the same key share a token.
+	//
+	// Token then returns tokens with TokenType "DPoP". Consumers that
+	// cannot make proofs (oauth2.Transport, gRPC's oauth.TokenSource) send
+	// them as "Authorization: DPoP <token>" without a proof, which the API
+	// refuses; they never send them as bearer tokens. Use
+	// [TokenSource.Client], [Transport] or [TokenSource.AuthHeaders]. See
+	// the README's DPoP section.
 	DPoPKey crypto.Signer
 	// DPoPAlgorithm is the proofs' algorithm: empty means ES256 for P-256,
 	// PS256 for RSA (RS256 is the other choice), EdDSA for Ed25519.

@@ -2,6 +2,9 @@ package m2mtoken_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -138,4 +141,44 @@ func ExampleTransport() {
 	body, _ := io.ReadAll(resp.Body)
 	fmt.Println(resp.StatusCode, string(body))
 	// Output: 200 authorized
+}
+
+// With Config.DPoPKey, tokens are bound to the key (DPoP, RFC 9449): a
+// stolen token is useless without it. The client sends a new proof with
+// every request, and follows the servers' nonce challenges. Here the
+// issuer requires DPoP, and nonces at the token endpoint and the API.
+func Example_dPoP() {
+	issuer := m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: "s3cret", Audiences: []string{"https://api.example.com/"}, RequireDPoP: true})
+	defer issuer.Close()
+	issuer.RequireDPoPNonce(true, true)
+	api := httptest.NewServer(issuer.Protect("https://api.example.com/", nil,
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello, "+r.Header.Get("Authorization")[:4]) })))
+	defer api.Close()
+
+	// In real use: key, err := m2mtoken.LoadPrivateKey("dpop.pem"), a P-256
+	// key made with
+	//   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out dpop.pem
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		log.Fatal(err)
+	}
+	src, err := m2mtoken.New(m2mtoken.Config{
+		TokenURL: issuer.TokenURL(), ClientID: "svc", ClientSecret: "s3cret", Audience: "https://api.example.com/",
+		DPoPKey:     key,
+		RequireDPoP: true, // a Bearer token would be an error
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer src.Close()
+
+	resp, err := src.Client().Get(api.URL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	tok, _ := src.Token()
+	fmt.Println(resp.StatusCode, string(body), tok.Type())
+	// Output: 200 hello, DPoP DPoP
 }

@@ -156,7 +156,8 @@ type RateLimit struct {
 // Stats is a snapshot of a source's counters.
 type Stats struct {
 	// TokenRequests counts HTTP requests sent to the token endpoint,
-	// retries included; Failures counts those that did not yield a token.
+	// retries included; Failures counts those that did not yield a token
+	// (a DPoP use_dpop_nonce answer that is followed is not a failure).
 	TokenRequests, Failures uint64
 	// CacheHits counts fetches answered by Config.Cache with a token that
 	// another source or process had stored, instead of a token request.

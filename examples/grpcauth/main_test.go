@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -65,5 +68,44 @@ func TestGRPCPerRPCCredentials(t *testing.T) {
 	defer conn.Close()
 	if _, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("no token: %v", err)
+	}
+}
+
+// TestGRPCWithDPoPTokens: gRPC's per-RPC credentials cannot make DPoP
+// proofs. A source with a DPoP key hands them a token of type DPoP, which
+// they send as "authorization: DPoP <token>" without a proof: a bearer
+// server refuses it, and the token is never presented as a bearer token.
+func TestGRPCWithDPoPTokens(t *testing.T) {
+	const audience = "https://grpc.local/"
+	iss := m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: "pw", Audiences: []string{audience}, RequireDPoP: true})
+	defer iss.Close()
+	cert, roots, err := selfSigned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	verify := func(tok, aud string) (map[string]any, error) {
+		seen = append(seen, tok)
+		return iss.Verify(tok, aud)
+	}
+	addr, stop, err := serve(cert, verify, audience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	src, err := m2mtoken.New(m2mtoken.Config{TokenURL: iss.TokenURL(), ClientID: "svc", ClientSecret: "pw", Audience: audience, DPoPKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	conn, err := dial(addr, roots, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if status.Code(err) != codes.Unauthenticated || len(seen) != 0 {
+		t.Fatalf("a DPoP token over gRPC: %v, verified %d tokens", err, len(seen))
 	}
 }
