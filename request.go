@@ -31,21 +31,20 @@ func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
 		s.log.Debug("requesting token", slog.Int("attempt", attempt+1))
 		ce, err := s.attempt(ctx)
 		if err == nil {
-			nonceRetries = 0
 			s.log.Debug("token received", slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("expiry", ce.Expiry))
 			return ce, nil
 		}
 		var te *TokenError
 		errors.As(err, &te)
-		if s.nonceChallenge(te) && nonceRetries < maxNonceRetries && ctx.Err() == nil {
-			// DPoP: the server wants its nonce in the proof. Ask again at
-			// once; this is the protocol, not a failed attempt.
-			nonceRetries++
-			attempt--
-			s.log.Debug("token endpoint asked for a DPoP nonce; asking again with it")
-			continue
-		}
 		if s.nonceChallenge(te) {
+			if nonceRetries < maxNonceRetries && ctx.Err() == nil {
+				// DPoP: the server wants its nonce in the proof. Ask again
+				// at once; this is the protocol, not a failed attempt.
+				nonceRetries++
+				attempt--
+				s.log.Debug("token endpoint asked for a DPoP nonce; asking again with it")
+				continue
+			}
 			// Asked again and again: now it is a failure.
 			s.failures.Add(1)
 			s.lastErr.Store(te)
