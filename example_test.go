@@ -152,7 +152,9 @@ func Example_dPoP() {
 	defer issuer.Close()
 	issuer.RequireDPoPNonce(true, true)
 	api := httptest.NewServer(issuer.Protect("https://api.example.com/", nil,
-		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello, "+r.Header.Get("Authorization")[:4]) })))
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "hello, "+r.Header.Get("Authorization")[:4])
+		})))
 	defer api.Close()
 
 	// In real use: key, err := m2mtoken.LoadPrivateKey("dpop.pem"), a P-256
