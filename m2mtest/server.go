@@ -7,9 +7,10 @@
 // at /.well-known/jwks.json and its metadata at
 // /.well-known/openid-configuration, and answers bad requests the way Auth0
 // does. It issues DPoP-bound tokens (RFC 9449) to clients that send a
-// proof, checks proofs strictly, and can require nonces. It can inject faults (latency, error statuses, 429 with rate-limit
-// headers, malformed or truncated bodies, dropped connections) and rate
-// limit like Auth0, for resilience tests.
+// proof, checks proofs strictly, and can require nonces. It can inject
+// faults (latency, error statuses, 429 with rate-limit headers, malformed
+// or truncated bodies, dropped connections) and rate limit like Auth0, for
+// resilience tests.
 //
 // It uses only the standard library.
 package m2mtest
