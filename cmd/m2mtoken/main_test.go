@@ -404,3 +404,20 @@ func TestDemoDPoP(t *testing.T) {
 		t.Fatalf("--dpop --compare: exit %d", r.code)
 	}
 }
+
+// TestHeaderURLWithBearer: --header --url with a bearer token prints the
+// one Authorization line; --url without --header is a usage error.
+func TestHeaderURLWithBearer(t *testing.T) {
+	s := issuer(t)
+	env := tokenEnv(s, t.TempDir())
+	r := runBin(t, env, "token", "--header", "--url", "https://api.example.com/x")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "Authorization: Bearer ey") || strings.Count(r.stdout, "\n") != 1 {
+		t.Fatalf("exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := runBin(t, env, "token", "--url", "https://api.example.com/x"); r.code != 2 {
+		t.Fatalf("--url without --header: exit %d", r.code)
+	}
+	if r := runBin(t, env, "token", "--header", "--url", "not a url"); r.code != 1 || !strings.Contains(r.stderr, "--url") {
+		t.Fatalf("bad --url: exit %d %q", r.code, r.stderr)
+	}
+}
