@@ -2,6 +2,8 @@ package m2mtoken
 
 import (
 	"context"
+	"crypto/elliptic"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -20,10 +22,14 @@ import (
 // canaryToken is the access token the canary endpoint issues.
 const canaryToken = "CANARY-TOKEN-5e1f0c9a7b"
 
-// TestSecretCanary drives every public path with a known secret and a known
-// token, collects everything the library prints, logs, returns or stores,
-// and asserts that neither appears anywhere.
+// TestSecretCanary drives every public path with a known secret, a known
+// token and a DPoP key, collects everything the library prints, logs,
+// returns or stores, and asserts that neither the secret, the token nor
+// the private key appears anywhere. (TestDPoPKeyCanary does the same over
+// the DPoP-only paths: nonces, DPoP tokens, proofs.)
 func TestSecretCanary(t *testing.T) {
+	dpopKey := ecKey(t, elliptic.P256())
+	d := dpopKey.D.Bytes()
 	logs := &logBuffer{}
 	e := newEndpoint(t)
 	dir := t.TempDir()
@@ -90,6 +96,7 @@ func TestSecretCanary(t *testing.T) {
 				c.AuthMethod = method
 				c.MaxAttempts = 2
 				c.Cache = NewFileCache(dir)
+				c.DPoPKey = dpopKey
 			})
 			_, err := s.Token()
 			if err == nil {
@@ -107,7 +114,7 @@ func TestSecretCanary(t *testing.T) {
 	}
 	// Success, 401 recovery, a stale refresh and a cancelled wait.
 	current = nil
-	s, clk := testSource(t, e, func(c *Config) { c.Logger = logs.logger(); c.Cache = NewFileCache(dir) })
+	s, clk := testSource(t, e, func(c *Config) { c.Logger = logs.logger(); c.Cache = NewFileCache(dir); c.DPoPKey = dpopKey })
 	tok, err := s.Token()
 	if err != nil || tok.AccessToken != canaryToken {
 		t.Fatalf("%v %v", tok, err)
@@ -131,7 +138,8 @@ func TestSecretCanary(t *testing.T) {
 	outputs = append(outputs, logs.String())
 
 	all := strings.Join(outputs, "\n")
-	for _, canary := range []string{testSecret, canaryToken, fmt.Sprintf("%x", testSecret), fmt.Sprintf("%x", canaryToken)} {
+	for _, canary := range []string{testSecret, canaryToken, fmt.Sprintf("%x", testSecret), fmt.Sprintf("%x", canaryToken),
+		fmt.Sprintf("%x", d), base64.RawURLEncoding.EncodeToString(d), base64.StdEncoding.EncodeToString(d), dpopKey.D.String()} {
 		if i := strings.Index(all, canary); i >= 0 {
 			t.Fatalf("output reveals %q:\n...%s...", canary, all[max(0, i-300):min(len(all), i+100)])
 		}
