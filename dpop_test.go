@@ -306,12 +306,23 @@ func TestDPoPCacheSharing(t *testing.T) {
 	if tc.AccessToken == ta.AccessToken || tp.AccessToken == ta.AccessToken || tp.Type() != "Bearer" || e.count() != 3 {
 		t.Fatalf("other key %s, no key %s (%s), %d requests", tc.AccessToken, tp.AccessToken, tp.Type(), e.count())
 	}
-	// A Bearer entry under a DPoP key (stored before RequireDPoP was set) is
-	// not adopted by a source that requires DPoP.
-	cache.Set(t.Context(), "x", &Entry{AccessToken: "b", TokenType: "Bearer", IssuedAt: startTime(), Expiry: startTime().Add(time.Hour)})
-	strict, _ := testSource(t, e, func(c *Config) { c.DPoPKey, c.RequireDPoP = k1, true })
-	if strict.usableType("Bearer") || !strict.usableType("DPoP") || plain.usableType("DPoP") || !plain.usableType("Bearer") {
-		t.Fatal("usableType")
+	// A cached entry of the wrong type is never adopted: a Bearer token
+	// (stored before RequireDPoP was set) by a source that requires DPoP,
+	// a DPoP token by a source without a key.
+	for _, c := range []struct {
+		typ string
+		mod func(*Config)
+	}{
+		{"Bearer", func(c *Config) { c.DPoPKey, c.RequireDPoP = k1, true }},
+		{"DPoP", func(c *Config) {}},
+	} {
+		fresh := NewMemoryCache()
+		s, clk := testSource(t, e, func(cfg *Config) { c.mod(cfg); cfg.Cache = fresh })
+		fresh.Set(t.Context(), s.CacheKey(), &Entry{AccessToken: "planted", TokenType: c.typ, IssuedAt: clk.Now(), Expiry: clk.Now().Add(time.Hour)})
+		tok, err := s.Token()
+		if err != nil || tok.AccessToken == "planted" || s.Stats().CacheHits != 0 {
+			t.Fatalf("a cached %s token: %v %v, stats %+v", c.typ, tok, err, s.Stats())
+		}
 	}
 }
 
