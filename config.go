@@ -132,8 +132,8 @@ type Config struct {
 	// default application/x-www-form-urlencoded. Auth0 accepts both.
 	JSONBody bool
 
-	// HTTPClient sends token requests; nil means a client over
-	// [http.DefaultTransport]. Its CheckRedirect is replaced: token requests
+	// HTTPClient sends token requests; nil means a client over a clone of
+	// [http.DefaultTransport] that [TokenSource.Close] closes. Its CheckRedirect is replaced: token requests
 	// never follow redirects, so the secret goes nowhere but TokenURL. Its
 	// Timeout, if any, bounds each attempt.
 	HTTPClient *http.Client

@@ -428,9 +428,10 @@ func (s *TokenSource) Invalidate(tok *oauth2.Token) {
 }
 
 // Close stops the source's timers and background work and waits for them,
-// and closes the idle connections of the transport under [TokenSource.Client].
-// Callers waiting for a fetch get [ErrClosed]; later calls too. Close does
-// not close Config.HTTPClient or Config.Cache.
+// and closes the idle connections of the transports it made: the one under
+// [TokenSource.Client] and, when Config.HTTPClient is nil, the one for
+// token requests. Callers waiting for a fetch get [ErrClosed]; later calls
+// too. Close does not close Config.HTTPClient or Config.Cache.
 func (s *TokenSource) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -449,6 +450,9 @@ func (s *TokenSource) Close() error {
 	if s.httpClient != nil {
 		// The transport under Client() is ours: drop its idle connections.
 		s.httpClient.CloseIdleConnections()
+	}
+	if s.ownsClient {
+		s.client.CloseIdleConnections()
 	}
 	return nil
 }

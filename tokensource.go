@@ -71,6 +71,7 @@ type TokenSource struct {
 
 	clientOnce sync.Once
 	httpClient *http.Client
+	ownsClient bool // client's transport is the source's own (Config.HTTPClient was nil)
 }
 
 // New validates cfg and returns a TokenSource. It makes no request: the
@@ -107,7 +108,10 @@ func newSource(cfg Config, clk clock.Clock) (*TokenSource, error) {
 	s.log = s.log.With(slog.String("component", "m2mtoken"), slog.String("token_url", tokenURL), slog.String("client_id", cfg.ClientID))
 	base := cfg.HTTPClient
 	if base == nil {
-		base = &http.Client{Transport: http.DefaultTransport}
+		// A transport of its own, so that Close can drop its connections
+		// without touching the process's http.DefaultTransport.
+		base = &http.Client{Transport: ownTransport()}
+		s.ownsClient = true
 	}
 	c := *base
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

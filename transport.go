@@ -112,6 +112,18 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.base().RoundTrip(t.authorize(req, body, tok2))
 }
 
+// CloseIdleConnections closes the idle connections of Base, if it has
+// such a method (as [*http.Transport] does), so that
+// [http.Client.CloseIdleConnections] and [TokenSource.Close] reach the
+// connections under a Transport, as they do under other wrapping
+// transports.
+func (t *Transport) CloseIdleConnections() {
+	type closeIdler interface{ CloseIdleConnections() }
+	if c, ok := t.base().(closeIdler); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 func (t *Transport) token(ctx context.Context) (*oauth2.Token, error) {
 	if cs, ok := t.Source.(contextTokenSource); ok {
 		return cs.TokenContext(ctx)
@@ -185,6 +197,14 @@ func (s *TokenSource) Client() *http.Client {
 	})
 	c := *s.httpClient
 	return &c
+}
+
+// ownTransport is a clone of http.DefaultTransport, for token requests.
+func ownTransport() http.RoundTripper {
+	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
+		return dt.Clone()
+	}
+	return http.DefaultTransport
 }
 
 func tunedTransport() http.RoundTripper {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
 	"golang.org/x/oauth2"
 )
 
@@ -321,4 +322,54 @@ func TestTransportNilSourceIsAnError(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "Source is nil") || !body.closed.Load() {
 		t.Fatalf("err %v, body closed %v", err, body.closed.Load())
 	}
+}
+
+// TestCloseClosesConnections: after Close, no goroutine of the source is
+// left, not even the keep-alive connections of Client() and of the token
+// requests, while both servers are still up (a closed server would end
+// them for us). The root TestMain ignores none of net/http's goroutines.
+func TestCloseClosesConnections(t *testing.T) {
+	e := newEndpoint(t)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer api.Close()
+	before := goleak.IgnoreCurrent()
+	s, err := New(Config{TokenURL: e.URL + "/oauth/token", ClientID: "client-1", ClientSecret: testSecret, Audience: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		resp, err := s.Client().Get(api.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	s.Close()
+	goleak.VerifyNone(t, before)
+}
+
+// TestTransportForwardsCloseIdleConnections: a Transport passes
+// CloseIdleConnections to its base, as wrapping transports do.
+func TestTransportForwardsCloseIdleConnections(t *testing.T) {
+	b := &idleCounter{}
+	c := &http.Client{Transport: &Transport{Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "x"}), Base: b}}
+	c.CloseIdleConnections()
+	if b.n != 1 {
+		t.Fatalf("base's CloseIdleConnections called %d times, want 1", b.n)
+	}
+	(&Transport{Base: plainRoundTripper{}}).CloseIdleConnections() // no such method: nothing happens
+}
+
+type idleCounter struct{ n int }
+
+func (c *idleCounter) RoundTrip(*http.Request) (*http.Response, error) {
+	return nil, errors.New("unused")
+}
+func (c *idleCounter) CloseIdleConnections() { c.n++ }
+
+type plainRoundTripper struct{}
+
+func (plainRoundTripper) RoundTrip(*http.Request) (*http.Response, error) {
+	return nil, errors.New("unused")
 }
