@@ -132,11 +132,95 @@ type Cache interface {
 // no fresh token in the cache it calls TryLease; if ok, it fetches, stores
 // the token and calls release. If not, another holder is fetching: the
 // source waits, polling Get, and tries the lease again, so that if the
-// holder dies its lease expires after ttl and someone else fetches.
+// holder dies its lease expires after ttl and someone else fetches. As such
+// a lease cannot tell a dead holder from a slow one, its ttl
+// (Config.LeaseTTL) must outlast a fetch, and a waiter whose own token is
+// about to become unusable stops waiting and fetches itself.
 //
-// An error from TryLease is logged and the source fetches on its own.
+// An error from TryLease is logged and the source fetches on its own. An
+// error does not say that the lease was not taken (a request that timed
+// out may still have taken it): a Leaser releases, or lets expire, a lease
+// whose outcome it could not learn.
 type Leaser interface {
 	TryLease(ctx context.Context, key string, ttl time.Duration) (release func(), ok bool, err error)
+}
+
+// LeaseKeeper is a [Leaser] whose leases are kept alive by their holder
+// while it fetches, so that a short Config.LeaseTTL tells a dead holder
+// from a slow one: a holder that dies stops keeping its lease, which lapses
+// within the TTL, and another instance takes it over; a holder that is
+// alive, however long its fetch and its retries take, keeps it, and the
+// other instances wait for its token instead of fetching too (one instance
+// retries for the fleet during an outage).
+//
+// When Config.Cache is a LeaseKeeper, a source uses AcquireLease instead
+// of TryLease; while it fetches it calls [Lease.Keep] every third of the
+// TTL, with what it knows (the last failed attempt), and [Lease.Release]
+// when done. Waiting instances call LeaseInfo to tell their callers why
+// they wait (see [WaitError]). The rediscache module's Cache and
+// [FileCache] (on Unix) are LeaseKeepers.
+type LeaseKeeper interface {
+	Leaser
+	// AcquireLease takes the fetch lease for key for ttl, without waiting.
+	// It reports false if another holder has it. Each call must use a
+	// value of its own, so that only this lease's holder can keep or
+	// release it.
+	AcquireLease(ctx context.Context, key string, ttl time.Duration) (l Lease, ok bool, err error)
+	// LeaseInfo reports on the lease for key held by someone: nil and no
+	// error if none is held.
+	LeaseInfo(ctx context.Context, key string) (*LeaseInfo, error)
+}
+
+// Lease is a fetch lease held through a [LeaseKeeper].
+type Lease interface {
+	// Keep extends the lease to ttl from now if this holder still holds
+	// it, and records status for waiters to read in [LeaseInfo] (a short
+	// line with nothing secret: the last failed attempt, or ""). It
+	// reports false if the lease was lost (it lapsed and another holder
+	// took it).
+	Keep(ctx context.Context, ttl time.Duration, status string) (held bool, err error)
+	// Release gives the lease up if this holder still holds it.
+	Release(ctx context.Context) error
+}
+
+// LeaseInfo is what a waiter knows of another holder's fetch lease.
+type LeaseInfo struct {
+	// Age is how long the lease has been held, by the holder's clock; 0 if
+	// not known.
+	Age time.Duration
+	// Remaining is how long the lease lasts unless its holder keeps it
+	// alive; 0 if it lasts as long as its holder lives (a file lock).
+	Remaining time.Duration
+	// Status is what the holder last recorded: its last failed attempt,
+	// or "" if it has reported none.
+	Status string
+}
+
+// String describes the lease in a few words, for an error message.
+func (li *LeaseInfo) String() string {
+	if li == nil {
+		return "unknown"
+	}
+	var b strings.Builder
+	if li.Age > 0 {
+		b.WriteString("held for " + li.Age.Round(time.Millisecond).String())
+	}
+	if li.Remaining > 0 {
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(li.Remaining.Round(time.Millisecond).String() + " left unless kept alive")
+	}
+	if li.Status != "" {
+		if b.Len() > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString("its holder's last attempt: " + li.Status)
+	}
+	if b.Len() == 0 {
+		return "nothing more known"
+	}
+	return b.String()
 }
 
 // MemoryCache is a [Cache] in process memory. A source with no

@@ -193,8 +193,12 @@ type Config struct {
 	// Zero means 30 seconds; negative means no limit.
 	MinInvalidateInterval time.Duration
 	// LeaseTTL is how long a shared fetch lease lasts when Cache is a
-	// [Leaser]; a holder that dies blocks others for at most this long.
-	// Zero means 15 seconds.
+	// [Leaser], unless its holder keeps it alive; a holder that dies blocks
+	// the others for at most this long. When Cache is a [LeaseKeeper] (the
+	// rediscache module, FileCache), the holder keeps its lease alive every
+	// third of LeaseTTL while it fetches, so the lease can be short: zero
+	// means 1 second. For a plain Leaser the lease must outlast a fetch:
+	// zero means 15 seconds.
 	LeaseTTL time.Duration
 }
 
@@ -323,7 +327,6 @@ func (c *Config) withDefaults() (string, error) {
 	setDefault(&c.MaxBackoff, 30*time.Second)
 	setDefault(&c.ErrorCacheTTL, 5*time.Second)
 	setDefault(&c.MinInvalidateInterval, 30*time.Second)
-	setDefault(&c.LeaseTTL, 15*time.Second)
 	if c.MaxBackoff < c.MinBackoff {
 		c.MaxBackoff = c.MinBackoff
 	}

@@ -65,13 +65,21 @@ func (e *TokenError) Unwrap() error { return e.err }
 type WaitError struct {
 	Ctx  error // context.Canceled or context.DeadlineExceeded
 	Last error // the last failed attempt's *TokenError, or nil
+	// Lease, if not nil, says that the fetch this caller waited for was
+	// itself waiting for another instance, which held the fleet's fetch
+	// lease (Config.Cache is a [Leaser]), and what was known of it.
+	Lease *LeaseInfo
 }
 
 func (e *WaitError) Error() string {
-	if e.Last == nil {
-		return "m2mtoken: no token yet: " + e.Ctx.Error()
+	msg := "m2mtoken: no token yet: " + e.Ctx.Error()
+	if e.Lease != nil {
+		msg += "; another instance holds the fleet's fetch lease (" + e.Lease.String() + ")"
 	}
-	return "m2mtoken: no token yet: " + e.Ctx.Error() + "; last attempt: " + e.Last.Error()
+	if e.Last != nil {
+		msg += "; last attempt: " + e.Last.Error()
+	}
+	return msg
 }
 
 // Unwrap returns the context's error and the last attempt's.

@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -21,10 +23,12 @@ import (
 // Files are written to a temporary file and renamed, mode 0600 in a 0700
 // directory, and hold the token, its issue time and expiry: never the
 // client secret. A missing file is a miss; a corrupt one is a miss that the
-// source logs. On Unix, FileCache is also a [Leaser] through an advisory
-// lock (flock) per key, so that overlapping runs on one machine make one
-// token request between them; the lock is released when its holder exits,
-// however it exits.
+// source logs. On Unix, FileCache is also a [LeaseKeeper] through an
+// advisory lock (flock) per key, so that overlapping runs on one machine
+// make one token request between them; the lock is released when its
+// holder exits, however it exits. A process killed while it writes leaves
+// no partial file (only a temporary file, removed by a later Set once it is
+// a minute old).
 //
 // The token in the file is a bearer credential: keep the directory on a
 // disk only its owner can read.
@@ -121,14 +125,114 @@ func (c *FileCache) Set(_ context.Context, key string, e *Entry) error {
 	if err != nil {
 		return fmt.Errorf("m2mtoken: file cache: writing %s: %w", final, err)
 	}
+	removeStaleTemps(final)
 	return nil
+}
+
+// removeStaleTemps removes temporary files of final that a writer killed
+// between create and rename left behind, once they are a minute old (a
+// younger one may be another writer's, still in use).
+func removeStaleTemps(final string) {
+	olds, _ := filepath.Glob(final + ".tmp-*")
+	for _, p := range olds {
+		if st, err := os.Stat(p); err == nil && time.Since(st.ModTime()) > time.Minute {
+			os.Remove(p)
+		}
+	}
 }
 
 // TryLease takes the advisory lock for key without waiting. ttl is not
 // used: the operating system drops the lock when its holder exits.
-func (c *FileCache) TryLease(_ context.Context, key string, _ time.Duration) (func(), bool, error) {
+func (c *FileCache) TryLease(ctx context.Context, key string, ttl time.Duration) (func(), bool, error) {
+	l, ok, err := c.AcquireLease(ctx, key, ttl)
+	if !ok || err != nil {
+		return nil, ok, err
+	}
+	return func() { l.Release(context.Background()) }, true, nil
+}
+
+// AcquireLease takes the advisory lock (flock) for key without waiting, and
+// makes FileCache a [LeaseKeeper]. ttl is not used: the lock lasts as long
+// as its holder, and the operating system drops it when the holder exits,
+// however it exits (SIGKILL included), so a waiter notices a dead holder
+// at its next poll. The lock file records when the lease was taken and the
+// holder's status (see [Lease.Keep]), for [FileCache.LeaseInfo].
+func (c *FileCache) AcquireLease(_ context.Context, key string, _ time.Duration) (Lease, bool, error) {
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		return nil, false, fmt.Errorf("m2mtoken: file cache: %w", err)
 	}
-	return tryLock(c.path(key, ".lock"))
+	f, err := tryLock(c.path(key, ".lock"))
+	if f == nil || err != nil {
+		return nil, false, err
+	}
+	l := &fileLease{f: f, since: time.Now()}
+	if err := l.write(""); err != nil {
+		unlock(f)
+		return nil, false, err
+	}
+	return l, true, nil
+}
+
+// LeaseInfo reports when the lease for key was taken and its holder's last
+// status, from the lock file; nil if no holder has written one. It does not
+// probe the lock: a dead holder's record stays until the next holder
+// overwrites it, but a source asks only after the lock was refused.
+func (c *FileCache) LeaseInfo(_ context.Context, key string) (*LeaseInfo, error) {
+	b, err := os.ReadFile(c.path(key, ".lock"))
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && len(b) == 0) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("m2mtoken: file cache lock: %w", err)
+	}
+	var ms int64
+	var status string
+	head, rest, _ := strings.Cut(string(b), "\n")
+	if _, err := fmt.Sscanf(head, "m2mtoken-lease %d", &ms); err != nil {
+		return nil, nil // not ours, or cut short: nothing known
+	}
+	status = strings.TrimSpace(rest)
+	return &LeaseInfo{Age: max(time.Since(time.UnixMilli(ms)), 0), Status: truncate(status, 300)}, nil
+}
+
+// fileLease is a held file lock.
+type fileLease struct {
+	mu    sync.Mutex
+	f     *os.File // nil once released
+	since time.Time
+}
+
+// write records the lease's start and status in the lock file.
+func (l *fileLease) write(status string) error {
+	b := fmt.Appendf(nil, "m2mtoken-lease %d\n%s\n", l.since.UnixMilli(), truncate(strings.ReplaceAll(status, "\n", " "), 300))
+	if err := l.f.Truncate(0); err != nil {
+		return fmt.Errorf("m2mtoken: file cache lock: %w", err)
+	}
+	if _, err := l.f.WriteAt(b, 0); err != nil {
+		return fmt.Errorf("m2mtoken: file cache lock: %w", err)
+	}
+	return nil
+}
+
+// Keep records status; the lock itself needs no keeping.
+func (l *fileLease) Keep(_ context.Context, _ time.Duration, status string) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return false, nil
+	}
+	return true, l.write(status)
+}
+
+// Release clears the record and drops the lock.
+func (l *fileLease) Release(context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	l.f.Truncate(0)
+	unlock(l.f)
+	l.f = nil
+	return nil
 }

@@ -9,21 +9,28 @@ import (
 	"syscall"
 )
 
-// tryLock takes an exclusive flock on path without blocking.
-func tryLock(path string) (func(), bool, error) {
+// tryLock takes an exclusive flock on path without blocking. It returns
+// nil and no error if another holder has it.
+func tryLock(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, false, fmt.Errorf("m2mtoken: file cache lock: %w", err)
+		return nil, fmt.Errorf("m2mtoken: file cache lock: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, false, nil
+			return nil, nil
 		}
-		return nil, false, fmt.Errorf("m2mtoken: file cache lock: %w", err)
+		return nil, fmt.Errorf("m2mtoken: file cache lock: %w", err)
 	}
-	return func() {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, true, nil
+	return f, nil
 }
+
+// unlock drops the flock and closes f. (Closing alone drops it too, and so
+// does the holder's death, however it dies.)
+func unlock(f *os.File) {
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	f.Close()
+}
+
+const haveLocks = true

@@ -232,7 +232,7 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 		}
 		return r.Val.(*entry).tok, nil
 	case <-ctx.Done():
-		werr := &WaitError{Ctx: ctx.Err()}
+		werr := &WaitError{Ctx: ctx.Err(), Lease: s.waitingOn.Load()}
 		if last := s.lastErr.Load(); last != nil {
 			werr.Last = last
 		}

@@ -1,17 +1,30 @@
 // How a source uses Config.Cache when it needs a token: adopting one that
-// another holder stored, and taking the cache's fetch lease so that one
-// holder in a fleet fetches for all.
+// another holder stored, and taking the cache's fetch lease (kept alive
+// while it fetches, when the cache is a LeaseKeeper) so that one holder in
+// a fleet fetches for all.
 
 package m2mtoken
 
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 )
 
-// adopt installs the cache's token if it is fresh, newer than the current
-// one, and not the token last invalidated.
+// Default Config.LeaseTTL: short for a lease its holder keeps alive, so
+// that a dead holder is noticed within about a second; long enough to
+// outlast a fetch with retries for a lease nobody keeps alive.
+const (
+	defaultKeptLeaseTTL  = time.Second
+	defaultPlainLeaseTTL = 15 * time.Second
+)
+
+// adopt installs the cache's token if it is newer than the current one,
+// not the token last invalidated, and fresh; or, when the source has no
+// usable token at all (a new process, or one whose token expired), merely
+// usable: a stale token is handed out at once and refreshed in the
+// background by the first call that sees it, as any stale token is.
 func (s *TokenSource) adopt(ctx context.Context) *entry {
 	ce, err := s.cache.Get(ctx, s.key)
 	if err != nil {
@@ -21,7 +34,12 @@ func (s *TokenSource) adopt(ctx context.Context) *entry {
 	if !ce.Valid() || !s.usableType(ce.TokenType) {
 		return nil
 	}
-	if cur := s.cur.Load(); cur != nil && !ce.Expiry.After(cur.src.Expiry) {
+	now := s.clock.Now()
+	cur := s.cur.Load()
+	if cur != nil && cur.at(now) == stateExpired {
+		cur = nil
+	}
+	if cur != nil && !ce.Expiry.After(cur.src.Expiry) {
 		return nil
 	}
 	s.mu.Lock()
@@ -31,7 +49,16 @@ func (s *TokenSource) adopt(ctx context.Context) *entry {
 		return nil
 	}
 	e := s.newEntry(ce)
-	if e.at(s.clock.Now()) != stateFresh || !s.install(e) {
+	switch e.at(now) {
+	case stateFresh:
+	case stateStale:
+		if cur != nil {
+			return nil // a refresh: only a fresh token ends it
+		}
+	default:
+		return nil
+	}
+	if !s.install(e) {
 		return nil
 	}
 	s.cacheHits.Add(1)
@@ -40,13 +67,36 @@ func (s *TokenSource) adopt(ctx context.Context) *entry {
 }
 
 // lease waits for the cache's fetch lease. It returns the release function
-// if this source should fetch, or the entry another holder stored while it
-// waited. A cache error means: fetch without the lease.
+// if this source should fetch (with the lease, or without it: a nil
+// function), or the entry another holder stored while it waited. A cache
+// error means: fetch without the lease.
+//
+// While another holder has the lease, the source polls the cache for its
+// token, and publishes what it knows of that holder for the callers that
+// give up waiting (see [WaitError]). A lease kept alive (a [LeaseKeeper])
+// is waited on as long as it is kept: its holder is alive and fetching, and
+// a second fetch would be answered no sooner. A plain lease cannot tell a
+// dead holder from a slow one: a waiter whose own token is about to become
+// unusable stops waiting and fetches itself.
 func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, error) {
-	wait := 50 * time.Millisecond
+	keeper, _ := l.(LeaseKeeper)
+	ttl := s.cfg.LeaseTTL
+	start := s.clock.Now()
+	var deadline time.Time
+	maxWait := time.Second
+	if keeper != nil {
+		maxWait = max(ttl/4, 10*time.Millisecond)
+	} else if cur := s.cur.Load(); cur != nil {
+		deadline = cur.unusableAt
+	}
+	defer s.waitingOn.Store(nil)
+	wait := min(50*time.Millisecond, maxWait)
 	for {
-		release, ok, err := l.TryLease(ctx, s.key, s.cfg.LeaseTTL)
+		release, ok, err := s.takeLease(ctx, l, keeper, ttl)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, ctx.Err()
+			}
 			s.log.Warn("cache lease failed; fetching without it", slog.Any("error", err))
 			return nil, nil, nil
 		}
@@ -56,15 +106,118 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, erro
 				release()
 				return nil, e, nil
 			}
+			s.log.Debug("fetch lease taken", slog.Duration("ttl", ttl), slog.Bool("kept_alive", keeper != nil))
 			return release, nil, nil
 		}
-		s.log.Debug("another holder is fetching; waiting", slog.Duration("poll", wait))
-		if err := s.clock.Sleep(ctx, wait/2+time.Duration(s.rand()*float64(wait/2))); err != nil {
+		now := s.clock.Now()
+		info := &LeaseInfo{Age: now.Sub(start)}
+		if keeper != nil {
+			if li, err := keeper.LeaseInfo(ctx, s.key); err == nil && li != nil {
+				info = li
+				info.Age = max(info.Age, now.Sub(start))
+			}
+		}
+		s.waitingOn.Store(info)
+		if !deadline.IsZero() && reached(now, deadline) {
+			s.log.Warn("another holder's fetch lease has not yielded a token and ours is about to become unusable; fetching without the lease",
+				slog.Duration("waited", now.Sub(start)), slog.Duration("lease_ttl", ttl))
+			return nil, nil, nil
+		}
+		d := wait/2 + time.Duration(s.rand()*float64(wait/2))
+		if !deadline.IsZero() {
+			d = max(min(d, deadline.Sub(now)), time.Millisecond)
+		}
+		s.log.Debug("another holder is fetching; waiting", slog.Duration("poll", d), slog.String("lease", info.String()))
+		if err := s.clock.Sleep(ctx, d); err != nil {
 			return nil, nil, err
 		}
 		if e := s.adopt(ctx); e != nil {
 			return nil, e, nil
 		}
-		wait = min(wait*2, time.Second)
+		wait = min(wait*2, maxWait)
+	}
+}
+
+// takeLease tries the lease once. With a LeaseKeeper, the lease is kept
+// alive until the returned function releases it.
+func (s *TokenSource) takeLease(ctx context.Context, l Leaser, keeper LeaseKeeper, ttl time.Duration) (func(), bool, error) {
+	if keeper == nil {
+		return l.TryLease(ctx, s.key, ttl)
+	}
+	le, ok, err := keeper.AcquireLease(ctx, s.key, ttl)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	return s.keepAlive(le, ttl), true, nil
+}
+
+// keepAlive keeps le alive every third of ttl, with the fetch's last
+// failed attempt as its status, until the returned function stops it and
+// releases the lease. It runs on the source's clock's timers.
+func (s *TokenSource) keepAlive(le Lease, ttl time.Duration) func() {
+	k := &keptLease{s: s, le: le, ttl: ttl, every: max(ttl/3, time.Millisecond), before: s.lastErr.Load()}
+	k.ctx, k.cancel = context.WithCancel(s.life)
+	k.mu.Lock()
+	k.timer = s.clock.AfterFunc(k.every, k.keep)
+	k.mu.Unlock()
+	return k.release
+}
+
+type keptLease struct {
+	s      *TokenSource
+	le     Lease
+	ttl    time.Duration
+	every  time.Duration
+	before *TokenError // the last error before the lease was taken: not this fetch's
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	timer   interface{ Stop() bool }
+	stopped bool
+	running sync.WaitGroup // a keep in progress; Add under mu while not stopped
+}
+
+func (k *keptLease) keep() {
+	k.mu.Lock()
+	if k.stopped {
+		k.mu.Unlock()
+		return
+	}
+	k.running.Add(1)
+	k.mu.Unlock()
+	defer k.running.Done()
+	status := ""
+	if te := k.s.lastErr.Load(); te != nil && te != k.before {
+		status = te.Error()
+	}
+	ctx, cancel := context.WithTimeout(k.ctx, k.every)
+	held, err := k.le.Keep(ctx, k.ttl, status)
+	cancel()
+	switch {
+	case err != nil:
+		k.s.log.Warn("keeping the fetch lease alive failed; trying again", slog.Any("error", err), slog.Duration("in", k.every))
+	case !held:
+		k.s.log.Warn("the fetch lease was lost (it lapsed, and another holder took it); fetching on", slog.Duration("lease_ttl", k.ttl))
+		return
+	}
+	k.mu.Lock()
+	if !k.stopped {
+		k.timer = k.s.clock.AfterFunc(k.every, k.keep)
+	}
+	k.mu.Unlock()
+}
+
+func (k *keptLease) release() {
+	k.mu.Lock()
+	k.stopped = true
+	k.timer.Stop()
+	k.mu.Unlock()
+	k.cancel()
+	k.running.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), max(k.ttl, time.Second))
+	defer cancel()
+	if err := k.le.Release(ctx); err != nil {
+		k.s.log.Warn("releasing the fetch lease failed; it lapses on its own", slog.Any("error", err), slog.Duration("lease_ttl", k.ttl))
 	}
 }

@@ -68,6 +68,7 @@ type TokenSource struct {
 	requests, failures, cacheHits, joins, flights, refreshes atomic.Uint64
 	rateLimit                                                atomic.Pointer[RateLimit]
 	lastErr                                                  atomic.Pointer[TokenError] // the last failed attempt, for WaitError
+	waitingOn                                                atomic.Pointer[LeaseInfo]  // another holder's lease, while a fetch waits on it
 
 	clientOnce sync.Once
 	httpClient *http.Client
@@ -101,6 +102,12 @@ func newSource(cfg Config, clk clock.Clock) (*TokenSource, error) {
 	}
 	if s.cache == nil {
 		s.cache = NewMemoryCache()
+	}
+	if s.cfg.LeaseTTL == 0 {
+		s.cfg.LeaseTTL = defaultPlainLeaseTTL
+		if _, ok := s.cache.(LeaseKeeper); ok {
+			s.cfg.LeaseTTL = defaultKeptLeaseTTL
+		}
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -1,0 +1,260 @@
+package m2mtoken
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// memKeeper is a LeaseKeeper in memory, on the test's fake clock, that
+// records what the holder did; other can hold the lease for another
+// (simulated) instance.
+type memKeeper struct {
+	*MemoryCache
+	mu       sync.Mutex
+	now      func() time.Time
+	holder   string // "" free
+	until    time.Time
+	since    time.Time
+	status   string
+	keeps    []string
+	released int
+	next     int
+}
+
+func newMemKeeper(now func() time.Time) *memKeeper {
+	return &memKeeper{MemoryCache: NewMemoryCache(), now: now}
+}
+
+func (m *memKeeper) held() bool { return m.holder != "" && m.now().Before(m.until) }
+
+func (m *memKeeper) TryLease(ctx context.Context, key string, ttl time.Duration) (func(), bool, error) {
+	l, ok, err := m.AcquireLease(ctx, key, ttl)
+	if !ok {
+		return nil, ok, err
+	}
+	return func() { l.Release(ctx) }, true, nil
+}
+
+func (m *memKeeper) AcquireLease(_ context.Context, _ string, ttl time.Duration) (Lease, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.held() {
+		return nil, false, nil
+	}
+	m.next++
+	id := "h" + string(rune('0'+m.next))
+	m.holder, m.until, m.since, m.status = id, m.now().Add(ttl), m.now(), ""
+	return &memLease{m: m, id: id}, true, nil
+}
+
+// takeFor makes another instance the holder for ttl, with status.
+func (m *memKeeper) takeFor(ttl time.Duration, status string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.holder, m.until, m.since, m.status = "other", m.now().Add(ttl), m.now(), status
+}
+
+func (m *memKeeper) LeaseInfo(context.Context, string) (*LeaseInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.held() {
+		return nil, nil
+	}
+	return &LeaseInfo{Age: m.now().Sub(m.since), Remaining: m.until.Sub(m.now()), Status: m.status}, nil
+}
+
+type memLease struct {
+	m  *memKeeper
+	id string
+}
+
+func (l *memLease) Keep(_ context.Context, ttl time.Duration, status string) (bool, error) {
+	m := l.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.keeps = append(m.keeps, status)
+	if !m.held() || m.holder != l.id {
+		return false, nil
+	}
+	m.until, m.status = m.now().Add(ttl), status
+	return true, nil
+}
+
+func (l *memLease) Release(context.Context) error {
+	m := l.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.holder == l.id {
+		m.holder = ""
+		m.released++
+	}
+	return nil
+}
+
+// TestNewSourceAdoptsUsableSharedToken: a source with no token takes a
+// stale but usable token from the cache at once, with no token request,
+// and the next call refreshes it in the background.
+func TestNewSourceAdoptsUsableSharedToken(t *testing.T) {
+	e := newEndpoint(t)
+	cache := NewMemoryCache()
+	a, clk := testSource(t, e, func(c *Config) { c.Cache = cache })
+	if _, err := a.Token(); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(90 * time.Second) // stale (80 s), usable until 95 s
+	b, err := newSource(a.cfg, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	b.rand = a.rand
+	tok, err := b.Token()
+	if err != nil || tok.AccessToken != "tok-1" || e.count() != 1 {
+		t.Fatalf("new source got %v %v after %d requests; want the shared tok-1 and no request", tok, err, e.count())
+	}
+	if st := b.Stats(); st.CacheHits != 1 || st.BackgroundRefreshes != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	// The next call sees it stale and refreshes it in the background.
+	if tok, _ := b.Token(); tok.AccessToken != "tok-1" {
+		t.Fatalf("second call: %q", tok.AccessToken)
+	}
+	waitBackground(b)
+	if tok, _ := b.Token(); tok.AccessToken != "tok-2" || b.Stats().BackgroundRefreshes != 1 {
+		t.Fatalf("after refresh: %q, stats %+v", tok.AccessToken, b.Stats())
+	}
+	// A refresh does not end on a stale token: a's own refresh takes b's
+	// fresh tok-2 from the cache, not its own stale token back.
+	a.Token()
+	waitBackground(a)
+	if tok, _ := a.Token(); tok.AccessToken != "tok-2" || e.count() != 2 {
+		t.Fatalf("a has %q after %d requests", tok.AccessToken, e.count())
+	}
+}
+
+// TestLeaseKeptAliveWhileFetching: the holder keeps its lease every third
+// of LeaseTTL while its fetch runs, with its last failed attempt as the
+// status, and releases it at the end.
+func TestLeaseKeptAliveWhileFetching(t *testing.T) {
+	e := newEndpoint(t)
+	gate := make(chan struct{})
+	e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
+		if n == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return true
+		}
+		<-gate
+		return false
+	})
+	var k *memKeeper
+	s, clk := testSource(t, e, func(c *Config) {})
+	k = newMemKeeper(clk.Now)
+	s.cache = k
+	s.cfg.LeaseTTL = 900 * time.Millisecond
+	done := make(chan error, 1)
+	go func() { _, err := s.Token(); done <- err }()
+	eventually(t, "the second attempt", func() bool { return e.count() == 2 })
+	for i := 0; i < 5; i++ {
+		clk.Advance(300 * time.Millisecond)
+	}
+	k.mu.Lock()
+	keeps := append([]string(nil), k.keeps...)
+	stillHeld := k.held()
+	k.mu.Unlock()
+	if len(keeps) < 5 || !stillHeld {
+		t.Fatalf("%d keeps over 1.5 s of a 900ms lease (held: %v), want one every 300ms", len(keeps), stillHeld)
+	}
+	if !strings.Contains(keeps[len(keeps)-1], "503") {
+		t.Errorf("status %q does not carry the failed attempt", keeps[len(keeps)-1])
+	}
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if k.released != 1 {
+		t.Fatalf("lease released %d times", k.released)
+	}
+	n := len(k.keeps)
+	clk.Advance(time.Second)
+	if len(k.keeps) != n {
+		t.Fatal("the lease was kept after its release")
+	}
+}
+
+// TestWaitErrorSaysAnotherInstanceHoldsTheLease: a caller that gives up
+// while another instance holds the lease learns so, with its status.
+func TestWaitErrorSaysAnotherInstanceHoldsTheLease(t *testing.T) {
+	e := newEndpoint(t)
+	s, clk := testSource(t, e, nil)
+	k := newMemKeeper(clk.Now)
+	s.cache = k
+	s.cfg.LeaseTTL = time.Second
+	k.takeFor(time.Hour, "m2mtoken: token request to https://x/oauth/token failed: EOF")
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := s.TokenContext(ctx)
+	var werr *WaitError
+	if !errors.As(err, &werr) || werr.Lease == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want a WaitError with the lease", err)
+	}
+	for _, want := range []string{"another instance holds the fleet's fetch lease", "held for", "left unless kept alive", "failed: EOF"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q lacks %q", err, want)
+		}
+	}
+	if e.count() != 0 {
+		t.Fatalf("%d token requests while another instance held the lease", e.count())
+	}
+	// Its holder dies: the lease lapses and this source fetches.
+	k.takeFor(time.Second, "")
+	clk.Advance(2 * time.Second)
+	if tok, err := s.Token(); err != nil || tok.AccessToken != "tok-1" {
+		t.Fatalf("after the holder died: %v %v", tok, err)
+	}
+}
+
+// plainLeaser is a Leaser that is not a LeaseKeeper, held by another
+// instance forever.
+type plainLeaser struct{ *MemoryCache }
+
+func (plainLeaser) TryLease(context.Context, string, time.Duration) (func(), bool, error) {
+	return nil, false, nil
+}
+
+// TestPlainLeaseWaiterFetchesBeforeItsTokenIsUnusable: with a lease that
+// cannot tell a dead holder from a slow one, a refresh that waits on it
+// gives up when its own token is about to become unusable, and fetches.
+func TestPlainLeaseWaiterFetchesBeforeItsTokenIsUnusable(t *testing.T) {
+	e := newEndpoint(t)
+	s, clk := testSource(t, e, func(c *Config) { c.Cache = plainLeaser{NewMemoryCache()} })
+	if s.cfg.LeaseTTL != 15*time.Second {
+		t.Fatalf("plain Leaser's default LeaseTTL %v, want 15s", s.cfg.LeaseTTL)
+	}
+	s.cfg.LeaseTTL = time.Hour
+	s.cache = NewMemoryCache()
+	if _, err := s.Token(); err != nil {
+		t.Fatal(err)
+	}
+	s.cache = plainLeaser{NewMemoryCache()}
+	clk.Advance(81 * time.Second) // stale; unusable at 95 s
+	s.Token()
+	waitBackground(s)
+	if tok, _ := s.Token(); tok.AccessToken != "tok-2" {
+		t.Fatalf("got %q; want the token the waiter fetched itself", tok.AccessToken)
+	}
+	if now := clk.Now(); now.Before(startTime().Add(95*time.Second)) || now.After(startTime().Add(97*time.Second)) {
+		t.Fatalf("the waiter fetched at %v after start; want when its token became unusable (95s)", now.Sub(startTime()))
+	}
+}
+
+func TestDefaultLeaseTTLForKeepers(t *testing.T) {
+	s, _ := testSource(t, newEndpoint(t), func(c *Config) { c.Cache = NewFileCache(t.TempDir()) })
+	if s.cfg.LeaseTTL != time.Second {
+		t.Fatalf("LeaseTTL %v with a LeaseKeeper, want 1s", s.cfg.LeaseTTL)
+	}
+}
