@@ -7,10 +7,12 @@
 //
 //   - a source that needs a token first looks in Redis, and adopts a fresh
 //     token another instance stored;
-//   - if there is none, one instance takes a short lease (SET NX PX) and
-//     fetches, while the others poll Redis for its token, bounded by their
-//     contexts; if the lease holder dies, its lease expires and another
-//     instance fetches;
+//   - if there is none, one instance takes a short lease (SET NX PX, 1 s
+//     by default) and keeps it alive while it fetches, while the others
+//     poll Redis for its token, bounded by their contexts; if the lease
+//     holder dies, its lease lapses within a second and another instance
+//     fetches; if it is alive but the token endpoint fails, it retries for
+//     the whole fleet, and callers that give up waiting learn why;
 //   - entries expire in Redis with their token (PX).
 //
 // Each source keeps its token in memory too, so the hot path makes no
@@ -34,6 +36,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -41,7 +46,7 @@ import (
 	"github.com/m2mtoken/m2mtoken"
 )
 
-// Cache is an [m2mtoken.Cache] and [m2mtoken.Leaser] in Redis. Create it
+// Cache is an [m2mtoken.Cache] and [m2mtoken.LeaseKeeper] in Redis. Create it
 // with [New]; it is safe for concurrent use.
 type Cache struct {
 	rdb     redis.UniversalClient
@@ -51,6 +56,7 @@ type Cache struct {
 	open    []cipher.AEAD // seal first, then old keys
 	log     *slog.Logger
 	release *redis.Script
+	keep    *redis.Script
 	err     error // a configuration error, returned by every call
 
 	beforeWait func() // tests only: runs between starting a call and waiting for it
@@ -131,9 +137,8 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 func New(rdb redis.UniversalClient, opts ...Option) *Cache {
 	c := &Cache{
 		rdb: rdb, prefix: "m2mtoken:", timeout: 250 * time.Millisecond,
-		// Deletes the lease only if it still holds this owner's token, so
-		// that a holder whose lease expired cannot release the next one's.
-		release: redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`),
+		release: redis.NewScript(releaseScript),
+		keep:    redis.NewScript(keepScript),
 	}
 	for _, o := range opts {
 		o(c)
@@ -159,11 +164,29 @@ func New(rdb redis.UniversalClient, opts ...Option) *Cache {
 // was scheduled: under CPU load, reporting it as a timeout would cost a
 // fleet its lease.
 func (c *Cache) bounded(ctx context.Context, f func(context.Context) error) error {
+	return c.boundedOr(ctx, f, nil)
+}
+
+// boundedOr is bounded; if the caller stopped waiting before f returned,
+// late runs after f returns (in f's goroutine), so that what f did can be
+// undone in order: a SET NX whose answer came too late may still have
+// taken the lease.
+func (c *Cache) boundedOr(ctx context.Context, f func(context.Context) error, late func()) error {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- f(ctx) }()
+	var state atomic.Int32 // 0 waiting, 1 answered, 2 abandoned
+	go func() {
+		defer cancel()
+		err := f(ctx)
+		if state.CompareAndSwap(0, 1) {
+			done <- err
+			return
+		}
+		if late != nil {
+			late()
+		}
+	}()
 	if c.beforeWait != nil {
 		c.beforeWait()
 	}
@@ -171,10 +194,8 @@ func (c *Cache) bounded(ctx context.Context, f func(context.Context) error) erro
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		select {
-		case err := <-done:
-			return err
-		default:
+		if !state.CompareAndSwap(0, 2) {
+			return <-done // answered just now
 		}
 		if err := parent.Err(); err != nil {
 			return err
@@ -276,9 +297,50 @@ func (c *Cache) Set(ctx context.Context, key string, e *m2mtoken.Entry) error {
 	return nil
 }
 
+// Lease values are "ID|TAKEN|STATUS": ID is random for every attempt, so
+// that only the attempt that took a lease keeps or releases it; TAKEN is
+// when it was taken (Unix milliseconds, by the holder's clock); STATUS is
+// what the holder last reported (see m2mtoken.Lease.Keep).
+const (
+	// keepScript extends the lease and records a new status if it still
+	// belongs to the holder whose "ID|TAKEN|" is ARGV[1].
+	keepScript = `local v = redis.call("GET", KEYS[1])
+if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then
+  redis.call("SET", KEYS[1], ARGV[1] .. ARGV[3], "PX", ARGV[2])
+  return 1
+end
+return 0`
+	// releaseScript deletes the lease if it still belongs to that holder,
+	// so that a holder whose lease lapsed cannot release the next one's.
+	releaseScript = `local v = redis.call("GET", KEYS[1])
+if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then
+  return redis.call("DEL", KEYS[1])
+end
+return 0`
+)
+
 // TryLease takes the fetch lease for key for ttl, with SET NX PX. It
-// reports false if another instance holds it.
+// reports false if another instance holds it. It is AcquireLease without
+// keeping; see there for what an error means.
 func (c *Cache) TryLease(ctx context.Context, key string, ttl time.Duration) (func(), bool, error) {
+	l, ok, err := c.AcquireLease(ctx, key, ttl)
+	if !ok || err != nil {
+		return nil, ok, err
+	}
+	return func() { l.Release(context.WithoutCancel(ctx)) }, true, nil
+}
+
+// AcquireLease takes the fetch lease for key for ttl, with SET NX PX and a
+// value of its own, and makes Cache an [m2mtoken.LeaseKeeper]: its holder
+// keeps it alive with a compare-and-extend (a Lua script), so that a short
+// ttl tells a dead holder from a slow one.
+//
+// If the SET NX got no answer in time, or failed on the way, it may still
+// have taken the lease: AcquireLease then reports the error (the source
+// fetches without the lease) and deletes the lease if it holds its value
+// (compare-and-delete), once the SET's own outcome is known; a lease it
+// could not delete lapses after ttl, as nobody keeps it.
+func (c *Cache) AcquireLease(ctx context.Context, key string, ttl time.Duration) (m2mtoken.Lease, bool, error) {
 	if c.err != nil {
 		return nil, false, c.err
 	}
@@ -286,13 +348,19 @@ func (c *Cache) TryLease(ctx context.Context, key string, ttl time.Duration) (fu
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, false, err
 	}
-	owner := hex.EncodeToString(b[:])
-	lkey := c.prefix + key + ":lease"
+	l := &lease{c: c, key: c.prefix + key + ":lease", head: hex.EncodeToString(b[:]) + "|" + strconv.FormatInt(time.Now().UnixMilli(), 10) + "|"}
 	var ok bool
-	err := c.bounded(ctx, func(ctx context.Context) error {
-		var err error
-		ok, err = c.rdb.SetNX(ctx, lkey, owner, ttl).Result()
-		return err
+	var setErr error
+	err := c.boundedOr(ctx, func(ctx context.Context) error {
+		ok, setErr = c.rdb.SetNX(ctx, l.key, l.head, ttl).Result()
+		if setErr != nil {
+			l.undo(ctx) // failed on the way: it may have been applied
+		}
+		return setErr
+	}, func() {
+		if ok && setErr == nil {
+			l.undo(ctx) // taken, but the caller had given up
+		}
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("rediscache: SET NX: %w", err)
@@ -300,12 +368,91 @@ func (c *Cache) TryLease(ctx context.Context, key string, ttl time.Duration) (fu
 	if !ok {
 		return nil, false, nil
 	}
-	return func() {
-		err := c.bounded(context.WithoutCancel(ctx), func(ctx context.Context) error {
-			return c.release.Run(ctx, c.rdb, []string{lkey}, owner).Err()
-		})
-		if err != nil {
-			c.log.Warn("rediscache: releasing the lease failed; it expires on its own", slog.String("key", lkey), slog.Any("error", err))
+	return l, true, nil
+}
+
+// LeaseInfo reports on the lease for key: when it was taken, how long it
+// has left, and its holder's last status; nil if none is held.
+func (c *Cache) LeaseInfo(ctx context.Context, key string) (*m2mtoken.LeaseInfo, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	lkey := c.prefix + key + ":lease"
+	var v string
+	var ttl time.Duration
+	err := c.bounded(ctx, func(ctx context.Context) error {
+		p := c.rdb.Pipeline()
+		get, pttl := p.Get(ctx, lkey), p.PTTL(ctx, lkey)
+		p.Exec(ctx)
+		var err error
+		if v, err = get.Result(); err != nil {
+			return err
 		}
-	}, true, nil
+		ttl, err = pttl.Result()
+		return err
+	})
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rediscache: lease info: %w", err)
+	}
+	info := &m2mtoken.LeaseInfo{Remaining: max(ttl, 0)}
+	if parts := strings.SplitN(v, "|", 3); len(parts) == 3 {
+		if ms, err := strconv.ParseInt(parts[1], 10, 64); err == nil {
+			info.Age = max(time.Since(time.UnixMilli(ms)), 0)
+		}
+		info.Status = parts[2]
+	}
+	return info, nil
+}
+
+// lease is a lease this process took.
+type lease struct {
+	c    *Cache
+	key  string
+	head string // "ID|TAKEN|"
+}
+
+// maxStatus bounds the status stored with a lease.
+const maxStatus = 300
+
+// Keep extends the lease to ttl if this holder still holds it, and
+// records status.
+func (l *lease) Keep(ctx context.Context, ttl time.Duration, status string) (bool, error) {
+	if len(status) > maxStatus {
+		status = status[:maxStatus] + "..."
+	}
+	var n int64
+	err := l.c.bounded(ctx, func(ctx context.Context) error {
+		var err error
+		n, err = l.c.keep.Run(ctx, l.c.rdb, []string{l.key}, l.head, ttl.Milliseconds(), status).Int64()
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("rediscache: keeping the lease: %w", err)
+	}
+	return n == 1, nil
+}
+
+// Release deletes the lease if this holder still holds it.
+func (l *lease) Release(ctx context.Context) error {
+	err := l.c.bounded(ctx, func(ctx context.Context) error {
+		return l.c.release.Run(ctx, l.c.rdb, []string{l.key}, l.head).Err()
+	})
+	if err != nil {
+		l.c.log.Warn("rediscache: releasing the lease failed; it expires on its own", slog.String("key", l.key), slog.Any("error", err))
+		return fmt.Errorf("rediscache: releasing the lease: %w", err)
+	}
+	return nil
+}
+
+// undo deletes a lease whose SET NX outcome was not learned, if it took
+// it. It runs after the SET returned, so the DEL cannot overtake it.
+func (l *lease) undo(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(l.c.timeout, time.Second))
+	defer cancel()
+	if err := l.c.release.Run(ctx, l.c.rdb, []string{l.key}, l.head).Err(); err != nil {
+		l.c.log.Warn("rediscache: a lease whose SET NX outcome is unknown could not be deleted; it lapses on its own", slog.String("key", l.key), slog.Any("error", err))
+	}
 }
