@@ -197,7 +197,7 @@ type Config struct {
 	// the others for at most this long. When Cache is a [LeaseKeeper] (the
 	// rediscache module, FileCache), the holder keeps its lease alive every
 	// third of LeaseTTL while it fetches, so the lease can be short: zero
-	// means 1 second. For a plain Leaser the lease must outlast a fetch:
+	// means 750 ms. For a plain Leaser the lease must outlast a fetch:
 	// zero means 15 seconds.
 	LeaseTTL time.Duration
 }

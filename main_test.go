@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/m2mtoken/m2mtoken/internal/fleet"
 )
 
 // TestMain fails the run if any goroutine outlives the tests: background
@@ -11,5 +13,5 @@ import (
 // Nothing is ignored: not even net/http's connection goroutines, so that
 // connections a source leaves open after Close are found too.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(fleet.CleanupM{M: m})
 }

@@ -16,7 +16,7 @@ import (
 // that a dead holder is noticed within about a second; long enough to
 // outlast a fetch with retries for a lease nobody keeps alive.
 const (
-	defaultKeptLeaseTTL  = time.Second
+	defaultKeptLeaseTTL  = 750 * time.Millisecond
 	defaultPlainLeaseTTL = 15 * time.Second
 )
 
@@ -85,20 +85,45 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, erro
 	var deadline time.Time
 	maxWait := time.Second
 	if keeper != nil {
-		maxWait = max(ttl/4, 10*time.Millisecond)
+		maxWait = max(ttl/5, 10*time.Millisecond)
 	} else if cur := s.cur.Load(); cur != nil {
 		deadline = cur.unusableAt
 	}
+	// A refresh (the source has a usable token) rides out a cache that
+	// fails for a while: it tries the lease again until half of its
+	// token's stale window has passed, and only then fetches without it,
+	// so that a Redis hiccup does not make the whole fleet fetch at once.
+	var patience time.Time
+	if cur := s.cur.Load(); cur != nil {
+		patience = cur.staleAt.Add(cur.unusableAt.Sub(cur.staleAt) / 2)
+	}
 	defer s.waitingOn.Store(nil)
 	wait := min(50*time.Millisecond, maxWait)
+	failures := 0
 	for {
 		release, ok, err := s.takeLease(ctx, l, keeper, ttl)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, nil, ctx.Err()
 			}
-			s.log.Warn("cache lease failed; fetching without it", slog.Any("error", err))
-			return nil, nil, nil
+			now := s.clock.Now()
+			if patience.IsZero() || reached(now, patience) {
+				s.log.Warn("cache lease failed; fetching without it", slog.Any("error", err))
+				return nil, nil, nil
+			}
+			if failures == 0 {
+				s.log.Warn("cache lease failed; trying it again while the current token is usable", slog.Any("error", err),
+					slog.Time("fetch_without_lease_at", patience))
+			}
+			failures++
+			d := max(min(250*time.Millisecond+time.Duration(s.rand()*float64(250*time.Millisecond)), patience.Sub(now)), time.Millisecond)
+			if err := s.clock.Sleep(ctx, d); err != nil {
+				return nil, nil, err
+			}
+			if e := s.adopt(ctx); e != nil {
+				return nil, e, nil
+			}
+			continue
 		}
 		if ok {
 			// The holder before us may have stored a token just now.
@@ -124,6 +149,11 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, erro
 			return nil, nil, nil
 		}
 		d := wait/2 + time.Duration(s.rand()*float64(wait/2))
+		if info.Remaining > 0 {
+			// A lease that lapses sooner is tried again as it lapses: its
+			// holder stopped keeping it, and may be dead.
+			d = min(d, info.Remaining+5*time.Millisecond)
+		}
 		if !deadline.IsZero() {
 			d = max(min(d, deadline.Sub(now)), time.Millisecond)
 		}

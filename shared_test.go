@@ -254,7 +254,64 @@ func TestPlainLeaseWaiterFetchesBeforeItsTokenIsUnusable(t *testing.T) {
 
 func TestDefaultLeaseTTLForKeepers(t *testing.T) {
 	s, _ := testSource(t, newEndpoint(t), func(c *Config) { c.Cache = NewFileCache(t.TempDir()) })
-	if s.cfg.LeaseTTL != time.Second {
-		t.Fatalf("LeaseTTL %v with a LeaseKeeper, want 1s", s.cfg.LeaseTTL)
+	if s.cfg.LeaseTTL != 750*time.Millisecond {
+		t.Fatalf("LeaseTTL %v with a LeaseKeeper, want 750ms", s.cfg.LeaseTTL)
+	}
+}
+
+// flakyLeaser fails TryLease its first fails calls, then grants it.
+type flakyLeaser struct {
+	*MemoryCache
+	mu           sync.Mutex
+	fails, calls int
+	granted      int
+	now          func() time.Time
+	firstGrant   time.Time
+}
+
+func (f *flakyLeaser) TryLease(context.Context, string, time.Duration) (func(), bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.calls <= f.fails {
+		return nil, false, errors.New("no answer within 250ms")
+	}
+	f.granted++
+	if f.firstGrant.IsZero() {
+		f.firstGrant = f.now()
+	}
+	return func() {}, true, nil
+}
+
+// TestRefreshRidesOutAFailingLease: a refresh whose lease fails tries it
+// again while its token is usable, and fetches without it only halfway
+// through its stale window; a lease that recovers is used.
+func TestRefreshRidesOutAFailingLease(t *testing.T) {
+	for _, tc := range []struct {
+		fails   int
+		granted int
+	}{{fails: 3, granted: 1}, {fails: 1 << 30, granted: 0}} {
+		e := newEndpoint(t)
+		s, clk := testSource(t, e, nil)
+		fl := &flakyLeaser{MemoryCache: NewMemoryCache(), fails: tc.fails, now: clk.Now}
+		if _, err := s.Token(); err != nil {
+			t.Fatal(err)
+		}
+		s.cache = fl
+		clk.Advance(81 * time.Second) // stale at 80 s, unusable at 95 s: patience until 87.5 s
+		s.Token()
+		waitBackground(s)
+		if tok, _ := s.Token(); tok.AccessToken != "tok-2" {
+			t.Fatalf("fails %d: got %q", tc.fails, tok.AccessToken)
+		}
+		fl.mu.Lock()
+		calls, granted := fl.calls, fl.granted
+		fl.mu.Unlock()
+		if granted != tc.granted {
+			t.Fatalf("fails %d: lease granted %d times after %d tries, want %d", tc.fails, granted, calls, tc.granted)
+		}
+		if el := clk.Now().Sub(startTime()); tc.granted == 0 && (el < 87*time.Second || el > 89*time.Second) {
+			t.Fatalf("fetched without the lease %v after start; want halfway through the stale window (87.5s)", el)
+		}
 	}
 }

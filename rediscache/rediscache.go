@@ -6,9 +6,10 @@
 // Cache from this package as m2mtoken.Config.Cache:
 //
 //   - a source that needs a token first looks in Redis, and adopts a fresh
-//     token another instance stored;
-//   - if there is none, one instance takes a short lease (SET NX PX, 1 s
-//     by default) and keeps it alive while it fetches, while the others
+//     token another instance stored (a new process with no token adopts a
+//     stale one that is still usable, and refreshes it in the background);
+//   - if there is none, one instance takes a short lease (SET NX PX, 750
+//     ms by default) and keeps it alive while it fetches, while the others
 //     poll Redis for its token, bounded by their contexts; if the lease
 //     holder dies, its lease lapses within a second and another instance
 //     fetches; if it is alive but the token endpoint fails, it retries for

@@ -27,13 +27,19 @@ type redisServer struct {
 // set, where the Redis tests must run).
 func startRedis(t testing.TB, args ...string) *redisServer {
 	t.Helper()
-	port := freePort(t)
-	s := &redisServer{port: port, addr: addr(port)}
+	s := &redisServer{port: freePort(t)}
+	s.addr = addr(s.port)
+	s.start(t, args...)
+	return s
+}
+
+// start starts the server on its port, as after a stop.
+func (s *redisServer) start(t testing.TB, args ...string) {
+	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: s.addr})
 	defer rdb.Close()
 	s.stop = launch(t, "redis-server on "+s.addr, func() bool { return rdb.Ping(context.Background()).Err() == nil },
-		"redis-server", append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir()}, args...)...)
-	return s
+		"redis-server", append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir()}, args...)...)
 }
 
 func (s *redisServer) client(t testing.TB) *redis.Client {
