@@ -170,3 +170,60 @@ func TestEntryBinary(t *testing.T) {
 		}
 	}
 }
+
+// TestFileCacheLease: the flock lease is exclusive, records its status
+// for waiters, and is free again once released.
+func TestFileCacheLease(t *testing.T) {
+	if !haveLocks {
+		t.Skip("no file locks on this platform")
+	}
+	c := NewFileCache(t.TempDir())
+	ctx := context.Background()
+	l, ok, err := c.AcquireLease(ctx, "k", time.Second)
+	if !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if _, ok, _ := NewFileCache(c.Dir()).AcquireLease(ctx, "k", time.Second); ok {
+		t.Fatal("a second lease granted while the first is held")
+	}
+	if held, err := l.Keep(ctx, time.Second, "token request failed: EOF\nsecond line"); !held || err != nil {
+		t.Fatal(held, err)
+	}
+	info, err := c.LeaseInfo(ctx, "k")
+	if err != nil || info == nil || info.Status != "token request failed: EOF second line" || info.Age > time.Minute || info.Remaining != 0 {
+		t.Fatalf("info %+v %v", info, err)
+	}
+	l.Release(ctx)
+	if info, err := c.LeaseInfo(ctx, "k"); info != nil || err != nil {
+		t.Fatalf("after release: %+v %v", info, err)
+	}
+	if held, _ := l.Keep(ctx, time.Second, ""); held {
+		t.Fatal("a released lease kept")
+	}
+	l2, ok, _ := c.AcquireLease(ctx, "k", time.Second)
+	if !ok {
+		t.Fatal("lease not free after release")
+	}
+	l2.Release(ctx)
+}
+
+// TestFileCacheRemovesStaleTemps: a writer killed between create and rename
+// leaves a temporary file; a later Set removes it once a minute old.
+func TestFileCacheRemovesStaleTemps(t *testing.T) {
+	dir := t.TempDir()
+	c := NewFileCache(dir)
+	old := filepath.Join(dir, "m2mtoken-k.json.tmp-123")
+	young := filepath.Join(dir, "m2mtoken-k.json.tmp-456")
+	os.WriteFile(old, []byte("{"), 0o600)
+	os.WriteFile(young, []byte("{"), 0o600)
+	os.Chtimes(old, time.Now().Add(-2*time.Minute), time.Now().Add(-2*time.Minute))
+	if err := c.Set(context.Background(), "m2mtoken-k", &Entry{AccessToken: "t", IssuedAt: startTime(), Expiry: startTime().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); err == nil {
+		t.Error("a stale temporary file was left")
+	}
+	if _, err := os.Stat(young); err != nil {
+		t.Error("a young temporary file (another writer's) was removed")
+	}
+}
