@@ -29,6 +29,10 @@ type Entry struct {
 	// IssuedAt is when the token was requested; Expiry is when it expires.
 	IssuedAt time.Time `json:"issued_at"`
 	Expiry   time.Time `json:"expiry"`
+	// Latency is how long the token endpoint took to answer the request
+	// that issued the token (0 if not known). A slow endpoint gets its
+	// refresh started earlier: every holder computes the same window.
+	Latency time.Duration `json:"latency,omitempty"`
 	// Extra holds the token response's other fields (scope among them).
 	Extra map[string]any `json:"extra,omitempty"`
 }

@@ -40,6 +40,7 @@ func TestFileCacheFleet(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		f.Start()
 	}
+	f.Warm(t) // kills start once the fleet has its first token
 	probe, err := New(Config{TokenURL: iss.TokenURL(), ClientID: "files", ClientSecret: "x", Audience: aud})
 	if err != nil {
 		t.Fatal(err)
@@ -87,8 +88,8 @@ func TestFileCacheFleet(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
-		if live := f.Live(); len(live) > 6 {
-			live[rand.IntN(len(live))].Kill()
+		if idle := f.Idle(); len(f.Live()) > 6 && len(idle) > 0 {
+			idle[rand.IntN(len(idle))].Kill()
 		}
 		u := usable()
 		if d := f.Start().First(t, 30*time.Second); u {

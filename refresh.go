@@ -73,22 +73,26 @@ func (e *entry) at(now time.Time) state {
 const watchInterval = time.Minute
 
 // newEntry computes the windows of a token from its original lifetime.
+// The default window is at least the skew plus twice the time the
+// endpoint took to answer for this token (Entry.Latency): a slow endpoint
+// gets its refresh started early enough that the refresh, and a takeover
+// after its holder died, end before the token becomes unusable.
 func (s *TokenSource) newEntry(ce *Entry) *entry {
 	life := ce.Expiry.Sub(ce.IssuedAt)
+	skew := s.cfg.ExpirySkew
+	if skew == 0 {
+		skew = min(10*time.Second, life/20)
+	}
+	skew = min(skew, life/4)
 	window := s.cfg.RefreshWindow
 	if window == 0 {
-		window = min(5*time.Minute, life/5)
+		window = max(min(5*time.Minute, life/5), skew+2*max(ce.Latency, 0))
 	}
 	window = min(window, life/2)
 	if j := s.cfg.RefreshJitter; j > 0 {
 		window += time.Duration(float64(window) * j * s.rand())
 		window = min(window, life*3/5)
 	}
-	skew := s.cfg.ExpirySkew
-	if skew == 0 {
-		skew = min(10*time.Second, life/20)
-	}
-	skew = min(skew, life/4)
 	e := &entry{tok: ce.Token(), src: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew)}
 	if e.staleAt.After(e.unusableAt) {
 		e.staleAt = e.unusableAt
@@ -333,6 +337,7 @@ func (s *TokenSource) fetch(parent context.Context) (*entry, error) {
 	if err != nil {
 		return nil, s.closedOr(err)
 	}
+	ce.Latency = s.clock.Now().Sub(ce.IssuedAt) // IssuedAt: when the answering attempt started
 	if err := s.cache.Set(ctx, s.key, ce); err != nil {
 		s.log.Warn("cache set failed; the token is kept in memory", slog.Any("error", err))
 	}

@@ -249,5 +249,7 @@ func (k *keptLease) release() {
 	defer cancel()
 	if err := k.le.Release(ctx); err != nil {
 		k.s.log.Warn("releasing the fetch lease failed; it lapses on its own", slog.Any("error", err), slog.Duration("lease_ttl", k.ttl))
+		return
 	}
+	k.s.log.Debug("fetch lease released")
 }

@@ -315,3 +315,38 @@ func TestRefreshRidesOutAFailingLease(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowEndpointRefreshesEarlier: the time the endpoint took is kept
+// with the token, and the default refresh window makes room for a refresh
+// and a takeover: with 5-second tokens from an endpoint that takes 1.5 s,
+// refreshing 1 s before expiry (a fifth of the lifetime) would leave every
+// caller waiting at each refresh.
+func TestSlowEndpointRefreshesEarlier(t *testing.T) {
+	e := newEndpoint(t)
+	e.lifetime.Store(5)
+	cache := NewMemoryCache()
+	s, clk := testSource(t, e, func(c *Config) { c.Cache = cache })
+	e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
+		clk.Advance(1500 * time.Millisecond)
+		return false
+	})
+	if _, err := s.Token(); err != nil {
+		t.Fatal(err)
+	}
+	cur := s.cur.Load()
+	if cur.src.Latency != 1500*time.Millisecond {
+		t.Fatalf("latency %v, want 1.5s", cur.src.Latency)
+	}
+	if w := cur.src.Expiry.Sub(cur.staleAt); w != 2500*time.Millisecond {
+		t.Fatalf("refresh window %v, want 2.5s (skew + twice the latency, capped at half the lifetime)", w)
+	}
+	stored, _ := cache.Get(context.Background(), s.CacheKey())
+	if stored.Latency != cur.src.Latency {
+		t.Fatal("the latency is not stored with the token")
+	}
+	// A set RefreshWindow is kept.
+	s2, _ := testSource(t, e, func(c *Config) { c.RefreshWindow = time.Second })
+	if w := s2.newEntry(stored).src.Expiry.Sub(s2.newEntry(stored).staleAt); w != time.Second {
+		t.Fatalf("set window %v, want 1s", w)
+	}
+}

@@ -65,6 +65,15 @@ func (env *fleetEnv) usableInRedis(t *testing.T) time.Duration {
 	return max(time.Until(e.Expiry.Add(-skew)), 0)
 }
 
+// expiryInRedis is the expiry of the token in Redis, if any.
+func (env *fleetEnv) expiryInRedis(t *testing.T) time.Time {
+	e, err := New(env.redis.client(t)).Get(context.Background(), env.key)
+	if err != nil || e == nil {
+		return time.Time{}
+	}
+	return e.Expiry
+}
+
 func durs(ds []time.Duration) string {
 	var s []string
 	for _, d := range ds {
@@ -88,7 +97,8 @@ func TestFleetKilledHolders(t *testing.T) {
 	for i := 0; i < 8; i++ {
 		f.Start()
 	}
-	run := 15 * time.Second
+	f.Warm(t) // kills start once the fleet has its first token
+	run := 10 * time.Second
 	if fleet.Soak() {
 		run = 3 * time.Minute
 	}
@@ -119,14 +129,18 @@ func TestFleetKilledHolders(t *testing.T) {
 		}
 		// Mid-fetch: the endpoint answers after 1.5 s.
 		time.Sleep(time.Duration(300+rand.IntN(900)) * time.Millisecond)
+		old := env.expiryInRedis(t)
 		holder.Kill()
 		kills++
 		replace()
-		// And one more replacement of a process that held nothing, while
-		// the fleet's new token is usable.
-		time.Sleep(time.Duration(500+rand.IntN(1000)) * time.Millisecond)
-		if live := f.Live(); len(live) > 8 {
-			live[rand.IntN(len(live))].Kill()
+		// One kill per token: the next is killed in the next refresh. And
+		// one more replacement, once the new token is in Redis.
+		for end := time.Now().Add(10 * time.Second); !env.expiryInRedis(t).After(old) && time.Now().Before(end); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(time.Duration(rand.IntN(500)) * time.Millisecond)
+		if idle := f.Idle(); len(f.Live()) > 8 && len(idle) > 0 {
+			idle[rand.IntN(len(idle))].Kill()
 		}
 		replace()
 		for len(f.Leases) > 0 { // leases taken meanwhile are not mid-fetch now
@@ -164,7 +178,7 @@ func TestFleetKilledHolders(t *testing.T) {
 // about one token request per lifetime in steady state.
 func TestFleetRedisFaults(t *testing.T) {
 	env := newFleetEnv(t)
-	life, phase, blackhole := 5*time.Second, 2500*time.Millisecond, 2500*time.Millisecond
+	life, phase, blackhole := 4*time.Second, 2500*time.Millisecond, 2500*time.Millisecond
 	if fleet.Soak() {
 		life, phase, blackhole = 60*time.Second, 40*time.Second, 10*time.Second
 	}
@@ -246,5 +260,67 @@ func TestFleetRedisFaults(t *testing.T) {
 	}
 	if n := env.api.Unauthenticated.Load() + env.api.Rejected.Load(); n != 0 {
 		t.Errorf("%d API requests without a valid token", n)
+	}
+}
+
+// TestFleetEndpointOutage: 8 processes, 5-second tokens; the token endpoint
+// fails every request (503 or a dropped connection) for 8 s, longer than
+// a lifetime, then comes back. With kept-alive leases one instance retries
+// for the fleet: no burst of token requests during the outage or after
+// it. Calls that fail while the token has run out say why: the endpoint's
+// answer, or that another instance holds the fetch lease and what it saw.
+func TestFleetEndpointOutage(t *testing.T) {
+	env := newFleetEnv(t)
+	const life = 5 * time.Second
+	env.iss.SetTokenLifetime(life)
+	env.iss.SetLatency(100 * time.Millisecond)
+	f := env.fleet(t, env.redis.addr, "-call-timeout", "2s", "-max-backoff", "2s")
+	for i := 0; i < 8; i++ {
+		f.Start()
+	}
+	time.Sleep(2 * time.Second)
+	before := env.iss.Requests()
+	env.iss.SetRandomFaults(1, m2mtest.Fault{Status: 503}, m2mtest.Fault{Drop: true})
+	const outage = 7 * time.Second
+	time.Sleep(outage)
+	during := env.iss.Requests() - before
+	env.iss.SetRandomFaults(0)
+	back, issuedBack := time.Now(), env.iss.TokensIssued("fleet")
+	for env.iss.TokensIssued("fleet") == issuedBack {
+		if time.Since(back) > 10*time.Second {
+			t.Fatalf("no token 10 s after the endpoint came back\n%s", f.Logs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	recovered := time.Since(back)
+	requestsBack := env.iss.Requests()
+	const afterFor = 6 * time.Second
+	time.Sleep(afterFor)
+	after := env.iss.Requests() - requestsBack + 1 // the first token after the outage
+	time.Sleep(300 * time.Millisecond)
+	r := f.Report()
+	var leaseErrs int
+	for _, e := range r.Failures {
+		if strings.Contains(e, "another instance holds the fleet's fetch lease") {
+			leaseErrs++
+		}
+	}
+	t.Logf("outage of %v: %d token requests from 8 processes (%.1f/s); first token %v after it ended; %d token requests in the next %v (%.1f lifetimes)",
+		outage, during, float64(during)/outage.Seconds(), recovered.Round(time.Millisecond), after, afterFor, afterFor.Seconds()/life.Seconds())
+	t.Logf("%d calls, %d failed (the token ran out during the outage), %d of the first %d saying another instance holds the lease; first: %q",
+		r.Calls, r.Failed, leaseErrs, len(r.Failures), r.Failures[:min(1, len(r.Failures))])
+	// One instance retrying with MaxBackoff 2s makes at most about 2
+	// requests a second; eight on their own would make eight times that.
+	if during > int(2*outage.Seconds())+4 {
+		t.Errorf("%d token requests during an outage of %v: more than one instance retried at a time", during, outage)
+	}
+	if after > 4 {
+		t.Errorf("%d token requests in the %v after the outage: a burst", after, afterFor)
+	}
+	for _, e := range r.Failures {
+		if !strings.Contains(e, "another instance holds the fleet's fetch lease") && !strings.Contains(e, "last attempt:") &&
+			!strings.Contains(e, "503") && !strings.Contains(e, "EOF") {
+			t.Errorf("a failed call does not say why: %s", e)
+		}
 	}
 }

@@ -145,8 +145,9 @@ type Proc struct {
 	slow     []time.Duration
 	logTail  []string
 	killed   bool
-	redisRaw int // lines go-redis wrote itself ("redis: ..."), not through slog
-	goRedis  int // go-redis lines routed through slog
+	holding  bool // it logged that it took the fetch lease, and has not released it
+	redisRaw int  // lines go-redis wrote itself ("redis: ..."), not through slog
+	goRedis  int  // go-redis lines routed through slog
 }
 
 // Start starts one more process and waits until it is ready.
@@ -200,6 +201,9 @@ func (p *Proc) readStdout(r io.Reader) {
 			p.first <- time.Duration(num(1)) * time.Microsecond
 		case "slow":
 			p.slow = append(p.slow, time.Duration(num(2))*time.Microsecond)
+			if os.Getenv("M2MTOKEN_FLEET_LOGS") != "" {
+				p.logTail = append(p.logTail, fmt.Sprintf("SLOW CALL started %s took %v", time.UnixMilli(num(1)).UTC().Format("15:04:05.000"), time.Duration(num(2))*time.Microsecond))
+			}
 		case "fail":
 			p.fails = append(p.fails, strings.Join(fields[3:], " "))
 		case "stats":
@@ -225,6 +229,12 @@ func (f *Fleet) readStderr(p *Proc, r io.Reader) {
 		if strings.Contains(line, "component=go-redis") {
 			p.goRedis++
 		}
+		if strings.Contains(line, `msg="fetch lease taken"`) {
+			p.holding = true
+		}
+		if strings.Contains(line, `msg="fetch lease released"`) {
+			p.holding = false
+		}
 		killed := p.killed
 		p.mu.Unlock()
 		if !killed && strings.Contains(line, `msg="fetch lease taken"`) {
@@ -233,6 +243,18 @@ func (f *Fleet) readStderr(p *Proc, r io.Reader) {
 			default:
 			}
 		}
+	}
+}
+
+// Warm waits until every live process has made its first call, and
+// forgets the lease events until then.
+func (f *Fleet) Warm(t testing.TB) {
+	t.Helper()
+	for _, p := range f.Live() {
+		p.First(t, 30*time.Second)
+	}
+	for len(f.Leases) > 0 {
+		<-f.Leases
 	}
 }
 
@@ -284,6 +306,20 @@ func (f *Fleet) Live() []*Proc {
 	return live
 }
 
+// Idle returns the processes not killed that do not hold the fetch lease.
+func (f *Fleet) Idle() []*Proc {
+	var idle []*Proc
+	for _, p := range f.Live() {
+		p.mu.Lock()
+		holding := p.holding
+		p.mu.Unlock()
+		if !holding {
+			idle = append(idle, p)
+		}
+	}
+	return idle
+}
+
 // Report sums up every process's calls so far.
 type Report struct {
 	Processes        int
@@ -307,7 +343,7 @@ func (f *Fleet) Report() Report {
 		r.Calls += p.ok + max(p.fail, int64(len(p.fails)))
 		r.Failed += max(p.fail, int64(len(p.fails)))
 		for _, e := range p.fails {
-			if len(r.Failures) < 5 {
+			if len(r.Failures) < 20 {
 				r.Failures = append(r.Failures, fmt.Sprintf("process %d: %s", p.ID, e))
 			}
 		}
@@ -345,7 +381,7 @@ func (f *Fleet) stop() {
 		p.Kill()
 	}
 	f.wg.Wait()
-	if f.t.Failed() {
+	if f.t.Failed() || os.Getenv("M2MTOKEN_FLEET_LOGS") != "" {
 		f.t.Logf("processes' logs (last lines):\n%s", f.Logs())
 	}
 }

@@ -6,7 +6,7 @@
 //
 //	ready
 //	first DURATION_US              the first successful call, token included
-//	slow START_MS DURATION_US      a call that took more than -slow
+//	slow START_MS DURATION_US      a later call that took more than -slow
 //	fail START_MS DURATION_US ERROR
 //	stats OK FAILED MAX_US         cumulative, every 250 ms
 //
@@ -72,7 +72,7 @@ func Run(f Flags, cache m2mtoken.Cache) error {
 	var ok, failed int64
 	var maxDur time.Duration
 	var firstOnce sync.Once
-	call := func() {
+	call := func(first bool) {
 		ctx, cancel := context.WithTimeout(context.Background(), f.CallTimeout)
 		defer cancel()
 		start := time.Now()
@@ -84,12 +84,14 @@ func Run(f Flags, cache m2mtoken.Cache) error {
 		} else {
 			ok++
 		}
-		maxDur = max(maxDur, d)
+		if !first {
+			maxDur = max(maxDur, d)
+		}
 		mu.Unlock()
 		switch {
 		case err != nil:
 			out.printf("fail %d %d %s", start.UnixMilli(), d.Microseconds(), strings.ReplaceAll(err.Error(), "\n", " "))
-		case d > f.Slow:
+		case d > f.Slow && !first:
 			out.printf("slow %d %d", start.UnixMilli(), d.Microseconds())
 		}
 		if err == nil {
@@ -97,12 +99,14 @@ func Run(f Flags, cache m2mtoken.Cache) error {
 		}
 	}
 	out.printf("ready")
-	// The first call alone, so that its latency is the first call's.
-	call()
+	// The first call alone, so that its latency is the first call's. It
+	// is reported as "first" only: stall figures are for a process that
+	// had a token.
+	call(true)
 	for i := 0; i < f.Callers; i++ {
 		go func() {
 			for {
-				call()
+				call(false)
 				time.Sleep(f.Every)
 			}
 		}()
