@@ -69,7 +69,8 @@ func (s *TokenSource) adopt(ctx context.Context) *entry {
 // lease waits for the cache's fetch lease. It returns the release function
 // if this source should fetch (with the lease, or without it: a nil
 // function), or the entry another holder stored while it waited. A cache
-// error means: fetch without the lease.
+// error means: fetch without the lease, at once if the source has no usable
+// token, else once half of its token's stale window has passed.
 //
 // While another holder has the lease, the source polls the cache for its
 // token, and publishes what it knows of that holder for the callers that

@@ -123,7 +123,11 @@ type Fleet struct {
 
 // New returns an empty fleet of bin, each started with args. Cleanup kills
 // every process and waits for them.
+//
+// M2MTOKEN_FLEET_ARGS adds arguments to every process, to compare settings
+// by hand (such as -refresh-window 1s).
 func New(t testing.TB, bin string, args ...string) *Fleet {
+	args = append(args, strings.Fields(os.Getenv("M2MTOKEN_FLEET_ARGS"))...)
 	f := &Fleet{t: t, bin: bin, args: args, Leases: make(chan *Proc, 1024)}
 	t.Cleanup(f.stop)
 	return f
