@@ -148,7 +148,10 @@ type Config struct {
 	// RefreshWindow is how long before expiry a token becomes stale: it is
 	// still handed out, and the first call that sees it stale starts one
 	// background refresh. Zero means the smaller of 5 minutes and a fifth
-	// of the token's lifetime. It is capped at half the lifetime.
+	// of the token's lifetime, but at least the expiry skew plus twice the
+	// time the endpoint took to answer for the token ([Entry.Latency]), so
+	// that a slow endpoint's refresh ends before the token is unusable. It
+	// is capped at half the lifetime.
 	RefreshWindow time.Duration
 	// RefreshJitter widens the refresh window of each token by a random
 	// fraction of it, up to this much (0 means 0.2; negative means none),
