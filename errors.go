@@ -22,11 +22,23 @@ type TokenError struct {
 	// Code and Description are the answer's "error" and
 	// "error_description", if it had them.
 	Code, Description string
-	// Temporary reports whether a retry may succeed (network errors, 408,
-	// 429, 5xx, a malformed 2xx answer).
+	// Temporary reports whether a retry may succeed: network errors other
+	// than a name that does not exist or a certificate that does not
+	// verify, 408, 429, 5xx, and a 2xx body cut short. Permanent errors
+	// are not retried, and are returned for Config.ErrorCacheTTL without
+	// asking again.
 	Temporary bool
 	// RetryAfter is the delay the endpoint asked for, if it asked.
 	RetryAfter time.Duration
+	// Attempts is how many requests the fetch made, and Elapsed how long
+	// they took from the first to the last, when the fetch made more than
+	// one; both are zero for a single attempt.
+	Attempts int
+	Elapsed  time.Duration
+	// Hint, if not empty, says what to check for a well-known answer (a
+	// wrong client or secret, an unknown audience, a missing grant, a
+	// domain that does not exist). It never holds the secret.
+	Hint string
 
 	err error
 }
@@ -35,7 +47,11 @@ func (e *TokenError) Error() string {
 	var b strings.Builder
 	b.WriteString("m2mtoken: token request to ")
 	b.WriteString(e.URL)
-	b.WriteString(" failed: ")
+	b.WriteString(" failed")
+	if e.Attempts > 1 {
+		fmt.Fprintf(&b, " %d times over %s", e.Attempts, roundDuration(e.Elapsed))
+	}
+	b.WriteString(": ")
 	switch {
 	case e.StatusCode == 0:
 		b.WriteString(e.err.Error())
@@ -52,7 +68,23 @@ func (e *TokenError) Error() string {
 			fmt.Fprintf(&b, ": %v", e.err)
 		}
 	}
+	if e.Hint != "" {
+		b.WriteString(" (")
+		b.WriteString(e.Hint)
+		b.WriteString(")")
+	}
 	return b.String()
+}
+
+// roundDuration rounds d for a message: 16.2s, 850ms.
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d >= 10*time.Second:
+		return d.Round(100 * time.Millisecond)
+	case d >= time.Second:
+		return d.Round(10 * time.Millisecond)
+	}
+	return d.Round(time.Millisecond)
 }
 
 // Unwrap returns the underlying *oauth2.RetrieveError or network error.
@@ -93,3 +125,53 @@ func (e *WaitError) Unwrap() []error {
 // ErrClosed is returned by a source after [TokenSource.Close] when it has
 // no usable token left.
 var ErrClosed = errors.New("m2mtoken: token source is closed")
+
+// ConfigError is a configuration that [New] or [ConfigFromEnv] refuses. Its
+// message names each field at fault as Config.Field, or, from
+// ConfigFromEnv, as the environment variable that sets it; a program that
+// sets fields from its own flags can name them its way with
+// [ConfigError.Describe].
+type ConfigError struct {
+	// Fields are the Config fields at fault, such as "ClientID".
+	Fields []string
+
+	format string // fmt format with {Field} placeholders
+	args   []any
+	name   func(field string) string
+}
+
+// configErr returns a *ConfigError. format names fields as {Field}.
+func configErr(format string, args ...any) *ConfigError {
+	e := &ConfigError{format: format, args: args}
+	rest := format
+	for {
+		_, after, ok := strings.Cut(rest, "{")
+		if !ok {
+			break
+		}
+		field, after, ok := strings.Cut(after, "}")
+		if !ok {
+			break
+		}
+		e.Fields = append(e.Fields, field)
+		rest = after
+	}
+	return e
+}
+
+func (e *ConfigError) Error() string { return "m2mtoken: " + e.Describe(e.name) }
+
+// Describe returns the message without the "m2mtoken: " prefix, naming
+// each field with name (nil names it Config.Field). The m2mtoken command
+// uses it to name its flags and environment variables.
+func (e *ConfigError) Describe(name func(field string) string) string {
+	f := e.format
+	for _, field := range e.Fields {
+		n := "Config." + field
+		if name != nil {
+			n = name(field)
+		}
+		f = strings.Replace(f, "{"+field+"}", strings.ReplaceAll(n, "%", "%%"), 1)
+	}
+	return fmt.Sprintf(f, e.args...)
+}

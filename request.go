@@ -7,11 +7,14 @@ import (
 	"bytes"
 	"context"
 	cryptorand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -25,8 +28,19 @@ import (
 
 // request asks the endpoint for a token, retrying temporary failures with
 // exponential backoff and full jitter, within ctx and Config.MaxAttempts.
+// The error of a fetch that tried more than once says how often and for
+// how long.
 func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
 	nonceRetries := 0
+	start := s.clock.Now()
+	final := func(te *TokenError, attempts int) error {
+		if attempts < 2 {
+			return te
+		}
+		c := *te
+		c.Attempts, c.Elapsed = attempts, s.clock.Now().Sub(start)
+		return &c
+	}
 	for attempt := 0; ; attempt++ {
 		s.log.Debug("requesting token", slog.Int("attempt", attempt+1))
 		ce, err := s.attempt(ctx)
@@ -53,10 +67,11 @@ func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
 			// The fetch's own deadline or Close, not the endpoint: report
 			// what the endpoint said last.
 			s.log.Warn("token request failed", slog.Any("error", err))
-			return nil, err
+			return nil, final(te, attempt+1)
 		}
 		if !te.Temporary || attempt+1 >= s.cfg.MaxAttempts {
 			s.log.Warn("token request failed", slog.Any("error", err), slog.Int("attempts", attempt+1), slog.Bool("temporary", te.Temporary))
+			err := final(te, attempt+1)
 			if !te.Temporary {
 				s.remember(err)
 			}
@@ -65,14 +80,19 @@ func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
 		delay := max(s.backoff(attempt, false), te.RetryAfter)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
 			s.log.Warn("token request failed; no time left to retry", slog.Any("error", err), slog.Duration("wanted_delay", delay))
-			return nil, err
+			return nil, final(te, attempt+1)
 		}
-		s.log.Warn("token request failed; retrying", slog.Any("error", err), slog.Int("attempt", attempt+1), slog.Duration("delay", delay))
+		s.log.Warn(retryingMessage, slog.Any("error", err), slog.Int("attempt", attempt+1),
+			slog.Int("max_attempts", s.cfg.MaxAttempts), slog.Duration("delay", delay))
 		if err := s.clock.Sleep(ctx, delay); err != nil {
-			return nil, te
+			return nil, final(te, attempt+1)
 		}
 	}
 }
+
+// retryingMessage is the message of the warning logged before each retry.
+// The m2mtoken command prints one line for each.
+const retryingMessage = "token request failed; retrying"
 
 // attempt sends one token request. It returns the token, or a *TokenError.
 func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
@@ -88,6 +108,7 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 	if err != nil {
 		s.failures.Add(1)
 		te := &TokenError{URL: s.tokenURL, Temporary: true, err: stripURL(err)}
+		te.Temporary, te.Hint = networkErrorKind(err)
 		s.lastErr.Store(te)
 		return nil, te
 	}
@@ -226,12 +247,20 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 			te.Code, te.Description = eb.Code, truncate(eb.Description, 300)
 			te.err = &oauth2.RetrieveError{Response: resp, ErrorCode: eb.Code, ErrorDescription: eb.Description, ErrorURI: eb.URI}
 			te.Temporary = eb.Code == "temporarily_unavailable"
+			te.Hint = s.hint(te)
 			return nil, te
 		case err != nil:
 			// The body may hold a token: the RetrieveError gets no Body.
-			te.Temporary = true
+			// Only a body cut short is worth asking again for: a whole
+			// answer that is not a token (a login page, another API's
+			// JSON) will be the same next time.
+			var me *wire.MalformedError
+			te.Temporary = errors.As(err, &me) && me.Partial
 			te.err = &oauth2.RetrieveError{Response: resp, ErrorDescription: err.Error()}
 			te.Description = err.Error()
+			if !te.Temporary {
+				te.Hint = "the URL answered, but not as an OAuth 2.0 token endpoint: check the domain or token URL (Auth0's is https://TENANT/oauth/token)"
+			}
 			return nil, te
 		}
 		ent := &Entry{AccessToken: r.AccessToken, TokenType: r.TokenType, IssuedAt: start, Extra: r.Extra}
@@ -262,6 +291,7 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 		te.Code, te.Description = eb.Code, truncate(eb.Description, 300)
 	}
 	te.err = re
+	te.Hint = s.hint(te)
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		te.Description = "redirect to " + truncate(resp.Header.Get("Location"), 200) + " not followed: token requests go only to the configured URL"
 	}
@@ -288,4 +318,47 @@ func truncate(s string, n int) string {
 		return s[:n] + "..."
 	}
 	return s
+}
+
+// networkErrorKind tells whether a request that got no answer may succeed
+// if tried again, and what to check if not. A host name that does not
+// exist, or a certificate that does not verify, will not change in the
+// seconds a fetch retries: they are configuration mistakes. A refused or
+// reset connection may be a server still starting: it is retried.
+func networkErrorKind(err error) (temporary bool, hint string) {
+	var dns *net.DNSError
+	if errors.As(err, &dns) && dns.IsNotFound {
+		return false, "no such host: check the domain or token URL"
+	}
+	var cve *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	if errors.As(err, &cve) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) {
+		return false, "the server's certificate does not verify: check the URL, or trust the CA that signed it (M2MTOKEN_CA_FILE, or Config.HTTPClient)"
+	}
+	return true, ""
+}
+
+// hint says what to check for the endpoint's well-known terse answers.
+func (s *TokenSource) hint(te *TokenError) string {
+	desc := te.Description
+	switch {
+	case te.Code == "invalid_client" || te.StatusCode == http.StatusUnauthorized && te.Code == "access_denied":
+		cred := "the client secret"
+		if s.cfg.AuthMethod == PrivateKeyJWT {
+			cred = "the private key and its key ID"
+		}
+		return "check the client ID, " + cred + ", and that the application's token endpoint authentication method is " +
+			s.cfg.AuthMethod.String()
+	case te.Code == "unauthorized_client":
+		return "the application may not use the client-credentials grant: enable Client Credentials in its grant types (Auth0: Application, Advanced Settings, Grant Types)"
+	case strings.HasPrefix(desc, "Service not enabled within domain"):
+		return "the audience is not the identifier of an API in this tenant: check the audience (Auth0: Applications, APIs, API Audience)"
+	case strings.Contains(desc, "is not authorized to access resource server"):
+		return "authorize the application for this API (Auth0: Applications, APIs, Machine to Machine Applications)"
+	case strings.HasPrefix(desc, "No audience parameter was provided"):
+		return "set the audience to the API's identifier"
+	}
+	return ""
 }

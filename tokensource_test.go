@@ -24,12 +24,16 @@ func TestNewValidates(t *testing.T) {
 		wantErr string // substring; "" means no error
 	}{
 		{"ok", func(*Config) {}, ""},
-		{"no client id", func(c *Config) { c.ClientID = "" }, "ClientID is empty"},
+		{"no client id", func(c *Config) { c.ClientID = "" }, "m2mtoken: Config.ClientID is empty"},
 		{"no secret", func(c *Config) { c.ClientSecret = "" }, "ClientSecret is empty"},
 		{"no endpoint", func(c *Config) { c.Domain = "" }, "no endpoint"},
 		{"both endpoints", func(c *Config) { c.TokenURL = "https://x/oauth/token" }, "only one"},
 		{"unparsable", func(c *Config) { c.Domain = ""; c.TokenURL = "https://exa mple.com/%zz" }, "does not parse"},
 		{"no host", func(c *Config) { c.Domain = ""; c.TokenURL = "https:///oauth/token" }, "no host"},
+		{"no scheme", func(c *Config) { c.Domain = ""; c.TokenURL = "tenant.eu.auth0.com" }, `Config.TokenURL "tenant.eu.auth0.com" has no scheme: a token URL is a full URL, such as "https://tenant.eu.auth0.com/oauth/token"; or give the bare domain in Config.Domain`},
+		{"no scheme with path", func(c *Config) { c.Domain = ""; c.TokenURL = "auth.example.com/oauth2/token" }, `did you mean "https://auth.example.com/oauth2/token"?`},
+		{"no scheme loopback", func(c *Config) { c.Domain = ""; c.TokenURL = "127.0.0.1:8080/oauth/token" }, `did you mean "http://127.0.0.1:8080/oauth/token"?`},
+		{"mtls no scheme", func(c *Config) { c.MTLSTokenURL = "mtls.example.com" }, `Config.MTLSTokenURL "mtls.example.com" has no scheme`},
 		{"plain http", func(c *Config) { c.Domain = ""; c.TokenURL = "http://auth.example.com/oauth/token" }, "plain http"},
 		{"http loopback", func(c *Config) { c.Domain = ""; c.TokenURL = "http://127.0.0.1:8080/oauth/token" }, ""},
 		{"http localhost", func(c *Config) { c.Domain = "http://localhost:9000" }, ""},
@@ -304,7 +308,7 @@ func TestRetriesTemporaryFailures(t *testing.T) {
 			w.WriteHeader(429)
 		}, 12 * time.Second},
 		{"truncated json", func(w http.ResponseWriter) { w.Write([]byte(`{"access_token":"tok-x","tok`)) }, 0},
-		{"html 200", func(w http.ResponseWriter) { w.Write([]byte(`<html>maintenance</html>`)) }, 0},
+		{"empty 200", func(w http.ResponseWriter) {}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

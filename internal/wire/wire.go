@@ -8,7 +8,9 @@ package wire
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"mime"
 	"net/url"
@@ -41,7 +43,13 @@ type ErrorBody struct {
 
 // MalformedError says that a body could not be read as a token response.
 // It never quotes the body, which may hold a token.
-type MalformedError struct{ Reason string }
+type MalformedError struct {
+	Reason string
+	// Partial reports that the body looks cut short (empty, or JSON that
+	// ends early), so that asking again may succeed. A complete body that
+	// is not a token answer (HTML, JSON without access_token) is not.
+	Partial bool
+}
 
 func (e *MalformedError) Error() string { return "malformed token response: " + e.Reason }
 
@@ -112,7 +120,7 @@ func errorFrom(fields map[string]any) *ErrorBody {
 func decode(contentType string, body []byte) (map[string]any, error) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
-		return nil, &MalformedError{Reason: "empty body"}
+		return nil, &MalformedError{Reason: "empty body", Partial: true}
 	}
 	mt, _, _ := mime.ParseMediaType(contentType)
 	if mt == "application/x-www-form-urlencoded" || mt == "text/plain" && body[0] != '{' {
@@ -138,7 +146,10 @@ func decode(contentType string, body []byte) (map[string]any, error) {
 	dec.UseNumber()
 	var fields map[string]any
 	if err := dec.Decode(&fields); err != nil {
-		return nil, &MalformedError{Reason: "truncated or invalid JSON"}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, &MalformedError{Reason: "JSON cut short", Partial: true}
+		}
+		return nil, &MalformedError{Reason: "invalid JSON"}
 	}
 	return fields, nil
 }

@@ -132,3 +132,25 @@ func TestParseRateLimit(t *testing.T) {
 		t.Error("empty header reported ok")
 	}
 }
+
+// TestMalformedPartial: only a body that looks cut short may be worth
+// asking again for; a complete answer that is not a token is not.
+func TestMalformedPartial(t *testing.T) {
+	for body, want := range map[string]bool{
+		``:                                       true,
+		`{"access_token":"a","token_t`:           true,
+		`{"access_token":"a",`:                   true,
+		`<html><body>Log in</body></html>`:       false,
+		`{"token_type":"Bearer","expires_in":5}`: false,
+		`{}`:                                     false,
+		`{oops}`:                                 false,
+		`[1]`:                                    false,
+		`{"access_token":"a"}`:                   false,
+	} {
+		_, _, err := ParseToken("application/json", []byte(body))
+		me, ok := err.(*MalformedError)
+		if !ok || me.Partial != want {
+			t.Errorf("%q: %#v, want Partial %v", body, err, want)
+		}
+	}
+}
