@@ -5,7 +5,6 @@ package m2mtoken
 
 import (
 	"crypto"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -251,7 +250,7 @@ var reservedParams = []string{"grant_type", "client_id", "client_secret", "audie
 // withDefaults validates c and fills in defaults. It returns the token URL.
 func (c *Config) withDefaults() (string, error) {
 	if c.ClientID == "" {
-		return "", errors.New("m2mtoken: Config.ClientID is empty: set it to the application's Client ID")
+		return "", configErr("{ClientID} is empty: set it to the application's Client ID")
 	}
 	if c.PrivateKey != nil && c.AuthMethod == ClientSecretPost && c.ClientSecret == "" {
 		c.AuthMethod = PrivateKeyJWT
@@ -259,29 +258,29 @@ func (c *Config) withDefaults() (string, error) {
 	switch c.AuthMethod {
 	case ClientSecretPost, ClientSecretBasic:
 		if c.PrivateKey != nil {
-			return "", errors.New("m2mtoken: Config.PrivateKey and Config.ClientSecret are both set: use one way to authenticate (a key means AuthMethod PrivateKeyJWT)")
+			return "", configErr("{PrivateKey} and {ClientSecret} are both set: use one way to authenticate (a key means Private Key JWT)")
 		}
 		if c.ClientSecret == "" {
-			return "", errors.New("m2mtoken: Config.ClientSecret is empty: set it to the application's Client Secret (or set PrivateKey for Private Key JWT)")
+			return "", configErr("{ClientSecret} is empty: set it to the application's Client Secret (or set {PrivateKey} for Private Key JWT)")
 		}
 	case PrivateKeyJWT:
 		if c.ClientSecret != "" {
-			return "", errors.New("m2mtoken: Config.ClientSecret is set with AuthMethod PrivateKeyJWT: a secret and a key together are refused; remove the secret")
+			return "", configErr("{ClientSecret} is set with {AuthMethod} private_key_jwt: a secret and a key together are refused; remove the secret")
 		}
 		if c.PrivateKey == nil {
-			return "", errors.New("m2mtoken: AuthMethod PrivateKeyJWT needs Config.PrivateKey (see LoadPrivateKey)")
+			return "", configErr("{AuthMethod} private_key_jwt needs {PrivateKey} (see LoadPrivateKey)")
 		}
 		alg, err := jwt.CheckKey(c.PrivateKey, c.SigningAlgorithm)
 		if err != nil {
-			return "", fmt.Errorf("m2mtoken: Config.PrivateKey: %w", err)
+			return "", configErr("{PrivateKey}: %v", err)
 		}
 		c.SigningAlgorithm = alg
 		if c.AssertionLifetime < 0 || c.AssertionLifetime > 5*time.Minute {
-			return "", fmt.Errorf("m2mtoken: Config.AssertionLifetime %v: must be at most 5 minutes", c.AssertionLifetime)
+			return "", configErr("{AssertionLifetime} %v: must be at most 5 minutes", c.AssertionLifetime)
 		}
 		setDefault(&c.AssertionLifetime, time.Minute)
 	default:
-		return "", fmt.Errorf("m2mtoken: Config.AuthMethod %v is not supported", c.AuthMethod)
+		return "", configErr("{AuthMethod} %v is not supported", c.AuthMethod)
 	}
 	tokenURL, err := endpointURL(c.Domain, c.TokenURL)
 	if err != nil {
@@ -294,8 +293,8 @@ func (c *Config) withDefaults() (string, error) {
 		}
 	}
 	if c.MTLSTokenURL != "" {
-		if tokenURL, err = endpointURL("", c.MTLSTokenURL); err != nil {
-			return "", fmt.Errorf("%w (in Config.MTLSTokenURL)", err)
+		if tokenURL, err = parseEndpoint("MTLSTokenURL", c.MTLSTokenURL); err != nil {
+			return "", err
 		}
 	}
 	if err := c.checkDPoP(); err != nil {
@@ -303,7 +302,7 @@ func (c *Config) withDefaults() (string, error) {
 	}
 	for _, p := range reservedParams {
 		if _, ok := c.EndpointParams[p]; ok {
-			return "", fmt.Errorf("m2mtoken: Config.EndpointParams may not set %q: use the Config field for it", p)
+			return "", configErr("{EndpointParams} may not set %q: use the Config field for it", p)
 		}
 	}
 	for name, d := range map[string]time.Duration{
@@ -312,14 +311,14 @@ func (c *Config) withDefaults() (string, error) {
 		"MaxBackoff": c.MaxBackoff, "ErrorCacheTTL": c.ErrorCacheTTL, "LeaseTTL": c.LeaseTTL,
 	} {
 		if d < 0 {
-			return "", fmt.Errorf("m2mtoken: Config.%s is negative (%v): use 0 for the default", name, d)
+			return "", configErr("{"+name+"} is negative (%v): use 0 for the default", d)
 		}
 	}
 	if c.MaxAttempts < 0 {
-		return "", fmt.Errorf("m2mtoken: Config.MaxAttempts is negative (%d): use 0 for the default", c.MaxAttempts)
+		return "", configErr("{MaxAttempts} is negative (%d): use 0 for the default", c.MaxAttempts)
 	}
 	if c.RefreshJitter > 1 {
-		return "", fmt.Errorf("m2mtoken: Config.RefreshJitter %v is more than 1", c.RefreshJitter)
+		return "", configErr("{RefreshJitter} %v is more than 1", c.RefreshJitter)
 	}
 	setDefault(&c.RefreshJitter, 0.2)
 	setDefault(&c.DefaultLifetime, time.Hour)
@@ -349,46 +348,73 @@ func endpointURL(domain, tokenURL string) (string, error) {
 	domain, tokenURL = strings.TrimSpace(domain), strings.TrimSpace(tokenURL)
 	switch {
 	case domain == "" && tokenURL == "":
-		return "", errors.New("m2mtoken: no endpoint: set Config.Domain (for example \"tenant.eu.auth0.com\") or Config.TokenURL")
+		return "", configErr("no endpoint: set {Domain} (for example \"tenant.eu.auth0.com\") or {TokenURL}")
 	case domain != "" && tokenURL != "":
-		return "", errors.New("m2mtoken: both Config.Domain and Config.TokenURL are set: set only one")
+		return "", configErr("both {Domain} and {TokenURL} are set: set only one")
+	case domain != "":
+		return parseEndpoint("Domain", domain)
 	}
-	field, raw := "TokenURL", tokenURL
-	if domain != "" {
-		field, raw = "Domain", domain
-		if !strings.Contains(raw, "://") {
-			raw = "https://" + raw
+	return parseEndpoint("TokenURL", tokenURL)
+}
+
+// parseEndpoint checks one of the endpoint fields (Domain, TokenURL,
+// MTLSTokenURL) and returns the token URL it means.
+func parseEndpoint(field, raw string) (string, error) {
+	raw = strings.TrimSpace(raw)
+	orig := raw
+	if !strings.Contains(raw, "://") {
+		if field != "Domain" {
+			return "", noScheme(field, raw)
 		}
+		raw = "https://" + raw
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("m2mtoken: Config.%s %q does not parse as a URL", field, raw)
+		return "", configErr("{"+field+"} %q does not parse as a URL", raw)
 	}
 	if u.Host == "" || u.Hostname() == "" {
-		return "", fmt.Errorf("m2mtoken: Config.%s %q has no host", field, raw)
+		return "", configErr("{"+field+"} %q has no host", raw)
 	}
 	if u.User != nil {
-		return "", fmt.Errorf("m2mtoken: Config.%s has credentials in it: put them in ClientID and ClientSecret", field)
+		return "", configErr("{" + field + "} has credentials in it: put them in {ClientID} and {ClientSecret}")
 	}
 	if u.Fragment != "" {
-		return "", fmt.Errorf("m2mtoken: Config.%s %q has a #fragment", field, raw)
+		return "", configErr("{"+field+"} %q has a #fragment", raw)
 	}
 	switch u.Scheme {
 	case "https":
 	case "http":
 		if !isLoopback(u.Hostname()) {
-			return "", fmt.Errorf("m2mtoken: Config.%s %q uses plain http: the secret would travel unencrypted; use https (http is allowed only to loopback addresses)", field, raw)
+			return "", configErr("{"+field+"} %q uses plain http: the secret would travel unencrypted; use https (http is allowed only to loopback addresses)", raw)
 		}
 	default:
-		return "", fmt.Errorf("m2mtoken: Config.%s %q: scheme must be https", field, raw)
+		return "", configErr("{"+field+"} %q: scheme must be https", raw)
 	}
 	if field == "Domain" {
 		if (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-			return "", fmt.Errorf("m2mtoken: Config.Domain %q has a path or query: give the bare domain, or the full URL in Config.TokenURL", domain)
+			return "", configErr("{Domain} %q has a path or query: give the bare domain, or the full URL in {TokenURL}", orig)
 		}
 		u.Path, u.RawPath = "/oauth/token", ""
 	}
 	return u.String(), nil
+}
+
+// noScheme explains a URL field given without https://, with the URL the
+// user probably meant: a bare host means that host's /oauth/token.
+func noScheme(field, raw string) error {
+	host, path, _ := strings.Cut(raw, "/")
+	scheme := "https://"
+	if h, _, err := net.SplitHostPort(host); err == nil && isLoopback(h) || isLoopback(host) {
+		scheme = "http://"
+	}
+	if path == "" {
+		if field == "TokenURL" {
+			return configErr("{TokenURL} %q has no scheme: a token URL is a full URL, such as %q; or give the bare domain in {Domain}",
+				raw, scheme+host+"/oauth/token")
+		}
+		return configErr("{"+field+"} %q has no scheme: a token URL is a full URL, such as %q", raw, scheme+host+"/oauth/token")
+	}
+	return configErr("{"+field+"} %q has no scheme: did you mean %q?", raw, scheme+raw)
 }
 
 func isLoopback(host string) bool {
