@@ -116,8 +116,11 @@ func (e *Entry) LogValue() slog.Value {
 // module).
 //
 // Keys come from [TokenSource] and identify the token URL, client,
-// audience, scopes, organization, endpoint parameters and authentication
-// method; they contain no secret. A Cache never sees the client secret.
+// audience, scopes, organization, endpoint parameters, authentication
+// method and credential (through a slow hash of the secret, or the public
+// key), so that a token goes only to a source holding the credential it
+// was issued for. They reveal none of these. A Cache never sees the client
+// secret.
 //
 // A Cache must be safe for concurrent use. Its errors are logged and
 // otherwise ignored: a cache that fails makes the source fetch from the

@@ -100,6 +100,9 @@ func newSource(cfg Config, clk clock.Clock) (*TokenSource, error) {
 	if s.dpop = newDPoP(&s.cfg, tokenURL); s.dpop != nil {
 		s.key = dpopCacheKey(s.key, s.dpop.key.Thumbprint())
 	}
+	// The key also names the credential, so that a shared cache hands a
+	// token only to a source holding the credential it was issued for.
+	s.key = credentialKey(s.key, tokenURL, cfg)
 	if s.cache == nil {
 		s.cache = NewMemoryCache()
 	}
@@ -137,7 +140,8 @@ func cloneValues(v url.Values) url.Values {
 
 // CacheKey returns the key under which the source stores its token in
 // [Config.Cache]. It identifies the endpoint, client, audience, scopes,
-// organization, parameters and method, and reveals none of them.
+// organization, parameters, method and, with a Config.Cache, the
+// credential, and reveals none of them.
 func (s *TokenSource) CacheKey() string { return s.key }
 
 // String describes the source without any secret.

@@ -1,0 +1,65 @@
+// Binding a cached token to the credential it was issued for, without
+// storing anything that reveals the credential.
+
+package m2mtoken
+
+import (
+	"crypto/pbkdf2"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+)
+
+// credentialIterations is the PBKDF2-HMAC-SHA256 work factor of
+// credentialID: about 30 ms on one core of the CI machine, paid once per
+// New, and as much again for every guess of someone who holds a cache key
+// and tries to find the secret behind it.
+const credentialIterations = 100_000
+
+// credentialKey joins the source's credential into key, the cache key of
+// everything else, so that a token in a shared cache is handed only to a
+// source that holds the credential it was issued for: a mistyped or
+// rotated secret misses the cache and gets the endpoint's answer at once,
+// instead of a token that another credential earned. Sources with the
+// same credential (a fleet) still share one key.
+//
+// A source without Config.Cache keeps its tokens to itself, so it skips
+// the derivation and keeps key as it is.
+func credentialKey(key, tokenURL string, cfg Config) string {
+	if cfg.Cache == nil {
+		return key
+	}
+	id := credentialID(tokenURL, cfg)
+	h := sha256.New()
+	for _, part := range []string{"m2mtoken/credential/v1", key, id} {
+		fmt.Fprintf(h, "%d:%s;", len(part), part)
+	}
+	return "m2mtoken-" + hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// credentialID names the credential without revealing it. For Private Key
+// JWT it is the public key's SHA-256 (public already) and the key ID. For a
+// secret it is a slow, salted hash: PBKDF2-HMAC-SHA256 with
+// credentialIterations, salted with the token URL and client ID so that
+// no table of precomputed guesses serves two clients. Only a hash of the
+// result reaches the cache key, and the key is all a cache stores.
+func credentialID(tokenURL string, cfg Config) string {
+	if cfg.PrivateKey != nil {
+		der, err := x509.MarshalPKIXPublicKey(cfg.PrivateKey.Public())
+		if err != nil {
+			// New accepts only RSA and P-256 keys, which marshal.
+			der = []byte(fmt.Sprintf("%T", cfg.PrivateKey.Public()))
+		}
+		sum := sha256.Sum256(der)
+		return "public-key:" + hex.EncodeToString(sum[:]) + ";kid:" + cfg.KeyID
+	}
+	salt := fmt.Sprintf("m2mtoken/secret/v1;%d:%s;%d:%s", len(tokenURL), tokenURL, len(cfg.ClientID), cfg.ClientID)
+	dk, err := pbkdf2.Key(sha256.New, cfg.ClientSecret, []byte(salt), credentialIterations, 32)
+	if err != nil {
+		// Only FIPS 140-only mode refuses these parameters (a short
+		// secret); the key then names no secret, as before.
+		return "secret:unavailable"
+	}
+	return "secret:" + hex.EncodeToString(dk)
+}
