@@ -117,6 +117,7 @@ func (s *TokenSource) install(e *entry) bool {
 		s.stopTimers(old)
 	}
 	s.cur.Store(e)
+	s.hadToken.Store(true)
 	if st == stateFresh {
 		s.fresh.Store(e.tok)
 	} else {
@@ -224,6 +225,9 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if s.hadToken.Load() {
+		s.waits.Add(1)
 	}
 	s.joins.Add(1)
 	ch := s.group.DoChan("fetch", func() (any, error) {

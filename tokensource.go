@@ -70,6 +70,11 @@ type TokenSource struct {
 	lastErr                                                  atomic.Pointer[TokenError] // the last failed attempt, for WaitError
 	waitingOn                                                atomic.Pointer[LeaseInfo]  // another holder's lease, while a fetch waits on it
 
+	// waits counts callers that found no usable token after the first
+	// one was installed (hadToken), and so waited for a fetch.
+	waits    atomic.Uint64
+	hadToken atomic.Bool
+
 	clientOnce sync.Once
 	httpClient *http.Client
 	ownsClient bool // client's transport is the source's own (Config.HTTPClient was nil)
@@ -144,6 +149,11 @@ func cloneValues(v url.Values) url.Values {
 // credential, and reveals none of them.
 func (s *TokenSource) CacheKey() string { return s.key }
 
+// TokenURL returns the URL token requests go to: Config.TokenURL, or the
+// one Config.Domain means (https://DOMAIN/oauth/token), normalized; or
+// Config.MTLSTokenURL when set.
+func (s *TokenSource) TokenURL() string { return s.tokenURL }
+
 // String describes the source without any secret.
 func (s *TokenSource) String() string {
 	return fmt.Sprintf("m2mtoken.TokenSource{token_url:%q client_id:%q audience:%q}", s.tokenURL, s.cfg.ClientID, s.cfg.Audience)
@@ -183,6 +193,13 @@ type Stats struct {
 	// BackgroundRefreshes counts refreshes started because the token had
 	// entered its refresh window.
 	BackgroundRefreshes uint64
+	// Waits counts calls that found no usable token after the source's
+	// first token, and so waited for a fetch: a token that expired before
+	// its background refresh succeeded (an endpoint down for longer than
+	// the refresh window), an invalidated one, or a source left idle past
+	// expiry. While refreshes keep up it stays 0. The wait for the very
+	// first token is not counted.
+	Waits uint64
 	// Expiry is the current token's expiry; zero if there is no usable token.
 	Expiry time.Time
 	// RateLimit is from the last answer that had rate-limit headers; nil if
@@ -197,6 +214,7 @@ func (s *TokenSource) Stats() Stats {
 		Failures:            s.failures.Load(),
 		CacheHits:           s.cacheHits.Load(),
 		BackgroundRefreshes: s.refreshes.Load(),
+		Waits:               s.waits.Load(),
 		RateLimit:           s.rateLimit.Load(),
 	}
 	if j, f := s.joins.Load(), s.flights.Load(); j > f {
