@@ -19,6 +19,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -63,6 +64,8 @@ type Server struct {
 	audiences map[string]bool
 	seenJTI   map[string]time.Time // assertion IDs until their expiry
 	dpop      dpopState
+
+	routes *http.ServeMux // added with Handle
 }
 
 // NewServer starts an issuer over http on a loopback port with the given
@@ -83,7 +86,28 @@ func NewTLSServer(clients ...Client) *Server {
 
 // Listen starts an issuer over http on addr, such as "127.0.0.1:0".
 func Listen(addr string, clients ...Client) (*Server, error) {
-	l, err := net.Listen("tcp", addr)
+	return ListenConfig{Addr: addr}.Listen(clients...)
+}
+
+// ListenConfig says where and how [ListenConfig.Listen] serves: for an
+// issuer that other processes or containers reach, as m2mtoken serve runs
+// it.
+type ListenConfig struct {
+	// Addr is the address to listen on, such as "127.0.0.1:0" or
+	// "0.0.0.0:8443".
+	Addr string
+	// TLS, if set, serves https with its Certificates.
+	TLS *tls.Config
+	// Host, if set, is the host in the server's URL, and so in its issuer
+	// and token URL: the name clients reach it by, such as a container's
+	// service name. Empty means the listener's address, with an
+	// unspecified one (0.0.0.0, [::]) replaced by 127.0.0.1.
+	Host string
+}
+
+// Listen starts an issuer with the given clients.
+func (lc ListenConfig) Listen(clients ...Client) (*Server, error) {
+	l, err := net.Listen("tcp", lc.Addr)
 	if err != nil {
 		return nil, err
 	}
@@ -91,19 +115,31 @@ func Listen(addr string, clients ...Client) (*Server, error) {
 	srv := httptest.NewUnstartedServer(s)
 	srv.Listener.Close()
 	srv.Listener = l
-	s.start(srv, false)
+	srv.TLS = lc.TLS
+	host, port, _ := net.SplitHostPort(l.Addr().String())
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	if lc.Host != "" {
+		host = lc.Host
+	}
+	s.startAt(srv, lc.TLS != nil, net.JoinHostPort(host, port))
 	return s, nil
 }
 
 // start sets URL before the server serves its first request, so that
 // handlers can read it without a lock.
 func (s *Server) start(srv *httptest.Server, tls bool) {
+	s.startAt(srv, tls, srv.Listener.Addr().String())
+}
+
+func (s *Server) startAt(srv *httptest.Server, tls bool, hostPort string) {
 	s.srv = srv
 	scheme := "http://"
 	if tls {
 		scheme = "https://"
 	}
-	s.URL = scheme + srv.Listener.Addr().String()
+	s.URL = scheme + hostPort
 	if tls {
 		srv.StartTLS()
 	} else {
@@ -122,7 +158,8 @@ func newServer(clients []Client) *Server {
 		clients: map[string]Client{}, lifetime: DefaultLifetime,
 		perClient: map[string]int{}, issued: map[string]int{}, now: time.Now,
 		audiences: map[string]bool{}, seenJTI: map[string]time.Time{},
-		dpop: newDPoPState(),
+		dpop:   newDPoPState(),
+		routes: http.NewServeMux(),
 	}
 	for _, c := range clients {
 		s.AddClient(c)
@@ -209,7 +246,8 @@ func (s *Server) TokensIssued(clientID string) int {
 	return s.issued[clientID]
 }
 
-// ServeHTTP serves the token endpoint, the JWKS and the discovery document.
+// ServeHTTP serves the token endpoint, the JWKS, the discovery document,
+// and the routes added with [Server.Handle].
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/oauth/token":
@@ -224,9 +262,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/.well-known/openid-configuration":
 		s.discovery(w)
 	default:
-		http.NotFound(w, r)
+		s.routes.ServeHTTP(w, r)
 	}
 }
+
+// Handle serves pattern (an [http.ServeMux] pattern) with h on the
+// server's own address, beside the issuer's routes: for an API protected
+// with [Server.Protect] that clients reach where they reach the issuer, as
+// m2mtoken serve does with the Auth0 quickstart's /api routes. The
+// issuer's own paths cannot be replaced.
+func (s *Server) Handle(pattern string, h http.Handler) { s.routes.Handle(pattern, h) }
 
 func (s *Server) jwks(w http.ResponseWriter) {
 	pub := s.key.PublicKey
