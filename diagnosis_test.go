@@ -67,7 +67,7 @@ func TestPermanentNetworkErrors(t *testing.T) {
 		})
 		_, err := s.Token()
 		var te *TokenError
-		if !errors.As(err, &te) || te.Temporary || !strings.Contains(err.Error(), "no such host: check the domain") {
+		if !errors.As(err, &te) || te.Temporary || !strings.Contains(err.Error(), "check the domain or token URL: the host name does not exist") {
 			t.Fatalf("err = %v", err)
 		}
 		if len(clk.Slept()) != 0 || te.Attempts != 0 || s.Stats().TokenRequests != 1 {

@@ -39,6 +39,7 @@ func EnvVars() []EnvVar {
 		{"AUTH0_SCOPE", "Scopes", "space-separated scopes"},
 		{"AUTH0_ORGANIZATION", "Organization", "the organization ID or name"},
 		{"M2MTOKEN_CA_FILE", "HTTPClient", "a PEM file of CA certificates to trust besides the system's (such as m2mtoken serve --tls --ca-out)"},
+		{"M2MTOKEN_DPOP_KEY_FILE", "DPoPKey", "a PEM private key (P-256, or RSA) that binds tokens with DPoP"},
 	}
 }
 
@@ -132,6 +133,13 @@ func ConfigFromLookup(lookup func(name string) (string, bool), name func(envVar 
 		}
 	default:
 		return fail("%s %q: use post, basic or private_key_jwt", name("M2MTOKEN_AUTH_METHOD"), m)
+	}
+	if f := get("M2MTOKEN_DPOP_KEY_FILE"); f != "" {
+		key, err := LoadPrivateKey(f)
+		if err != nil {
+			return fail("%s: %s", name("M2MTOKEN_DPOP_KEY_FILE"), strings.TrimPrefix(err.Error(), "m2mtoken: "))
+		}
+		cfg.DPoPKey = key
 	}
 	if f := get("M2MTOKEN_CA_FILE"); f != "" {
 		c, err := clientTrusting(f)

@@ -259,7 +259,7 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 			te.err = &oauth2.RetrieveError{Response: resp, ErrorDescription: err.Error()}
 			te.Description = err.Error()
 			if !te.Temporary {
-				te.Hint = "the URL answered, but not as an OAuth 2.0 token endpoint: check the domain or token URL (Auth0's is https://TENANT/oauth/token)"
+				te.Hint = "the URL answered, but not as an OAuth 2.0 token endpoint: check the domain or token URL; Auth0's is https://TENANT/oauth/token"
 			}
 			return nil, te
 		}
@@ -328,7 +328,7 @@ func truncate(s string, n int) string {
 func networkErrorKind(err error) (temporary bool, hint string) {
 	var dns *net.DNSError
 	if errors.As(err, &dns) && dns.IsNotFound {
-		return false, "no such host: check the domain or token URL"
+		return false, "check the domain or token URL: the host name does not exist"
 	}
 	var cve *tls.CertificateVerificationError
 	var ua x509.UnknownAuthorityError

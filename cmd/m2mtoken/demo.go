@@ -34,20 +34,23 @@ type demoOptions struct {
 	tokenLatency time.Duration
 	compare      bool
 	progress     bool
+	terminal     bool // stderr is a terminal: redraw the progress line in place
 	dpop         bool
 }
 
 func cmdDemo(args []string, stdout, stderr io.Writer) error {
-	fs, showVersion := newFlags("demo", `Starts a local Auth0-compatible issuer with short tokens and a slow token
+	c := newFlags("demo", `Starts a local Auth0-compatible issuer with short tokens and a slow token
 endpoint, and a protected API; drives concurrent callers through the
 library's http.Client across several token lifetimes; and prints what
 happened. With --compare it runs the same load through x/oauth2's
 clientcredentials.Config.Client and prints both side by side. With
-AUTH0_DOMAIN, AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET and AUTH0_AUDIENCE set it
-gets its tokens from that tenant instead (each run costs a few M2M tokens).
+AUTH0_DOMAIN (or M2MTOKEN_TOKEN_URL), AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET and
+AUTH0_AUDIENCE set (the variables m2mtoken.ConfigFromEnv reads) it gets its
+tokens from that server instead (on Auth0 each run costs a few M2M tokens).
 With --dpop the tokens are DPoP-bound to a fresh P-256 key, and the local
 issuer and API require DPoP proofs and nonces: every API call carries a new
-proof. Exit status 0 only if no API call through m2mtoken failed.`, stderr)
+proof. Exit status 0 only if no API call through m2mtoken failed.`)
+	fs := c.fs
 	var o demoOptions
 	fs.IntVar(&o.callers, "callers", 32, "concurrent callers")
 	fs.DurationVar(&o.duration, "duration", 15*time.Second, "how long each load runs")
@@ -56,18 +59,17 @@ proof. Exit status 0 only if no API call through m2mtoken failed.`, stderr)
 	fs.BoolVar(&o.compare, "compare", false, "also run the load through x/oauth2 clientcredentials and compare")
 	fs.BoolVar(&o.dpop, "dpop", false, "DPoP-bound tokens: a proof per API call, nonces at the issuer and the API")
 	quiet := fs.Bool("quiet", false, "no live progress")
-	if ok, err := parse(fs, args, showVersion, stdout); !ok {
+	if ok, err := c.parse(args, stdout, stderr); !ok {
 		return err
 	}
 	if o.callers < 1 || o.duration <= 0 || o.ttl < time.Second {
-		fmt.Fprintln(stderr, "m2mtoken demo: --callers must be at least 1, --duration positive, --ttl at least 1s")
-		return errUsage
+		return c.usageError(stderr, "--callers must be at least 1, --duration positive, --ttl at least 1s")
 	}
 	if o.dpop && o.compare {
-		fmt.Fprintln(stderr, "m2mtoken demo: --dpop and --compare do not go together: x/oauth2 cannot make DPoP proofs")
-		return errUsage
+		return c.usageError(stderr, "--dpop and --compare do not go together: x/oauth2 cannot make DPoP proofs")
 	}
 	o.progress = !*quiet
+	o.terminal = isTerminal(stderr)
 
 	tgt, cleanup, err := demoTarget(o, stdout)
 	if err != nil {
@@ -97,9 +99,12 @@ proof. Exit status 0 only if no API call through m2mtoken failed.`, stderr)
 
 // target is where the load goes: the token endpoint and the API.
 type target struct {
-	cfg    m2mtoken.Config
-	apiURL string
-	remote bool
+	cfg m2mtoken.Config
+	// tokenURL is where the library sends token requests (its normalized
+	// URL), for the comparison column too, and for counting them.
+	tokenURL string
+	apiURL   string
+	remote   bool
 }
 
 // demoTarget starts the API and, unless AUTH0_* is set, the issuer.
@@ -113,8 +118,18 @@ func demoTarget(o demoOptions, stdout io.Writer) (target, func(), error) {
 		}
 		dpopKey = k
 	}
-	if d := os.Getenv("AUTH0_DOMAIN"); d != "" {
-		cfg := m2mtoken.Config{Domain: d, ClientID: os.Getenv("AUTH0_CLIENT_ID"), ClientSecret: os.Getenv("AUTH0_CLIENT_SECRET"), Audience: os.Getenv("AUTH0_AUDIENCE"), DPoPKey: dpopKey}
+	if os.Getenv("AUTH0_DOMAIN") != "" || os.Getenv("M2MTOKEN_TOKEN_URL") != "" {
+		cfg, err := m2mtoken.ConfigFromEnv()
+		if err != nil {
+			return target{}, nil, err
+		}
+		if dpopKey != nil {
+			cfg.DPoPKey = dpopKey
+		}
+		tokenURL, err := normalizedTokenURL(cfg)
+		if err != nil {
+			return target{}, nil, err
+		}
 		// The tenant's tokens are checked by the tenant; the local API
 		// only requires that one is present.
 		api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -124,8 +139,8 @@ func demoTarget(o demoOptions, stdout io.Writer) (target, func(), error) {
 			}
 			ok(w, r)
 		}))
-		fmt.Fprintf(stdout, "demo against Auth0 tenant %s (audience %s)\n", d, cfg.Audience)
-		return target{cfg: cfg, apiURL: api.URL, remote: true}, api.Close, nil
+		fmt.Fprintf(stdout, "demo against %s (audience %s)\n", tokenURL, cfg.Audience)
+		return target{cfg: cfg, tokenURL: tokenURL, apiURL: api.URL, remote: true}, api.Close, nil
 	}
 	secret := make([]byte, 0, 32)
 	secret = fmt.Appendf(secret, "demo-%d", time.Now().UnixNano())
@@ -140,7 +155,23 @@ func demoTarget(o demoOptions, stdout io.Writer) (target, func(), error) {
 	if o.dpop {
 		fmt.Fprintln(stdout, "demo: DPoP-bound tokens (ES256); the issuer and the API require proofs and their own nonces; every API call carries a new proof")
 	}
-	return target{cfg: cfg, apiURL: api.URL}, func() { api.Close(); iss.Close() }, nil
+	tokenURL, err := normalizedTokenURL(cfg)
+	if err != nil {
+		api.Close()
+		iss.Close()
+		return target{}, nil, err
+	}
+	return target{cfg: cfg, tokenURL: tokenURL, apiURL: api.URL}, func() { api.Close(); iss.Close() }, nil
+}
+
+// normalizedTokenURL is the URL the library sends cfg's token requests to.
+func normalizedTokenURL(cfg m2mtoken.Config) (string, error) {
+	src, err := m2mtoken.New(cfg)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	return src.TokenURL(), nil
 }
 
 type loadResult struct {
@@ -148,7 +179,11 @@ type loadResult struct {
 	calls, failed int64
 	tokenRequests int64
 	p50, p99, max time.Duration
-	waitedRefresh int64 // calls that overlapped a token request after the first token, and took long enough to have waited on it
+	// waitedRefresh: for m2mtoken, Stats().Waits, the calls that found no
+	// usable token after the first; for x/oauth2, the calls that
+	// overlapped a token request after the first token and took long
+	// enough to have waited on it (a timing rule: it has no such counter).
+	waitedRefresh int64
 	waitedFirst   int64 // calls that waited for the first token
 	firstFailure  string
 }
@@ -186,18 +221,16 @@ func tunedBase() *http.Transport {
 // runLoad drives o.callers goroutines against the API for o.duration
 // through the named implementation.
 func runLoad(o demoOptions, tgt target, impl string, stderr io.Writer) (loadResult, error) {
-	tokenURL := tgt.cfg.TokenURL
-	if tokenURL == "" {
-		tokenURL = "https://" + tgt.cfg.Domain + "/oauth/token"
-	}
+	tokenURL := tgt.tokenURL
 	counter := &countingTransport{base: tunedBase(), tokenURL: tokenURL}
 	var client *http.Client
+	var src *m2mtoken.TokenSource
 	switch impl {
 	case "m2mtoken":
 		cfg := tgt.cfg
 		cfg.HTTPClient = &http.Client{Transport: counter}
-		src, err := m2mtoken.New(cfg)
-		if err != nil {
+		var err error
+		if src, err = m2mtoken.New(cfg); err != nil {
 			return loadResult{}, err
 		}
 		defer src.Close()
@@ -253,8 +286,15 @@ func runLoad(o demoOptions, tgt target, impl string, stderr io.Writer) (loadResu
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-	tick := time.NewTicker(250 * time.Millisecond)
+	// On a terminal the progress line is redrawn in place; in a log or a
+	// pipe, a plain line every few seconds.
+	every := 250 * time.Millisecond
+	if !o.terminal {
+		every = 5 * time.Second
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
+	drawn := false
 loop:
 	for {
 		select {
@@ -265,12 +305,18 @@ loop:
 				counter.mu.Lock()
 				treq := len(counter.spans)
 				counter.mu.Unlock()
-				fmt.Fprintf(stderr, "\r  %-9s %5.1fs/%v  API calls %8d  failed %d  token requests %d   ",
+				line := fmt.Sprintf("  %-9s %5.1fs/%v  API calls %8d  failed %d  token requests %d",
 					impl, time.Since(start).Seconds(), o.duration, calls.Load(), failed.Load(), treq)
+				if o.terminal {
+					fmt.Fprintf(stderr, "\r%s   ", line)
+					drawn = true
+				} else {
+					fmt.Fprintln(stderr, line)
+				}
 			}
 		}
 	}
-	if o.progress {
+	if drawn {
 		fmt.Fprintln(stderr)
 	}
 
@@ -291,6 +337,10 @@ loop:
 		r.p50, r.p99, r.max = durs[n/2], durs[n*99/100], durs[n-1]
 	}
 	r.waitedFirst, r.waitedRefresh = classifyWaits(all, spans)
+	if src != nil {
+		// The source knows which calls waited: no timing guess.
+		r.waitedRefresh = int64(src.Stats().Waits)
+	}
 	return r, nil
 }
 
@@ -350,6 +400,10 @@ func printResults(w io.Writer, o demoOptions, tgt target, rs []loadResult) {
 	row("latency max", func(r loadResult) string { return ms(r.max) })
 	row("calls that waited on refresh", func(r loadResult) string { return fmt.Sprint(r.waitedRefresh) })
 	row("calls that waited 1st token", func(r loadResult) string { return fmt.Sprint(r.waitedFirst) })
+	fmt.Fprintln(w, "\n  'Waited on refresh', m2mtoken: counted by the source (Stats().Waits), the calls that found no\n  usable token after the first one.")
+	if len(rs) > 1 {
+		fmt.Fprintln(w, "  x/oauth2 has no such counter: there it is a timing rule, a call that overlapped a token request\n  after the first token and took at least half as long as the fastest token request.")
+	}
 	for _, r := range rs {
 		if r.firstFailure != "" {
 			fmt.Fprintf(w, "  first failure through %s: %s\n", r.name, r.firstFailure)
@@ -357,9 +411,19 @@ func printResults(w io.Writer, o demoOptions, tgt target, rs []loadResult) {
 	}
 	if !tgt.remote {
 		cycles := float64(o.duration) / float64(o.ttl)
-		fmt.Fprintf(w, "\n  %.1f token lifetimes ran. A call 'waited on refresh' if it overlapped a token request after the\n  first token and took at least half as long as the fastest token request.\n", cycles)
+		fmt.Fprintf(w, "\n  %.1f token lifetimes ran.\n", cycles)
 		if o.compare && o.ttl <= 10*time.Second {
 			fmt.Fprintln(w, "  Note: x/oauth2 treats a token as expired 10 s before its expiry, so with tokens of 10 s or less\n  it fetches a new token for every call, one caller at a time.")
 		}
 	}
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

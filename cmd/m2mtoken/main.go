@@ -3,7 +3,7 @@
 // library under load.
 //
 //	m2mtoken token   print an access token (cached in a file between runs)
-//	m2mtoken serve   run a local test issuer
+//	m2mtoken serve   run a local test issuer and a protected API
 //	m2mtoken demo    drive a protected API through the library and report
 package main
 
@@ -14,49 +14,66 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
 )
 
 const usage = `m2mtoken: OAuth 2.0 client-credentials tokens that never expire.
 
 Usage:
   m2mtoken token [flags]   print an access token for scripts (cached between runs)
-  m2mtoken serve [flags]   run a local Auth0-compatible issuer for development and tests
+  m2mtoken serve [flags]   run a local Auth0-compatible issuer and API for development and tests
   m2mtoken demo  [flags]   run a load through the library against a local issuer and API
   m2mtoken version         print the version
+  m2mtoken help COMMAND    print a command's flags (or: m2mtoken COMMAND --help)
 
-Run 'm2mtoken COMMAND --help' for a command's flags.
+Settings come from flags or from the environment variables the library's
+m2mtoken.ConfigFromEnv reads: AUTH0_DOMAIN, AUTH0_CLIENT_ID,
+AUTH0_CLIENT_SECRET, AUTH0_AUDIENCE, ...
 `
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// errUsage marks errors in the command line: exit status 2.
+// errUsage marks errors in the command line, already reported: exit
+// status 2.
 var errUsage = errors.New("usage")
+
+// commands are the subcommands, by name.
+func commands() map[string]func(args []string, stdout, stderr io.Writer) error {
+	return map[string]func(args []string, stdout, stderr io.Writer) error{
+		"token": cmdToken,
+		"serve": cmdServe,
+		"demo":  cmdDemo,
+	}
+}
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	var err error
 	switch args[0] {
-	case "token":
-		err = cmdToken(args[1:], stdout, stderr)
-	case "serve":
-		err = cmdServe(args[1:], stdout, stderr)
-	case "demo":
-		err = cmdDemo(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "m2mtoken", version())
 		return 0
 	case "help", "--help", "-help", "-h":
+		if len(args) > 1 && args[0] == "help" {
+			if _, ok := commands()[args[1]]; ok {
+				return run([]string{args[1], "--help"}, stdout, stderr)
+			}
+			fmt.Fprintf(stderr, "m2mtoken: no command %q; run 'm2mtoken help' for the commands\n", args[1])
+			return 2
+		}
 		fmt.Fprint(stdout, usage)
 		return 0
-	default:
-		fmt.Fprintf(stderr, "m2mtoken: unknown command %q\n\n%s", args[0], usage)
+	}
+	cmd, ok := commands()[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "m2mtoken: unknown command %q; run 'm2mtoken help' for the commands\n", args[0])
 		return 2
 	}
+	err := cmd(args[1:], stdout, stderr)
 	switch {
 	case err == nil:
 		return 0
@@ -65,7 +82,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, errUsage):
 		return 2
 	default:
-		fmt.Fprintln(stderr, "m2mtoken:", err)
+		// Library errors start with "m2mtoken: " too: say it once.
+		fmt.Fprintln(stderr, "m2mtoken:", strings.TrimPrefix(err.Error(), "m2mtoken: "))
 		return 1
 	}
 }
@@ -77,41 +95,55 @@ func version() string {
 	return "devel"
 }
 
-// newFlags returns a flag set that prints its usage to stderr, with a
-// --version flag like every subcommand has.
-func newFlags(name, synopsis string, stderr io.Writer) (*flag.FlagSet, *bool) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: m2mtoken %s [flags]\n\n%s\n\nFlags:\n", name, synopsis)
-		fs.PrintDefaults()
-	}
-	v := fs.Bool("version", false, "print the version and exit")
-	return fs, v
+// command is a subcommand's flag set and its help.
+type command struct {
+	fs          *flag.FlagSet
+	synopsis    string
+	showVersion *bool
 }
 
-// parse parses args, mapping a bad command line to errUsage.
-func parse(fs *flag.FlagSet, args []string, showVersion *bool, stdout io.Writer) (bool, error) {
-	if err := fs.Parse(args); err != nil {
+// newFlags returns a flag set that reports its own errors: --help prints
+// the usage to stdout, a bad flag one line to stderr.
+func newFlags(name, synopsis string) *command {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	c := &command{fs: fs, synopsis: synopsis}
+	c.showVersion = fs.Bool("version", false, "print the version and exit")
+	return c
+}
+
+// parse parses args. It returns false when the command should not run:
+// after --help or --version (err is flag.ErrHelp or nil), or after a bad
+// command line, reported to stderr (err is errUsage).
+func (c *command) parse(args []string, stdout, stderr io.Writer) (bool, error) {
+	name := c.fs.Name()
+	if err := c.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return false, err
+			fmt.Fprintf(stdout, "Usage: m2mtoken %s [flags]\n\n%s\n\nFlags:\n", name, c.synopsis)
+			c.fs.SetOutput(stdout)
+			c.fs.PrintDefaults()
+			c.fs.SetOutput(io.Discard)
+			return false, flag.ErrHelp
 		}
+		fmt.Fprintf(stderr, "m2mtoken %s: %v\nRun 'm2mtoken %s --help' for its flags.\n", name, err, name)
 		return false, errUsage
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "m2mtoken %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+	if c.fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "m2mtoken %s: unexpected argument %q\nRun 'm2mtoken %s --help' for its flags.\n", name, c.fs.Arg(0), name)
 		return false, errUsage
 	}
-	if *showVersion {
+	if *c.showVersion {
 		fmt.Fprintln(stdout, "m2mtoken", version())
 		return false, nil
 	}
 	return true, nil
 }
 
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
+// usageError reports a bad combination of flags: one line, and where the
+// help is.
+func (c *command) usageError(stderr io.Writer, format string, args ...any) error {
+	name := c.fs.Name()
+	fmt.Fprintf(stderr, "m2mtoken %s: %s\nRun 'm2mtoken %s --help' for its flags.\n", name, fmt.Sprintf(format, args...), name)
+	return errUsage
 }

@@ -167,14 +167,19 @@ func TestTokenErrors(t *testing.T) {
 	if strings.Contains(r.stderr+r.stdout, secret) {
 		t.Fatal("output shows the secret")
 	}
-	if r := runBin(t, nil, "token", "--no-cache"); r.code != 1 || !strings.Contains(r.stderr, "ClientID is empty") {
+	if strings.Contains(r.stderr, "m2mtoken: m2mtoken:") {
+		t.Fatalf("doubled prefix: %q", r.stderr)
+	}
+	r = runBin(t, nil, "token", "--no-cache")
+	if r.code != 1 || r.stderr != "m2mtoken: --client-id or AUTH0_CLIENT_ID is empty: set it to the application's Client ID\n" {
 		t.Fatalf("no settings: exit %d, %q", r.code, r.stderr)
 	}
-	if r := runBin(t, nil, "token", "--bogus"); r.code != 2 {
-		t.Fatalf("bad flag: exit %d", r.code)
+	r = runBin(t, nil, "token", "--bogus")
+	if r.code != 2 || r.stdout != "" || r.stderr != "m2mtoken token: flag provided but not defined: -bogus\nRun 'm2mtoken token --help' for its flags.\n" {
+		t.Fatalf("bad flag: exit %d, %q", r.code, r.stderr)
 	}
-	if r := runBin(t, nil, "frobnicate"); r.code != 2 {
-		t.Fatalf("bad command: exit %d", r.code)
+	if r := runBin(t, nil, "frobnicate"); r.code != 2 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "m2mtoken help") {
+		t.Fatalf("bad command: exit %d, %q", r.code, r.stderr)
 	}
 }
 
@@ -190,11 +195,20 @@ func TestSecretFile(t *testing.T) {
 }
 
 func TestHelpAndVersion(t *testing.T) {
-	for _, args := range [][]string{{"--help"}, {"token", "--help"}, {"serve", "--help"}, {"demo", "--help"}} {
+	for _, args := range [][]string{{"--help"}, {"help"}, {"token", "--help"}, {"token", "-h"}, {"help", "token"}, {"serve", "--help"}, {"help", "serve"}, {"demo", "--help"}} {
 		r := runBin(t, nil, args...)
-		if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "Usage") {
-			t.Errorf("%v: exit %d, %q", args, r.code, r.stdout+r.stderr)
+		if r.code != 0 || !strings.Contains(r.stdout, "Usage") || r.stderr != "" {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
 		}
+		if len(args) == 2 && !strings.Contains(r.stdout, "Flags:") {
+			t.Errorf("%v: no flags in %q", args, r.stdout)
+		}
+	}
+	if r := runBin(t, nil, "token", "--help"); !strings.Contains(r.stdout, "(env AUTH0_CLIENT_ID)") || !strings.Contains(r.stdout, "-ca-file") {
+		t.Errorf("token --help does not name the variables: %q", r.stdout)
+	}
+	if r := runBin(t, nil, "help", "nope"); r.code != 2 || r.stdout != "" {
+		t.Errorf("help nope: exit %d", r.code)
 	}
 	for _, args := range [][]string{{"--version"}, {"version"}, {"token", "--version"}} {
 		if r := runBin(t, nil, args...); r.code != 0 || !strings.HasPrefix(r.stdout, "m2mtoken ") {
@@ -210,18 +224,8 @@ func TestServeAndToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
-	env := []string{}
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, "export "); ok {
-			env = append(env, v)
-		}
-		if strings.HasPrefix(line, "export AUTH0_AUDIENCE") {
-			break
-		}
-	}
-	if len(env) != 4 {
+	env, _ := readExports(t, stdout)
+	if len(env) != 4 || !strings.HasPrefix(env[0], "AUTH0_DOMAIN=http://127.0.0.1:") {
 		t.Fatalf("serve printed %v", env)
 	}
 	r := runBin(t, append(env, "M2MTOKEN_CACHE_DIR="+t.TempDir()), "token", "--json")
@@ -420,4 +424,23 @@ func TestHeaderURLWithBearer(t *testing.T) {
 	if r := runBin(t, env, "token", "--header", "--url", "not a url"); r.code != 1 || !strings.Contains(r.stderr, "--url") {
 		t.Fatalf("bad --url: exit %d %q", r.code, r.stderr)
 	}
+}
+
+// readExports reads serve's output up to "# serving until interrupted",
+// and returns the exported variables (NAME=value) and every line.
+func readExports(t *testing.T, r io.Reader) (env, lines []string) {
+	t.Helper()
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := sc.Text()
+		lines = append(lines, line)
+		if v, ok := strings.CutPrefix(line, "export "); ok {
+			env = append(env, v)
+		}
+		if line == "# serving until interrupted" {
+			return env, lines
+		}
+	}
+	t.Fatalf("serve ended before it was ready: %q", lines)
+	return nil, nil
 }

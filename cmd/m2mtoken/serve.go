@@ -2,13 +2,17 @@ package main
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -17,46 +21,128 @@ import (
 )
 
 func cmdServe(args []string, stdout, stderr io.Writer) error {
-	fs, showVersion := newFlags("serve", `Runs a local Auth0-compatible issuer (the m2mtest package) until interrupted:
-RS256 JWTs, JWKS at /.well-known/jwks.json, Auth0's error answers. For local
-development and integration tests of APIs that sit behind Auth0. It also
-serves a protected API at --api-addr that checks tokens for --audience as
-a strict server would (Bearer, or DPoP with its proof), and answers
-"ok CLIENT TOKEN_TYPE", to try out clients, curl and m2mtoken token --header.`, stderr)
-	addr := fs.String("addr", "127.0.0.1:0", "address to listen on")
+	c := newFlags("serve", `Runs a local Auth0-compatible issuer (the m2mtest package) until interrupted:
+RS256 JWTs, JWKS at /.well-known/jwks.json, Auth0's error answers; and the
+Auth0 quickstart's protected API, checking tokens for --audience:
+
+  /api/public          no token needed
+  /api/private         any valid token
+  /api/private-scoped  a valid token with the read:messages scope
+
+It also serves a protected API at --api-addr that checks tokens for
+--audience as a strict server would (Bearer, or DPoP with its proof): the
+same /api routes, and any other path answers "ok CLIENT TOKEN_TYPE", to
+try out clients, curl and m2mtoken token --header.
+
+It prints the environment to export (AUTH0_DOMAIN, AUTH0_CLIENT_ID, ...),
+the names m2mtoken token, the library's ConfigFromEnv and the Auth0
+quickstarts read. For local development and integration tests of APIs that
+sit behind Auth0.
+
+Plain http is accepted by m2mtoken only on loopback. For containers and
+other machines use --tls: it serves https with a certificate from a CA made
+for this run, and writes the CA certificate to --ca-out for clients to
+trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
+	fs := c.fs
+	addr := fs.String("addr", "127.0.0.1:0", "address to listen on, such as 0.0.0.0:8443 for other containers")
 	apiAddr := fs.String("api-addr", "127.0.0.1:0", "address of the protected API")
+	useTLS := fs.Bool("tls", false, "serve https with a certificate from a CA generated for this run")
+	caOut := fs.String("ca-out", "", "with --tls, write the CA certificate (PEM) to this file (default: a temporary file, removed at exit)")
+	hostname := fs.String("hostname", "", "the host name clients reach the server by, used in its URLs, issuer and certificate (default: the address, or the machine's name when it listens on all addresses with --tls)")
 	clientID := fs.String("client-id", "m2mtoken-local", "the registered client's ID")
 	secret := fs.String("client-secret", "", "the registered client's secret (default: a random one, printed)")
-	audience := fs.String("audience", "https://api.local/", "the API the client may get tokens for")
+	audience := fs.String("audience", "https://api.local/", "the API the client may get tokens for, and the one /api/private checks")
 	scope := fs.String("scope", "read:messages", "space-separated scopes granted to the client")
 	ttl := fs.Duration("ttl", 24*time.Hour, "token lifetime")
 	requireDPoP := fs.Bool("require-dpop", false, "refuse token requests without a DPoP proof (tokens are DPoP-bound whenever a proof is sent)")
 	dpopNonce := fs.Bool("dpop-nonce", false, "require DPoP nonces at the token endpoint (RFC 9449 section 8)")
 	apiNonce := fs.Bool("api-dpop-nonce", false, "require DPoP nonces at the protected API too (one-shot clients such as 'token --header | curl' cannot follow them)")
-	if ok, err := parse(fs, args, showVersion, stdout); !ok {
+	if ok, err := c.parse(args, stdout, stderr); !ok {
 		return err
+	}
+	if *caOut != "" && !*useTLS {
+		return c.usageError(stderr, "--ca-out needs --tls")
 	}
 	if *secret == "" {
 		b := make([]byte, 16)
 		rand.Read(b)
 		*secret = hex.EncodeToString(b)
 	}
-	s, err := m2mtest.Listen(*addr, m2mtest.Client{ID: *clientID, Secret: *secret, Audiences: []string{*audience}, Scopes: strings.Fields(*scope), RequireDPoP: *requireDPoP})
+	host, port, err := net.SplitHostPort(*addr)
 	if err != nil {
-		return err
+		return c.usageError(stderr, "--addr %q: %v (want HOST:PORT, such as 127.0.0.1:8089 or 0.0.0.0:8443)", *addr, err)
+	}
+	ip := net.ParseIP(host)
+	everywhere := host == "" || ip != nil && ip.IsUnspecified()
+	lc := m2mtest.ListenConfig{Addr: *addr, Host: *hostname}
+	var caFile string
+	if *useTLS {
+		if lc.Host == "" && everywhere {
+			if lc.Host, err = os.Hostname(); err != nil || lc.Host == "" {
+				lc.Host = "localhost"
+			}
+		}
+		ca, err := newLocalCA()
+		if err != nil {
+			return err
+		}
+		names, ips := certNames(host, lc.Host, everywhere)
+		if apiHost, _, err := net.SplitHostPort(*apiAddr); err == nil {
+			apiIP := net.ParseIP(apiHost)
+			n, i := certNames(apiHost, "", apiHost == "" || apiIP != nil && apiIP.IsUnspecified())
+			names, ips = append(names, n...), append(ips, i...)
+		}
+		cert, err := ca.serverCert(names, ips)
+		if err != nil {
+			return err
+		}
+		lc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		caFile = *caOut
+		if caFile == "" {
+			f, err := os.CreateTemp("", "m2mtoken-serve-ca-*.pem")
+			if err != nil {
+				return err
+			}
+			f.Close()
+			caFile = f.Name()
+			defer os.Remove(caFile)
+		}
+		if caFile, err = filepath.Abs(caFile); err != nil {
+			return err
+		}
+		if err := os.WriteFile(caFile, ca.PEM(), 0o644); err != nil {
+			return fmt.Errorf("--ca-out: %w", err)
+		}
+	}
+	s, err := lc.Listen(m2mtest.Client{ID: *clientID, Secret: *secret, Audiences: []string{*audience}, Scopes: strings.Fields(*scope), RequireDPoP: *requireDPoP})
+	if err != nil {
+		return fmt.Errorf("--addr %s: %w", *addr, err)
 	}
 	defer s.Close()
 	s.SetTokenLifetime(*ttl)
 	s.RequireDPoPNonce(*dpopNonce, *apiNonce)
+	serveQuickstartAPI(s.Handle, s, *audience)
+
+	// The protected API on an address of its own: the quickstart's routes,
+	// and "ok CLIENT TOKEN_TYPE" on any other path.
 	l, err := net.Listen("tcp", *apiAddr)
 	if err != nil {
 		return fmt.Errorf("--api-addr: %w", err)
 	}
-	api := &http.Server{Handler: s.Protect(*audience, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	apiMux := http.NewServeMux()
+	apiMux.Handle("/", s.Protect(*audience, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		fmt.Fprintf(w, "ok %s %s\n", *clientID, scheme)
-	})), ReadHeaderTimeout: 10 * time.Second}
-	go api.Serve(l)
+	})))
+	serveQuickstartAPI(apiMux.Handle, s, *audience)
+	api := &http.Server{Handler: apiMux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: lc.TLS}
+	apiURL := "http://" + apiHostPort(l.Addr(), "")
+	if lc.TLS != nil {
+		go api.ServeTLS(l, "", "")
+		apiURL = "https://" + apiHostPort(l.Addr(), lc.Host)
+	} else {
+		go api.Serve(l)
+	}
 	defer api.Close()
 	dpopNote := ""
 	if *requireDPoP {
@@ -69,17 +155,35 @@ a strict server would (Bearer, or DPoP with its proof), and answers
 		}
 		dpopNote += ")"
 	}
-	fmt.Fprintf(stdout, `m2mtoken test issuer listening on %s%s
-token URL: %s
-JWKS URL:  %s
-issuer:    %s
-API URL:   http://%s/
 
-export M2MTOKEN_TOKEN_URL=%s
-export AUTH0_CLIENT_ID=%s
-export AUTH0_CLIENT_SECRET=%s
-export AUTH0_AUDIENCE=%s
-`, s.URL, dpopNote, s.TokenURL(), s.JWKSURL(), s.Issuer(), l.Addr(), s.TokenURL(), *clientID, *secret, *audience)
+	var b strings.Builder
+	scheme := "http"
+	if *useTLS {
+		scheme = "https"
+	}
+	if u, err := url.Parse(s.URL); err == nil {
+		port = u.Port()
+	}
+	fmt.Fprintf(&b, "m2mtoken test issuer listening on %s (%s)%s\n", net.JoinHostPort(host, port), scheme, dpopNote)
+	fmt.Fprintf(&b, "token URL: %s\nJWKS URL:  %s\nissuer:    %s\n", s.TokenURL(), s.JWKSURL(), s.Issuer())
+	fmt.Fprintf(&b, "API URL:   %s/\n", apiURL)
+	fmt.Fprintf(&b, "routes:    /api/public, /api/private, /api/private-scoped (needs read:messages) for audience %s,\n"+
+		"           at the API URL and at %s; other paths of the API URL answer \"ok CLIENT TOKEN_TYPE\"\n", *audience, s.URL)
+	domain := strings.TrimPrefix(s.URL, "https://")
+	if *useTLS {
+		fmt.Fprintf(&b, "CA:        %s (trust it with curl --cacert FILE, SSL_CERT_FILE=FILE, m2mtoken token --ca-file FILE)\n", caFile)
+	} else if everywhere {
+		fmt.Fprintf(&b, "note:      m2mtoken and the Auth0 SDKs send secrets over plain http only to loopback; use --tls for other machines and containers\n")
+	}
+	fmt.Fprintf(&b, "\nexport AUTH0_DOMAIN=%s\nexport AUTH0_CLIENT_ID=%s\nexport AUTH0_CLIENT_SECRET=%s\nexport AUTH0_AUDIENCE=%s\n",
+		shellQuote(domain), shellQuote(*clientID), shellQuote(*secret), shellQuote(*audience))
+	if *useTLS {
+		fmt.Fprintf(&b, "export M2MTOKEN_CA_FILE=%s\n", shellQuote(caFile))
+		fmt.Fprintf(&b, "# SSL_CERT_FILE (Python, Go, OpenSSL) and CURL_CA_BUNDLE (curl) make this shell trust this CA only;\n# leave them out to keep the system's CAs\n")
+		fmt.Fprintf(&b, "export SSL_CERT_FILE=%s\nexport CURL_CA_BUNDLE=%s\n", shellQuote(caFile), shellQuote(caFile))
+	}
+	fmt.Fprintf(&b, "# serving until interrupted\n")
+	io.WriteString(stdout, b.String())
 	if f, ok := stdout.(*os.File); ok {
 		f.Sync()
 	}
@@ -88,4 +192,90 @@ export AUTH0_AUDIENCE=%s
 	<-sig
 	fmt.Fprintln(stderr, "m2mtoken serve: stopping")
 	return nil
+}
+
+// certNames are the names and addresses the server certificate is for:
+// the host clients use, localhost and loopback, the listening address, and
+// when listening everywhere the machine's name and addresses.
+func certNames(listenHost, urlHost string, everywhere bool) ([]string, []net.IP) {
+	names := []string{}
+	var ips []net.IP
+	add := func(h string) {
+		if h == "" {
+			return
+		}
+		if ip := net.ParseIP(h); ip != nil {
+			if !ip.IsUnspecified() {
+				ips = append(ips, ip)
+			}
+			return
+		}
+		for _, n := range names {
+			if strings.EqualFold(n, h) {
+				return
+			}
+		}
+		names = append(names, h)
+	}
+	add(urlHost)
+	add("localhost")
+	add("127.0.0.1")
+	add("::1")
+	add(listenHost)
+	if everywhere {
+		if h, err := os.Hostname(); err == nil {
+			add(h)
+		}
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() {
+					ips = append(ips, n.IP)
+				}
+			}
+		}
+	}
+	return names, ips
+}
+
+// apiHostPort is the address of the API's listener as clients reach it: an
+// unspecified address becomes 127.0.0.1, or host when given.
+func apiHostPort(a net.Addr, host string) string {
+	h, port, _ := net.SplitHostPort(a.String())
+	if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
+		h = "127.0.0.1"
+		if host != "" {
+			h = host
+		}
+	}
+	return net.JoinHostPort(h, port)
+}
+
+// serveQuickstartAPI adds the Auth0 quickstart's routes with handle,
+// checking tokens as m2mtest's Protect does.
+func serveQuickstartAPI(handle func(string, http.Handler), s *m2mtest.Server, audience string) {
+	message := func(msg string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(map[string]string{"message": msg})
+		})
+	}
+	handle("/api/public", message("Hello from a public endpoint! You don't need to be authenticated to see this."))
+	handle("/api/private", s.Protect(audience, nil, message("Hello from a private endpoint! You need to be authenticated to see this.")))
+	handle("/api/private-scoped", s.Protect(audience, []string{"read:messages"},
+		message("Hello from a private endpoint! You need to be authenticated and have a scope of read:messages to see this.")))
+}
+
+// shellQuote quotes v for a POSIX shell when it needs it.
+func shellQuote(v string) string {
+	safe := v != ""
+	for _, r := range v {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@%+=,", r)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return v
+	}
+	return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
 }

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/m2mtoken/m2mtoken/m2mtest"
+)
+
+// demoRow returns the values of the demo's result row that starts with
+// label, one per column.
+func demoRow(t *testing.T, out, label string) []string {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), label); ok {
+			return strings.Fields(rest)
+		}
+	}
+	t.Fatalf("no %q row in\n%s", label, out)
+	return nil
+}
+
+// TestDemoCountsWaitsFromTheSource: the m2mtoken column's waits come from
+// Stats (none, with refreshes keeping up); the timing rule is said to be
+// for the comparison column only; with stderr not a terminal, progress is
+// plain lines, never redrawn with \r.
+func TestDemoCountsWaitsFromTheSource(t *testing.T) {
+	r := runBin(t, nil, "demo", "--duration", "2s", "--ttl", "4s", "--token-latency", "50ms", "--callers", "8", "--compare")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if w := demoRow(t, r.stdout, "calls that waited on refresh"); len(w) != 2 || w[0] != "0" {
+		t.Fatalf("waits %v\n%s", w, r.stdout)
+	}
+	if !strings.Contains(r.stdout, "counted by the source (Stats().Waits)") || !strings.Contains(r.stdout, "x/oauth2 has no such counter: there it is a timing rule") {
+		t.Fatalf("the demo does not say how it counts:\n%s", r.stdout)
+	}
+	if strings.Contains(r.stderr, "\r") {
+		t.Fatalf("progress redrawn on a pipe: %q", r.stderr)
+	}
+}
+
+// TestDemoRemoteNormalizedURL: with AUTH0_DOMAIN in a form the library
+// accepts (a scheme, a trailing slash), both columns reach the server.
+func TestDemoRemoteNormalizedURL(t *testing.T) {
+	const demoAud = "https://api.demo.test/"
+	s := m2mtest.NewServer(m2mtest.Client{ID: "demo", Secret: secret, Audiences: []string{demoAud}})
+	defer s.Close()
+	env := []string{"AUTH0_DOMAIN=" + s.URL + "/", "AUTH0_CLIENT_ID=demo", "AUTH0_CLIENT_SECRET=" + secret, "AUTH0_AUDIENCE=" + demoAud}
+	r := runBin(t, env, "demo", "--duration", "1s", "--callers", "4", "--compare", "--quiet")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "demo against "+s.TokenURL()) {
+		t.Fatalf("not the normalized URL:\n%s", r.stdout)
+	}
+	failed := demoRow(t, r.stdout, "failed calls")
+	reqs := demoRow(t, r.stdout, "token requests")
+	if len(failed) != 2 || failed[0] != "0" || failed[1] != "0" {
+		t.Fatalf("failed calls %v\n%s", failed, r.stdout)
+	}
+	for i, v := range reqs {
+		if n, _ := strconv.Atoi(v); n < 1 {
+			t.Fatalf("column %d made no token request\n%s", i, r.stdout)
+		}
+	}
+	if n := s.TokensIssued("demo"); n < 2 {
+		t.Fatalf("%d tokens issued, want one per column at least", n)
+	}
+}
