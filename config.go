@@ -174,8 +174,9 @@ type Config struct {
 	// AttemptTimeout bounds each HTTP request of a fetch. Zero means 15 s.
 	AttemptTimeout time.Duration
 	// MaxAttempts bounds the requests of one fetch, within FetchTimeout.
-	// Network errors, 408, 429, 5xx and malformed 2xx answers are retried;
-	// other errors are not. Zero means 8: with the default backoff a fetch
+	// Network errors, 408, 429, 5xx and 2xx bodies cut short are retried;
+	// other errors are not, nor a host name that does not exist, a
+	// certificate that does not verify, or a 2xx that is not a token answer. Zero means 8: with the default backoff a fetch
 	// then keeps trying for about 30 seconds before its waiters get the
 	// error.
 	MaxAttempts int
@@ -185,8 +186,10 @@ type Config struct {
 	// FetchTimeout. Zero means 250 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
 	// ErrorCacheTTL is how long a permanent error (400, 401, 403: a wrong
-	// secret, audience or grant) is returned to callers without asking the
-	// endpoint again, so that a misconfigured service cannot hammer it.
+	// secret, audience or grant; a host that does not exist, a certificate
+	// that does not verify, a 2xx that is not a token answer) is returned to
+	// callers without asking the endpoint again, so that a misconfigured
+	// service cannot hammer it.
 	// Zero means 5 seconds.
 	ErrorCacheTTL time.Duration
 	// MinInvalidateInterval is the least time between two invalidations
