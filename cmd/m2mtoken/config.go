@@ -13,26 +13,32 @@ import (
 // environment variable.
 type credFlag struct{ flag, env, usage string }
 
-// credFlagDefs are the flags for the settings that say which token to get,
-// each beside its variable. Every command that gets tokens (token, demo,
-// agent) registers them with registerCredFlags and builds its Config with
-// credFlags.config.
+// credFlagDefs are the flags for the settings that say which token to get:
+// one per variable that m2mtoken.ConfigFromEnv reads, described as the
+// library describes the variable. Every command that gets tokens (token,
+// demo, agent) registers them with registerCredFlags and builds its Config
+// with credFlags.config.
 func credFlagDefs() []credFlag {
-	return []credFlag{
-		{"domain", "AUTH0_DOMAIN", "Auth0 domain, such as tenant.eu.auth0.com"},
-		{"token-url", "M2MTOKEN_TOKEN_URL", "token endpoint of any OAuth 2.0 server, such as https://auth.example.com/oauth/token, instead of --domain"},
-		{"client-id", "AUTH0_CLIENT_ID", "client ID"},
-		{"client-secret", "AUTH0_CLIENT_SECRET", "client secret; prefer the variable or --client-secret-file: other users can see flags in the process list"},
-		{"client-secret-file", "AUTH0_CLIENT_SECRET_FILE", "read the client secret from this file"},
-		{"private-key-file", "M2MTOKEN_PRIVATE_KEY_FILE", "authenticate with Private Key JWT, signing with this PEM key instead of sending a secret"},
-		{"key-id", "M2MTOKEN_KEY_ID", "the kid of --private-key-file as registered with the server"},
-		{"auth-method", "M2MTOKEN_AUTH_METHOD", "how to send the secret: post (client_secret_post, the default) or basic (client_secret_basic)"},
-		{"audience", "AUTH0_AUDIENCE", "API identifier"},
-		{"scope", "AUTH0_SCOPE", "space-separated scopes"},
-		{"organization", "AUTH0_ORGANIZATION", "organization ID or name"},
-		{"ca-file", "M2MTOKEN_CA_FILE", "also trust the CA certificates in this PEM file, such as the one m2mtoken serve --tls --ca-out writes"},
-		{"dpop-key", "M2MTOKEN_DPOP_KEY_FILE", "bind tokens to this PEM key with DPoP (a P-256 key: openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out dpop.pem)"},
+	flags := map[string]string{
+		"AUTH0_DOMAIN": "domain", "M2MTOKEN_TOKEN_URL": "token-url", "AUTH0_CLIENT_ID": "client-id",
+		"AUTH0_CLIENT_SECRET": "client-secret", "AUTH0_CLIENT_SECRET_FILE": "client-secret-file",
+		"M2MTOKEN_PRIVATE_KEY_FILE": "private-key-file", "M2MTOKEN_KEY_ID": "key-id", "M2MTOKEN_AUTH_METHOD": "auth-method",
+		"AUTH0_AUDIENCE": "audience", "AUTH0_SCOPE": "scope", "AUTH0_ORGANIZATION": "organization", "M2MTOKEN_CA_FILE": "ca-file",
+		"M2MTOKEN_DPOP_KEY_FILE": "dpop-key",
 	}
+	notes := map[string]string{
+		"AUTH0_CLIENT_SECRET":    "; prefer the variable or --client-secret-file: other users can see flags in the process list",
+		"M2MTOKEN_DPOP_KEY_FILE": " (to make one: openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out dpop.pem)",
+	}
+	var defs []credFlag
+	for _, v := range m2mtoken.EnvVars() {
+		f, ok := flags[v.Name]
+		if !ok {
+			f = strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(strings.TrimPrefix(v.Name, "AUTH0_"), "M2MTOKEN_"), "_", "-"))
+		}
+		defs = append(defs, credFlag{flag: f, env: v.Name, usage: v.Meaning + notes[v.Name]})
+	}
+	return defs
 }
 
 // exclusive are groups of settings of which one is given: a flag for one
