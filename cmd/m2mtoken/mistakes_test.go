@@ -30,6 +30,9 @@ func TestRetriesAreReported(t *testing.T) {
 	if tok := strings.TrimSpace(r.stdout); strings.Count(r.stdout, "\n") != 1 || !strings.HasPrefix(tok, "eyJ") {
 		t.Fatalf("stdout %q", r.stdout)
 	}
+	if strings.Contains(r.stderr, secret) || strings.Contains(r.stderr, strings.TrimSpace(r.stdout)) {
+		t.Fatal("a retry line shows the secret or the token")
+	}
 }
 
 // TestGivesUpWithCount: the final error of a retried fetch says how often
