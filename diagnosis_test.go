@@ -83,6 +83,19 @@ func TestPermanentNetworkErrors(t *testing.T) {
 			t.Fatal("still remembered after ErrorCacheTTL")
 		}
 	})
+	t.Run("plain http server", func(t *testing.T) {
+		// https:// to a server that answers in plain http.
+		e := newEndpoint(t)
+		s, clk := testSource(t, e, func(c *Config) { c.TokenURL = "https://" + e.Listener.Addr().String() + "/oauth/token" })
+		_, err := s.Token()
+		var te *TokenError
+		if !errors.As(err, &te) || te.Temporary || !strings.Contains(err.Error(), "the server does not speak TLS") {
+			t.Fatalf("err = %v", err)
+		}
+		if len(clk.Slept()) != 0 || e.count() != 0 {
+			t.Fatalf("retried: slept %v", clk.Slept())
+		}
+	})
 	t.Run("certificate", func(t *testing.T) {
 		srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 		defer srv.Close()
@@ -212,6 +225,15 @@ func TestHints(t *testing.T) {
 			}
 		})
 	}
+	t.Run("wrong path", func(t *testing.T) {
+		e := newEndpoint(t)
+		s, _ := testSource(t, e, nil)
+		e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool { http.NotFound(w, r); return true })
+		_, err := s.Token()
+		if err == nil || !strings.Contains(err.Error(), "404 Not Found (the URL is not a token endpoint") {
+			t.Fatalf("err = %v", err)
+		}
+	})
 	t.Run("invalid_client", func(t *testing.T) {
 		e := newEndpoint(t)
 		s, _ := testSource(t, e, nil)

@@ -23,10 +23,10 @@ type TokenError struct {
 	// "error_description", if it had them.
 	Code, Description string
 	// Temporary reports whether a retry may succeed: network errors other
-	// than a name that does not exist or a certificate that does not
-	// verify, 408, 429, 5xx, and a 2xx body cut short. Permanent errors
-	// are not retried, and are returned for Config.ErrorCacheTTL without
-	// asking again.
+	// than a name that does not exist, a certificate that does not verify
+	// or a server that does not speak TLS; 408, 429, 5xx, and a 2xx body
+	// cut short. Permanent errors are not retried, and are returned for
+	// Config.ErrorCacheTTL without asking again.
 	Temporary bool
 	// RetryAfter is the delay the endpoint asked for, if it asked.
 	RetryAfter time.Duration

@@ -337,6 +337,12 @@ func networkErrorKind(err error) (temporary bool, hint string) {
 	if errors.As(err, &cve) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) {
 		return false, "the server's certificate does not verify: check the URL, or trust the CA that signed it (M2MTOKEN_CA_FILE, or Config.HTTPClient)"
 	}
+	// net/http turns a tls.RecordHeaderError that looks like HTTP into an
+	// error of its own, without a type.
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
+		return false, "the server does not speak TLS: check the URL; a local plain-http server needs http:// (allowed only to loopback)"
+	}
 	return true, ""
 }
 
@@ -359,6 +365,8 @@ func (s *TokenSource) hint(te *TokenError) string {
 		return "authorize the application for this API (Auth0: Applications, APIs, Machine to Machine Applications)"
 	case strings.HasPrefix(desc, "No audience parameter was provided"):
 		return "set the audience to the API's identifier"
+	case te.Code == "" && (te.StatusCode == http.StatusNotFound || te.StatusCode == http.StatusMethodNotAllowed):
+		return "the URL is not a token endpoint: check the domain or token URL; Auth0's is https://TENANT/oauth/token"
 	}
 	return ""
 }
