@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -97,7 +99,9 @@ func TestPermanentNetworkErrors(t *testing.T) {
 		}
 	})
 	t.Run("certificate", func(t *testing.T) {
-		srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+		srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake
+		srv.StartTLS()
 		defer srv.Close()
 		e := newEndpoint(t)
 		s, clk := testSource(t, e, func(c *Config) { c.TokenURL = srv.URL + "/oauth/token" })
