@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"net/url"
 	"sync"
 )
 
@@ -43,7 +44,7 @@ func credentialKey(key, tokenURL string, cfg Config) string {
 // credentialID names the credential without revealing it. For Private Key
 // JWT it is the public key's SHA-256 (public already) and the key ID. For a
 // secret it is a slow, salted hash: PBKDF2-HMAC-SHA256 with
-// credentialIterations, salted with the token URL and client ID so that
+// credentialIterations, salted with the server's host and client ID so that
 // no table of precomputed guesses serves two clients. Only a hash of the
 // result reaches the cache key, and the key is all a cache stores.
 func credentialID(tokenURL string, cfg Config) string {
@@ -56,7 +57,15 @@ func credentialID(tokenURL string, cfg Config) string {
 		sum := sha256.Sum256(der)
 		return "public-key:" + hex.EncodeToString(sum[:]) + ";kid:" + cfg.KeyID
 	}
-	salt := fmt.Sprintf("m2mtoken/secret/v1;%d:%s;%d:%s", len(tokenURL), tokenURL, len(cfg.ClientID), cfg.ClientID)
+	// The server's host name, not its whole URL: enough to keep a table of
+	// guesses for one client from serving another, and a program's sources
+	// for one client (or a test suite's servers on loopback ports) share
+	// one derivation.
+	host := tokenURL
+	if u, err := url.Parse(tokenURL); err == nil {
+		host = u.Hostname()
+	}
+	salt := fmt.Sprintf("m2mtoken/secret/v1;%d:%s;%d:%s", len(host), host, len(cfg.ClientID), cfg.ClientID)
 	return derivedSecrets.get(salt, cfg.ClientSecret)
 }
 
