@@ -34,7 +34,8 @@ type demoOptions struct {
 	tokenLatency time.Duration
 	compare      bool
 	progress     bool
-	terminal     bool // stderr is a terminal: redraw the progress line in place
+	terminal     bool          // stderr is a terminal: redraw the progress line in place
+	plainEvery   time.Duration // otherwise, print a line this often
 	dpop         bool
 }
 
@@ -59,11 +60,12 @@ proof. Exit status 0 only if no API call through m2mtoken failed.`)
 	fs.BoolVar(&o.compare, "compare", false, "also run the load through x/oauth2 clientcredentials and compare")
 	fs.BoolVar(&o.dpop, "dpop", false, "DPoP-bound tokens: a proof per API call, nonces at the issuer and the API")
 	quiet := fs.Bool("quiet", false, "no live progress")
+	fs.DurationVar(&o.plainEvery, "progress-every", 5*time.Second, "when stderr is not a terminal (a log, a pipe), print a progress line this often")
 	if ok, err := c.parse(args, stdout, stderr); !ok {
 		return err
 	}
-	if o.callers < 1 || o.duration <= 0 || o.ttl < time.Second {
-		return c.usageError(stderr, "--callers must be at least 1, --duration positive, --ttl at least 1s")
+	if o.callers < 1 || o.duration <= 0 || o.ttl < time.Second || o.plainEvery <= 0 {
+		return c.usageError(stderr, "--callers must be at least 1, --duration and --progress-every positive, --ttl at least 1s")
 	}
 	if o.dpop && o.compare {
 		return c.usageError(stderr, "--dpop and --compare do not go together: x/oauth2 cannot make DPoP proofs")
@@ -290,7 +292,7 @@ func runLoad(o demoOptions, tgt target, impl string, stderr io.Writer) (loadResu
 	// pipe, a plain line every few seconds.
 	every := 250 * time.Millisecond
 	if !o.terminal {
-		every = 5 * time.Second
+		every = o.plainEvery
 	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()

@@ -26,7 +26,7 @@ func demoRow(t *testing.T, out, label string) []string {
 // for the comparison column only; with stderr not a terminal, progress is
 // plain lines, never redrawn with \r.
 func TestDemoCountsWaitsFromTheSource(t *testing.T) {
-	r := runBin(t, nil, "demo", "--duration", "2s", "--ttl", "4s", "--token-latency", "50ms", "--callers", "8", "--compare")
+	r := runBin(t, nil, "demo", "--duration", "2s", "--ttl", "4s", "--token-latency", "50ms", "--callers", "8", "--compare", "--progress-every", "600ms")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -38,6 +38,11 @@ func TestDemoCountsWaitsFromTheSource(t *testing.T) {
 	}
 	if strings.Contains(r.stderr, "\r") {
 		t.Fatalf("progress redrawn on a pipe: %q", r.stderr)
+	}
+	for _, impl := range []string{"m2mtoken", "x/oauth2"} {
+		if n := strings.Count(r.stderr, "  "+impl+" "); n < 2 || n > 10 {
+			t.Fatalf("%d progress lines for %s in 2 s at one per 600 ms:\n%s", n, impl, r.stderr)
+		}
 	}
 }
 
