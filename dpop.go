@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -45,14 +44,14 @@ func (c *Config) checkDPoP() error {
 	if c.DPoPKey == nil {
 		switch {
 		case c.RequireDPoP:
-			return errors.New("m2mtoken: Config.RequireDPoP is set without Config.DPoPKey: set a key (see LoadPrivateKey) or unset RequireDPoP")
+			return configErr("{RequireDPoP} is set without {DPoPKey}: set a key (see LoadPrivateKey) or unset RequireDPoP")
 		case c.DPoPAlgorithm != "":
-			return errors.New("m2mtoken: Config.DPoPAlgorithm is set without Config.DPoPKey")
+			return configErr("{DPoPAlgorithm} is set without {DPoPKey}")
 		}
 		return nil
 	}
 	if _, err := dpop.NewKey(c.DPoPKey, c.DPoPAlgorithm); err != nil {
-		return fmt.Errorf("m2mtoken: Config.DPoPKey: %w", err)
+		return configErr("{DPoPKey}: %v", err)
 	}
 	return nil
 }
