@@ -45,7 +45,7 @@ func TestConfigFromEnv(t *testing.T) {
 		}
 		return m
 	}
-	ignore := cmpopts.IgnoreFields(Config{}, "PrivateKey", "HTTPClient")
+	ignore := cmpopts.IgnoreFields(Config{}, "PrivateKey", "HTTPClient", "DPoPKey")
 	for _, tt := range []struct {
 		name    string
 		env     map[string]string
@@ -74,6 +74,7 @@ func TestConfigFromEnv(t *testing.T) {
 		{"bad key file", with("AUTH0_CLIENT_SECRET", "", "M2MTOKEN_PRIVATE_KEY_FILE", secretFile), Config{}, "M2MTOKEN_PRIVATE_KEY_FILE: no PEM block found"},
 		{"bad method", with("M2MTOKEN_AUTH_METHOD", "digest"), Config{}, `M2MTOKEN_AUTH_METHOD "digest": use post, basic or private_key_jwt`},
 		{"bad ca file", with("M2MTOKEN_CA_FILE", secretFile), Config{}, "M2MTOKEN_CA_FILE: no PEM certificate in"},
+		{"bad dpop key file", with("M2MTOKEN_DPOP_KEY_FILE", secretFile), Config{}, "M2MTOKEN_DPOP_KEY_FILE: no PEM block found"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := ConfigFromLookup(lookupIn(tt.env), nil)
@@ -97,6 +98,12 @@ func TestConfigFromEnv(t *testing.T) {
 			}
 		})
 	}
+	t.Run("dpop key", func(t *testing.T) {
+		got, err := ConfigFromLookup(lookupIn(with("M2MTOKEN_DPOP_KEY_FILE", keyFile)), nil)
+		if err != nil || got.DPoPKey == nil {
+			t.Fatalf("DPoPKey %v, err %v", got.DPoPKey, err)
+		}
+	})
 	t.Run("named by the caller", func(t *testing.T) {
 		_, err := ConfigFromLookup(lookupIn(with("AUTH0_CLIENT_ID", "")), func(v string) string { return "--flag or " + v })
 		var ce *ConfigError
