@@ -90,8 +90,20 @@ func TestServeTLS(t *testing.T) {
 	tok := strings.TrimSpace(r.stdout)
 
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	var apiURL string
+	for _, l := range lines {
+		if v, ok := strings.CutPrefix(l, "API URL:"); ok {
+			apiURL = strings.TrimSuffix(strings.TrimSpace(v), "/")
+		}
+	}
+	if !strings.HasPrefix(apiURL, "https://127.0.0.1:") {
+		t.Fatalf("API URL %q", apiURL)
+	}
 	get := func(path, token string) (int, string) {
 		req, _ := http.NewRequest("GET", base+path, nil)
+		if strings.HasPrefix(path, "api:") {
+			req, _ = http.NewRequest("GET", apiURL+strings.TrimPrefix(path, "api:"), nil)
+		}
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
@@ -114,6 +126,9 @@ func TestServeTLS(t *testing.T) {
 		{"/api/private", "not-a-token", 401},
 		{"/api/private", tok, 200},
 		{"/api/private-scoped", tok, 200},
+		{"api:/api/private", tok, 200},
+		{"api:/api/private", "", 401},
+		{"api:/api/private-scoped", tok, 200},
 	} {
 		if code, msg := get(tt.path, tt.token); code != tt.code || code == 200 && !strings.HasPrefix(msg, "Hello from a") {
 			t.Errorf("%s with token %v: %d %q, want %d", tt.path, tt.token != "", code, msg, tt.code)
