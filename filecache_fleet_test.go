@@ -41,7 +41,9 @@ func TestFileCacheFleet(t *testing.T) {
 		f.Start()
 	}
 	f.Warm(t) // kills start once the fleet has its first token
-	probe, err := New(Config{TokenURL: iss.TokenURL(), ClientID: "files", ClientSecret: "x", Audience: aud})
+	// The fleet's key covers its credential: compute it with the same
+	// secret and cache, as the children do.
+	probe, err := New(Config{TokenURL: iss.TokenURL(), ClientID: "files", ClientSecret: testSecret, Audience: aud, Cache: NewFileCache(dir)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,10 @@ func newFleetEnv(t *testing.T) *fleetEnv {
 	env.api = fleet.NewAPI(t, env.iss, fleetAud)
 	env.iss.AddClient(m2mtest.Client{ID: "fleet", Secret: "fleet-secret-CANARY", Audiences: []string{aud, fleetAud}})
 	env.bin = fleet.Build(t, "github.com/m2mtoken/m2mtoken/rediscache/internal/fleetchild")
-	s, err := m2mtoken.New(m2mtoken.Config{TokenURL: env.iss.TokenURL(), ClientID: "fleet", ClientSecret: "x", Audience: fleetAud})
+	// The fleet's key covers its credential: compute it with the same
+	// secret and a shared cache, as the children do.
+	s, err := m2mtoken.New(m2mtoken.Config{TokenURL: env.iss.TokenURL(), ClientID: "fleet", ClientSecret: "fleet-secret-CANARY", Audience: fleetAud,
+		Cache: m2mtoken.NewMemoryCache()})
 	if err != nil {
 		t.Fatal(err)
 	}
