@@ -5,6 +5,7 @@
 //	m2mtoken token   print an access token (cached in a file between runs)
 //	m2mtoken serve   run a local test issuer and a protected API
 //	m2mtoken demo    drive a protected API through the library and report
+//	m2mtoken agent   hold tokens and hand them to local processes in any language
 package main
 
 import (
@@ -23,6 +24,8 @@ Usage:
   m2mtoken token [flags]   print an access token for scripts (cached between runs)
   m2mtoken serve [flags]   run a local Auth0-compatible issuer and API for development and tests
   m2mtoken demo  [flags]   run a load through the library against a local issuer and API
+  m2mtoken agent [flags]   hold tokens for every process on this host: a local token endpoint,
+                           files and an egress proxy, refreshed in the background
   m2mtoken version         print the version
   m2mtoken help COMMAND    print a command's flags (or: m2mtoken COMMAND --help)
 
@@ -45,6 +48,7 @@ func commands() map[string]func(args []string, stdout, stderr io.Writer) error {
 		"token": cmdToken,
 		"serve": cmdServe,
 		"demo":  cmdDemo,
+		"agent": cmdAgent,
 	}
 }
 

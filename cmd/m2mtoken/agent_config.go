@@ -1,0 +1,303 @@
+// The agent's sources: one named "default" from the same flags and
+// environment as `m2mtoken token`, or several from a JSON config file. The
+// file is read with the standard library only; secrets come from the
+// environment or from files, never from the config file itself.
+
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/m2mtoken/m2mtoken"
+)
+
+// sourceSpec is one source the agent holds, before it is started.
+type sourceSpec struct {
+	name   string
+	origin string // where it was defined, for errors: "flags" or "FILE: source NAME"
+	cfg    m2mtoken.Config
+	// fieldName says how the user named a Config field, for the library's
+	// errors (*m2mtoken.ConfigError).
+	fieldName func(field string) string
+}
+
+// configFieldNames are the config file's names for the library's fields.
+var configFieldNames = map[string]string{
+	"Domain": "domain", "TokenURL": "token_url", "ClientID": "client_id",
+	"ClientSecret": "client_secret_env or client_secret_file",
+	"AuthMethod":   "auth_method", "PrivateKey": "private_key_file", "KeyID": "key_id",
+	"Audience": "audience", "Scopes": "scopes", "Organization": "organization",
+	"DPoPKey": "dpop_key_file", "RequireDPoP": "require_dpop",
+}
+
+// configFieldName names a Config field as the config file does.
+func configFieldName(field string) string {
+	if n, ok := configFieldNames[field]; ok {
+		return `"` + n + `"`
+	}
+	return "Config." + field
+}
+
+// fileConfig is the agent's config file.
+//
+//	{"sources": [{"name": "billing", "domain": "tenant.eu.auth0.com",
+//	  "client_id": "...", "client_secret_env": "BILLING_SECRET",
+//	  "audience": "https://billing.example.com/"}]}
+type fileConfig struct {
+	Sources []json.RawMessage `json:"sources"`
+}
+
+// fileSource is one source in the config file. Unknown fields are refused,
+// so that a misspelt field is an error rather than a silent default.
+type fileSource struct {
+	Name             string   `json:"name"`
+	Domain           string   `json:"domain"`
+	TokenURL         string   `json:"token_url"`
+	ClientID         string   `json:"client_id"`
+	ClientSecretEnv  string   `json:"client_secret_env"`
+	ClientSecretFile string   `json:"client_secret_file"`
+	AuthMethod       string   `json:"auth_method"`
+	Audience         string   `json:"audience"`
+	Scopes           []string `json:"scopes"`
+	Organization     string   `json:"organization"`
+	PrivateKeyFile   string   `json:"private_key_file"`
+	KeyID            string   `json:"key_id"`
+	DPoPKeyFile      string   `json:"dpop_key_file"`
+	RequireDPoP      bool     `json:"require_dpop"`
+	Cache            string   `json:"cache"`
+	CacheDir         string   `json:"cache_dir"`
+
+	// ClientSecret is refused: a secret never sits in the config file.
+	ClientSecret json.RawMessage `json:"client_secret"`
+}
+
+// sourceName is what a source may be called: it appears in URL paths and
+// flag values.
+var sourceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// loadConfigFile reads the sources in the config file at path.
+func loadConfigFile(path string) ([]sourceSpec, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	return parseConfigFile(path, b, os.Getenv)
+}
+
+// parseConfigFile parses the config file's contents; getenv reads the
+// environment variables the file names.
+func parseConfigFile(path string, b []byte, getenv func(string) string) ([]sourceSpec, error) {
+	var fc fileConfig
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&fc); err != nil {
+		return nil, fmt.Errorf("config file %s: %s", path, jsonError(b, err, `the file's one field is "sources"`))
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("config file %s: more than one JSON value; the file holds one object with a \"sources\" list", path)
+	}
+	if len(fc.Sources) == 0 {
+		return nil, fmt.Errorf("config file %s: \"sources\" is empty or missing: list at least one source, such as {\"sources\": [{\"name\": \"default\", \"domain\": \"...\", \"client_id\": \"...\", \"client_secret_env\": \"...\", \"audience\": \"...\"}]}", path)
+	}
+	specs := make([]sourceSpec, 0, len(fc.Sources))
+	seen := map[string]int{}
+	for i, raw := range fc.Sources {
+		var fs fileSource
+		d := json.NewDecoder(bytes.NewReader(raw))
+		d.DisallowUnknownFields()
+		where := fmt.Sprintf("config file %s: sources[%d]", path, i)
+		if err := d.Decode(&fs); err != nil {
+			return nil, fmt.Errorf("%s: %s", where, jsonError(nil, err, sourceFields))
+		}
+		if fs.Name == "" {
+			return nil, fmt.Errorf("%s: \"name\" is missing: give each source a name (letters, digits, '.', '_', '-'); clients ask for /v1/token/NAME", where)
+		}
+		where = fmt.Sprintf("config file %s: source %q", path, fs.Name)
+		if !sourceName.MatchString(fs.Name) {
+			return nil, fmt.Errorf("%s: \"name\": use up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", where)
+		}
+		if j, dup := seen[fs.Name]; dup {
+			return nil, fmt.Errorf("%s: the name is used by sources[%d] too: names must be unique", where, j)
+		}
+		seen[fs.Name] = i
+		cfg, err := fs.config(getenv)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		specs = append(specs, sourceSpec{name: fs.Name, origin: where, cfg: cfg, fieldName: configFieldName})
+	}
+	return specs, nil
+}
+
+// config turns the file's fields into a Config.
+func (fs *fileSource) config(getenv func(string) string) (m2mtoken.Config, error) {
+	cfg := m2mtoken.Config{
+		Domain: fs.Domain, TokenURL: fs.TokenURL, ClientID: fs.ClientID,
+		Audience: fs.Audience, Scopes: fs.Scopes, Organization: fs.Organization,
+	}
+	if fs.ClientSecret != nil {
+		return cfg, errors.New("\"client_secret\": a secret is never written in the config file: put it in an environment variable and name it in \"client_secret_env\", or in a file (mode 0600) named in \"client_secret_file\"")
+	}
+	if fs.ClientID == "" {
+		return cfg, errors.New("\"client_id\" is missing: set it to the application's Client ID")
+	}
+	if fs.Domain == "" && fs.TokenURL == "" {
+		return cfg, errors.New("no endpoint: set \"domain\" (such as \"tenant.eu.auth0.com\") or \"token_url\"")
+	}
+	if fs.ClientSecretEnv != "" && fs.ClientSecretFile != "" {
+		return cfg, errors.New("\"client_secret_env\" and \"client_secret_file\" are both set: give one")
+	}
+	switch {
+	case fs.ClientSecretEnv != "":
+		cfg.ClientSecret = getenv(fs.ClientSecretEnv)
+		if cfg.ClientSecret == "" {
+			return cfg, fmt.Errorf("\"client_secret_env\": the environment variable %s is empty or unset: set it to the client secret in the agent's environment", fs.ClientSecretEnv)
+		}
+	case fs.ClientSecretFile != "":
+		s, err := readSecretFile(fs.ClientSecretFile)
+		if err != nil {
+			return cfg, fmt.Errorf("\"client_secret_file\": %w", err)
+		}
+		cfg.ClientSecret = s
+	}
+	if fs.KeyID != "" && fs.PrivateKeyFile == "" {
+		return cfg, errors.New("\"key_id\" is set without \"private_key_file\"")
+	}
+	if fs.PrivateKeyFile != "" {
+		if cfg.ClientSecret != "" {
+			return cfg, errors.New("\"private_key_file\" and a client secret are both set: authenticate with one (remove client_secret_env or client_secret_file, or the key)")
+		}
+		key, err := m2mtoken.LoadPrivateKey(fs.PrivateKeyFile)
+		if err != nil {
+			return cfg, fmt.Errorf("\"private_key_file\": %s", strings.TrimPrefix(err.Error(), "m2mtoken: "))
+		}
+		cfg.PrivateKey, cfg.KeyID, cfg.AuthMethod = key, fs.KeyID, m2mtoken.PrivateKeyJWT
+		if fs.AuthMethod != "" && fs.AuthMethod != "private_key_jwt" {
+			return cfg, fmt.Errorf("\"auth_method\" %q with \"private_key_file\": a key means private_key_jwt; remove auth_method", fs.AuthMethod)
+		}
+	} else {
+		if cfg.ClientSecret == "" {
+			return cfg, errors.New("no credential: set \"client_secret_env\" (an environment variable that holds the secret), \"client_secret_file\", or \"private_key_file\"")
+		}
+		switch fs.AuthMethod {
+		case "", "post", "client_secret_post":
+		case "basic", "client_secret_basic":
+			cfg.AuthMethod = m2mtoken.ClientSecretBasic
+		default:
+			return cfg, fmt.Errorf("\"auth_method\" %q: use \"post\" or \"basic\" (or give \"private_key_file\" for Private Key JWT)", fs.AuthMethod)
+		}
+	}
+	if fs.DPoPKeyFile != "" {
+		key, err := m2mtoken.LoadPrivateKey(fs.DPoPKeyFile)
+		if err != nil {
+			return cfg, fmt.Errorf("\"dpop_key_file\": %s", strings.TrimPrefix(err.Error(), "m2mtoken: "))
+		}
+		cfg.DPoPKey = key
+	} else if fs.RequireDPoP {
+		return cfg, errors.New("\"require_dpop\" is set without \"dpop_key_file\": give the key that binds the tokens")
+	}
+	cfg.RequireDPoP = fs.RequireDPoP
+	for _, s := range fs.Scopes {
+		if s == "" || strings.ContainsAny(s, " \t\n") {
+			return cfg, fmt.Errorf("\"scopes\": %q: give each scope as its own string, such as [\"read:x\", \"write:x\"]", s)
+		}
+	}
+	cache, err := newCache(fs.Cache, fs.CacheDir, `"cache"`, `"cache_dir"`)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Cache = cache
+	return cfg, nil
+}
+
+// newCache returns the cache a source asked for: none (the source's own
+// memory) or a file cache in dir (the user cache directory if empty).
+// modeName and dirName are what the user calls the two settings.
+func newCache(mode, dir, modeName, dirName string) (m2mtoken.Cache, error) {
+	switch mode {
+	case "", "none", "memory":
+		if dir != "" {
+			return nil, fmt.Errorf("%s is set but %s is not \"file\": set %s to \"file\" to use it", dirName, modeName, modeName)
+		}
+		return nil, nil
+	case "file":
+		if dir == "" {
+			d, err := m2mtoken.DefaultCacheDir()
+			if err != nil {
+				return nil, fmt.Errorf("%s \"file\": no user cache directory (%v): set %s", modeName, err, dirName)
+			}
+			dir = d
+		}
+		return m2mtoken.NewFileCache(dir), nil
+	}
+	return nil, fmt.Errorf("%s %q: use \"none\" (memory only) or \"file\"", modeName, mode)
+}
+
+// readSecretFile reads a secret from a file, without its final newline.
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
+
+const sourceFields = "a source's fields are name, domain, token_url, client_id, client_secret_env, client_secret_file, auth_method, audience, scopes, organization, private_key_file, key_id, dpop_key_file, require_dpop, cache, cache_dir"
+
+// jsonError describes a decoding error, with its line and column if b is
+// the whole file; fields lists the known fields, for an unknown one.
+func jsonError(b []byte, err error, fields string) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		line, col := position(b, se.Offset)
+		return fmt.Sprintf("line %d, column %d: %v", line, col, se)
+	case errors.As(err, &te):
+		field := te.Field
+		if field == "" {
+			field = "the top level"
+		}
+		msg := fmt.Sprintf("%q must be %s, not a JSON %s", field, jsonKind(te.Type.Kind().String()), te.Value)
+		if b != nil {
+			line, col := position(b, te.Offset)
+			msg = fmt.Sprintf("line %d, column %d: %s", line, col, msg)
+		}
+		return msg
+	case errors.Is(err, io.EOF):
+		return "the file is empty: it holds one object with a \"sources\" list"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return fmt.Sprintf("unknown field %s: check its spelling (%s)", strings.TrimPrefix(err.Error(), "json: unknown field "), fields)
+	}
+	return err.Error()
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "slice":
+		return "a list"
+	case "struct", "map":
+		return "an object"
+	}
+	return "a " + k
+}
+
+// position turns a byte offset into a line and column, from 1.
+func position(b []byte, off int64) (line, col int) {
+	off = min(max(off, 0), int64(len(b)))
+	before := b[:off]
+	line = bytes.Count(before, []byte("\n")) + 1
+	col = int(off) - bytes.LastIndexByte(before, '\n')
+	return line, col
+}

@@ -1,0 +1,137 @@
+// The agent's egress proxy: --proxy NAME=LISTEN=UPSTREAM forwards every
+// request it receives on LISTEN to the one UPSTREAM, with a token of
+// source NAME added by the library's Transport (401 recovery included).
+// It is a reverse proxy for one origin, never an open proxy: the request's
+// own scheme and host are ignored.
+
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+
+	"github.com/m2mtoken/m2mtoken"
+)
+
+// proxySpec is one --proxy.
+type proxySpec struct {
+	source   string
+	listen   listenSpec
+	upstream *url.URL
+}
+
+// parseProxy parses NAME=LISTEN=UPSTREAM.
+func parseProxy(v string) (proxySpec, error) {
+	parts := strings.SplitN(v, "=", 3)
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return proxySpec{}, fmt.Errorf("--proxy %q: use NAME=LISTEN=UPSTREAM, such as default=127.0.0.1:9000=https://api.example.com", v)
+	}
+	l, err := parseListen("--proxy "+parts[0]+"=LISTEN", parts[1])
+	if err != nil {
+		return proxySpec{}, err
+	}
+	u, err := url.Parse(parts[2])
+	switch {
+	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
+		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q must be an absolute http or https URL, such as https://api.example.com", v, parts[2])
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q may have a path but no credentials, query or fragment", v, parts[2])
+	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
+		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q uses plain http to another host: the token would travel unencrypted; use https", v, parts[2])
+	}
+	return proxySpec{source: parts[0], listen: l, upstream: u}, nil
+}
+
+func isLoopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// proxy is a running --proxy.
+type proxy struct {
+	spec     proxySpec
+	addr     string // the address it listens on, once it does
+	requests atomic.Uint64
+	errors   atomic.Uint64
+	handler  http.Handler
+	base     *http.Transport
+}
+
+// maxReplayBody is the largest request body the proxy keeps in memory so
+// that the Transport can send it again after a 401 for a revoked token.
+// Larger bodies, and bodies of unknown length, stream through; a 401 for
+// them reaches the client.
+const maxReplayBody = 64 << 10
+
+// proxyHeaders are removed from every request: the proxy sets the
+// credentials, and its own header means nothing upstream.
+var proxyHeaders = []string{"Authorization", "Proxy-Authorization", "DPoP", agentHeader}
+
+func newProxy(spec proxySpec, src *m2mtoken.TokenSource, log *slog.Logger) *proxy {
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.MaxIdleConns, base.MaxIdleConnsPerHost = 512, 256
+	p := &proxy{spec: spec, base: base}
+	target := spec.upstream
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target) // the one upstream, whatever the request named
+			for _, h := range proxyHeaders {
+				pr.Out.Header.Del(h)
+			}
+		},
+		Transport:     &m2mtoken.Transport{Source: src, Base: base},
+		FlushInterval: -1, // stream responses as they come
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				return // the client went away
+			}
+			p.errors.Add(1)
+			code, what := http.StatusBadGateway, "upstream "+target.Redacted()+" failed"
+			var te *m2mtoken.TokenError
+			var we *m2mtoken.WaitError
+			if errors.As(err, &te) || errors.As(err, &we) || errors.Is(err, m2mtoken.ErrClosed) {
+				code, what = http.StatusServiceUnavailable, fmt.Sprintf("no token for source %q", spec.source)
+			}
+			log.Warn("proxy request failed", slog.String("source", spec.source), slog.String("upstream", target.Redacted()),
+				slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
+			http.Error(w, "m2mtoken agent: "+what+": "+err.Error(), code)
+		},
+	}
+	p.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.requests.Add(1)
+		if r.Method == http.MethodConnect {
+			p.errors.Add(1)
+			http.Error(w, "m2mtoken agent: CONNECT is refused: this proxy forwards to "+target.Redacted()+" only", http.StatusMethodNotAllowed)
+			return
+		}
+		if r.ContentLength > 0 && r.ContentLength <= maxReplayBody {
+			b, err := io.ReadAll(io.LimitReader(r.Body, maxReplayBody+1))
+			r.Body.Close()
+			if err != nil {
+				p.errors.Add(1)
+				http.Error(w, "m2mtoken agent: reading the request body: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(b))
+			r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+		}
+		rp.ServeHTTP(w, r)
+	})
+	return p
+}
+
+// closeIdle drops the proxy's idle upstream connections.
+func (p *proxy) closeIdle() { p.base.CloseIdleConnections() }

@@ -1,0 +1,84 @@
+// File sinks: --sink NAME=PATH writes each new token of source NAME to
+// PATH, for programs that can only read a file.
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/oauth2"
+)
+
+// sinkSpec is one --sink.
+type sinkSpec struct {
+	source, path string
+}
+
+// parseSink parses NAME=PATH.
+func parseSink(v string) (sinkSpec, error) {
+	name, path, ok := strings.Cut(v, "=")
+	if !ok || name == "" || path == "" {
+		return sinkSpec{}, fmt.Errorf("--sink %q: use NAME=PATH, such as default=/run/m2mtoken/token", v)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return sinkSpec{}, fmt.Errorf("--sink %q: %w", v, err)
+	}
+	info, err := os.Stat(filepath.Dir(abs))
+	switch {
+	case err != nil:
+		return sinkSpec{}, fmt.Errorf("--sink %q: the directory %s must exist: %w", v, filepath.Dir(abs), err)
+	case !info.IsDir():
+		return sinkSpec{}, fmt.Errorf("--sink %q: %s is not a directory", v, filepath.Dir(abs))
+	}
+	if info, err := os.Stat(abs); err == nil && info.IsDir() {
+		return sinkSpec{}, fmt.Errorf("--sink %q: %s is a directory: give a file name in it", v, abs)
+	}
+	return sinkSpec{source: name, path: abs}, nil
+}
+
+// writeSink writes the access token to path, alone and with no newline, so
+// that "$(cat PATH)" and open(PATH).read() are the token. The file is
+// replaced atomically (readers see the old token or the new one, never a
+// part) and has mode 0600, or 0640 and group gid if gid is not -1.
+func writeSink(path string, tok *oauth2.Token, gid int) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // a no-op after the rename
+	err = tmp.Chmod(0o600)
+	if err == nil && gid >= 0 {
+		if err = tmp.Chown(-1, gid); err == nil {
+			err = tmp.Chmod(0o640)
+		}
+	}
+	if err == nil {
+		_, err = tmp.WriteString(tok.AccessToken)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	return err
+}
+
+// writeSinks writes tok to every path, and returns the errors joined.
+func writeSinks(paths []string, tok *oauth2.Token, gid int) error {
+	var errs []error
+	for _, p := range paths {
+		if err := writeSink(p, tok, gid); err != nil {
+			errs = append(errs, fmt.Errorf("sink %s: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
+}
