@@ -1,0 +1,195 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/m2mtoken/m2mtoken"
+)
+
+func TestAgentConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "secret")
+	os.WriteFile(secretFile, []byte("from-a-file\n"), 0o600)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	keyFile := filepath.Join(dir, "key.pem")
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	env := map[string]string{"BILLING_SECRET": "from-env"}
+	getenv := func(k string) string { return env[k] }
+
+	good := `{"sources": [
+	  {"name": "billing", "domain": "tenant.eu.auth0.com", "client_id": "b", "client_secret_env": "BILLING_SECRET",
+	   "audience": "https://billing/", "scopes": ["read:x", "write:x"], "auth_method": "basic"},
+	  {"name": "search", "token_url": "https://idp.example.com/token", "client_id": "s", "client_secret_file": "` + secretFile + `",
+	   "cache": "file", "cache_dir": "` + dir + `"},
+	  {"name": "keyed", "domain": "tenant.eu.auth0.com", "client_id": "k", "private_key_file": "` + keyFile + `", "key_id": "kid1",
+	   "dpop_key_file": "` + keyFile + `", "require_dpop": true}
+	]}`
+	specs, err := parseConfigFile("agent.json", []byte(good), getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(specs) != 3 {
+		t.Fatalf("%d sources", len(specs))
+	}
+	b, s, k := specs[0].cfg, specs[1].cfg, specs[2].cfg
+	if specs[0].name != "billing" || b.ClientSecret != "from-env" || b.AuthMethod != m2mtoken.ClientSecretBasic || len(b.Scopes) != 2 || b.Cache != nil {
+		t.Errorf("billing: %v", b)
+	}
+	if s.ClientSecret != "from-a-file" || s.TokenURL == "" {
+		t.Errorf("search: %v", s)
+	}
+	if fc, ok := s.Cache.(*m2mtoken.FileCache); !ok || fc.Dir() != dir {
+		t.Errorf("search cache: %#v", s.Cache)
+	}
+	if k.PrivateKey == nil || k.KeyID != "kid1" || k.AuthMethod != m2mtoken.PrivateKeyJWT || k.ClientSecret != "" || k.DPoPKey == nil || !k.RequireDPoP {
+		t.Errorf("keyed: %v", k)
+	}
+	for _, spec := range specs {
+		src, err := m2mtoken.New(spec.cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", spec.name, err)
+		}
+		src.Close()
+	}
+}
+
+// TestAgentConfigErrors: every mistake names the file, the source and the
+// field, and says what to do; none shows a secret.
+func TestAgentConfigErrors(t *testing.T) {
+	getenv := func(k string) string {
+		if k == "SET" {
+			return "s3cret-value"
+		}
+		return ""
+	}
+	src := func(fields string) string {
+		return `{"sources": [{"name": "api", "domain": "t.auth0.com", "client_id": "c", ` + fields + `}]}`
+	}
+	for _, tc := range []struct {
+		name, file string
+		want       []string
+	}{
+		{"inline secret", src(`"client_secret": "s3cret-value"`), []string{`source "api"`, `"client_secret"`, "client_secret_env", "client_secret_file"}},
+		{"unset env", src(`"client_secret_env": "NOPE"`), []string{`source "api"`, `"client_secret_env"`, "NOPE", "empty or unset"}},
+		{"missing file", src(`"client_secret_file": "/nonexistent/secret"`), []string{`source "api"`, `"client_secret_file"`, "/nonexistent/secret"}},
+		{"no credential", src(`"audience": "x"`), []string{`source "api"`, "no credential", "client_secret_env"}},
+		{"both secrets", src(`"client_secret_env": "SET", "client_secret_file": "/x"`), []string{`"client_secret_env" and "client_secret_file"`}},
+		{"typo", src(`"client_secert_env": "SET"`), []string{"sources[0]", `unknown field "client_secert_env"`, "client_secret_env"}},
+		{"scopes as a string", src(`"client_secret_env": "SET", "scopes": "read:x write:x"`), []string{"sources[0]", `"scopes" must be a list`}},
+		{"scope with a space", src(`"client_secret_env": "SET", "scopes": ["read:x write:x"]`), []string{`source "api"`, `"scopes"`, "own string"}},
+		{"bad auth method", src(`"client_secret_env": "SET", "auth_method": "jwt"`), []string{`"auth_method" "jwt"`, "post"}},
+		{"bad cache", src(`"client_secret_env": "SET", "cache": "redis"`), []string{`"cache" "redis"`, `"file"`}},
+		{"cache_dir without cache", src(`"client_secret_env": "SET", "cache_dir": "/tmp"`), []string{`"cache_dir" is set`}},
+		{"no endpoint", `{"sources": [{"name": "api", "client_id": "c", "client_secret_env": "SET"}]}`, []string{`source "api"`, "no endpoint", `"domain"`, `"token_url"`}},
+		{"no client id", `{"sources": [{"name": "api", "domain": "t"}]}`, []string{`source "api"`, `"client_id" is missing`}},
+		{"no name", `{"sources": [{"domain": "t", "client_id": "c"}]}`, []string{"sources[0]", `"name" is missing`}},
+		{"bad name", `{"sources": [{"name": "a/b", "domain": "t", "client_id": "c"}]}`, []string{`source "a/b"`, `"name"`}},
+		{"duplicate", `{"sources": [` + strings.Repeat(`{"name": "a", "domain": "t", "client_id": "c", "client_secret_env": "SET"},`, 2) + `{"name": "b"}]}`, []string{`source "a"`, "sources[0] too"}},
+		{"no sources", `{"source": []}`, []string{"agent.json", `unknown field "source"`, `"sources"`}},
+		{"empty sources", `{"sources": []}`, []string{"agent.json", `"sources" is empty`}},
+		{"syntax", "{\"sources\": [\n  {\"name\": \"a\",}\n]}", []string{"agent.json", "line 2, column"}},
+		{"empty file", ``, []string{"agent.json", "empty"}},
+		{"two values", `{"sources": [{"name": "api", "domain": "t.auth0.com", "client_id": "c", "client_secret_env": "SET"}]} {}`, []string{"more than one JSON value"}},
+		{"key missing", src(`"private_key_file": "/nonexistent/key.pem"`), []string{`source "api"`, `"private_key_file"`}},
+		{"dpop key missing", src(`"client_secret_env": "SET", "dpop_key_file": "/nonexistent/dpop.pem"`), []string{`source "api"`, `"dpop_key_file"`, "/nonexistent/dpop.pem"}},
+		{"require_dpop without key", src(`"client_secret_env": "SET", "require_dpop": true`), []string{`"require_dpop" is set without "dpop_key_file"`}},
+		{"key and secret", src(`"client_secret_env": "SET", "private_key_file": "/nonexistent/key.pem"`), []string{`"private_key_file" and a client secret`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseConfigFile("agent.json", []byte(tc.file), getenv)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "s3cret-value") {
+				t.Errorf("error shows the secret: %q", err)
+			}
+		})
+	}
+}
+
+// TestAgentLibraryErrorsInUserWords: what the library says about a
+// Config field is said with the field's name in the file or on the
+// command line.
+func TestAgentLibraryErrorsInUserWords(t *testing.T) {
+	getenv := func(string) string { return "s" }
+	specs, err := parseConfigFile("agent.json", []byte(`{"sources": [{"name": "api", "token_url": "http://example.com/token", "client_id": "c", "client_secret_env": "X"}]}`), getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = newAgent(specs, []string{"unix:" + filepath.Join(t.TempDir(), "s")}, nil, nil, "", discardLog())
+	if err == nil || !strings.Contains(err.Error(), `source "api"`) || !strings.Contains(err.Error(), "token_url") || strings.Contains(err.Error(), "Config.") {
+		t.Fatalf("error: %v", err)
+	}
+	t.Setenv("AUTH0_CLIENT_ID", "")
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	creds := registerCredFlags(fs)
+	if err := fs.Parse([]string{"--client-secret", "s", "--domain", "t.auth0.com"}); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := defaultSource(creds, "none", "")
+	if err == nil {
+		_, err = newAgent([]sourceSpec{spec}, []string{"unix:" + filepath.Join(t.TempDir(), "s")}, nil, nil, "", discardLog())
+	}
+	if err == nil || !strings.Contains(err.Error(), `source "default"`) || !strings.Contains(err.Error(), "--client-id") ||
+		!strings.Contains(err.Error(), "AUTH0_CLIENT_ID") || strings.Contains(err.Error(), "Config.") || strings.Contains(err.Error(), "m2mtoken: ") {
+		t.Fatalf("error: %v", err)
+	}
+}
+
+func TestAgentFlagErrors(t *testing.T) {
+	spec := sourceSpec{name: "default", cfg: m2mtoken.Config{TokenURL: "http://127.0.0.1:1/token", ClientID: "c", ClientSecret: "s"}}
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name                    string
+		listens, sinks, proxies []string
+		group                   string
+		want                    []string
+	}{
+		{"nothing", nil, nil, nil, "", []string{"nothing to serve", "--listen"}},
+		{"all interfaces", []string{"0.0.0.0:8080"}, nil, nil, "", []string{`--listen "0.0.0.0:8080"`, "loopback"}},
+		{"no host", []string{":8080"}, nil, nil, "", []string{`--listen ":8080"`, "loopback"}},
+		{"lan address", []string{"192.168.1.2:8080"}, nil, nil, "", []string{"loopback"}},
+		{"hostname", []string{"example.com:8080"}, nil, nil, "", []string{"loopback"}},
+		{"no port", []string{"127.0.0.1"}, nil, nil, "", []string{"unix:PATH or 127.0.0.1:PORT"}},
+		{"empty unix", []string{"unix:"}, nil, nil, "", []string{"socket's path"}},
+		{"sink syntax", nil, []string{"default"}, nil, "", []string{`--sink "default"`, "NAME=PATH"}},
+		{"sink source", nil, []string{"billing=" + filepath.Join(dir, "t")}, nil, "", []string{"--sink billing=", `no source named "billing"`, "default"}},
+		{"sink dir", nil, []string{"default=/nonexistent/dir/t"}, nil, "", []string{"--sink", "/nonexistent/dir", "must exist"}},
+		{"proxy syntax", nil, nil, []string{"default=127.0.0.1:0"}, "", []string{"NAME=LISTEN=UPSTREAM"}},
+		{"proxy listen", nil, nil, []string{"default=0.0.0.0:9000=https://api.example.com"}, "", []string{"--proxy default=LISTEN", "loopback"}},
+		{"proxy upstream", nil, nil, []string{"default=127.0.0.1:0=api.example.com"}, "", []string{"UPSTREAM", "absolute http or https URL"}},
+		{"proxy plain http", nil, nil, []string{"default=127.0.0.1:0=http://api.example.com"}, "", []string{"UPSTREAM", "https"}},
+		{"proxy query", nil, nil, []string{"default=127.0.0.1:0=https://api.example.com/?a=b"}, "", []string{"query"}},
+		{"proxy source", nil, nil, []string{"api=127.0.0.1:0=https://api.example.com"}, "", []string{`no source named "api"`}},
+		{"group without socket", []string{"127.0.0.1:0"}, nil, nil, "root", []string{"--group", "Unix socket"}},
+		{"no such group", []string{"unix:" + filepath.Join(dir, "s")}, nil, nil, "no-such-group-here", []string{`--group "no-such-group-here": no such group`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := newAgent([]sourceSpec{spec}, tc.listens, tc.sinks, tc.proxies, tc.group, discardLog())
+			var ue usageError
+			if err == nil || !errorsAs(err, &ue) {
+				t.Fatalf("error %v, want a usage error", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
