@@ -50,7 +50,7 @@ func FuzzRetryAfter(f *testing.F) {
 	})
 }
 
-// FuzzParseRateLimit: any header values; never a panic, bounded strings.
+// FuzzParseRateLimit: any header values; never a panic.
 func FuzzParseRateLimit(f *testing.F) {
 	f.Add("30", "0", "1893456000", "Mon, 01 Jan 2030 00:00:00 GMT", "b=per_hour;q=10;r=7;t=3540")
 	f.Add("x", "-1", "-5", "", "")
@@ -62,9 +62,36 @@ func FuzzParseRateLimit(f *testing.F) {
 		h.Set("X-RateLimit-Reset", reset)
 		h.Set("Date", date)
 		h.Set("Auth0-Client-Quota-Limit", quota)
-		rl, _ := ParseRateLimit(h, now)
-		if len(rl.ClientQuota) > 256 {
-			t.Fatal("quota header not truncated")
+		ParseRateLimit(h, now)
+		ParseQuotas(h)
+	})
+}
+
+// FuzzParseQuota: any Auth0 quota header. Never a panic; at most
+// MaxQuotaBuckets buckets, each with a short name of safe characters, a
+// limit, non-negative numbers and a bounded reset.
+func FuzzParseQuota(f *testing.F) {
+	for _, s := range []string{
+		"b=per_hour;q=10;r=7;t=3540",
+		"b=per_hour;q=10;r=7;t=3540,b=per_day;q=100;r=93;t=86340",
+		"b=per_hour;q=10;r=0;t=12",
+		" B = per_day ; Q=1 ",
+		"b=per_hour;q=;r=;t=,,,;;;",
+		"b=x;q=9223372036854775807;r=9223372036854775807;t=9223372036854775807",
+		"b=\xff;q=1",
+		strings.Repeat("b=a;q=1,", 20),
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		qs := ParseQuota(v)
+		if len(qs) > MaxQuotaBuckets {
+			t.Fatalf("%d buckets", len(qs))
+		}
+		for _, q := range qs {
+			if !validBucket(q.Bucket) || q.Limit < 0 || q.Remaining < 0 || q.ResetIn < 0 || q.ResetIn > maxQuotaReset {
+				t.Fatalf("ParseQuota(%q): bucket %+v", v, q)
+			}
 		}
 	})
 }

@@ -220,26 +220,22 @@ func RetryAfter(v string, now time.Time) (time.Duration, bool) {
 	return d, true
 }
 
-// RateLimit is what the rate-limit and quota headers of one answer said.
+// RateLimit is what the X-RateLimit-* headers of one answer said: the
+// tenant-wide rate limit of the endpoint, shared by every client.
 type RateLimit struct {
 	Limit, Remaining int64
 	// Reset is when the bucket refills, in the local clock (corrected for
 	// the server's Date header when it sent one).
 	Reset time.Time
-	// ClientQuota and OrganizationQuota are Auth0's fine-grained quota
-	// headers, verbatim.
-	ClientQuota, OrganizationQuota string
-	// At is when the answer arrived; set by the caller.
-	At time.Time
 }
 
 // Header is the subset of http.Header this package reads.
 type Header interface{ Get(string) string }
 
-// ParseRateLimit reads X-RateLimit-Limit/Remaining/Reset and Auth0's quota
-// headers. ok is false if none was present. The reset time, which Auth0
-// sends as Unix seconds in the server's clock, is moved into the local clock
-// using the Date header when there is one.
+// ParseRateLimit reads X-RateLimit-Limit/Remaining/Reset. ok is false if
+// none was present. The reset time, which Auth0 sends as Unix seconds in
+// the server's clock, is moved into the local clock using the Date header
+// when there is one.
 func ParseRateLimit(h Header, now time.Time) (rl RateLimit, ok bool) {
 	if v, err := strconv.ParseInt(strings.TrimSpace(h.Get("X-RateLimit-Limit")), 10, 64); err == nil {
 		rl.Limit, ok = v, true
@@ -254,18 +250,97 @@ func ParseRateLimit(h Header, now time.Time) (rl RateLimit, ok bool) {
 		}
 		rl.Reset, ok = reset, true
 	}
-	if v := h.Get("Auth0-Client-Quota-Limit"); v != "" {
-		rl.ClientQuota, ok = truncate(v, 256), true
-	}
-	if v := h.Get("Auth0-Organization-Quota-Limit"); v != "" {
-		rl.OrganizationQuota, ok = truncate(v, 256), true
-	}
 	return rl, ok
 }
 
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+// Quota is one bucket of an Auth0 fine-grained quota header.
+type Quota struct {
+	// Bucket is the bucket's name, such as "per_hour" or "per_day".
+	Bucket string
+	// Limit and Remaining are the bucket's q and r: tokens allowed per
+	// period, and tokens left in this one.
+	Limit, Remaining int64
+	// ResetIn is the bucket's t: how long until it refills.
+	ResetIn time.Duration
+}
+
+// Quota header bounds: more buckets, longer names or longer resets than
+// these are not real Auth0 answers.
+const (
+	MaxQuotaBuckets = 8
+	maxBucketName   = 32
+	maxQuotaReset   = 366 * 24 * time.Hour
+)
+
+// ParseQuotas reads Auth0's Auth0-Client-Quota-Limit and
+// Auth0-Organization-Quota-Limit headers. ok is false if neither was there.
+func ParseQuotas(h Header) (client, org []Quota, ok bool) {
+	cv, ov := h.Get("Auth0-Client-Quota-Limit"), h.Get("Auth0-Organization-Quota-Limit")
+	return ParseQuota(cv), ParseQuota(ov), cv != "" || ov != ""
+}
+
+// ParseQuota reads one quota header: buckets separated by commas, each a
+// list of key=value pairs separated by semicolons, such as
+// "b=per_hour;q=10;r=7;t=3540,b=per_day;q=100;r=93;t=86340". A bucket
+// needs a name (b, letters, digits, '_' or '-') and a limit (q); remaining
+// (r) and reset (t, seconds) default to the limit and to 0. Malformed
+// buckets are skipped, negative numbers refused, and at most
+// [MaxQuotaBuckets] kept.
+func ParseQuota(v string) []Quota {
+	var out []Quota
+	for part := range strings.SplitSeq(v, ",") {
+		if len(out) == MaxQuotaBuckets {
+			break
+		}
+		var q Quota
+		var hasLimit, hasRemaining, bad bool
+		for kv := range strings.SplitSeq(part, ";") {
+			k, val, found := strings.Cut(strings.TrimSpace(kv), "=")
+			if !found {
+				continue
+			}
+			k, val = strings.ToLower(strings.TrimSpace(k)), strings.TrimSpace(val)
+			switch k {
+			case "b":
+				if !validBucket(val) {
+					bad = true
+				}
+				q.Bucket = val
+			case "q", "r", "t":
+				n, err := strconv.ParseInt(val, 10, 64)
+				if err != nil || n < 0 {
+					bad = true
+					continue
+				}
+				switch k {
+				case "q":
+					q.Limit, hasLimit = n, true
+				case "r":
+					q.Remaining, hasRemaining = n, true
+				case "t":
+					q.ResetIn = time.Duration(min(n, int64(maxQuotaReset/time.Second))) * time.Second
+				}
+			}
+		}
+		if bad || q.Bucket == "" || !hasLimit {
+			continue
+		}
+		if !hasRemaining {
+			q.Remaining = q.Limit
+		}
+		out = append(out, q)
 	}
-	return s
+	return out
+}
+
+func validBucket(b string) bool {
+	if b == "" || len(b) > maxBucketName {
+		return false
+	}
+	for _, c := range []byte(b) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -121,7 +121,7 @@ func TestParseRateLimit(t *testing.T) {
 	h.Set("Date", server.Format(http.TimeFormat))
 	h.Set("Auth0-Client-Quota-Limit", "b=per_hour;q=10;r=7;t=3540")
 	rl, ok := ParseRateLimit(h, now)
-	want := RateLimit{Limit: 30, Remaining: 0, Reset: now.Add(5 * time.Second), ClientQuota: "b=per_hour;q=10;r=7;t=3540"}
+	want := RateLimit{Limit: 30, Remaining: 0, Reset: now.Add(5 * time.Second)}
 	if !ok {
 		t.Fatal("not ok")
 	}
@@ -152,5 +152,40 @@ func TestMalformedPartial(t *testing.T) {
 		if !ok || me.Partial != want {
 			t.Errorf("%q: %#v, want Partial %v", body, err, want)
 		}
+	}
+}
+
+func TestParseQuota(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []Quota
+	}{
+		{"", nil},
+		{"b=per_hour;q=10;r=7;t=3540", []Quota{{"per_hour", 10, 7, 3540 * time.Second}}},
+		{"b=per_hour;q=10;r=7;t=3540,b=per_day;q=100;r=93;t=86340", []Quota{
+			{"per_hour", 10, 7, 3540 * time.Second}, {"per_day", 100, 93, 86340 * time.Second}}},
+		{" b = per_hour ; q=10 ; r=0 ; t=5 , ", []Quota{{"per_hour", 10, 0, 5 * time.Second}}},
+		{"Q=3;B=per_day", []Quota{{"per_day", 3, 3, 0}}},                                          // any order and case; r defaults to q
+		{"b=per_hour;q=10;r=7;t=3540;x=1;junk", []Quota{{"per_hour", 10, 7, 3540 * time.Second}}}, // unknown keys ignored
+		{"b=per_hour;r=7", nil},  // no limit
+		{"q=10;r=7", nil},        // no bucket
+		{"b=per hour;q=10", nil}, // bad name
+		{"b=per_hour;q=-1", nil}, // negative
+		{"b=per_hour;q=10;r=x,b=per_day;q=5", []Quota{{"per_day", 5, 5, 0}}}, // the bad bucket only
+		{"b=y;q=1;t=999999999999", []Quota{{"y", 1, 1, maxQuotaReset}}},
+	}
+	for _, tt := range tests {
+		if diff := cmp.Diff(tt.want, ParseQuota(tt.in)); diff != "" {
+			t.Errorf("ParseQuota(%q) (-want +got):\n%s", tt.in, diff)
+		}
+	}
+	h := http.Header{}
+	h.Set("Auth0-Organization-Quota-Limit", "b=per_day;q=100;r=0;t=60")
+	c, o, ok := ParseQuotas(h)
+	if !ok || c != nil || len(o) != 1 || o[0].Remaining != 0 {
+		t.Errorf("ParseQuotas = %v %v %v", c, o, ok)
+	}
+	if _, _, ok := ParseQuotas(http.Header{}); ok {
+		t.Error("no quota headers reported ok")
 	}
 }
