@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -145,4 +146,128 @@ func (s *Server) inject(w http.ResponseWriter, f Fault) bool {
 		return false
 	}
 	return true
+}
+
+// Quota is one bucket of a fine-grained M2M token quota, as Auth0 applies
+// them per client and per organization: at most Limit tokens issued per
+// Period.
+type Quota struct {
+	// Bucket names the bucket in the quota headers, such as "per_hour".
+	Bucket string
+	Limit  int
+	// Period is the bucket's length; zero means one hour for "per_hour"
+	// and one day for "per_day" (and for any other name).
+	Period time.Duration
+}
+
+type quotaBucket struct {
+	Quota
+	used  int
+	reset time.Time // zero until the period's first token
+}
+
+// SetClientQuota gives clientID Auth0-like token quotas (none replaces
+// them). Every answer to that client, once it has authenticated, carries
+// Auth0-Client-Quota-Limit (b=per_hour;q=10;r=7;t=3540,b=per_day;...).
+// A token request that would exceed any bucket gets 429
+// too_many_requests "Client quota exceeded" with Retry-After, and counts
+// nothing. A bucket's period starts with its first token.
+func (s *Server) SetClientQuota(clientID string, buckets ...Quota) {
+	s.setQuota("client:"+clientID, buckets)
+}
+
+// SetOrganizationQuota does the same for the tokens issued for an
+// organization (requests with organization=org), with
+// Auth0-Organization-Quota-Limit and "Organization quota exceeded".
+func (s *Server) SetOrganizationQuota(org string, buckets ...Quota) {
+	s.setQuota("org:"+org, buckets)
+}
+
+func (s *Server) setQuota(key string, buckets []Quota) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(buckets) == 0 {
+		delete(s.quotas, key)
+		return
+	}
+	bs := make([]*quotaBucket, len(buckets))
+	for i, b := range buckets {
+		if b.Period <= 0 {
+			b.Period = 24 * time.Hour
+			if b.Bucket == "per_hour" {
+				b.Period = time.Hour
+			}
+		}
+		bs[i] = &quotaBucket{Quota: b}
+	}
+	s.quotas[key] = bs
+}
+
+// SetClock makes the server read the time from now instead of time.Now:
+// for tests that step a fake clock through quota periods. It also dates
+// the tokens it issues.
+func (s *Server) SetClock(now func() time.Time) {
+	if now == nil {
+		now = time.Now
+	}
+	s.clock.Store(&now)
+}
+
+// chargeQuota sets the quota headers of an answer to clientID (and org,
+// if any). With take, it counts one token against every bucket, or, if
+// any bucket is used up, counts nothing and returns the scope exceeded
+// ("Client" or "Organization") and when the last such bucket resets.
+func (s *Server) chargeQuota(h http.Header, clientID, org string, take bool) (exceeded string, retry time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	scopes := []struct {
+		name, header string
+		buckets      []*quotaBucket
+	}{{"Client", "Auth0-Client-Quota-Limit", s.quotas["client:"+clientID]}}
+	if org != "" {
+		scopes = append(scopes, struct {
+			name, header string
+			buckets      []*quotaBucket
+		}{"Organization", "Auth0-Organization-Quota-Limit", s.quotas["org:"+org]})
+	}
+	for _, sc := range scopes {
+		for _, b := range sc.buckets {
+			if !b.reset.IsZero() && !now.Before(b.reset) {
+				b.used, b.reset = 0, time.Time{}
+			}
+			if take && b.used >= b.Limit {
+				if exceeded == "" {
+					exceeded = sc.name
+				}
+				retry = max(retry, b.reset.Sub(now))
+			}
+		}
+	}
+	if take && exceeded == "" {
+		for _, sc := range scopes {
+			for _, b := range sc.buckets {
+				if b.reset.IsZero() {
+					b.reset = now.Add(b.Period)
+				}
+				b.used++
+			}
+		}
+	}
+	for _, sc := range scopes {
+		if len(sc.buckets) == 0 {
+			continue
+		}
+		parts := make([]string, len(sc.buckets))
+		for i, b := range sc.buckets {
+			left := b.Period
+			if !b.reset.IsZero() {
+				left = b.reset.Sub(now)
+			}
+			parts[i] = "b=" + b.Bucket + ";q=" + strconv.Itoa(b.Limit) + ";r=" + strconv.Itoa(max(b.Limit-b.used, 0)) +
+				";t=" + strconv.FormatInt(int64(math.Ceil(left.Seconds())), 10)
+		}
+		h.Set(sc.header, strings.Join(parts, ","))
+	}
+	return exceeded, retry
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"net/url"
@@ -212,6 +213,8 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, p url.Values, bas
 		writeError(w, http.StatusUnauthorized, "access_denied", "Unauthorized", "")
 		return
 	}
+	// Auth0 sends the quota headers on every answer to a known client.
+	s.chargeQuota(w.Header(), id, p.Get("organization"), false)
 	if c.NoClientCredentials {
 		writeError(w, http.StatusForbidden, "unauthorized_client", "Grant type 'client_credentials' not allowed for the client.", errorURIGrantDoc)
 		return
@@ -247,6 +250,11 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, p url.Values, bas
 	org := p.Get("organization")
 	if org != "" && !slices.Contains(c.Organizations, org) {
 		writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("Client %q is not a member of organization %q", id, clip(org)), "")
+		return
+	}
+	if exceeded, retry := s.chargeQuota(w.Header(), id, org, true); exceeded != "" {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(retry.Seconds())), 10))
+		writeError(w, http.StatusTooManyRequests, "too_many_requests", exceeded+" quota exceeded", "")
 		return
 	}
 	now := s.now()

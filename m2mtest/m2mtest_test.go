@@ -414,3 +414,68 @@ func TestPrivateKeyJWTClients(t *testing.T) {
 		t.Errorf("%d issued", s.TokensIssued("pk"))
 	}
 }
+
+// TestQuotas: Auth0's per-client and per-organization token quotas, with
+// their headers on every answer and 429 "quota exceeded" past them; the
+// buckets refill at the end of their periods.
+func TestQuotas(t *testing.T) {
+	s := testServer(t)
+	c := s.Client()
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	s.SetClock(func() time.Time { return now })
+	s.SetClientQuota("svc", Quota{Bucket: "per_hour", Limit: 2}, Quota{Bucket: "per_day", Limit: 3})
+	type got struct {
+		Status                int
+		Client, Org, Retry, E string
+	}
+	do := func(form url.Values) got {
+		a := post(t, c, s.TokenURL(), form)
+		e, _ := a.body["error_description"].(string)
+		return got{a.status, a.header.Get("Auth0-Client-Quota-Limit"), a.header.Get("Auth0-Organization-Quota-Limit"), a.header.Get("Retry-After"), e}
+	}
+	want := []got{
+		{200, "b=per_hour;q=2;r=1;t=3600,b=per_day;q=3;r=2;t=86400", "", "", ""},
+		{200, "b=per_hour;q=2;r=0;t=3600,b=per_day;q=3;r=1;t=86400", "", "", ""},
+		{429, "b=per_hour;q=2;r=0;t=3600,b=per_day;q=3;r=1;t=86400", "", "3600", "Client quota exceeded"},
+	}
+	for i, w := range want {
+		if diff := cmp.Diff(w, do(good())); diff != "" {
+			t.Errorf("request %d (-want +got):\n%s", i+1, diff)
+		}
+	}
+	// A wrong audience is refused, with the headers, and counts nothing.
+	bad := good()
+	bad.Set("audience", "https://other.example.com/")
+	if g := do(bad); g.Status != 403 || g.Client != "b=per_hour;q=2;r=0;t=3600,b=per_day;q=3;r=1;t=86400" {
+		t.Errorf("403: %+v", g)
+	}
+	// An unknown client learns nothing about quotas.
+	if g := do(url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc"}, "client_secret": {"wrong"}, "audience": {aud}}); g.Status != 401 || g.Client != "" {
+		t.Errorf("401: %+v", g)
+	}
+	now = now.Add(time.Hour) // per_hour refills; per_day has 1 left
+	if diff := cmp.Diff(got{200, "b=per_hour;q=2;r=1;t=3600,b=per_day;q=3;r=0;t=82800", "", "", ""}, do(good())); diff != "" {
+		t.Error(diff)
+	}
+	if g := do(good()); g.Status != 429 || g.Retry != "82800" {
+		t.Errorf("per_day exhausted: %+v", g)
+	}
+	if s.TokensIssued("svc") != 3 {
+		t.Errorf("issued %d, want 3", s.TokensIssued("svc"))
+	}
+
+	// Organizations: their own header and answer.
+	s.SetClientQuota("svc")
+	s.SetOrganizationQuota("org_1", Quota{Bucket: "per_hour", Limit: 1, Period: 10 * time.Minute})
+	org := good()
+	org.Set("organization", "org_1")
+	if g := do(org); g.Status != 200 || g.Client != "" || g.Org != "b=per_hour;q=1;r=0;t=600" {
+		t.Errorf("org: %+v", g)
+	}
+	if g := do(org); g.Status != 429 || g.E != "Organization quota exceeded" || g.Retry != "600" {
+		t.Errorf("org exhausted: %+v", g)
+	}
+	if g := do(good()); g.Status != 200 || g.Org != "" {
+		t.Errorf("without organization: %+v", g)
+	}
+}

@@ -9,7 +9,8 @@
 // does. It issues DPoP-bound tokens (RFC 9449) to clients that send a
 // proof, checks proofs strictly, and can require nonces. It can inject
 // faults (latency, error statuses, 429 with rate-limit headers, malformed
-// or truncated bodies, dropped connections) and rate limit like Auth0, for
+// or truncated bodies, dropped connections), rate limit like Auth0, and
+// apply Auth0's per-client and per-organization token quotas, for
 // resilience tests.
 //
 // It uses only the standard library.
@@ -28,6 +29,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -60,10 +62,11 @@ type Server struct {
 	requests  int
 	perClient map[string]int
 	issued    map[string]int
-	now       func() time.Time
+	clock     atomic.Pointer[func() time.Time] // nil: time.Now
 	audiences map[string]bool
 	seenJTI   map[string]time.Time // assertion IDs until their expiry
 	dpop      dpopState
+	quotas    map[string][]*quotaBucket
 
 	routes *http.ServeMux // added with Handle
 }
@@ -156,15 +159,24 @@ func newServer(clients []Client) *Server {
 	s := &Server{
 		key: key, kid: hex.EncodeToString(sum[:8]),
 		clients: map[string]Client{}, lifetime: DefaultLifetime,
-		perClient: map[string]int{}, issued: map[string]int{}, now: time.Now,
+		perClient: map[string]int{}, issued: map[string]int{},
 		audiences: map[string]bool{}, seenJTI: map[string]time.Time{},
 		dpop:   newDPoPState(),
 		routes: http.NewServeMux(),
+		quotas: map[string][]*quotaBucket{},
 	}
 	for _, c := range clients {
 		s.AddClient(c)
 	}
 	return s
+}
+
+// now reads the server's clock.
+func (s *Server) now() time.Time {
+	if f := s.clock.Load(); f != nil {
+		return (*f)()
+	}
+	return time.Now()
 }
 
 // Close shuts the server down.

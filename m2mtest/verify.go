@@ -102,8 +102,4 @@ func (s *Server) Protect(audience string, scopes []string, next http.Handler) ht
 }
 
 // setNow replaces the server's clock, for tests that move time.
-func (s *Server) setNow(f func() time.Time) {
-	s.mu.Lock()
-	s.now = f
-	s.mu.Unlock()
-}
+func (s *Server) setNow(f func() time.Time) { s.SetClock(f) }
