@@ -143,6 +143,11 @@ type Config struct {
 	// Cache stores tokens beyond this source; nil keeps them in memory for
 	// this source only. See [Cache], [NewMemoryCache], [NewFileCache].
 	Cache Cache
+	// Observer, if set, is told about fetches, token requests, callers
+	// that waited, invalidations, cache errors and rate-limit and quota
+	// readings, for metrics and traces (see [Observer], and the otel
+	// module). The hot path never calls it. New copies it.
+	Observer *Observer
 
 	// RefreshWindow is how long before expiry a token becomes stale: it is
 	// still handed out, and the first call that sees it stale starts one

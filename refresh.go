@@ -118,6 +118,7 @@ func (s *TokenSource) install(e *entry) bool {
 	}
 	s.cur.Store(e)
 	s.hadToken.Store(true)
+	s.afterInvalidate = false
 	if st == stateFresh {
 		s.fresh.Store(e.tok)
 	} else {
@@ -230,20 +231,24 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 		s.waits.Add(1)
 	}
 	s.joins.Add(1)
+	start := s.waitStart()
 	ch := s.group.DoChan("fetch", func() (any, error) {
-		return s.fetch(context.WithoutCancel(ctx))
+		return s.fetch(context.WithoutCancel(ctx), false)
 	})
 	select {
 	case r := <-ch:
+		f := r.Val.(fetched)
+		s.waited(ctx, start, f.fl, true, r.Err)
 		if r.Err != nil {
 			return nil, r.Err
 		}
-		return r.Val.(*entry).tok, nil
+		return f.e.tok, nil
 	case <-ctx.Done():
 		werr := &WaitError{Ctx: ctx.Err(), Lease: s.waitingOn.Load()}
 		if last := s.lastErr.Load(); last != nil {
 			werr.Last = last
 		}
+		s.waited(ctx, start, nil, false, werr)
 		return nil, werr
 	}
 }
@@ -261,9 +266,9 @@ func (s *TokenSource) maybeRefresh(e *entry) {
 	go func() {
 		defer s.bg.Done()
 		s.joins.Add(1)
-		r := <-s.group.DoChan("fetch", func() (any, error) { return s.fetch(s.life) })
+		r := <-s.group.DoChan("fetch", func() (any, error) { return s.fetch(s.life, true) })
 		if r.Err == nil {
-			if r.Val.(*entry) == e {
+			if r.Val.(fetched).e == e {
 				// Nothing was fetched: e was still fresh. Let its own
 				// refresh start when it turns stale.
 				e.refreshing.Store(false)
@@ -281,7 +286,13 @@ func (s *TokenSource) maybeRefresh(e *entry) {
 			}
 			delay = max(delay, te.RetryAfter)
 		}
-		s.log.Warn("background refresh failed; serving the current token until it expires",
+		level := slog.LevelWarn
+		if w := s.quotaWait(r.Err); w > 0 {
+			// Wait for the quota's reset, not a backoff step; blockQuota
+			// has logged it once already.
+			delay, level = max(delay, w), slog.LevelDebug
+		}
+		s.log.Log(context.Background(), level, "background refresh failed; serving the current token until it expires",
 			slog.Any("error", r.Err), slog.Duration("next_try_in", delay), slog.Time("expiry", e.src.Expiry))
 		s.mu.Lock()
 		if !s.closed {
@@ -306,53 +317,66 @@ func (s *TokenSource) track() bool {
 // fetch gets a token for everyone waiting: from the cache if another holder
 // stored a fresher one, else from the endpoint (under the cache's lease,
 // if it has one), and installs it. It runs detached from any caller.
-func (s *TokenSource) fetch(parent context.Context) (*entry, error) {
+// refresh says it is a background refresh. Its value is a fetched.
+func (s *TokenSource) fetch(parent context.Context, refresh bool) (any, error) {
 	// A caller that found no token may reach the flight group just after
 	// the flight it missed installed one: it has nothing to fetch. (It
 	// counts as collapsed: no flight of its own.)
 	if e := s.cur.Load(); e != nil && e.at(s.clock.Now()) == stateFresh {
-		return e, nil
+		return fetched{e: e}, nil
 	}
 	s.flights.Add(1)
 	if !s.track() {
-		return nil, ErrClosed
+		return fetched{}, ErrClosed
 	}
 	defer s.bg.Done()
 	ctx, cancel := context.WithTimeout(parent, s.cfg.FetchTimeout)
 	defer cancel()
 	defer context.AfterFunc(s.life, cancel)()
 
+	ctx, fl := s.fetchStarted(ctx, refresh)
+	e, origin, err := s.fetchToken(ctx)
+	s.fetchDone(fl, e, origin, err)
+	return fetched{e: e, fl: fl}, err
+}
+
+// fetchToken is fetch's work, and says where the token came from.
+func (s *TokenSource) fetchToken(ctx context.Context) (*entry, Origin, error) {
 	if e := s.adopt(ctx); e != nil {
-		return e, nil
+		return e, OriginCache, nil
 	}
 	if l, ok := s.cache.(Leaser); ok {
 		release, e, err := s.lease(ctx, l)
 		if err != nil {
-			return nil, s.closedOr(err)
+			return nil, OriginNone, s.closedOr(err)
 		}
 		if e != nil {
-			return e, nil
+			return e, OriginCache, nil
 		}
 		if release != nil {
 			defer release()
 		}
 	}
+	if qe := s.quotaBlocked(); qe != nil {
+		return nil, OriginNone, qe
+	}
 	ce, err := s.request(ctx)
 	if err != nil {
-		return nil, s.closedOr(err)
+		return nil, OriginNone, s.closedOr(err)
 	}
 	ce.Latency = s.clock.Now().Sub(ce.IssuedAt) // IssuedAt: when the answering attempt started
 	if err := s.cache.Set(ctx, s.key, ce); err != nil {
 		s.log.Warn("cache set failed; the token is kept in memory", slog.Any("error", err))
+		s.observeCacheError("set", err)
 	}
 	e := s.newEntry(ce)
 	if !s.install(e) {
 		if s.life.Err() != nil {
-			return nil, ErrClosed
+			return nil, OriginNone, ErrClosed
 		}
-		return nil, &TokenError{URL: s.tokenURL, StatusCode: http.StatusOK, Description: tooLate(ce, e, s.clock.Now())}
+		return nil, OriginNone, &TokenError{URL: s.tokenURL, StatusCode: http.StatusOK, Description: tooLate(ce, e, s.clock.Now())}
 	}
-	return e, nil
+	return e, OriginEndpoint, nil
 }
 
 // tooLate says why a token that just arrived cannot be used: it had less
@@ -416,24 +440,34 @@ func (s *TokenSource) Invalidate(tok *oauth2.Token) {
 	if tok == nil {
 		return
 	}
+	if current, applied := s.invalidate(tok); current {
+		s.observeInvalidate(applied)
+	}
+}
+
+// invalidate is Invalidate's work. It reports whether tok was the current
+// token, and whether it was dropped.
+func (s *TokenSource) invalidate(tok *oauth2.Token) (current, applied bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur := s.cur.Load()
 	if cur == nil || (cur.tok != tok && cur.tok.AccessToken != tok.AccessToken) {
-		return
+		return false, false
 	}
 	now := s.clock.Now()
 	if iv := s.cfg.MinInvalidateInterval; iv > 0 && !s.lastForced.IsZero() && now.Sub(s.lastForced) < iv {
 		s.log.Warn("token invalidation ignored: the last one was too recent; is the API rejecting every token (wrong audience or missing grant)?",
 			slog.String("token", Fingerprint(tok.AccessToken)), slog.Duration("min_interval", iv))
-		return
+		return true, false
 	}
 	s.lastForced = now
 	s.invalidated = tok.AccessToken
+	s.afterInvalidate = true
 	s.fresh.CompareAndSwap(cur.tok, nil)
 	s.cur.CompareAndSwap(cur, nil)
 	s.stopTimers(cur)
 	s.log.Debug("token invalidated", slog.String("token", Fingerprint(tok.AccessToken)))
+	return true, true
 }
 
 // Close stops the source's timers and background work and waits for them,
@@ -456,6 +490,7 @@ func (s *TokenSource) Close() error {
 	s.mu.Unlock()
 	s.stop()
 	s.bg.Wait()
+	s.observeClosed()
 	if s.httpClient != nil {
 		// The transport under Client() is ours: drop its idle connections.
 		s.httpClient.CloseIdleConnections()

@@ -31,7 +31,7 @@ import (
 // The error of a fetch that tried more than once says how often and for
 // how long.
 func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
-	nonceRetries := 0
+	nonceRetries, nonceRetry := 0, false
 	start := s.clock.Now()
 	final := func(te *TokenError, attempts int) error {
 		if attempts < 2 {
@@ -43,10 +43,18 @@ func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
 	}
 	for attempt := 0; ; attempt++ {
 		s.log.Debug("requesting token", slog.Int("attempt", attempt+1))
-		ce, err := s.attempt(ctx)
+		actx, start := s.attemptStarted(ctx, attempt+1, nonceRetry)
+		ce, err := s.attempt(actx)
+		s.attemptDone(actx, attempt+1, nonceRetry, start, err)
+		nonceRetry = false
 		if err == nil {
 			s.log.Debug("token received", slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("expiry", ce.Expiry))
 			return ce, nil
+		}
+		if qe := (*QuotaError)(nil); errors.As(err, &qe) {
+			// Retrying cannot help before the bucket refills.
+			s.blockQuota(qe)
+			return nil, qe
 		}
 		var te *TokenError
 		errors.As(err, &te)
@@ -56,6 +64,7 @@ func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
 				// at once; this is the protocol, not a failed attempt.
 				nonceRetries++
 				attempt--
+				nonceRetry = true
 				s.log.Debug("token endpoint asked for a DPoP nonce; asking again with it")
 				continue
 			}
@@ -115,11 +124,7 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 	body, readErr := io.ReadAll(io.LimitReader(resp.Body, wire.MaxBody+1))
 	resp.Body.Close()
 	now := s.clock.Now()
-	if rl, ok := wire.ParseRateLimit(resp.Header, now); ok {
-		r := RateLimit(rl)
-		r.At = now
-		s.rateLimit.Store(&r)
-	}
+	quotas := s.readLimits(resp.Header, resp.StatusCode, now)
 	s.sawTokenAnswer(resp.Header)
 	ent, terr := s.readAnswer(resp, body, readErr, start, now)
 	if terr != nil && s.nonceChallenge(terr) {
@@ -128,6 +133,9 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 	if terr != nil {
 		s.failures.Add(1)
 		s.lastErr.Store(terr)
+		if qe := quotaExhausted(terr, quotas, now); qe != nil {
+			return nil, qe
+		}
 		return nil, terr
 	}
 	s.lastErr.Store(nil)

@@ -29,6 +29,7 @@ func (s *TokenSource) adopt(ctx context.Context) *entry {
 	ce, err := s.cache.Get(ctx, s.key)
 	if err != nil {
 		s.log.Warn("cache get failed; fetching from the token endpoint", slog.Any("error", err))
+		s.observeCacheError("get", err)
 		return nil
 	}
 	if !ce.Valid() || !s.usableType(ce.TokenType) {
@@ -107,6 +108,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, erro
 			if ctx.Err() != nil {
 				return nil, nil, ctx.Err()
 			}
+			s.observeCacheError("lease", err)
 			now := s.clock.Now()
 			if patience.IsZero() || reached(now, patience) {
 				s.log.Warn("cache lease failed; fetching without it", slog.Any("error", err))
@@ -228,6 +230,7 @@ func (k *keptLease) keep() {
 	switch {
 	case err != nil:
 		k.s.log.Warn("keeping the fetch lease alive failed; trying again", slog.Any("error", err), slog.Duration("in", k.every))
+		k.s.observeCacheError("keep_alive", err)
 	case !held:
 		k.s.log.Warn("the fetch lease was lost (it lapsed, and another holder took it); fetching on", slog.Duration("lease_ttl", k.ttl))
 		return
@@ -250,6 +253,7 @@ func (k *keptLease) release() {
 	defer cancel()
 	if err := k.le.Release(ctx); err != nil {
 		k.s.log.Warn("releasing the fetch lease failed; it lapses on its own", slog.Any("error", err), slog.Duration("lease_ttl", k.ttl))
+		k.s.observeCacheError("release", err)
 		return
 	}
 	k.s.log.Debug("fetch lease released")

@@ -75,6 +75,16 @@ type TokenSource struct {
 	waits    atomic.Uint64
 	hadToken atomic.Bool
 
+	quotas     atomic.Pointer[Quotas]
+	quotaBlock atomic.Pointer[QuotaError] // an exhausted quota: no token request until it resets
+
+	// The observer (nil if none; see observer.go), the fetch in progress,
+	// and whether the last token was dropped by Invalidate (under mu), to
+	// say why a fetch starts.
+	obs             *Observer
+	flight          atomic.Pointer[flight]
+	afterInvalidate bool
+
 	clientOnce sync.Once
 	httpClient *http.Client
 	ownsClient bool // client's transport is the source's own (Config.HTTPClient was nil)
@@ -120,6 +130,10 @@ func newSource(cfg Config, clk clock.Clock) (*TokenSource, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Observer != nil {
+		o := *cfg.Observer
+		s.obs = &o
+	}
 	s.log = s.log.With(slog.String("component", "m2mtoken"), slog.String("token_url", tokenURL), slog.String("client_id", cfg.ClientID))
 	base := cfg.HTTPClient
 	if base == nil {
@@ -163,17 +177,16 @@ func (s *TokenSource) String() string {
 // secret inside.
 func (s *TokenSource) Format(f fmt.State, _ rune) { io.WriteString(f, s.String()) }
 
-// RateLimit is what the token endpoint's last rate-limit and quota headers
-// said.
+// RateLimit is the token endpoint's tenant-wide rate limit, from the
+// X-RateLimit-* headers of the last answer that had them. On Auth0 it is
+// shared by every client of the tenant: it is not this client's quota
+// (see [Quotas]).
 type RateLimit struct {
 	// Limit and Remaining are X-RateLimit-Limit and X-RateLimit-Remaining.
 	Limit, Remaining int64
 	// Reset is X-RateLimit-Reset in the local clock (corrected with the
 	// answer's Date header).
 	Reset time.Time
-	// ClientQuota and OrganizationQuota are Auth0's
-	// Auth0-Client-Quota-Limit and Auth0-Organization-Quota-Limit headers.
-	ClientQuota, OrganizationQuota string
 	// At is when the answer carrying them arrived.
 	At time.Time
 }
@@ -202,9 +215,13 @@ type Stats struct {
 	Waits uint64
 	// Expiry is the current token's expiry; zero if there is no usable token.
 	Expiry time.Time
-	// RateLimit is from the last answer that had rate-limit headers; nil if
-	// none had.
+	// RateLimit is the tenant-wide rate limit from the last answer that
+	// had X-RateLimit-* headers; nil if none had.
 	RateLimit *RateLimit
+	// Quotas are Auth0's per-client and per-organization token quotas
+	// from the last answer that had quota headers; nil if none had. Do not
+	// modify them: they are shared.
+	Quotas *Quotas
 }
 
 // Stats returns a snapshot of the source's counters.
@@ -216,6 +233,7 @@ func (s *TokenSource) Stats() Stats {
 		BackgroundRefreshes: s.refreshes.Load(),
 		Waits:               s.waits.Load(),
 		RateLimit:           s.rateLimit.Load(),
+		Quotas:              s.quotas.Load(),
 	}
 	if j, f := s.joins.Load(), s.flights.Load(); j > f {
 		st.Collapsed = j - f

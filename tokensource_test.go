@@ -679,8 +679,8 @@ func TestLateCallerMakesNoRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What a late caller does after its load of the hot path came up empty.
-	r := <-s.group.DoChan("fetch", func() (any, error) { return s.fetch(context.Background()) })
-	if r.Err != nil || r.Val.(*entry).tok != first {
+	r := <-s.group.DoChan("fetch", func() (any, error) { return s.fetch(context.Background(), false) })
+	if r.Err != nil || r.Val.(fetched).e.tok != first {
 		t.Fatalf("late caller: %v %v, want the installed token", r.Val, r.Err)
 	}
 	if e.count() != 1 {

@@ -1,0 +1,392 @@
+// Observer: a dependency-free way to watch what a source does (fetches,
+// attempts, waits, invalidations, cache errors, rate-limit and quota
+// readings), for metrics, traces or logs. The otel module turns it into
+// OpenTelemetry instruments and spans.
+
+package m2mtoken
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+)
+
+// Observer receives what a [TokenSource] does. Set [Config.Observer] to one
+// and fill in the functions you need; nil functions are skipped. The otel
+// module (package m2mtokenotel) provides one that records OpenTelemetry
+// metrics and spans.
+//
+// Observer is a struct of optional functions, like
+// [net/http/httptrace.ClientTrace], rather than an interface: a later
+// version adds a field for a new event without breaking an observer written
+// against this one, and a user sets only the events they care about.
+//
+// The functions are called synchronously, on the goroutine doing the work,
+// and never on the hot path: [TokenSource.Token] with a fresh token, and
+// [Transport.RoundTrip] with a cached header, call none of them. They must
+// be quick, safe for concurrent use, must not keep the *Info values' errors
+// for long, and must not call the source's Token methods. The events carry
+// no secret and no token.
+type Observer struct {
+	// FetchStart is called when a fetch begins: the source has no usable
+	// token, or a background refresh is due, and it will take a token from
+	// Config.Cache or the token endpoint. The context it returns (derived
+	// from ctx, for example with a span in it) is the fetch's context: its
+	// attempts' contexts and the token requests derive from it, and it is
+	// passed to FetchDone and given to waiters in [WaitInfo.Fetch]. nil
+	// means ctx.
+	FetchStart func(ctx context.Context, info FetchStartInfo) context.Context
+	// FetchDone is called when that fetch ends, with its outcome.
+	FetchDone func(ctx context.Context, info FetchDoneInfo)
+	// AttemptStart is called before each token request of a fetch; the
+	// context it returns (nil means ctx) is the request's context, so that
+	// an instrumented Config.HTTPClient sees it.
+	AttemptStart func(ctx context.Context, info AttemptStartInfo) context.Context
+	// AttemptDone is called when the token request's answer has been read,
+	// or the request failed.
+	AttemptDone func(ctx context.Context, info AttemptDoneInfo)
+	// Wait is called when a caller that found no usable token stops
+	// waiting for a fetch, with the caller's context.
+	Wait func(ctx context.Context, info WaitInfo)
+	// Invalidate is called when [TokenSource.Invalidate] is given the
+	// current token, whether or not it takes effect.
+	Invalidate func(info InvalidateInfo)
+	// CacheError is called when Config.Cache fails (the source then goes
+	// on without it).
+	CacheError func(info CacheErrorInfo)
+	// Limits is called for every answer of the token endpoint that carried
+	// rate-limit or quota headers, 200 and 429 alike.
+	Limits func(info LimitsInfo)
+	// Closed is called once, at the end of [TokenSource.Close].
+	Closed func(src *TokenSource)
+}
+
+// FetchReason is why a fetch started.
+type FetchReason int
+
+const (
+	// FetchFirst: the source never had a token.
+	FetchFirst FetchReason = iota
+	// FetchRefresh: a background refresh of a token in its refresh window.
+	FetchRefresh
+	// FetchExpired: the token expired (or passed its expiry skew) without
+	// being refreshed, as in a source that was idle.
+	FetchExpired
+	// FetchInvalidated: [TokenSource.Invalidate] dropped the token.
+	FetchInvalidated
+)
+
+// String returns "first", "refresh", "expired" or "invalidated".
+func (r FetchReason) String() string {
+	switch r {
+	case FetchFirst:
+		return "first"
+	case FetchRefresh:
+		return "refresh"
+	case FetchExpired:
+		return "expired"
+	case FetchInvalidated:
+		return "invalidated"
+	}
+	return "unknown"
+}
+
+// Origin is where a fetch found its token.
+type Origin int
+
+const (
+	// OriginNone: the fetch found no token (it failed).
+	OriginNone Origin = iota
+	// OriginEndpoint: a token request to the token endpoint.
+	OriginEndpoint
+	// OriginCache: Config.Cache, where another source or process had
+	// stored a fresher token.
+	OriginCache
+)
+
+// String returns "none", "endpoint" or "cache".
+func (o Origin) String() string {
+	switch o {
+	case OriginNone:
+		return "none"
+	case OriginEndpoint:
+		return "endpoint"
+	case OriginCache:
+		return "cache"
+	}
+	return "unknown"
+}
+
+// FetchStartInfo describes a fetch that is starting.
+type FetchStartInfo struct {
+	Source *TokenSource
+	Reason FetchReason
+}
+
+// FetchDoneInfo describes a fetch that ended.
+type FetchDoneInfo struct {
+	Source *TokenSource
+	Reason FetchReason
+	// Origin is where the token came from; OriginNone if Err is set.
+	Origin Origin
+	// Attempts is the number of token requests sent, nonce retries
+	// included; 0 when the token came from the cache, or when none could
+	// be sent (a quota is exhausted).
+	Attempts int
+	// NonceRetries is how many of them repeated a request with the DPoP
+	// nonce the server asked for.
+	NonceRetries int
+	// StatusCode is the last answer's HTTP status, 0 if none came.
+	StatusCode int
+	// Err is nil on success; otherwise what the waiters get (a
+	// *TokenError, a *QuotaError or ErrClosed).
+	Err error
+	// Duration is how long the fetch took.
+	Duration time.Duration
+	// Expiry is the new token's expiry, on success.
+	Expiry time.Time
+}
+
+// AttemptStartInfo describes a token request about to be sent.
+type AttemptStartInfo struct {
+	Source *TokenSource
+	// Attempt counts the fetch's attempts from 1; a nonce retry has its
+	// attempt's number.
+	Attempt int
+	// NonceRetry reports that this request repeats the previous one with
+	// the DPoP nonce the server asked for (RFC 9449 section 8): the
+	// protocol, not a failure.
+	NonceRetry bool
+}
+
+// AttemptDoneInfo describes a token request that ended.
+type AttemptDoneInfo struct {
+	Source     *TokenSource
+	Attempt    int
+	NonceRetry bool
+	// StatusCode is the HTTP status, 0 if no answer came.
+	StatusCode int
+	// Err is nil if the answer held a token; else a *TokenError (or a
+	// *QuotaError when it said a quota is used up).
+	Err error
+	// NonceRequired reports that the answer (an error) asked for a DPoP
+	// nonce: the request is repeated at once with it, and this answer is
+	// not a failure.
+	NonceRequired bool
+	// Duration is from sending the request to reading the answer.
+	Duration time.Duration
+}
+
+// WaitInfo describes a caller that waited for a fetch.
+type WaitInfo struct {
+	Source *TokenSource
+	// Duration is how long the caller waited.
+	Duration time.Duration
+	// Err is what the caller got: nil (a token), the fetch's error, or a
+	// *WaitError when its context ended first.
+	Err error
+	// Fetch is the context of the fetch the caller waited for, as
+	// FetchStart returned it, so that the caller's span can link to the
+	// fetch's; nil if there was none (another fetch had just installed a
+	// token) or it is not known.
+	Fetch context.Context
+}
+
+// InvalidateInfo describes a call of [TokenSource.Invalidate] with the
+// current token.
+type InvalidateInfo struct {
+	Source *TokenSource
+	// Applied is false when the invalidation was ignored because the last
+	// one was less than Config.MinInvalidateInterval ago.
+	Applied bool
+}
+
+// CacheErrorInfo describes a failed Config.Cache operation.
+type CacheErrorInfo struct {
+	Source *TokenSource
+	// Op is "get", "set", "lease" (taking the fetch lease), "keep_alive"
+	// (keeping it) or "release".
+	Op  string
+	Err error
+}
+
+// LimitsInfo carries the rate-limit and quota headers of one answer.
+type LimitsInfo struct {
+	Source     *TokenSource
+	StatusCode int
+	// RateLimit is the tenant-wide rate limit, nil if the answer had no
+	// X-RateLimit-* headers. Quotas is nil if it had no Auth0 quota
+	// headers. Both are shared: do not modify them.
+	RateLimit *RateLimit
+	Quotas    *Quotas
+}
+
+// ctxKey keys the fetch in progress in its own context.
+type ctxKey struct{}
+
+// flight is one fetch as the observer sees it: created only when there is
+// an observer, and owned by the fetch's goroutine (attempts is counted
+// there), except ctx, which waiters read once the fetch is over.
+type flight struct {
+	reason       FetchReason
+	ctx          context.Context // as FetchStart returned it
+	start        time.Time
+	attempts     int
+	nonceRetries int
+	status       int
+}
+
+// fetched is what a fetch hands its waiters: the entry, and the flight
+// (nil without an observer) so that each waiter can name the fetch it
+// waited for.
+type fetched struct {
+	e  *entry
+	fl *flight
+}
+
+// fetchReason says why a fetch that is not a background refresh starts.
+func (s *TokenSource) fetchReason(refresh bool) FetchReason {
+	if refresh {
+		return FetchRefresh
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.afterInvalidate:
+		return FetchInvalidated
+	case !s.hadToken.Load():
+		return FetchFirst
+	}
+	return FetchExpired
+}
+
+// fetchStarted tells the observer a fetch starts, and returns the fetch's
+// context and its flight (nil without an observer).
+func (s *TokenSource) fetchStarted(ctx context.Context, refresh bool) (context.Context, *flight) {
+	if s.obs == nil {
+		return ctx, nil
+	}
+	fl := &flight{reason: s.fetchReason(refresh), start: s.clock.Now()}
+	if f := s.obs.FetchStart; f != nil {
+		if c := f(ctx, FetchStartInfo{Source: s, Reason: fl.reason}); c != nil {
+			ctx = c
+		}
+	}
+	ctx = context.WithValue(ctx, ctxKey{}, fl)
+	fl.ctx = ctx
+	s.flight.Store(fl)
+	return ctx, fl
+}
+
+// fetchDone tells the observer how the fetch of fl ended.
+func (s *TokenSource) fetchDone(fl *flight, e *entry, origin Origin, err error) {
+	if fl == nil || s.obs.FetchDone == nil {
+		return
+	}
+	info := FetchDoneInfo{Source: s, Reason: fl.reason, Origin: origin, Attempts: fl.attempts,
+		NonceRetries: fl.nonceRetries, StatusCode: fl.status, Err: err, Duration: s.clock.Now().Sub(fl.start)}
+	if err != nil {
+		info.Origin = OriginNone
+	} else if e != nil {
+		info.Expiry = e.src.Expiry
+	}
+	s.obs.FetchDone(fl.ctx, info)
+}
+
+// attemptStarted tells the observer a token request is about to be sent,
+// and returns the request's context.
+func (s *TokenSource) attemptStarted(ctx context.Context, attempt int, nonceRetry bool) (context.Context, time.Time) {
+	if s.obs == nil {
+		return ctx, time.Time{}
+	}
+	if fl, _ := ctx.Value(ctxKey{}).(*flight); fl != nil {
+		fl.attempts++
+		if nonceRetry {
+			fl.nonceRetries++
+		}
+	}
+	if f := s.obs.AttemptStart; f != nil {
+		if c := f(ctx, AttemptStartInfo{Source: s, Attempt: attempt, NonceRetry: nonceRetry}); c != nil {
+			ctx = c
+		}
+	}
+	return ctx, s.clock.Now()
+}
+
+// attemptDone tells the observer how a token request ended.
+func (s *TokenSource) attemptDone(ctx context.Context, attempt int, nonceRetry bool, start time.Time, err error) {
+	if s.obs == nil {
+		return
+	}
+	status, nonce := http.StatusOK, false
+	if err != nil {
+		status = 0
+		if te := (*TokenError)(nil); errors.As(err, &te) {
+			status, nonce = te.StatusCode, s.nonceChallenge(te)
+		}
+	}
+	if fl, _ := ctx.Value(ctxKey{}).(*flight); fl != nil {
+		fl.status = status
+	}
+	if f := s.obs.AttemptDone; f != nil {
+		f(ctx, AttemptDoneInfo{Source: s, Attempt: attempt, NonceRetry: nonceRetry, StatusCode: status,
+			Err: err, NonceRequired: nonce, Duration: s.clock.Now().Sub(start)})
+	}
+}
+
+// waitStart returns when a caller starts waiting, if anyone is told.
+func (s *TokenSource) waitStart() time.Time {
+	if s.obs == nil || s.obs.Wait == nil {
+		return time.Time{}
+	}
+	return s.clock.Now()
+}
+
+// waited tells the observer a caller stopped waiting. fl is the flight it
+// waited for when known; else (its context ended first) the one in
+// progress is taken.
+func (s *TokenSource) waited(ctx context.Context, start time.Time, fl *flight, known bool, err error) {
+	if s.obs == nil || s.obs.Wait == nil {
+		return
+	}
+	if !known {
+		fl = s.flight.Load()
+	}
+	info := WaitInfo{Source: s, Duration: s.clock.Now().Sub(start), Err: err}
+	if fl != nil {
+		info.Fetch = fl.ctx
+	}
+	s.obs.Wait(ctx, info)
+}
+
+func (s *TokenSource) observeInvalidate(applied bool) {
+	if s.obs != nil && s.obs.Invalidate != nil {
+		s.obs.Invalidate(InvalidateInfo{Source: s, Applied: applied})
+	}
+}
+
+func (s *TokenSource) observeCacheError(op string, err error) {
+	if s.obs != nil && s.obs.CacheError != nil {
+		s.obs.CacheError(CacheErrorInfo{Source: s, Op: op, Err: err})
+	}
+}
+
+func (s *TokenSource) observeLimits(status int, rl *RateLimit, q *Quotas) {
+	if s.obs != nil && s.obs.Limits != nil && (rl != nil || q != nil) {
+		s.obs.Limits(LimitsInfo{Source: s, StatusCode: status, RateLimit: rl, Quotas: q})
+	}
+}
+
+func (s *TokenSource) observeClosed() {
+	if s.obs != nil && s.obs.Closed != nil {
+		s.obs.Closed(s)
+	}
+}
+
+// ClientID is the configured Config.ClientID. With Audience and TokenURL
+// it identifies the source, for an observer's labels; none is secret.
+func (s *TokenSource) ClientID() string { return s.cfg.ClientID }
+
+// Audience is the configured Config.Audience.
+func (s *TokenSource) Audience() string { return s.cfg.Audience }
