@@ -1,0 +1,390 @@
+package m2mtokenotel_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/m2mtoken/m2mtoken"
+	"github.com/m2mtoken/m2mtoken/m2mtest"
+	m2mtokenotel "github.com/m2mtoken/m2mtoken/otel"
+)
+
+const audience = "https://api.example.com/"
+
+// harness is an issuer, a source observed through in-memory readers, and
+// a tracer for the callers' own spans.
+type harness struct {
+	t      *testing.T
+	iss    *m2mtest.Server
+	src    *m2mtoken.TokenSource
+	reader *sdkmetric.ManualReader
+	spans  *tracetest.SpanRecorder
+	tracer trace.Tracer
+}
+
+func newHarness(t *testing.T, mod func(*m2mtoken.Config)) *harness {
+	t.Helper()
+	h := &harness{t: t, reader: sdkmetric.NewManualReader(), spans: tracetest.NewSpanRecorder()}
+	h.iss = m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: "pw", Audiences: []string{audience}})
+	t.Cleanup(h.iss.Close)
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(h.reader))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.spans))
+	t.Cleanup(func() { mp.Shutdown(context.Background()); tp.Shutdown(context.Background()) })
+	h.tracer = tp.Tracer("test")
+	obs, err := m2mtokenotel.New(m2mtokenotel.WithMeterProvider(mp), m2mtokenotel.WithTracerProvider(tp),
+		m2mtokenotel.WithAttributes(attribute.String("service.api", "billing")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := m2mtoken.Config{TokenURL: h.iss.TokenURL(), ClientID: "svc", ClientSecret: "pw", Audience: audience,
+		Observer: obs, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
+	if mod != nil {
+		mod(&cfg)
+	}
+	if h.src, err = m2mtoken.New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.src.Close() })
+	return h
+}
+
+// token gets a token inside a caller span, and returns the caller span.
+func (h *harness) token() (trace.SpanContext, error) {
+	ctx, span := h.tracer.Start(context.Background(), "caller")
+	defer span.End()
+	_, err := h.src.TokenContext(ctx)
+	return span.SpanContext(), err
+}
+
+// point is one data point: its attributes (without the source's) and its
+// value (a histogram's count).
+type point struct {
+	attrs string
+	value float64
+}
+
+var sourceKeys = []attribute.Key{m2mtokenotel.KeyClientID, m2mtokenotel.KeyAudience, m2mtokenotel.KeyServer, "service.api"}
+
+// metric collects and returns the named metric's points, checking that
+// each carries the source's attributes.
+func (h *harness) metric(name string) []point {
+	h.t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := h.reader.Collect(context.Background(), &rm); err != nil {
+		h.t.Fatal(err)
+	}
+	var out []point
+	add := func(set attribute.Set, v float64) {
+		want := map[attribute.Key]string{m2mtokenotel.KeyClientID: "svc", m2mtokenotel.KeyAudience: audience,
+			m2mtokenotel.KeyServer: "127.0.0.1", "service.api": "billing"}
+		for k, w := range want {
+			if got, ok := set.Value(k); !ok || got.Emit() != w {
+				h.t.Errorf("%s: %s = %q, want %q", name, k, got.Emit(), w)
+			}
+		}
+		var parts []string
+		for _, kv := range set.ToSlice() {
+			if !slices.Contains(sourceKeys, kv.Key) {
+				parts = append(parts, string(kv.Key)+"="+kv.Value.Emit())
+			}
+		}
+		out = append(out, point{strings.Join(parts, ","), v})
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					add(p.Attributes, float64(p.Value))
+				}
+			case metricdata.Gauge[int64]:
+				for _, p := range d.DataPoints {
+					add(p.Attributes, float64(p.Value))
+				}
+			case metricdata.Gauge[float64]:
+				for _, p := range d.DataPoints {
+					add(p.Attributes, p.Value)
+				}
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					add(p.Attributes, float64(p.Count))
+				}
+			default:
+				h.t.Fatalf("%s: unexpected data %T", name, m.Data)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].attrs < out[j].attrs })
+	return out
+}
+
+// values returns the points of a metric as "attrs=value" lines.
+func (h *harness) values(name string) []string {
+	h.t.Helper()
+	var out []string
+	for _, p := range h.metric(name) {
+		out = append(out, fmt.Sprintf("%s=%g", p.attrs, p.value))
+	}
+	return out
+}
+
+func (h *harness) expect(name string, want ...string) {
+	h.t.Helper()
+	if got := h.values(name); !slices.Equal(got, want) {
+		h.t.Errorf("%s:\n got %q\nwant %q", name, got, want)
+	}
+}
+
+func (h *harness) ended(name string) []sdktrace.ReadOnlySpan {
+	var out []sdktrace.ReadOnlySpan
+	for _, s := range h.spans.Ended() {
+		if s.Name() == name {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func attr(s sdktrace.ReadOnlySpan, k attribute.Key) string {
+	for _, kv := range s.Attributes() {
+		if kv.Key == k {
+			return kv.Value.Emit()
+		}
+	}
+	return ""
+}
+
+// TestFirstToken: one request, one token from the endpoint, one waiter;
+// the fetch is a trace of its own linked to the caller's span, and the
+// caller's span has a wait span linked to the fetch.
+func TestFirstToken(t *testing.T) {
+	h := newHarness(t, nil)
+	caller, err := h.token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.expect("m2mtoken.token.requests", "http.response.status_code=200,m2mtoken.outcome=success=1")
+	h.expect("m2mtoken.tokens", "m2mtoken.origin=endpoint=1")
+	h.expect("m2mtoken.fetch.duration", "m2mtoken.origin=endpoint,m2mtoken.outcome=success,m2mtoken.reason=first=1")
+	h.expect("m2mtoken.waits", "m2mtoken.outcome=success=1")
+	h.expect("m2mtoken.wait.duration", "m2mtoken.outcome=success=1")
+	h.expect("m2mtoken.refreshes")
+	if p := h.metric("m2mtoken.token.remaining_lifetime"); len(p) != 1 || p[0].value < 86000 || p[0].value > 86400 {
+		t.Errorf("remaining lifetime %v, want about 86400 s", p)
+	}
+
+	fetches, attempts, waits := h.ended("m2mtoken.fetch"), h.ended("m2mtoken.token_request"), h.ended("m2mtoken.wait")
+	if len(fetches) != 1 || len(attempts) != 1 || len(waits) != 1 {
+		t.Fatalf("spans: %d fetch, %d token_request, %d wait", len(fetches), len(attempts), len(waits))
+	}
+	f, a, w := fetches[0], attempts[0], waits[0]
+	if f.Parent().IsValid() || len(f.Links()) != 1 || f.Links()[0].SpanContext.SpanID() != caller.SpanID() {
+		t.Errorf("fetch span: parent %v, links %v; want a new root linked to the caller", f.Parent(), f.Links())
+	}
+	if attr(f, m2mtokenotel.KeyReason) != "first" || attr(f, m2mtokenotel.KeyOrigin) != "endpoint" ||
+		attr(f, m2mtokenotel.KeyAttempts) != "1" || attr(f, m2mtokenotel.KeyRetries) != "0" || f.Status().Code == codes.Error {
+		t.Errorf("fetch span attributes %v status %v", f.Attributes(), f.Status())
+	}
+	if a.Parent().SpanID() != f.SpanContext().SpanID() || a.SpanKind() != trace.SpanKindClient || attr(a, m2mtokenotel.KeyStatusCode) != "200" {
+		t.Errorf("token_request span: parent %v kind %v attrs %v", a.Parent(), a.SpanKind(), a.Attributes())
+	}
+	if w.Parent().SpanID() != caller.SpanID() || len(w.Links()) != 1 || w.Links()[0].SpanContext.SpanID() != f.SpanContext().SpanID() {
+		t.Errorf("wait span: parent %v links %v; want the caller's child, linked to the fetch", w.Parent(), w.Links())
+	}
+	for _, s := range h.spans.Ended() {
+		for _, kv := range s.Attributes() {
+			if strings.Contains(kv.Value.Emit(), "eyJ") || strings.Contains(kv.Value.Emit(), "pw") && kv.Key != "http.request.method" {
+				t.Errorf("span %s attribute %s looks secret: %q", s.Name(), kv.Key, kv.Value.Emit())
+			}
+		}
+	}
+}
+
+// TestBackgroundRefresh: a stale token is refreshed in the background: a
+// refresh counted, a second token, no caller waiting.
+func TestBackgroundRefresh(t *testing.T) {
+	h := newHarness(t, func(c *m2mtoken.Config) { c.RefreshJitter = -1 })
+	h.iss.SetTokenLifetime(2 * time.Second) // stale after 1 s (half the lifetime at most)
+	if _, err := h.token(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for h.iss.TokensIssued("svc") < 2 || h.src.Stats().BackgroundRefreshes < 1 || len(h.ended("m2mtoken.fetch")) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("no refresh")
+		}
+		h.src.Token()
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.expect("m2mtoken.refreshes", "m2mtoken.outcome=success=1")
+	h.expect("m2mtoken.tokens", "m2mtoken.origin=endpoint=2")
+	h.expect("m2mtoken.fetch.duration",
+		"m2mtoken.origin=endpoint,m2mtoken.outcome=success,m2mtoken.reason=first=1",
+		"m2mtoken.origin=endpoint,m2mtoken.outcome=success,m2mtoken.reason=refresh=1")
+	h.expect("m2mtoken.waits", "m2mtoken.outcome=success=1") // the first token only
+	if f := h.ended("m2mtoken.fetch")[1]; attr(f, m2mtokenotel.KeyReason) != "refresh" || len(f.Links()) != 0 {
+		t.Errorf("refresh span: %v, links %v", f.Attributes(), f.Links())
+	}
+}
+
+// TestRetriesAndFailure: retried requests are counted by status, and the
+// fetch span has one child per attempt with the errors recorded; a fetch
+// that fails is an error span and a failed wait.
+func TestRetriesAndFailure(t *testing.T) {
+	h := newHarness(t, func(c *m2mtoken.Config) { c.MaxAttempts = 3 })
+	h.iss.FailNext(2, m2mtest.Fault{Status: 503})
+	if _, err := h.token(); err != nil {
+		t.Fatal(err)
+	}
+	h.expect("m2mtoken.token.requests",
+		"http.response.status_code=200,m2mtoken.outcome=success=1",
+		"http.response.status_code=503,m2mtoken.outcome=failure=2")
+	f := h.ended("m2mtoken.fetch")[0]
+	if attr(f, m2mtokenotel.KeyAttempts) != "3" || attr(f, m2mtokenotel.KeyRetries) != "2" || f.Status().Code == codes.Error {
+		t.Errorf("fetch span %v %v", f.Attributes(), f.Status())
+	}
+	var failed int
+	for _, a := range h.ended("m2mtoken.token_request") {
+		if a.Parent().SpanID() != f.SpanContext().SpanID() {
+			t.Errorf("attempt %s not under the fetch", attr(a, m2mtokenotel.KeyAttempt))
+		}
+		if a.Status().Code == codes.Error && len(a.Events()) == 1 && a.Events()[0].Name == "exception" {
+			failed++
+		}
+	}
+	if failed != 2 {
+		t.Errorf("%d attempt spans with a recorded error, want 2", failed)
+	}
+
+	// Now every attempt fails (a dropped connection has no status).
+	h2 := newHarness(t, func(c *m2mtoken.Config) { c.MaxAttempts = 2 })
+	h2.iss.FailNext(1, m2mtest.Fault{Status: 500})
+	h2.iss.FailNext(1, m2mtest.Fault{Drop: true})
+	if _, err := h2.token(); err == nil {
+		t.Fatal("no error")
+	}
+	h2.expect("m2mtoken.token.requests", "http.response.status_code=500,m2mtoken.outcome=failure=1", "m2mtoken.outcome=failure=1")
+	h2.expect("m2mtoken.fetch.duration", "m2mtoken.origin=none,m2mtoken.outcome=failure,m2mtoken.reason=first=1")
+	h2.expect("m2mtoken.waits", "m2mtoken.outcome=failure=1")
+	h2.expect("m2mtoken.tokens")
+	if f := h2.ended("m2mtoken.fetch")[0]; f.Status().Code != codes.Error || attr(f, m2mtokenotel.KeyRetries) != "1" {
+		t.Errorf("failed fetch span %v %v", f.Attributes(), f.Status())
+	}
+	if w := h2.ended("m2mtoken.wait")[0]; w.Status().Code != codes.Error {
+		t.Errorf("wait span status %v", w.Status())
+	}
+}
+
+// Test401Invalidation: an API's 401 through Client() invalidates the token
+// and costs one fetch, reason "invalidated".
+func Test401Invalidation(t *testing.T) {
+	h := newHarness(t, nil)
+	first := ""
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if first == "" {
+			first = tok
+		}
+		if tok == first {
+			w.WriteHeader(http.StatusUnauthorized) // revoked
+			return
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer api.Close()
+	resp, err := h.src.Client().Get(api.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	h.expect("m2mtoken.invalidations", "m2mtoken.applied=true=1")
+	h.expect("m2mtoken.fetch.duration",
+		"m2mtoken.origin=endpoint,m2mtoken.outcome=success,m2mtoken.reason=first=1",
+		"m2mtoken.origin=endpoint,m2mtoken.outcome=success,m2mtoken.reason=invalidated=1")
+	h.expect("m2mtoken.tokens", "m2mtoken.origin=endpoint=2")
+}
+
+// TestQuotas: the quota headers become gauges per bucket; a used-up quota
+// fails the fetch with its bucket on the span, and sends nothing more.
+func TestQuotas(t *testing.T) {
+	h := newHarness(t, func(c *m2mtoken.Config) { c.MinInvalidateInterval = -1 })
+	h.iss.SetClientQuota("svc", m2mtest.Quota{Bucket: "per_hour", Limit: 2}, m2mtest.Quota{Bucket: "per_day", Limit: 100})
+	tok, err := h.src.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.expect("m2mtoken.quota.remaining",
+		"m2mtoken.quota.bucket=per_day,m2mtoken.quota.scope=client=99",
+		"m2mtoken.quota.bucket=per_hour,m2mtoken.quota.scope=client=1")
+	h.expect("m2mtoken.quota.limit",
+		"m2mtoken.quota.bucket=per_day,m2mtoken.quota.scope=client=100",
+		"m2mtoken.quota.bucket=per_hour,m2mtoken.quota.scope=client=2")
+	for range 2 {
+		h.src.Invalidate(tok)
+		tok, err = h.src.Token()
+	}
+	var qe *m2mtoken.QuotaError
+	if !errors.As(err, &qe) || qe.Quota.Bucket != "per_hour" {
+		t.Fatalf("got %v, want a QuotaError for per_hour", err)
+	}
+	if _, err := h.src.Token(); !errors.As(err, &qe) || h.iss.Requests() != 3 {
+		t.Fatalf("again: %v after %d requests, want the QuotaError and no request", err, h.iss.Requests())
+	}
+	h.expect("m2mtoken.quota.remaining",
+		"m2mtoken.quota.bucket=per_day,m2mtoken.quota.scope=client=98",
+		"m2mtoken.quota.bucket=per_hour,m2mtoken.quota.scope=client=0")
+	h.expect("m2mtoken.token.requests",
+		"http.response.status_code=200,m2mtoken.outcome=success=2",
+		"http.response.status_code=429,m2mtoken.outcome=failure=1")
+	h.expect("m2mtoken.invalidations", "m2mtoken.applied=true=2")
+	fetches := h.ended("m2mtoken.fetch")
+	if len(fetches) != 4 {
+		t.Fatalf("%d fetch spans, want 4", len(fetches))
+	}
+	for _, f := range fetches[2:] {
+		if f.Status().Code != codes.Error || attr(f, m2mtokenotel.KeyQuotaBucket) != "per_hour" ||
+			attr(f, m2mtokenotel.KeyQuotaScope) != "client" || attr(f, m2mtokenotel.KeyQuotaReset) == "" {
+			t.Errorf("quota fetch span %v %v", f.Attributes(), f.Status())
+		}
+	}
+	if attr(fetches[3], m2mtokenotel.KeyAttempts) != "0" {
+		t.Errorf("blocked fetch made attempts: %v", fetches[3].Attributes())
+	}
+}
+
+// TestClosedSourceLeavesGauges: a closed source is no longer observed.
+func TestClosedSourceLeavesGauges(t *testing.T) {
+	h := newHarness(t, nil)
+	if _, err := h.src.Token(); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.metric("m2mtoken.token.remaining_lifetime")) != 1 {
+		t.Fatal("no lifetime gauge")
+	}
+	h.src.Close()
+	if p := h.metric("m2mtoken.token.remaining_lifetime"); len(p) != 0 {
+		t.Errorf("closed source still observed: %v", p)
+	}
+}
