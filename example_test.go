@@ -184,3 +184,37 @@ func Example_dPoP() {
 	fmt.Println(resp.StatusCode, string(body), tok.Type())
 	// Output: 200 hello, DPoP DPoP
 }
+
+// An Observer sees what the source does, without any dependency: here the
+// fetches and the Auth0 quota they leave. The otel module provides one that
+// records OpenTelemetry metrics and spans.
+func ExampleObserver() {
+	issuer := m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: "s3cret", Audiences: []string{"https://api.example.com/"}})
+	defer issuer.Close()
+	issuer.SetClientQuota("svc", m2mtest.Quota{Bucket: "per_hour", Limit: 10})
+	src, err := m2mtoken.New(m2mtoken.Config{
+		TokenURL: issuer.TokenURL(), ClientID: "svc", ClientSecret: "s3cret", Audience: "https://api.example.com/",
+		Observer: &m2mtoken.Observer{
+			FetchDone: func(_ context.Context, f m2mtoken.FetchDoneInfo) {
+				fmt.Printf("fetch (%s): from the %s after %d request(s), err=%v\n", f.Reason, f.Origin, f.Attempts, f.Err)
+			},
+			Limits: func(l m2mtoken.LimitsInfo) {
+				if l.Quotas == nil {
+					return // only the tenant-wide rate limit
+				}
+				for _, q := range l.Quotas.Client {
+					fmt.Printf("quota %s: %d of %d left\n", q.Bucket, q.Remaining, q.Limit)
+				}
+			},
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer src.Close()
+	src.Token()
+	src.Token() // fresh: the observer hears nothing
+	// Output:
+	// quota per_hour: 9 of 10 left
+	// fetch (first): from the endpoint after 1 request(s), err=<nil>
+}

@@ -25,9 +25,8 @@ import (
 // The functions are called synchronously, on the goroutine doing the work,
 // and never on the hot path: [TokenSource.Token] with a fresh token, and
 // [Transport.RoundTrip] with a cached header, call none of them. They must
-// be quick, safe for concurrent use, must not keep the *Info values' errors
-// for long, and must not call the source's Token methods. The events carry
-// no secret and no token.
+// be quick and safe for concurrent use, and must not call the source's
+// Token methods. The events carry no secret and no token.
 type Observer struct {
 	// FetchStart is called when a fetch begins: the source has no usable
 	// token, or a background refresh is due, and it will take a token from
@@ -281,7 +280,11 @@ func (s *TokenSource) fetchStarted(ctx context.Context, refresh bool) (context.C
 
 // fetchDone tells the observer how the fetch of fl ended.
 func (s *TokenSource) fetchDone(fl *flight, e *entry, origin Origin, err error) {
-	if fl == nil || s.obs.FetchDone == nil {
+	if fl == nil {
+		return
+	}
+	s.flight.CompareAndSwap(fl, nil)
+	if s.obs.FetchDone == nil {
 		return
 	}
 	info := FetchDoneInfo{Source: s, Reason: fl.reason, Origin: origin, Attempts: fl.attempts,
