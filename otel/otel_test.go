@@ -388,3 +388,43 @@ func TestClosedSourceLeavesGauges(t *testing.T) {
 		t.Errorf("closed source still observed: %v", p)
 	}
 }
+
+type failingCache struct{}
+
+func (failingCache) Get(context.Context, string) (*m2mtoken.Entry, error) {
+	return nil, errors.New("cache down")
+}
+func (failingCache) Set(context.Context, string, *m2mtoken.Entry) error {
+	return errors.New("cache down")
+}
+
+// TestCacheOriginAndErrors: a token another source stored is counted with
+// origin cache and no request; a failing cache is counted per operation.
+func TestCacheOriginAndErrors(t *testing.T) {
+	cache := m2mtoken.NewMemoryCache()
+	h := newHarness(t, func(c *m2mtoken.Config) { c.Cache = cache })
+	other, err := m2mtoken.New(m2mtoken.Config{TokenURL: h.iss.TokenURL(), ClientID: "svc", ClientSecret: "pw", Audience: audience, Cache: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.Token(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.token(); err != nil {
+		t.Fatal(err)
+	}
+	h.expect("m2mtoken.tokens", "m2mtoken.origin=cache=1")
+	h.expect("m2mtoken.token.requests")
+	h.expect("m2mtoken.fetch.duration", "m2mtoken.origin=cache,m2mtoken.outcome=success,m2mtoken.reason=first=1")
+	if f := h.ended("m2mtoken.fetch")[0]; attr(f, m2mtokenotel.KeyOrigin) != "cache" || attr(f, m2mtokenotel.KeyAttempts) != "0" {
+		t.Errorf("fetch span %v", f.Attributes())
+	}
+
+	h2 := newHarness(t, func(c *m2mtoken.Config) { c.Cache = failingCache{} })
+	if _, err := h2.token(); err != nil {
+		t.Fatal(err)
+	}
+	h2.expect("m2mtoken.cache.errors", "m2mtoken.cache.operation=get=1", "m2mtoken.cache.operation=set=1")
+	h2.expect("m2mtoken.tokens", "m2mtoken.origin=endpoint=1")
+}
