@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,6 +42,21 @@ func TestSecretCanary(t *testing.T) {
 			}
 		}
 	}
+	// An observer sees every event; each is printed like the rest.
+	var obsMu sync.Mutex
+	var observed []any
+	see := func(v any) { obsMu.Lock(); observed = append(observed, v); obsMu.Unlock() }
+	observer := &Observer{
+		FetchStart:   func(ctx context.Context, i FetchStartInfo) context.Context { see(i); return ctx },
+		FetchDone:    func(_ context.Context, i FetchDoneInfo) { see(i) },
+		AttemptStart: func(ctx context.Context, i AttemptStartInfo) context.Context { see(i); return ctx },
+		AttemptDone:  func(_ context.Context, i AttemptDoneInfo) { see(i) },
+		Wait:         func(_ context.Context, i WaitInfo) { see(i) },
+		Invalidate:   func(i InvalidateInfo) { see(i) },
+		CacheError:   func(i CacheErrorInfo) { see(i) },
+		Limits:       func(i LimitsInfo) { see(i); see(i.RateLimit); see(i.Quotas) },
+		Closed:       func(s *TokenSource) { see(s) },
+	}
 	answers := []func(w http.ResponseWriter){
 		func(w http.ResponseWriter) { w.WriteHeader(500) },
 		func(w http.ResponseWriter) {
@@ -48,6 +64,11 @@ func TestSecretCanary(t *testing.T) {
 			w.Header().Set("X-RateLimit-Remaining", "0")
 			w.WriteHeader(429)
 			io.WriteString(w, `{"error":"too_many_requests","error_description":"Rate limit exceeded."}`)
+		},
+		func(w http.ResponseWriter) {
+			w.Header().Set("Auth0-Client-Quota-Limit", "b=per_hour;q=10;r=0;t=3540")
+			w.WriteHeader(429)
+			io.WriteString(w, `{"error":"too_many_requests","error_description":"Client quota exceeded"}`)
 		},
 		func(w http.ResponseWriter) {
 			io.WriteString(w, `{"access_token":"`+canaryToken+`","token_type":"mac"}`)
@@ -97,6 +118,7 @@ func TestSecretCanary(t *testing.T) {
 				c.MaxAttempts = 2
 				c.Cache = NewFileCache(dir)
 				c.DPoPKey = dpopKey
+				c.Observer = observer
 			})
 			_, err := s.Token()
 			if err == nil {
@@ -114,7 +136,12 @@ func TestSecretCanary(t *testing.T) {
 	}
 	// Success, 401 recovery, a stale refresh and a cancelled wait.
 	current = nil
-	s, clk := testSource(t, e, func(c *Config) { c.Logger = logs.logger(); c.Cache = NewFileCache(dir); c.DPoPKey = dpopKey })
+	s, clk := testSource(t, e, func(c *Config) {
+		c.Logger = logs.logger()
+		c.Cache = NewFileCache(dir)
+		c.DPoPKey = dpopKey
+		c.Observer = observer
+	})
 	tok, err := s.Token()
 	if err != nil || tok.AccessToken != canaryToken {
 		t.Fatalf("%v %v", tok, err)
@@ -136,6 +163,13 @@ func TestSecretCanary(t *testing.T) {
 	collect(s.cfg, &s.cfg, s, &Entry{AccessToken: canaryToken}, st, st.RateLimit, s.cfg.AuthMethod, tr, werr, NewFileCache(dir))
 	slog.New(slog.NewJSONHandler(logs, nil)).Info("values", "config", s.cfg, "entry", &Entry{AccessToken: canaryToken}, "stats", st)
 	outputs = append(outputs, logs.String())
+	s.Close()
+	obsMu.Lock()
+	if len(observed) < 50 {
+		t.Fatalf("the observer saw only %d events", len(observed))
+	}
+	collect(observed...)
+	obsMu.Unlock()
 
 	all := strings.Join(outputs, "\n")
 	for _, canary := range []string{testSecret, canaryToken, fmt.Sprintf("%x", testSecret), fmt.Sprintf("%x", canaryToken),
