@@ -180,6 +180,10 @@ type AttemptDoneInfo struct {
 // WaitInfo describes a caller that waited for a fetch.
 type WaitInfo struct {
 	Source *TokenSource
+	// Reason is why the caller found no usable token: FetchFirst,
+	// FetchExpired or FetchInvalidated (never FetchRefresh: a token in its
+	// refresh window is handed out without waiting).
+	Reason FetchReason
 	// Duration is how long the caller waited.
 	Duration time.Duration
 	// Err is what the caller got: nil (a token), the fetch's error, or a
@@ -338,25 +342,32 @@ func (s *TokenSource) attemptDone(ctx context.Context, attempt int, nonceRetry b
 	}
 }
 
-// waitStart returns when a caller starts waiting, if anyone is told.
-func (s *TokenSource) waitStart() time.Time {
+// waitStart is a caller starting to wait, as the observer will be told.
+type waitStart struct {
+	at     time.Time
+	reason FetchReason
+}
+
+// startWait notes when and why a caller starts waiting, if anyone is to
+// be told.
+func (s *TokenSource) startWait() waitStart {
 	if s.obs == nil || s.obs.Wait == nil {
-		return time.Time{}
+		return waitStart{}
 	}
-	return s.clock.Now()
+	return waitStart{at: s.clock.Now(), reason: s.fetchReason(false)}
 }
 
 // waited tells the observer a caller stopped waiting. fl is the flight it
 // waited for when known; else (its context ended first) the one in
 // progress is taken.
-func (s *TokenSource) waited(ctx context.Context, start time.Time, fl *flight, known bool, err error) {
+func (s *TokenSource) waited(ctx context.Context, start waitStart, fl *flight, known bool, err error) {
 	if s.obs == nil || s.obs.Wait == nil {
 		return
 	}
 	if !known {
 		fl = s.flight.Load()
 	}
-	info := WaitInfo{Source: s, Duration: s.clock.Now().Sub(start), Err: err}
+	info := WaitInfo{Source: s, Reason: start.reason, Duration: s.clock.Now().Sub(start.at), Err: err}
 	if fl != nil {
 		info.Fetch = fl.ctx
 	}

@@ -79,7 +79,7 @@ func (r *obsRecorder) observer() *Observer {
 			if i.Fetch != nil {
 				mark = i.Fetch.Value(ctxMark{})
 			}
-			r.add("wait %s fetch=%v", errText(i.Err), mark)
+			r.add("wait %s %s fetch=%v", i.Reason, errText(i.Err), mark)
 			r.mu.Lock()
 			r.waits = append(r.waits, i)
 			r.mu.Unlock()
@@ -138,7 +138,7 @@ func TestObserverEvents(t *testing.T) {
 		"attempt 1 done status=200 ok",
 		"cache error set",
 		"fetch done first endpoint attempts=1 status=200 ok mark=fetch-1",
-		"wait ok fetch=fetch-1",
+		"wait first ok fetch=fetch-1",
 	}, tok)
 	step("fresh token: nothing", nil, tok)
 	step("refresh", []string{
@@ -165,7 +165,7 @@ func TestObserverEvents(t *testing.T) {
 		"attempt 3 done status=200 ok",
 		"cache error set",
 		"fetch done invalidated endpoint attempts=3 status=200 ok mark=fetch-3",
-		"wait ok fetch=fetch-3",
+		"wait invalidated ok fetch=fetch-3",
 	}, func() {
 		cur, _ := s.Token()
 		s.Invalidate(cur)
@@ -184,7 +184,7 @@ func TestObserverEvents(t *testing.T) {
 		"attempt 1 done status=200 ok",
 		"cache error set",
 		"fetch done expired endpoint attempts=1 status=200 ok mark=fetch-4",
-		"wait ok fetch=fetch-4",
+		"wait expired ok fetch=fetch-4",
 	}, func() { clk.Advance(time.Hour); tok() })
 	step("close", []string{"closed"}, func() { s.Close() })
 
@@ -228,7 +228,7 @@ func TestObserverFailedFetchAndCacheOrigin(t *testing.T) {
 		"attempt 2 start mark=fetch-1",
 		"attempt 2 done status=500 500",
 		"fetch done first none attempts=2 status=500 500 mark=fetch-1",
-		"wait 500 fetch=fetch-1",
+		"wait first 500 fetch=fetch-1",
 	}
 	if diff := cmp.Diff(want, rec.take()); diff != "" {
 		t.Errorf("failed fetch (-want +got):\n%s", diff)
@@ -250,7 +250,7 @@ func TestObserverFailedFetchAndCacheOrigin(t *testing.T) {
 	want = []string{
 		"fetch start first",
 		"fetch done first cache attempts=0 status=0 ok mark=fetch-3",
-		"wait ok fetch=fetch-3",
+		"wait first ok fetch=fetch-3",
 	}
 	if diff := cmp.Diff(want, rec.take()); diff != "" {
 		t.Errorf("adopted (-want +got):\n%s", diff)
@@ -308,17 +308,17 @@ func TestObserverQuotaEvents(t *testing.T) {
 		"limits status=200 rate=false quotas=true",
 		"attempt 1 done status=200 ok",
 		"fetch done first endpoint attempts=1 status=200 ok mark=fetch-1",
-		"wait ok fetch=fetch-1",
+		"wait first ok fetch=fetch-1",
 		"invalidate applied=true",
 		"fetch start invalidated",
 		"attempt 1 start mark=fetch-2",
 		"limits status=429 rate=false quotas=true",
 		"attempt 1 done status=429 quota",
 		"fetch done invalidated none attempts=1 status=429 quota mark=fetch-2",
-		"wait quota fetch=fetch-2",
+		"wait invalidated quota fetch=fetch-2",
 		"fetch start invalidated",
 		"fetch done invalidated none attempts=0 status=0 quota mark=fetch-3",
-		"wait quota fetch=fetch-3",
+		"wait invalidated quota fetch=fetch-3",
 	}
 	if diff := cmp.Diff(want, rec.take()); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)

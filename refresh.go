@@ -231,7 +231,7 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 		s.waits.Add(1)
 	}
 	s.joins.Add(1)
-	start := s.waitStart()
+	start := s.startWait()
 	ch := s.group.DoChan("fetch", func() (any, error) {
 		return s.fetch(context.WithoutCancel(ctx), false)
 	})

@@ -18,8 +18,8 @@
 //	m2mtoken.fetch.duration          histogram s          fetches, by reason, origin and outcome
 //	m2mtoken.tokens                  counter {token}      tokens obtained, by origin (endpoint, cache)
 //	m2mtoken.refreshes               counter {refresh}    background refreshes, by outcome
-//	m2mtoken.waits                   counter {wait}       callers that found no usable token and waited, by outcome
-//	m2mtoken.wait.duration           histogram s          how long they waited, by outcome
+//	m2mtoken.waits                   counter {wait}       callers that found no usable token and waited, by reason and outcome
+//	m2mtoken.wait.duration           histogram s          how long they waited, by reason and outcome
 //	m2mtoken.invalidations           counter {invalidation}  Invalidate calls with the current token, by m2mtoken.applied
 //	m2mtoken.cache.errors            counter {error}      Config.Cache failures, by m2mtoken.cache.operation
 //	m2mtoken.token.remaining_lifetime  gauge s            the current token's time to expiry
@@ -311,13 +311,15 @@ func (o *observer) wait(ctx context.Context, info m2mtoken.WaitInfo) {
 	if errors.As(info.Err, &we) {
 		oc = KeyOutcome.String("canceled")
 	}
-	o.waits.Add(ctx, 1, src.with(oc))
-	o.waitDuration.Record(ctx, info.Duration.Seconds(), src.with(oc))
+	reason := KeyReason.String(info.Reason.String())
+	o.waits.Add(ctx, 1, src.with(reason, oc))
+	o.waitDuration.Record(ctx, info.Duration.Seconds(), src.with(reason, oc))
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return // a caller without a span: no orphan span per wait
 	}
 	end := time.Now()
-	opts := []trace.SpanStartOption{trace.WithTimestamp(end.Add(-info.Duration)), trace.WithAttributes(src.attrs...)}
+	opts := []trace.SpanStartOption{trace.WithTimestamp(end.Add(-info.Duration)), trace.WithAttributes(src.attrs...),
+		trace.WithAttributes(reason)}
 	if info.Fetch != nil {
 		if sc := trace.SpanContextFromContext(info.Fetch); sc.IsValid() {
 			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))

@@ -185,8 +185,8 @@ func TestFirstToken(t *testing.T) {
 	h.expect("m2mtoken.token.requests", "http.response.status_code=200,m2mtoken.outcome=success=1")
 	h.expect("m2mtoken.tokens", "m2mtoken.origin=endpoint=1")
 	h.expect("m2mtoken.fetch.duration", "m2mtoken.origin=endpoint,m2mtoken.outcome=success,m2mtoken.reason=first=1")
-	h.expect("m2mtoken.waits", "m2mtoken.outcome=success=1")
-	h.expect("m2mtoken.wait.duration", "m2mtoken.outcome=success=1")
+	h.expect("m2mtoken.waits", "m2mtoken.outcome=success,m2mtoken.reason=first=1")
+	h.expect("m2mtoken.wait.duration", "m2mtoken.outcome=success,m2mtoken.reason=first=1")
 	h.expect("m2mtoken.refreshes")
 	if p := h.metric("m2mtoken.token.remaining_lifetime"); len(p) != 1 || p[0].value < 86000 || p[0].value > 86400 {
 		t.Errorf("remaining lifetime %v, want about 86400 s", p)
@@ -240,7 +240,7 @@ func TestBackgroundRefresh(t *testing.T) {
 	h.expect("m2mtoken.fetch.duration",
 		"m2mtoken.origin=endpoint,m2mtoken.outcome=success,m2mtoken.reason=first=1",
 		"m2mtoken.origin=endpoint,m2mtoken.outcome=success,m2mtoken.reason=refresh=1")
-	h.expect("m2mtoken.waits", "m2mtoken.outcome=success=1") // the first token only
+	h.expect("m2mtoken.waits", "m2mtoken.outcome=success,m2mtoken.reason=first=1") // the first token only
 	if f := h.ended("m2mtoken.fetch")[1]; attr(f, m2mtokenotel.KeyReason) != "refresh" || len(f.Links()) != 0 {
 		t.Errorf("refresh span: %v, links %v", f.Attributes(), f.Links())
 	}
@@ -284,7 +284,7 @@ func TestRetriesAndFailure(t *testing.T) {
 	}
 	h2.expect("m2mtoken.token.requests", "http.response.status_code=500,m2mtoken.outcome=failure=1", "m2mtoken.outcome=failure=1")
 	h2.expect("m2mtoken.fetch.duration", "m2mtoken.origin=none,m2mtoken.outcome=failure,m2mtoken.reason=first=1")
-	h2.expect("m2mtoken.waits", "m2mtoken.outcome=failure=1")
+	h2.expect("m2mtoken.waits", "m2mtoken.outcome=failure,m2mtoken.reason=first=1")
 	h2.expect("m2mtoken.tokens")
 	if f := h2.ended("m2mtoken.fetch")[0]; f.Status().Code != codes.Error || attr(f, m2mtokenotel.KeyRetries) != "1" {
 		t.Errorf("failed fetch span %v %v", f.Attributes(), f.Status())
@@ -320,6 +320,7 @@ func Test401Invalidation(t *testing.T) {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 	h.expect("m2mtoken.invalidations", "m2mtoken.applied=true=1")
+	h.expect("m2mtoken.waits", "m2mtoken.outcome=success,m2mtoken.reason=first=1", "m2mtoken.outcome=success,m2mtoken.reason=invalidated=1")
 	h.expect("m2mtoken.fetch.duration",
 		"m2mtoken.origin=endpoint,m2mtoken.outcome=success,m2mtoken.reason=first=1",
 		"m2mtoken.origin=endpoint,m2mtoken.outcome=success,m2mtoken.reason=invalidated=1")
