@@ -1,3 +1,9 @@
+// A token's life: its states and the timers that move it, the hot and
+// slow paths, the single fetch, background refresh and its backoff,
+// Invalidate and Close. It stays one file (a little over 450 lines)
+// because these share one lock and one set of invariants about which entry
+// is current; split, each part would have to restate them.
+
 package m2mtoken
 
 import (
