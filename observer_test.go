@@ -2,6 +2,7 @@ package m2mtoken
 
 import (
 	"context"
+	"crypto/elliptic"
 	"errors"
 	"fmt"
 	"net/http"
@@ -338,5 +339,44 @@ func TestObserverHotPath(t *testing.T) {
 	}
 	if ev := rec.take(); len(ev) != 0 {
 		t.Errorf("hot path told the observer: %v", ev)
+	}
+}
+
+// TestObserverNonceRetry: a DPoP nonce challenge at the token endpoint is
+// told as an answer that asked for a nonce, and the request repeated with
+// it as a nonce retry of the same attempt.
+func TestObserverNonceRetry(t *testing.T) {
+	iss := m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: "pw", Audiences: []string{"https://api.example.com/"}})
+	defer iss.Close()
+	iss.RequireDPoPNonce(true, false)
+	var mu sync.Mutex
+	var got []string
+	var done FetchDoneInfo
+	s, err := New(Config{TokenURL: iss.TokenURL(), ClientID: "svc", ClientSecret: "pw", Audience: "https://api.example.com/",
+		DPoPKey: ecKey(t, elliptic.P256()),
+		Observer: &Observer{
+			AttemptDone: func(_ context.Context, i AttemptDoneInfo) {
+				mu.Lock()
+				got = append(got, fmt.Sprintf("attempt %d status=%d nonce_retry=%v nonce_required=%v", i.Attempt, i.StatusCode, i.NonceRetry, i.NonceRequired))
+				mu.Unlock()
+			},
+			FetchDone: func(_ context.Context, i FetchDoneInfo) { done = i },
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Token(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"attempt 1 status=400 nonce_retry=false nonce_required=true",
+		"attempt 1 status=200 nonce_retry=true nonce_required=false",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if done.Attempts != 2 || done.NonceRetries != 1 || done.Err != nil || done.StatusCode != 200 {
+		t.Errorf("fetch done %+v", done)
 	}
 }

@@ -14,7 +14,7 @@
 //
 // All in the m2mtoken namespace, with UCUM units:
 //
-//	m2mtoken.token.requests          counter {request}   HTTP requests to the token endpoint, by outcome and http.response.status_code
+//	m2mtoken.token.requests          counter {request}   HTTP requests to the token endpoint, by outcome (success, failure, nonce_required) and http.response.status_code
 //	m2mtoken.fetch.duration          histogram s          fetches, by reason, origin and outcome
 //	m2mtoken.tokens                  counter {token}      tokens obtained, by origin (endpoint, cache)
 //	m2mtoken.refreshes               counter {refresh}    background refreshes, by outcome
@@ -64,7 +64,7 @@ const (
 	KeyClientID     = attribute.Key("m2mtoken.client_id")
 	KeyAudience     = attribute.Key("m2mtoken.audience")
 	KeyServer       = attribute.Key("server.address")
-	KeyOutcome      = attribute.Key("m2mtoken.outcome") // success, failure (waits: also canceled)
+	KeyOutcome      = attribute.Key("m2mtoken.outcome") // success, failure; token requests: nonce_required; waits: canceled
 	KeyStatusCode   = attribute.Key("http.response.status_code")
 	KeyReason       = attribute.Key("m2mtoken.reason") // first, refresh, expired, invalidated
 	KeyOrigin       = attribute.Key("m2mtoken.origin") // endpoint, cache, none
@@ -76,6 +76,7 @@ const (
 	KeyAttempts     = attribute.Key("m2mtoken.attempts")
 	KeyRetries      = attribute.Key("m2mtoken.retries")
 	KeyNonceRetry   = attribute.Key("m2mtoken.nonce_retry")
+	KeyNonceRetries = attribute.Key("m2mtoken.nonce_retries")
 	KeyQuotaReset   = attribute.Key("m2mtoken.quota.reset")
 	KeyTokenExpires = attribute.Key("m2mtoken.token.expiry")
 )
@@ -259,7 +260,10 @@ func (o *observer) fetchDone(ctx context.Context, info m2mtoken.FetchDoneInfo) {
 		o.refreshes.Add(ctx, 1, src.with(outcome(info.Err)))
 	}
 	span := trace.SpanFromContext(ctx)
-	span.SetAttributes(origin, KeyAttempts.Int(info.Attempts), KeyRetries.Int(max(info.Attempts-1, 0)))
+	// Retries are the attempts after the first that were not the DPoP
+	// nonce dance, which the protocol asks for.
+	span.SetAttributes(origin, KeyAttempts.Int(info.Attempts), KeyNonceRetries.Int(info.NonceRetries),
+		KeyRetries.Int(max(info.Attempts-1-info.NonceRetries, 0)))
 	if info.StatusCode != 0 {
 		span.SetAttributes(KeyStatusCode.Int(info.StatusCode))
 	}
@@ -288,7 +292,11 @@ func (o *observer) attemptStart(ctx context.Context, info m2mtoken.AttemptStartI
 
 func (o *observer) attemptDone(ctx context.Context, info m2mtoken.AttemptDoneInfo) {
 	src := o.src(info.Source)
-	more := []attribute.KeyValue{outcome(info.Err)}
+	oc := outcome(info.Err)
+	if info.NonceRequired {
+		oc = KeyOutcome.String("nonce_required") // the protocol, not a failure
+	}
+	more := []attribute.KeyValue{oc}
 	if info.StatusCode != 0 {
 		more = append(more, KeyStatusCode.Int(info.StatusCode))
 	}
@@ -297,7 +305,7 @@ func (o *observer) attemptDone(ctx context.Context, info m2mtoken.AttemptDoneInf
 	if info.StatusCode != 0 {
 		span.SetAttributes(KeyStatusCode.Int(info.StatusCode))
 	}
-	if info.Err != nil {
+	if info.Err != nil && !info.NonceRequired {
 		span.RecordError(info.Err)
 		span.SetStatus(codes.Error, info.Err.Error())
 	}

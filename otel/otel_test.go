@@ -2,6 +2,9 @@ package m2mtokenotel_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/http"
@@ -428,4 +431,36 @@ func TestCacheOriginAndErrors(t *testing.T) {
 	}
 	h2.expect("m2mtoken.cache.errors", "m2mtoken.cache.operation=get=1", "m2mtoken.cache.operation=set=1")
 	h2.expect("m2mtoken.tokens", "m2mtoken.origin=endpoint=1")
+}
+
+// TestDPoPNonceRetry: the token endpoint's nonce challenge is counted as
+// nonce_required, not a failure, and the fetch span counts it as a nonce
+// retry, not a retry.
+func TestDPoPNonceRetry(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, func(c *m2mtoken.Config) { c.DPoPKey = key })
+	h.iss.RequireDPoPNonce(true, false)
+	if _, err := h.token(); err != nil {
+		t.Fatal(err)
+	}
+	h.expect("m2mtoken.token.requests",
+		"http.response.status_code=200,m2mtoken.outcome=success=1",
+		"http.response.status_code=400,m2mtoken.outcome=nonce_required=1")
+	f := h.ended("m2mtoken.fetch")[0]
+	if attr(f, m2mtokenotel.KeyAttempts) != "2" || attr(f, m2mtokenotel.KeyNonceRetries) != "1" || attr(f, m2mtokenotel.KeyRetries) != "0" {
+		t.Errorf("fetch span %v", f.Attributes())
+	}
+	var retried bool
+	for _, a := range h.ended("m2mtoken.token_request") {
+		if a.Status().Code == codes.Error {
+			t.Errorf("attempt span with an error: %v", a.Attributes())
+		}
+		retried = retried || attr(a, m2mtokenotel.KeyNonceRetry) == "true"
+	}
+	if !retried {
+		t.Error("no attempt span says nonce_retry")
+	}
 }
