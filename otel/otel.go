@@ -69,7 +69,7 @@ const (
 	KeyReason       = attribute.Key("m2mtoken.reason") // first, refresh, expired, invalidated
 	KeyOrigin       = attribute.Key("m2mtoken.origin") // endpoint, cache, none
 	KeyApplied      = attribute.Key("m2mtoken.applied")
-	KeyCacheOp      = attribute.Key("m2mtoken.cache.operation") // get, set, lease
+	KeyCacheOp      = attribute.Key("m2mtoken.cache.operation") // get, set, lease, keep_alive, release
 	KeyQuotaScope   = attribute.Key("m2mtoken.quota.scope")     // client, organization
 	KeyQuotaBucket  = attribute.Key("m2mtoken.quota.bucket")    // per_hour, per_day, ...
 	KeyAttempt      = attribute.Key("m2mtoken.attempt")
