@@ -337,6 +337,7 @@ type sourceStats struct {
 	Collapsed           uint64               `json:"collapsed"`
 	BackgroundRefreshes uint64               `json:"background_refreshes"`
 	RateLimit           *m2mtoken.RateLimit  `json:"rate_limit,omitempty"`
+	Quotas              *m2mtoken.Quotas     `json:"quotas,omitempty"`
 	LastError           string               `json:"last_error,omitempty"`
 	Proxies             map[string]proxyStat `json:"proxies,omitempty"`
 }
@@ -368,6 +369,7 @@ func (a *agent) serveStats(w http.ResponseWriter, r *http.Request) {
 			Endpoint: s.endpoint, ClientID: s.cfg.ClientID, Audience: s.cfg.Audience, Ready: tok != nil,
 			TokensSeen: s.w.seen(), TokenRequests: st.TokenRequests, Failures: st.Failures, CacheHits: st.CacheHits,
 			Collapsed: st.Collapsed, BackgroundRefreshes: st.BackgroundRefreshes, RateLimit: st.RateLimit,
+			Quotas: st.Quotas,
 		}
 		if tok != nil {
 			ss.Token = m2mtoken.Fingerprint(tok.AccessToken)
