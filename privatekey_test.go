@@ -9,10 +9,8 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"math/big"
 	"net/http"
 	"strings"
 	"testing"
@@ -210,24 +208,14 @@ func TestParsePrivateKeyPEM(t *testing.T) {
 // TestMTLS: the token endpoint requires a client certificate; the source
 // presents one through HTTPClient, sending to a separate mTLS token URL.
 func TestMTLS(t *testing.T) {
-	caKey := ecKey(t, elliptic.P256())
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
-	ca, _ := x509.ParseCertificate(caDER)
-	clientKey := ecKey(t, elliptic.P256())
-	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "svc"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	leafDER, _ := x509.CreateCertificate(rand.Reader, leafTmpl, ca, clientKey.Public(), caKey)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
+	pool, cert := mtlsCerts(t)
 
 	iss := m2mtest.NewMTLSServer(pool, m2mtest.Client{ID: "svc", Secret: "pw", Audiences: []string{"https://api/"}})
 	defer iss.Close()
 	roots := x509.NewCertPool()
 	roots.AddCert(iss.Certificate())
 	withCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: clientKey}}}}}
+		Certificates: []tls.Certificate{cert}}}}
 	withoutCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
 
 	cfg := Config{Domain: "tenant.example.com", MTLSTokenURL: iss.TokenURL(), ClientID: "svc", ClientSecret: "pw", Audience: "https://api/", HTTPClient: withCert}
