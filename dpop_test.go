@@ -7,14 +7,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -384,21 +382,6 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		r.status = append(r.status, resp.StatusCode)
 	}
 	return resp, err
-}
-
-func mtlsCerts(t *testing.T) (*x509.CertPool, tls.Certificate) {
-	caKey := ecKey(t, elliptic.P256())
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
-	ca, _ := x509.ParseCertificate(caDER)
-	clientKey := ecKey(t, elliptic.P256())
-	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "svc"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	leafDER, _ := x509.CreateCertificate(rand.Reader, leafTmpl, ca, clientKey.Public(), caKey)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return pool, tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: clientKey}
 }
 
 // TestDPoPEndToEnd: each client authentication method against an issuer
