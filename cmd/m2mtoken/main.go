@@ -130,7 +130,7 @@ func (c *command) parse(args []string, stdout, stderr io.Writer) (bool, error) {
 			c.fs.SetOutput(io.Discard)
 			return false, flag.ErrHelp
 		}
-		fmt.Fprintf(stderr, "m2mtoken %s: %v\nRun 'm2mtoken %s --help' for its flags.\n", name, err, name)
+		fmt.Fprintf(stderr, "m2mtoken %s: %s\nRun 'm2mtoken %s --help' for its flags.\n", name, c.describeParseError(err), name)
 		return false, errUsage
 	}
 	if c.fs.NArg() > 0 {
@@ -142,6 +142,49 @@ func (c *command) parse(args []string, stdout, stderr io.Writer) (bool, error) {
 		return false, nil
 	}
 	return true, nil
+}
+
+// describeParseError words the flag package's error in the command's
+// terms: an unknown flag is named as the README spells flags (--name), with
+// the nearest defined flag when one is close enough to be a typo.
+func (c *command) describeParseError(err error) string {
+	name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: ")
+	if !ok {
+		return err.Error()
+	}
+	name = strings.TrimLeft(name, "-")
+	msg := "unknown flag --" + name
+	best, bestDist := "", 3 // at most two edits away
+	c.fs.VisitAll(func(f *flag.Flag) {
+		if d := editDistance(name, f.Name); d < bestDist {
+			best, bestDist = f.Name, d
+		}
+	})
+	if best != "" {
+		msg += ": did you mean --" + best + "?"
+	}
+	return msg
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // usageError reports a bad combination of flags: one line, and where the

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -175,7 +176,7 @@ func TestTokenErrors(t *testing.T) {
 		t.Fatalf("no settings: exit %d, %q", r.code, r.stderr)
 	}
 	r = runBin(t, nil, "token", "--bogus")
-	if r.code != 2 || r.stdout != "" || r.stderr != "m2mtoken token: flag provided but not defined: -bogus\nRun 'm2mtoken token --help' for its flags.\n" {
+	if r.code != 2 || r.stdout != "" || r.stderr != "m2mtoken token: unknown flag --bogus\nRun 'm2mtoken token --help' for its flags.\n" {
 		t.Fatalf("bad flag: exit %d, %q", r.code, r.stderr)
 	}
 	if r := runBin(t, nil, "frobnicate"); r.code != 2 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "m2mtoken help") {
@@ -443,4 +444,21 @@ func readExports(t *testing.T, r io.Reader) (env, lines []string) {
 	}
 	t.Fatalf("serve ended before it was ready: %q", lines)
 	return nil, nil
+}
+
+func TestUnknownFlagSuggestsNearest(t *testing.T) {
+	for _, tc := range []struct{ arg, want string }{
+		{"--audiance", "m2mtoken token: unknown flag --audiance: did you mean --audience?\nRun 'm2mtoken token --help' for its flags.\n"},
+		{"-client-secert-file=x", "m2mtoken token: unknown flag --client-secert-file: did you mean --client-secret-file?\nRun 'm2mtoken token --help' for its flags.\n"},
+		{"--frobnicate", "m2mtoken token: unknown flag --frobnicate\nRun 'm2mtoken token --help' for its flags.\n"},
+	} {
+		c := newFlags("token", "test")
+		c.fs.String("audience", "", "")
+		c.fs.String("client-secret-file", "", "")
+		var stdout, stderr strings.Builder
+		ok, err := c.parse([]string{tc.arg}, &stdout, &stderr)
+		if ok || !errors.Is(err, errUsage) || stdout.String() != "" || stderr.String() != tc.want {
+			t.Errorf("%s: ok=%v err=%v stderr=%q, want %q", tc.arg, ok, err, stderr.String(), tc.want)
+		}
+	}
 }
