@@ -193,6 +193,7 @@ func TestHints(t *testing.T) {
 		m2mtest.Client{ID: "good", Secret: testSecret, Audiences: []string{aud}},
 		m2mtest.Client{ID: "nogrant", Secret: testSecret, Audiences: []string{aud}, NoClientCredentials: true},
 		m2mtest.Client{ID: "noapi", Secret: testSecret},
+		m2mtest.Client{ID: "dpop", Secret: testSecret, Audiences: []string{aud}, RequireDPoP: true},
 	)
 	defer iss.Close()
 	for _, tt := range []struct {
@@ -206,6 +207,7 @@ func TestHints(t *testing.T) {
 		{"unknown audience", Config{ClientID: "good", ClientSecret: testSecret, Audience: "https://typo.example.com/"}, 403, "Service not enabled within domain", "the audience is not the identifier of an API in this tenant"},
 		{"no grant type", Config{ClientID: "nogrant", ClientSecret: testSecret, Audience: aud}, 403, "unauthorized_client", "enable Client Credentials"},
 		{"not authorized for API", Config{ClientID: "noapi", ClientSecret: testSecret, Audience: aud}, 403, "is not authorized to access resource server", "authorize the application for this API"},
+		{"DPoP required, no key", Config{ClientID: "dpop", ClientSecret: testSecret, Audience: aud}, 400, "DPoP proof is required", "give it a DPoP key with M2MTOKEN_DPOP_KEY_FILE (--dpop-key) or Config.DPoPKey"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tt.cfg

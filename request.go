@@ -371,6 +371,8 @@ func (s *TokenSource) hint(te *TokenError) string {
 		return "the audience is not the identifier of an API in this tenant: check the audience (Auth0: Applications, APIs, API Audience)"
 	case strings.Contains(desc, "is not authorized to access resource server"):
 		return "authorize the application for this API (Auth0: Applications, APIs, Machine to Machine Applications)"
+	case s.cfg.DPoPKey == nil && strings.Contains(strings.ToLower(desc), "dpop") && strings.Contains(desc, "required"):
+		return "the server requires DPoP-bound tokens for this client: give it a DPoP key with M2MTOKEN_DPOP_KEY_FILE (--dpop-key) or Config.DPoPKey"
 	case strings.HasPrefix(desc, "No audience parameter was provided"):
 		return "set the audience to the API's identifier"
 	case te.Code == "" && (te.StatusCode == http.StatusNotFound || te.StatusCode == http.StatusMethodNotAllowed):
