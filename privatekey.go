@@ -16,7 +16,7 @@ import (
 func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
 	block, _ := pem.Decode(data)
 	if block == nil {
-		return nil, errors.New("m2mtoken: no PEM block found")
+		return nil, errors.New("m2mtoken: no PEM block found: want a PEM private key (-----BEGIN PRIVATE KEY-----, or EC or RSA PRIVATE KEY), such as openssl genpkey writes")
 	}
 	if block.Type == "ENCRYPTED PRIVATE KEY" || block.Headers["Proc-Type"] == "4,ENCRYPTED" {
 		return nil, errors.New("m2mtoken: the private key is encrypted: decrypt it first (openssl pkey -in key.pem -out plain.pem)")

@@ -194,7 +194,7 @@ func TestParsePrivateKeyPEM(t *testing.T) {
 		"encrypted pkcs1": {enc("RSA PRIVATE KEY", []byte{1, 2}, map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-256-CBC,00"}), "encrypted"},
 		"public key":      {enc("PUBLIC KEY", pub, nil), "not a private key"},
 		"certificate":     {enc("CERTIFICATE", []byte{1}, nil), "not a private key"},
-		"not pem":         {[]byte("hello"), "no PEM block"},
+		"not pem":         {[]byte("hello"), "no PEM block found: want a PEM private key (-----BEGIN PRIVATE KEY-----"},
 		"corrupt":         {enc("PRIVATE KEY", []byte{1, 2, 3}, nil), "parsing"},
 		"openssh":         {enc("OPENSSH PRIVATE KEY", []byte{1}, nil), "unsupported PEM block"},
 	}
