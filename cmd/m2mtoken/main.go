@@ -16,6 +16,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"time"
 )
 
 const usage = `m2mtoken: OAuth 2.0 client-credentials tokens that never expire.
@@ -145,15 +146,33 @@ func (c *command) parse(args []string, stdout, stderr io.Writer) (bool, error) {
 }
 
 // describeParseError words the flag package's error in the command's
-// terms: an unknown flag is named as the README spells flags (--name), with
-// the nearest defined flag when one is close enough to be a typo.
+// terms, naming flags as the README spells them (--name): an unknown flag
+// with the nearest defined flag when one is close enough to be a typo, a
+// bad duration with the form it takes, a missing value as such.
 func (c *command) describeParseError(err error) string {
-	name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: ")
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
+		return "--" + strings.TrimLeft(name, "-") + " needs a value"
+	}
+	var value, flagName, reason string
+	if _, scanErr := fmt.Sscanf(msg, "invalid value %q for flag %s", &value, &flagName); scanErr == nil {
+		_, reason, _ = strings.Cut(msg, " for flag "+flagName+" ")
+		flagName = strings.TrimSuffix(strings.TrimLeft(flagName, "-"), ":")
+		if f := c.fs.Lookup(flagName); f != nil {
+			if g, ok := f.Value.(flag.Getter); ok {
+				if _, isDuration := g.Get().(time.Duration); isDuration {
+					reason = "not a duration: give a number with a unit, such as 30s, 5m or 24h"
+				}
+			}
+		}
+		return fmt.Sprintf("--%s %q: %s", flagName, value, reason)
+	}
+	name, ok := strings.CutPrefix(msg, "flag provided but not defined: ")
 	if !ok {
-		return err.Error()
+		return msg
 	}
 	name = strings.TrimLeft(name, "-")
-	msg := "unknown flag --" + name
+	msg = "unknown flag --" + name
 	best, bestDist := "", 3 // at most two edits away
 	c.fs.VisitAll(func(f *flag.Flag) {
 		if d := editDistance(name, f.Name); d < bestDist {

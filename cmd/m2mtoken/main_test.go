@@ -446,13 +446,18 @@ func readExports(t *testing.T, r io.Reader) (env, lines []string) {
 	return nil, nil
 }
 
-func TestUnknownFlagSuggestsNearest(t *testing.T) {
+func TestBadFlagsNamedAsTyped(t *testing.T) {
 	for _, tc := range []struct{ arg, want string }{
 		{"--audiance", "m2mtoken token: unknown flag --audiance: did you mean --audience?\nRun 'm2mtoken token --help' for its flags.\n"},
 		{"-client-secert-file=x", "m2mtoken token: unknown flag --client-secert-file: did you mean --client-secret-file?\nRun 'm2mtoken token --help' for its flags.\n"},
 		{"--frobnicate", "m2mtoken token: unknown flag --frobnicate\nRun 'm2mtoken token --help' for its flags.\n"},
+		{"--ttl=10", "m2mtoken token: --ttl \"10\": not a duration: give a number with a unit, such as 30s, 5m or 24h\nRun 'm2mtoken token --help' for its flags.\n"},
+		{"--count=x", "m2mtoken token: --count \"x\": parse error\nRun 'm2mtoken token --help' for its flags.\n"},
+		{"--audience", "m2mtoken token: --audience needs a value\nRun 'm2mtoken token --help' for its flags.\n"},
 	} {
 		c := newFlags("token", "test")
+		c.fs.Duration("ttl", 0, "")
+		c.fs.Int("count", 0, "")
 		c.fs.String("audience", "", "")
 		c.fs.String("client-secret-file", "", "")
 		var stdout, stderr strings.Builder
