@@ -204,9 +204,10 @@ func TestHints(t *testing.T) {
 	}{
 		{"wrong secret", Config{ClientID: "good", ClientSecret: testSecret + "x", Audience: aud}, 401, "access_denied: Unauthorized", "check the client ID, the client secret, and that the application's token endpoint authentication method is client_secret_post"},
 		{"wrong client", Config{ClientID: "nobody", ClientSecret: testSecret, Audience: aud, AuthMethod: ClientSecretBasic}, 401, "Unauthorized", "method is client_secret_basic"},
-		{"unknown audience", Config{ClientID: "good", ClientSecret: testSecret, Audience: "https://typo.example.com/"}, 403, "Service not enabled within domain", "the audience is not the identifier of an API in this tenant"},
+		{"unknown audience", Config{ClientID: "good", ClientSecret: testSecret, Audience: "https://typo.example.com/"}, 403, "Service not enabled within domain", "the audience is not the identifier of an API in this tenant: check AUTH0_AUDIENCE (--audience) or Config.Audience"},
 		{"no grant type", Config{ClientID: "nogrant", ClientSecret: testSecret, Audience: aud}, 403, "unauthorized_client", "enable Client Credentials"},
 		{"not authorized for API", Config{ClientID: "noapi", ClientSecret: testSecret, Audience: aud}, 403, "is not authorized to access resource server", "authorize the application for this API"},
+		{"no audience", Config{ClientID: "good", ClientSecret: testSecret}, 403, "No audience parameter was provided", "set the audience to the API's identifier: AUTH0_AUDIENCE (--audience) or Config.Audience"},
 		{"DPoP required, no key", Config{ClientID: "dpop", ClientSecret: testSecret, Audience: aud}, 400, "DPoP proof is required", "give it a DPoP key with M2MTOKEN_DPOP_KEY_FILE (--dpop-key) or Config.DPoPKey"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -368,13 +368,13 @@ func (s *TokenSource) hint(te *TokenError) string {
 	case te.Code == "unauthorized_client":
 		return "the application may not use the client-credentials grant: enable Client Credentials in its grant types (Auth0: Application, Advanced Settings, Grant Types)"
 	case strings.HasPrefix(desc, "Service not enabled within domain"):
-		return "the audience is not the identifier of an API in this tenant: check the audience (Auth0: Applications, APIs, API Audience)"
+		return "the audience is not the identifier of an API in this tenant: check AUTH0_AUDIENCE (--audience) or Config.Audience against the API's Identifier in Auth0: Applications, APIs"
 	case strings.Contains(desc, "is not authorized to access resource server"):
 		return "authorize the application for this API (Auth0: Applications, APIs, Machine to Machine Applications)"
 	case s.cfg.DPoPKey == nil && strings.Contains(strings.ToLower(desc), "dpop") && strings.Contains(desc, "required"):
 		return "the server requires DPoP-bound tokens for this client: give it a DPoP key with M2MTOKEN_DPOP_KEY_FILE (--dpop-key) or Config.DPoPKey"
 	case strings.HasPrefix(desc, "No audience parameter was provided"):
-		return "set the audience to the API's identifier"
+		return "set the audience to the API's identifier: AUTH0_AUDIENCE (--audience) or Config.Audience"
 	case te.Code == "" && (te.StatusCode == http.StatusNotFound || te.StatusCode == http.StatusMethodNotAllowed):
 		return "the URL is not a token endpoint: check the domain or token URL; Auth0's is https://TENANT/oauth/token"
 	}
