@@ -202,7 +202,7 @@ func TestHints(t *testing.T) {
 		status          int
 		wantInMsg, hint string
 	}{
-		{"wrong secret", Config{ClientID: "good", ClientSecret: testSecret + "x", Audience: aud}, 401, "access_denied: Unauthorized", "check the client ID, the client secret, and that the application's token endpoint authentication method is client_secret_post"},
+		{"wrong secret", Config{ClientID: "good", ClientSecret: testSecret + "x", Audience: aud}, 401, "access_denied: Unauthorized", "check the client ID, the client secret, and that the application's token endpoint authentication method is client_secret_post: AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET (or AUTH0_CLIENT_SECRET_FILE) and M2MTOKEN_AUTH_METHOD, or their flags or Config fields"},
 		{"wrong client", Config{ClientID: "nobody", ClientSecret: testSecret, Audience: aud, AuthMethod: ClientSecretBasic}, 401, "Unauthorized", "method is client_secret_basic"},
 		{"unknown audience", Config{ClientID: "good", ClientSecret: testSecret, Audience: "https://typo.example.com/"}, 403, "Service not enabled within domain", "the audience is not the identifier of an API in this tenant: check AUTH0_AUDIENCE (--audience) or Config.Audience"},
 		{"no grant type", Config{ClientID: "nogrant", ClientSecret: testSecret, Audience: aud}, 403, "unauthorized_client", "enable Client Credentials"},

@@ -359,12 +359,12 @@ func (s *TokenSource) hint(te *TokenError) string {
 	desc := te.Description
 	switch {
 	case te.Code == "invalid_client" || te.StatusCode == http.StatusUnauthorized && te.Code == "access_denied":
-		cred := "the client secret"
+		cred, vars := "the client secret", "AUTH0_CLIENT_SECRET (or AUTH0_CLIENT_SECRET_FILE)"
 		if s.cfg.AuthMethod == PrivateKeyJWT {
-			cred = "the private key and its key ID"
+			cred, vars = "the private key and its key ID", "M2MTOKEN_PRIVATE_KEY_FILE, M2MTOKEN_KEY_ID"
 		}
 		return "check the client ID, " + cred + ", and that the application's token endpoint authentication method is " +
-			s.cfg.AuthMethod.String()
+			s.cfg.AuthMethod.String() + ": AUTH0_CLIENT_ID, " + vars + " and M2MTOKEN_AUTH_METHOD, or their flags or Config fields"
 	case te.Code == "unauthorized_client":
 		return "the application may not use the client-credentials grant: enable Client Credentials in its grant types (Auth0: Application, Advanced Settings, Grant Types)"
 	case strings.HasPrefix(desc, "Service not enabled within domain"):
