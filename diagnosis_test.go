@@ -69,7 +69,7 @@ func TestPermanentNetworkErrors(t *testing.T) {
 		})
 		_, err := s.Token()
 		var te *TokenError
-		if !errors.As(err, &te) || te.Temporary || !strings.Contains(err.Error(), "check the domain or token URL: the host name does not exist") {
+		if !errors.As(err, &te) || te.Temporary || !strings.Contains(err.Error(), "check the domain or token URL: the host name does not exist; it comes from AUTH0_DOMAIN or M2MTOKEN_TOKEN_URL") {
 			t.Fatalf("err = %v", err)
 		}
 		if len(clk.Slept()) != 0 || te.Attempts != 0 || s.Stats().TokenRequests != 1 {

@@ -336,7 +336,7 @@ func truncate(s string, n int) string {
 func networkErrorKind(err error) (temporary bool, hint string) {
 	var dns *net.DNSError
 	if errors.As(err, &dns) && dns.IsNotFound {
-		return false, "check the domain or token URL: the host name does not exist"
+		return false, "check the domain or token URL: the host name does not exist; it comes from AUTH0_DOMAIN or M2MTOKEN_TOKEN_URL (--domain, --token-url), or Config.Domain or Config.TokenURL"
 	}
 	var cve *tls.CertificateVerificationError
 	var ua x509.UnknownAuthorityError
