@@ -140,6 +140,9 @@ func TestRefusedIsRetriedAndCounted(t *testing.T) {
 	if !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("message %q does not say why", err)
 	}
+	if !strings.Contains(te.Hint, "check the host and port") {
+		t.Fatalf("hint %q does not say what to check", te.Hint)
+	}
 }
 
 // TestNotATokenAnswer: a 2xx that is a whole answer but not a token (a

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -350,6 +351,9 @@ func networkErrorKind(err error) (temporary bool, hint string) {
 	var rh tls.RecordHeaderError
 	if errors.As(err, &rh) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
 		return false, "the server does not speak TLS: check the URL; a local plain-http server needs http:// (allowed only to loopback)"
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return true, "nothing is listening there: check the host and port of the domain or token URL, or that the server is running"
 	}
 	return true, ""
 }
