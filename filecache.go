@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
 )
 
 // FileCache is a [Cache] in a directory: one file per key, so that a token
@@ -104,24 +106,7 @@ func (c *FileCache) Set(_ context.Context, key string, e *Entry) error {
 		return fmt.Errorf("m2mtoken: file cache: %w", err)
 	}
 	final := c.path(key, ".json")
-	tmp, err := os.CreateTemp(c.dir, filepath.Base(final)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("m2mtoken: file cache: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename this is a no-op
-	err = tmp.Chmod(0o600)
-	if err == nil {
-		_, err = tmp.Write(b)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), final)
-	}
+	err = atomicfile.Write(final, filepath.Base(final)+".tmp-*", b, -1)
 	if err != nil {
 		return fmt.Errorf("m2mtoken: file cache: writing %s: %w", final, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
 	"golang.org/x/oauth2"
 )
 
@@ -46,30 +47,7 @@ func parseSink(v string) (sinkSpec, error) {
 // replaced atomically (readers see the old token or the new one, never a
 // part) and has mode 0600, or 0640 and group gid if gid is not -1.
 func writeSink(path string, tok *oauth2.Token, gid int) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
-	err = tmp.Chmod(0o600)
-	if err == nil && gid >= 0 {
-		if err = tmp.Chown(-1, gid); err == nil {
-			err = tmp.Chmod(0o640)
-		}
-	}
-	if err == nil {
-		_, err = tmp.WriteString(tok.AccessToken)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	return err
+	return atomicfile.Write(path, "."+filepath.Base(path)+".tmp-*", []byte(tok.AccessToken), gid)
 }
 
 // writeSinks writes tok to every path, and returns the errors joined.
