@@ -13,8 +13,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 )
@@ -75,6 +77,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, ok := commands()[args[0]]
 	if !ok {
+		if best := nearest(args[0], slices.Sorted(maps.Keys(commands()))); best != "" {
+			fmt.Fprintf(stderr, "m2mtoken: unknown command %q; did you mean %q? Run 'm2mtoken help' for the commands\n", args[0], best)
+			return 2
+		}
 		fmt.Fprintf(stderr, "m2mtoken: unknown command %q; run 'm2mtoken help' for the commands\n", args[0])
 		return 2
 	}
@@ -173,16 +179,24 @@ func (c *command) describeParseError(err error) string {
 	}
 	name = strings.TrimLeft(name, "-")
 	msg = "unknown flag --" + name
-	best, bestDist := "", 3 // at most two edits away
-	c.fs.VisitAll(func(f *flag.Flag) {
-		if d := editDistance(name, f.Name); d < bestDist {
-			best, bestDist = f.Name, d
-		}
-	})
-	if best != "" {
+	var names []string
+	c.fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	if best := nearest(name, names); best != "" {
 		msg += ": did you mean --" + best + "?"
 	}
 	return msg
+}
+
+// nearest returns the name in names closest to typed, if it is at most two
+// edits away (a typo), else "".
+func nearest(typed string, names []string) string {
+	best, bestDist := "", 3
+	for _, n := range names {
+		if d := editDistance(typed, n); d < bestDist {
+			best, bestDist = n, d
+		}
+	}
+	return best
 }
 
 // editDistance is the Levenshtein distance between a and b.

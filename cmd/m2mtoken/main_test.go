@@ -467,3 +467,18 @@ func TestBadFlagsNamedAsTyped(t *testing.T) {
 		}
 	}
 }
+
+// TestUnknownCommand: a typo of a command names the command meant; any
+// other word says where the commands are. Neither prints the usage.
+func TestUnknownCommand(t *testing.T) {
+	for _, tc := range []struct{ arg, want string }{
+		{"tokn", "m2mtoken: unknown command \"tokn\"; did you mean \"token\"? Run 'm2mtoken help' for the commands\n"},
+		{"agnet", "m2mtoken: unknown command \"agnet\"; did you mean \"agent\"? Run 'm2mtoken help' for the commands\n"},
+		{"xyzzy", "m2mtoken: unknown command \"xyzzy\"; run 'm2mtoken help' for the commands\n"},
+	} {
+		var stdout, stderr strings.Builder
+		if code := run([]string{tc.arg}, &stdout, &stderr); code != 2 || stdout.String() != "" || stderr.String() != tc.want {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want %q", tc.arg, code, stdout.String(), stderr.String(), tc.want)
+		}
+	}
+}
