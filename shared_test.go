@@ -21,6 +21,7 @@ type memKeeper struct {
 	until    time.Time
 	since    time.Time
 	status   string
+	alive    time.Duration // the other holder keeps its lease alive for this long
 	keeps    []string
 	released int
 	next     int
@@ -30,7 +31,16 @@ func newMemKeeper(now func() time.Time) *memKeeper {
 	return &memKeeper{MemoryCache: NewMemoryCache(), now: now}
 }
 
-func (m *memKeeper) held() bool { return m.holder != "" && m.now().Before(m.until) }
+// held reports whether someone holds the lease now. The other instance's
+// lease, when it is alive, is kept alive at every look, as a live holder's
+// keeper would: however far the fake clock moves, it lapses only once the
+// test says that instance died.
+func (m *memKeeper) held() bool {
+	if m.holder == "other" && m.alive > 0 {
+		m.until = m.now().Add(m.alive)
+	}
+	return m.holder != "" && m.now().Before(m.until)
+}
 
 func (m *memKeeper) TryLease(ctx context.Context, key string, ttl time.Duration) (func(), bool, error) {
 	l, ok, err := m.AcquireLease(ctx, key, ttl)
@@ -52,11 +62,20 @@ func (m *memKeeper) AcquireLease(_ context.Context, _ string, ttl time.Duration)
 	return &memLease{m: m, id: id}, true, nil
 }
 
-// takeFor makes another instance the holder for ttl, with status.
+// takeFor makes another instance the holder for ttl, with status; nobody
+// keeps that lease alive.
 func (m *memKeeper) takeFor(ttl time.Duration, status string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.holder, m.until, m.since, m.status = "other", m.now().Add(ttl), m.now(), status
+	m.holder, m.until, m.since, m.status, m.alive = "other", m.now().Add(ttl), m.now(), status, 0
+}
+
+// holdAlive makes another, live instance the holder, keeping its lease of
+// ttl alive until takeFor or its release ends it.
+func (m *memKeeper) holdAlive(ttl time.Duration, status string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.holder, m.until, m.since, m.status, m.alive = "other", m.now().Add(ttl), m.now(), status, ttl
 }
 
 func (m *memKeeper) LeaseInfo(context.Context, string) (*LeaseInfo, error) {
@@ -194,7 +213,11 @@ func TestWaitErrorSaysAnotherInstanceHoldsTheLease(t *testing.T) {
 	k := newMemKeeper(clk.Now)
 	s.cache = k
 	s.cfg.LeaseTTL = time.Second
-	k.takeFor(time.Hour, "m2mtoken: token request to https://x/oauth/token failed: EOF")
+	// A live holder: its lease is kept alive however far the fake clock
+	// runs while this source polls (the fake clock's Sleep advances it), so
+	// the caller's real-time deadline, not the speed of the polls, ends the
+	// wait.
+	k.holdAlive(time.Second, "m2mtoken: token request to https://x/oauth/token failed: EOF")
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	_, err := s.TokenContext(ctx)
