@@ -30,7 +30,7 @@ const canaryToken = "CANARY-TOKEN-5e1f0c9a7b"
 // the DPoP-only paths: nonces, DPoP tokens, proofs.)
 func TestSecretCanary(t *testing.T) {
 	dpopKey := ecKey(t, elliptic.P256())
-	d := dpopKey.D.Bytes()
+	d, dDecimal := privateScalar(t, dpopKey)
 	logs := &logBuffer{}
 	e := newEndpoint(t)
 	dir := t.TempDir()
@@ -173,7 +173,7 @@ func TestSecretCanary(t *testing.T) {
 
 	all := strings.Join(outputs, "\n")
 	for _, canary := range []string{testSecret, canaryToken, fmt.Sprintf("%x", testSecret), fmt.Sprintf("%x", canaryToken),
-		fmt.Sprintf("%x", d), base64.RawURLEncoding.EncodeToString(d), base64.StdEncoding.EncodeToString(d), dpopKey.D.String()} {
+		fmt.Sprintf("%x", d), base64.RawURLEncoding.EncodeToString(d), base64.StdEncoding.EncodeToString(d), dDecimal} {
 		if i := strings.Index(all, canary); i >= 0 {
 			t.Fatalf("output reveals %q:\n...%s...", canary, all[max(0, i-300):min(len(all), i+100)])
 		}

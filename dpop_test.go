@@ -43,7 +43,7 @@ func joseThumbprint(t testing.TB, key crypto.Signer) string {
 // jwk that is key's, the signature with that jwk. It returns the claims.
 func checkProof(t testing.TB, proof string, key crypto.Signer) map[string]any {
 	t.Helper()
-	jws, err := jose.ParseSigned(proof, []jose.SignatureAlgorithm{jose.ES256, jose.PS256, jose.RS256, jose.EdDSA})
+	jws, err := jose.ParseSignedCompact(proof, []jose.SignatureAlgorithm{jose.ES256, jose.PS256, jose.RS256, jose.EdDSA})
 	if err != nil {
 		t.Fatalf("proof %.40q: %v", proof, err)
 	}
@@ -592,8 +592,8 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 func TestDPoPKeyCanary(t *testing.T) {
 	key := ecKey(t, elliptic.P256())
 	pemKey := pemOf(t, key)
-	d := key.D.Bytes()
-	canaries := []string{string(pemKey[40:80]), fmt.Sprintf("%x", d), base64.RawURLEncoding.EncodeToString(d), base64.StdEncoding.EncodeToString(d), key.D.String()}
+	d, dDecimal := privateScalar(t, key)
+	canaries := []string{string(pemKey[40:80]), fmt.Sprintf("%x", d), base64.RawURLEncoding.EncodeToString(d), base64.StdEncoding.EncodeToString(d), dDecimal}
 	logs := &logBuffer{}
 	dir := t.TempDir()
 	var outputs []string

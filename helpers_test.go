@@ -2,6 +2,7 @@ package m2mtoken
 
 import (
 	"bytes"
+	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
@@ -169,4 +170,15 @@ func mtlsCerts(t *testing.T) (*x509.CertPool, tls.Certificate) {
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
 	return pool, tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: clientKey}
+}
+
+// privateScalar returns key's private scalar as fixed-length bytes and in
+// decimal: forms a leak of the key could take, for the canary tests.
+func privateScalar(t testing.TB, key *ecdsa.PrivateKey) ([]byte, string) {
+	t.Helper()
+	d, err := key.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, new(big.Int).SetBytes(d).String()
 }

@@ -35,6 +35,8 @@ import (
 	"github.com/m2mtoken/m2mtoken/internal/clock"
 )
 
+// TokenSource is a cached, self-refreshing source of client-credentials
+// tokens. It is an [oauth2.TokenSource]. Create it with [New]; it is safe
 // for concurrent use.
 type TokenSource struct {
 	cfg      Config

@@ -33,6 +33,7 @@ import (
 	"time"
 )
 
+// DefaultLifetime is the lifetime of issued tokens unless
 // [Server.SetTokenLifetime] says otherwise; it is Auth0's default.
 const DefaultLifetime = 24 * time.Hour
 

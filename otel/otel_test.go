@@ -97,14 +97,14 @@ func (h *harness) metric(name string) []point {
 		want := map[attribute.Key]string{m2mtokenotel.KeyClientID: "svc", m2mtokenotel.KeyAudience: audience,
 			m2mtokenotel.KeyServer: "127.0.0.1", "service.api": "billing"}
 		for k, w := range want {
-			if got, ok := set.Value(k); !ok || got.Emit() != w {
-				h.t.Errorf("%s: %s = %q, want %q", name, k, got.Emit(), w)
+			if got, ok := set.Value(k); !ok || got.String() != w {
+				h.t.Errorf("%s: %s = %q, want %q", name, k, got.String(), w)
 			}
 		}
 		var parts []string
 		for _, kv := range set.ToSlice() {
 			if !slices.Contains(sourceKeys, kv.Key) {
-				parts = append(parts, string(kv.Key)+"="+kv.Value.Emit())
+				parts = append(parts, string(kv.Key)+"="+kv.Value.String())
 			}
 		}
 		out = append(out, point{strings.Join(parts, ","), v})
@@ -170,7 +170,7 @@ func (h *harness) ended(name string) []sdktrace.ReadOnlySpan {
 func attr(s sdktrace.ReadOnlySpan, k attribute.Key) string {
 	for _, kv := range s.Attributes() {
 		if kv.Key == k {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""
@@ -215,8 +215,8 @@ func TestFirstToken(t *testing.T) {
 	}
 	for _, s := range h.spans.Ended() {
 		for _, kv := range s.Attributes() {
-			if strings.Contains(kv.Value.Emit(), "eyJ") || strings.Contains(kv.Value.Emit(), "pw") && kv.Key != "http.request.method" {
-				t.Errorf("span %s attribute %s looks secret: %q", s.Name(), kv.Key, kv.Value.Emit())
+			if strings.Contains(kv.Value.String(), "eyJ") || strings.Contains(kv.Value.String(), "pw") && kv.Key != "http.request.method" {
+				t.Errorf("span %s attribute %s looks secret: %q", s.Name(), kv.Key, kv.Value.String())
 			}
 		}
 	}

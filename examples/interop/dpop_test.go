@@ -167,7 +167,7 @@ func statuses(ex []exchange) []int {
 // and the signature under it.
 func verifyProof(t *testing.T, proof string, key crypto.Signer) map[string]any {
 	t.Helper()
-	jws, err := jose.ParseSigned(proof, []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA})
+	jws, err := jose.ParseSignedCompact(proof, []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA})
 	if err != nil {
 		t.Fatalf("proof: %v", err)
 	}

@@ -50,7 +50,7 @@ func TestProofVerifiesWithGoJose(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			jws, err := jose.ParseSigned(proof, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+			jws, err := jose.ParseSignedCompact(proof, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
 			if err != nil {
 				t.Fatal(err)
 			}
