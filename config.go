@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/m2mtoken/m2mtoken/internal/jwt"
+	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
 // AuthMethod is how the client authenticates to the token endpoint.
@@ -136,6 +137,19 @@ type Config struct {
 	// never follow redirects, so the secret goes nowhere but TokenURL. Its
 	// Timeout, if any, bounds each attempt.
 	HTTPClient *http.Client
+	// CAFile is a PEM file of CA certificates to trust besides the
+	// system's, for a server under a private CA (such as the one
+	// m2mtoken serve --tls writes with --ca-out). It is trusted by token
+	// requests and by [TokenSource.Client] (and so by the m2mtoken agent's
+	// proxy): one CA, given once, for both. It goes with a nil HTTPClient:
+	// a client of your own trusts what its transport's TLS config says.
+	// M2MTOKEN_CA_FILE sets it.
+	CAFile string
+	// FieldNames, if set, says how error messages and hints name a Config
+	// field (such as "ClientID") to the user: as the flag, variable or
+	// file field that set it. Nil names it Config.ClientID. [ConfigFromEnv]
+	// sets it to name the environment variables.
+	FieldNames func(field string) string
 	// Logger receives warnings about failed fetches and, at debug level, a
 	// line for every fetch, retry and cache decision. Nil discards them.
 	// Nothing secret is logged: tokens appear only as a fingerprint.
@@ -313,6 +327,11 @@ func (c *Config) withDefaults() (string, error) {
 			return "", configErr("{EndpointParams} may not set %q: use the Config field for it", p)
 		}
 	}
+	if c.CAFile != "" {
+		if c.HTTPClient != nil {
+			return "", configErr("{CAFile} and {HTTPClient} are both set: the CA is for the source's own client; leave HTTPClient nil, or add the CA to your client's TLS config (RootCAs)")
+		}
+	}
 	for name, d := range map[string]time.Duration{
 		"RefreshWindow": c.RefreshWindow, "ExpirySkew": c.ExpirySkew, "DefaultLifetime": c.DefaultLifetime,
 		"FetchTimeout": c.FetchTimeout, "AttemptTimeout": c.AttemptTimeout, "MinBackoff": c.MinBackoff,
@@ -383,6 +402,9 @@ func parseEndpoint(field, raw string) (string, error) {
 	if u.Host == "" || u.Hostname() == "" {
 		return "", configErr("{"+field+"} %q has no host", raw)
 	}
+	if strings.HasSuffix(u.Host, ":") {
+		return "", configErr("{"+field+"} %q has an empty port: give the port after the colon, or drop the colon for the scheme's default", raw)
+	}
 	if u.User != nil {
 		return "", configErr("{" + field + "} has credentials in it: put them in {ClientID} and {ClientSecret}")
 	}
@@ -393,6 +415,9 @@ func parseEndpoint(field, raw string) (string, error) {
 	case "https":
 	case "http":
 		if !isLoopback(u.Hostname()) {
+			if suggest.Nearest(u.Hostname(), []string{"localhost"}) != "" {
+				return "", configErr("{"+field+"} %q: %q is not a loopback name: did you mean localhost? (plain http is allowed only to loopback addresses)", raw, u.Hostname())
+			}
 			return "", configErr("{"+field+"} %q uses plain http: the secret would travel unencrypted; use https (http is allowed only to loopback addresses)", raw)
 		}
 	default:

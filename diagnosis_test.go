@@ -69,7 +69,7 @@ func TestPermanentNetworkErrors(t *testing.T) {
 		})
 		_, err := s.Token()
 		var te *TokenError
-		if !errors.As(err, &te) || te.Temporary || !strings.Contains(err.Error(), "check the domain or token URL: the host name does not exist; it comes from AUTH0_DOMAIN or M2MTOKEN_TOKEN_URL") {
+		if !errors.As(err, &te) || te.Temporary || !strings.Contains(err.Error(), "the host name does not exist: check Config.Domain") {
 			t.Fatalf("err = %v", err)
 		}
 		if len(clk.Slept()) != 0 || te.Attempts != 0 || s.Stats().TokenRequests != 1 {
@@ -205,13 +205,13 @@ func TestHints(t *testing.T) {
 		status          int
 		wantInMsg, hint string
 	}{
-		{"wrong secret", Config{ClientID: "good", ClientSecret: testSecret + "x", Audience: aud}, 401, "access_denied: Unauthorized", "check the client ID, the client secret, and that the application's token endpoint authentication method is client_secret_post: AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET (or AUTH0_CLIENT_SECRET_FILE) and M2MTOKEN_AUTH_METHOD, or their flags or Config fields"},
+		{"wrong secret", Config{ClientID: "good", ClientSecret: testSecret + "x", Audience: aud}, 401, "access_denied: Unauthorized", "check the client ID, the client secret, and that the application's token endpoint authentication method is client_secret_post: Config.ClientID, Config.ClientSecret and Config.AuthMethod"},
 		{"wrong client", Config{ClientID: "nobody", ClientSecret: testSecret, Audience: aud, AuthMethod: ClientSecretBasic}, 401, "Unauthorized", "method is client_secret_basic"},
-		{"unknown audience", Config{ClientID: "good", ClientSecret: testSecret, Audience: "https://typo.example.com/"}, 403, "Service not enabled within domain", "the audience is not the identifier of an API in this tenant: check AUTH0_AUDIENCE (--audience) or Config.Audience"},
+		{"unknown audience", Config{ClientID: "good", ClientSecret: testSecret, Audience: "https://typo.example.com/"}, 403, "Service not enabled within domain", "the audience is not the identifier of an API in this tenant: check Config.Audience against"},
 		{"no grant type", Config{ClientID: "nogrant", ClientSecret: testSecret, Audience: aud}, 403, "unauthorized_client", "enable Client Credentials"},
 		{"not authorized for API", Config{ClientID: "noapi", ClientSecret: testSecret, Audience: aud}, 403, "is not authorized to access resource server", "authorize the application for this API"},
-		{"no audience", Config{ClientID: "good", ClientSecret: testSecret}, 403, "No audience parameter was provided", "set the audience to the API's identifier: AUTH0_AUDIENCE (--audience) or Config.Audience"},
-		{"DPoP required, no key", Config{ClientID: "dpop", ClientSecret: testSecret, Audience: aud}, 400, "DPoP proof is required", "give it a DPoP key with M2MTOKEN_DPOP_KEY_FILE (--dpop-key) or Config.DPoPKey"},
+		{"no audience", Config{ClientID: "good", ClientSecret: testSecret}, 403, "No audience parameter was provided", "set the audience to the API's identifier: Config.Audience"},
+		{"DPoP required, no key", Config{ClientID: "dpop", ClientSecret: testSecret, Audience: aud}, 400, "DPoP proof is required", "give it a DPoP key with Config.DPoPKey"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tt.cfg
@@ -241,6 +241,40 @@ func TestHints(t *testing.T) {
 		e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool { http.NotFound(w, r); return true })
 		_, err := s.Token()
 		if err == nil || !strings.Contains(err.Error(), "404 Not Found (the URL is not a token endpoint") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("401 without an OAuth error", func(t *testing.T) {
+		// A domain that points at a protected API rather than a token
+		// endpoint: 401 and a bearer challenge, no OAuth error body.
+		e := newEndpoint(t)
+		s, _ := testSource(t, e, nil)
+		e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="api"`)
+			http.Error(w, "Unauthorized", http.StatusUnauthorized)
+			return true
+		})
+		_, err := s.Token()
+		if err == nil || !strings.Contains(err.Error(), "401 Unauthorized (a 401 with no OAuth error: the URL may not be a token endpoint") ||
+			!strings.Contains(err.Error(), "check Config.TokenURL; Auth0's is https://TENANT/oauth/token") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("names from the environment", func(t *testing.T) {
+		// A Config from ConfigFromEnv hears the variables, not Config fields.
+		env := map[string]string{"M2MTOKEN_TOKEN_URL": iss.TokenURL(), "AUTH0_CLIENT_ID": "good",
+			"AUTH0_CLIENT_SECRET": testSecret + "x", "AUTH0_AUDIENCE": aud}
+		cfg, err := ConfigFromLookup(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		_, err = s.Token()
+		if err == nil || !strings.Contains(err.Error(), "client_secret_post: AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET and M2MTOKEN_AUTH_METHOD)") {
 			t.Fatalf("err = %v", err)
 		}
 	})

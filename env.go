@@ -7,10 +7,13 @@ package m2mtoken
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"strings"
+
+	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
 // EnvVar is an environment variable that [ConfigFromEnv] reads.
@@ -38,8 +41,8 @@ func EnvVars() []EnvVar {
 		{"AUTH0_AUDIENCE", "Audience", "the API identifier the token is for"},
 		{"AUTH0_SCOPE", "Scopes", "space-separated scopes"},
 		{"AUTH0_ORGANIZATION", "Organization", "the organization ID or name"},
-		{"M2MTOKEN_CA_FILE", "HTTPClient", "a PEM file of CA certificates to trust besides the system's (such as m2mtoken serve --tls --ca-out)"},
-		{"M2MTOKEN_DPOP_KEY_FILE", "DPoPKey", "a PEM private key (P-256, or RSA) that binds tokens with DPoP"},
+		{"M2MTOKEN_CA_FILE", "CAFile", "a PEM file of CA certificates to trust besides the system's (such as m2mtoken serve --tls --ca-out), for token requests and the API"},
+		{"M2MTOKEN_DPOP_KEY_FILE", "DPoPKey", "a PEM private key (P-256, RSA or Ed25519) that binds tokens with DPoP"},
 	}
 }
 
@@ -59,7 +62,25 @@ func envVarOf(field string) (string, bool) {
 // M2MTOKEN_PRIVATE_KEY_FILE), AUTH0_AUDIENCE and the others. It checks the
 // result as [New] does, and its errors name the variables to fix. Set the
 // fields that have no variable (Cache, Logger, ...) on the result.
-func ConfigFromEnv() (Config, error) { return ConfigFromLookup(os.LookupEnv, nil) }
+//
+// When a required variable is missing and another one of the same prefix
+// (AUTH0_, M2MTOKEN_) is set that is a typo of one it reads, such as
+// AUTH0_CLIENTID, the error says so.
+func ConfigFromEnv() (Config, error) {
+	cfg, err := ConfigFromLookup(os.LookupEnv, nil)
+	if ce := (*ConfigError)(nil); errors.As(err, &ce) {
+		var read []string
+		for _, v := range EnvVars() {
+			read = append(read, v.Name)
+		}
+		if typos := unreadVars(os.Environ(), read); len(typos) > 0 {
+			c := *ce
+			c.note = strings.Join(typos, "; ")
+			return cfg, &c
+		}
+	}
+	return cfg, err
+}
 
 // ConfigFromLookup is [ConfigFromEnv] with the values from lookup, which is
 // called with a variable's name and reports whether it is set. name, if
@@ -141,34 +162,55 @@ func ConfigFromLookup(lookup func(name string) (string, bool), name func(envVar 
 		}
 		cfg.DPoPKey = key
 	}
-	if f := get("M2MTOKEN_CA_FILE"); f != "" {
-		c, err := clientTrusting(f)
-		if err != nil {
+	if cfg.CAFile = get("M2MTOKEN_CA_FILE"); cfg.CAFile != "" {
+		if _, err := loadCAFile(cfg.CAFile); err != nil {
 			return fail("%s: %v", name("M2MTOKEN_CA_FILE"), err)
 		}
-		cfg.HTTPClient = c
+	}
+	cfg.FieldNames = func(field string) string {
+		if v, ok := envVarOf(field); ok {
+			return name(v)
+		}
+		return "Config." + field
 	}
 	check := cfg
 	if _, err := check.withDefaults(); err != nil {
-		if ce, ok := err.(*ConfigError); ok {
-			c := *ce
-			c.name = func(field string) string {
-				if v, ok := envVarOf(field); ok {
-					return name(v)
-				}
-				return "Config." + field
-			}
-			return Config{}, &c
-		}
-		return Config{}, err
+		return Config{}, withNames(err, cfg.FieldNames)
 	}
 	return cfg, nil
 }
 
-// clientTrusting returns an http.Client over a clone of
-// http.DefaultTransport that trusts the system's CAs and those in the PEM
-// file caFile.
-func clientTrusting(caFile string) (*http.Client, error) {
+// unreadVars returns, for each variable in environ ("NAME=value") with one
+// of the prefixes of the variables in read that is not itself in read but
+// is a typo of one, a line such as "AUTH0_CLIENTID is set but not read: did
+// you mean AUTH0_CLIENT_ID?". The m2mtoken command checks its own
+// variables the same way.
+func unreadVars(environ, read []string) []string {
+	known := map[string]bool{}
+	for _, v := range read {
+		known[v] = true
+	}
+	var out []string
+	for _, kv := range environ {
+		v, val, _ := strings.Cut(kv, "=")
+		if known[v] || strings.TrimSpace(val) == "" || !strings.HasPrefix(v, "AUTH0_") && !strings.HasPrefix(v, "M2MTOKEN_") {
+			continue
+		}
+		best := suggest.Nearest(v, read)
+		if best == "" {
+			if w := suggest.Words(strings.TrimPrefix(strings.TrimPrefix(v, "AUTH0_"), "M2MTOKEN_"), read); len(w) == 1 {
+				best = w[0]
+			}
+		}
+		if best != "" {
+			out = append(out, v+" is set but not read: did you mean "+best+"?")
+		}
+	}
+	return out
+}
+
+// loadCAFile returns the system's CAs and those in the PEM file caFile.
+func loadCAFile(caFile string) (*x509.CertPool, error) {
 	pem, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, err
@@ -180,7 +222,18 @@ func clientTrusting(caFile string) (*http.Client, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("no PEM certificate in %q", caFile)
 	}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	return &http.Client{Transport: t}, nil
+	return pool, nil
+}
+
+// trusting makes t trust roots, if not nil, instead of the system's CAs
+// alone (roots holds those too).
+func trusting(t *http.Transport, roots *x509.CertPool) *http.Transport {
+	if roots == nil {
+		return t
+	}
+	if t.TLSClientConfig == nil {
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	t.TLSClientConfig.RootCAs = roots
+	return t
 }

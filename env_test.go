@@ -45,7 +45,7 @@ func TestConfigFromEnv(t *testing.T) {
 		}
 		return m
 	}
-	ignore := cmpopts.IgnoreFields(Config{}, "PrivateKey", "HTTPClient", "DPoPKey")
+	ignore := cmpopts.IgnoreFields(Config{}, "PrivateKey", "HTTPClient", "DPoPKey", "FieldNames")
 	for _, tt := range []struct {
 		name    string
 		env     map[string]string
@@ -73,6 +73,10 @@ func TestConfigFromEnv(t *testing.T) {
 		{"secret and key", with("M2MTOKEN_PRIVATE_KEY_FILE", keyFile), Config{}, "both a client secret (AUTH0_CLIENT_SECRET) and M2MTOKEN_PRIVATE_KEY_FILE are set"},
 		{"bad key file", with("AUTH0_CLIENT_SECRET", "", "M2MTOKEN_PRIVATE_KEY_FILE", secretFile), Config{}, "M2MTOKEN_PRIVATE_KEY_FILE: no PEM block found"},
 		{"bad method", with("M2MTOKEN_AUTH_METHOD", "digest"), Config{}, `M2MTOKEN_AUTH_METHOD "digest": use post, basic or private_key_jwt`},
+		{"locahost", with("AUTH0_DOMAIN", "", "M2MTOKEN_TOKEN_URL", "http://locahost:8080/oauth/token"), Config{},
+			`M2MTOKEN_TOKEN_URL "http://locahost:8080/oauth/token": "locahost" is not a loopback name: did you mean localhost?`},
+		{"empty port", with("AUTH0_DOMAIN", "", "M2MTOKEN_TOKEN_URL", "http://127.0.0.1:/oauth/token"), Config{},
+			`M2MTOKEN_TOKEN_URL "http://127.0.0.1:/oauth/token" has an empty port`},
 		{"bad ca file", with("M2MTOKEN_CA_FILE", secretFile), Config{}, "M2MTOKEN_CA_FILE: no PEM certificate in"},
 		{"bad dpop key file", with("M2MTOKEN_DPOP_KEY_FILE", secretFile), Config{}, "M2MTOKEN_DPOP_KEY_FILE: no PEM block found"},
 	} {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -53,6 +54,9 @@ func (e *TokenError) Error() string {
 	}
 	b.WriteString(": ")
 	switch {
+	case e.StatusCode == 0 && errors.Is(e.err, syscall.ECONNREFUSED):
+		// The URL already names the host and port.
+		b.WriteString("connection refused")
 	case e.StatusCode == 0:
 		b.WriteString(e.err.Error())
 	default:
@@ -138,6 +142,19 @@ type ConfigError struct {
 	format string // fmt format with {Field} placeholders
 	args   []any
 	name   func(field string) string
+	note   string // appended: variables set with a typo in their name
+}
+
+// withNames makes a *ConfigError name fields with names (Config.FieldNames),
+// if not nil.
+func withNames(err error, names func(field string) string) error {
+	ce, ok := err.(*ConfigError)
+	if !ok || names == nil {
+		return err
+	}
+	c := *ce
+	c.name = names
+	return &c
 }
 
 // configErr returns a *ConfigError. format names fields as {Field}.
@@ -173,5 +190,9 @@ func (e *ConfigError) Describe(name func(field string) string) string {
 		}
 		f = strings.Replace(f, "{"+field+"}", strings.ReplaceAll(n, "%", "%%"), 1)
 	}
-	return fmt.Sprintf(f, e.args...)
+	msg := fmt.Sprintf(f, e.args...)
+	if e.note != "" {
+		msg += "; " + e.note
+	}
+	return msg
 }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -93,11 +94,27 @@ func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
 			return nil, final(te, attempt+1)
 		}
 		s.log.Warn(retryingMessage, slog.Any("error", err), slog.Int("attempt", attempt+1),
-			slog.Int("max_attempts", s.cfg.MaxAttempts), slog.Duration("delay", delay))
+			slog.Int("max_attempts", s.cfg.MaxAttempts), slog.Duration("delay", delay),
+			slog.Duration("retrying_for_at_most", s.retryWindow(ctx, attempt)))
 		if err := s.clock.Sleep(ctx, delay); err != nil {
 			return nil, final(te, attempt+1)
 		}
 	}
+}
+
+// retryWindow is the longest the fetch goes on retrying after attempt n
+// (from 0) failed: the sum of the largest backoffs left, within the
+// fetch's deadline. With the defaults it is 31.75 s after the first
+// attempt (0.25 + 0.5 + ... + 16 s; full jitter makes it 16 s on average).
+func (s *TokenSource) retryWindow(ctx context.Context, n int) time.Duration {
+	var d time.Duration
+	for i := n; i < s.cfg.MaxAttempts-1; i++ {
+		d += time.Duration(min(float64(s.cfg.MinBackoff)*math.Pow(2, float64(min(i, 30))), float64(s.cfg.MaxBackoff)))
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(dl))
+	}
+	return d
 }
 
 // retryingMessage is the message of the warning logged before each retry.
@@ -118,7 +135,7 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 	if err != nil {
 		s.failures.Add(1)
 		te := &TokenError{URL: s.tokenURL, Temporary: true, err: stripURL(err)}
-		te.Temporary, te.Hint = networkErrorKind(err)
+		te.Temporary, te.Hint = s.networkErrorKind(err)
 		s.lastErr.Store(te)
 		return nil, te
 	}
@@ -334,17 +351,20 @@ func truncate(s string, n int) string {
 // exist, or a certificate that does not verify, will not change in the
 // seconds a fetch retries: they are configuration mistakes. A refused or
 // reset connection may be a server still starting: it is retried.
-func networkErrorKind(err error) (temporary bool, hint string) {
+func (s *TokenSource) networkErrorKind(err error) (temporary bool, hint string) {
 	var dns *net.DNSError
 	if errors.As(err, &dns) && dns.IsNotFound {
-		return false, "check the domain or token URL: the host name does not exist; it comes from AUTH0_DOMAIN or M2MTOKEN_TOKEN_URL (--domain, --token-url), or Config.Domain or Config.TokenURL"
+		return false, "the host name does not exist: check " + s.endpointName()
 	}
 	var cve *tls.CertificateVerificationError
 	var ua x509.UnknownAuthorityError
 	var he x509.HostnameError
 	var ci x509.CertificateInvalidError
 	if errors.As(err, &cve) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) {
-		return false, "the server's certificate does not verify: check the URL, or trust the CA that signed it (M2MTOKEN_CA_FILE, or Config.HTTPClient)"
+		if s.cfg.HTTPClient != nil {
+			return false, "the server's certificate does not verify: check the URL, or trust the CA that signed it in Config.HTTPClient's TLS config (RootCAs)"
+		}
+		return false, "the server's certificate does not verify: check the URL, or trust the CA that signed it with " + s.name("CAFile")
 	}
 	// net/http turns a tls.RecordHeaderError that looks like HTTP into an
 	// error of its own, without a type.
@@ -353,34 +373,60 @@ func networkErrorKind(err error) (temporary bool, hint string) {
 		return false, "the server does not speak TLS: check the URL; a local plain-http server needs http:// (allowed only to loopback)"
 	}
 	if errors.Is(err, syscall.ECONNREFUSED) {
-		return true, "nothing is listening there: check the host and port of the domain or token URL, or that the server is running"
+		return true, "nothing is listening there: check the host and port in " + s.endpointName() + ", or that the server is running"
 	}
 	return true, ""
 }
 
-// hint says what to check for the endpoint's well-known terse answers.
+// name says how messages call a Config field: as Config.FieldNames says
+// (the flag, variable or file field that set it), else Config.Field.
+func (s *TokenSource) name(field string) string {
+	if s.cfg.FieldNames != nil {
+		return s.cfg.FieldNames(field)
+	}
+	return "Config." + field
+}
+
+// endpointName names the setting that gave the URL requests go to.
+func (s *TokenSource) endpointName() string {
+	switch {
+	case s.cfg.MTLSTokenURL != "":
+		return s.name("MTLSTokenURL")
+	case s.cfg.Domain != "":
+		return s.name("Domain")
+	}
+	return s.name("TokenURL")
+}
+
+// hint says what to check for the endpoint's well-known terse answers,
+// naming the settings as the user gave them.
 func (s *TokenSource) hint(te *TokenError) string {
 	desc := te.Description
 	switch {
 	case te.Code == "invalid_client" || te.StatusCode == http.StatusUnauthorized && te.Code == "access_denied":
-		cred, vars := "the client secret", "AUTH0_CLIENT_SECRET (or AUTH0_CLIENT_SECRET_FILE)"
+		cred, names := "the client secret", s.name("ClientSecret")
 		if s.cfg.AuthMethod == PrivateKeyJWT {
-			cred, vars = "the private key and its key ID", "M2MTOKEN_PRIVATE_KEY_FILE, M2MTOKEN_KEY_ID"
+			cred, names = "the private key and its key ID", s.name("PrivateKey")+", "+s.name("KeyID")
 		}
 		return "check the client ID, " + cred + ", and that the application's token endpoint authentication method is " +
-			s.cfg.AuthMethod.String() + ": AUTH0_CLIENT_ID, " + vars + " and M2MTOKEN_AUTH_METHOD, or their flags or Config fields"
+			s.cfg.AuthMethod.String() + ": " + s.name("ClientID") + ", " + names + " and " + s.name("AuthMethod")
 	case te.Code == "unauthorized_client":
 		return "the application may not use the client-credentials grant: enable Client Credentials in its grant types (Auth0: Application, Advanced Settings, Grant Types)"
 	case strings.HasPrefix(desc, "Service not enabled within domain"):
-		return "the audience is not the identifier of an API in this tenant: check AUTH0_AUDIENCE (--audience) or Config.Audience against the API's Identifier in Auth0: Applications, APIs"
+		return "the audience is not the identifier of an API in this tenant: check " + s.name("Audience") + " against the API's Identifier in Auth0: Applications, APIs"
 	case strings.Contains(desc, "is not authorized to access resource server"):
 		return "authorize the application for this API (Auth0: Applications, APIs, Machine to Machine Applications)"
 	case s.cfg.DPoPKey == nil && strings.Contains(strings.ToLower(desc), "dpop") && strings.Contains(desc, "required"):
-		return "the server requires DPoP-bound tokens for this client: give it a DPoP key with M2MTOKEN_DPOP_KEY_FILE (--dpop-key) or Config.DPoPKey"
+		return "the server requires DPoP-bound tokens for this client: give it a DPoP key with " + s.name("DPoPKey")
 	case strings.HasPrefix(desc, "No audience parameter was provided"):
-		return "set the audience to the API's identifier: AUTH0_AUDIENCE (--audience) or Config.Audience"
+		return "set the audience to the API's identifier: " + s.name("Audience")
 	case te.Code == "" && (te.StatusCode == http.StatusNotFound || te.StatusCode == http.StatusMethodNotAllowed):
-		return "the URL is not a token endpoint: check the domain or token URL; Auth0's is https://TENANT/oauth/token"
+		return "the URL is not a token endpoint: check " + s.endpointName() + "; Auth0's is https://TENANT/oauth/token"
+	case te.Code == "" && te.StatusCode == http.StatusUnauthorized:
+		// A token endpoint says why it refuses a client; a protected API
+		// (or a proxy in front of one) just says 401.
+		return "a 401 with no OAuth error: the URL may not be a token endpoint (an API, or a proxy, that wants a token itself): check " +
+			s.endpointName() + "; Auth0's is https://TENANT/oauth/token"
 	}
 	return ""
 }

@@ -19,6 +19,7 @@ package m2mtoken
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -89,7 +90,8 @@ type TokenSource struct {
 
 	clientOnce sync.Once
 	httpClient *http.Client
-	ownsClient bool // client's transport is the source's own (Config.HTTPClient was nil)
+	ownsClient bool           // client's transport is the source's own (Config.HTTPClient was nil)
+	roots      *x509.CertPool // the system's CAs and Config.CAFile's, or nil for the system's
 }
 
 // New validates cfg and returns a TokenSource. It makes no request: the
@@ -103,7 +105,13 @@ func newSource(cfg Config, clk clock.Clock) (*TokenSource, error) {
 	}
 	tokenURL, err := cfg.withDefaults()
 	if err != nil {
-		return nil, err
+		return nil, withNames(err, cfg.FieldNames)
+	}
+	var roots *x509.CertPool
+	if cfg.CAFile != "" {
+		if roots, err = loadCAFile(cfg.CAFile); err != nil {
+			return nil, withNames(configErr("{CAFile}: %v", err), cfg.FieldNames)
+		}
 	}
 	s := &TokenSource{
 		cfg:      cfg,
@@ -113,6 +121,7 @@ func newSource(cfg Config, clk clock.Clock) (*TokenSource, error) {
 		clock:    clk,
 		rand:     rand.Float64,
 		log:      cfg.Logger,
+		roots:    roots,
 	}
 	if s.dpop = newDPoP(&s.cfg, tokenURL); s.dpop != nil {
 		s.key = dpopCacheKey(s.key, s.dpop.key.Thumbprint())
@@ -141,7 +150,7 @@ func newSource(cfg Config, clk clock.Clock) (*TokenSource, error) {
 	if base == nil {
 		// A transport of its own, so that Close can drop its connections
 		// without touching the process's http.DefaultTransport.
-		base = &http.Client{Transport: ownTransport()}
+		base = &http.Client{Transport: ownTransport(roots)}
 		s.ownsClient = true
 	}
 	c := *base

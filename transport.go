@@ -2,6 +2,7 @@ package m2mtoken
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"io"
 	"maps"
@@ -183,7 +184,8 @@ func badToken(h http.Header) bool {
 // Client returns an [http.Client] whose requests carry a token from s and
 // recover from a revoked one (see [Transport]). Its base transport is a
 // clone of [http.DefaultTransport] that keeps up to 100 idle connections
-// per host instead of 2, for many concurrent calls to one API. Every call
+// per host instead of 2, for many concurrent calls to one API, and trusts
+// Config.CAFile besides the system's CAs, as token requests do. Every call
 // returns a client over the same transport, so they share connections.
 //
 // To keep an existing client's timeouts, proxy or TLS settings (mTLS to the
@@ -193,26 +195,27 @@ func badToken(h http.Header) bool {
 //	c.Transport = &m2mtoken.Transport{Source: s, Base: existing.Transport}
 func (s *TokenSource) Client() *http.Client {
 	s.clientOnce.Do(func() {
-		s.httpClient = &http.Client{Transport: &Transport{Source: s, Base: tunedTransport()}}
+		s.httpClient = &http.Client{Transport: &Transport{Source: s, Base: tunedTransport(s.roots)}}
 	})
 	c := *s.httpClient
 	return &c
 }
 
-// ownTransport is a clone of http.DefaultTransport, for token requests.
-func ownTransport() http.RoundTripper {
+// ownTransport is a clone of http.DefaultTransport, for token requests,
+// trusting roots (Config.CAFile) besides the system's if not nil.
+func ownTransport(roots *x509.CertPool) http.RoundTripper {
 	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
-		return dt.Clone()
+		return trusting(dt.Clone(), roots)
 	}
 	return http.DefaultTransport
 }
 
-func tunedTransport() http.RoundTripper {
+func tunedTransport(roots *x509.CertPool) http.RoundTripper {
 	dt, ok := http.DefaultTransport.(*http.Transport)
 	if !ok {
 		return http.DefaultTransport
 	}
-	t := dt.Clone()
+	t := trusting(dt.Clone(), roots)
 	t.MaxIdleConns = 256
 	t.MaxIdleConnsPerHost = 100
 	t.IdleConnTimeout = 90 * time.Second

@@ -17,8 +17,11 @@ import (
 	"os"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
 const usage = `m2mtoken: OAuth 2.0 client-credentials tokens that never expire.
@@ -77,7 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, ok := commands()[args[0]]
 	if !ok {
-		if best := nearest(args[0], slices.Sorted(maps.Keys(commands()))); best != "" {
+		if best := suggest.Nearest(args[0], slices.Sorted(maps.Keys(commands()))); best != "" {
 			fmt.Fprintf(stderr, "m2mtoken: unknown command %q; did you mean %q? Run 'm2mtoken help' for the commands\n", args[0], best)
 			return 2
 		}
@@ -111,6 +114,9 @@ type command struct {
 	fs          *flag.FlagSet
 	synopsis    string
 	showVersion *bool
+	// hidden are old spellings of flags, kept working for those who use
+	// them but left out of --help and of did-you-means.
+	hidden map[string]bool
 }
 
 // newFlags returns a flag set that reports its own errors: --help prints
@@ -119,7 +125,7 @@ func newFlags(name, synopsis string) *command {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	c := &command{fs: fs, synopsis: synopsis}
+	c := &command{fs: fs, synopsis: synopsis, hidden: map[string]bool{}}
 	c.showVersion = fs.Bool("version", false, "print the version and exit")
 	return c
 }
@@ -132,9 +138,7 @@ func (c *command) parse(args []string, stdout, stderr io.Writer) (bool, error) {
 	if err := c.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stdout, "Usage: m2mtoken %s [flags]\n\n%s\n\nFlags:\n", name, c.synopsis)
-			c.fs.SetOutput(stdout)
-			c.fs.PrintDefaults()
-			c.fs.SetOutput(io.Discard)
+			c.printFlags(stdout)
 			return false, flag.ErrHelp
 		}
 		fmt.Fprintf(stderr, "m2mtoken %s: %s\nRun 'm2mtoken %s --help' for its flags.\n", name, c.describeParseError(err), name)
@@ -149,6 +153,36 @@ func (c *command) parse(args []string, stdout, stderr io.Writer) (bool, error) {
 		return false, nil
 	}
 	return true, nil
+}
+
+// alias makes old, a flag's former name, set the same value as the flag
+// now called name, without showing it in --help.
+func (c *command) alias(old, name string) {
+	c.fs.Var(c.fs.Lookup(name).Value, old, "old name of --"+name)
+	c.hidden[old] = true
+}
+
+// printFlags lists the flags as the README and the errors write them
+// (--name), in the layout of flag.PrintDefaults.
+func (c *command) printFlags(w io.Writer) {
+	c.fs.VisitAll(func(f *flag.Flag) {
+		if c.hidden[f.Name] {
+			return
+		}
+		typ, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if typ != "" {
+			line += " " + typ
+		}
+		line += "\n    \t" + strings.ReplaceAll(usage, "\n", "\n    \t")
+		if def := f.DefValue; def != "" && def != "false" && def != "0" && def != "0s" && def != "[]" {
+			if typ == "string" {
+				def = strconv.Quote(def)
+			}
+			line += " (default " + def + ")"
+		}
+		fmt.Fprintln(w, line)
+	})
 }
 
 // describeParseError words the flag package's error in the command's
@@ -180,44 +214,19 @@ func (c *command) describeParseError(err error) string {
 	name = strings.TrimLeft(name, "-")
 	msg = "unknown flag --" + name
 	var names []string
-	c.fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-	if best := nearest(name, names); best != "" {
-		msg += ": did you mean --" + best + "?"
+	c.fs.VisitAll(func(f *flag.Flag) {
+		if !c.hidden[f.Name] {
+			names = append(names, f.Name)
+		}
+	})
+	if best := suggest.Nearest(name, names); best != "" {
+		return msg + ": did you mean --" + best + "?"
+	}
+	// A short form of a longer name: --secret for --client-secret.
+	if words := suggest.Words(name, names); len(words) > 0 {
+		return msg + ": did you mean --" + strings.Join(words, " or --") + "?"
 	}
 	return msg
-}
-
-// nearest returns the name in names closest to typed, if it is at most two
-// edits away (a typo), else "".
-func nearest(typed string, names []string) string {
-	best, bestDist := "", 3
-	for _, n := range names {
-		if d := editDistance(typed, n); d < bestDist {
-			best, bestDist = n, d
-		}
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // usageError reports a bad combination of flags: one line, and where the
