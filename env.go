@@ -73,9 +73,13 @@ func ConfigFromEnv() (Config, error) {
 		for _, v := range EnvVars() {
 			read = append(read, v.Name)
 		}
-		if typos := unreadVars(os.Environ(), read); len(typos) > 0 {
+		var notes []string
+		for _, t := range suggest.UnreadVars(os.Environ(), read, envPrefixes) {
+			notes = append(notes, t.String())
+		}
+		if len(notes) > 0 {
 			c := *ce
-			c.note = strings.Join(typos, "; ")
+			c.note = strings.Join(notes, "; ")
 			return cfg, &c
 		}
 	}
@@ -180,34 +184,8 @@ func ConfigFromLookup(lookup func(name string) (string, bool), name func(envVar 
 	return cfg, nil
 }
 
-// unreadVars returns, for each variable in environ ("NAME=value") with one
-// of the prefixes of the variables in read that is not itself in read but
-// is a typo of one, a line such as "AUTH0_CLIENTID is set but not read: did
-// you mean AUTH0_CLIENT_ID?". The m2mtoken command checks its own
-// variables the same way.
-func unreadVars(environ, read []string) []string {
-	known := map[string]bool{}
-	for _, v := range read {
-		known[v] = true
-	}
-	var out []string
-	for _, kv := range environ {
-		v, val, _ := strings.Cut(kv, "=")
-		if known[v] || strings.TrimSpace(val) == "" || !strings.HasPrefix(v, "AUTH0_") && !strings.HasPrefix(v, "M2MTOKEN_") {
-			continue
-		}
-		best := suggest.Nearest(v, read)
-		if best == "" {
-			if w := suggest.Words(strings.TrimPrefix(strings.TrimPrefix(v, "AUTH0_"), "M2MTOKEN_"), read); len(w) == 1 {
-				best = w[0]
-			}
-		}
-		if best != "" {
-			out = append(out, v+" is set but not read: did you mean "+best+"?")
-		}
-	}
-	return out
-}
+// envPrefixes are the prefixes of the variables ConfigFromEnv reads.
+var envPrefixes = []string{"AUTH0_", "M2MTOKEN_"}
 
 // loadCAFile returns the system's CAs and those in the PEM file caFile.
 func loadCAFile(caFile string) (*x509.CertPool, error) {

@@ -373,7 +373,7 @@ func (s *TokenSource) networkErrorKind(err error) (temporary bool, hint string) 
 		return false, "the server does not speak TLS: check the URL; a local plain-http server needs http:// (allowed only to loopback)"
 	}
 	if errors.Is(err, syscall.ECONNREFUSED) {
-		return true, "nothing is listening there: check the host and port in " + s.endpointName() + ", or that the server is running"
+		return true, "check the host and port in " + s.endpointName() + ", or that the server runs"
 	}
 	return true, ""
 }

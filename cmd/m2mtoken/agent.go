@@ -88,10 +88,10 @@ type agent struct {
 func cmdAgent(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("agent", agentSynopsis)
 	fs := c.fs
-	creds := registerCredFlags(fs)
+	creds := registerCredFlags(c)
 	configFile := fs.String("config", os.Getenv("M2MTOKEN_AGENT_CONFIG"), "JSON file with the sources, instead of the credential flags (env M2MTOKEN_AGENT_CONFIG)")
-	cacheMode := fs.String("cache", "none", "cache of the default source: none (memory only) or file (survives restarts; see --cache-dir)")
-	cacheDir := fs.String("cache-dir", "", "directory of --cache file (default: the user cache directory's m2mtoken folder)")
+	cacheMode := fs.String("cache", "memory", "cache of the default source: memory (this process only; \"none\" is its old name) or file (survives restarts; see --cache-dir)")
+	cacheDir := fs.String("cache-dir", "", "directory of --cache file (default: M2MTOKEN_CACHE_DIR, else the user cache directory's m2mtoken folder)")
 	var listens, sinks, proxies multiFlag
 	fs.Var(&listens, "listen", "serve the token endpoint on unix:PATH or 127.0.0.1:PORT (repeatable)")
 	fs.Var(&sinks, "sink", "write each new token of source NAME to the file PATH: NAME=PATH (repeatable)")
@@ -103,6 +103,7 @@ func cmdAgent(args []string, stdout, stderr io.Writer) error {
 	if ok, err := c.parse(args, stdout, stderr); !ok {
 		return err
 	}
+	warnUnreadVars(stderr, os.Environ())
 	// report prints a usage error as the other commands do.
 	report := func(err error) error {
 		var ue usageError
@@ -128,6 +129,8 @@ func cmdAgent(args []string, stdout, stderr io.Writer) error {
 		for _, d := range credFlagDefs() {
 			credFlags[d.flag] = true
 		}
+		// The CA is trusted by every source of the file that names none.
+		delete(credFlags, "ca-file")
 		var set []string
 		for name := range creds.set() {
 			if credFlags[name] {
@@ -139,7 +142,14 @@ func cmdAgent(args []string, stdout, stderr io.Writer) error {
 			return c.usageError(stderr, "%s and --config: the config file defines the sources; remove %s, or put it in the file", strings.Join(set, ", "), strings.Join(set, ", "))
 		}
 		var err error
-		if specs, err = loadConfigFile(*configFile); err != nil {
+		getenv := func(v string) string {
+			if v == "M2MTOKEN_CA_FILE" {
+				ca, _ := creds.lookup(v)
+				return ca
+			}
+			return os.Getenv(v)
+		}
+		if specs, err = loadConfigFile(*configFile, getenv); err != nil {
 			return err
 		}
 	} else {
@@ -245,6 +255,9 @@ func newAgent(specs []sourceSpec, listens, sinks, proxies []string, group string
 		}
 		cfg := spec.cfg
 		cfg.Logger = log.With(slog.String("source", spec.name))
+		if spec.fieldName != nil {
+			cfg.FieldNames = spec.fieldName // for the hints of failed requests
+		}
 		src, err := m2mtoken.New(cfg)
 		if err != nil {
 			a.closeSources()

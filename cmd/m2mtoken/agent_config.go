@@ -35,6 +35,7 @@ var configFieldNames = map[string]string{
 	"AuthMethod":   "auth_method", "PrivateKey": "private_key_file", "KeyID": "key_id",
 	"Audience": "audience", "Scopes": "scopes", "Organization": "organization",
 	"DPoPKey": "dpop_key_file", "RequireDPoP": "require_dpop",
+	"CAFile": "ca_file",
 }
 
 // configFieldName names a Config field as the config file does.
@@ -71,6 +72,7 @@ type fileSource struct {
 	KeyID            string   `json:"key_id"`
 	DPoPKeyFile      string   `json:"dpop_key_file"`
 	RequireDPoP      bool     `json:"require_dpop"`
+	CAFile           string   `json:"ca_file"`
 	Cache            string   `json:"cache"`
 	CacheDir         string   `json:"cache_dir"`
 
@@ -83,16 +85,19 @@ type fileSource struct {
 var sourceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
 // loadConfigFile reads the sources in the config file at path.
-func loadConfigFile(path string) ([]sourceSpec, error) {
+// getenv reads the environment variables the file names, and
+// M2MTOKEN_CA_FILE as the command sees it (--ca-file, else the variable).
+func loadConfigFile(path string, getenv func(string) string) ([]sourceSpec, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("--config: %w", err)
 	}
-	return parseConfigFile(path, b, os.Getenv)
+	return parseConfigFile(path, b, getenv)
 }
 
 // parseConfigFile parses the config file's contents; getenv reads the
-// environment variables the file names.
+// environment variables the file names, and M2MTOKEN_CA_FILE: the CA of
+// the sources that do not name one in "ca_file".
 func parseConfigFile(path string, b []byte, getenv func(string) string) ([]sourceSpec, error) {
 	var fc fileConfig
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -204,6 +209,10 @@ func (fs *fileSource) config(getenv func(string) string) (m2mtoken.Config, error
 		return cfg, errors.New("\"require_dpop\" is set without \"dpop_key_file\": give the key that binds the tokens")
 	}
 	cfg.RequireDPoP = fs.RequireDPoP
+	cfg.CAFile = fs.CAFile
+	if cfg.CAFile == "" {
+		cfg.CAFile = getenv("M2MTOKEN_CA_FILE")
+	}
 	for _, s := range fs.Scopes {
 		if s == "" || strings.ContainsAny(s, " \t\n") {
 			return cfg, fmt.Errorf("\"scopes\": %q: give each scope as its own string, such as [\"read:x\", \"write:x\"]", s)
@@ -217,8 +226,9 @@ func (fs *fileSource) config(getenv func(string) string) (m2mtoken.Config, error
 	return cfg, nil
 }
 
-// newCache returns the cache a source asked for: none (the source's own
-// memory) or a file cache in dir (the user cache directory if empty).
+// newCache returns the cache a source asked for: memory (the source's own;
+// "none" is its old name) or a file cache in dir (M2MTOKEN_CACHE_DIR, else
+// the user cache directory, if empty).
 // modeName and dirName are what the user calls the two settings.
 func newCache(mode, dir, modeName, dirName string) (m2mtoken.Cache, error) {
 	switch mode {
@@ -229,6 +239,9 @@ func newCache(mode, dir, modeName, dirName string) (m2mtoken.Cache, error) {
 		return nil, nil
 	case "file":
 		if dir == "" {
+			dir = os.Getenv("M2MTOKEN_CACHE_DIR")
+		}
+		if dir == "" {
 			d, err := m2mtoken.DefaultCacheDir()
 			if err != nil {
 				return nil, fmt.Errorf("%s \"file\": no user cache directory (%v): set %s", modeName, err, dirName)
@@ -237,7 +250,7 @@ func newCache(mode, dir, modeName, dirName string) (m2mtoken.Cache, error) {
 		}
 		return m2mtoken.NewFileCache(dir), nil
 	}
-	return nil, fmt.Errorf("%s %q: use \"none\" (memory only) or \"file\"", modeName, mode)
+	return nil, fmt.Errorf("%s %q: use \"memory\" (the default) or \"file\"", modeName, mode)
 }
 
 // readSecretFile reads a secret from a file, without its final newline.
@@ -253,7 +266,7 @@ func readSecretFile(path string) (string, error) {
 	return s, nil
 }
 
-const sourceFields = "a source's fields are name, domain, token_url, client_id, client_secret_env, client_secret_file, auth_method, audience, scopes, organization, private_key_file, key_id, dpop_key_file, require_dpop, cache, cache_dir"
+const sourceFields = "a source's fields are name, domain, token_url, client_id, client_secret_env, client_secret_file, auth_method, audience, scopes, organization, private_key_file, key_id, dpop_key_file, require_dpop, ca_file, cache, cache_dir"
 
 // jsonError describes a decoding error, with its line and column if b is
 // the whole file; fields lists the known fields, for an unknown one.

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -136,9 +135,9 @@ func TestAgentLibraryErrorsInUserWords(t *testing.T) {
 		t.Fatalf("error: %v", err)
 	}
 	t.Setenv("AUTH0_CLIENT_ID", "")
-	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
-	creds := registerCredFlags(fs)
-	if err := fs.Parse([]string{"--client-secret", "s", "--domain", "t.auth0.com"}); err != nil {
+	cmd := newFlags("agent", "")
+	creds := registerCredFlags(cmd)
+	if err := cmd.fs.Parse([]string{"--client-secret", "s", "--domain", "t.auth0.com"}); err != nil {
 		t.Fatal(err)
 	}
 	spec, err := defaultSource(creds, "none", "")

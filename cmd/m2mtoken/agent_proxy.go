@@ -66,7 +66,7 @@ type proxy struct {
 	requests atomic.Uint64
 	errors   atomic.Uint64
 	handler  http.Handler
-	base     *http.Transport
+	rt       http.RoundTripper
 }
 
 // maxReplayBody is the largest request body the proxy keeps in memory so
@@ -80,9 +80,11 @@ const maxReplayBody = 64 << 10
 var proxyHeaders = []string{"Authorization", "Proxy-Authorization", "DPoP", agentHeader}
 
 func newProxy(spec proxySpec, src *m2mtoken.TokenSource, log *slog.Logger) *proxy {
-	base := http.DefaultTransport.(*http.Transport).Clone()
-	base.MaxIdleConns, base.MaxIdleConnsPerHost = 512, 256
-	p := &proxy{spec: spec, base: base}
+	// The source's own client transport: it adds the token, recovers from
+	// a revoked one, keeps many idle connections to the one upstream, and
+	// trusts the source's CA (ca_file, --ca-file, M2MTOKEN_CA_FILE) besides
+	// the system's, as its token requests do.
+	p := &proxy{spec: spec, rt: src.Client().Transport}
 	target := spec.upstream
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -91,7 +93,7 @@ func newProxy(spec proxySpec, src *m2mtoken.TokenSource, log *slog.Logger) *prox
 				pr.Out.Header.Del(h)
 			}
 		},
-		Transport:     &m2mtoken.Transport{Source: src, Base: base},
+		Transport:     p.rt,
 		FlushInterval: -1, // stream responses as they come
 		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -134,4 +136,8 @@ func newProxy(spec proxySpec, src *m2mtoken.TokenSource, log *slog.Logger) *prox
 }
 
 // closeIdle drops the proxy's idle upstream connections.
-func (p *proxy) closeIdle() { p.base.CloseIdleConnections() }
+func (p *proxy) closeIdle() {
+	if c, ok := p.rt.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}

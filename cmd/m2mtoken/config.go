@@ -3,10 +3,14 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/m2mtoken/m2mtoken"
+	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
 // credFlag is a flag that sets what m2mtoken.ConfigFromEnv reads from an
@@ -24,7 +28,7 @@ func credFlagDefs() []credFlag {
 		"AUTH0_CLIENT_SECRET": "client-secret", "AUTH0_CLIENT_SECRET_FILE": "client-secret-file",
 		"M2MTOKEN_PRIVATE_KEY_FILE": "private-key-file", "M2MTOKEN_KEY_ID": "key-id", "M2MTOKEN_AUTH_METHOD": "auth-method",
 		"AUTH0_AUDIENCE": "audience", "AUTH0_SCOPE": "scope", "AUTH0_ORGANIZATION": "organization", "M2MTOKEN_CA_FILE": "ca-file",
-		"M2MTOKEN_DPOP_KEY_FILE": "dpop-key",
+		"M2MTOKEN_DPOP_KEY_FILE": "dpop-key-file",
 	}
 	notes := map[string]string{
 		"AUTH0_CLIENT_SECRET":    "; prefer the variable or --client-secret-file: other users can see flags in the process list",
@@ -51,6 +55,17 @@ func exclusiveGroups() [][]string {
 	}
 }
 
+// credFlagAliases are former names of credential flags, kept working:
+// --dpop-key reads a file, and every other setting that does says so in
+// its name (--dpop-key-file, M2MTOKEN_DPOP_KEY_FILE, "dpop_key_file").
+func credFlagAliases() map[string]string {
+	return map[string]string{"dpop-key": "dpop-key-file"}
+}
+
+// commandVars are the variables the command reads besides those of
+// m2mtoken.ConfigFromEnv.
+var commandVars = []string{"M2MTOKEN_CACHE_DIR", "M2MTOKEN_AGENT_CONFIG"}
+
 // credFlags holds the values of the credential flags of one flag set.
 type credFlags struct {
 	fs   *flag.FlagSet
@@ -60,10 +75,14 @@ type credFlags struct {
 	extra map[string]string
 }
 
-func registerCredFlags(fs *flag.FlagSet) *credFlags {
+func registerCredFlags(cmd *command) *credFlags {
+	fs := cmd.fs
 	c := &credFlags{fs: fs, vals: map[string]*string{}, extra: map[string]string{}}
 	for _, d := range credFlagDefs() {
 		c.vals[d.env] = fs.String(d.flag, "", d.usage+" (env "+d.env+")")
+	}
+	for old, name := range credFlagAliases() {
+		cmd.alias(old, name)
 	}
 	return c
 }
@@ -79,7 +98,14 @@ func (c *credFlags) flagOf(env string) string {
 
 func (c *credFlags) set() map[string]bool {
 	set := map[string]bool{}
-	c.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	aliases := credFlagAliases()
+	c.fs.Visit(func(f *flag.Flag) {
+		if name, ok := aliases[f.Name]; ok {
+			set[name] = true
+			return
+		}
+		set[f.Name] = true
+	})
 	return set
 }
 
@@ -134,10 +160,27 @@ func (c *credFlags) fieldName(field string) string {
 }
 
 // config returns the Config the flags and environment say, through the
-// library's own m2mtoken.ConfigFromLookup, with errors that name the flags
-// and variables.
+// library's own m2mtoken.ConfigFromLookup, with errors and hints that name
+// the flags and variables.
 func (c *credFlags) config() (m2mtoken.Config, error) {
-	return m2mtoken.ConfigFromLookup(c.lookup, c.name)
+	cfg, err := m2mtoken.ConfigFromLookup(c.lookup, c.name)
+	if err == nil {
+		cfg.FieldNames = c.fieldName
+	}
+	return cfg, err
+}
+
+// warnUnreadVars prints a line for each variable of our prefixes (AUTH0_,
+// M2MTOKEN_) that is set, is read by nothing, and is a typo of one that
+// is: AUTH0_CLIENTID for AUTH0_CLIENT_ID.
+func warnUnreadVars(stderr io.Writer, environ []string) {
+	read := slices.Clone(commandVars)
+	for _, v := range m2mtoken.EnvVars() {
+		read = append(read, v.Name)
+	}
+	for _, t := range suggest.UnreadVars(environ, read, []string{"AUTH0_", "M2MTOKEN_"}) {
+		fmt.Fprintln(stderr, "m2mtoken: warning:", t)
+	}
 }
 
 // newSource is m2mtoken.New with errors that name the flags and variables.

@@ -115,8 +115,9 @@ type command struct {
 	synopsis    string
 	showVersion *bool
 	// hidden are old spellings of flags, kept working for those who use
-	// them but left out of --help and of did-you-means.
-	hidden map[string]bool
+	// them but left out of --help, with the name they stand for: a typo of
+	// one suggests the new name.
+	hidden map[string]string
 }
 
 // newFlags returns a flag set that reports its own errors: --help prints
@@ -125,7 +126,7 @@ func newFlags(name, synopsis string) *command {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	c := &command{fs: fs, synopsis: synopsis, hidden: map[string]bool{}}
+	c := &command{fs: fs, synopsis: synopsis, hidden: map[string]string{}}
 	c.showVersion = fs.Bool("version", false, "print the version and exit")
 	return c
 }
@@ -159,14 +160,14 @@ func (c *command) parse(args []string, stdout, stderr io.Writer) (bool, error) {
 // now called name, without showing it in --help.
 func (c *command) alias(old, name string) {
 	c.fs.Var(c.fs.Lookup(name).Value, old, "old name of --"+name)
-	c.hidden[old] = true
+	c.hidden[old] = name
 }
 
 // printFlags lists the flags as the README and the errors write them
 // (--name), in the layout of flag.PrintDefaults.
 func (c *command) printFlags(w io.Writer) {
 	c.fs.VisitAll(func(f *flag.Flag) {
-		if c.hidden[f.Name] {
+		if _, ok := c.hidden[f.Name]; ok {
 			return
 		}
 		typ, usage := flag.UnquoteUsage(f)
@@ -214,14 +215,14 @@ func (c *command) describeParseError(err error) string {
 	name = strings.TrimLeft(name, "-")
 	msg = "unknown flag --" + name
 	var names []string
-	c.fs.VisitAll(func(f *flag.Flag) {
-		if !c.hidden[f.Name] {
-			names = append(names, f.Name)
-		}
-	})
+	c.fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	if best := suggest.Nearest(name, names); best != "" {
+		if now, ok := c.hidden[best]; ok {
+			best = now
+		}
 		return msg + ": did you mean --" + best + "?"
 	}
+	names = slices.DeleteFunc(names, func(n string) bool { _, ok := c.hidden[n]; return ok })
 	// A short form of a longer name: --secret for --client-secret.
 	if words := suggest.Words(name, names); len(words) > 0 {
 		return msg + ": did you mean --" + strings.Join(words, " or --") + "?"

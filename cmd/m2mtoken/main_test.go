@@ -205,8 +205,22 @@ func TestHelpAndVersion(t *testing.T) {
 			t.Errorf("%v: no flags in %q", args, r.stdout)
 		}
 	}
-	if r := runBin(t, nil, "token", "--help"); !strings.Contains(r.stdout, "(env AUTH0_CLIENT_ID)") || !strings.Contains(r.stdout, "-ca-file") {
+	if r := runBin(t, nil, "token", "--help"); !strings.Contains(r.stdout, "(env AUTH0_CLIENT_ID)") || !strings.Contains(r.stdout, "\n  --ca-file string\n") {
 		t.Errorf("token --help does not name the variables: %q", r.stdout)
+	}
+	// Flags are listed as the README and the errors write them, --name;
+	// old spellings kept working are not listed.
+	for _, cmd := range []string{"token", "serve", "demo", "agent"} {
+		r := runBin(t, nil, cmd, "--help")
+		_, flags, _ := strings.Cut(r.stdout, "\nFlags:\n")
+		for _, l := range strings.Split(strings.TrimRight(flags, "\n"), "\n") {
+			if !strings.HasPrefix(l, "  --") && !strings.HasPrefix(l, "    \t") {
+				t.Errorf("%s --help: flag line %q", cmd, l)
+			}
+		}
+		if strings.Contains(flags, "--dpop-key string") || !strings.Contains(flags, "--version\n") {
+			t.Errorf("%s --help flags:\n%s", cmd, flags)
+		}
 	}
 	if r := runBin(t, nil, "help", "nope"); r.code != 2 || r.stdout != "" {
 		t.Errorf("help nope: exit %d", r.code)

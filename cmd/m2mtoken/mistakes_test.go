@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -69,7 +70,7 @@ func TestPermanentMistakesFailAtOnce(t *testing.T) {
 	if !strings.Contains(r.stderr, "no such host") {
 		t.Skipf("this machine's resolver does not answer NXDOMAIN for .invalid: %q", r.stderr)
 	}
-	if r.code != 1 || strings.Contains(r.stderr, "attempt") || !strings.Contains(r.stderr, "check the domain or token URL: the host name does not exist") {
+	if r.code != 1 || strings.Contains(r.stderr, "attempt") || !strings.Contains(r.stderr, "the host name does not exist: check --domain") {
 		t.Fatalf("unknown host: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
@@ -159,5 +160,98 @@ func TestWrongSecretWithCachedToken(t *testing.T) {
 	r := runBin(t, env, "token")
 	if r.code != 1 || r.stdout != "" || !strings.Contains(r.stderr, "401 Unauthorized") {
 		t.Fatalf("wrong secret with a cached token: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestMistakesNamed: the common mistakes of a first run, each named as
+// what it is, in the words the user typed.
+func TestMistakesNamed(t *testing.T) {
+	s := issuer(t)
+	base := []string{"AUTH0_CLIENT_ID=cli", "AUTH0_CLIENT_SECRET=" + secret, "AUTH0_AUDIENCE=" + aud}
+	for _, tt := range []struct {
+		name string
+		env  []string
+		args []string
+		code int
+		want string // the whole of stderr
+	}{
+		{"locahost", base, []string{"--token-url", "http://locahost:8080/oauth/token"}, 1,
+			`m2mtoken: --token-url "http://locahost:8080/oauth/token": "locahost" is not a loopback name: did you mean localhost? (plain http is allowed only to loopback addresses)` + "\n"},
+		{"empty port", base, []string{"--token-url", "http://127.0.0.1:/oauth/token"}, 1,
+			`m2mtoken: --token-url "http://127.0.0.1:/oauth/token" has an empty port: give the port after the colon, or drop the colon for the scheme's default` + "\n"},
+		{"variable typo", []string{"AUTH0_CLIENTID=cli", "AUTH0_CLIENT_SECRET=" + secret, "AUTH0_AUDIENCE=" + aud, "AUTH0_DOMAIN=t.example.com"}, nil, 1,
+			"m2mtoken: warning: AUTH0_CLIENTID is set but not read: did you mean AUTH0_CLIENT_ID?\n" +
+				"m2mtoken: --client-id or AUTH0_CLIENT_ID is empty: set it to the application's Client ID\n"},
+		{"short flag", base, []string{"--secret", "x"}, 2,
+			"m2mtoken token: unknown flag --secret: did you mean --client-secret or --client-secret-file?\nRun 'm2mtoken token --help' for its flags.\n"},
+		{"typo of an old flag name", base, []string{"--dpop-ky", "x"}, 2,
+			"m2mtoken token: unknown flag --dpop-ky: did you mean --dpop-key-file?\nRun 'm2mtoken token --help' for its flags.\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runBin(t, tt.env, append([]string{"token", "--no-cache"}, tt.args...)...)
+			if r.code != tt.code || r.stderr != tt.want {
+				t.Fatalf("exit %d, stderr:\n%s\nwant:\n%s", r.code, r.stderr, tt.want)
+			}
+		})
+	}
+	t.Run("variable typo on success", func(t *testing.T) {
+		// The audience has its default: the warning is what says why the
+		// token is for no API.
+		r := runBin(t, append(tokenEnv(s, t.TempDir()), "AUTH0_AUDIANCE=https://other/"), "token")
+		if r.code != 0 || r.stderr != "m2mtoken: warning: AUTH0_AUDIANCE is set but not read: did you mean AUTH0_AUDIENCE?\n" {
+			t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+		}
+	})
+	t.Run("the old --dpop-key still works", func(t *testing.T) {
+		r := runBin(t, tokenEnv(s, t.TempDir()), "token", "--dpop-key", dpopKeyFile(t), "--json")
+		if r.code != 0 || !strings.Contains(r.stdout, `"token_type": "DPoP"`) {
+			t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+	})
+	t.Run("a 401 from an API", func(t *testing.T) {
+		api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="api"`)
+			http.Error(w, "Unauthorized", http.StatusUnauthorized)
+		}))
+		defer api.Close()
+		r := runBin(t, base, "token", "--no-cache", "--token-url", api.URL+"/oauth/token")
+		if r.code != 1 || !strings.Contains(r.stderr, "401 Unauthorized (a 401 with no OAuth error: the URL may not be a token endpoint (an API, or a proxy, that wants a token itself): check --token-url; Auth0's is https://TENANT/oauth/token)") {
+			t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+		}
+	})
+	t.Run("hints name what was set", func(t *testing.T) {
+		env := tokenEnv(s, t.TempDir())
+		env[2] = "AUTH0_CLIENT_SECRET=wrong-" + secret
+		r := runBin(t, env, "token", "--auth-method", "basic")
+		if r.code != 1 || !strings.Contains(r.stderr, "client_secret_basic: AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET and --auth-method)") {
+			t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+		}
+	})
+}
+
+// TestRefusedConnectionSaidOnce: a port nothing listens on is retried (a
+// server may be starting), said once with how long, then the final error:
+// two lines.
+func TestRefusedConnectionSaidOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	env := []string{"AUTH0_CLIENT_ID=cli", "AUTH0_CLIENT_SECRET=" + secret, "AUTH0_AUDIENCE=" + aud}
+	// --timeout keeps the test short; the default retries for up to 30 s.
+	r := runBin(t, env, "token", "--no-cache", "--timeout", "2s", "--token-url", "http://"+addr+"/oauth/token")
+	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+	if r.code != 1 || len(lines) != 2 ||
+		lines[0] != "m2mtoken: nothing is listening at "+addr+" yet; retrying for up to 2s; Ctrl-C to stop" ||
+		!strings.HasPrefix(lines[1], "m2mtoken: token request to http://"+addr+"/oauth/token failed ") ||
+		!strings.HasSuffix(lines[1], ": connection refused (check the host and port in --token-url, or that the server runs)") {
+		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	for _, l := range lines {
+		if len(l) > 180 {
+			t.Errorf("a line of %d characters: %q", len(l), l)
+		}
 	}
 }

@@ -24,15 +24,16 @@ variables m2mtoken.ConfigFromEnv reads). The token is kept in a file under
 the user cache directory (mode 0600, no secret in it) and reused until its
 refresh window, so a job that runs every minute costs one token per token
 lifetime. A token is reused only with the credential it was issued for.
-While the token endpoint fails, one line per failed attempt goes to stderr;
-stdout holds the token alone.
+While the token endpoint fails, one line per failed attempt goes to stderr
+(one line in all while nothing listens at its address yet); stdout holds
+the token alone.
 
-With --dpop-key the token is DPoP-bound: every request needs its own proof.
+With --dpop-key-file the token is DPoP-bound: every request needs its own proof.
 --header --url URL [--method M] prints both header lines for that request:
 
-  m2mtoken token --dpop-key dpop.pem --header --url https://api.example.com/x | curl -H @- https://api.example.com/x`)
+  m2mtoken token --dpop-key-file dpop.pem --header --url https://api.example.com/x | curl -H @- https://api.example.com/x`)
 	fs := c.fs
-	creds := registerCredFlags(fs)
+	creds := registerCredFlags(c)
 	asJSON := fs.Bool("json", false, "print the token response as JSON (expires_in is the time left)")
 	header := fs.Bool("header", false, "print an 'Authorization: Bearer ...' line (with a DPoP token and --url: 'Authorization: DPoP ...' and 'DPoP: ...')")
 	reqURL := fs.String("url", "", "with --header: the URL of the one request the headers are for (a DPoP proof is bound to it)")
@@ -50,6 +51,7 @@ With --dpop-key the token is DPoP-bound: every request needs its own proof.
 	if *reqURL != "" && !*header {
 		return c.usageError(stderr, "--url goes with --header")
 	}
+	warnUnreadVars(stderr, os.Environ())
 	cfg, err := creds.config()
 	if err != nil {
 		return err

@@ -62,3 +62,47 @@ func Distance(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// Typo is a name that was given but is not known, and the known name it is
+// probably a typo of.
+type Typo struct{ Given, Meant string }
+
+// UnreadVars returns the environment variables in environ ("NAME=value")
+// that are set (not empty), start with one of prefixes, are not in read,
+// and are a typo of a name in read: AUTH0_CLIENTID for AUTH0_CLIENT_ID.
+func UnreadVars(environ, read, prefixes []string) []Typo {
+	var out []Typo
+	for _, kv := range environ {
+		v, val, _ := strings.Cut(kv, "=")
+		if strings.TrimSpace(val) == "" || !hasPrefix(v, prefixes) || contains(read, v) {
+			continue
+		}
+		if best := Nearest(v, read); best != "" {
+			out = append(out, Typo{v, best})
+		}
+	}
+	return out
+}
+
+func hasPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(names []string, s string) bool {
+	for _, n := range names {
+		if n == s {
+			return true
+		}
+	}
+	return false
+}
+
+// String says it as the m2mtoken command and library do.
+func (t Typo) String() string {
+	return t.Given + " is set but not read: did you mean " + t.Meant + "?"
+}
