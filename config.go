@@ -195,9 +195,10 @@ type Config struct {
 	// MaxAttempts bounds the requests of one fetch, within FetchTimeout.
 	// Network errors, 408, 429, 5xx and 2xx bodies cut short are retried;
 	// other errors are not, nor a host name that does not exist, a
-	// certificate that does not verify, or a 2xx that is not a token answer. Zero means 8: with the default backoff a fetch
-	// then keeps trying for about 30 seconds before its waiters get the
-	// error.
+	// certificate that does not verify, or a 2xx that is not a token
+	// answer. Zero means 8: with the default backoff, a fetch whose
+	// attempts fail at once (a refused connection) keeps trying for at most
+	// 32 s, 16 s on average, before its waiters get the error.
 	MaxAttempts int
 	// MinBackoff and MaxBackoff bound the exponential backoff between
 	// attempts (with full jitter) and between failed background refreshes.

@@ -9,8 +9,10 @@ import (
 	"os"
 )
 
-// ParsePrivateKeyPEM reads an RSA or ECDSA private key from PEM: PKCS#1
-// ("RSA PRIVATE KEY"), PKCS#8 ("PRIVATE KEY") or SEC 1 ("EC PRIVATE KEY").
+// ParsePrivateKeyPEM reads an RSA, ECDSA or Ed25519 private key from PEM:
+// PKCS#1 ("RSA PRIVATE KEY"), PKCS#8 ("PRIVATE KEY", the only form of an
+// Ed25519 key) or SEC 1 ("EC PRIVATE KEY"). Private Key JWT takes RSA and
+// P-256 keys; DPoP takes Ed25519 too.
 // Encrypted keys are refused: decrypt them first (for example with
 // openssl pkey), or load the key from a secret store.
 func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {

@@ -37,7 +37,8 @@ in any language, refreshing them in the background before they expire:
       once every source holds a token; /v1/stats has each source's counters.
       Over TCP every request must carry the header "M2MToken-Agent: 1".
   --sink NAME=PATH                      writes each new token of NAME to PATH
-      (mode 0600, replaced atomically).
+      (mode 0600, replaced atomically). It stays when the agent stops: its
+      token is valid until it expires, so readers ride out a restart.
   --proxy NAME=LISTEN=UPSTREAM          forwards requests on LISTEN to
       UPSTREAM only, with a token of NAME in the Authorization header.
 

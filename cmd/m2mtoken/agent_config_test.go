@@ -173,6 +173,8 @@ func TestAgentFlagErrors(t *testing.T) {
 		{"proxy listen", nil, nil, []string{"default=0.0.0.0:9000=https://api.example.com"}, "", []string{"--proxy default=LISTEN", "loopback"}},
 		{"proxy upstream", nil, nil, []string{"default=127.0.0.1:0=api.example.com"}, "", []string{"UPSTREAM", "absolute http or https URL"}},
 		{"proxy plain http", nil, nil, []string{"default=127.0.0.1:0=http://api.example.com"}, "", []string{"UPSTREAM", "https"}},
+		{"proxy empty port", nil, nil, []string{"default=127.0.0.1:0=https://127.0.0.1:"}, "", []string{`UPSTREAM "https://127.0.0.1:" has an empty port`}},
+		{"proxy locahost", nil, nil, []string{"default=127.0.0.1:0=http://locahost:8080"}, "", []string{`"locahost" is not a loopback name: did you mean localhost?`}},
 		{"proxy query", nil, nil, []string{"default=127.0.0.1:0=https://api.example.com/?a=b"}, "", []string{"query"}},
 		{"proxy source", nil, nil, []string{"api=127.0.0.1:0=https://api.example.com"}, "", []string{`no source named "api"`}},
 		{"group without socket", []string{"127.0.0.1:0"}, nil, nil, "root", []string{"--group", "Unix socket"}},

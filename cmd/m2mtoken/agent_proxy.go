@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 
 	"github.com/m2mtoken/m2mtoken"
+	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
 // proxySpec is one --proxy.
@@ -43,6 +44,10 @@ func parseProxy(v string) (proxySpec, error) {
 	switch {
 	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
 		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q must be an absolute http or https URL, such as https://api.example.com", v, parts[2])
+	case strings.HasSuffix(u.Host, ":"):
+		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q has an empty port: give the port after the colon, or drop the colon for the scheme's default", v, parts[2])
+	case u.Scheme == "http" && suggest.Nearest(u.Hostname(), []string{"localhost"}) != "":
+		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q: %q is not a loopback name: did you mean localhost?", v, parts[2], u.Hostname())
 	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
 		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q may have a path but no credentials, query or fragment", v, parts[2])
 	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):

@@ -490,6 +490,12 @@ func TestAgentConfigFileAndSink(t *testing.T) {
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("the socket file is still there: %v", err)
 	}
+	// The sink outlives the agent, on purpose: readers keep a valid token
+	// while it restarts.
+	// (Its tokens live 2 s here, so it is not verified again.)
+	if b, err := os.ReadFile(sink); err != nil || !bytes.HasPrefix(b, []byte("eyJ")) {
+		t.Errorf("the sink is gone or empty after the agent stopped: %q, %v", b, err)
+	}
 	if logs := p.logs(); strings.Contains(logs, secret) || strings.Contains(logs, "other-secret-CANARY") {
 		t.Errorf("the log reveals a secret:\n%s", logs)
 	}

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
@@ -208,7 +212,20 @@ func TestMistakesNamed(t *testing.T) {
 			t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 		}
 	})
-	t.Run("a 401 from an API", func(t *testing.T) {
+	t.Run("an Ed25519 DPoP key, as --help says", func(t *testing.T) {
+		_, key, _ := ed25519.GenerateKey(rand.Reader)
+		der, _ := x509.MarshalPKCS8PrivateKey(key)
+		f := filepath.Join(t.TempDir(), "ed.pem")
+		os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+		r := runBin(t, tokenEnv(s, t.TempDir()), "token", "--dpop-key-file", f, "--json")
+		if r.code != 0 || !strings.Contains(r.stdout, `"token_type": "DPoP"`) {
+			t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+		if h := runBin(t, nil, "token", "--help"); !strings.Contains(h.stdout, "(P-256, RSA or Ed25519)") {
+			t.Fatalf("--help: %s", h.stdout)
+		}
+	})
+		t.Run("a 401 from an API", func(t *testing.T) {
 		api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="api"`)
 			http.Error(w, "Unauthorized", http.StatusUnauthorized)
