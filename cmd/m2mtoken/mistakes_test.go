@@ -225,7 +225,7 @@ func TestMistakesNamed(t *testing.T) {
 			t.Fatalf("--help: %s", h.stdout)
 		}
 	})
-		t.Run("a 401 from an API", func(t *testing.T) {
+	t.Run("a 401 from an API", func(t *testing.T) {
 		api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="api"`)
 			http.Error(w, "Unauthorized", http.StatusUnauthorized)
