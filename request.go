@@ -285,7 +285,7 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 			te.err = &oauth2.RetrieveError{Response: resp, ErrorDescription: err.Error()}
 			te.Description = err.Error()
 			if !te.Temporary {
-				te.Hint = "the URL answered, but not as an OAuth 2.0 token endpoint: check the domain or token URL; Auth0's is https://TENANT/oauth/token"
+				te.Hint = "the URL answered, but not as an OAuth 2.0 token endpoint: check " + s.endpointName() + "; Auth0's is https://TENANT/oauth/token"
 			}
 			return nil, te
 		}
