@@ -32,6 +32,7 @@ func TestCAFileTrustedEverywhere(t *testing.T) {
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw}), 0o600)
 
+	t.Setenv("AUTH0_DOMAIN", "")
 	t.Setenv("M2MTOKEN_TOKEN_URL", iss.TokenURL())
 	t.Setenv("AUTH0_CLIENT_ID", "cli")
 	t.Setenv("AUTH0_CLIENT_SECRET", testSecret)

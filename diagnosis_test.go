@@ -264,7 +264,7 @@ func TestHints(t *testing.T) {
 		// A Config from ConfigFromEnv hears the variables, not Config fields.
 		env := map[string]string{"M2MTOKEN_TOKEN_URL": iss.TokenURL(), "AUTH0_CLIENT_ID": "good",
 			"AUTH0_CLIENT_SECRET": testSecret + "x", "AUTH0_AUDIENCE": aud}
-		cfg, err := ConfigFromLookup(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil)
+		cfg, err := ConfigFromLookup(lookupIn(env), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

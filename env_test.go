@@ -14,8 +14,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-
-	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
 func lookupIn(env map[string]string) func(string) (string, bool) {
@@ -115,31 +113,4 @@ func TestConfigFromEnv(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
-}
-
-// TestConfigFromEnvCAFile: M2MTOKEN_CA_FILE makes the source trust a
-// server whose CA the system does not know.
-func TestConfigFromEnvCAFile(t *testing.T) {
-	iss := m2mtest.NewTLSServer(m2mtest.Client{ID: "abc", Secret: testSecret, Audiences: []string{"https://api.example.com/"}})
-	defer iss.Close()
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: iss.Certificate().Raw}), 0o600)
-	t.Setenv("AUTH0_DOMAIN", "")
-	t.Setenv("M2MTOKEN_TOKEN_URL", iss.TokenURL())
-	t.Setenv("AUTH0_CLIENT_ID", "abc")
-	t.Setenv("AUTH0_CLIENT_SECRET", testSecret)
-	t.Setenv("AUTH0_AUDIENCE", "https://api.example.com/")
-	t.Setenv("M2MTOKEN_CA_FILE", caFile)
-	cfg, err := ConfigFromEnv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Token(); err != nil {
-		t.Fatal(err)
-	}
 }
