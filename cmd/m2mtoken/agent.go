@@ -104,7 +104,6 @@ func cmdAgent(args []string, stdout, stderr io.Writer) error {
 	if ok, err := c.parse(args, stdout, stderr); !ok {
 		return err
 	}
-	warnUnreadVars(stderr, os.Environ())
 	// report prints a usage error as the other commands do.
 	report := func(err error) error {
 		var ue usageError
@@ -123,6 +122,9 @@ func cmdAgent(args []string, stdout, stderr io.Writer) error {
 		h = slog.NewJSONHandler(stderr, opts)
 	}
 	log := slog.New(h)
+	for _, t := range unreadVars(os.Environ()) {
+		log.Warn(t.String(), slog.String("variable", t.Given), slog.String("did_you_mean", t.Meant))
+	}
 
 	var specs []sourceSpec
 	if *configFile != "" {

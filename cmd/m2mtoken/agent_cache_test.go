@@ -9,7 +9,7 @@ import (
 // TestAgentCacheNames: --cache memory is the default and "none" its old
 // name; --cache file keeps the token in M2MTOKEN_CACHE_DIR, as
 // m2mtoken token does, and the variable does not get in the way of the
-// memory cache.
+// memory cache. A typo of the variable's name is named.
 func TestAgentCacheNames(t *testing.T) {
 	s := issuer(t)
 	dir := filepath.Join(t.TempDir(), "cache")
@@ -23,7 +23,11 @@ func TestAgentCacheNames(t *testing.T) {
 			t.Fatalf("%v: the memory cache wrote %d files in M2MTOKEN_CACHE_DIR", args, len(entries))
 		}
 	}
-	p := startAgent(t, env, "--listen", "127.0.0.1:0", "--cache", "file")
+	// A typo in a variable's name is logged, as the agent logs.
+	p := startAgent(t, append(env, "M2MTOKEN_CACHEDIR=/elsewhere"), "--listen", "127.0.0.1:0", "--cache", "file")
+	if l := p.find("M2MTOKEN_CACHEDIR is set but not read: did you mean M2MTOKEN_CACHE_DIR?"); l == nil || l["level"] != "WARN" {
+		t.Errorf("no warning for M2MTOKEN_CACHEDIR:\n%s", p.logs())
+	}
 	if err := p.stop(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}

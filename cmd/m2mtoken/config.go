@@ -170,15 +170,20 @@ func (c *credFlags) config() (m2mtoken.Config, error) {
 	return cfg, err
 }
 
-// warnUnreadVars prints a line for each variable of our prefixes (AUTH0_,
-// M2MTOKEN_) that is set, is read by nothing, and is a typo of one that
-// is: AUTH0_CLIENTID for AUTH0_CLIENT_ID.
-func warnUnreadVars(stderr io.Writer, environ []string) {
+// unreadVars returns the variables of our prefixes (AUTH0_, M2MTOKEN_)
+// that are set, are read by nothing, and are a typo of one that is:
+// AUTH0_CLIENTID for AUTH0_CLIENT_ID.
+func unreadVars(environ []string) []suggest.Typo {
 	read := slices.Clone(commandVars)
 	for _, v := range m2mtoken.EnvVars() {
 		read = append(read, v.Name)
 	}
-	for _, t := range suggest.UnreadVars(environ, read, []string{"AUTH0_", "M2MTOKEN_"}) {
+	return suggest.UnreadVars(environ, read, []string{"AUTH0_", "M2MTOKEN_"})
+}
+
+// warnUnreadVars prints a line for each of unreadVars.
+func warnUnreadVars(stderr io.Writer, environ []string) {
+	for _, t := range unreadVars(environ) {
 		fmt.Fprintln(stderr, "m2mtoken: warning:", t)
 	}
 }
