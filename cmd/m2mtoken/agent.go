@@ -94,9 +94,9 @@ func cmdAgent(args []string, stdout, stderr io.Writer) error {
 	cacheMode := fs.String("cache", "memory", "cache of the default source: memory (this process only; \"none\" is its old name) or file (survives restarts; see --cache-dir)")
 	cacheDir := fs.String("cache-dir", "", "directory of --cache file (default: M2MTOKEN_CACHE_DIR, else the user cache directory's m2mtoken folder)")
 	var listens, sinks, proxies multiFlag
-	fs.Var(&listens, "listen", "serve the token endpoint on unix:PATH or 127.0.0.1:PORT (repeatable)")
-	fs.Var(&sinks, "sink", "write each new token of source NAME to the file PATH: NAME=PATH (repeatable)")
-	fs.Var(&proxies, "proxy", "forward requests on LISTEN to UPSTREAM with a token of source NAME: NAME=LISTEN=UPSTREAM (repeatable)")
+	fs.Var(&listens, "listen", "serve the token endpoint on `ADDR`: unix:PATH or 127.0.0.1:PORT (repeatable)")
+	fs.Var(&sinks, "sink", "write each new token of source NAME to the file PATH: `NAME=PATH` (repeatable)")
+	fs.Var(&proxies, "proxy", "forward requests on LISTEN to UPSTREAM with a token of source NAME: `NAME=LISTEN=UPSTREAM` (repeatable)")
 	group := fs.String("group", "", "let this group use the Unix sockets (mode 0660) and read the sinks (0640); default: the agent's user only (0600)")
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
