@@ -17,12 +17,7 @@ import (
 func TestAgentProxyTrustsTheCA(t *testing.T) {
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	served, lines := startServe(t, "--tls", "--ca-out", caFile, "--client-secret", secret)
-	var apiURL string
-	for _, l := range lines {
-		if v, ok := strings.CutPrefix(l, "API URL:"); ok {
-			apiURL = strings.TrimSuffix(strings.TrimSpace(v), "/")
-		}
-	}
+	apiURL := servedAPI(lines)
 	if !strings.HasPrefix(apiURL, "https://") {
 		t.Fatalf("no API URL in %q", lines)
 	}

@@ -34,6 +34,16 @@ func startServe(t *testing.T, args ...string) (map[string]string, []string) {
 	return env, lines
 }
 
+// servedAPI is the API URL serve printed, without its final slash.
+func servedAPI(lines []string) string {
+	for _, l := range lines {
+		if v, ok := strings.CutPrefix(l, "API URL:"); ok {
+			return strings.TrimSuffix(strings.TrimSpace(v), "/")
+		}
+	}
+	return ""
+}
+
 func envList(m map[string]string, extra ...string) []string {
 	var out []string
 	for k, v := range m {
@@ -90,12 +100,7 @@ func TestServeTLS(t *testing.T) {
 	tok := strings.TrimSpace(r.stdout)
 
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	var apiURL string
-	for _, l := range lines {
-		if v, ok := strings.CutPrefix(l, "API URL:"); ok {
-			apiURL = strings.TrimSuffix(strings.TrimSpace(v), "/")
-		}
-	}
+	apiURL := servedAPI(lines)
 	if !strings.HasPrefix(apiURL, "https://127.0.0.1:") {
 		t.Fatalf("API URL %q", apiURL)
 	}
