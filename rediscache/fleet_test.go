@@ -25,17 +25,27 @@ const fleetAud = "https://api.fleet/"
 type fleetEnv struct {
 	iss   *m2mtest.Server
 	api   *fleet.API
-	redis *redisServer
-	key   string // the fleet's cache key
+	redis *redisServer // nil for a fleet on a cluster
+	key   string       // the fleet's cache key
 	bin   string
 }
 
+// newFleetEnv is the issuer, the API, the children's program and one
+// redis-server.
 func newFleetEnv(t *testing.T) *fleetEnv {
+	env := newFleetEnvNoRedis(t)
+	env.redis = startRedis(t)
+	return env
+}
+
+// newFleetEnvNoRedis is newFleetEnv without the redis-server, for a fleet
+// on a cluster.
+func newFleetEnvNoRedis(t *testing.T) *fleetEnv {
 	if testing.Short() {
 		t.Skip("fleet tests run real processes for tens of seconds; run without -short")
 	}
 	requireProgram(t, "redis-server")
-	env := &fleetEnv{iss: issuer(t), redis: startRedis(t)}
+	env := &fleetEnv{iss: issuer(t)}
 	env.api = fleet.NewAPI(t, env.iss, fleetAud)
 	env.iss.AddClient(m2mtest.Client{ID: "fleet", Secret: "fleet-secret-CANARY", Audiences: []string{aud, fleetAud}})
 	env.bin = fleet.Build(t, "github.com/m2mtoken/m2mtoken/rediscache/internal/fleetchild")

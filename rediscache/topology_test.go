@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -48,44 +46,28 @@ func fleetOnce(t *testing.T, n int, newClient func() redis.UniversalClient) int 
 	return iss.TokensIssued("fleet")
 }
 
-// TestCluster runs the cold-start fleet on a 3-node Redis Cluster: every
-// command the cache sends touches one key, so it works whatever slot the
-// entry and its lease hash to.
+// TestCluster runs the cold-start fleet on a 3-master Redis Cluster, and
+// checks that a token's entry and its lease share a slot, whatever the
+// prefix: a master that dies takes both (see keys.go).
 func TestCluster(t *testing.T) {
-	cli := requireProgram(t, "redis-cli")
-	var addrs []string
-	for i := 0; i < 3; i++ {
-		addrs = append(addrs, startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000").addr)
-	}
-	out, err := exec.Command(cli, append([]string{"--cluster", "create"}, append(addrs, "--cluster-yes")...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
-	}
-	// Every node must agree the cluster is up, and a cluster client must
-	// reach every shard, before the fleet starts: a CLUSTERDOWN answer
-	// makes a source fetch without the lease, as it should.
-	for _, a := range addrs {
-		probe := redis.NewClient(&redis.Options{Addr: a})
-		waitFor(t, "cluster_state:ok on "+a, &syncBuffer{}, func() bool {
-			info, _ := probe.ClusterInfo(context.Background()).Result()
-			return strings.Contains(info, "cluster_state:ok")
-		})
-		probe.Close()
-	}
-	warm := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
-	defer warm.Close()
-	waitFor(t, "every shard to answer", &syncBuffer{}, func() bool {
-		ctx := context.Background()
-		for i := 0; i < 32; i++ {
-			if warm.Set(ctx, fmt.Sprintf("warm-%d", i), "x", time.Minute).Err() != nil {
-				return false
-			}
-		}
-		return warm.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() }) == nil
-	})
-	n := fleetOnce(t, 8, func() redis.UniversalClient { return redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs}) })
+	c := startCluster(t, 3, 2*time.Second)
+	n := fleetOnce(t, 8, func() redis.UniversalClient { return c.client() })
 	if n != 1 {
 		t.Fatalf("fleet of 8 on a cluster made %d token requests, want 1", n)
+	}
+	cc := c.client()
+	defer cc.Close()
+	ctx := context.Background()
+	for _, prefix := range []string{"m2mtoken:", "", "{app}:", "a{b:", "a}b{:"} {
+		for _, key := range []string{"m2mtoken-09c207802d7fc06ca7dfccf54d4f49a8", "k", "a}b"} {
+			cache := New(cc, WithPrefix(prefix))
+			es, err1 := cc.ClusterKeySlot(ctx, cache.entryKey(key)).Result()
+			ls, err2 := cc.ClusterKeySlot(ctx, cache.leaseKey(key)).Result()
+			if err1 != nil || err2 != nil || es != ls {
+				t.Errorf("prefix %q, key %q: entry %s in slot %d, lease %s in slot %d (%v, %v)",
+					prefix, key, cache.entryKey(key), es, cache.leaseKey(key), ls, err1, err2)
+			}
+		}
 	}
 }
 

@@ -149,9 +149,10 @@ type Proc struct {
 	slow     []time.Duration
 	logTail  []string
 	killed   bool
-	holding  bool // it logged that it took the fetch lease, and has not released it
-	redisRaw int  // lines go-redis wrote itself ("redis: ..."), not through slog
-	goRedis  int  // go-redis lines routed through slog
+	holding  bool           // it logged that it took the fetch lease, and has not released it
+	redisRaw int            // lines go-redis wrote itself ("redis: ..."), not through slog
+	goRedis  int            // go-redis lines routed through slog
+	msgs     map[string]int // how many times each slog message was logged
 }
 
 // Start starts one more process and waits until it is ready.
@@ -230,6 +231,12 @@ func (f *Fleet) readStderr(p *Proc, r io.Reader) {
 		if strings.HasPrefix(line, "redis: ") {
 			p.redisRaw++
 		}
+		if msg, ok := slogMessage(line); ok {
+			if p.msgs == nil {
+				p.msgs = make(map[string]int)
+			}
+			p.msgs[msg]++
+		}
 		if strings.Contains(line, "component=go-redis") {
 			p.goRedis++
 		}
@@ -248,6 +255,45 @@ func (f *Fleet) readStderr(p *Proc, r io.Reader) {
 			}
 		}
 	}
+}
+
+// slogMessage returns the msg of a line slog's text handler wrote.
+func slogMessage(line string) (string, bool) {
+	_, rest, ok := strings.Cut(line, " msg=")
+	if !ok {
+		return "", false
+	}
+	if strings.HasPrefix(rest, `"`) {
+		q, err := strconv.QuotedPrefix(rest)
+		if err != nil {
+			return "", false
+		}
+		msg, err := strconv.Unquote(q)
+		return msg, err == nil
+	}
+	msg, _, _ := strings.Cut(rest, " ")
+	return msg, true
+}
+
+// Logged reports how many times the fleet's processes logged a message
+// that begins with prefix: in all, and at most by one process.
+func (f *Fleet) Logged(prefix string) (total, most int) {
+	f.mu.Lock()
+	procs := slices.Clone(f.procs)
+	f.mu.Unlock()
+	for _, p := range procs {
+		p.mu.Lock()
+		n := 0
+		for msg, c := range p.msgs {
+			if strings.HasPrefix(msg, prefix) {
+				n += c
+			}
+		}
+		p.mu.Unlock()
+		total += n
+		most = max(most, n)
+	}
+	return total, most
 }
 
 // Warm waits until every live process has made its first call, and

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -18,12 +19,16 @@ import (
 func main() {
 	var f child.Flags
 	f.Register(flag.CommandLine)
-	addr := flag.String("redis", "", "Redis address")
+	addr := flag.String("redis", "", "Redis address, or a Redis Cluster's node addresses separated by commas")
 	timeout := flag.Duration("redis-timeout", 0, "rediscache.WithTimeout (0: its default)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	redis.SetLogger(rediscache.Logger(log))
-	rdb := redis.NewClient(&redis.Options{Addr: *addr, DialTimeout: 250 * time.Millisecond})
+	var rdb redis.UniversalClient = redis.NewClient(&redis.Options{Addr: *addr, DialTimeout: 250 * time.Millisecond})
+	if strings.Contains(*addr, ",") {
+		rdb.Close()
+		rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(*addr, ","), DialTimeout: 250 * time.Millisecond})
+	}
 	defer rdb.Close()
 	opts := []rediscache.Option{rediscache.WithLogger(log)}
 	if *timeout > 0 {
