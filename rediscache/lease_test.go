@@ -42,7 +42,7 @@ func TestLeaseKeepAndInfo(t *testing.T) {
 	}
 	// It lapses; another holder takes it; the first can no longer keep or
 	// release it.
-	rdb.PExpire(ctx, "m2mtoken:k:lease", time.Millisecond)
+	rdb.PExpire(ctx, "m2mtoken:{k}:lease", time.Millisecond)
 	time.Sleep(20 * time.Millisecond)
 	l2, ok, _ := c.AcquireLease(ctx, "k", time.Minute)
 	if !ok {
@@ -60,7 +60,7 @@ func TestLeaseKeepAndInfo(t *testing.T) {
 		t.Fatalf("released lease still reported: %+v %v", info, err)
 	}
 	// A value this package did not write is reported, without age.
-	rdb.Set(ctx, "m2mtoken:k:lease", "someone-else", time.Minute)
+	rdb.Set(ctx, "m2mtoken:{k}:lease", "someone-else", time.Minute)
 	if info, err := c.LeaseInfo(ctx, "k"); err != nil || info == nil || info.Age != 0 || info.Remaining < 50*time.Second {
 		t.Fatalf("foreign lease: %+v %v", info, err)
 	}
@@ -89,19 +89,19 @@ func TestUncertainLeaseIsReleased(t *testing.T) {
 	direct := r.client(t)
 	// The SET lands (about 150 ms on), then must be undone.
 	deadline := time.Now().Add(5 * time.Second)
-	for n := int64(0); n == 0; n, _ = direct.Exists(context.Background(), "m2mtoken:k:lease").Result() {
+	for n := int64(0); n == 0; n, _ = direct.Exists(context.Background(), "m2mtoken:{k}:lease").Result() {
 		if time.Now().After(deadline) {
 			t.Fatal("the delayed SET NX never landed")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	for {
-		n, _ := direct.Exists(context.Background(), "m2mtoken:k:lease").Result()
+		n, _ := direct.Exists(context.Background(), "m2mtoken:{k}:lease").Result()
 		if n == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			ttl, _ := direct.PTTL(context.Background(), "m2mtoken:k:lease").Result()
+			ttl, _ := direct.PTTL(context.Background(), "m2mtoken:{k}:lease").Result()
 			t.Fatalf("the lease a timed-out SET NX took is still held (%v left)", ttl)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -114,7 +114,7 @@ func TestUncertainLeaseIsReleased(t *testing.T) {
 		t.Fatal(ok, err)
 	}
 	time.Sleep(500 * time.Millisecond)
-	if n, _ := direct.Exists(context.Background(), "m2mtoken:k:lease").Result(); n != 1 {
+	if n, _ := direct.Exists(context.Background(), "m2mtoken:{k}:lease").Result(); n != 1 {
 		t.Fatal("another holder's lease was deleted")
 	}
 	other.Release(context.Background())

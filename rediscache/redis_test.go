@@ -119,7 +119,7 @@ func TestDeadLeaseHolder(t *testing.T) {
 	// starts before the SET, so that a slow answer cannot move the lease's
 	// expiry before start+700ms.
 	start := time.Now()
-	if err := rdb.Set(context.Background(), "m2mtoken:"+s.CacheKey()+":lease", "dead-owner", 700*time.Millisecond).Err(); err != nil {
+	if err := rdb.Set(context.Background(), "m2mtoken:{"+s.CacheKey()+"}:lease", "dead-owner", 700*time.Millisecond).Err(); err != nil {
 		t.Fatal(err)
 	}
 	tok, err := s.Token()
@@ -252,8 +252,8 @@ func TestEncryption(t *testing.T) {
 		t.Fatalf("old key did not decrypt during rotation: %v", err)
 	}
 	// A value moved to another key does not open.
-	v, _ := rdb.Get(ctx, "m2mtoken:"+a.CacheKey()).Bytes()
-	rdb.Set(ctx, "m2mtoken:other", v, time.Minute)
+	v, _ := rdb.Get(ctx, "m2mtoken:{"+a.CacheKey()+"}").Bytes()
+	rdb.Set(ctx, "m2mtoken:{other}", v, time.Minute)
 	if e, err := New(rdb, WithEncryptionKey(bytes.Repeat([]byte{8}, 32))).Get(ctx, "other"); e != nil || err == nil {
 		t.Fatal("a value moved to another key opened")
 	}
@@ -287,7 +287,7 @@ func TestCorruptValues(t *testing.T) {
 	ctx := context.Background()
 	for i, garbage := range []string{"garbage", `{"v":1}`, `{"v":1,"entry":{"access_token":""}}`, `{"v":2,"entry":{}}`, "\xff\xfe", strings.Repeat("x", 2<<20)} {
 		s := source(t, iss, New(rdb), nil)
-		rdb.Set(ctx, "m2mtoken:"+s.CacheKey(), garbage, time.Minute)
+		rdb.Set(ctx, "m2mtoken:{"+s.CacheKey()+"}", garbage, time.Minute)
 		tok, err := s.Token()
 		if err != nil || tok.AccessToken == "" {
 			t.Fatalf("garbage %d: %v %v", i, tok, err)
@@ -308,7 +308,7 @@ func TestEntriesExpireWithToken(t *testing.T) {
 	rdb := r.client(t)
 	s := source(t, iss, New(rdb), nil)
 	s.Token()
-	ttl, _ := rdb.PTTL(context.Background(), "m2mtoken:"+s.CacheKey()).Result()
+	ttl, _ := rdb.PTTL(context.Background(), "m2mtoken:{"+s.CacheKey()+"}").Result()
 	if ttl < 59*time.Minute || ttl > time.Hour {
 		t.Fatalf("PTTL %v, want about an hour", ttl)
 	}

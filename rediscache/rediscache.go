@@ -217,7 +217,7 @@ func (c *Cache) Get(ctx context.Context, key string) (*m2mtoken.Entry, error) {
 	if c.err != nil {
 		return nil, c.err
 	}
-	rkey := c.prefix + key
+	rkey := c.entryKey(key)
 	var b []byte
 	err := c.bounded(ctx, func(ctx context.Context) error {
 		var err error
@@ -283,7 +283,7 @@ func (c *Cache) Set(ctx context.Context, key string, e *m2mtoken.Entry) error {
 	if err != nil {
 		return fmt.Errorf("rediscache: %w", err)
 	}
-	rkey := c.prefix + key
+	rkey := c.entryKey(key)
 	if c.seal != nil {
 		nonce := make([]byte, c.seal.NonceSize(), c.seal.NonceSize()+len(b)+c.seal.Overhead())
 		if _, err := rand.Read(nonce); err != nil {
@@ -349,7 +349,7 @@ func (c *Cache) AcquireLease(ctx context.Context, key string, ttl time.Duration)
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, false, err
 	}
-	l := &lease{c: c, key: c.prefix + key + ":lease", head: hex.EncodeToString(b[:]) + "|" + strconv.FormatInt(time.Now().UnixMilli(), 10) + "|"}
+	l := &lease{c: c, key: c.leaseKey(key), head: hex.EncodeToString(b[:]) + "|" + strconv.FormatInt(time.Now().UnixMilli(), 10) + "|"}
 	var ok bool
 	var setErr error
 	err := c.boundedOr(ctx, func(ctx context.Context) error {
@@ -378,7 +378,7 @@ func (c *Cache) LeaseInfo(ctx context.Context, key string) (*m2mtoken.LeaseInfo,
 	if c.err != nil {
 		return nil, c.err
 	}
-	lkey := c.prefix + key + ":lease"
+	lkey := c.leaseKey(key)
 	var v string
 	var ttl time.Duration
 	err := c.bounded(ctx, func(ctx context.Context) error {
