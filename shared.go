@@ -28,10 +28,13 @@ const (
 func (s *TokenSource) adopt(ctx context.Context) *entry {
 	ce, err := s.cache.Get(ctx, s.key)
 	if err != nil {
-		s.log.Warn("cache get failed; fetching from the token endpoint", slog.Any("error", err))
-		s.observeCacheError("get", err)
+		if ctx.Err() != nil {
+			return nil // the fetch gave up, or the source closed: no news about the cache
+		}
+		s.cacheGetFailed(err)
 		return nil
 	}
+	s.cacheGetAnswered()
 	if !ce.Valid() || !s.usableType(ce.TokenType) {
 		return nil
 	}
@@ -80,6 +83,14 @@ func (s *TokenSource) adopt(ctx context.Context) *entry {
 // a second fetch would be answered no sooner. A plain lease cannot tell a
 // dead holder from a slow one: a waiter whose own token is about to become
 // unusable stops waiting and fetches itself.
+//
+// Either way, a holder that is slow is told from a cache that lost the
+// token by the waiter's own reads: while the cache's Get fails, the
+// holder's token would not reach the waiter even once stored, and a lease
+// the cache can still grant holds nobody up for long. Such a waiter
+// fetches without the lease when a failing lease would make it: at once
+// without a usable token, else halfway through its token's stale window,
+// which leaves it the time of one fetch before the token becomes unusable.
 func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, error) {
 	keeper, _ := l.(LeaseKeeper)
 	ttl := s.cfg.LeaseTTL
@@ -146,6 +157,11 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, erro
 			}
 		}
 		s.waitingOn.Store(info)
+		if s.cacheGetDown() && (patience.IsZero() || reached(now, patience)) {
+			s.log.Warn("another holder has the fetch lease, but the cache cannot read the token it would store; fetching without the lease",
+				slog.Duration("waited", now.Sub(start)), slog.String("lease", info.String()))
+			return nil, nil, nil
+		}
 		if !deadline.IsZero() && reached(now, deadline) {
 			s.log.Warn("another holder's fetch lease has not yielded a token and ours is about to become unusable; fetching without the lease",
 				slog.Duration("waited", now.Sub(start)), slog.Duration("lease_ttl", ttl))
@@ -159,6 +175,9 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, erro
 		}
 		if !deadline.IsZero() {
 			d = max(min(d, deadline.Sub(now)), time.Millisecond)
+		}
+		if s.cacheGetDown() {
+			d = max(min(d, patience.Sub(now)), time.Millisecond)
 		}
 		s.log.Debug("another holder is fetching; waiting", slog.Duration("poll", d), slog.String("lease", info.String()))
 		if err := s.clock.Sleep(ctx, d); err != nil {

@@ -72,6 +72,7 @@ type TokenSource struct {
 	rateLimit                                                atomic.Pointer[RateLimit]
 	lastErr                                                  atomic.Pointer[TokenError] // the last failed attempt, for WaitError
 	waitingOn                                                atomic.Pointer[LeaseInfo]  // another holder's lease, while a fetch waits on it
+	getOutage                                                getOutage                  // failed Cache.Get calls in a row (cachehealth.go)
 
 	// waits counts callers that found no usable token after the first
 	// one was installed (hadToken), and so waited for a fetch.
