@@ -88,9 +88,12 @@ func (s *TokenSource) adopt(ctx context.Context) *entry {
 // token by the waiter's own reads: while the cache's Get fails, the
 // holder's token would not reach the waiter even once stored, and a lease
 // the cache can still grant holds nobody up for long. Such a waiter
-// fetches without the lease when a failing lease would make it: at once
-// without a usable token, else halfway through its token's stale window,
-// which leaves it the time of one fetch before the token becomes unusable.
+// fetches without the lease: at once without a usable token, as with a
+// failing lease; else halfway through its token's stale window (which
+// leaves it the time of one fetch), or once it has waited two fetches by
+// the endpoint's last latency if that is later (a corrupt value that a
+// live holder overwrites is not a lost token), and before the token
+// becomes unusable at the latest.
 func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, error) {
 	keeper, _ := l.(LeaseKeeper)
 	ttl := s.cfg.LeaseTTL
@@ -107,8 +110,21 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, erro
 	// token's stale window has passed, and only then fetches without it,
 	// so that a Redis hiccup does not make the whole fleet fetch at once.
 	var patience time.Time
+	// A waiter whose cache cannot read the token stops waiting at lostAt:
+	// halfway through the stale window too, but not before the holder had
+	// the time of two fetches (by the last one's latency), as a holder
+	// that is merely slow would replace a corrupt value by then; never
+	// later than when its token becomes unusable.
+	var lostAt time.Time
 	if cur := s.cur.Load(); cur != nil {
 		patience = cur.staleAt.Add(cur.unusableAt.Sub(cur.staleAt) / 2)
+		lostAt = patience
+		if t := start.Add(2 * max(cur.src.Latency, 0)); t.After(lostAt) {
+			lostAt = t
+		}
+		if lostAt.After(cur.unusableAt) {
+			lostAt = cur.unusableAt
+		}
 	}
 	defer s.waitingOn.Store(nil)
 	wait := min(50*time.Millisecond, maxWait)
@@ -157,7 +173,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, erro
 			}
 		}
 		s.waitingOn.Store(info)
-		if s.cacheGetDown() && (patience.IsZero() || reached(now, patience)) {
+		if s.cacheGetDown() && (lostAt.IsZero() || reached(now, lostAt)) {
 			s.log.Warn("another holder has the fetch lease, but the cache cannot read the token it would store; fetching without the lease",
 				slog.Duration("waited", now.Sub(start)), slog.String("lease", info.String()))
 			return nil, nil, nil
@@ -177,7 +193,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, erro
 			d = max(min(d, deadline.Sub(now)), time.Millisecond)
 		}
 		if s.cacheGetDown() {
-			d = max(min(d, patience.Sub(now)), time.Millisecond)
+			d = max(min(d, lostAt.Sub(now)), time.Millisecond)
 		}
 		s.log.Debug("another holder is fetching; waiting", slog.Duration("poll", d), slog.String("lease", info.String()))
 		if err := s.clock.Sleep(ctx, d); err != nil {

@@ -20,7 +20,7 @@ import (
 // restart. M2MTOKEN_SOAK=1 runs it longer (README, Reliability).
 func TestFleetClusterMasterKilled(t *testing.T) {
 	env := newFleetEnvNoRedis(t)
-	life, steady, down := 4*time.Second, 8*time.Second, 10*time.Second
+	life, steady, down := 4*time.Second, 8*time.Second, 8*time.Second
 	if fleet.Soak() {
 		life, steady, down = 10*time.Second, 60*time.Second, 60*time.Second
 	}
