@@ -62,3 +62,24 @@ func (s *TokenSource) cacheGetDown() bool {
 	defer o.mu.Unlock()
 	return !o.since.IsZero()
 }
+
+// lostTokenAt is when a fetch that began waiting at start on another
+// holder's lease, with cur as its token, stops waiting while its cache
+// cannot read the token (see lease): halfway through cur's stale window,
+// as with a failing lease, but not before the holder had the time of two
+// fetches by the last one's latency (a holder that is merely slow
+// replaces a corrupt value by then), and never after cur becomes
+// unusable. Zero without a usable token: at once.
+func lostTokenAt(cur *entry, start time.Time) time.Time {
+	if cur == nil {
+		return time.Time{}
+	}
+	at := cur.staleAt.Add(cur.unusableAt.Sub(cur.staleAt) / 2)
+	if t := start.Add(2 * max(cur.src.Latency, 0)); t.After(at) {
+		at = t
+	}
+	if at.After(cur.unusableAt) {
+		at = cur.unusableAt
+	}
+	return at
+}

@@ -110,22 +110,10 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, erro
 	// token's stale window has passed, and only then fetches without it,
 	// so that a Redis hiccup does not make the whole fleet fetch at once.
 	var patience time.Time
-	// A waiter whose cache cannot read the token stops waiting at lostAt:
-	// halfway through the stale window too, but not before the holder had
-	// the time of two fetches (by the last one's latency), as a holder
-	// that is merely slow would replace a corrupt value by then; never
-	// later than when its token becomes unusable.
-	var lostAt time.Time
 	if cur := s.cur.Load(); cur != nil {
 		patience = cur.staleAt.Add(cur.unusableAt.Sub(cur.staleAt) / 2)
-		lostAt = patience
-		if t := start.Add(2 * max(cur.src.Latency, 0)); t.After(lostAt) {
-			lostAt = t
-		}
-		if lostAt.After(cur.unusableAt) {
-			lostAt = cur.unusableAt
-		}
 	}
+	lostAt := lostTokenAt(s.cur.Load(), start) // while Get fails
 	defer s.waitingOn.Store(nil)
 	wait := min(50*time.Millisecond, maxWait)
 	failures := 0

@@ -207,77 +207,109 @@ func TestFleetRedisFaults(t *testing.T) {
 	for i := 0; i < 8; i++ {
 		f.Start()
 	}
-	type phaseResult struct {
-		name     string
-		d        time.Duration
-		calls    int64
-		failed   int64
-		maxCall  time.Duration
-		requests int
-	}
-	var results []phaseResult
-	last, lastIssued := f.Report(), env.iss.TokensIssued("fleet")
-	mark := func(name string, d time.Duration) {
-		time.Sleep(300 * time.Millisecond) // the stats lines
-		r, issued := f.Report(), env.iss.TokensIssued("fleet")
-		results = append(results, phaseResult{name, d, r.Calls - last.Calls, r.Failed - last.Failed, r.MaxCall, issued - lastIssued})
-		last, lastIssued = r, issued
-	}
+	ph := newPhases(f, env.iss)
 	t0 := time.Now()
 	steady := 2 * life
 	if fleet.Soak() {
 		steady = 5 * life
 	}
 	time.Sleep(steady)
-	mark("steady", steady)
+	steadyPhase := ph.mark("steady")
 
 	p.SetDelay(300 * time.Millisecond)
 	time.Sleep(phase)
 	p.SetDelay(0)
-	mark("slow 300ms", phase)
+	ph.mark("slow 300ms")
 
 	for end := time.Now().Add(phase); time.Now().Before(end); {
 		p.Reset()
 		time.Sleep(500 * time.Millisecond)
 	}
-	mark("reset every 500ms", phase)
+	ph.mark("reset every 500ms")
 
 	p.Blackhole(true)
 	time.Sleep(blackhole)
 	p.Blackhole(false)
-	mark("blackholed", blackhole)
+	ph.mark("blackholed")
 
 	env.redis.stop()
 	time.Sleep(phase)
 	env.redis.start(t)
-	mark("killed", phase)
+	ph.mark("killed")
 	time.Sleep(phase)
-	mark("restarted", phase)
+	ph.mark("restarted")
 
 	total := time.Since(t0)
 	r := f.Report()
-	for _, pr := range results {
-		t.Logf("%-18s %6v: %6d calls, %d failed, %2d token requests", pr.name, pr.d.Round(time.Second), pr.calls, pr.failed, pr.requests)
-	}
+	ph.log(t, life)
 	issued := env.iss.TokensIssued("fleet")
-	t.Logf("total %v (%.1f lifetimes of %v): %d calls, %d failed, longest call %v, %d tokens issued (%.2f per lifetime; steady state %.2f); go-redis lines: %d through slog, %d raw",
+	t.Logf("total %v (%.1f lifetimes of %v): %d calls, %d failed, longest call %v, %d tokens issued (%.2f per lifetime); go-redis lines: %d through slog, %d raw",
 		total.Round(time.Second), total.Seconds()/life.Seconds(), life, r.Calls, r.Failed, r.MaxCall.Round(time.Millisecond), issued,
-		float64(issued)/(total.Seconds()/life.Seconds()), float64(results[0].requests)/(steady.Seconds()/life.Seconds()), r.Routed, r.RedisRaw)
+		float64(issued)/(total.Seconds()/life.Seconds()), r.Routed, r.RedisRaw)
 	if r.Failed != 0 {
 		t.Errorf("%d of %d calls failed: %v", r.Failed, r.Calls, r.Failures)
 	}
 	if r.RedisRaw != 0 {
 		t.Errorf("go-redis wrote %d lines to stderr itself", r.RedisRaw)
 	}
-	// A token is replaced a fifth (plus up to a fifth of that) of its
-	// lifetime before it expires: one request per refresh cycle is at most
-	// one per three quarters of a lifetime; one more for where the phase
-	// cuts a cycle.
-	if got, cycles := results[0].requests, steady.Seconds()/(0.75*life.Seconds()); float64(got) > math.Ceil(cycles)+1 {
-		t.Errorf("steady state: %d token requests in %v, about %.1f refresh cycles of %v tokens: more than one per cycle", got, steady, cycles, life)
-	}
+	steadyPhase.onePerCycle(t, life)
 	if n := env.api.Unauthenticated.Load() + env.api.Rejected.Load(); n != 0 {
 		t.Errorf("%d API requests without a valid token", n)
+	}
+}
+
+// phases records a fleet's calls and token requests, phase by phase.
+type phases struct {
+	f          *fleet.Fleet
+	iss        *m2mtest.Server
+	list       []phase
+	last       fleet.Report
+	lastIssued int
+	lastMark   time.Time
+}
+
+// phase is what a fleet did between two marks.
+type phase struct {
+	name          string
+	d             time.Duration
+	calls, failed int64
+	requests      int
+}
+
+func newPhases(f *fleet.Fleet, iss *m2mtest.Server) *phases {
+	return &phases{f: f, iss: iss, last: f.Report(), lastIssued: iss.TokensIssued("fleet"), lastMark: time.Now()}
+}
+
+// mark ends the phase called name (after 300 ms, for the processes' last
+// stats lines) and returns it.
+func (p *phases) mark(name string) phase {
+	time.Sleep(300 * time.Millisecond)
+	r, issued := p.f.Report(), p.iss.TokensIssued("fleet")
+	ph := phase{name, time.Since(p.lastMark), r.Calls - p.last.Calls, r.Failed - p.last.Failed, issued - p.lastIssued}
+	p.list = append(p.list, ph)
+	p.last, p.lastIssued, p.lastMark = r, issued, time.Now()
+	return ph
+}
+
+// log logs every phase, with its token requests per lifetime of life.
+func (p *phases) log(t *testing.T, life time.Duration) {
+	t.Helper()
+	for _, ph := range p.list {
+		t.Logf("%-18s %6v: %7d calls, %d failed, %3d token requests (%.2f per lifetime)",
+			ph.name, ph.d.Round(100*time.Millisecond), ph.calls, ph.failed, ph.requests, float64(ph.requests)/(ph.d.Seconds()/life.Seconds()))
+	}
+}
+
+// onePerCycle fails t if the phase made more than one token request per
+// refresh cycle. A token is replaced a fifth (plus up to a fifth of that)
+// of its lifetime before it expires: one request per cycle is at most one
+// per three quarters of a lifetime; one more for where the phase cuts a
+// cycle.
+func (ph phase) onePerCycle(t *testing.T, life time.Duration) {
+	t.Helper()
+	if cycles := ph.d.Seconds() / (0.75 * life.Seconds()); float64(ph.requests) > math.Ceil(cycles)+1 {
+		t.Errorf("%s: %d token requests in %v, about %.1f refresh cycles of %v tokens: more than one per cycle",
+			ph.name, ph.requests, ph.d.Round(time.Millisecond), cycles, life)
 	}
 }
 
