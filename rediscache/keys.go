@@ -18,6 +18,12 @@ package rediscache
 // during a rolling upgrade, old and new instances each fetch their own
 // token, once per lifetime, until the old ones are gone.
 
+// WithPrefix puts every key under prefix (default "m2mtoken:"), so that
+// several applications can share one Redis. A token's keys are
+// PREFIX{KEY} and PREFIX{KEY}:lease: on a Redis Cluster the hash tag puts
+// both on one master, whatever the prefix.
+func WithPrefix(prefix string) Option { return func(c *Cache) { c.prefix = prefix } }
+
 // entryKey is the Redis key of the token stored under key.
 func (c *Cache) entryKey(key string) string { return c.prefix + "{" + key + "}" }
 

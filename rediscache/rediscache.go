@@ -66,10 +66,6 @@ type Cache struct {
 // Option configures a Cache.
 type Option func(*Cache)
 
-// WithPrefix puts every key under prefix (default "m2mtoken:"), so that
-// several applications can share one Redis.
-func WithPrefix(prefix string) Option { return func(c *Cache) { c.prefix = prefix } }
-
 // WithTimeout bounds each Redis call (default 250 ms). A call that takes
 // longer counts as a cache miss, whatever the client's own timeouts.
 func WithTimeout(d time.Duration) Option {
