@@ -113,80 +113,96 @@ func (e *Entry) LogValue() slog.Value {
 // Cache stores tokens under a key, so that a token outlives one
 // [TokenSource]: across sources in one process ([NewMemoryCache]), across
 // runs of a program ([NewFileCache]) or across a fleet (the rediscache
-// module).
+// module). This comment and those of [Leaser], [Lease] and [LeaseInfo]
+// are all a store for another database has to follow.
 //
-// Keys come from [TokenSource] and identify the token URL, client,
-// audience, scopes, organization, endpoint parameters, authentication
-// method and credential (through a slow hash of the secret, or the public
-// key), so that a token goes only to a source holding the credential it
-// was issued for. They reveal none of these. A Cache never sees the client
-// secret.
+// Get and Set make a cache: every process that finds no fresh token in it
+// fetches its own (one request per process, however many of its callers
+// wait). Add [Leaser] to make one process of a fleet fetch for all. A
+// Cache must be safe for concurrent use. A cache that stores bytes uses
+// [Entry.MarshalBinary] and [Entry.UnmarshalBinary], which refuses
+// anything but a usable entry; the file and Redis caches do.
 //
-// A Cache must be safe for concurrent use. Its errors are logged and
-// otherwise ignored: a cache that fails makes the source fetch from the
-// token endpoint, never fails a caller. A cache that stores bytes can use
-// [Entry.MarshalBinary] and [Entry.UnmarshalBinary].
+// Keys come from [TokenSource] (letters, digits and dashes: safe as a file
+// name or a Redis key) and identify the token URL, client, audience,
+// scopes, organization, endpoint parameters, authentication method and
+// credential (through a slow hash of the secret, or the public key), so
+// that a token goes only to a source holding the credential it was issued
+// for. They reveal none of these. A Cache never sees the client secret.
+//
+// Errors are logged, reported to Observer.CacheError and otherwise
+// ignored: a cache that fails costs token requests, never a caller's
+// call. A failing Get is a miss, warned about once per outage; a fetch
+// that waits on another holder's lease while Get fails stops waiting, as
+// the holder's token could not reach it. A failing Set loses the token
+// for the other holders. The source calls the cache while callers wait:
+// bound every network call (rediscache gives each 250 ms) and honour ctx.
 type Cache interface {
 	// Get returns the entry stored under key, or nil and no error if there
-	// is none.
+	// is none. It returns what is stored, stale or not: the source decides
+	// whether a token is still usable.
 	Get(ctx context.Context, key string) (*Entry, error)
-	// Set stores e under key until e.Expiry.
+	// Set stores e under key until e.Expiry. It may keep an entry already
+	// there that expires later (MemoryCache does).
 	Set(ctx context.Context, key string, e *Entry) error
 }
 
-// Leaser is implemented by caches shared between processes that can make
-// one of them the only one to fetch a token at a time. When a source finds
-// no fresh token in the cache it calls TryLease; if ok, it fetches, stores
-// the token and calls release. If not, another holder is fetching: the
-// source waits, polling Get, and tries the lease again, so that if the
-// holder dies its lease expires after ttl and someone else fetches. As such
-// a lease cannot tell a dead holder from a slow one, its ttl
-// (Config.LeaseTTL) must outlast a fetch, and a waiter whose own token is
-// about to become unusable stops waiting and fetches itself.
+// Leaser is implemented by a [Cache] shared between processes that can
+// make one of them the only one to fetch a token at a time: a fetch lease
+// per key, kept alive by its holder while it fetches, so that a short
+// Config.LeaseTTL (750 ms by default) tells a dead holder from a slow one.
+// The rediscache module's Cache (SET NX PX) and [FileCache] (flock, on
+// Unix) are Leasers.
 //
-// An error from TryLease is logged and the source fetches on its own. An
-// error does not say that the lease was not taken (a request that timed
-// out may still have taken it): a Leaser releases, or lets expire, a lease
-// whose outcome it could not learn.
+// A source that finds no fresh token in the cache calls Lease. If it gets
+// the lease, it reads the cache once more (the holder before it may have
+// just stored a token), fetches, calls [Lease.Keep] every third of the ttl
+// until the fetch ends, stores the token with Set, and calls
+// [Lease.Release] once. If another holder has the lease, the source polls
+// Get for that holder's token (from 50 ms, doubling up to a fifth of the
+// ttl, and just as the lease would lapse, from [LeaseInfo.Remaining]),
+// asking Lease again each time, and tells its callers why they wait from
+// LeaseInfo (see [WaitError]); an error from LeaseInfo only leaves them
+// knowing less. It waits as long as the lease is kept, up to
+// Config.FetchTimeout: a live holder retries for the fleet however long
+// the token endpoint fails. A holder that dies stops keeping its lease,
+// which lapses within the ttl, and the next waiter to ask takes it over.
+// So a lease must lapse when it is not kept, or, like a file lock, end
+// with its holder.
+//
+// An error from Lease is logged: a source with no usable token fetches
+// without the lease at once; a refresh (its token still usable) asks
+// again every 250 to 500 ms, and fetches without the lease once half of
+// its token's stale window has passed, so that a short fault of the store
+// does not make every instance fetch. An error does not say that the
+// lease was not taken (a request that timed out may have been applied): a
+// Leaser releases, or lets lapse, a lease whose outcome it did not learn.
 type Leaser interface {
-	TryLease(ctx context.Context, key string, ttl time.Duration) (release func(), ok bool, err error)
-}
-
-// LeaseKeeper is a [Leaser] whose leases are kept alive by their holder
-// while it fetches, so that a short Config.LeaseTTL tells a dead holder
-// from a slow one: a holder that dies stops keeping its lease, which lapses
-// within the TTL, and another instance takes it over; a holder that is
-// alive, however long its fetch and its retries take, keeps it, and the
-// other instances wait for its token instead of fetching too (one instance
-// retries for the fleet during an outage).
-//
-// When Config.Cache is a LeaseKeeper, a source uses AcquireLease instead
-// of TryLease; while it fetches it calls [Lease.Keep] every third of the
-// TTL, with what it knows (the last failed attempt), and [Lease.Release]
-// when done. Waiting instances call LeaseInfo to tell their callers why
-// they wait (see [WaitError]). The rediscache module's Cache and
-// [FileCache] (on Unix) are LeaseKeepers.
-type LeaseKeeper interface {
-	Leaser
-	// AcquireLease takes the fetch lease for key for ttl, without waiting.
-	// It reports false if another holder has it. Each call must use a
-	// value of its own, so that only this lease's holder can keep or
-	// release it.
-	AcquireLease(ctx context.Context, key string, ttl time.Duration) (l Lease, ok bool, err error)
-	// LeaseInfo reports on the lease for key held by someone: nil and no
-	// error if none is held.
+	// Lease takes the fetch lease for key for ttl, without waiting. It
+	// reports false and no error if another holder has it. Each call must
+	// take the lease with a value of its own, so that only the holder of
+	// this lease can keep or release it, never the next holder's after
+	// this one lapsed.
+	Lease(ctx context.Context, key string, ttl time.Duration) (l Lease, ok bool, err error)
+	// LeaseInfo reports on the lease for key held by someone, for a waiter
+	// to tell its callers: nil and no error if none is held.
 	LeaseInfo(ctx context.Context, key string) (*LeaseInfo, error)
 }
 
-// Lease is a fetch lease held through a [LeaseKeeper].
+// Lease is a fetch lease taken through a [Leaser]. The source calls Keep
+// and Release from one goroutine at a time, Release once.
 type Lease interface {
 	// Keep extends the lease to ttl from now if this holder still holds
 	// it, and records status for waiters to read in [LeaseInfo] (a short
-	// line with nothing secret: the last failed attempt, or ""). It
-	// reports false if the lease was lost (it lapsed and another holder
-	// took it).
+	// line with nothing secret: the fetch's last failed attempt, or "";
+	// rediscache and FileCache keep 300 bytes of it). It reports false if
+	// the lease was lost (it lapsed and another holder took it): the source
+	// stops keeping it and finishes its fetch. An error is logged, and the
+	// next Keep comes a third of the ttl later; ctx ends by then.
 	Keep(ctx context.Context, ttl time.Duration, status string) (held bool, err error)
-	// Release gives the lease up if this holder still holds it.
+	// Release gives the lease up if this holder still holds it, when the
+	// fetch ends, whether it got a token or not. An error is logged: the
+	// lease lapses on its own.
 	Release(ctx context.Context) error
 }
 

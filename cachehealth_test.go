@@ -9,21 +9,21 @@ import (
 	"time"
 )
 
-// unreadableKeeper is a memKeeper whose Get fails while down is set: a
+// unreadableLeaser is a memLeaser whose Get fails while down is set: a
 // store that still grants (or withholds) the lease but cannot read the
 // token.
-type unreadableKeeper struct {
-	*memKeeper
+type unreadableLeaser struct {
+	*memLeaser
 	down atomic.Bool
 	gets atomic.Int64
 }
 
-func (u *unreadableKeeper) Get(ctx context.Context, key string) (*Entry, error) {
+func (u *unreadableLeaser) Get(ctx context.Context, key string) (*Entry, error) {
 	u.gets.Add(1)
 	if u.down.Load() {
 		return nil, errors.New("no answer within 250ms")
 	}
-	return u.memKeeper.Get(ctx, key)
+	return u.memLeaser.Get(ctx, key)
 }
 
 // TestCacheGetOutageLoggedOnce: while Get fails, the warning is logged
@@ -32,7 +32,7 @@ func TestCacheGetOutageLoggedOnce(t *testing.T) {
 	s, clk := testSource(t, newEndpoint(t), nil)
 	var logs logBuffer
 	s.log = logs.logger()
-	u := &unreadableKeeper{memKeeper: newMemKeeper(clk.Now)}
+	u := &unreadableLeaser{memLeaser: newMemLeaser(clk.Now)}
 	s.cache = u
 	ctx := context.Background()
 	for round := 1; round <= 2; round++ {
@@ -67,7 +67,7 @@ func TestWaiterFetchesWhenTheCacheCannotReadTheToken(t *testing.T) {
 	if _, err := s.Token(); err != nil {
 		t.Fatal(err)
 	}
-	u := &unreadableKeeper{memKeeper: newMemKeeper(clk.Now)}
+	u := &unreadableLeaser{memLeaser: newMemLeaser(clk.Now)}
 	s.cache = u
 	s.cfg.LeaseTTL = time.Second
 	u.holdAlive(time.Second, "")
@@ -84,7 +84,7 @@ func TestWaiterFetchesWhenTheCacheCannotReadTheToken(t *testing.T) {
 
 	// No usable token: at once.
 	fresh, clk2 := testSource(t, e, nil)
-	u2 := &unreadableKeeper{memKeeper: newMemKeeper(clk2.Now)}
+	u2 := &unreadableLeaser{memLeaser: newMemLeaser(clk2.Now)}
 	fresh.cache = u2
 	fresh.cfg.LeaseTTL = time.Second
 	u2.holdAlive(time.Second, "")

@@ -217,13 +217,11 @@ type Config struct {
 	// rejects every token cannot make the source fetch one per request.
 	// Zero means 30 seconds; negative means no limit.
 	MinInvalidateInterval time.Duration
-	// LeaseTTL is how long a shared fetch lease lasts when Cache is a
-	// [Leaser], unless its holder keeps it alive; a holder that dies blocks
-	// the others for at most this long. When Cache is a [LeaseKeeper] (the
-	// rediscache module, FileCache), the holder keeps its lease alive every
-	// third of LeaseTTL while it fetches, so the lease can be short: zero
-	// means 750 ms. For a plain Leaser the lease must outlast a fetch:
-	// zero means 15 seconds.
+	// LeaseTTL is how long the fetch lease of a shared cache lasts unless
+	// its holder keeps it alive, when Cache is a [Leaser] (the rediscache
+	// module, FileCache). The holder keeps it alive every third of LeaseTTL
+	// while it fetches, so a holder that dies blocks the others for at most
+	// this long, and a slow one for as long as it lives. Zero means 750 ms.
 	LeaseTTL time.Duration
 }
 

@@ -25,8 +25,8 @@ import (
 // Files are written to a temporary file and renamed, mode 0600 in a 0700
 // directory, and hold the token, its issue time and expiry: never the
 // client secret. A missing file is a miss; a corrupt one is a miss that the
-// source logs. On Unix, FileCache is also a [LeaseKeeper] through an
-// advisory lock (flock) per key, so that overlapping runs on one machine
+// source logs. On Unix, FileCache is also a [Leaser] through an advisory
+// lock (flock) per key, so that overlapping runs on one machine
 // make one token request between them; the lock is released when its
 // holder exits, however it exits. A process killed while it writes leaves
 // no partial file (only a temporary file, removed by a later Set once it is
@@ -126,23 +126,13 @@ func removeStaleTemps(final string) {
 	}
 }
 
-// TryLease takes the advisory lock for key without waiting. ttl is not
-// used: the operating system drops the lock when its holder exits.
-func (c *FileCache) TryLease(ctx context.Context, key string, ttl time.Duration) (func(), bool, error) {
-	l, ok, err := c.AcquireLease(ctx, key, ttl)
-	if !ok || err != nil {
-		return nil, ok, err
-	}
-	return func() { l.Release(context.Background()) }, true, nil
-}
-
-// AcquireLease takes the advisory lock (flock) for key without waiting, and
-// makes FileCache a [LeaseKeeper]. ttl is not used: the lock lasts as long
-// as its holder, and the operating system drops it when the holder exits,
+// Lease takes the advisory lock (flock) for key without waiting, and makes
+// FileCache a [Leaser]. ttl is not used: the lock lasts as long as its
+// holder, and the operating system drops it when the holder exits,
 // however it exits (SIGKILL included), so a waiter notices a dead holder
 // at its next poll. The lock file records when the lease was taken and the
 // holder's status (see [Lease.Keep]), for [FileCache.LeaseInfo].
-func (c *FileCache) AcquireLease(_ context.Context, key string, _ time.Duration) (Lease, bool, error) {
+func (c *FileCache) Lease(_ context.Context, key string, _ time.Duration) (Lease, bool, error) {
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		return nil, false, fmt.Errorf("m2mtoken: file cache: %w", err)
 	}

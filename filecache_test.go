@@ -171,6 +171,8 @@ func TestEntryBinary(t *testing.T) {
 	}
 }
 
+var _ Leaser = (*FileCache)(nil)
+
 // TestFileCacheLease: the flock lease is exclusive, records its status
 // for waiters, and is free again once released.
 func TestFileCacheLease(t *testing.T) {
@@ -179,11 +181,11 @@ func TestFileCacheLease(t *testing.T) {
 	}
 	c := NewFileCache(t.TempDir())
 	ctx := context.Background()
-	l, ok, err := c.AcquireLease(ctx, "k", time.Second)
+	l, ok, err := c.Lease(ctx, "k", time.Second)
 	if !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	if _, ok, _ := NewFileCache(c.Dir()).AcquireLease(ctx, "k", time.Second); ok {
+	if _, ok, _ := NewFileCache(c.Dir()).Lease(ctx, "k", time.Second); ok {
 		t.Fatal("a second lease granted while the first is held")
 	}
 	if held, err := l.Keep(ctx, time.Second, "token request failed: EOF\nsecond line"); !held || err != nil {
@@ -200,7 +202,7 @@ func TestFileCacheLease(t *testing.T) {
 	if held, _ := l.Keep(ctx, time.Second, ""); held {
 		t.Fatal("a released lease kept")
 	}
-	l2, ok, _ := c.AcquireLease(ctx, "k", time.Second)
+	l2, ok, _ := c.Lease(ctx, "k", time.Second)
 	if !ok {
 		t.Fatal("lease not free after release")
 	}

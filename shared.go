@@ -1,7 +1,7 @@
 // How a source uses Config.Cache when it needs a token: adopting one that
 // another holder stored, and taking the cache's fetch lease (kept alive
-// while it fetches, when the cache is a LeaseKeeper) so that one holder in
-// a fleet fetches for all.
+// while it fetches, when the cache is a Leaser) so that one holder in a
+// fleet fetches for all.
 
 package m2mtoken
 
@@ -12,13 +12,10 @@ import (
 	"time"
 )
 
-// Default Config.LeaseTTL: short for a lease its holder keeps alive, so
-// that a dead holder is noticed within about a second; long enough to
-// outlast a fetch with retries for a lease nobody keeps alive.
-const (
-	defaultKeptLeaseTTL  = 750 * time.Millisecond
-	defaultPlainLeaseTTL = 15 * time.Second
-)
+// defaultLeaseTTL is the default Config.LeaseTTL: short, as its holder
+// keeps the lease alive, so that a dead holder is noticed within about a
+// second.
+const defaultLeaseTTL = 750 * time.Millisecond
 
 // adopt installs the cache's token if it is newer than the current one,
 // not the token last invalidated, and fresh; or, when the source has no
@@ -78,33 +75,25 @@ func (s *TokenSource) adopt(ctx context.Context) *entry {
 //
 // While another holder has the lease, the source polls the cache for its
 // token, and publishes what it knows of that holder for the callers that
-// give up waiting (see [WaitError]). A lease kept alive (a [LeaseKeeper])
-// is waited on as long as it is kept: its holder is alive and fetching, and
-// a second fetch would be answered no sooner. A plain lease cannot tell a
-// dead holder from a slow one: a waiter whose own token is about to become
-// unusable stops waiting and fetches itself.
+// give up waiting (see [WaitError]). The lease is waited on as long as it
+// is kept: its holder is alive and fetching, and a second fetch would be
+// answered no sooner. A holder that died stops keeping its lease, which
+// lapses within the TTL: the next try takes it (a poll comes just as the
+// lease's Remaining runs out), and this source fetches.
 //
-// Either way, a holder that is slow is told from a cache that lost the
-// token by the waiter's own reads: while the cache's Get fails, the
-// holder's token would not reach the waiter even once stored, and a lease
-// the cache can still grant holds nobody up for long. Such a waiter
-// fetches without the lease: at once without a usable token, as with a
-// failing lease; else halfway through its token's stale window (which
-// leaves it the time of one fetch), or once it has waited two fetches by
-// the endpoint's last latency if that is later (a corrupt value that a
-// live holder overwrites is not a lost token), and before the token
-// becomes unusable at the latest.
+// A holder that is slow is told from a cache that lost the token by the
+// waiter's own reads: while the cache's Get fails, the holder's token would
+// not reach the waiter even once stored, and a lease the cache can still
+// grant holds nobody up for long. Such a waiter fetches without the lease:
+// at once without a usable token, as with a failing lease; else halfway
+// through its token's stale window (which leaves it the time of one fetch),
+// or once it has waited two fetches by the endpoint's last latency if that
+// is later (a corrupt value that a live holder overwrites is not a lost
+// token), and before the token becomes unusable at the latest.
 func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, error) {
-	keeper, _ := l.(LeaseKeeper)
 	ttl := s.cfg.LeaseTTL
 	start := s.clock.Now()
-	var deadline time.Time
-	maxWait := time.Second
-	if keeper != nil {
-		maxWait = max(ttl/5, 10*time.Millisecond)
-	} else if cur := s.cur.Load(); cur != nil {
-		deadline = cur.unusableAt
-	}
+	maxWait := max(ttl/5, 10*time.Millisecond)
 	// A refresh (the source has a usable token) rides out a cache that
 	// fails for a while: it tries the lease again until half of its
 	// token's stale window has passed, and only then fetches without it,
@@ -118,7 +107,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, erro
 	wait := min(50*time.Millisecond, maxWait)
 	failures := 0
 	for {
-		release, ok, err := s.takeLease(ctx, l, keeper, ttl)
+		release, ok, err := s.takeLease(ctx, l, ttl)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, nil, ctx.Err()
@@ -149,16 +138,14 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, erro
 				release()
 				return nil, e, nil
 			}
-			s.log.Debug("fetch lease taken", slog.Duration("ttl", ttl), slog.Bool("kept_alive", keeper != nil))
+			s.log.Debug("fetch lease taken", slog.Duration("ttl", ttl))
 			return release, nil, nil
 		}
 		now := s.clock.Now()
 		info := &LeaseInfo{Age: now.Sub(start)}
-		if keeper != nil {
-			if li, err := keeper.LeaseInfo(ctx, s.key); err == nil && li != nil {
-				info = li
-				info.Age = max(info.Age, now.Sub(start))
-			}
+		if li, err := l.LeaseInfo(ctx, s.key); err == nil && li != nil {
+			info = li
+			info.Age = max(info.Age, now.Sub(start))
 		}
 		s.waitingOn.Store(info)
 		if s.cacheGetDown() && (lostAt.IsZero() || reached(now, lostAt)) {
@@ -166,19 +153,11 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, erro
 				slog.Duration("waited", now.Sub(start)), slog.String("lease", info.String()))
 			return nil, nil, nil
 		}
-		if !deadline.IsZero() && reached(now, deadline) {
-			s.log.Warn("another holder's fetch lease has not yielded a token and ours is about to become unusable; fetching without the lease",
-				slog.Duration("waited", now.Sub(start)), slog.Duration("lease_ttl", ttl))
-			return nil, nil, nil
-		}
 		d := wait/2 + time.Duration(s.rand()*float64(wait/2))
 		if info.Remaining > 0 {
 			// A lease that lapses sooner is tried again as it lapses: its
 			// holder stopped keeping it, and may be dead.
 			d = min(d, info.Remaining+5*time.Millisecond)
-		}
-		if !deadline.IsZero() {
-			d = max(min(d, deadline.Sub(now)), time.Millisecond)
 		}
 		if s.cacheGetDown() {
 			d = max(min(d, lostAt.Sub(now)), time.Millisecond)
@@ -194,13 +173,10 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, erro
 	}
 }
 
-// takeLease tries the lease once. With a LeaseKeeper, the lease is kept
-// alive until the returned function releases it.
-func (s *TokenSource) takeLease(ctx context.Context, l Leaser, keeper LeaseKeeper, ttl time.Duration) (func(), bool, error) {
-	if keeper == nil {
-		return l.TryLease(ctx, s.key, ttl)
-	}
-	le, ok, err := keeper.AcquireLease(ctx, s.key, ttl)
+// takeLease tries the lease once. The lease is kept alive until the
+// returned function releases it.
+func (s *TokenSource) takeLease(ctx context.Context, l Leaser, ttl time.Duration) (func(), bool, error) {
+	le, ok, err := l.Lease(ctx, s.key, ttl)
 	if err != nil || !ok {
 		return nil, false, err
 	}

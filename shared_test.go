@@ -10,10 +10,9 @@ import (
 	"time"
 )
 
-// memKeeper is a LeaseKeeper in memory, on the test's fake clock, that
-// records what the holder did; other can hold the lease for another
-// (simulated) instance.
-type memKeeper struct {
+// memLeaser is a Leaser in memory, on the test's fake clock, that records
+// what the holder did; another (simulated) instance can hold the lease.
+type memLeaser struct {
 	*MemoryCache
 	mu       sync.Mutex
 	now      func() time.Time
@@ -27,30 +26,22 @@ type memKeeper struct {
 	next     int
 }
 
-func newMemKeeper(now func() time.Time) *memKeeper {
-	return &memKeeper{MemoryCache: NewMemoryCache(), now: now}
+func newMemLeaser(now func() time.Time) *memLeaser {
+	return &memLeaser{MemoryCache: NewMemoryCache(), now: now}
 }
 
 // held reports whether someone holds the lease now. The other instance's
 // lease, when it is alive, is kept alive at every look, as a live holder's
 // keeper would: however far the fake clock moves, it lapses only once the
 // test says that instance died.
-func (m *memKeeper) held() bool {
+func (m *memLeaser) held() bool {
 	if m.holder == "other" && m.alive > 0 {
 		m.until = m.now().Add(m.alive)
 	}
 	return m.holder != "" && m.now().Before(m.until)
 }
 
-func (m *memKeeper) TryLease(ctx context.Context, key string, ttl time.Duration) (func(), bool, error) {
-	l, ok, err := m.AcquireLease(ctx, key, ttl)
-	if !ok {
-		return nil, ok, err
-	}
-	return func() { l.Release(ctx) }, true, nil
-}
-
-func (m *memKeeper) AcquireLease(_ context.Context, _ string, ttl time.Duration) (Lease, bool, error) {
+func (m *memLeaser) Lease(_ context.Context, _ string, ttl time.Duration) (Lease, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.held() {
@@ -64,7 +55,7 @@ func (m *memKeeper) AcquireLease(_ context.Context, _ string, ttl time.Duration)
 
 // takeFor makes another instance the holder for ttl, with status; nobody
 // keeps that lease alive.
-func (m *memKeeper) takeFor(ttl time.Duration, status string) {
+func (m *memLeaser) takeFor(ttl time.Duration, status string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.holder, m.until, m.since, m.status, m.alive = "other", m.now().Add(ttl), m.now(), status, 0
@@ -72,13 +63,13 @@ func (m *memKeeper) takeFor(ttl time.Duration, status string) {
 
 // holdAlive makes another, live instance the holder, keeping its lease of
 // ttl alive until takeFor or its release ends it.
-func (m *memKeeper) holdAlive(ttl time.Duration, status string) {
+func (m *memLeaser) holdAlive(ttl time.Duration, status string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.holder, m.until, m.since, m.status, m.alive = "other", m.now().Add(ttl), m.now(), status, ttl
 }
 
-func (m *memKeeper) LeaseInfo(context.Context, string) (*LeaseInfo, error) {
+func (m *memLeaser) LeaseInfo(context.Context, string) (*LeaseInfo, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.held() {
@@ -88,7 +79,7 @@ func (m *memKeeper) LeaseInfo(context.Context, string) (*LeaseInfo, error) {
 }
 
 type memLease struct {
-	m  *memKeeper
+	m  *memLeaser
 	id string
 }
 
@@ -170,9 +161,9 @@ func TestLeaseKeptAliveWhileFetching(t *testing.T) {
 		<-gate
 		return false
 	})
-	var k *memKeeper
+	var k *memLeaser
 	s, clk := testSource(t, e, func(c *Config) {})
-	k = newMemKeeper(clk.Now)
+	k = newMemLeaser(clk.Now)
 	s.cache = k
 	s.cfg.LeaseTTL = 900 * time.Millisecond
 	done := make(chan error, 1)
@@ -210,7 +201,7 @@ func TestLeaseKeptAliveWhileFetching(t *testing.T) {
 func TestWaitErrorSaysAnotherInstanceHoldsTheLease(t *testing.T) {
 	e := newEndpoint(t)
 	s, clk := testSource(t, e, nil)
-	k := newMemKeeper(clk.Now)
+	k := newMemLeaser(clk.Now)
 	s.cache = k
 	s.cfg.LeaseTTL = time.Second
 	// A live holder: its lease is kept alive however far the fake clock
@@ -241,48 +232,41 @@ func TestWaitErrorSaysAnotherInstanceHoldsTheLease(t *testing.T) {
 	}
 }
 
-// plainLeaser is a Leaser that is not a LeaseKeeper, held by another
-// instance forever.
-type plainLeaser struct{ *MemoryCache }
-
-func (plainLeaser) TryLease(context.Context, string, time.Duration) (func(), bool, error) {
-	return nil, false, nil
-}
-
-// TestPlainLeaseWaiterFetchesBeforeItsTokenIsUnusable: with a lease that
-// cannot tell a dead holder from a slow one, a refresh that waits on it
-// gives up when its own token is about to become unusable, and fetches.
-func TestPlainLeaseWaiterFetchesBeforeItsTokenIsUnusable(t *testing.T) {
+// TestWaiterTakesOverALeaseNobodyKeeps: another instance took the lease
+// and died mid-fetch, so nobody keeps it. A refresh waiting on it takes
+// it over as it lapses, within LeaseTTL, and fetches, long before its own
+// token would become unusable. (This was the plain lease's test: a waiter
+// on a lease that cannot tell a dead holder from a slow one gave up only
+// when its token was about to become unusable.)
+func TestWaiterTakesOverALeaseNobodyKeeps(t *testing.T) {
 	e := newEndpoint(t)
-	s, clk := testSource(t, e, func(c *Config) { c.Cache = plainLeaser{NewMemoryCache()} })
-	if s.cfg.LeaseTTL != 15*time.Second {
-		t.Fatalf("plain Leaser's default LeaseTTL %v, want 15s", s.cfg.LeaseTTL)
+	s, clk := testSource(t, e, nil)
+	if s.cfg.LeaseTTL != 750*time.Millisecond {
+		t.Fatalf("default LeaseTTL %v, want 750ms", s.cfg.LeaseTTL)
 	}
-	s.cfg.LeaseTTL = time.Hour
-	s.cache = NewMemoryCache()
 	if _, err := s.Token(); err != nil {
 		t.Fatal(err)
 	}
-	s.cache = plainLeaser{NewMemoryCache()}
+	k := newMemLeaser(clk.Now)
+	s.cache = k
 	clk.Advance(81 * time.Second) // stale; unusable at 95 s
+	k.takeFor(750*time.Millisecond, "")
 	s.Token()
 	waitBackground(s)
-	if tok, _ := s.Token(); tok.AccessToken != "tok-2" {
-		t.Fatalf("got %q; want the token the waiter fetched itself", tok.AccessToken)
+	if tok, _ := s.Token(); tok.AccessToken != "tok-2" || e.count() != 2 {
+		t.Fatalf("got %q after %d requests; want the token the waiter fetched itself", tok.AccessToken, e.count())
 	}
-	if now := clk.Now(); now.Before(startTime().Add(95*time.Second)) || now.After(startTime().Add(97*time.Second)) {
-		t.Fatalf("the waiter fetched at %v after start; want when its token became unusable (95s)", now.Sub(startTime()))
+	if el := clk.Now().Sub(startTime()); el < 81750*time.Millisecond || el > 83*time.Second {
+		t.Fatalf("the waiter fetched %v after start; want as the dead holder's lease lapsed (81.75s)", el)
 	}
-}
-
-func TestDefaultLeaseTTLForKeepers(t *testing.T) {
-	s, _ := testSource(t, newEndpoint(t), func(c *Config) { c.Cache = NewFileCache(t.TempDir()) })
-	if s.cfg.LeaseTTL != 750*time.Millisecond {
-		t.Fatalf("LeaseTTL %v with a LeaseKeeper, want 750ms", s.cfg.LeaseTTL)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.holder != "" || k.released != 1 {
+		t.Fatalf("lease held by %q, released %d times; want taken over, then released once", k.holder, k.released)
 	}
 }
 
-// flakyLeaser fails TryLease its first fails calls, then grants it.
+// flakyLeaser fails Lease its first fails calls, then grants it.
 type flakyLeaser struct {
 	*MemoryCache
 	mu           sync.Mutex
@@ -292,7 +276,7 @@ type flakyLeaser struct {
 	firstGrant   time.Time
 }
 
-func (f *flakyLeaser) TryLease(context.Context, string, time.Duration) (func(), bool, error) {
+func (f *flakyLeaser) Lease(context.Context, string, time.Duration) (Lease, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
@@ -303,8 +287,16 @@ func (f *flakyLeaser) TryLease(context.Context, string, time.Duration) (func(), 
 	if f.firstGrant.IsZero() {
 		f.firstGrant = f.now()
 	}
-	return func() {}, true, nil
+	return idleLease{}, true, nil
 }
+
+func (f *flakyLeaser) LeaseInfo(context.Context, string) (*LeaseInfo, error) { return nil, nil }
+
+// idleLease is a lease that needs no keeping.
+type idleLease struct{}
+
+func (idleLease) Keep(context.Context, time.Duration, string) (bool, error) { return true, nil }
+func (idleLease) Release(context.Context) error                             { return nil }
 
 // TestRefreshRidesOutAFailingLease: a refresh whose lease fails tries it
 // again while its token is usable, and fetches without it only halfway

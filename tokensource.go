@@ -134,10 +134,7 @@ func newSource(cfg Config, clk clock.Clock) (*TokenSource, error) {
 		s.cache = NewMemoryCache()
 	}
 	if s.cfg.LeaseTTL == 0 {
-		s.cfg.LeaseTTL = defaultPlainLeaseTTL
-		if _, ok := s.cache.(LeaseKeeper); ok {
-			s.cfg.LeaseTTL = defaultKeptLeaseTTL
-		}
+		s.cfg.LeaseTTL = defaultLeaseTTL
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

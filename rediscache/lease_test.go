@@ -12,7 +12,7 @@ import (
 	"github.com/m2mtoken/m2mtoken/internal/fleet"
 )
 
-var _ m2mtoken.LeaseKeeper = (*Cache)(nil)
+var _ m2mtoken.Leaser = (*Cache)(nil)
 
 // TestLeaseKeepAndInfo: a held lease is extended by its holder alone, says
 // how old it is, how long it has left and what its holder reported, and
@@ -22,11 +22,11 @@ func TestLeaseKeepAndInfo(t *testing.T) {
 	rdb := r.client(t)
 	c := New(rdb)
 	ctx := context.Background()
-	l, ok, err := c.AcquireLease(ctx, "k", 300*time.Millisecond)
+	l, ok, err := c.Lease(ctx, "k", 300*time.Millisecond)
 	if !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	if _, ok, _ := c.AcquireLease(ctx, "k", time.Second); ok {
+	if _, ok, _ := c.Lease(ctx, "k", time.Second); ok {
 		t.Fatal("a second lease granted while the first is held")
 	}
 	time.Sleep(150 * time.Millisecond)
@@ -44,7 +44,7 @@ func TestLeaseKeepAndInfo(t *testing.T) {
 	// release it.
 	rdb.PExpire(ctx, "m2mtoken:{k}:lease", time.Millisecond)
 	time.Sleep(20 * time.Millisecond)
-	l2, ok, _ := c.AcquireLease(ctx, "k", time.Minute)
+	l2, ok, _ := c.Lease(ctx, "k", time.Minute)
 	if !ok {
 		t.Fatal("lease not granted after it lapsed")
 	}
@@ -82,7 +82,7 @@ func TestUncertainLeaseIsReleased(t *testing.T) {
 	slow.Ping(context.Background()) // one connection, before the delay
 	p.SetDelay(150 * time.Millisecond)
 	c := New(slow, WithTimeout(50*time.Millisecond))
-	_, ok, err := c.AcquireLease(context.Background(), "k", time.Minute)
+	_, ok, err := c.Lease(context.Background(), "k", time.Minute)
 	if ok || err == nil || !strings.Contains(err.Error(), "no answer within") {
 		t.Fatalf("got %v %v, want a timeout", ok, err)
 	}
@@ -108,9 +108,9 @@ func TestUncertainLeaseIsReleased(t *testing.T) {
 	}
 	// Had the SET NX answered "taken by another", nothing is deleted.
 	p.SetDelay(0)
-	other, _, _ := New(direct).AcquireLease(context.Background(), "k", time.Minute)
+	other, _, _ := New(direct).Lease(context.Background(), "k", time.Minute)
 	p.SetDelay(150 * time.Millisecond)
-	if _, ok, err := c.AcquireLease(context.Background(), "k", time.Minute); ok || err == nil {
+	if _, ok, err := c.Lease(context.Background(), "k", time.Minute); ok || err == nil {
 		t.Fatal(ok, err)
 	}
 	time.Sleep(500 * time.Millisecond)

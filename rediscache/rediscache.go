@@ -47,7 +47,7 @@ import (
 	"github.com/m2mtoken/m2mtoken"
 )
 
-// Cache is an [m2mtoken.Cache] and [m2mtoken.LeaseKeeper] in Redis. Create it
+// Cache is an [m2mtoken.Cache] and [m2mtoken.Leaser] in Redis. Create it
 // with [New]; it is safe for concurrent use.
 type Cache struct {
 	rdb     redis.UniversalClient
@@ -316,28 +316,17 @@ end
 return 0`
 )
 
-// TryLease takes the fetch lease for key for ttl, with SET NX PX. It
-// reports false if another instance holds it. It is AcquireLease without
-// keeping; see there for what an error means.
-func (c *Cache) TryLease(ctx context.Context, key string, ttl time.Duration) (func(), bool, error) {
-	l, ok, err := c.AcquireLease(ctx, key, ttl)
-	if !ok || err != nil {
-		return nil, ok, err
-	}
-	return func() { l.Release(context.WithoutCancel(ctx)) }, true, nil
-}
-
-// AcquireLease takes the fetch lease for key for ttl, with SET NX PX and a
-// value of its own, and makes Cache an [m2mtoken.LeaseKeeper]: its holder
-// keeps it alive with a compare-and-extend (a Lua script), so that a short
-// ttl tells a dead holder from a slow one.
+// Lease takes the fetch lease for key for ttl, with SET NX PX and a value of
+// its own, and makes Cache an [m2mtoken.Leaser]: its holder keeps it alive
+// with a compare-and-extend (a Lua script), so that a short ttl tells a dead
+// holder from a slow one.
 //
 // If the SET NX got no answer in time, or failed on the way, it may still
-// have taken the lease: AcquireLease then reports the error (the source
-// fetches without the lease) and deletes the lease if it holds its value
+// have taken the lease: Lease then reports the error (the source fetches
+// without the lease) and deletes the lease if it holds its value
 // (compare-and-delete), once the SET's own outcome is known; a lease it
 // could not delete lapses after ttl, as nobody keeps it.
-func (c *Cache) AcquireLease(ctx context.Context, key string, ttl time.Duration) (m2mtoken.Lease, bool, error) {
+func (c *Cache) Lease(ctx context.Context, key string, ttl time.Duration) (m2mtoken.Lease, bool, error) {
 	if c.err != nil {
 		return nil, false, c.err
 	}
