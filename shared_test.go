@@ -365,3 +365,43 @@ func TestSlowEndpointRefreshesEarlier(t *testing.T) {
 		t.Fatalf("set window %v, want 1s", w)
 	}
 }
+
+func TestSharedCacheAdoption(t *testing.T) {
+	e := newEndpoint(t)
+	cache := NewMemoryCache()
+	a, clk := testSource(t, e, func(c *Config) { c.Cache = cache })
+	b, err := newSource(a.cfg, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	b.rand = a.rand
+	ta, _ := a.Token()
+	tb, _ := b.Token()
+	if ta.AccessToken != tb.AccessToken || e.count() != 1 || b.Stats().CacheHits != 1 {
+		t.Fatalf("b did not adopt a's token: %q %q, %d requests", ta.AccessToken, tb.AccessToken, e.count())
+	}
+	// a refreshes first; b's refresh adopts a's new token instead of asking.
+	clk.Advance(85 * time.Second)
+	a.Token()
+	waitBackground(a)
+	b.Token()
+	waitBackground(b)
+	if tb, _ := b.Token(); tb.AccessToken != "tok-2" || e.count() != 2 {
+		t.Fatalf("b has %q after %d requests, want tok-2 after 2", tb.AccessToken, e.count())
+	}
+	// Every holder computes the same windows from the original lifetime.
+	if a.cur.Load().staleAt != b.cur.Load().staleAt {
+		t.Fatal("holders disagree on the refresh window")
+	}
+}
+
+func TestInvalidatedTokenNotReadoptedFromCache(t *testing.T) {
+	e := newEndpoint(t)
+	s, _ := testSource(t, e, func(c *Config) { c.Cache = NewMemoryCache() })
+	tok1, _ := s.Token()
+	s.Invalidate(tok1)
+	if tok, _ := s.Token(); tok.AccessToken == "tok-1" {
+		t.Fatal("invalidated token taken back from the cache")
+	}
+}
