@@ -107,7 +107,7 @@ type Config struct {
 	// them as "Authorization: DPoP <token>" without a proof, which the API
 	// refuses; they never send them as bearer tokens. Use
 	// [TokenSource.Client], [Transport] or [TokenSource.AuthHeaders]. See
-	// the README's DPoP section.
+	// docs/dpop.md in the repository.
 	DPoPKey crypto.Signer
 	// DPoPAlgorithm is the proofs' algorithm: empty means ES256 for P-256,
 	// PS256 for RSA (RS256 is the other choice), EdDSA for Ed25519.

@@ -27,7 +27,7 @@ type EnvVar struct {
 }
 
 // EnvVars lists the variables [ConfigFromEnv] reads, in the order of the
-// README's table.
+// table in docs/configuration.md.
 func EnvVars() []EnvVar {
 	return []EnvVar{
 		{"AUTH0_DOMAIN", "Domain", "the Auth0 tenant or custom domain, such as tenant.eu.auth0.com (https:// and a trailing slash are accepted)"},

@@ -557,7 +557,7 @@ func TestAgentCommandErrors(t *testing.T) {
 // start up to the closing fence.
 func readmeBlock(t *testing.T, start string) string {
 	t.Helper()
-	b, err := os.ReadFile("../../README.md")
+	b, err := os.ReadFile("../../docs/agent.md")
 	if err != nil {
 		t.Fatal(err)
 	}
