@@ -1,20 +1,3 @@
-// Package m2mtoken gives services, jobs and tests an OAuth 2.0
-// client-credentials access token that, from the caller's side, never
-// expires.
-//
-// A [TokenSource] fetches a token from Auth0 (or any OAuth 2.0 token
-// endpoint), caches it, hands it out with one atomic load, and refreshes it
-// in the background before it expires, so that no caller waits on a refresh
-// while a usable token exists. Concurrent callers with no usable token share
-// one token request. Failed requests are retried with backoff, honouring
-// Retry-After and Auth0's rate-limit headers; a failed refresh keeps serving
-// the old token while it lasts. [TokenSource.Client] returns an
-// [http.Client] that adds the token to every request and recovers from a
-// revoked token.
-//
-// Auth0 bills and rate-limits machine-to-machine tokens: a source that is
-// idle makes no token requests, and [Config.Cache] lets tokens outlive a
-// process ([NewFileCache]) or be shared by a fleet (the rediscache module).
 package m2mtoken
 
 import (
