@@ -57,7 +57,7 @@
 // adopts a usable token at once. The cache key covers the token URL,
 // client, audience, scopes and a slow hash of the credential, so a token is
 // handed only to a source holding the credential it was issued for. A
-// cache that is also a [LeaseKeeper] makes a whole fleet share one token
+// cache that is also a [Leaser] makes a whole fleet share one token
 // request per lifetime: one instance fetches, keeping its lease alive,
 // while the others wait for its token.
 //
