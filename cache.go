@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/m2mtoken/m2mtoken/internal/wire"
 )
 
 // Entry is a token as a [Cache] stores it. It keeps the token's original
@@ -86,6 +88,10 @@ func (e *Entry) UnmarshalBinary(b []byte) error {
 	}
 	if !se.Entry.Valid() {
 		return errors.New("no usable token")
+	}
+	if !wire.IsB64Token(se.Entry.AccessToken) {
+		// As the token parser refuses it: it could add headers.
+		return errors.New("the access token has characters a header cannot carry")
 	}
 	*e = *se.Entry
 	return nil

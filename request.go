@@ -284,7 +284,10 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 			te.Temporary = errors.As(err, &me) && me.Partial
 			te.err = &oauth2.RetrieveError{Response: resp, ErrorDescription: err.Error()}
 			te.Description = err.Error()
-			if !te.Temporary {
+			switch {
+			case me != nil && me.BadToken:
+				te.Hint = "the token endpoint issued a token that cannot be sent in a header; it is refused rather than let it add headers to API requests: report it to the issuer's operator"
+			case !te.Temporary:
 				te.Hint = "the URL answered, but not as an OAuth 2.0 token endpoint: check " + s.endpointName() + "; Auth0's is https://TENANT/oauth/token"
 			}
 			return nil, te
@@ -300,7 +303,11 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 					te.err = &oauth2.RetrieveError{Response: resp, ErrorDescription: te.Description}
 					return nil, te
 				}
+				// Clamped like expires_in: a year-9999 exp is not a lifetime.
 				ent.Expiry = exp
+				if limit := start.Add(wire.MaxExpiresIn); exp.After(limit) {
+					ent.Expiry = limit
+				}
 			} else {
 				ent.Expiry = start.Add(s.cfg.DefaultLifetime)
 			}

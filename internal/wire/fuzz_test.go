@@ -16,6 +16,8 @@ func FuzzParseToken(f *testing.F) {
 	f.Add("application/x-www-form-urlencoded", []byte(`access_token=a&token_type=bearer&expires_in=10`))
 	f.Add("text/html", []byte(`<html>`))
 	f.Add("", []byte(`{"error":"access_denied"}`))
+	f.Add("application/json", []byte(`{"access_token":"tok\r\nX-Injected: 1","token_type":"Bearer"}`))
+	f.Add("application/x-www-form-urlencoded", []byte(`access_token=tok%0D%0AX-Injected:+1&token_type=bearer`))
 	f.Fuzz(func(t *testing.T, ct string, body []byte) {
 		r, eb, err := ParseToken(ct, body)
 		if r == nil && eb == nil && err == nil {
@@ -27,6 +29,13 @@ func FuzzParseToken(f *testing.F) {
 			}
 			if strings.TrimSpace(r.AccessToken) == "" || (r.TokenType != "Bearer" && r.TokenType != "DPoP") {
 				t.Fatalf("accepted token %q type %q", r.AccessToken, r.TokenType)
+			}
+			// The token goes into a header as it is: no control character,
+			// space or other character outside RFC 6750's b64token.
+			if strings.ContainsFunc(r.AccessToken, func(c rune) bool {
+				return c <= ' ' || c >= 0x7f || strings.ContainsRune("\"(),:;<>@[\\]{}!#$%&'*?^`|", c)
+			}) {
+				t.Fatalf("accepted token %q, which is not a b64token", r.AccessToken)
 			}
 			if r.ExpiresIn < 0 || r.ExpiresIn > maxExpiresIn {
 				t.Fatalf("lifetime %v", r.ExpiresIn)

@@ -49,13 +49,20 @@ type MalformedError struct {
 	// ends early), so that asking again may succeed. A complete body that
 	// is not a token answer (HTML, JSON without access_token) is not.
 	Partial bool
+	// BadToken reports that the answer had an access token that cannot be
+	// sent: it is not an RFC 6750 b64token (a control character, CR or LF
+	// among them, would split the Authorization header it goes into).
+	BadToken bool
 }
 
 func (e *MalformedError) Error() string { return "malformed token response: " + e.Reason }
 
-// maxExpiresIn bounds expires_in; larger values are clamped to it. No real
-// server issues client-credentials tokens for longer than a year.
-const maxExpiresIn = 366 * 24 * time.Hour
+// MaxExpiresIn bounds a token's lifetime, from expires_in or from a JWT's
+// exp: larger values are clamped to it. No real server issues
+// client-credentials tokens for longer than a year.
+const MaxExpiresIn = 366 * 24 * time.Hour
+
+const maxExpiresIn = MaxExpiresIn
 
 // ParseToken reads a 2xx body. It returns the token, or an *ErrorBody-bearing
 // error (an `error` field in a 200 counts as an error), or a *MalformedError.
@@ -77,6 +84,11 @@ func ParseToken(contentType string, body []byte) (*Response, *ErrorBody, error) 
 	if !ok || strings.TrimSpace(at) == "" {
 		return nil, nil, &MalformedError{Reason: "no access_token"}
 	}
+	if !IsB64Token(at) {
+		return nil, nil, &MalformedError{BadToken: true, Reason: "the access_token is not a valid RFC 6750 token " +
+			"(only letters, digits and -._~+/ then any '='): it has a control character, a space or another character " +
+			"that cannot go in an Authorization header"}
+	}
 	r.AccessToken = at
 	tt, _ := fields["token_type"].(string)
 	switch {
@@ -93,6 +105,25 @@ func ParseToken(contentType string, body []byte) (*Response, *ErrorBody, error) 
 	r.ExpiresIn = expiresIn(fields["expires_in"])
 	r.Scope, _ = fields["scope"].(string)
 	return r, nil, nil
+}
+
+// IsB64Token reports whether tok is an RFC 6750 b64token: one or more of
+// A-Z a-z 0-9 - . _ ~ + /, then any number of '='. Only such a token can
+// go into an Authorization header unchanged; anything else (CR, LF, any
+// control character, a space) could add a header of its own.
+func IsB64Token(tok string) bool {
+	body := strings.TrimRight(tok, "=")
+	if body == "" {
+		return false
+	}
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/') {
+			return false
+		}
+	}
+	return true
 }
 
 // ParseError reads the body of a non-2xx answer. It returns nil if the body
