@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
@@ -110,7 +111,9 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 		if caFile, err = filepath.Abs(caFile); err != nil {
 			return err
 		}
-		if err := os.WriteFile(caFile, ca.PEM(), 0o644); err != nil {
+		// A new file renamed into place: a symlink planted at the path is
+		// replaced, never followed.
+		if err := atomicfile.WriteMode(caFile, "."+filepath.Base(caFile)+".tmp-*", ca.PEM(), 0o644, -1); err != nil {
 			return fmt.Errorf("--ca-out: %w", err)
 		}
 	}

@@ -1,0 +1,43 @@
+//go:build unix
+
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestServeCAOutPlantedSymlink replays finding 8 of issue 20: a symlink
+// planted at --ca-out made serve overwrite the file it pointed at. The CA
+// is now written to a new file and renamed over the path, which replaces
+// the link and leaves its target alone.
+func TestServeCAOutPlantedSymlink(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("precious"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.Symlink(victim, caFile); err != nil {
+		t.Fatal(err)
+	}
+	env, _ := startServe(t, "--tls", "--ca-out", caFile, "--client-secret", secret)
+	if env["M2MTOKEN_CA_FILE"] != caFile {
+		t.Fatalf("exports %v", env)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious" {
+		t.Fatalf("the symlink's target was overwritten: %.40q", b)
+	}
+	fi, err := os.Lstat(caFile)
+	if err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("--ca-out is %v, %v; want a regular file", fi.Mode(), err)
+	}
+	if b, _ := os.ReadFile(caFile); !strings.HasPrefix(string(b), "-----BEGIN CERTIFICATE-----") {
+		t.Fatalf("--ca-out holds %.40q", b)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 2 {
+		t.Fatalf("files left beside --ca-out: %v", ents)
+	}
+}
