@@ -124,6 +124,11 @@ func newProxy(spec proxySpec, src *m2mtoken.TokenSource, log *slog.Logger) *prox
 			http.Error(w, "m2mtoken agent: CONNECT is refused: this proxy forwards to "+target.Redacted()+" only", http.StatusMethodNotAllowed)
 			return
 		}
+		if hasDotSegment(r) {
+			p.errors.Add(1)
+			http.Error(w, "m2mtoken agent: the path has a dot-segment (. or .., maybe percent-encoded): this proxy forwards only paths under "+target.Redacted(), http.StatusBadRequest)
+			return
+		}
 		if r.ContentLength > 0 && r.ContentLength <= maxReplayBody {
 			b, err := io.ReadAll(io.LimitReader(r.Body, maxReplayBody+1))
 			r.Body.Close()
