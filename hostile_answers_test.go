@@ -1,12 +1,21 @@
 package m2mtoken
 
 import (
+	"crypto/elliptic"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2"
 )
 
 // TestTokenWithControlCharactersRefused replays finding 6 of issue 20: an
@@ -77,5 +86,149 @@ func TestJWTExpiryClamped(t *testing.T) {
 	}
 	if limit := clk.Now().Add(366 * 24 * time.Hour); tok.Expiry.After(limit) {
 		t.Fatalf("expiry %v: taken unclamped (limit %v)", tok.Expiry, limit)
+	}
+}
+
+// echoSecret is a client secret with characters that form, JSON and
+// Basic encoding each change.
+const echoSecret = `p@ss w/rd+CANARY&="<%é>-0123456789`
+
+// TestEchoingEndpointShowsNoSecret replays finding 4 of issue 20: a token
+// endpoint that copies the request into its answer (error_description, a
+// Location header, a 5xx body, a 200's fields) put the secret, or the
+// client assertion, into errors, logs and caches. Everything taken from
+// an answer is now scrubbed of the credential in every form the request
+// carried it: raw, form-encoded, JSON-escaped, inside the Basic header,
+// and cut short by truncation.
+func TestEchoingEndpointShowsNoSecret(t *testing.T) {
+	type echo func(w http.ResponseWriter, body, auth string, form url.Values)
+	answers := map[string]echo{
+		"error_description": func(w http.ResponseWriter, body, auth string, form url.Values) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(400)
+			json.NewEncoder(w).Encode(map[string]string{"error": "invalid_request", "error_description": "you sent " + body + " with " + auth,
+				"error_uri": "https://x/?" + body})
+		},
+		"decoded form": func(w http.ResponseWriter, body, auth string, form url.Values) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(401)
+			json.NewEncoder(w).Encode(map[string]string{"error": "invalid_client", "error_description": fmt.Sprintf("bad %q %q", form.Get("client_secret"), form.Get("client_assertion"))})
+		},
+		"cut at 300": func(w http.ResponseWriter, body, auth string, form url.Values) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(403)
+			sec := form.Get("client_secret") + form.Get("client_assertion")
+			if auth != "" {
+				sec = auth
+			}
+			json.NewEncoder(w).Encode(map[string]string{"error": "access_denied", "error_description": strings.Repeat("x", 290) + sec})
+		},
+		"Location": func(w http.ResponseWriter, body, auth string, form url.Values) {
+			w.Header().Set("Location", "https://elsewhere.example/?"+body+"&a="+auth)
+			w.Header().Set("X-Echo", auth)
+			w.WriteHeader(302)
+		},
+		"5xx body": func(w http.ResponseWriter, body, auth string, form url.Values) {
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(502)
+			fmt.Fprintf(w, "upstream said: %s %s %s", body, auth, form.Get("client_secret"))
+		},
+		"200 error": func(w http.ResponseWriter, body, auth string, form url.Values) {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(map[string]string{"error": "server_error", "error_description": body + auth})
+		},
+		"200 token": func(w http.ResponseWriter, body, auth string, form url.Values) {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(map[string]any{"access_token": "tok", "token_type": "Bearer", "expires_in": 3600,
+				"echo": body, "nested": map[string]any{"auth": auth, "list": []any{form.Get("client_secret"), form.Get("client_assertion")}}})
+		},
+	}
+	key := ecKey(t, elliptic.P256())
+	methods := map[string]func(*Config){
+		"post":  func(c *Config) {},
+		"basic": func(c *Config) { c.AuthMethod = ClientSecretBasic },
+		"json":  func(c *Config) { c.JSONBody = true },
+		"private_key_jwt": func(c *Config) {
+			c.AuthMethod, c.ClientSecret, c.PrivateKey, c.AssertionAudience = PrivateKeyJWT, "", key, "https://issuer.example/"
+		},
+	}
+	for mname, mod := range methods {
+		for aname, answer := range answers {
+			t.Run(mname+"/"+aname, func(t *testing.T) {
+				var mu sync.Mutex
+				var forms []string // every form of the credential that was sent
+				e := newEndpoint(t)
+				e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
+					return false
+				})
+				e.Server.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					raw, _ := io.ReadAll(r.Body)
+					form, _ := url.ParseQuery(string(raw))
+					if r.Header.Get("Content-Type") == "application/json" {
+						var m map[string]string
+						json.Unmarshal(raw, &m)
+						form = url.Values{}
+						for k, v := range m {
+							form.Set(k, v)
+						}
+					}
+					auth := r.Header.Get("Authorization")
+					mu.Lock()
+					for _, v := range []string{form.Get("client_secret"), form.Get("client_assertion"), strings.TrimPrefix(auth, "Basic ")} {
+						if v != "" {
+							forms = append(forms, v, url.QueryEscape(v), v[:len(v)/2])
+						}
+					}
+					mu.Unlock()
+					answer(w, string(raw), auth, form)
+				})
+				logs := &logBuffer{}
+				dir := t.TempDir()
+				s, _ := testSource(t, e, func(c *Config) {
+					c.ClientSecret = echoSecret
+					c.MaxAttempts = 1
+					c.Logger = logs.logger()
+					c.Cache = NewFileCache(dir)
+					mod(c)
+				})
+				tok, err := s.Token()
+				var shown []string
+				shown = append(shown, logs.String(), fmt.Sprintf("%v|%+v|%#v", err, err, err))
+				if tok != nil {
+					shown = append(shown, fmt.Sprintf("%v", tok.Extra("echo")), fmt.Sprintf("%v", tok.Extra("nested")))
+				}
+				var re *oauth2.RetrieveError
+				if errors.As(err, &re) {
+					shown = append(shown, string(re.Body), re.ErrorDescription, re.ErrorURI, re.Error())
+					if re.Response != nil {
+						shown = append(shown, fmt.Sprint(re.Response.Header))
+						if re.Response.Request != nil {
+							shown = append(shown, fmt.Sprint(re.Response.Request.Header))
+						}
+					}
+				}
+				if st := s.Stats(); true {
+					shown = append(shown, fmt.Sprintf("%+v", st))
+				}
+				files, _ := os.ReadDir(dir)
+				for _, f := range files {
+					b, _ := os.ReadFile(filepath.Join(dir, f.Name()))
+					shown = append(shown, string(b))
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if len(forms) == 0 {
+					t.Fatal("the endpoint saw no credential")
+				}
+				forms = append(forms, echoSecret, url.QueryEscape(echoSecret), url.PathEscape(echoSecret), echoSecret[:12])
+				for _, out := range shown {
+					for _, f := range forms {
+						if len(f) >= 8 && strings.Contains(out, f) {
+							t.Fatalf("the credential (%.12s...) appears in %.300q", f, out)
+						}
+					}
+				}
+			})
+		}
 	}
 }

@@ -136,6 +136,7 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 		s.failures.Add(1)
 		te := &TokenError{URL: s.tokenURL, Temporary: true, err: stripURL(err)}
 		te.Temporary, te.Hint = s.networkErrorKind(err)
+		requestScrubber(req, s.cfg.ClientSecret).tokenError(te)
 		s.lastErr.Store(te)
 		return nil, te
 	}
@@ -145,6 +146,12 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 	quotas := s.readLimits(resp.Header, resp.StatusCode, now)
 	s.sawTokenAnswer(resp.Header)
 	ent, terr := s.readAnswer(resp, body, readErr, start, now)
+	// Nothing the endpoint said may repeat the credential onwards.
+	if sc := requestScrubber(req, s.cfg.ClientSecret); terr != nil {
+		sc.tokenError(terr)
+	} else {
+		sc.value(ent.Extra)
+	}
 	if terr != nil && s.nonceChallenge(terr) {
 		return nil, terr
 	}

@@ -114,7 +114,10 @@ func newProxy(spec proxySpec, src *m2mtoken.TokenSource, log *slog.Logger) *prox
 			}
 			log.Warn("proxy request failed", slog.String("source", spec.source), slog.String("upstream", target.Redacted()),
 				slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
-			http.Error(w, "m2mtoken agent: "+what+": "+err.Error(), code)
+			// The answer says what failed, never why: the reason may be the
+			// token endpoint's own text, and a proxy's caller needs no
+			// credential to see it. The agent's log has it.
+			http.Error(w, "m2mtoken agent: "+what+" (the agent's log says why)", code)
 		},
 	}
 	p.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -46,7 +46,18 @@ type agentProc struct {
 // lines have been logged if ready is false.
 func startAgent(t *testing.T, env []string, args ...string) *agentProc {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"agent", "--log-json"}, args...)...)
+	p := launchAgent(t, nil, env, args...)
+	p.waitLog("ready: every source holds a token", 30*time.Second)
+	return p
+}
+
+// launchAgent runs the agent binary as startAgent does, under the command
+// wrap if it is not empty (the binary and its arguments follow it), and
+// returns at once.
+func launchAgent(t *testing.T, wrap []string, env []string, args ...string) *agentProc {
+	t.Helper()
+	argv := append(append(append([]string(nil), wrap...), bin, "agent", "--log-json"), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append([]string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}, env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -78,7 +89,6 @@ func startAgent(t *testing.T, env []string, args ...string) *agentProc {
 			<-p.exit
 		}
 	})
-	p.waitLog("ready: every source holds a token", 30*time.Second)
 	return p
 }
 
