@@ -29,8 +29,15 @@ import (
 // lock (flock) per key, so that overlapping runs on one machine
 // make one token request between them; the lock is released when its
 // holder exits, however it exits. A process killed while it writes leaves
-// no partial file (only a temporary file, removed by a later Set once it is
-// a minute old).
+// no partial file, and on Linux no temporary file either (elsewhere the
+// next Set removes it).
+//
+// On Unix, a directory that another user owns, or that its group or
+// others may write, is refused: every method returns an error that names
+// it and says why (see [FileCache.Check]). Files in it are opened without
+// following symbolic links, and an entry or lock file that another user
+// owns is refused too, so that no other local user can plant a token for
+// this process to use, or a link for it to write through.
 //
 // The token in the file is a bearer credential: keep the directory on a
 // disk only its owner can read.
@@ -55,6 +62,38 @@ func DefaultCacheDir() (string, error) {
 // Dir returns the cache's directory.
 func (c *FileCache) Dir() string { return c.dir }
 
+// Check returns an error if the cache's directory exists but may not be
+// used: on Unix, when another user (other than root) owns it, or its
+// group or others may write it. The error names the directory and says
+// why. A directory that does not exist yet is fine: Set creates it.
+func (c *FileCache) Check() error {
+	err := c.checkDir()
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// checkDir is Check, but a missing directory is an error that wraps
+// fs.ErrNotExist.
+func (c *FileCache) checkDir() error {
+	if err := atomicfile.CheckDir(c.dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return fmt.Errorf("m2mtoken: file cache: %w", err)
+	}
+	return nil
+}
+
+// makeDir creates the directory (0700) if it is missing, and checks it.
+func (c *FileCache) makeDir() error {
+	if err := os.MkdirAll(c.dir, 0o700); err != nil {
+		return fmt.Errorf("m2mtoken: file cache: %w", err)
+	}
+	return c.checkDir()
+}
+
 // path maps a key to a file name. Keys made by TokenSource are safe names
 // already; any other key is hashed.
 func (c *FileCache) path(key, ext string) string {
@@ -75,8 +114,14 @@ func (c *FileCache) path(key, ext string) string {
 // Get reads the entry for key. A missing file gives nil and no error; an
 // unreadable or corrupt one gives nil and an error that says which file.
 func (c *FileCache) Get(_ context.Context, key string) (*Entry, error) {
+	if err := c.checkDir(); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
 	p := c.path(key, ".json")
-	f, err := os.Open(p)
+	f, err := atomicfile.OpenOwned(p, os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -98,8 +143,8 @@ func (c *FileCache) Get(_ context.Context, key string) (*Entry, error) {
 // Set writes e for key atomically: readers see the old file or the new
 // one, never a part.
 func (c *FileCache) Set(_ context.Context, key string, e *Entry) error {
-	if err := os.MkdirAll(c.dir, 0o700); err != nil {
-		return fmt.Errorf("m2mtoken: file cache: %w", err)
+	if err := c.makeDir(); err != nil {
+		return err
 	}
 	b, err := e.MarshalBinary()
 	if err != nil {
@@ -110,20 +155,7 @@ func (c *FileCache) Set(_ context.Context, key string, e *Entry) error {
 	if err != nil {
 		return fmt.Errorf("m2mtoken: file cache: writing %s: %w", final, err)
 	}
-	removeStaleTemps(final)
 	return nil
-}
-
-// removeStaleTemps removes temporary files of final that a writer killed
-// between create and rename left behind, once they are a minute old (a
-// younger one may be another writer's, still in use).
-func removeStaleTemps(final string) {
-	olds, _ := filepath.Glob(final + ".tmp-*")
-	for _, p := range olds {
-		if st, err := os.Stat(p); err == nil && time.Since(st.ModTime()) > time.Minute {
-			os.Remove(p)
-		}
-	}
 }
 
 // Lease takes the advisory lock (flock) for key without waiting, and makes
@@ -133,8 +165,8 @@ func removeStaleTemps(final string) {
 // at its next poll. The lock file records when the lease was taken and the
 // holder's status (see [Lease.Keep]), for [FileCache.LeaseInfo].
 func (c *FileCache) Lease(_ context.Context, key string, _ time.Duration) (Lease, bool, error) {
-	if err := os.MkdirAll(c.dir, 0o700); err != nil {
-		return nil, false, fmt.Errorf("m2mtoken: file cache: %w", err)
+	if err := c.makeDir(); err != nil {
+		return nil, false, err
 	}
 	f, err := tryLock(c.path(key, ".lock"))
 	if f == nil || err != nil {
@@ -153,7 +185,18 @@ func (c *FileCache) Lease(_ context.Context, key string, _ time.Duration) (Lease
 // probe the lock: a dead holder's record stays until the next holder
 // overwrites it, but a source asks only after the lock was refused.
 func (c *FileCache) LeaseInfo(_ context.Context, key string) (*LeaseInfo, error) {
-	b, err := os.ReadFile(c.path(key, ".lock"))
+	if err := c.checkDir(); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var b []byte
+	f, err := atomicfile.OpenOwned(c.path(key, ".lock"), os.O_RDONLY, 0)
+	if err == nil {
+		b, err = io.ReadAll(io.LimitReader(f, 4<<10))
+		f.Close()
+	}
 	if errors.Is(err, fs.ErrNotExist) || (err == nil && len(b) == 0) {
 		return nil, nil
 	}

@@ -2,12 +2,16 @@
 
 package m2mtoken
 
-import "os"
+import (
+	"os"
+
+	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
+)
 
 // tryLock has no cross-process lock here: every caller gets the lease, and
 // overlapping runs may each fetch a token.
 func tryLock(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	return atomicfile.OpenOwned(path, os.O_RDWR|os.O_CREATE, 0o600)
 }
 
 func unlock(f *os.File) { f.Close() }

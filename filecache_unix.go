@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+
+	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
 )
 
 // tryLock takes an exclusive flock on path without blocking. It returns
 // nil and no error if another holder has it.
 func tryLock(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := atomicfile.OpenOwned(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("m2mtoken: file cache lock: %w", err)
 	}

@@ -248,7 +248,11 @@ func newCache(mode, dir, modeName, dirName string) (m2mtoken.Cache, error) {
 			}
 			dir = d
 		}
-		return m2mtoken.NewFileCache(dir), nil
+		fc := m2mtoken.NewFileCache(dir)
+		if err := fc.Check(); err != nil {
+			return nil, fmt.Errorf("%s: %w", dirName, err)
+		}
+		return fc, nil
 	}
 	return nil, fmt.Errorf("%s %q: use \"memory\" (the default) or \"file\"", modeName, mode)
 }

@@ -36,6 +36,11 @@ func parseSink(v string) (sinkSpec, error) {
 	case !info.IsDir():
 		return sinkSpec{}, fmt.Errorf("--sink %q: %s is not a directory", v, filepath.Dir(abs))
 	}
+	// Another user who may write the directory could swap the sink for a
+	// link, or read what a rename puts there.
+	if err := atomicfile.CheckDir(filepath.Dir(abs)); err != nil {
+		return sinkSpec{}, fmt.Errorf("--sink %q: %w", v, err)
+	}
 	if info, err := os.Stat(abs); err == nil && info.IsDir() {
 		return sinkSpec{}, fmt.Errorf("--sink %q: %s is a directory: give a file name in it", v, abs)
 	}

@@ -69,7 +69,11 @@ With --dpop-key-file the token is DPoP-bound: every request needs its own proof.
 				return fmt.Errorf("no cache directory (%v): give --cache-dir or --no-cache", err)
 			}
 		}
-		cfg.Cache = m2mtoken.NewFileCache(dir)
+		fc := m2mtoken.NewFileCache(dir)
+		if err := fc.Check(); err != nil {
+			return fmt.Errorf("%w (the cache directory comes from --cache-dir or M2MTOKEN_CACHE_DIR; or give --no-cache)", err)
+		}
+		cfg.Cache = fc
 	}
 	src, err := creds.newSource(cfg)
 	if err != nil {

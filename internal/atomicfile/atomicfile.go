@@ -1,10 +1,18 @@
 // Package atomicfile replaces a file's content atomically: readers see the
-// old content or the new, never a part.
+// old content or the new, never a part. It also holds the checks that keep
+// another local user from steering such writes: a directory that another
+// user owns or may write is refused ([CheckDir]), and files are opened so
+// that a planted symbolic link is never followed ([OpenOwned]).
 package atomicfile
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Write writes data to a temporary file beside path, named by pattern (as
@@ -20,34 +28,141 @@ func Write(path, pattern string, data []byte, gid int) error {
 	return WriteMode(path, pattern, data, mode, gid)
 }
 
-// WriteMode is Write with the file's final mode given. The temporary file
-// is a new file (O_EXCL), so a symlink planted at path or at a temporary
-// name never redirects the write: the rename replaces a link at path
-// rather than follow it.
+// WriteMode is Write with the file's final mode given.
+//
+// The temporary file is a new file (O_EXCL), so a symlink planted at path
+// or at a temporary name never redirects the write: the rename replaces a
+// link at path rather than follow it. Where the system allows (Linux), it
+// has no name until its content is complete and synced, so a writer
+// killed mid-write leaves nothing behind; elsewhere it holds an advisory
+// lock while it lives. Either way, temporary files of pattern that a
+// killed writer left are removed by the next write, whatever their age.
 func WriteMode(path, pattern string, data []byte, mode os.FileMode, gid int) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), pattern)
+	dir := filepath.Dir(path)
+	prefix, suffix, _ := strings.Cut(pattern, "*")
+	removeDeadTemps(dir, prefix, suffix)
+	t, err := newTemp(dir, pattern)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
-	err = tmp.Chmod(0o600)
+	defer t.discard() // a no-op after the rename
+	f := t.f
+	err = f.Chmod(0o600)
 	if err == nil && gid >= 0 {
-		err = tmp.Chown(-1, gid)
+		err = f.Chown(-1, gid)
 	}
 	if err == nil && mode != 0o600 {
-		err = tmp.Chmod(mode)
+		err = f.Chmod(mode)
 	}
 	if err == nil {
-		_, err = tmp.Write(data)
+		_, err = f.Write(data)
 	}
 	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
+		err = f.Sync()
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), path)
+		err = t.name(prefix, suffix)
+	}
+	if err == nil {
+		err = os.Rename(t.path, path)
+	}
+	if err == nil {
+		t.path = ""
 	}
 	return err
+}
+
+// namedOnly makes every temporary file a named one, as on systems without
+// unnamed files; for tests.
+var namedOnly = false
+
+// temp is a temporary file being written: path is its name, "" while it
+// has none.
+type temp struct {
+	f    *os.File
+	path string
+}
+
+// newTemp creates a temporary file in dir: an unnamed one where the system
+// has them, else a named one (pattern), locked.
+func newTemp(dir, pattern string) (*temp, error) {
+	if f, err := openUnnamed(dir); err == nil && !namedOnly {
+		if err := lockFile(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		return &temp{f: f}, nil
+	}
+	for {
+		f, err := os.CreateTemp(dir, pattern)
+		if err != nil {
+			return nil, err
+		}
+		if err := lockFile(f); err != nil {
+			f.Close()
+			os.Remove(f.Name())
+			return nil, err
+		}
+		// Between creation and lock, another writer's cleanup may have
+		// taken the file for a dead writer's and removed it: then again.
+		fi, err1 := f.Stat()
+		named, err2 := os.Lstat(f.Name())
+		if err1 == nil && err2 == nil && os.SameFile(fi, named) {
+			return &temp{f: f, path: f.Name()}, nil
+		}
+		f.Close()
+	}
+}
+
+// name gives an unnamed temporary file a name, prefix + random + suffix,
+// beside the file it will replace; a named one keeps its own.
+func (t *temp) name(prefix, suffix string) error {
+	if t.path != "" {
+		return nil
+	}
+	dir := filepath.Dir(t.f.Name())
+	for range 100 {
+		var b [8]byte
+		rand.Read(b[:])
+		p := filepath.Join(dir, prefix+hex.EncodeToString(b[:])+suffix)
+		err := linkUnnamed(t.f, p)
+		if err == nil {
+			t.path = p
+			return nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	}
+	return errors.New("no free temporary file name")
+}
+
+// discard removes the temporary file, if it still has its name, and
+// closes it (which drops its lock).
+func (t *temp) discard() {
+	if t.path != "" {
+		os.Remove(t.path)
+	}
+	t.f.Close()
+}
+
+// removeDeadTemps removes the temporary files in dir (named prefix, then
+// anything, then suffix) whose writers are gone: a file whose lock can
+// be taken has no live writer, since a writer holds it from creation to
+// rename.
+func removeDeadTemps(dir, prefix, suffix string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if len(n) <= len(prefix)+len(suffix) || !strings.HasPrefix(n, prefix) || !strings.HasSuffix(n, suffix) || !e.Type().IsRegular() {
+			continue
+		}
+		p := filepath.Join(dir, n)
+		if writerGone(p) {
+			os.Remove(p)
+		}
+	}
 }

@@ -1,0 +1,82 @@
+//go:build unix
+
+package atomicfile
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+)
+
+// CheckDir returns an error, in words that say what to fix, if dir is not
+// a directory that only this process's user (or root) can write: one
+// that another user owns, or that its group or others may write (even
+// with the sticky bit, as /tmp has), lets that user plant files or
+// symbolic links for this process to read or write through. The error of
+// a directory that does not exist satisfies errors.Is(err, fs.ErrNotExist).
+func CheckDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	return checkOwner(dir, "the directory", fi)
+}
+
+// OpenOwned opens path as [os.OpenFile] does, but never through a symbolic
+// link at path, and only a regular file that this process's user (or
+// root) owns and that neither its group nor others may write.
+func OpenOwned(path string, flag int, perm os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW, perm)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("%s is a symbolic link, which is refused: it could send this read or write to another file; remove it", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file (%v); remove it", path, fi.Mode().Type())
+	}
+	if err == nil {
+		err = checkOwner(path, "the file", fi)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func checkOwner(path, what string, fi os.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	if uid := os.Geteuid(); int(st.Uid) != uid && st.Uid != 0 {
+		return fmt.Errorf("%s %s is owned by user %d, not by this process's user (%d) or root: another user could plant tokens or links in it; use one of your own", what, path, st.Uid, uid)
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("%s %s may be written by its group or others (mode %04o): another user could plant tokens or links in it; run chmod go-w %s, or use one of your own", what, path, perm, path)
+	}
+	return nil
+}
+
+// lockFile takes f's advisory lock, held until f is closed.
+func lockFile(f *os.File) error {
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+}
+
+// writerGone reports whether the temporary file at p is unlocked: its
+// writer died (or finished) and left it.
+func writerGone(p string) bool {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil
+}
