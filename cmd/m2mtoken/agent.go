@@ -316,6 +316,9 @@ func (a *agent) run(ctx context.Context, stop func()) error {
 	closeAll := func() {
 		for _, s := range servers {
 			s.ln.Close()
+			if s.spec.network == "unix" {
+				os.Remove(s.spec.addr) // the listener leaves it to us
+			}
 		}
 	}
 	errLog := slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)

@@ -87,8 +87,10 @@ func lookupGroup(group string) (int, error) {
 }
 
 // listen opens l. A Unix socket is created with mode 0600, or 0660 owned
-// by group gid if it is not -1; a stale socket file left by a process that
-// died is replaced, anything else at the path is refused.
+// by group gid if it is not -1, with no looser moment and in a directory
+// no other user may write (see listenUnixPrivate); a stale socket file
+// left by a process that died is replaced, anything else at the path is
+// refused.
 // flag names the flag that asked for l, for errors.
 func listen(flag string, l listenSpec, gid int) (net.Listener, error) {
 	if l.network == "tcp" {
@@ -101,18 +103,9 @@ func listen(flag string, l listenSpec, gid int) (net.Listener, error) {
 	if err := removeStaleSocket(flag, l.addr); err != nil {
 		return nil, err
 	}
-	ln, err := listenUnixPrivate(l.addr)
+	ln, err := listenUnixPrivate(l.addr, gid)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", flag, l, err)
-	}
-	if gid >= 0 {
-		if err = os.Chown(l.addr, -1, gid); err == nil {
-			err = os.Chmod(l.addr, 0o660)
-		}
-		if err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("--group: giving the socket %s to group %d: %w (the agent's user must be a member of the group)", l.addr, gid, err)
-		}
 	}
 	return ln, nil
 }

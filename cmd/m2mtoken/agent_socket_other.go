@@ -3,13 +3,17 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
 )
 
 // listenUnixPrivate listens on a Unix socket at path and restricts it to
-// its owner.
-func listenUnixPrivate(path string) (net.Listener, error) {
+// its owner. A group (gid not -1) is not supported here.
+func listenUnixPrivate(path string, gid int) (net.Listener, error) {
+	if gid >= 0 {
+		return nil, fmt.Errorf("--group is not supported on this system")
+	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, err

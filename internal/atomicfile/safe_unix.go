@@ -57,10 +57,10 @@ func checkOwner(path, what string, fi os.FileInfo) error {
 		return nil
 	}
 	if uid := os.Geteuid(); int(st.Uid) != uid && st.Uid != 0 {
-		return fmt.Errorf("%s %s is owned by user %d, not by this process's user (%d) or root: another user could plant tokens or links in it; use one of your own", what, path, st.Uid, uid)
+		return fmt.Errorf("%s %s is owned by user %d, not by this process's user (%d) or root: another user could plant files or links in it; use one of your own", what, path, st.Uid, uid)
 	}
 	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
-		return fmt.Errorf("%s %s may be written by its group or others (mode %04o): another user could plant tokens or links in it; run chmod go-w %s, or use one of your own", what, path, perm, path)
+		return fmt.Errorf("%s %s may be written by its group or others (mode %04o): another user could plant files or links in it; run chmod go-w %s, or use one of your own", what, path, perm, path)
 	}
 	return nil
 }

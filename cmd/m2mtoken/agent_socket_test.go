@@ -1,0 +1,103 @@
+//go:build unix
+
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+)
+
+// TestGroupSocketRace replays finding 3 of issue 20: after binding, the
+// --group socket was given its group and mode by path, so a member of the
+// group who could write the socket's directory swapped in a symlink and
+// got a root-owned 0600 file as 0660 root:group (3 of 150 tries). Here a
+// goroutine swaps the path for a link to such a file as fast as it can
+// while the socket is opened again and again: the file must keep its
+// owner and mode, and every socket that opens is 0660 with the group.
+func TestGroupSocketRace(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	victim := filepath.Join(t.TempDir(), "shadow")
+	if err := os.WriteFile(victim, []byte("root only"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "agent.sock")
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for !stop.Load() {
+			// The attacker: whatever is at the path becomes a link.
+			if fi, err := os.Lstat(sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
+				os.Remove(sock)
+				os.Symlink(victim, sock)
+			}
+		}
+	}()
+	const tries = 1000
+	opened := 0
+	for range tries {
+		ln, err := listen("--listen", listenSpec{"unix", sock}, nobody)
+		if err == nil {
+			opened++
+			ln.Close()
+		}
+		os.Remove(sock)
+		if fi, err := os.Stat(victim); err != nil || fi.Mode().Perm() != 0o600 || fi.Sys().(*syscall.Stat_t).Gid != 0 {
+			stop.Store(true)
+			wg.Wait()
+			t.Fatalf("after %d sockets the victim is %v gid %d: the chown and chmod went through the planted link", opened, fi.Mode(), fi.Sys().(*syscall.Stat_t).Gid)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("%d tries, %d sockets opened, the victim untouched", tries, opened)
+
+	// Without an attacker, the socket is 0660 with the group.
+	ln, err := listen("--listen", listenSpec{"unix", sock}, nobody)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	fi, err := os.Lstat(sock)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o660 || fi.Sys().(*syscall.Stat_t).Gid != nobody {
+		t.Fatalf("socket %v, %v", fi, err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("left in the socket's directory: %v", ents)
+	}
+}
+
+// TestSocketDirectoryOthersMayWrite: a socket directory that group or
+// others may write, or that another user owns, is refused (finding 3): a
+// user who may write it could swap the socket.
+func TestSocketDirectoryOthersMayWrite(t *testing.T) {
+	needRoot(t)
+	for name, prepare := range map[string]func(string) error{
+		"group-writable":        func(d string) error { return os.Chmod(d, 0o770) },
+		"like /tmp":             func(d string) error { return os.Chmod(d, 0o777|os.ModeSticky) },
+		"owned by another user": func(d string) error { return os.Chown(d, nobody, nobody) },
+	} {
+		dir := t.TempDir()
+		if err := prepare(dir); err != nil {
+			t.Fatal(err)
+		}
+		for _, gid := range []int{-1, nobody} {
+			ln, err := listen("--listen", listenSpec{"unix", filepath.Join(dir, "s")}, gid)
+			if err == nil {
+				ln.Close()
+				t.Fatalf("%s, gid %d: the socket was opened", name, gid)
+			}
+			if !strings.Contains(err.Error(), dir) {
+				t.Fatalf("%s: %v; want the directory named", name, err)
+			}
+			t.Logf("%s: %v", name, err)
+		}
+	}
+}
