@@ -49,6 +49,8 @@ One source, "default", comes from the same flags and environment as
     "client_id": "...", "client_secret_env": "BILLING_SECRET",
     "audience": "https://billing.example.com/", "scopes": ["read:invoices"]}]}
 
+` + limitsHelp + `
+
 Stops cleanly on SIGTERM or SIGINT.`
 
 // multiFlag is a flag that can be given more than once.
@@ -80,6 +82,7 @@ type agent struct {
 	gid             int // --group's ID, or -1
 	proxies         []*proxy
 	shutdownTimeout time.Duration
+	maxConns        int // --max-conns
 	clk             clock.Clock
 	started         time.Time
 
@@ -101,6 +104,7 @@ func cmdAgent(args []string, stdout, stderr io.Writer) error {
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	shutdown := fs.Duration("shutdown-timeout", 10*time.Second, "on SIGTERM, how long to let requests in flight finish")
+	maxConns := fs.Int("max-conns", defaultMaxConns, "connections each listener serves at once, lowered to fit the open-file limit (see Limits above)")
 	if ok, err := c.parse(args, stdout, stderr); !ok {
 		return err
 	}
@@ -167,6 +171,10 @@ func cmdAgent(args []string, stdout, stderr io.Writer) error {
 		return report(err)
 	}
 	a.shutdownTimeout = *shutdown
+	if *maxConns < 1 {
+		return c.usageError(stderr, "--max-conns %d: give a number of connections, 1 or more", *maxConns)
+	}
+	a.maxConns = *maxConns
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return a.run(ctx, stop)
@@ -191,7 +199,7 @@ func defaultSource(creds *credFlags, cacheMode, cacheDir string) (sourceSpec, er
 // newAgent checks the command line against the sources and creates the
 // sources. It opens nothing.
 func newAgent(specs []sourceSpec, listens, sinks, proxies []string, group string, log *slog.Logger) (*agent, error) {
-	a := &agent{log: log, byName: map[string]*agentSource{}, gid: -1, clk: clock.Real{}, shutdownTimeout: 10 * time.Second}
+	a := &agent{log: log, byName: map[string]*agentSource{}, gid: -1, clk: clock.Real{}, shutdownTimeout: 10 * time.Second, maxConns: defaultMaxConns}
 	if len(listens)+len(sinks)+len(proxies) == 0 {
 		return nil, usageError{errors.New("nothing to serve: give --listen unix:PATH (or 127.0.0.1:PORT), --sink NAME=PATH or --proxy NAME=LISTEN=UPSTREAM")}
 	}
@@ -322,6 +330,14 @@ func (a *agent) run(ctx context.Context, stop func()) error {
 		}
 	}
 	errLog := slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)
+	perListener, berr := connBudget(a.maxConns, len(a.listens)+len(a.proxies), len(a.proxies))
+	if berr != nil {
+		return berr
+	}
+	a.log.Info("limits", slog.Int("connections_per_listener", perListener), slog.Duration("header_timeout", headerTimeout))
+	for _, p := range a.proxies {
+		p.base.MaxConnsPerHost = perListener
+	}
 	open := func(flag string, l listenSpec, h http.Handler, attrs ...any) error {
 		ln, err := listen(flag, l, a.gid)
 		if err != nil {
@@ -331,7 +347,9 @@ func (a *agent) run(ctx context.Context, stop func()) error {
 		if l.network == "tcp" {
 			spec.addr = ln.Addr().String()
 		}
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
+		ln = newLimitListener(ln, perListener)
+		srv := &http.Server{Handler: bodyDeadline(h), ReadHeaderTimeout: headerTimeout, IdleTimeout: 2 * time.Minute,
+			MaxHeaderBytes: maxHeaderBytes, ErrorLog: errLog}
 		servers = append(servers, server{srv: srv, ln: ln, spec: spec})
 		a.log.Info("listening", append(attrs, slog.String("addr", spec.String()))...)
 		return nil

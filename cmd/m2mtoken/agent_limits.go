@@ -1,0 +1,138 @@
+// The agent's limits against slow and numerous clients: a cap on the
+// connections each listener serves at once, sized so that every listener
+// together stays within the open-file limit (so a flood on loopback TCP
+// never takes the descriptors the Unix socket needs), read deadlines on
+// headers and bodies, and a bound on header size.
+
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+const (
+	// defaultMaxConns is --max-conns's default.
+	defaultMaxConns = 512
+	// minConns is the least per-listener cap the agent starts with.
+	minConns = 8
+	// reservedFDs are kept out of the listeners' budget: the token
+	// endpoint's own connections, cache and sink files, the standard
+	// streams, the runtime's.
+	reservedFDs = 64
+	// headerTimeout bounds the time a client may take to send a request's
+	// headers, and bodyGrace the wait for a body's first bytes.
+	headerTimeout = 10 * time.Second
+	bodyGrace     = 10 * time.Second
+	// minBodyRate is the slowest a request body may arrive on average,
+	// after bodyGrace: a body that stalls, or drips, is cut off.
+	minBodyRate = 1 << 10 // bytes per second
+	// maxHeaderBytes bounds a request's headers.
+	maxHeaderBytes = 64 << 10
+)
+
+// limitsHelp says the limits in --help.
+const limitsHelp = `Limits: each listener (--listen, --proxy) serves at most --max-conns
+connections at once (lowered at start so that all of them fit the open-file
+limit, ulimit -n, with room kept for the others: a flood on one TCP port
+never stops a Unix socket); further connections wait to be accepted.
+Request headers must arrive within 10 s, and a request body within 10 s
+plus 1 s per KiB; a slower one is cut off.`
+
+// connBudget returns the per-listener connection cap: maxConns, lowered
+// so that listeners listeners and proxies proxies (each also holding as
+// many upstream connections) fit within the open-file limit, less
+// reservedFDs.
+func connBudget(maxConns, listeners, proxies int) (int, error) {
+	limit, ok := openFileLimit()
+	if !ok || listeners+proxies == 0 {
+		return maxConns, nil
+	}
+	per := (limit - reservedFDs) / (listeners + proxies)
+	if per < minConns {
+		return 0, fmt.Errorf("the open-file limit (ulimit -n) is %d: too low for %d listeners and %d proxies at %d connections each; raise it to at least %d",
+			limit, listeners, proxies, minConns, reservedFDs+minConns*(listeners+proxies))
+	}
+	return min(maxConns, per), nil
+}
+
+// limitListener accepts at most cap(sem) connections at once; further
+// ones wait in the kernel's backlog until one closes.
+type limitListener struct {
+	net.Listener
+	sem       chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+func newLimitListener(ln net.Listener, n int) *limitListener {
+	return &limitListener{Listener: ln, sem: make(chan struct{}, n), done: make(chan struct{})}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+func (l *limitListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+// limitConn gives its slot back when closed.
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// bodyDeadline cuts off a request body that does not arrive at
+// minBodyRate after bodyGrace: the connection's read deadline starts at
+// bodyGrace and moves on by 1 s per minBodyRate bytes read.
+func bodyDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			rc := http.NewResponseController(w)
+			start := time.Now()
+			if rc.SetReadDeadline(start.Add(bodyGrace)) == nil {
+				r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc, start: start}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type deadlineBody struct {
+	io.ReadCloser
+	rc    *http.ResponseController
+	start time.Time
+	read  int64
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.read += int64(n)
+		b.rc.SetReadDeadline(b.start.Add(bodyGrace + time.Duration(b.read)*time.Second/minBodyRate))
+	}
+	return n, err
+}
