@@ -441,7 +441,11 @@ func (s *TokenSource) rememberedError() error {
 //
 // Invalidations take effect at most once per Config.MinInvalidateInterval;
 // one that comes sooner is logged and ignored, so that an API that rejects
-// every token cannot cost one token request per API request.
+// every token cannot cost one token request per API request. While the
+// replacements keep being rejected, the interval doubles, up to an hour
+// (see [Stats].InvalidateBackoff), and returns to
+// MinInvalidateInterval once no invalidation has come for twice the
+// interval.
 func (s *TokenSource) Invalidate(tok *oauth2.Token) {
 	if tok == nil {
 		return
@@ -461,11 +465,12 @@ func (s *TokenSource) invalidate(tok *oauth2.Token) (current, applied bool) {
 		return false, false
 	}
 	now := s.clock.Now()
-	if iv := s.cfg.MinInvalidateInterval; iv > 0 && !s.lastForced.IsZero() && now.Sub(s.lastForced) < iv {
+	if iv := s.invBackoff.current(s.cfg.MinInvalidateInterval); iv > 0 && !s.lastForced.IsZero() && now.Sub(s.lastForced) < iv {
 		s.log.Warn("token invalidation ignored: the last one was too recent; is the API rejecting every token (wrong audience or missing grant)?",
 			slog.String("token", Fingerprint(tok.AccessToken)), slog.Duration("min_interval", iv))
 		return true, false
 	}
+	s.invBackoff.applied(now, s.lastForced, s.cfg.MinInvalidateInterval, s.log)
 	s.lastForced = now
 	s.invalidated = tok.AccessToken
 	s.afterInvalidate = true

@@ -49,6 +49,7 @@ type TokenSource struct {
 	permErr     error          // a permanent error, returned until permUntil
 	permUntil   time.Time
 	lastForced  time.Time // when Invalidate last dropped a token
+	invBackoff  invalidateBackoff
 	invalidated string    // the access token last dropped by Invalidate
 
 	requests, failures, cacheHits, joins, flights, refreshes atomic.Uint64
@@ -214,6 +215,13 @@ type Stats struct {
 	// from the last answer that had quota headers; nil if none had. Do not
 	// modify them: they are shared.
 	Quotas *Quotas
+	// InvalidateBackoff is the least time between two invalidations that
+	// take effect (see [TokenSource.Invalidate]): Config.MinInvalidateInterval,
+	// doubled for each token the API rejected soon after the one before,
+	// up to an hour. InvalidateBackoffReason says why it is longer than
+	// MinInvalidateInterval; it is empty when it is not.
+	InvalidateBackoff       time.Duration
+	InvalidateBackoffReason string
 }
 
 // Stats returns a snapshot of the source's counters.
@@ -233,5 +241,9 @@ func (s *TokenSource) Stats() Stats {
 	if e := s.cur.Load(); e != nil {
 		st.Expiry = e.src.Expiry
 	}
+	s.mu.Lock()
+	st.InvalidateBackoff = max(s.invBackoff.current(s.cfg.MinInvalidateInterval), 0)
+	st.InvalidateBackoffReason = s.invBackoff.reason
+	s.mu.Unlock()
 	return st
 }

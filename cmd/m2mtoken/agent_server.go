@@ -333,6 +333,10 @@ type sourceStats struct {
 	Quotas              *m2mtoken.Quotas     `json:"quotas,omitempty"`
 	LastError           string               `json:"last_error,omitempty"`
 	Proxies             map[string]proxyStat `json:"proxies,omitempty"`
+	// InvalidateBackoff is the least time between two invalidations after
+	// a 401 (see m2mtoken.Stats), and its reason when it has grown.
+	InvalidateBackoff       string `json:"invalidate_backoff,omitempty"`
+	InvalidateBackoffReason string `json:"invalidate_backoff_reason,omitempty"`
 }
 
 type proxyStat struct {
@@ -362,7 +366,10 @@ func (a *agent) serveStats(w http.ResponseWriter, r *http.Request) {
 			Endpoint: s.endpoint, ClientID: s.cfg.ClientID, Audience: s.cfg.Audience, Ready: tok != nil,
 			TokensSeen: s.w.seen(), TokenRequests: st.TokenRequests, Failures: st.Failures, CacheHits: st.CacheHits,
 			Collapsed: st.Collapsed, BackgroundRefreshes: st.BackgroundRefreshes, RateLimit: st.RateLimit,
-			Quotas: st.Quotas,
+			Quotas: st.Quotas, InvalidateBackoffReason: st.InvalidateBackoffReason,
+		}
+		if st.InvalidateBackoff > 0 {
+			ss.InvalidateBackoff = st.InvalidateBackoff.String()
 		}
 		if tok != nil {
 			ss.Token = m2mtoken.Fingerprint(tok.AccessToken)
