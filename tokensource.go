@@ -50,7 +50,7 @@ type TokenSource struct {
 	permUntil   time.Time
 	lastForced  time.Time // when Invalidate last dropped a token
 	invBackoff  invalidateBackoff
-	invalidated string    // the access token last dropped by Invalidate
+	invalidated string // the access token last dropped by Invalidate
 
 	requests, failures, cacheHits, joins, flights, refreshes atomic.Uint64
 	rateLimit                                                atomic.Pointer[RateLimit]
