@@ -49,8 +49,10 @@ type TokenSource struct {
 	permErr     error          // a permanent error, returned until permUntil
 	permUntil   time.Time
 	lastForced  time.Time // when Invalidate last dropped a token
-	invBackoff  invalidateBackoff
-	invalidated string // the access token last dropped by Invalidate
+	invalidated string    // the access token last dropped by Invalidate
+
+	// invBackoff backs off invalidations that keep getting 401 (under mu).
+	invBackoff invalidateBackoff
 
 	requests, failures, cacheHits, joins, flights, refreshes atomic.Uint64
 	rateLimit                                                atomic.Pointer[RateLimit]
