@@ -16,14 +16,12 @@ import (
 const nobody = 65534
 
 // needRoot skips a test that gives files to another user unless it runs
-// as root; with CI set it fails instead.
+// as root. It skips with CI set too: not being root is not a missing
+// program that CI should have installed, and CI's runs as root do run it.
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("this test needs root to give a directory to another user, and CI is set")
-		}
-		t.Skip("needs root to give a directory to another user (chown)")
+		t.Skip("needs root to give a directory to another user (chown to 65534); run the tests as root to replay these attacks")
 	}
 }
 
