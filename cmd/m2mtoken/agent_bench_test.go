@@ -14,7 +14,8 @@ import (
 )
 
 // BenchmarkAgentProxy compares a request through the agent's proxy (its
-// guards, the library's Transport, the request counter) with one through a
+// guards, connection cap, body deadline and path check, the library's
+// Transport, the request counter) with one through a
 // bare httputil.ReverseProxy with the same connection pool, to the same
 // upstream, from 32 parallel clients. Run it a few times, so that the two
 // take turns:
@@ -38,7 +39,10 @@ func BenchmarkAgentProxy(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer a.closeSources()
-	agentSrv := httptest.NewServer(a.guard(false, a.proxies[0].handler))
+	// Served as run serves it: the connection cap and the body deadline.
+	agentSrv := httptest.NewUnstartedServer(bodyDeadline(a.guard(false, a.proxies[0].handler)))
+	agentSrv.Listener = newLimitListener(agentSrv.Listener, defaultMaxConns)
+	agentSrv.Start()
 	defer agentSrv.Close()
 
 	target, _ := url.Parse(upstream.URL)
