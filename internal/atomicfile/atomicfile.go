@@ -76,6 +76,11 @@ func WriteMode(path, pattern string, data []byte, mode os.FileMode, gid int) err
 // unnamed files; for tests.
 var namedOnly = false
 
+// NamedOnlyForTests makes every later temporary file of this process a
+// named one, as on systems without unnamed files. Only the tests' writer
+// (killchild) calls it.
+func NamedOnlyForTests() { namedOnly = true }
+
 // temp is a temporary file being written: path is its name, "" while it
 // has none.
 type temp struct {
