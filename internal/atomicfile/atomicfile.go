@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -80,6 +81,24 @@ var namedOnly = false
 // named one, as on systems without unnamed files. Only the tests' writer
 // (killchild) calls it.
 func NamedOnlyForTests() { namedOnly = true }
+
+// CheckDir returns an error, in words that say what to fix, if dir is not
+// a directory that only this process's user (or root) can write: one
+// that another user owns, or that its group or others may write (even
+// with the sticky bit, as /tmp has), lets that user plant files or
+// symbolic links for this process to read or write through. The error of
+// a directory that does not exist satisfies errors.Is(err, fs.ErrNotExist).
+// Ownership and mode are checked on Unix only.
+func CheckDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	return checkOwner(dir, "the directory", fi)
+}
 
 // temp is a temporary file being written: path is its name, "" while it
 // has none.

@@ -9,23 +9,6 @@ import (
 	"syscall"
 )
 
-// CheckDir returns an error, in words that say what to fix, if dir is not
-// a directory that only this process's user (or root) can write: one
-// that another user owns, or that its group or others may write (even
-// with the sticky bit, as /tmp has), lets that user plant files or
-// symbolic links for this process to read or write through. The error of
-// a directory that does not exist satisfies errors.Is(err, fs.ErrNotExist).
-func CheckDir(dir string) error {
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return err
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("%s is not a directory", dir)
-	}
-	return checkOwner(dir, "the directory", fi)
-}
-
 // OpenOwned opens path as [os.OpenFile] does, but never through a symbolic
 // link at path, and only a regular file that this process's user (or
 // root) owns and that neither its group nor others may write.
