@@ -104,7 +104,7 @@ func cmdAgent(args []string, stdout, stderr io.Writer) error {
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	shutdown := fs.Duration("shutdown-timeout", 10*time.Second, "on SIGTERM, how long to let requests in flight finish")
-	maxConns := fs.Int("max-conns", defaultMaxConns, "connections each listener serves at once, lowered to fit the open-file limit (see Limits above)")
+	maxConns := fs.Int("max-conns", defaultMaxConns, "serve at most `N` connections at once on each listener, fewer if the open-file limit needs it (see Limits above)")
 	if ok, err := c.parse(args, stdout, stderr); !ok {
 		return err
 	}
@@ -336,7 +336,7 @@ func (a *agent) run(ctx context.Context, stop func()) error {
 	}
 	a.log.Info("limits", slog.Int("connections_per_listener", perListener), slog.Duration("header_timeout", headerTimeout))
 	for _, p := range a.proxies {
-		p.base.MaxConnsPerHost = perListener
+		p.capUpstream(perListener)
 	}
 	open := func(flag string, l listenSpec, h http.Handler, attrs ...any) error {
 		ln, err := listen(flag, l, a.gid)

@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/m2mtoken/m2mtoken"
 )
 
 const (
@@ -58,6 +60,17 @@ func connBudget(maxConns, listeners, proxies int) (int, error) {
 			limit, listeners, proxies, minConns, reservedFDs+minConns*(listeners+proxies))
 	}
 	return min(maxConns, per), nil
+}
+
+// capUpstream holds the proxy to n connections to its upstream at once:
+// requests beyond wait for one, so the proxy's descriptors stay within
+// the budget connBudget made.
+func (p *proxy) capUpstream(n int) {
+	if t, ok := p.rt.(*m2mtoken.Transport); ok {
+		if base, ok := t.Base.(*http.Transport); ok {
+			base.MaxConnsPerHost = n
+		}
+	}
 }
 
 // limitListener accepts at most cap(sem) connections at once; further
