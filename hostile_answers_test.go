@@ -232,3 +232,50 @@ func TestEchoingEndpointShowsNoSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestEchoedSecretNotInLeaseStatus: the fetch lease's status, which a
+// fleet's Redis (in plain text, even with WithEncryptionKey) or the file
+// cache's lock file holds, is the last failed attempt: an endpoint that
+// echoes the secret into its 503 must not put it there (finding 4).
+func TestEchoedSecretNotInLeaseStatus(t *testing.T) {
+	e := newEndpoint(t)
+	gate := make(chan struct{})
+	e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
+		if n == 1 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			json.NewEncoder(w).Encode(map[string]string{"error": "temporarily_unavailable", "error_description": "busy; you sent " + r.PostForm.Encode()})
+			return true
+		}
+		<-gate
+		return false
+	})
+	s, clk := testSource(t, e, func(c *Config) { c.ClientSecret = echoSecret })
+	k := newMemKeeper(clk.Now)
+	s.cache = k
+	s.cfg.LeaseTTL = 900 * time.Millisecond
+	done := make(chan error, 1)
+	go func() { _, err := s.Token(); done <- err }()
+	eventually(t, "the second attempt", func() bool { return e.count() == 2 })
+	for range 5 {
+		clk.Advance(300 * time.Millisecond)
+	}
+	k.mu.Lock()
+	keeps := append([]string(nil), k.keeps...)
+	k.mu.Unlock()
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(keeps) == 0 || !strings.Contains(keeps[len(keeps)-1], "busy; you sent") {
+		t.Fatalf("statuses %q: want the failed attempt in them", keeps)
+	}
+	for _, st := range keeps {
+		for _, f := range []string{echoSecret, url.QueryEscape(echoSecret), echoSecret[:12]} {
+			if strings.Contains(st, f) {
+				t.Fatalf("the lease status holds the secret: %q", st)
+			}
+		}
+	}
+	t.Logf("lease status: %s", keeps[len(keeps)-1])
+}
