@@ -58,6 +58,7 @@ func TestGroupSocketRace(t *testing.T) {
 	stop.Store(true)
 	wg.Wait()
 	t.Logf("%d tries, %d sockets opened, the victim untouched", tries, opened)
+	os.Remove(sock) // the attacker's last link, if any
 
 	// Without an attacker, the socket is 0660 with the group.
 	ln, err := listen("--listen", listenSpec{"unix", sock}, nobody)
