@@ -251,7 +251,7 @@ func TestEchoedSecretNotInLeaseStatus(t *testing.T) {
 		return false
 	})
 	s, clk := testSource(t, e, func(c *Config) { c.ClientSecret = echoSecret })
-	k := newMemKeeper(clk.Now)
+	k := newMemLeaser(clk.Now)
 	s.cache = k
 	s.cfg.LeaseTTL = 900 * time.Millisecond
 	done := make(chan error, 1)
