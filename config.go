@@ -133,7 +133,8 @@ type Config struct {
 	JSONBody bool
 
 	// HTTPClient sends token requests; nil means a client over a clone of
-	// [http.DefaultTransport] that [TokenSource.Close] closes. Its CheckRedirect is replaced: token requests
+	// [http.DefaultTransport], with at most MaxConnsPerHost connections,
+	// that [TokenSource.Close] (or [Pool.Close]) closes. Its CheckRedirect is replaced: token requests
 	// never follow redirects, so the secret goes nowhere but TokenURL. Its
 	// Timeout, if any, bounds each attempt.
 	HTTPClient *http.Client
@@ -150,6 +151,17 @@ type Config struct {
 	// file field that set it. Nil names it Config.ClientID. [ConfigFromEnv]
 	// sets it to name the environment variables.
 	FieldNames func(field string) string
+	// MaxConnsPerHost caps the connections token requests open to the
+	// token endpoint when HTTPClient is nil: every token of a [Pool] shares
+	// them, so that thousands of tokens, or a burst of their fetches, hold
+	// a handful of connections (the others queue). Zero means 16. With
+	// HTTPClient set, its transport decides.
+	MaxConnsPerHost int
+	// MaxTokens bounds the tokens a [Pool] holds: beyond it, the least
+	// recently used one is dropped (see [Pool.Source]). Zero means 10,000.
+	// A source from [New] holds one token and ignores it.
+	MaxTokens int
+
 	// Logger receives warnings about failed fetches and, at debug level, a
 	// line for every fetch, retry and cache decision. Nil discards them.
 	// Nothing secret is logged: tokens appear only as a fingerprint.
@@ -340,6 +352,14 @@ func (c *Config) withDefaults() (string, error) {
 			return "", configErr("{"+name+"} is negative (%v): use 0 for the default", d)
 		}
 	}
+	if c.MaxConnsPerHost < 0 {
+		return "", configErr("{MaxConnsPerHost} is negative (%d): use 0 for the default", c.MaxConnsPerHost)
+	}
+	if c.MaxTokens < 0 {
+		return "", configErr("{MaxTokens} is negative (%d): use 0 for the default", c.MaxTokens)
+	}
+	setDefault(&c.MaxConnsPerHost, defaultMaxConnsPerHost)
+	setDefault(&c.MaxTokens, defaultMaxTokens)
 	if c.MaxAttempts < 0 {
 		return "", configErr("{MaxAttempts} is negative (%d): use 0 for the default", c.MaxAttempts)
 	}

@@ -28,12 +28,9 @@ const credentialIterations = 100_000
 // same credential (a fleet) still share one key.
 //
 // A source without Config.Cache keeps its tokens to itself, so it skips
-// the derivation and keeps key as it is.
-func credentialKey(key, tokenURL string, cfg Config) string {
-	if cfg.Cache == nil {
-		return key
-	}
-	id := credentialID(tokenURL, cfg)
+// the derivation and keeps key as it is. id is [credentialID]'s, derived
+// once per client.
+func credentialKey(key, id string) string {
 	h := sha256.New()
 	for _, part := range []string{"m2mtoken/credential/v1", key, id} {
 		fmt.Fprintf(h, "%d:%s;", len(part), part)

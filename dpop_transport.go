@@ -48,8 +48,8 @@ func (s *TokenSource) sawAPINonce(origin string, h http.Header) bool {
 var errNoProver = errors.New("m2mtoken: the token is DPoP-bound (token_type DPoP) but Transport.Source cannot sign DPoP proofs; nothing was sent: use a *TokenSource with Config.DPoPKey as the Source")
 
 // roundTripDPoP sends req with a DPoP-bound token. It owns req.Body.
-func (t *Transport) roundTripDPoP(req *http.Request, tok *oauth2.Token) (*http.Response, error) {
-	p, ok := t.Source.(prover)
+func (t *Transport) roundTripDPoP(src oauth2.TokenSource, req *http.Request, tok *oauth2.Token) (*http.Response, error) {
+	p, ok := src.(prover)
 	if !ok {
 		if req.Body != nil {
 			req.Body.Close()
@@ -86,12 +86,12 @@ func (t *Transport) roundTripDPoP(req *http.Request, tok *oauth2.Token) (*http.R
 			// The API wants its own nonce in the proof: once more with it.
 			nonceRetried = true
 		case (code == "invalid_token" || len(chs) == 0) && !tokenRetried:
-			inv, ok := t.Source.(invalidator)
+			inv, ok := src.(invalidator)
 			if !ok {
 				return resp, nil
 			}
 			inv.Invalidate(tok)
-			tok2, err := t.token(req.Context())
+			tok2, err := token(src, req.Context())
 			if err != nil || tok2.AccessToken == tok.AccessToken || !isDPoP(tok2) {
 				return resp, nil
 			}

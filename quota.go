@@ -152,27 +152,19 @@ func quotaExhausted(te *TokenError, q *Quotas, now time.Time) *QuotaError {
 	return qe
 }
 
-// blockQuota stops token requests until qe's bucket resets, and logs it
-// (once per block; the fetches it fails log at debug level).
-func (s *TokenSource) blockQuota(qe *QuotaError) {
-	s.quotaBlock.Store(qe)
-	s.log.Warn("Auth0 quota exhausted; no token request until it resets",
-		slog.String("scope", qe.Scope), slog.String("bucket", qe.Quota.Bucket),
-		slog.Int64("quota", qe.Quota.Limit), slog.Time("reset", qe.Quota.Reset))
-}
+// blockQuota stops token requests until qe's bucket resets: the whole
+// client's for a client quota, this organization's for an organization
+// quota. It is logged once per block; the fetches it fails log at debug
+// level.
+func (s *TokenSource) blockQuota(qe *QuotaError) { s.client.blockQuota(qe, s.req.Organization) }
 
 // quotaBlocked returns the error of an exhausted quota that has not reset
-// yet, or nil.
+// yet and stops this token's requests, or nil.
 func (s *TokenSource) quotaBlocked() *QuotaError {
-	qe := s.quotaBlock.Load()
-	if qe == nil {
-		return nil
+	qe := s.client.quotaBlocked(s.req.Organization)
+	if qe != nil {
+		s.log.Debug("Auth0 quota exhausted; not sending a token request", slog.String("scope", qe.Scope), slog.Time("reset", qe.Quota.Reset))
 	}
-	if reached(s.clock.Now(), qe.Quota.Reset) {
-		s.quotaBlock.CompareAndSwap(qe, nil)
-		return nil
-	}
-	s.log.Debug("Auth0 quota exhausted; not sending a token request", slog.Time("reset", qe.Quota.Reset))
 	return qe
 }
 

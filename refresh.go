@@ -78,12 +78,23 @@ func (e *entry) at(now time.Time) state {
 // hibernated): the watch runs at least this often, in running time.
 const watchInterval = time.Minute
 
-// newEntry computes the windows of a token from its original lifetime.
+// newEntry is spreadEntry without spread.
+func (s *TokenSource) newEntry(ce *Entry) *entry { return s.spreadEntry(ce, false) }
+
+// spreadEntry computes the windows of a token from its original lifetime.
 // The default window is at least the skew plus twice the time the
 // endpoint took to answer for this token (Entry.Latency): a slow endpoint
 // gets its refresh started early enough that the refresh, and a takeover
 // after its holder died, end before the token becomes unusable.
-func (s *TokenSource) newEntry(ce *Entry) *entry {
+//
+// spread (a pool's token that callers waited for: a first fetch, or one
+// after expiry or invalidation) moves the first refresh to a random point
+// between a tenth of the lifetime and the usual window, so that tokens
+// fetched together (a pool filling at start, or after an outage) do not
+// refresh together, cycle after cycle: the usual jitter, a fraction of the
+// window, cannot spread a whole lifetime. Later refreshes keep the phase
+// this gives them. A source from [New] does not spread.
+func (s *TokenSource) spreadEntry(ce *Entry, spread bool) *entry {
 	life := ce.Expiry.Sub(ce.IssuedAt)
 	skew := s.cfg.ExpirySkew
 	if skew == 0 {
@@ -102,6 +113,11 @@ func (s *TokenSource) newEntry(ce *Entry) *entry {
 	e := &entry{tok: ce.Token(), src: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew)}
 	if e.staleAt.After(e.unusableAt) {
 		e.staleAt = e.unusableAt
+	}
+	if spread {
+		if from := ce.IssuedAt.Add(life / 10); e.staleAt.After(from) {
+			e.staleAt = from.Add(time.Duration(float64(e.staleAt.Sub(from)) * s.rand()))
+		}
 	}
 	return e
 }
@@ -194,6 +210,9 @@ func (s *TokenSource) stopTimers(e *entry) {
 // that the common case is inlined into the caller.
 func (s *TokenSource) Token() (*oauth2.Token, error) {
 	if tok := s.fresh.Load(); tok != nil {
+		if !s.used.Load() {
+			s.used.Store(true)
+		}
 		return tok, nil
 	}
 	return s.tokenSlow(context.Background())
@@ -206,12 +225,16 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 // The returned token is shared: do not modify it.
 func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 	if tok := s.fresh.Load(); tok != nil {
+		if !s.used.Load() {
+			s.used.Store(true)
+		}
 		return tok, nil
 	}
 	return s.tokenSlow(ctx)
 }
 
 func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
+	s.used.Store(true)
 	if e := s.cur.Load(); e != nil {
 		// Off the hot path a clock read is cheap: never hand out a token
 		// past its window, even before its watch has run.
@@ -341,13 +364,13 @@ func (s *TokenSource) fetch(parent context.Context, refresh bool) (any, error) {
 	defer context.AfterFunc(s.life, cancel)()
 
 	ctx, fl := s.fetchStarted(ctx, refresh)
-	e, origin, err := s.fetchToken(ctx)
+	e, origin, err := s.fetchToken(ctx, refresh)
 	s.fetchDone(fl, e, origin, err)
 	return fetched{e: e, fl: fl}, err
 }
 
 // fetchToken is fetch's work, and says where the token came from.
-func (s *TokenSource) fetchToken(ctx context.Context) (*entry, Origin, error) {
+func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*entry, Origin, error) {
 	if e := s.adopt(ctx); e != nil {
 		return e, OriginCache, nil
 	}
@@ -366,6 +389,11 @@ func (s *TokenSource) fetchToken(ctx context.Context) (*entry, Origin, error) {
 	if qe := s.quotaBlocked(); qe != nil {
 		return nil, OriginNone, qe
 	}
+	if err := s.client.rememberedError(); err != nil {
+		// Another token of the pool learned that the client cannot get
+		// tokens while this fetch started: send nothing.
+		return nil, OriginNone, err
+	}
 	ce, err := s.request(ctx)
 	if err != nil {
 		return nil, OriginNone, s.closedOr(err)
@@ -375,7 +403,7 @@ func (s *TokenSource) fetchToken(ctx context.Context) (*entry, Origin, error) {
 		s.log.Warn("cache set failed; the token is kept in memory", slog.Any("error", err))
 		s.observeCacheError("set", err)
 	}
-	e := s.newEntry(ce)
+	e := s.spreadEntry(ce, s.pool.many && !refresh)
 	if !s.install(e) {
 		if s.life.Err() != nil {
 			return nil, OriginNone, ErrClosed
@@ -415,14 +443,26 @@ func (s *TokenSource) backoff(n int, equal bool) time.Duration {
 	return time.Duration(d * s.rand())
 }
 
-// remember keeps a permanent error for Config.ErrorCacheTTL.
+// remember keeps a permanent error for Config.ErrorCacheTTL: for every
+// token of the pool if it is about the client (see clientError), else for
+// this token alone.
 func (s *TokenSource) remember(err error) {
+	until := s.clock.Now().Add(s.cfg.ErrorCacheTTL)
+	if clientError(err) {
+		s.client.remember(err, until)
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.permErr, s.permUntil = err, s.clock.Now().Add(s.cfg.ErrorCacheTTL)
+	s.permErr, s.permUntil = err, until
 }
 
+// rememberedError returns the permanent error that holds for this token:
+// the client's, or its own.
 func (s *TokenSource) rememberedError() error {
+	if err := s.client.rememberedError(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.permErr != nil && s.clock.Now().Before(s.permUntil) {
@@ -481,16 +521,34 @@ func (s *TokenSource) invalidate(tok *oauth2.Token) (current, applied bool) {
 	return true, true
 }
 
-// Close stops the source's timers and background work and waits for them,
-// and closes the idle connections of the transports it made: the one under
+// Close stops the source's timers and background work and waits for them.
+// Callers waiting for a fetch get [ErrClosed]; later calls too. Close does
+// not close Config.HTTPClient or Config.Cache.
+//
+// A source from [New] is a pool of one: Close closes that pool, and with
+// it the idle connections of the transports it made (the one under
 // [TokenSource.Client] and, when Config.HTTPClient is nil, the one for
-// token requests. Callers waiting for a fetch get [ErrClosed]; later calls
-// too. Close does not close Config.HTTPClient or Config.Cache.
+// token requests). A source from [Pool.Source] is dropped from its pool
+// alone: the pool and its other tokens go on, and asking the pool again
+// for the same request makes a new source.
 func (s *TokenSource) Close() error {
+	if s.solo {
+		return s.pool.Close()
+	}
+	s.pool.forget(s)
+	if s.drop() {
+		s.finish()
+	}
+	return nil
+}
+
+// drop closes the source without waiting: its timers stop, its token is
+// gone, its fetches are cancelled. It reports false if it was closed.
+func (s *TokenSource) drop() bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.mu.Unlock()
-		return nil
+		return false
 	}
 	s.closed = true
 	if cur := s.cur.Load(); cur != nil {
@@ -498,16 +556,13 @@ func (s *TokenSource) Close() error {
 	}
 	s.fresh.Store(nil)
 	s.cur.Store(nil)
-	s.mu.Unlock()
 	s.stop()
+	return true
+}
+
+// finish waits for a dropped source's background work and tells the
+// observer it is closed.
+func (s *TokenSource) finish() {
 	s.bg.Wait()
 	s.observeClosed()
-	if s.httpClient != nil {
-		// The transport under Client() is ours: drop its idle connections.
-		s.httpClient.CloseIdleConnections()
-	}
-	if s.ownsClient {
-		s.client.CloseIdleConnections()
-	}
-	return nil
 }

@@ -131,7 +131,7 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 	}
 	start := s.clock.Now()
 	s.requests.Add(1)
-	resp, err := s.client.Do(req)
+	resp, err := s.http.Do(req)
 	if err != nil {
 		s.failures.Add(1)
 		te := &TokenError{URL: s.tokenURL, Temporary: true, err: stripURL(err)}
@@ -191,16 +191,16 @@ func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
 		form.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
 		form.Set("client_assertion", assertion)
 	}
-	if s.cfg.Audience != "" {
-		form.Set("audience", s.cfg.Audience)
+	if s.req.Audience != "" {
+		form.Set("audience", s.req.Audience)
 	}
-	if len(s.cfg.Scopes) > 0 {
-		form.Set("scope", strings.Join(s.cfg.Scopes, " "))
+	if len(s.req.Scopes) > 0 {
+		form.Set("scope", strings.Join(s.req.Scopes, " "))
 	}
-	if s.cfg.Organization != "" {
-		form.Set("organization", s.cfg.Organization)
+	if s.req.Organization != "" {
+		form.Set("organization", s.req.Organization)
 	}
-	for k, vs := range s.cfg.EndpointParams {
+	for k, vs := range s.req.Params {
 		form[k] = append([]string(nil), vs...)
 	}
 	var body []byte

@@ -2,11 +2,9 @@ package m2mtoken
 
 import (
 	"context"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"sync"
@@ -22,22 +20,31 @@ import (
 // TokenSource is a cached, self-refreshing source of client-credentials
 // tokens. It is an [oauth2.TokenSource]. Create it with [New]; it is safe
 // for concurrent use.
+//
+// A TokenSource is one token's life: its states, timers, single fetch,
+// backoff and invalidation. What every token of one application shares
+// (the endpoint, client authentication, HTTP connections, DPoP key,
+// quotas, client errors) is its client's, which a [Pool] holds; a source
+// from [New] is a pool of one.
 type TokenSource struct {
-	cfg      Config
-	tokenURL string
-	key      string
-	client   *http.Client
-	log      *slog.Logger
-	cache    Cache
-	clock    clock.Clock
-	rand     func() float64
-	dpop     *dpopState // nil without Config.DPoPKey
+	*client
+	pool *Pool
+	req  TokenRequest // owned: never modified after the source is made
+	key  string       // the cache key
+	id   string       // the pool's lookup key of req
+	log  *slog.Logger // the client's, with the request when Config.Logger is set
+	ring int          // index in the pool's ring, under the pool's lock
+	solo bool         // made by New: closing it closes its pool
 
 	// fresh is the current token while it is fresh, else nil: the hot path
 	// is one load of it. cur is the current entry while it is usable
 	// (fresh or stale), else nil. Timers move a token out of both.
 	fresh atomic.Pointer[oauth2.Token]
 	cur   atomic.Pointer[entry]
+	// used is set when the token is handed out, and cleared by the pool's
+	// eviction hand: a source not used since the hand last passed is the
+	// one dropped.
+	used atomic.Bool
 
 	group singleflight.Group
 	life  context.Context // cancelled by Close
@@ -46,7 +53,7 @@ type TokenSource struct {
 	mu          sync.Mutex
 	closed      bool
 	bg          sync.WaitGroup // background refreshes and fetches; Add under mu
-	permErr     error          // a permanent error, returned until permUntil
+	permErr     error          // a permanent error about this request, returned until permUntil
 	permUntil   time.Time
 	lastForced  time.Time // when Invalidate last dropped a token
 	invalidated string    // the access token last dropped by Invalidate
@@ -55,7 +62,6 @@ type TokenSource struct {
 	invBackoff invalidateBackoff
 
 	requests, failures, cacheHits, joins, flights, refreshes atomic.Uint64
-	rateLimit                                                atomic.Pointer[RateLimit]
 	lastErr                                                  atomic.Pointer[TokenError] // the last failed attempt, for WaitError
 	waitingOn                                                atomic.Pointer[LeaseInfo]  // another holder's lease, while a fetch waits on it
 	getOutage                                                getOutage                  // failed Cache.Get calls in a row (cachehealth.go)
@@ -65,83 +71,48 @@ type TokenSource struct {
 	waits    atomic.Uint64
 	hadToken atomic.Bool
 
-	quotas     atomic.Pointer[Quotas]
-	quotaBlock atomic.Pointer[QuotaError] // an exhausted quota: no token request until it resets
-
-	// The observer (nil if none; see observer.go), the fetch in progress,
-	// and whether the last token was dropped by Invalidate (under mu), to
-	// say why a fetch starts.
-	obs             *Observer
+	// The fetch in progress (with an observer; see observer.go), and
+	// whether the last token was dropped by Invalidate (under mu), to say
+	// why a fetch starts.
 	flight          atomic.Pointer[flight]
 	afterInvalidate bool
 
-	clientOnce sync.Once
-	httpClient *http.Client
-	ownsClient bool           // client's transport is the source's own (Config.HTTPClient was nil)
-	roots      *x509.CertPool // the system's CAs and Config.CAFile's, or nil for the system's
+	// auth caches the Authorization value for the current token, for
+	// Transport; httpClient is Client()'s.
+	auth       atomic.Pointer[authValue]
+	httpClient atomic.Pointer[http.Client]
 }
 
 // New validates cfg and returns a TokenSource. It makes no request: the
 // first token is fetched by the first call that needs one.
+//
+// The source is a [Pool] of one, for cfg's Audience, Scopes, Organization
+// and EndpointParams; its Close closes that pool.
 func New(cfg Config) (*TokenSource, error) { return newSource(cfg, clock.Real{}) }
 
 func newSource(cfg Config, clk clock.Clock) (*TokenSource, error) {
-	cfg.Scopes = append([]string(nil), cfg.Scopes...)
-	if cfg.EndpointParams != nil {
-		cfg.EndpointParams = cloneValues(cfg.EndpointParams)
-	}
-	tokenURL, err := cfg.withDefaults()
+	p, err := newPool(cfg, clk, false)
 	if err != nil {
-		return nil, withNames(err, cfg.FieldNames)
+		return nil, err
 	}
-	var roots *x509.CertPool
-	if cfg.CAFile != "" {
-		if roots, err = loadCAFile(cfg.CAFile); err != nil {
-			return nil, withNames(configErr("{CAFile}: %v", err), cfg.FieldNames)
-		}
+	s, err := p.Source(p.def)
+	if err != nil {
+		return nil, err
 	}
-	s := &TokenSource{
-		cfg:      cfg,
-		tokenURL: tokenURL,
-		key:      cacheKey(tokenURL, cfg.ClientID, cfg.Audience, cfg.Scopes, cfg.Organization, cfg.EndpointParams, cfg.AuthMethod),
-		cache:    cfg.Cache,
-		clock:    clk,
-		rand:     rand.Float64,
-		log:      cfg.Logger,
-		roots:    roots,
-	}
-	if s.dpop = newDPoP(&s.cfg, tokenURL); s.dpop != nil {
-		s.key = dpopCacheKey(s.key, s.dpop.key.Thumbprint())
-	}
-	// The key also names the credential, so that a shared cache hands a
-	// token only to a source holding the credential it was issued for.
-	s.key = credentialKey(s.key, tokenURL, cfg)
-	if s.cache == nil {
-		s.cache = NewMemoryCache()
-	}
-	if s.cfg.LeaseTTL == 0 {
-		s.cfg.LeaseTTL = defaultLeaseTTL
-	}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Observer != nil {
-		o := *cfg.Observer
-		s.obs = &o
-	}
-	s.log = s.log.With(slog.String("component", "m2mtoken"), slog.String("token_url", tokenURL), slog.String("client_id", cfg.ClientID))
-	base := cfg.HTTPClient
-	if base == nil {
-		// A transport of its own, so that Close can drop its connections
-		// without touching the process's http.DefaultTransport.
-		base = &http.Client{Transport: ownTransport(roots)}
-		s.ownsClient = true
-	}
-	c := *base
-	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	s.client = &c
-	s.life, s.stop = context.WithCancel(context.Background())
+	s.solo = true
 	return s, nil
+}
+
+// newToken returns the source of one token of c for req (already
+// validated and owned).
+func newToken(p *Pool, req TokenRequest, id string) *TokenSource {
+	c := p.c
+	s := &TokenSource{client: c, pool: p, req: req, id: id, key: c.key(&req), log: c.log}
+	if c.logged && p.many {
+		s.log = c.log.With(slog.String("audience", req.Audience), slog.String("organization", req.Organization))
+	}
+	s.life, s.stop = context.WithCancel(context.Background())
+	return s
 }
 
 func cloneValues(v url.Values) url.Values {
@@ -165,7 +136,10 @@ func (s *TokenSource) TokenURL() string { return s.tokenURL }
 
 // String describes the source without any secret.
 func (s *TokenSource) String() string {
-	return fmt.Sprintf("m2mtoken.TokenSource{token_url:%q client_id:%q audience:%q}", s.tokenURL, s.cfg.ClientID, s.cfg.Audience)
+	if s.req.Organization != "" {
+		return fmt.Sprintf("m2mtoken.TokenSource{token_url:%q client_id:%q audience:%q organization:%q}", s.tokenURL, s.cfg.ClientID, s.req.Audience, s.req.Organization)
+	}
+	return fmt.Sprintf("m2mtoken.TokenSource{token_url:%q client_id:%q audience:%q}", s.tokenURL, s.cfg.ClientID, s.req.Audience)
 }
 
 // Format makes every fmt verb print String, so that no verb reaches the

@@ -50,6 +50,10 @@ type Transport struct {
 	last atomic.Pointer[authValue]
 	// lastDPoP does the same, and caches ath, for a DPoP-bound token.
 	lastDPoP atomic.Pointer[dpopValue]
+
+	// pool, if set (Pool.Transport), supplies each request's source from
+	// its context instead of Source.
+	pool *Pool
 }
 
 type authValue struct {
@@ -74,27 +78,34 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			req.Body.Close()
 		}
 	}()
-	if t.Source == nil {
+	src := t.Source
+	if t.pool != nil {
+		s, err := t.pool.source(req.Context())
+		if err != nil {
+			return nil, err
+		}
+		src = s
+	} else if src == nil {
 		return nil, errors.New("m2mtoken: Transport.Source is nil")
 	}
-	tok, err := t.token(req.Context())
+	tok, err := token(src, req.Context())
 	if err != nil {
 		return nil, err
 	}
 	bodyOwned = false
 	if isDPoP(tok) {
-		return t.roundTripDPoP(req, tok)
+		return t.roundTripDPoP(src, req, tok)
 	}
-	resp, err := t.base().RoundTrip(t.authorize(req, req.Body, tok))
+	resp, err := t.base().RoundTrip(t.authorize(src, req, req.Body, tok))
 	if err != nil || resp.StatusCode != http.StatusUnauthorized || !badToken(resp.Header) {
 		return resp, err
 	}
-	inv, ok := t.Source.(invalidator)
+	inv, ok := src.(invalidator)
 	if !ok || (req.Body != nil && req.Body != http.NoBody && req.GetBody == nil) {
 		return resp, nil
 	}
 	inv.Invalidate(tok)
-	tok2, err := t.token(req.Context())
+	tok2, err := token(src, req.Context())
 	if err != nil || tok2.AccessToken == tok.AccessToken {
 		// No new token (the invalidation was rate-limited, or the fetch
 		// failed): the caller gets the API's answer.
@@ -110,7 +121,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// can be reused, and close it.
 	io.CopyN(io.Discard, resp.Body, 4<<10)
 	resp.Body.Close()
-	return t.base().RoundTrip(t.authorize(req, body, tok2))
+	return t.base().RoundTrip(t.authorize(src, req, body, tok2))
 }
 
 // CloseIdleConnections closes the idle connections of Base, if it has
@@ -125,11 +136,15 @@ func (t *Transport) CloseIdleConnections() {
 	}
 }
 
-func (t *Transport) token(ctx context.Context) (*oauth2.Token, error) {
-	if cs, ok := t.Source.(contextTokenSource); ok {
+// token gets a token from src, with ctx if it takes one.
+func token(src oauth2.TokenSource, ctx context.Context) (*oauth2.Token, error) {
+	if s, ok := src.(*TokenSource); ok {
+		return s.TokenContext(ctx)
+	}
+	if cs, ok := src.(contextTokenSource); ok {
 		return cs.TokenContext(ctx)
 	}
-	return t.Source.Token()
+	return src.Token()
 }
 
 func (t *Transport) base() http.RoundTripper {
@@ -142,11 +157,18 @@ func (t *Transport) base() http.RoundTripper {
 // authorize returns a shallow copy of req with its own header map, the
 // Authorization header set, and body as its body. Neither req nor its
 // header map is modified.
-func (t *Transport) authorize(req *http.Request, body io.ReadCloser, tok *oauth2.Token) *http.Request {
-	av := t.last.Load()
+//
+// The header value is cached per token: in the source when it is a
+// *TokenSource (a pool's tokens each keep their own), else in t.
+func (t *Transport) authorize(src oauth2.TokenSource, req *http.Request, body io.ReadCloser, tok *oauth2.Token) *http.Request {
+	last := &t.last
+	if s, ok := src.(*TokenSource); ok {
+		last = &s.auth
+	}
+	av := last.Load()
 	if av == nil || av.tok != tok {
 		av = &authValue{tok: tok, val: []string{tok.Type() + " " + tok.AccessToken}}
-		t.last.Store(av)
+		last.Store(av)
 	}
 	r2 := new(http.Request)
 	*r2 = *req
@@ -193,19 +215,29 @@ func badToken(h http.Header) bool {
 //
 //	c := *existing
 //	c.Transport = &m2mtoken.Transport{Source: s, Base: existing.Transport}
+//
+// The tokens of a [Pool] share that base transport.
 func (s *TokenSource) Client() *http.Client {
-	s.clientOnce.Do(func() {
-		s.httpClient = &http.Client{Transport: &Transport{Source: s, Base: tunedTransport(s.roots)}}
-	})
-	c := *s.httpClient
+	hc := s.httpClient.Load()
+	if hc == nil {
+		hc = &http.Client{Transport: &Transport{Source: s, Base: s.apiTransport()}}
+		if !s.httpClient.CompareAndSwap(nil, hc) {
+			hc = s.httpClient.Load()
+		}
+	}
+	c := *hc
 	return &c
 }
 
 // ownTransport is a clone of http.DefaultTransport, for token requests,
-// trusting roots (Config.CAFile) besides the system's if not nil.
-func ownTransport(roots *x509.CertPool) http.RoundTripper {
+// trusting roots (Config.CAFile) besides the system's if not nil, with at
+// most maxConns connections per host (Config.MaxConnsPerHost).
+func ownTransport(roots *x509.CertPool, maxConns int) http.RoundTripper {
 	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
-		return trusting(dt.Clone(), roots)
+		t := trusting(dt.Clone(), roots)
+		t.MaxConnsPerHost = maxConns
+		t.MaxIdleConnsPerHost = maxConns
+		return t
 	}
 	return http.DefaultTransport
 }

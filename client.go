@@ -1,0 +1,253 @@
+// The per-client part of a pool: what every token of one application
+// shares. The endpoint, client authentication, the credential's cache-key
+// digest (derived once), one bounded HTTP client, the DPoP key and
+// nonces, Auth0 quota state, and the errors that are about the client
+// rather than about one token request.
+
+package m2mtoken
+
+import (
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/m2mtoken/m2mtoken/internal/clock"
+)
+
+// defaultMaxConnsPerHost is Config.MaxConnsPerHost's default: enough
+// token requests in parallel for a burst of first fetches, few enough that
+// thousands of tokens never hold thousands of connections.
+const defaultMaxConnsPerHost = 16
+
+// client is one application's access to the token endpoint, shared by
+// every token of a [Pool]. Its Config holds the pool's default request
+// (Audience, Scopes, Organization, EndpointParams); a token's own request
+// is its TokenSource's.
+type client struct {
+	cfg      Config
+	tokenURL string
+	// credID names the credential in cache keys; derived once per client
+	// (a slow hash of a secret), and only when Config.Cache is set.
+	credID   string
+	http     *http.Client   // sends token requests; never follows redirects
+	ownsHTTP bool           // http's transport is ours (Config.HTTPClient was nil)
+	roots    *x509.CertPool // the system's CAs and Config.CAFile's, or nil for the system's
+	log      *slog.Logger
+	logged   bool // Config.Logger was set: tokens' loggers carry their request
+	cache    Cache
+	clock    clock.Clock
+	rand     func() float64
+	dpop     *dpopState // nil without Config.DPoPKey
+	obs      *Observer
+
+	// The endpoint's last readings, for every token's Stats: the
+	// tenant-wide rate limit and the client's (and last organization's)
+	// quotas.
+	rateLimit atomic.Pointer[RateLimit]
+	quotas    atomic.Pointer[Quotas]
+
+	// quotaBlock is an exhausted client quota: no token of the pool sends
+	// a request until it resets. orgBlocks are exhausted organization
+	// quotas, by organization: they stop that organization's tokens only.
+	quotaBlock atomic.Pointer[QuotaError]
+	orgMu      sync.Mutex
+	orgBlocks  map[string]*QuotaError
+
+	// errMu guards a permanent error about the client itself (a wrong
+	// secret, a grant type not enabled, an endpoint that is not one),
+	// returned to every token until errUntil.
+	errMu    sync.Mutex
+	err      error
+	errUntil time.Time
+
+	// apiOnce makes apiBase, the tuned transport under every token's
+	// Client(), so that they share one connection pool to the APIs.
+	apiOnce sync.Once
+	apiBase http.RoundTripper
+}
+
+// newClient validates cfg and returns the client it describes.
+func newClient(cfg Config, clk clock.Clock) (*client, error) {
+	cfg.Scopes = append([]string(nil), cfg.Scopes...)
+	if cfg.EndpointParams != nil {
+		cfg.EndpointParams = cloneValues(cfg.EndpointParams)
+	}
+	tokenURL, err := cfg.withDefaults()
+	if err != nil {
+		return nil, withNames(err, cfg.FieldNames)
+	}
+	var roots *x509.CertPool
+	if cfg.CAFile != "" {
+		if roots, err = loadCAFile(cfg.CAFile); err != nil {
+			return nil, withNames(configErr("{CAFile}: %v", err), cfg.FieldNames)
+		}
+	}
+	c := &client{cfg: cfg, tokenURL: tokenURL, cache: cfg.Cache, clock: clk, rand: rand.Float64, log: cfg.Logger, roots: roots}
+	c.dpop = newDPoP(&c.cfg, tokenURL)
+	if c.cache != nil {
+		// Derived once here, not per token: a pool of many tokens pays
+		// for the slow hash once.
+		c.credID = credentialID(tokenURL, cfg)
+	} else {
+		c.cache = NewMemoryCache()
+	}
+	if c.cfg.LeaseTTL == 0 {
+		c.cfg.LeaseTTL = defaultLeaseTTL
+	}
+	c.logged = c.log != nil
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Observer != nil {
+		o := *cfg.Observer
+		c.obs = &o
+	}
+	c.log = c.log.With(slog.String("component", "m2mtoken"), slog.String("token_url", tokenURL), slog.String("client_id", cfg.ClientID))
+	base := cfg.HTTPClient
+	if base == nil {
+		// A transport of its own, so that Close can drop its connections
+		// without touching the process's http.DefaultTransport, with a cap
+		// on connections: one pool of connections for every token.
+		base = &http.Client{Transport: ownTransport(roots, c.cfg.MaxConnsPerHost)}
+		c.ownsHTTP = true
+	}
+	hc := *base
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	c.http = &hc
+	return c, nil
+}
+
+// key returns the cache key of a token of this client for req: every
+// field of the request beside the client's, the DPoP key's thumbprint,
+// and (with Config.Cache) the credential's digest.
+func (c *client) key(req *TokenRequest) string {
+	k := cacheKey(c.tokenURL, c.cfg.ClientID, req.Audience, req.Scopes, req.Organization, req.Params, c.cfg.AuthMethod)
+	if c.dpop != nil {
+		k = dpopCacheKey(k, c.dpop.key.Thumbprint())
+	}
+	if c.credID != "" {
+		k = credentialKey(k, c.credID)
+	}
+	return k
+}
+
+// apiTransport is the transport under every token's Client().
+func (c *client) apiTransport() http.RoundTripper {
+	c.apiOnce.Do(func() { c.apiBase = tunedTransport(c.roots) })
+	return c.apiBase
+}
+
+// closeIdle drops the idle connections the client owns.
+func (c *client) closeIdle() {
+	if c.ownsHTTP {
+		c.http.CloseIdleConnections()
+	}
+	c.apiOnce.Do(func() {}) // no Client() made one after this
+	if t, ok := c.apiBase.(interface{ CloseIdleConnections() }); ok {
+		t.CloseIdleConnections()
+	}
+}
+
+// clientError reports whether a permanent error is about the client (its
+// credentials, its grants, the endpoint) rather than about one request:
+// then no token of the pool can succeed, and the error holds for all of
+// them. An unknown audience, a missing grant for one API, an invalid scope
+// or organization concern one token.
+func clientError(err error) bool {
+	var te *TokenError
+	if !errors.As(err, &te) {
+		return false
+	}
+	switch {
+	case te.Code == "invalid_client", te.Code == "unauthorized_client":
+		return true
+	case te.StatusCode == http.StatusUnauthorized && te.Code == "access_denied":
+		return true // Auth0's "Unauthorized": a wrong secret or key
+	case te.StatusCode == 0:
+		return true // a host that does not exist, a certificate that does not verify
+	case te.StatusCode >= 200 && te.StatusCode < 400:
+		return true // not a token endpoint's answer, or a redirect
+	case te.Code == "" && (te.StatusCode == http.StatusNotFound || te.StatusCode == http.StatusMethodNotAllowed):
+		return true // not a token endpoint
+	}
+	return false
+}
+
+// remember keeps a permanent client error for Config.ErrorCacheTTL.
+func (c *client) remember(err error, until time.Time) {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	c.err, c.errUntil = err, until
+}
+
+// rememberedError returns the client's permanent error, if it still holds.
+func (c *client) rememberedError() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	if c.err != nil && c.clock.Now().Before(c.errUntil) {
+		return c.err
+	}
+	c.err = nil
+	return nil
+}
+
+// blockQuota stops token requests until qe's bucket resets: every token's
+// for a client quota, the organization's tokens' for an organization
+// quota.
+func (c *client) blockQuota(qe *QuotaError, org string) {
+	if qe.Scope == "organization" && org != "" {
+		c.orgMu.Lock()
+		if c.orgBlocks == nil {
+			c.orgBlocks = map[string]*QuotaError{}
+		}
+		c.orgBlocks[org] = qe
+		c.orgMu.Unlock()
+	} else {
+		c.quotaBlock.Store(qe)
+	}
+	c.log.Warn("Auth0 quota exhausted; no token request until it resets",
+		slog.String("scope", qe.Scope), slog.String("bucket", qe.Quota.Bucket), slog.String("organization", org),
+		slog.Int64("quota", qe.Quota.Limit), slog.Time("reset", qe.Quota.Reset))
+}
+
+// quotaBlocked returns the error of an exhausted quota that stops a token
+// request for org (the client's, or org's), or nil.
+func (c *client) quotaBlocked(org string) *QuotaError {
+	now := c.clock.Now()
+	if qe := c.quotaBlock.Load(); qe != nil {
+		if !reached(now, qe.Quota.Reset) {
+			return qe
+		}
+		c.quotaBlock.CompareAndSwap(qe, nil)
+	}
+	if org == "" {
+		return nil
+	}
+	c.orgMu.Lock()
+	defer c.orgMu.Unlock()
+	qe := c.orgBlocks[org]
+	if qe == nil {
+		return nil
+	}
+	if reached(now, qe.Quota.Reset) {
+		delete(c.orgBlocks, org)
+		return nil
+	}
+	return qe
+}
+
+// reservedParam reports whether a request parameter is one the client or
+// a TokenRequest field sets.
+func reservedParam(name string) bool {
+	switch name {
+	case "grant_type", "client_id", "client_secret", "audience", "scope", "organization":
+		return true
+	}
+	return strings.HasPrefix(name, "client_assertion")
+}
