@@ -1,0 +1,398 @@
+package m2mtoken
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/m2mtoken/m2mtoken/internal/clock"
+	"github.com/m2mtoken/m2mtoken/m2mtest"
+)
+
+// testPool returns a pool on a fake clock talking to e.
+func testPool(t testing.TB, tokenURL string, mod func(*Config)) (*Pool, *clock.Fake) {
+	t.Helper()
+	clk := clock.NewFake(startTime())
+	cfg := Config{TokenURL: tokenURL, ClientID: "client-1", ClientSecret: testSecret, Audience: "https://api.example.com/"}
+	if mod != nil {
+		mod(&cfg)
+	}
+	p, err := newPool(cfg, clk, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p, clk
+}
+
+func TestPoolSourceIsOnePerRequest(t *testing.T) {
+	e := newEndpoint(t)
+	p, _ := testPool(t, e.URL+"/oauth/token", nil)
+	base := TokenRequest{Audience: "a", Scopes: []string{"read", "write"}, Organization: "org_1", Params: url.Values{"resource": {"r"}, "x": {"1", "2"}}}
+	s, err := p.Source(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := []TokenRequest{
+		{Audience: "a", Scopes: []string{"write", "read"}, Organization: "org_1", Params: url.Values{"x": {"1", "2"}, "resource": {"r"}}},
+		{Audience: "a", Scopes: []string{"read", "write", "read"}, Organization: "org_1", Params: url.Values{"resource": {"r"}, "x": {"1", "2"}, "empty": nil}},
+	}
+	for _, r := range same {
+		if got, _ := p.Source(r); got != s {
+			t.Errorf("Source(%+v) is another source than for %+v", r, base)
+		}
+	}
+	differ := []TokenRequest{
+		{Audience: "b", Scopes: []string{"read", "write"}, Organization: "org_1", Params: url.Values{"resource": {"r"}, "x": {"1", "2"}}},
+		{Audience: "a", Scopes: []string{"read"}, Organization: "org_1", Params: url.Values{"resource": {"r"}, "x": {"1", "2"}}},
+		{Audience: "a", Scopes: []string{"read", "write"}, Organization: "org_2", Params: url.Values{"resource": {"r"}, "x": {"1", "2"}}},
+		{Audience: "a", Scopes: []string{"read", "write"}, Params: url.Values{"resource": {"r"}, "x": {"1", "2"}}},
+		{Audience: "a", Scopes: []string{"read", "write"}, Organization: "org_1", Params: url.Values{"resource": {"r2"}, "x": {"1", "2"}}},
+		{Audience: "a", Scopes: []string{"read", "write"}, Organization: "org_1", Params: url.Values{"resource": {"r"}, "x": {"2", "1"}}},
+		{Audience: "a", Scopes: []string{"read", "write"}, Organization: "org_1", Params: url.Values{"resource": {"r"}}},
+		// Fields that run into each other must not collide.
+		{Audience: "aorg_1", Scopes: []string{"read", "write"}, Params: url.Values{"resource": {"r"}, "x": {"1", "2"}}},
+	}
+	seen := map[*TokenSource]TokenRequest{s: base}
+	for _, r := range differ {
+		got, err := p.Source(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev, ok := seen[got]; ok {
+			t.Errorf("Source(%+v) is the source of %+v", r, prev)
+		}
+		seen[got] = r
+		if got.CacheKey() == s.CacheKey() {
+			t.Errorf("%+v has the cache key of %+v", r, base)
+		}
+	}
+	// The caller's slices and maps are copied: changing them later changes
+	// nothing.
+	base.Scopes[0], base.Params["resource"][0] = "admin", "other"
+	if got := s.Request(); got.Scopes[0] != "read" || got.Params["resource"][0] != "r" {
+		t.Errorf("the source's request changed with the caller's: %+v", got)
+	}
+	if st := p.Stats(); st.Tokens != 1+len(differ) {
+		t.Errorf("Stats().Tokens = %d, want %d", st.Tokens, 1+len(differ))
+	}
+}
+
+func TestPoolRefusesParamsTheClientSets(t *testing.T) {
+	e := newEndpoint(t)
+	p, _ := testPool(t, e.URL+"/oauth/token", nil)
+	for _, name := range []string{"grant_type", "client_id", "client_secret", "client_assertion", "client_assertion_type", "audience", "scope", "organization"} {
+		_, err := p.Source(TokenRequest{Audience: "a", Params: url.Values{name: {"x"}}})
+		if err == nil || !strings.Contains(err.Error(), `"`+name+`"`) {
+			t.Errorf("Params[%q]: got %v, want an error naming it", name, err)
+		}
+		if _, err := p.Token(context.Background(), TokenRequest{Audience: "a", Params: url.Values{name: {"x"}}}); err == nil {
+			t.Errorf("Token with Params[%q] succeeded", name)
+		}
+	}
+	if e.count() != 0 {
+		t.Fatalf("%d token requests for refused requests", e.count())
+	}
+}
+
+// poolIssuer is an m2mtest issuer with two APIs for one client, scopes
+// and two organizations, and a known API the client has no grant for.
+func poolIssuer(t *testing.T) (*m2mtest.Server, Config) {
+	iss := m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: testSecret, Audiences: []string{"https://billing/", "https://search/"},
+		Scopes: []string{"read", "write"}, Organizations: []string{"org_a", "org_b"}})
+	t.Cleanup(iss.Close)
+	iss.AddAPI("https://admin/")
+	return iss, Config{TokenURL: iss.TokenURL(), ClientID: "svc", ClientSecret: testSecret, Audience: "https://billing/"}
+}
+
+// TestPoolClientErrorsHoldForEveryToken: a wrong secret is learned once;
+// the next token of another audience sends nothing.
+func TestPoolClientErrorsHoldForEveryToken(t *testing.T) {
+	iss, cfg := poolIssuer(t)
+	cfg.ClientSecret = "wrong"
+	p, err := NewPool(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	_, err = p.Token(ctx, TokenRequest{Audience: "https://billing/"})
+	var te *TokenError
+	if !errors.As(err, &te) || te.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("got %v, want a 401", err)
+	}
+	for _, r := range []TokenRequest{{Audience: "https://search/"}, {Audience: "https://billing/", Organization: "org_a"}} {
+		if _, err2 := p.Token(ctx, r); !errors.Is(err2, te) && (err2 == nil || err2.Error() != err.Error()) {
+			t.Errorf("%+v: got %v, want the client's error %v", r, err2, err)
+		}
+	}
+	if n := iss.Requests(); n != 1 {
+		t.Fatalf("%d token requests, want 1: the client's error holds for every token", n)
+	}
+}
+
+// TestPoolRequestErrorsHoldForOneToken: an audience without a grant, an
+// unknown scope or organization fail that token alone.
+func TestPoolRequestErrorsHoldForOneToken(t *testing.T) {
+	iss, cfg := poolIssuer(t)
+	p, err := NewPool(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	bad := []TokenRequest{
+		{Audience: "https://admin/"},                               // known API, no grant
+		{Audience: "https://nowhere/"},                             // Service not enabled within domain
+		{Audience: "https://billing/", Scopes: []string{"delete"}}, // scope not granted
+		{Audience: "https://billing/", Organization: "org_z"},      // not a member
+	}
+	for _, r := range bad {
+		if _, err := p.Token(ctx, r); err == nil {
+			t.Fatalf("%+v: got a token", r)
+		}
+	}
+	before := iss.Requests()
+	for _, r := range bad {
+		if _, err := p.Token(ctx, r); err == nil {
+			t.Fatalf("%+v: got a token", r)
+		}
+	}
+	if n := iss.Requests(); n != before {
+		t.Errorf("%d more requests: a request's permanent error should be remembered for its token", n-before)
+	}
+	for _, r := range []TokenRequest{{Audience: "https://billing/"}, {Audience: "https://search/", Scopes: []string{"read"}}, {Audience: "https://billing/", Organization: "org_a"}} {
+		tok, err := p.Token(ctx, r)
+		if err != nil {
+			t.Fatalf("%+v: %v: another request's error stopped it", r, err)
+		}
+		claims, err := iss.Verify(tok.AccessToken, r.Audience)
+		if err != nil {
+			t.Fatalf("%+v: %v", r, err)
+		}
+		if org, _ := claims["org_id"].(string); org != r.Organization {
+			t.Errorf("%+v: token for organization %q", r, org)
+		}
+	}
+}
+
+// TestPoolQuotaScopes: an organization's exhausted quota stops that
+// organization's tokens alone; the client's stops every token.
+func TestPoolQuotaScopes(t *testing.T) {
+	iss, cfg := poolIssuer(t)
+	iss.SetOrganizationQuota("org_a", m2mtest.Quota{Bucket: "per_hour", Limit: 1})
+	p, err := NewPool(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	if _, err := p.Token(ctx, TokenRequest{Audience: "https://billing/", Organization: "org_a"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Token(ctx, TokenRequest{Audience: "https://search/", Organization: "org_a"})
+	var qe *QuotaError
+	if !errors.As(err, &qe) || qe.Scope != "organization" {
+		t.Fatalf("got %v, want an organization QuotaError", err)
+	}
+	before := iss.Requests()
+	if _, err := p.Token(ctx, TokenRequest{Audience: "https://billing/", Organization: "org_a", Scopes: []string{"read"}}); !errors.As(err, &qe) {
+		t.Fatalf("another org_a token: got %v, want the QuotaError", err)
+	}
+	if n := iss.Requests(); n != before {
+		t.Fatalf("%d requests for org_a while its quota is exhausted", n-before)
+	}
+	for _, r := range []TokenRequest{{Audience: "https://billing/", Organization: "org_b"}, {Audience: "https://search/"}} {
+		if _, err := p.Token(ctx, r); err != nil {
+			t.Fatalf("%+v: %v: org_a's quota stopped it", r, err)
+		}
+	}
+
+	iss.SetClientQuota("svc", m2mtest.Quota{Bucket: "per_hour", Limit: 1})
+	if _, err := p.Token(ctx, TokenRequest{Audience: "https://billing/", Scopes: []string{"read"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Token(ctx, TokenRequest{Audience: "https://billing/", Scopes: []string{"write"}}); !errors.As(err, &qe) || qe.Scope != "client" {
+		t.Fatalf("got %v, want a client QuotaError", err)
+	}
+	before = iss.Requests()
+	for _, r := range []TokenRequest{{Audience: "https://search/", Scopes: []string{"read"}}, {Audience: "https://billing/", Organization: "org_b", Scopes: []string{"read"}}} {
+		if _, err := p.Token(ctx, r); !errors.As(err, &qe) || qe.Scope != "client" {
+			t.Fatalf("%+v: got %v, want the client QuotaError", r, err)
+		}
+	}
+	if n := iss.Requests(); n != before {
+		t.Fatalf("%d requests while the client's quota is exhausted", n-before)
+	}
+}
+
+// TestPoolDropsLeastRecentlyUsed: beyond MaxTokens the token not used
+// for longest is dropped, its timers stop, and it answers ErrClosed.
+func TestPoolDropsLeastRecentlyUsed(t *testing.T) {
+	e := newEndpoint(t)
+	p, clk := testPool(t, e.URL+"/oauth/token", func(c *Config) { c.MaxTokens = 3 })
+	ctx := context.Background()
+	req := func(i int) TokenRequest { return TokenRequest{Audience: "https://api/" + string(rune('0'+i))} }
+	src := map[int]*TokenSource{}
+	for i := 1; i <= 3; i++ {
+		s, err := p.Source(req(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Token(); err != nil {
+			t.Fatal(err)
+		}
+		src[i] = s
+	}
+	timers := clk.Pending()
+	if _, err := p.Token(ctx, req(4)); err != nil { // drops 1, the oldest
+		t.Fatal(err)
+	}
+	if _, err := src[2].Token(); err != nil { // 2 is used again
+		t.Fatal(err)
+	}
+	if _, err := p.Token(ctx, req(5)); err != nil { // drops 3, unused since the hand passed
+		t.Fatal(err)
+	}
+	for _, i := range []int{1, 3} {
+		if _, err := src[i].Token(); !errors.Is(err, ErrClosed) {
+			t.Errorf("dropped source %d: got %v, want ErrClosed", i, err)
+		}
+	}
+	if _, err := src[2].Token(); err != nil {
+		t.Errorf("source 2, used recently, was dropped: %v", err)
+	}
+	st := p.Stats()
+	if st.Tokens != 3 || st.Evictions != 2 {
+		t.Errorf("Stats: %d tokens, %d evictions; want 3 and 2", st.Tokens, st.Evictions)
+	}
+	if n := clk.Pending(); n != timers {
+		t.Errorf("%d timers pending, want %d: a dropped token's timers stop", n, timers)
+	}
+	// Asking again makes a new source.
+	s1, err := p.Source(req(1))
+	if err != nil || s1 == src[1] {
+		t.Fatalf("Source after the drop: %p, %v; want a new source", s1, err)
+	}
+	if _, err := s1.Token(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPoolSourceCloseDropsOneToken: closing a pool's source leaves the
+// pool and its other tokens working; closing the pool ends everything.
+func TestPoolSourceCloseDropsOneToken(t *testing.T) {
+	e := newEndpoint(t)
+	p, _ := testPool(t, e.URL+"/oauth/token", nil)
+	ctx := context.Background()
+	a, _ := p.Source(TokenRequest{Audience: "a"})
+	b, _ := p.Source(TokenRequest{Audience: "b"})
+	for _, s := range []*TokenSource{a, b} {
+		if _, err := s.Token(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.Close()
+	if _, err := a.Token(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("closed source: %v", err)
+	}
+	if _, err := b.Token(); err != nil {
+		t.Fatalf("the other source: %v", err)
+	}
+	if a2, _ := p.Source(TokenRequest{Audience: "a"}); a2 == a {
+		t.Fatal("the closed source is still the pool's")
+	}
+	if st := p.Stats(); st.Tokens != 2 {
+		t.Fatalf("%d tokens, want 2", st.Tokens)
+	}
+	p.Close()
+	if _, err := p.Token(ctx, TokenRequest{Audience: "c"}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Token after Close: %v", err)
+	}
+	if _, err := b.Token(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("source after the pool's Close: %v", err)
+	}
+	if _, err := p.Source(TokenRequest{Audience: "b"}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Source after Close: %v", err)
+	}
+}
+
+// TestPoolTransportTakesTheRequestFromTheContext: one client calls two
+// APIs, each with its own token.
+func TestPoolTransportTakesTheRequestFromTheContext(t *testing.T) {
+	iss, cfg := poolIssuer(t)
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	billing := httptest.NewServer(iss.Protect("https://billing/", nil, ok))
+	defer billing.Close()
+	search := httptest.NewServer(iss.Protect("https://search/", []string{"read"}, ok))
+	defer search.Close()
+	p, err := NewPool(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c := p.Client()
+	for i := 0; i < 3; i++ {
+		resp, err := c.Get(billing.URL) // the default request
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("billing: %v %v", resp, err)
+		}
+		resp.Body.Close()
+		ctx := WithTokenRequest(context.Background(), TokenRequest{Audience: "https://search/", Scopes: []string{"read"}})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, search.URL, nil)
+		resp, err = c.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("search: %v %v", resp, err)
+		}
+		resp.Body.Close()
+	}
+	if n := iss.Requests(); n != 2 {
+		t.Fatalf("%d token requests, want 2", n)
+	}
+	if st := p.Stats(); st.Tokens != 2 || st.TokenRequests != 2 {
+		t.Fatalf("Stats %+v", st)
+	}
+	// A request the pool refuses sends nothing.
+	ctx := WithTokenRequest(context.Background(), TokenRequest{Audience: "https://search/", Params: url.Values{"scope": {"x"}}})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, search.URL, nil)
+	if _, err := c.Do(req); err == nil || !strings.Contains(err.Error(), `"scope"`) {
+		t.Fatalf("got %v, want the refusal", err)
+	}
+}
+
+func TestPoolSpreadsRefreshesOfTokensFetchedTogether(t *testing.T) {
+	e := newEndpoint(t)
+	e.lifetime.Store(60)
+	p, _ := testPool(t, e.URL+"/oauth/token", nil)
+	var first, last time.Duration
+	for i := 0; i < 200; i++ {
+		s, err := p.Source(TokenRequest{Audience: "a", Params: url.Values{"i": {string(rune('a' + i%26)), string(rune('a' + i/26))}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Token(); err != nil {
+			t.Fatal(err)
+		}
+		cur := s.cur.Load()
+		at := cur.staleAt.Sub(cur.src.IssuedAt)
+		if i == 0 || at < first {
+			first = at
+		}
+		if at > last {
+			last = at
+		}
+	}
+	// Fetched at one instant, their refreshes spread over most of the
+	// 60 s lifetime, not the few seconds of the usual jitter.
+	if last-first < 30*time.Second {
+		t.Fatalf("refreshes from %v to %v after issue: not spread", first, last)
+	}
+	if first < 6*time.Second {
+		t.Fatalf("a refresh %v after issue: sooner than a tenth of the lifetime", first)
+	}
+}
