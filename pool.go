@@ -49,8 +49,15 @@ type Pool struct {
 	max  int
 	many bool // made by NewPool: tokens fetched together spread their refreshes
 
-	mu     sync.RWMutex
-	m      map[string]*TokenSource // by request id
+	// read is a snapshot of m that lookups read without a lock; it may
+	// lack the newest sources and still hold dropped ones (whose token is
+	// gone: a lookup that finds one takes the locked path). It is taken
+	// again once lookups have missed it as often as m has entries.
+	read atomic.Pointer[map[string]*TokenSource]
+
+	mu     sync.Mutex
+	m      map[string]*TokenSource // by request id: the truth
+	misses int                     // lookups read missed since it was taken
 	ring   []*TokenSource          // the eviction hand's round
 	hand   int
 	closed bool
@@ -126,6 +133,7 @@ func newPool(cfg Config, clk clock.Clock, many bool) (*Pool, error) {
 		return nil, err
 	}
 	p := &Pool{c: c, max: c.cfg.MaxTokens, many: many, m: map[string]*TokenSource{}}
+	p.read.Store(&map[string]*TokenSource{})
 	p.def = TokenRequest{Audience: c.cfg.Audience, Scopes: c.cfg.Scopes, Organization: c.cfg.Organization, Params: c.cfg.EndpointParams}
 	return p, nil
 }
@@ -149,15 +157,8 @@ func (p *Pool) DefaultRequest() TokenRequest { return p.def.clone() }
 func (p *Pool) Source(r TokenRequest) (*TokenSource, error) {
 	var buf [idBuf]byte
 	id := appendID(buf[:0], &r)
-	p.mu.RLock()
-	s := p.m[string(id)]
-	closed := p.closed
-	p.mu.RUnlock()
-	if s != nil {
+	if s := p.lookup(id); s != nil {
 		return s, nil
-	}
-	if closed {
-		return nil, ErrClosed
 	}
 	if err := r.check(); err != nil {
 		return nil, err
@@ -236,9 +237,22 @@ func (p *Pool) forget(s *TokenSource) {
 
 // lookup returns the source held for the request id, or nil.
 func (p *Pool) lookup(id []byte) *TokenSource {
-	p.mu.RLock()
+	if s := (*p.read.Load())[string(id)]; s != nil && !s.dropped.Load() {
+		return s
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	s := p.m[string(id)]
-	p.mu.RUnlock()
+	if p.misses++; p.misses > len(p.m) {
+		// Lookups miss the snapshot: take it again. Its cost, a copy of m,
+		// is paid once per as many misses.
+		p.misses = 0
+		snap := make(map[string]*TokenSource, len(p.m))
+		for k, v := range p.m {
+			snap[k] = v
+		}
+		p.read.Store(&snap)
+	}
 	return s
 }
 
@@ -246,8 +260,14 @@ func (p *Pool) lookup(id []byte) *TokenSource {
 // its source does. With the token fresh it makes no allocation.
 func (p *Pool) Token(ctx context.Context, r TokenRequest) (*oauth2.Token, error) {
 	var buf [idBuf]byte
-	if s := p.lookup(appendID(buf[:0], &r)); s != nil {
-		return s.TokenContext(ctx)
+	if s := (*p.read.Load())[string(appendID(buf[:0], &r))]; s != nil {
+		// A dropped source has no fresh token: it takes the path below.
+		if tok := s.fresh.Load(); tok != nil {
+			if !s.used.Load() {
+				s.used.Store(true)
+			}
+			return tok, nil
+		}
 	}
 	s, err := p.Source(r)
 	if err != nil {
@@ -283,10 +303,7 @@ func (p *Pool) source(ctx context.Context) (*TokenSource, error) {
 		}
 		return p.Source(p.def)
 	}
-	p.mu.RLock()
-	s := p.m[cr.id]
-	p.mu.RUnlock()
-	if s != nil {
+	if s := (*p.read.Load())[cr.id]; s != nil && !s.dropped.Load() {
 		return s, nil
 	}
 	return p.Source(cr.req)
@@ -322,9 +339,9 @@ type PoolStats struct {
 
 // Stats returns a snapshot of the pool's counters. It visits every token.
 func (p *Pool) Stats() PoolStats {
-	p.mu.RLock()
+	p.mu.Lock()
 	srcs := append([]*TokenSource(nil), p.ring...)
-	p.mu.RUnlock()
+	p.mu.Unlock()
 	ps := PoolStats{Tokens: len(srcs), Evictions: p.evictions.Load()}
 	for _, s := range srcs {
 		st := s.Stats()
@@ -356,6 +373,7 @@ func (p *Pool) Close() error {
 	p.closed = true
 	srcs := p.ring
 	p.ring, p.m = nil, nil
+	p.read.Store(&map[string]*TokenSource{})
 	p.mu.Unlock()
 	var open []*TokenSource
 	for _, s := range srcs {

@@ -551,6 +551,7 @@ func (s *TokenSource) drop() bool {
 		return false
 	}
 	s.closed = true
+	s.dropped.Store(true)
 	if cur := s.cur.Load(); cur != nil {
 		s.stopTimers(cur)
 	}

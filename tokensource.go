@@ -45,6 +45,9 @@ type TokenSource struct {
 	// eviction hand: a source not used since the hand last passed is the
 	// one dropped.
 	used atomic.Bool
+	// dropped is set once the source is closed or dropped from its pool,
+	// for lookups that find it in the pool's snapshot.
+	dropped atomic.Bool
 
 	group singleflight.Group
 	life  context.Context // cancelled by Close
