@@ -304,3 +304,10 @@ func cacheKey(tokenURL, clientID, audience string, scopes []string, org string, 
 	}
 	return "m2mtoken-" + hex.EncodeToString(h.Sum(nil)[:16])
 }
+
+// noCache is the cache of a pool without Config.Cache: each token is kept
+// by its source alone, so there is nothing to store.
+type noCache struct{}
+
+func (noCache) Get(context.Context, string) (*Entry, error) { return nil, nil }
+func (noCache) Set(context.Context, string, *Entry) error   { return nil }

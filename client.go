@@ -7,6 +7,7 @@
 package m2mtoken
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"log/slog"
@@ -45,6 +46,10 @@ type client struct {
 	rand     func() float64
 	dpop     *dpopState // nil without Config.DPoPKey
 	obs      *Observer
+	// life ends with the pool: background refreshes and kept leases run
+	// in it.
+	life context.Context
+	stop context.CancelFunc
 
 	// The endpoint's last readings, for every token's Stats: the
 	// tenant-wide rate limit and the client's (and last organization's)
@@ -65,6 +70,10 @@ type client struct {
 	errMu    sync.Mutex
 	err      error
 	errUntil time.Time
+
+	// extras interns the extra fields of token answers: the tokens of one
+	// client usually carry the same.
+	extras extras
 
 	// apiOnce makes apiBase, the tuned transport under every token's
 	// Client(), so that they share one connection pool to the APIs.
@@ -89,13 +98,15 @@ func newClient(cfg Config, clk clock.Clock) (*client, error) {
 		}
 	}
 	c := &client{cfg: cfg, tokenURL: tokenURL, cache: cfg.Cache, clock: clk, rand: rand.Float64, log: cfg.Logger, roots: roots}
+	c.life, c.stop = context.WithCancel(context.Background())
 	c.dpop = newDPoP(&c.cfg, tokenURL)
 	if c.cache != nil {
 		// Derived once here, not per token: a pool of many tokens pays
 		// for the slow hash once.
 		c.credID = credentialID(tokenURL, cfg)
 	} else {
-		c.cache = NewMemoryCache()
+		// Each token keeps itself: nothing to share, nothing to store.
+		c.cache = noCache{}
 	}
 	if c.cfg.LeaseTTL == 0 {
 		c.cfg.LeaseTTL = defaultLeaseTTL

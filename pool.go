@@ -384,6 +384,7 @@ func (p *Pool) Close() error {
 	for _, s := range open {
 		s.finish()
 	}
+	p.c.stop()
 	p.c.closeIdle()
 	return nil
 }

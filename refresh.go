@@ -295,7 +295,7 @@ func (s *TokenSource) maybeRefresh(e *entry) {
 	go func() {
 		defer s.bg.Done()
 		s.joins.Add(1)
-		r := <-s.group.DoChan("fetch", func() (any, error) { return s.fetch(s.life, true) })
+		r := <-s.group.DoChan("fetch", func() (any, error) { return s.fetch(s.client.life, true) })
 		if r.Err == nil {
 			if r.Val.(fetched).e == e {
 				// Nothing was fetched: e was still fresh. Let its own
@@ -355,13 +355,24 @@ func (s *TokenSource) fetch(parent context.Context, refresh bool) (any, error) {
 		return fetched{e: e}, nil
 	}
 	s.flights.Add(1)
-	if !s.track() {
-		return fetched{}, ErrClosed
-	}
-	defer s.bg.Done()
 	ctx, cancel := context.WithTimeout(parent, s.cfg.FetchTimeout)
 	defer cancel()
-	defer context.AfterFunc(s.life, cancel)()
+	// Close cancels the fetch: it is registered with the source, which
+	// has one fetch at a time.
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return fetched{}, ErrClosed
+	}
+	s.bg.Add(1)
+	s.cancelFetch = cancel
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.cancelFetch = nil
+		s.mu.Unlock()
+		s.bg.Done()
+	}()
 
 	ctx, fl := s.fetchStarted(ctx, refresh)
 	e, origin, err := s.fetchToken(ctx, refresh)
@@ -405,7 +416,7 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*entry, Ori
 	}
 	e := s.spreadEntry(ce, s.pool.many && !refresh)
 	if !s.install(e) {
-		if s.life.Err() != nil {
+		if s.dropped.Load() {
 			return nil, OriginNone, ErrClosed
 		}
 		return nil, OriginNone, &TokenError{URL: s.tokenURL, StatusCode: http.StatusOK, Description: tooLate(ce, e, s.clock.Now())}
@@ -425,7 +436,7 @@ func tooLate(ce *Entry, e *entry, now time.Time) string {
 }
 
 func (s *TokenSource) closedOr(err error) error {
-	if s.life.Err() != nil {
+	if s.dropped.Load() {
 		return ErrClosed
 	}
 	return err
@@ -557,7 +568,9 @@ func (s *TokenSource) drop() bool {
 	}
 	s.fresh.Store(nil)
 	s.cur.Store(nil)
-	s.stop()
+	if s.cancelFetch != nil {
+		s.cancelFetch()
+	}
 	return true
 }
 

@@ -299,7 +299,7 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 			}
 			return nil, te
 		}
-		ent := &Entry{AccessToken: r.AccessToken, TokenType: r.TokenType, IssuedAt: start, Extra: r.Extra}
+		ent := &Entry{AccessToken: r.AccessToken, TokenType: r.TokenType, IssuedAt: start, Extra: s.extras.intern(r.Extra)}
 		switch {
 		case r.ExpiresIn > 0:
 			ent.Expiry = start.Add(r.ExpiresIn)

@@ -188,7 +188,7 @@ func (s *TokenSource) takeLease(ctx context.Context, l Leaser, ttl time.Duration
 // releases the lease. It runs on the source's clock's timers.
 func (s *TokenSource) keepAlive(le Lease, ttl time.Duration) func() {
 	k := &keptLease{s: s, le: le, ttl: ttl, every: max(ttl/3, time.Millisecond), before: s.lastErr.Load()}
-	k.ctx, k.cancel = context.WithCancel(s.life)
+	k.ctx, k.cancel = context.WithCancel(s.client.life)
 	k.mu.Lock()
 	k.timer = s.clock.AfterFunc(k.every, k.keep)
 	k.mu.Unlock()

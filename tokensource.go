@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/m2mtoken/m2mtoken/internal/clock"
 )
@@ -49,14 +48,13 @@ type TokenSource struct {
 	// for lookups that find it in the pool's snapshot.
 	dropped atomic.Bool
 
-	group singleflight.Group
-	life  context.Context // cancelled by Close
-	stop  context.CancelFunc
+	group fetchGroup
 
 	mu          sync.Mutex
 	closed      bool
 	bg          sync.WaitGroup // background refreshes and fetches; Add under mu
-	permErr     error          // a permanent error about this request, returned until permUntil
+	cancelFetch context.CancelFunc // the fetch in flight's, for Close
+	permErr     error              // a permanent error about this request, returned until permUntil
 	permUntil   time.Time
 	lastForced  time.Time // when Invalidate last dropped a token
 	invalidated string    // the access token last dropped by Invalidate
@@ -114,7 +112,6 @@ func newToken(p *Pool, req TokenRequest, id string) *TokenSource {
 	if c.logged && p.many {
 		s.log = c.log.With(slog.String("audience", req.Audience), slog.String("organization", req.Organization))
 	}
-	s.life, s.stop = context.WithCancel(context.Background())
 	return s
 }
 
