@@ -52,7 +52,7 @@ type TokenSource struct {
 
 	mu          sync.Mutex
 	closed      bool
-	bg          sync.WaitGroup // background refreshes and fetches; Add under mu
+	bg          sync.WaitGroup     // background refreshes and fetches; Add under mu
 	cancelFetch context.CancelFunc // the fetch in flight's, for Close
 	permErr     error              // a permanent error about this request, returned until permUntil
 	permUntil   time.Time
