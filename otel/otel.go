@@ -6,9 +6,12 @@
 //	obs, err := m2mtokenotel.New() // the global MeterProvider and TracerProvider
 //	src, err := m2mtoken.New(m2mtoken.Config{ /* ... */ Observer: obs})
 //
-// One observer can serve many sources: each source's measurements carry
-// its client ID, audience and token URL host. Nothing else identifies a
-// source: never a token, a secret or a fingerprint.
+// One observer can serve many sources, and every token of an
+// m2mtoken.Pool: each source's measurements carry its client ID, audience,
+// organization (when it has one) and token URL host. Nothing else
+// identifies a source: never a token, a secret or a fingerprint. A pool
+// with a token per Auth0 Organization makes the organization a
+// high-cardinality attribute: one series per organization.
 //
 // # Metrics
 //
@@ -26,9 +29,13 @@
 //	m2mtoken.quota.remaining         gauge {token}        Auth0 quota left, by m2mtoken.quota.scope and m2mtoken.quota.bucket
 //	m2mtoken.quota.limit             gauge {token}        Auth0 quota per period, likewise
 //	m2mtoken.rate_limit.remaining    gauge {request}      the tenant-wide X-RateLimit-Remaining
+//	m2mtoken.pool.tokens             gauge {token}        tokens a pool holds (m2mtoken.Pool's Stats().Tokens), by client and server only
+//	m2mtoken.pool.evictions          counter {token}      tokens a pool dropped for Config.MaxTokens, likewise
 //
-// Every measurement has m2mtoken.client_id, m2mtoken.audience and
-// server.address (the token URL's host), plus [WithAttributes].
+// Every measurement has m2mtoken.client_id, m2mtoken.audience,
+// m2mtoken.organization (for a token requested for one) and
+// server.address (the token URL's host), plus [WithAttributes]; the pool
+// instruments have all but the audience and organization.
 //
 // # Traces
 //
@@ -63,6 +70,7 @@ const ScopeName = "github.com/m2mtoken/m2mtoken/otel"
 const (
 	KeyClientID     = attribute.Key("m2mtoken.client_id")
 	KeyAudience     = attribute.Key("m2mtoken.audience")
+	KeyOrganization = attribute.Key("m2mtoken.organization")
 	KeyServer       = attribute.Key("server.address")
 	KeyOutcome      = attribute.Key("m2mtoken.outcome") // success, failure; token requests: nonce_required; waits: canceled
 	KeyStatusCode   = attribute.Key("http.response.status_code")
@@ -116,7 +124,8 @@ type observer struct {
 	requests, tokens, refreshes, waits, invalidations, cacheErrors metric.Int64Counter
 	fetchDuration, waitDuration                                    metric.Float64Histogram
 	lifetime                                                       metric.Float64ObservableGauge
-	quotaRemaining, quotaLimit, rateRemaining                      metric.Int64ObservableGauge
+	quotaRemaining, quotaLimit, rateRemaining, poolTokens          metric.Int64ObservableGauge
+	poolEvictions                                                  metric.Int64ObservableCounter
 
 	mu      sync.Mutex
 	sources map[*m2mtoken.TokenSource]*source
@@ -195,10 +204,14 @@ func (o *observer) instruments(m metric.Meter) error {
 	o.quotaRemaining = gauge("m2mtoken.quota.remaining", "{token}", "Tokens left in an Auth0 quota bucket, as of the last answer (the limit once the bucket has reset).")
 	o.quotaLimit = gauge("m2mtoken.quota.limit", "{token}", "Tokens an Auth0 quota bucket allows per period.")
 	o.rateRemaining = gauge("m2mtoken.rate_limit.remaining", "{request}", "The tenant-wide rate limit's remaining requests (X-RateLimit-Remaining), as of the last answer.")
+	o.poolTokens = gauge("m2mtoken.pool.tokens", "{token}", "Tokens an m2mtoken.Pool holds.")
+	o.poolEvictions, e = m.Int64ObservableCounter("m2mtoken.pool.evictions", metric.WithUnit("{token}"),
+		metric.WithDescription("Tokens an m2mtoken.Pool dropped because it held Config.MaxTokens."))
+	err = errors.Join(err, e)
 	if err != nil {
 		return err
 	}
-	_, err = m.RegisterCallback(o.observe, o.lifetime, o.quotaRemaining, o.quotaLimit, o.rateRemaining)
+	_, err = m.RegisterCallback(o.observe, o.lifetime, o.quotaRemaining, o.quotaLimit, o.rateRemaining, o.poolTokens, o.poolEvictions)
 	return err
 }
 
@@ -210,6 +223,9 @@ func (o *observer) src(s *m2mtoken.TokenSource) *source {
 		return src
 	}
 	attrs := []attribute.KeyValue{KeyClientID.String(s.ClientID()), KeyAudience.String(s.Audience())}
+	if org := s.Organization(); org != "" {
+		attrs = append(attrs, KeyOrganization.String(org))
+	}
 	if u, err := url.Parse(s.TokenURL()); err == nil {
 		attrs = append(attrs, KeyServer.String(u.Hostname()))
 	}
@@ -368,7 +384,9 @@ func (o *observer) observe(_ context.Context, obs metric.Observer) error {
 	}
 	o.mu.Unlock()
 	now := time.Now()
+	pools := map[*m2mtoken.Pool]*m2mtoken.TokenSource{}
 	for s, src := range srcs {
+		pools[s.Pool()] = s
 		st := s.Stats()
 		if !st.Expiry.IsZero() {
 			obs.ObserveFloat64(o.lifetime, max(st.Expiry.Sub(now), 0).Seconds(), metric.WithAttributeSet(src.set))
@@ -380,6 +398,16 @@ func (o *observer) observe(_ context.Context, obs metric.Observer) error {
 			o.observeQuotas(obs, src, "client", q.Client, now)
 			o.observeQuotas(obs, src, "organization", q.Organization, now)
 		}
+	}
+	for p, s := range pools {
+		st := p.Stats()
+		attrs := []attribute.KeyValue{KeyClientID.String(s.ClientID())}
+		if u, err := url.Parse(s.TokenURL()); err == nil {
+			attrs = append(attrs, KeyServer.String(u.Hostname()))
+		}
+		opt := metric.WithAttributes(append(attrs, o.cfg.attrs...)...)
+		obs.ObserveInt64(o.poolTokens, int64(st.Tokens), opt)
+		obs.ObserveInt64(o.poolEvictions, int64(st.Evictions), opt)
 	}
 	return nil
 }

@@ -1,0 +1,74 @@
+package m2mtokenotel_test
+
+import (
+	"context"
+	"testing"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/m2mtoken/m2mtoken"
+	"github.com/m2mtoken/m2mtoken/m2mtest"
+	m2mtokenotel "github.com/m2mtoken/m2mtoken/otel"
+)
+
+// TestPoolTokensCarryTheirOrganization: the tokens of a pool are labelled
+// with their audience and organization, and the pool's size and
+// evictions are reported.
+func TestPoolTokensCarryTheirOrganization(t *testing.T) {
+	iss := m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: "pw", Audiences: []string{audience}, Organizations: []string{"org_a", "org_b", "org_c"}})
+	defer iss.Close()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	obs, err := m2mtokenotel.New(m2mtokenotel.WithMeterProvider(mp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := m2mtoken.NewPool(m2mtoken.Config{TokenURL: iss.TokenURL(), ClientID: "svc", ClientSecret: "pw", Observer: obs, MaxTokens: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, org := range []string{"org_a", "org_b", "org_c"} {
+		if _, err := p.Token(context.Background(), m2mtoken.TokenRequest{Audience: audience, Organization: org}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	orgs := map[string]int64{}
+	var tokens, evictions int64 = -1, -1
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch m.Name {
+			case "m2mtoken.tokens":
+				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+					org, _ := dp.Attributes.Value(m2mtokenotel.KeyOrganization)
+					aud, _ := dp.Attributes.Value(m2mtokenotel.KeyAudience)
+					if aud.AsString() != audience {
+						t.Errorf("m2mtoken.tokens with audience %q", aud.AsString())
+					}
+					orgs[org.AsString()] += dp.Value
+				}
+			case "m2mtoken.pool.tokens":
+				dp := m.Data.(metricdata.Gauge[int64]).DataPoints[0]
+				tokens = dp.Value
+				if v, _ := dp.Attributes.Value(m2mtokenotel.KeyClientID); v != attribute.StringValue("svc") {
+					t.Errorf("m2mtoken.pool.tokens client %v", v)
+				}
+			case "m2mtoken.pool.evictions":
+				evictions = m.Data.(metricdata.Sum[int64]).DataPoints[0].Value
+			}
+		}
+	}
+	if orgs["org_a"] != 1 || orgs["org_b"] != 1 || orgs["org_c"] != 1 {
+		t.Errorf("tokens by organization: %v, want one each", orgs)
+	}
+	if tokens != 2 || evictions != 1 {
+		t.Errorf("pool: %d tokens, %d evictions; want 2 and 1", tokens, evictions)
+	}
+}
