@@ -78,6 +78,7 @@ type agent struct {
 	log             *slog.Logger
 	sources         []*agentSource
 	byName          map[string]*agentSource
+	pools           []*m2mtoken.Pool // of the sources that share a client
 	listens         []listenSpec
 	gid             int // --group's ID, or -1
 	proxies         []*proxy
@@ -258,6 +259,16 @@ func newAgent(specs []sourceSpec, listens, sinks, proxies []string, group string
 			return nil, usageError{fmt.Errorf("--proxy %s=%s=%s: no source named %q; the agent has %s", p.source, p.listen, p.upstream, p.source, strings.Join(a.names(), ", "))}
 		}
 	}
+	// Sources of one client (the config file's sources that differ only in
+	// name, audience, scopes and organization) share one pool: one
+	// connection pool, quota view and error memory for the client.
+	clients := map[string][]string{}
+	for _, spec := range specs {
+		if spec.client != "" {
+			clients[spec.client] = append(clients[spec.client], spec.name)
+		}
+	}
+	pools := map[string]*m2mtoken.Pool{}
 	for i, spec := range specs {
 		s := a.sources[i]
 		s.endpoint = spec.cfg.TokenURL
@@ -269,7 +280,23 @@ func newAgent(specs []sourceSpec, listens, sinks, proxies []string, group string
 		if spec.fieldName != nil {
 			cfg.FieldNames = spec.fieldName // for the hints of failed requests
 		}
-		src, err := m2mtoken.New(cfg)
+		var src *m2mtoken.TokenSource
+		var err error
+		if names := clients[spec.client]; len(names) > 1 {
+			p := pools[spec.client]
+			if p == nil {
+				cfg.Logger = log.With(slog.String("sources", strings.Join(names, ",")))
+				if p, err = m2mtoken.NewPool(cfg); err == nil {
+					pools[spec.client] = p
+					a.pools = append(a.pools, p)
+				}
+			}
+			if err == nil {
+				src, err = p.Source(m2mtoken.TokenRequest{Audience: spec.cfg.Audience, Scopes: spec.cfg.Scopes, Organization: spec.cfg.Organization})
+			}
+		} else {
+			src, err = m2mtoken.New(cfg)
+		}
 		if err != nil {
 			a.closeSources()
 			msg := strings.TrimPrefix(err.Error(), "m2mtoken: ")
@@ -302,6 +329,9 @@ func (a *agent) closeSources() {
 		if s.src != nil {
 			s.src.Close()
 		}
+	}
+	for _, p := range a.pools {
+		p.Close()
 	}
 }
 

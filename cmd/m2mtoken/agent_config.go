@@ -26,6 +26,10 @@ type sourceSpec struct {
 	// fieldName says how the user named a Config field, for the library's
 	// errors (*m2mtoken.ConfigError).
 	fieldName func(field string) string
+	// client names the client (every field of the file's source but its
+	// name, audience, scopes and organization): the config file's sources
+	// of one client share one m2mtoken.Pool. Empty: a pool of its own.
+	client string
 }
 
 // configFieldNames are the config file's names for the library's fields.
@@ -136,9 +140,18 @@ func parseConfigFile(path string, b []byte, getenv func(string) string) ([]sourc
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
-		specs = append(specs, sourceSpec{name: fs.Name, origin: where, cfg: cfg, fieldName: configFieldName})
+		specs = append(specs, sourceSpec{name: fs.Name, origin: where, cfg: cfg, fieldName: configFieldName, client: fs.client()})
 	}
 	return specs, nil
+}
+
+// client names the source's client: every field but the name and the
+// token request (audience, scopes, organization).
+func (fs *fileSource) client() string {
+	c := *fs
+	c.Name, c.Audience, c.Scopes, c.Organization = "", "", nil, ""
+	b, _ := json.Marshal(c)
+	return string(b)
 }
 
 // config turns the file's fields into a Config.
