@@ -261,12 +261,14 @@ func (p *Pool) lookup(id []byte) *TokenSource {
 func (p *Pool) Token(ctx context.Context, r TokenRequest) (*oauth2.Token, error) {
 	var buf [idBuf]byte
 	if s := (*p.read.Load())[string(appendID(buf[:0], &r))]; s != nil {
-		// A dropped source has no fresh token: it takes the path below.
-		if tok := s.fresh.Load(); tok != nil {
+		if tok := s.fresh.Load(); tok != nil { // a dropped source has none
 			if !s.used.Load() {
 				s.used.Store(true)
 			}
 			return tok, nil
+		}
+		if !s.dropped.Load() {
+			return s.TokenContext(ctx)
 		}
 	}
 	s, err := p.Source(r)
