@@ -89,6 +89,32 @@ func TestPoolHeapAndGoroutinesPerToken(t *testing.T) {
 	if st := p.Stats(); st.Tokens != n {
 		t.Errorf("Stats().Tokens = %d, want %d", st.Tokens, n)
 	}
+
+	// What a map of sources costs instead, for the record: each New is a
+	// client of its own, with its own connections.
+	m := min(n, 1000)
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	goroutines = runtime.NumGoroutine()
+	var list []*TokenSource
+	for i := range m {
+		r := orgRequest(i)
+		s, err := New(Config{TokenURL: e.URL + "/oauth/token", ClientID: "c", ClientSecret: "s", Audience: r.Audience, Scopes: r.Scopes, Organization: r.Organization})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Token(); err != nil {
+			t.Fatal(err)
+		}
+		list = append(list, s)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	t.Logf("for comparison, %d sources from New (a map of sources): %.0f B of heap and %.1f goroutines per token",
+		m, float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(m), float64(runtime.NumGoroutine()-goroutines)/float64(m))
+	for _, s := range list {
+		s.Close()
+	}
 }
 
 // TestPoolBoundsConnections: 30,000 tokens fetched by 1,000 concurrent
