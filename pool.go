@@ -47,7 +47,8 @@ type Pool struct {
 	c    *client
 	def  TokenRequest // the default request, from Config
 	max  int
-	many bool // made by NewPool: tokens fetched together spread their refreshes
+	many   bool // made by NewPool: tokens' loggers name their request
+	spread bool // tokens fetched together spread their refreshes (NewPool)
 
 	// read is a snapshot of m that lookups read without a lock; it may
 	// lack the newest sources and still hold dropped ones (whose token is
@@ -132,7 +133,7 @@ func newPool(cfg Config, clk clock.Clock, many bool) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pool{c: c, max: c.cfg.MaxTokens, many: many, m: map[string]*TokenSource{}}
+	p := &Pool{c: c, max: c.cfg.MaxTokens, many: many, spread: many, m: map[string]*TokenSource{}}
 	p.read.Store(&map[string]*TokenSource{})
 	p.def = TokenRequest{Audience: c.cfg.Audience, Scopes: c.cfg.Scopes, Organization: c.cfg.Organization, Params: c.cfg.EndpointParams}
 	return p, nil

@@ -167,6 +167,9 @@ func TestPoolBoundsConnections(t *testing.T) {
 // M2MTOKEN_STEADY_STATE=1 (minutes as its value if not 1, default 5):
 //
 //	M2MTOKEN_STEADY_STATE=5 go test -run TestPoolSteadyState -v -timeout 30m .
+//
+// M2MTOKEN_STEADY_SPREAD=off runs it without the pool's spread of first
+// refreshes, to see what it prevents (the run then fails its targets).
 func TestPoolSteadyState(t *testing.T) {
 	env := os.Getenv("M2MTOKEN_STEADY_STATE")
 	if env == "" {
@@ -191,6 +194,7 @@ func TestPoolSteadyState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.spread = os.Getenv("M2MTOKEN_STEADY_SPREAD") != "off"
 	defer p.Close()
 
 	var ru0 syscall.Rusage

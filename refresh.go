@@ -414,7 +414,7 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*entry, Ori
 		s.log.Warn("cache set failed; the token is kept in memory", slog.Any("error", err))
 		s.observeCacheError("set", err)
 	}
-	e := s.spreadEntry(ce, s.pool.many && !refresh)
+	e := s.spreadEntry(ce, s.pool.spread && !refresh)
 	if !s.install(e) {
 		if s.dropped.Load() {
 			return nil, OriginNone, ErrClosed
