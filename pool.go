@@ -315,7 +315,10 @@ func (p *Pool) source(ctx context.Context) (*TokenSource, error) {
 // Transport returns an [http.RoundTripper] that authorizes each request,
 // as [Transport] does, with the token its context names
 // ([WithTokenRequest]), or the default request's if it names none. base
-// sends the requests; nil means [http.DefaultTransport].
+// sends the requests; nil means [http.DefaultTransport]. A 401 that says
+// the token is bad invalidates that request's token alone. A request whose
+// context names a TokenRequest the pool refuses is not sent: RoundTrip
+// returns the error.
 func (p *Pool) Transport(base http.RoundTripper) http.RoundTripper {
 	return &Transport{pool: p, Base: base}
 }

@@ -396,3 +396,18 @@ func TestPoolSpreadsRefreshesOfTokensFetchedTogether(t *testing.T) {
 		t.Fatalf("a refresh %v after issue: sooner than a tenth of the lifetime", first)
 	}
 }
+
+// TestPoolTokenAllocatesNothing: with its token fresh, p.Token costs a
+// lookup and no allocation, whatever the request holds.
+func TestPoolTokenAllocatesNothing(t *testing.T) {
+	e := newEndpoint(t)
+	p, _ := testPool(t, e.URL+"/oauth/token", nil)
+	ctx := context.Background()
+	r := TokenRequest{Audience: "https://api/", Scopes: []string{"write", "read"}, Organization: "org_1", Params: url.Values{"resource": {"https://r/"}, "tenant": {"t"}}}
+	if _, err := p.Token(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { p.Token(ctx, r) }); n != 0 {
+		t.Fatalf("p.Token allocates %v times per call", n)
+	}
+}
