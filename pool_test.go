@@ -110,29 +110,42 @@ func poolIssuer(t *testing.T) (*m2mtest.Server, Config) {
 	return iss, Config{TokenURL: iss.TokenURL(), ClientID: "svc", ClientSecret: testSecret, Audience: "https://billing/"}
 }
 
-// TestPoolClientErrorsHoldForEveryToken: a wrong secret is learned once;
-// the next token of another audience sends nothing.
+// TestPoolClientErrorsHoldForEveryToken: a wrong secret, or a client
+// without the client-credentials grant, is learned once; the next token of
+// another audience sends nothing.
 func TestPoolClientErrorsHoldForEveryToken(t *testing.T) {
-	iss, cfg := poolIssuer(t)
-	cfg.ClientSecret = "wrong"
-	p, err := NewPool(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	ctx := context.Background()
-	_, err = p.Token(ctx, TokenRequest{Audience: "https://billing/"})
-	var te *TokenError
-	if !errors.As(err, &te) || te.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("got %v, want a 401", err)
-	}
-	for _, r := range []TokenRequest{{Audience: "https://search/"}, {Audience: "https://billing/", Organization: "org_a"}} {
-		if _, err2 := p.Token(ctx, r); !errors.Is(err2, te) && (err2 == nil || err2.Error() != err.Error()) {
-			t.Errorf("%+v: got %v, want the client's error %v", r, err2, err)
-		}
-	}
-	if n := iss.Requests(); n != 1 {
-		t.Fatalf("%d token requests, want 1: the client's error holds for every token", n)
+	for _, tc := range []struct {
+		name   string
+		mod    func(*Config)
+		status int
+	}{
+		{"wrong secret", func(c *Config) { c.ClientSecret = "wrong" }, http.StatusUnauthorized},
+		{"no client-credentials grant", func(c *Config) { c.ClientID = "nogrant" }, http.StatusForbidden},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			iss, cfg := poolIssuer(t)
+			iss.AddClient(m2mtest.Client{ID: "nogrant", Secret: testSecret, Audiences: []string{"https://billing/", "https://search/"}, NoClientCredentials: true})
+			tc.mod(&cfg)
+			p, err := NewPool(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			ctx := context.Background()
+			_, err = p.Token(ctx, TokenRequest{Audience: "https://billing/"})
+			var te *TokenError
+			if !errors.As(err, &te) || te.StatusCode != tc.status {
+				t.Fatalf("got %v, want a %d", err, tc.status)
+			}
+			for _, r := range []TokenRequest{{Audience: "https://search/"}, {Audience: "https://billing/", Organization: "org_a"}} {
+				if _, err2 := p.Token(ctx, r); err2 == nil || err2.Error() != err.Error() {
+					t.Errorf("%+v: got %v, want the client's error %v", r, err2, err)
+				}
+			}
+			if n := iss.Requests(); n != 1 {
+				t.Fatalf("%d token requests, want 1: the client's error holds for every token", n)
+			}
+		})
 	}
 }
 
