@@ -9,7 +9,6 @@ package m2mtoken
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -163,49 +162,6 @@ func (c *client) closeIdle() {
 	if t, ok := c.apiBase.(interface{ CloseIdleConnections() }); ok {
 		t.CloseIdleConnections()
 	}
-}
-
-// clientError reports whether a permanent error is about the client (its
-// credentials, its grants, the endpoint) rather than about one request:
-// then no token of the pool can succeed, and the error holds for all of
-// them. An unknown audience, a missing grant for one API, an invalid scope
-// or organization concern one token.
-func clientError(err error) bool {
-	var te *TokenError
-	if !errors.As(err, &te) {
-		return false
-	}
-	switch {
-	case te.Code == "invalid_client", te.Code == "unauthorized_client":
-		return true
-	case te.StatusCode == http.StatusUnauthorized && te.Code == "access_denied":
-		return true // Auth0's "Unauthorized": a wrong secret or key
-	case te.StatusCode == 0:
-		return true // a host that does not exist, a certificate that does not verify
-	case te.StatusCode >= 200 && te.StatusCode < 400:
-		return true // not a token endpoint's answer, or a redirect
-	case te.Code == "" && (te.StatusCode == http.StatusNotFound || te.StatusCode == http.StatusMethodNotAllowed):
-		return true // not a token endpoint
-	}
-	return false
-}
-
-// remember keeps a permanent client error for Config.ErrorCacheTTL.
-func (c *client) remember(err error, until time.Time) {
-	c.errMu.Lock()
-	defer c.errMu.Unlock()
-	c.err, c.errUntil = err, until
-}
-
-// rememberedError returns the client's permanent error, if it still holds.
-func (c *client) rememberedError() error {
-	c.errMu.Lock()
-	defer c.errMu.Unlock()
-	if c.err != nil && c.clock.Now().Before(c.errUntil) {
-		return c.err
-	}
-	c.err = nil
-	return nil
 }
 
 // blockQuota stops token requests until qe's bucket resets: every token's

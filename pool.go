@@ -44,9 +44,9 @@ const defaultMaxTokens = 10_000
 // recently used one is dropped (see [Pool.Source]). Its methods are safe
 // for concurrent use.
 type Pool struct {
-	c    *client
-	def  TokenRequest // the default request, from Config
-	max  int
+	c      *client
+	def    TokenRequest // the default request, from Config
+	max    int
 	many   bool // made by NewPool: tokens' loggers name their request
 	spread bool // tokens fetched together spread their refreshes (NewPool)
 

@@ -1,8 +1,9 @@
 // A token's life: its states and the timers that move it, the hot and
 // slow paths, the single fetch, background refresh and its backoff,
-// Invalidate and Close. It stays one file (a little over 450 lines)
-// because these share one lock and one set of invariants about which entry
-// is current; split, each part would have to restate them.
+// Invalidate and Close. It stays one file (about 550 lines) because these
+// share one lock and one set of invariants about which entry is current;
+// split, each part would have to restate them. Which errors are
+// remembered, and for whom, is errorscope.go's.
 
 package m2mtoken
 
@@ -452,35 +453,6 @@ func (s *TokenSource) backoff(n int, equal bool) time.Duration {
 		return time.Duration(d/2 + d/2*s.rand())
 	}
 	return time.Duration(d * s.rand())
-}
-
-// remember keeps a permanent error for Config.ErrorCacheTTL: for every
-// token of the pool if it is about the client (see clientError), else for
-// this token alone.
-func (s *TokenSource) remember(err error) {
-	until := s.clock.Now().Add(s.cfg.ErrorCacheTTL)
-	if clientError(err) {
-		s.client.remember(err, until)
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.permErr, s.permUntil = err, until
-}
-
-// rememberedError returns the permanent error that holds for this token:
-// the client's, or its own.
-func (s *TokenSource) rememberedError() error {
-	if err := s.client.rememberedError(); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.permErr != nil && s.clock.Now().Before(s.permUntil) {
-		return s.permErr
-	}
-	s.permErr = nil
-	return nil
 }
 
 // Invalidate drops tok if it is still the current token, so that the next
