@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -86,7 +87,7 @@ type TokenRequest struct {
 	// "resource". They may not set what the client or another field sets
 	// (grant_type, client_id, client_secret, client_assertion*, audience,
 	// scope, organization).
-	Params map[string][]string
+	Params url.Values
 }
 
 func (r TokenRequest) clone() TokenRequest {
