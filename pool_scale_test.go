@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"runtime"
 	"strconv"
@@ -125,9 +126,12 @@ func TestPoolBoundsConnections(t *testing.T) {
 	if testing.Short() {
 		n = 3000
 	}
-	e := newEndpoint(t)
-	e.noRecord.Store(true)
 	var opened, open, peak atomic.Int64
+	e := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":"tok-%s","token_type":"Bearer","expires_in":3600}`, r.PostForm.Get("organization"))
+	}))
 	e.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		switch s {
 		case http.StateNew:
@@ -139,6 +143,8 @@ func TestPoolBoundsConnections(t *testing.T) {
 			open.Add(-1)
 		}
 	}
+	e.Start()
+	defer e.Close()
 	p, err := NewPool(Config{TokenURL: e.URL + "/oauth/token", ClientID: "c", ClientSecret: "s", MaxTokens: n})
 	if err != nil {
 		t.Fatal(err)
