@@ -47,6 +47,7 @@ const defaultMaxTokens = 10_000
 type Pool struct {
 	c      *client
 	def    TokenRequest // the default request, from Config
+	defID  string       // its id
 	max    int
 	many   bool // made by NewPool: tokens' loggers name their request
 	spread bool // tokens fetched together spread their refreshes (NewPool)
@@ -137,6 +138,7 @@ func newPool(cfg Config, clk clock.Clock, many bool) (*Pool, error) {
 	p := &Pool{c: c, max: c.cfg.MaxTokens, many: many, spread: many, m: map[string]*TokenSource{}}
 	p.read.Store(&map[string]*TokenSource{})
 	p.def = TokenRequest{Audience: c.cfg.Audience, Scopes: c.cfg.Scopes, Organization: c.cfg.Organization, Params: c.cfg.EndpointParams}
+	p.defID = string(appendID(nil, &p.def))
 	return p, nil
 }
 
@@ -299,18 +301,14 @@ func WithTokenRequest(ctx context.Context, r TokenRequest) context.Context {
 // source returns the source of the request ctx names, or of the default
 // request.
 func (p *Pool) source(ctx context.Context) (*TokenSource, error) {
-	cr, _ := ctx.Value(tokenRequestKey{}).(*ctxRequest)
-	if cr == nil {
-		var buf [idBuf]byte
-		if s := p.lookup(appendID(buf[:0], &p.def)); s != nil {
-			return s, nil
-		}
-		return p.Source(p.def)
+	req, id := &p.def, p.defID
+	if cr, _ := ctx.Value(tokenRequestKey{}).(*ctxRequest); cr != nil {
+		req, id = &cr.req, cr.id
 	}
-	if s := (*p.read.Load())[cr.id]; s != nil && !s.dropped.Load() {
+	if s := (*p.read.Load())[id]; s != nil && !s.dropped.Load() {
 		return s, nil
 	}
-	return p.Source(cr.req)
+	return p.Source(*req)
 }
 
 // Transport returns an [http.RoundTripper] that authorizes each request,
