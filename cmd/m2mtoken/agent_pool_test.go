@@ -22,7 +22,12 @@ func TestAgentSourcesOfOneClientShareAPool(t *testing.T) {
 	  {"name": "tenant-a", "token_url": "` + iss.TokenURL() + `", "client_id": "cli", "client_secret_env": "S", "audience": "https://billing/", "organization": "org_a"},
 	  {"name": "other", "token_url": "` + iss.TokenURL() + `", "client_id": "other", "client_secret_env": "S", "audience": "https://billing/"}
 	]}`
-	specs, err := parseConfigFile("agent.json", []byte(file), func(string) string { return secret })
+	specs, err := parseConfigFile("agent.json", []byte(file), func(k string) string {
+		if k == "S" {
+			return secret
+		}
+		return ""
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
