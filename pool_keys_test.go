@@ -103,7 +103,8 @@ func askAll(t *testing.T, pools []*Pool, reqs []TokenRequest, callers int) {
 // TestPoolKeysCoverEveryField: requests that differ in one field each,
 // asked cold and concurrently through one pool, and through two pools
 // sharing a MemoryCache or a FileCache, each get the token of exactly what
-// they asked (the rediscache module runs the same over Redis).
+// they asked, and so do the fetches that replace invalidated tokens (the
+// rediscache module runs the same over Redis).
 func TestPoolKeysCoverEveryField(t *testing.T) {
 	reqs := oneFieldApart()
 	for _, tc := range []struct {
@@ -135,6 +136,18 @@ func TestPoolKeysCoverEveryField(t *testing.T) {
 			if n := issued.Load(); n < int64(len(reqs)) || n > int64(len(reqs)*tc.pools) {
 				t.Errorf("%d tokens issued for %d requests and %d pools", n, len(reqs), tc.pools)
 			}
+			// Every token dropped (an API rejected it), then asked again
+			// concurrently: the fetches that replace them keep to their
+			// requests too.
+			for _, p := range pools {
+				for _, r := range reqs {
+					s, _ := p.Source(r)
+					if tok, err := s.Token(); err == nil {
+						s.Invalidate(tok)
+					}
+				}
+			}
+			askAll(t, pools, reqs, 8)
 		})
 	}
 }
