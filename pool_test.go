@@ -2,6 +2,7 @@ package m2mtoken
 
 import (
 	"context"
+	"crypto/elliptic"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -422,5 +423,51 @@ func TestPoolTokenAllocatesNothing(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { p.Token(ctx, r) }); n != 0 {
 		t.Fatalf("p.Token allocates %v times per call", n)
+	}
+}
+
+// TestPoolDPoP: the tokens of a pool are bound to the client's one DPoP
+// key, share its nonces (the token endpoint's nonce learned by one token's
+// fetch serves the next), and each API gets its own token with a proof.
+func TestPoolDPoP(t *testing.T) {
+	iss := m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: testSecret, Audiences: []string{"https://billing/", "https://search/"}, RequireDPoP: true})
+	defer iss.Close()
+	iss.RequireDPoPNonce(true, true)
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	billing := httptest.NewServer(iss.Protect("https://billing/", nil, ok))
+	defer billing.Close()
+	search := httptest.NewServer(iss.Protect("https://search/", nil, ok))
+	defer search.Close()
+	p, err := NewPool(Config{TokenURL: iss.TokenURL(), ClientID: "svc", ClientSecret: testSecret, Audience: "https://billing/",
+		DPoPKey: ecKey(t, elliptic.P256()), RequireDPoP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c := p.Client()
+	for _, call := range []struct {
+		url string
+		ctx context.Context
+	}{
+		{billing.URL, context.Background()},
+		{search.URL, WithTokenRequest(context.Background(), TokenRequest{Audience: "https://search/"})},
+	} {
+		req, _ := http.NewRequestWithContext(call.ctx, http.MethodGet, call.url, nil)
+		resp, err := c.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %v %v", call.url, resp, err)
+		}
+		resp.Body.Close()
+	}
+	// The first fetch learned the token endpoint's nonce (one challenge);
+	// the second token's fetch sent it at once.
+	if n := iss.Requests(); n != 3 {
+		t.Errorf("%d token requests, want 3: one nonce challenge for the client, not one per token", n)
+	}
+	for _, aud := range []string{"https://billing/", "https://search/"} {
+		tok, err := p.Token(context.Background(), TokenRequest{Audience: aud})
+		if err != nil || tok.Type() != "DPoP" {
+			t.Fatalf("%s: %v %v", aud, tok, err)
+		}
 	}
 }
