@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -100,9 +102,10 @@ func (r TokenRequest) clone() TokenRequest {
 	return c
 }
 
-// check refuses a request that would override what the client sets.
+// check refuses a request that would override what the client sets,
+// naming the first such parameter in sorted order.
 func (r *TokenRequest) check() error {
-	for k := range r.Params {
+	for _, k := range slices.Sorted(maps.Keys(r.Params)) {
 		if reservedParam(k) {
 			field := ""
 			switch k {
