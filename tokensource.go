@@ -185,11 +185,12 @@ type Stats struct {
 	// Expiry is the current token's expiry; zero if there is no usable token.
 	Expiry time.Time
 	// RateLimit is the tenant-wide rate limit from the last answer that
-	// had X-RateLimit-* headers; nil if none had.
+	// had X-RateLimit-* headers; nil if none had. The answer may be to
+	// another token of the source's pool: readings are the client's.
 	RateLimit *RateLimit
 	// Quotas are Auth0's per-client and per-organization token quotas
-	// from the last answer that had quota headers; nil if none had. Do not
-	// modify them: they are shared.
+	// from the last answer that had quota headers (to any token of the
+	// pool); nil if none had. Do not modify them: they are shared.
 	Quotas *Quotas
 	// InvalidateBackoff is the least time between two invalidations that
 	// take effect (see [TokenSource.Invalidate]): Config.MinInvalidateInterval,
