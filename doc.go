@@ -25,6 +25,17 @@
 // [TokenSource.Client], or wrap an existing client's transport with
 // [Transport].
 //
+// # Many tokens
+//
+// One application that calls several APIs, or serves many Auth0
+// Organizations, uses a [Pool] ([NewPool]): one client (endpoint,
+// credentials, connections, quotas, DPoP key) for a token per
+// [TokenRequest], each a [TokenSource] keyed by every field of its request.
+// [Pool.Client] and [Pool.Transport] take each request's token from its
+// context ([WithTokenRequest]). Errors about the client hold for every
+// token; errors about one request for that token alone. [New] is a pool of
+// one.
+//
 // # Refresh model
 //
 // A token is fresh until its refresh window ([Config.RefreshWindow], by
