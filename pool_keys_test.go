@@ -2,6 +2,7 @@ package m2mtoken
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -30,7 +31,8 @@ func echoIssuer(t testing.TB) (*httptest.Server, *atomic.Int64) {
 		}
 		time.Sleep(2 * time.Millisecond) // widen the window in which concurrent fetches overlap
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, spell(req)+"#"+fmt.Sprint(n.Add(1)))
+		// base64url: a token is a header-safe RFC 6750 token.
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, base64.RawURLEncoding.EncodeToString([]byte(spell(req)))+"."+fmt.Sprint(n.Add(1)))
 	}))
 	t.Cleanup(srv.Close)
 	return srv, &n
@@ -85,7 +87,8 @@ func askAll(t *testing.T, pools []*Pool, reqs []TokenRequest, callers int) {
 						errs <- err
 						return
 					}
-					if got, _, _ := strings.Cut(tok.AccessToken, "#"); got != spell(r) {
+					enc, _, _ := strings.Cut(tok.AccessToken, ".")
+					if got, _ := base64.RawURLEncoding.DecodeString(enc); string(got) != spell(r) {
 						errs <- fmt.Errorf("asked %s, got the token of %s", spell(r), got)
 					}
 				}()

@@ -151,6 +151,8 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 		sc.tokenError(terr)
 	} else {
 		sc.value(ent.Extra)
+		// Interned once scrubbed: an interned map is shared, never written.
+		ent.Extra = s.extras.intern(ent.Extra)
 	}
 	if terr != nil && s.nonceChallenge(terr) {
 		return nil, terr
@@ -299,7 +301,7 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 			}
 			return nil, te
 		}
-		ent := &Entry{AccessToken: r.AccessToken, TokenType: r.TokenType, IssuedAt: start, Extra: s.extras.intern(r.Extra)}
+		ent := &Entry{AccessToken: r.AccessToken, TokenType: r.TokenType, IssuedAt: start, Extra: r.Extra}
 		switch {
 		case r.ExpiresIn > 0:
 			ent.Expiry = start.Add(r.ExpiresIn)

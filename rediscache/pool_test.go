@@ -2,6 +2,7 @@ package rediscache
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -44,7 +45,8 @@ func TestPoolsShareRedisByEveryField(t *testing.T) {
 		}
 		time.Sleep(2 * time.Millisecond)
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, spell(req)+"#"+fmt.Sprint(issued.Add(1)))
+		// base64url: a token is a header-safe RFC 6750 token.
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, base64.RawURLEncoding.EncodeToString([]byte(spell(req)))+"."+fmt.Sprint(issued.Add(1)))
 	}))
 	defer iss.Close()
 
@@ -91,7 +93,8 @@ func TestPoolsShareRedisByEveryField(t *testing.T) {
 							t.Error(err)
 							return
 						}
-						if got, _, _ := strings.Cut(tok.AccessToken, "#"); got != spell(rq) {
+						enc, _, _ := strings.Cut(tok.AccessToken, ".")
+						if got, _ := base64.RawURLEncoding.DecodeString(enc); string(got) != spell(rq) {
 							t.Errorf("asked %s, got the token of %s", spell(rq), got)
 						}
 					}()
