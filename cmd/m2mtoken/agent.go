@@ -2,7 +2,10 @@
 // library's refresh model and hands their tokens to the other processes on
 // the host, in any language: over a local token endpoint (a Unix socket or
 // loopback TCP), in files, and through an egress proxy that adds the token
-// itself. This file has the command, its flags and its lifecycle.
+// itself. This file has the command, its flags and its lifecycle. It stays
+// one file (about 470 lines) because the flags, their checks and the run
+// they set up read top to bottom; it shrinks to the flags when the agent
+// itself moves to a package of its own.
 
 package main
 
