@@ -70,7 +70,7 @@ func (s *TokenSource) cacheGetDown() bool {
 // fetches by the last one's latency (a holder that is merely slow
 // replaces a corrupt value by then), and never after cur becomes
 // unusable. Zero without a usable token: at once.
-func lostTokenAt(cur *entry, start time.Time) time.Time {
+func lostTokenAt(cur *heldToken, start time.Time) time.Time {
 	if cur == nil {
 		return time.Time{}
 	}

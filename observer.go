@@ -245,14 +245,6 @@ type flight struct {
 	status       int
 }
 
-// fetched is what a fetch hands its waiters: the entry, and the flight
-// (nil without an observer) so that each waiter can name the fetch it
-// waited for.
-type fetched struct {
-	e  *entry
-	fl *flight
-}
-
 // fetchReason says why a fetch that is not a background refresh starts.
 func (s *TokenSource) fetchReason(refresh bool) FetchReason {
 	if refresh {
@@ -288,7 +280,7 @@ func (s *TokenSource) fetchStarted(ctx context.Context, refresh bool) (context.C
 }
 
 // fetchDone tells the observer how the fetch of fl ended.
-func (s *TokenSource) fetchDone(fl *flight, e *entry, origin Origin, err error) {
+func (s *TokenSource) fetchDone(fl *flight, h *heldToken, origin Origin, err error) {
 	if fl == nil {
 		return
 	}
@@ -300,8 +292,8 @@ func (s *TokenSource) fetchDone(fl *flight, e *entry, origin Origin, err error) 
 		NonceRetries: fl.nonceRetries, StatusCode: fl.status, Err: err, Duration: s.clock.Now().Sub(fl.start)}
 	if err != nil {
 		info.Origin = OriginNone
-	} else if e != nil {
-		info.Expiry = e.src.Expiry
+	} else if h != nil {
+		info.Expiry = h.src.Expiry
 	}
 	s.obs.FetchDone(fl.ctx, info)
 }

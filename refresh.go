@@ -1,7 +1,7 @@
 // A token's life: its states and the timers that move it, the hot and
 // slow paths, the single fetch, background refresh and its backoff,
 // Invalidate and Close. It stays one file (about 550 lines) because these
-// share one lock and one set of invariants about which entry is current;
+// share one lock and one set of invariants about which token is current;
 // split, each part would have to restate them. Which errors are
 // remembered, and for whom, is errorscope.go's.
 
@@ -21,6 +21,10 @@ import (
 	"github.com/m2mtoken/m2mtoken/internal/clock"
 )
 
+// heldToken is the token a source holds: the cache's record of it (an
+// [Entry], shared with other holders), the windows computed from it, and
+// this source's timers for it.
+//
 // A token moves through three states, driven by timers so that the read
 // path reads no clock:
 //
@@ -34,7 +38,7 @@ import (
 // on the monotonic clock, which stands still while the machine sleeps or
 // the VM is paused, so a timer is only a wake-up: the watch it runs reads
 // both clocks, and it runs at least every [watchInterval].
-type entry struct {
+type heldToken struct {
 	tok        *oauth2.Token
 	src        *Entry
 	staleAt    time.Time // see at
@@ -54,7 +58,7 @@ func reached(now, t time.Time) bool {
 	return !now.Before(t) || !now.Round(0).Before(t.Round(0))
 }
 
-// state is where a token is in its life; see [entry].
+// state is where a token is in its life; see [heldToken].
 type state int
 
 const (
@@ -63,12 +67,12 @@ const (
 	stateExpired
 )
 
-// at reports e's state at now.
-func (e *entry) at(now time.Time) state {
+// at reports h's state at now.
+func (h *heldToken) at(now time.Time) state {
 	switch {
-	case reached(now, e.unusableAt):
+	case reached(now, h.unusableAt):
 		return stateExpired
-	case reached(now, e.staleAt):
+	case reached(now, h.staleAt):
 		return stateStale
 	}
 	return stateFresh
@@ -79,10 +83,10 @@ func (e *entry) at(now time.Time) state {
 // hibernated): the watch runs at least this often, in running time.
 const watchInterval = time.Minute
 
-// newEntry is spreadEntry without spread.
-func (s *TokenSource) newEntry(ce *Entry) *entry { return s.spreadEntry(ce, false) }
+// newHeld is hold without spread.
+func (s *TokenSource) newHeld(ce *Entry) *heldToken { return s.hold(ce, false) }
 
-// spreadEntry computes the windows of a token from its original lifetime.
+// hold computes the windows of a token from its original lifetime.
 // The default window is at least the skew plus twice the time the
 // endpoint took to answer for this token (Entry.Latency): a slow endpoint
 // gets its refresh started early enough that the refresh, and a takeover
@@ -95,7 +99,7 @@ func (s *TokenSource) newEntry(ce *Entry) *entry { return s.spreadEntry(ce, fals
 // refresh together, cycle after cycle: the usual jitter, a fraction of the
 // window, cannot spread a whole lifetime. Later refreshes keep the phase
 // this gives them. A source from [New] does not spread.
-func (s *TokenSource) spreadEntry(ce *Entry, spread bool) *entry {
+func (s *TokenSource) hold(ce *Entry, spread bool) *heldToken {
 	life := ce.Expiry.Sub(ce.IssuedAt)
 	skew := s.cfg.ExpirySkew
 	if skew == 0 {
@@ -111,109 +115,106 @@ func (s *TokenSource) spreadEntry(ce *Entry, spread bool) *entry {
 		window += time.Duration(float64(window) * j * s.rand())
 		window = min(window, life*3/5)
 	}
-	e := &entry{tok: ce.Token(), src: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew)}
-	if e.staleAt.After(e.unusableAt) {
-		e.staleAt = e.unusableAt
+	h := &heldToken{tok: ce.Token(), src: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew)}
+	if h.staleAt.After(h.unusableAt) {
+		h.staleAt = h.unusableAt
 	}
 	if spread {
-		if from := ce.IssuedAt.Add(life / 10); e.staleAt.After(from) {
-			e.staleAt = from.Add(time.Duration(float64(e.staleAt.Sub(from)) * s.rand()))
+		if from := ce.IssuedAt.Add(life / 10); h.staleAt.After(from) {
+			h.staleAt = from.Add(time.Duration(float64(h.staleAt.Sub(from)) * s.rand()))
 		}
 	}
-	return e
+	return h
 }
 
-// install makes e the current token and arms its watch. It reports false,
-// and changes nothing, if e is already past its usable time.
-func (s *TokenSource) install(e *entry) bool {
+// install makes h the current token and arms its watch. It reports false,
+// and changes nothing, if h is already past its usable time.
+func (s *TokenSource) install(h *heldToken) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return false
 	}
 	now := s.clock.Now()
-	st := e.at(now)
+	st := h.at(now)
 	if st == stateExpired {
 		return false
 	}
 	if old := s.cur.Load(); old != nil {
 		s.stopTimers(old)
 	}
-	s.cur.Store(e)
+	s.cur.Store(h)
 	s.hadToken.Store(true)
 	s.afterInvalidate = false
 	if st == stateFresh {
-		s.fresh.Store(e.tok)
+		s.fresh.Store(h.tok)
 	} else {
 		s.fresh.Store(nil)
 	}
-	s.arm(e, now)
-	s.log.Debug("token installed", slog.String("token", Fingerprint(e.src.AccessToken)),
-		slog.Time("expiry", e.src.Expiry), slog.Time("stale_at", e.staleAt), slog.Time("unusable_at", e.unusableAt))
+	s.arm(h, now)
+	s.log.Debug("token installed", slog.String("token", Fingerprint(h.src.AccessToken)),
+		slog.Time("expiry", h.src.Expiry), slog.Time("stale_at", h.staleAt), slog.Time("unusable_at", h.unusableAt))
 	return true
 }
 
-// arm schedules the next watch of e: at its next window, or after
+// arm schedules the next watch of h: at its next window, or after
 // watchInterval, whichever is sooner. s.mu is held.
-func (s *TokenSource) arm(e *entry, now time.Time) {
-	next := e.unusableAt
-	if e.at(now) == stateFresh {
-		next = e.staleAt
+func (s *TokenSource) arm(h *heldToken, now time.Time) {
+	next := h.unusableAt
+	if h.at(now) == stateFresh {
+		next = h.staleAt
 	}
 	d := min(next.Sub(now), next.Round(0).Sub(now.Round(0)), watchInterval)
-	e.watcher = s.clock.AfterFunc(max(d, time.Millisecond), func() { s.watch(e) })
+	h.watcher = s.clock.AfterFunc(max(d, time.Millisecond), func() { s.watch(h) })
 }
 
-// watch moves e to the state the clocks say it is in, and arms the next
-// watch while e is usable.
-func (s *TokenSource) watch(e *entry) {
+// watch moves h to the state the clocks say it is in, and arms the next
+// watch while h is usable.
+func (s *TokenSource) watch(h *heldToken) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.cur.Load() != e {
+	if s.closed || s.cur.Load() != h {
 		return
 	}
 	now := s.clock.Now()
-	switch e.at(now) {
+	switch h.at(now) {
 	case stateExpired:
-		s.expire(e)
+		s.expire(h)
 		return
 	case stateStale:
-		s.fresh.CompareAndSwap(e.tok, nil)
+		s.fresh.CompareAndSwap(h.tok, nil)
 	}
-	s.arm(e, now)
+	s.arm(h, now)
 }
 
-// expire drops e, which is past its usable time. s.mu is held.
-func (s *TokenSource) expire(e *entry) {
-	s.fresh.CompareAndSwap(e.tok, nil)
-	if s.cur.CompareAndSwap(e, nil) {
-		s.stopTimers(e)
+// expire drops h, which is past its usable time. s.mu is held.
+func (s *TokenSource) expire(h *heldToken) {
+	s.fresh.CompareAndSwap(h.tok, nil)
+	if s.cur.CompareAndSwap(h, nil) {
+		s.stopTimers(h)
 	}
 }
 
-// stopTimers stops e's timers. s.mu is held.
-func (s *TokenSource) stopTimers(e *entry) {
-	if e.watcher != nil {
-		e.watcher.Stop()
-		e.watcher = nil
+// stopTimers stops h's timers. s.mu is held.
+func (s *TokenSource) stopTimers(h *heldToken) {
+	if h.watcher != nil {
+		h.watcher.Stop()
+		h.watcher = nil
 	}
-	for _, t := range e.timers {
+	for _, t := range h.timers {
 		t.Stop()
 	}
-	e.timers = nil
+	h.timers = nil
 }
 
 // Token returns a usable token, fetching one if there is none. It is
 // TokenContext with [context.Background]: it waits for a fetch at most
 // Config.FetchTimeout. The returned token is shared: do not modify it.
-//
-// It repeats TokenContext's one-load fast path rather than calling it, so
-// that the common case is inlined into the caller.
 func (s *TokenSource) Token() (*oauth2.Token, error) {
-	if tok := s.fresh.Load(); tok != nil {
-		if !s.used.Load() {
-			s.used.Store(true)
-		}
+	// TokenContext's fast path, repeated to save a call: one load, and
+	// one more of used, which the slow path sets for the pool's eviction
+	// hand.
+	if tok := s.fresh.Load(); tok != nil && s.used.Load() {
 		return tok, nil
 	}
 	return s.tokenSlow(context.Background())
@@ -225,30 +226,32 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 // itself is not cancelled with ctx: it goes on for the other callers.
 // The returned token is shared: do not modify it.
 func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
-	if tok := s.fresh.Load(); tok != nil {
-		if !s.used.Load() {
-			s.used.Store(true)
-		}
+	if tok := s.fresh.Load(); tok != nil && s.used.Load() {
 		return tok, nil
 	}
 	return s.tokenSlow(ctx)
 }
 
+// tokenSlow is the rest of TokenContext: marking the source used, and a
+// token that is not fresh or not there.
 func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 	s.used.Store(true)
-	if e := s.cur.Load(); e != nil {
+	if tok := s.fresh.Load(); tok != nil {
+		return tok, nil
+	}
+	if h := s.cur.Load(); h != nil {
 		// Off the hot path a clock read is cheap: never hand out a token
 		// past its window, even before its watch has run.
-		switch e.at(s.clock.Now()) {
+		switch h.at(s.clock.Now()) {
 		case stateFresh:
 			// The hot path can miss a fresh token while install runs.
-			return e.tok, nil
+			return h.tok, nil
 		case stateStale:
-			s.maybeRefresh(e)
-			return e.tok, nil
+			s.maybeRefresh(h)
+			return h.tok, nil
 		}
 		s.mu.Lock()
-		s.expire(e)
+		s.expire(h)
 		s.mu.Unlock()
 	}
 	if err := s.rememberedError(); err != nil {
@@ -262,17 +265,14 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 	}
 	s.joins.Add(1)
 	start := s.startWait()
-	ch := s.group.DoChan("fetch", func() (any, error) {
-		return s.fetch(context.WithoutCancel(ctx), false)
-	})
+	ch := s.group.join(func() fetched { return s.fetch(context.WithoutCancel(ctx), false) })
 	select {
 	case r := <-ch:
-		f := r.Val.(fetched)
-		s.waited(ctx, start, f.fl, true, r.Err)
-		if r.Err != nil {
-			return nil, r.Err
+		s.waited(ctx, start, r.fl, true, r.err)
+		if r.err != nil {
+			return nil, r.err
 		}
-		return f.e.tok, nil
+		return r.h.tok, nil
 	case <-ctx.Done():
 		werr := &WaitError{Ctx: ctx.Err(), Lease: s.waitingOn.Load()}
 		if last := s.lastErr.Load(); last != nil {
@@ -283,10 +283,10 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 	}
 }
 
-// maybeRefresh starts one background refresh of the stale entry e, unless
+// maybeRefresh starts one background refresh of the stale token h, unless
 // one is running or waiting out its backoff.
-func (s *TokenSource) maybeRefresh(e *entry) {
-	if e.refreshing.Load() || !e.refreshing.CompareAndSwap(false, true) {
+func (s *TokenSource) maybeRefresh(h *heldToken) {
+	if h.refreshing.Load() || !h.refreshing.CompareAndSwap(false, true) {
 		return
 	}
 	if !s.track() {
@@ -296,37 +296,37 @@ func (s *TokenSource) maybeRefresh(e *entry) {
 	go func() {
 		defer s.bg.Done()
 		s.joins.Add(1)
-		r := <-s.group.DoChan("fetch", func() (any, error) { return s.fetch(s.client.life, true) })
-		if r.Err == nil {
-			if r.Val.(fetched).e == e {
-				// Nothing was fetched: e was still fresh. Let its own
+		r := <-s.group.join(func() fetched { return s.fetch(s.client.life, true) })
+		if r.err == nil {
+			if r.h == h {
+				// Nothing was fetched: h was still fresh. Let its own
 				// refresh start when it turns stale.
-				e.refreshing.Store(false)
+				h.refreshing.Store(false)
 			}
 			return
 		}
-		if errors.Is(r.Err, ErrClosed) {
+		if errors.Is(r.err, ErrClosed) {
 			return
 		}
-		delay := s.backoff(e.failures, true)
-		e.failures++
-		if te := (*TokenError)(nil); errors.As(r.Err, &te) {
+		delay := s.backoff(h.failures, true)
+		h.failures++
+		if te := (*TokenError)(nil); errors.As(r.err, &te) {
 			if !te.Temporary {
 				delay = max(delay, s.cfg.ErrorCacheTTL)
 			}
 			delay = max(delay, te.RetryAfter)
 		}
 		level := slog.LevelWarn
-		if w := s.quotaWait(r.Err); w > 0 {
+		if w := s.quotaWait(r.err); w > 0 {
 			// Wait for the quota's reset, not a backoff step; blockQuota
 			// has logged it once already.
 			delay, level = max(delay, w), slog.LevelDebug
 		}
 		s.log.Log(context.Background(), level, "background refresh failed; serving the current token until it expires",
-			slog.Any("error", r.Err), slog.Duration("next_try_in", delay), slog.Time("expiry", e.src.Expiry))
+			slog.Any("error", r.err), slog.Duration("next_try_in", delay), slog.Time("expiry", h.src.Expiry))
 		s.mu.Lock()
 		if !s.closed {
-			e.timers = append(e.timers, s.clock.AfterFunc(delay, func() { e.refreshing.Store(false) }))
+			h.timers = append(h.timers, s.clock.AfterFunc(delay, func() { h.refreshing.Store(false) }))
 		}
 		s.mu.Unlock()
 	}()
@@ -347,13 +347,13 @@ func (s *TokenSource) track() bool {
 // fetch gets a token for everyone waiting: from the cache if another holder
 // stored a fresher one, else from the endpoint (under the cache's lease,
 // if it has one), and installs it. It runs detached from any caller.
-// refresh says it is a background refresh. Its value is a fetched.
-func (s *TokenSource) fetch(parent context.Context, refresh bool) (any, error) {
+// refresh says it is a background refresh.
+func (s *TokenSource) fetch(parent context.Context, refresh bool) fetched {
 	// A caller that found no token may reach the flight group just after
 	// the flight it missed installed one: it has nothing to fetch. (It
 	// counts as collapsed: no flight of its own.)
-	if e := s.cur.Load(); e != nil && e.at(s.clock.Now()) == stateFresh {
-		return fetched{e: e}, nil
+	if h := s.cur.Load(); h != nil && h.at(s.clock.Now()) == stateFresh {
+		return fetched{h: h}
 	}
 	s.flights.Add(1)
 	ctx, cancel := context.WithTimeout(parent, s.cfg.FetchTimeout)
@@ -363,7 +363,7 @@ func (s *TokenSource) fetch(parent context.Context, refresh bool) (any, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return fetched{}, ErrClosed
+		return fetched{err: ErrClosed}
 	}
 	s.bg.Add(1)
 	s.cancelFetch = cancel
@@ -376,23 +376,23 @@ func (s *TokenSource) fetch(parent context.Context, refresh bool) (any, error) {
 	}()
 
 	ctx, fl := s.fetchStarted(ctx, refresh)
-	e, origin, err := s.fetchToken(ctx, refresh)
-	s.fetchDone(fl, e, origin, err)
-	return fetched{e: e, fl: fl}, err
+	h, origin, err := s.fetchToken(ctx, refresh)
+	s.fetchDone(fl, h, origin, err)
+	return fetched{h: h, fl: fl, err: err}
 }
 
 // fetchToken is fetch's work, and says where the token came from.
-func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*entry, Origin, error) {
-	if e := s.adopt(ctx); e != nil {
-		return e, OriginCache, nil
+func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken, Origin, error) {
+	if h := s.adopt(ctx); h != nil {
+		return h, OriginCache, nil
 	}
 	if l, ok := s.cache.(Leaser); ok {
-		release, e, err := s.lease(ctx, l)
+		release, h, err := s.lease(ctx, l)
 		if err != nil {
 			return nil, OriginNone, s.closedOr(err)
 		}
-		if e != nil {
-			return e, OriginCache, nil
+		if h != nil {
+			return h, OriginCache, nil
 		}
 		if release != nil {
 			defer release()
@@ -415,23 +415,23 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*entry, Ori
 		s.log.Warn("cache set failed; the token is kept in memory", slog.Any("error", err))
 		s.observeCacheError("set", err)
 	}
-	e := s.spreadEntry(ce, s.pool.spread && !refresh)
-	if !s.install(e) {
+	h := s.hold(ce, s.pool.spread && !refresh)
+	if !s.install(h) {
 		if s.dropped.Load() {
 			return nil, OriginNone, ErrClosed
 		}
-		return nil, OriginNone, &TokenError{URL: s.tokenURL, StatusCode: http.StatusOK, Description: tooLate(ce, e, s.clock.Now())}
+		return nil, OriginNone, &TokenError{URL: s.tokenURL, StatusCode: http.StatusOK, Description: tooLate(ce, h, s.clock.Now())}
 	}
-	return e, OriginEndpoint, nil
+	return h, OriginEndpoint, nil
 }
 
 // tooLate says why a token that just arrived cannot be used: it had less
 // than the expiry skew left. Either the answer took most of the token's
 // lifetime, or the token's exp was near (a server clock behind ours).
-func tooLate(ce *Entry, e *entry, now time.Time) string {
+func tooLate(ce *Entry, h *heldToken, now time.Time) string {
 	r := func(d time.Duration) string { return max(d, 0).Round(time.Millisecond).String() }
 	return "the token had " + r(ce.Expiry.Sub(now)) + " left when it arrived, less than the expiry skew (" +
-		r(ce.Expiry.Sub(e.unusableAt)) + "); its lifetime was " + r(ce.Expiry.Sub(ce.IssuedAt)) +
+		r(ce.Expiry.Sub(h.unusableAt)) + "); its lifetime was " + r(ce.Expiry.Sub(ce.IssuedAt)) +
 		" from the request, and the answer took " + r(now.Sub(ce.IssuedAt)) +
 		": check the endpoint's latency, the clocks, or lower Config.ExpirySkew"
 }

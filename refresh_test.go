@@ -81,7 +81,7 @@ func TestWindows(t *testing.T) {
 	for _, life := range []time.Duration{2 * time.Second, 10 * time.Second, time.Minute, time.Hour, 24 * time.Hour, 30 * 24 * time.Hour} {
 		for _, jit := range []float64{0, 1} {
 			s.rand = func() float64 { return jit }
-			en := s.newEntry(&Entry{AccessToken: "x", IssuedAt: issued, Expiry: issued.Add(life)})
+			en := s.newHeld(&Entry{AccessToken: "x", IssuedAt: issued, Expiry: issued.Add(life)})
 			fresh, stale, skew := en.staleAt.Sub(issued), en.unusableAt.Sub(en.staleAt), issued.Add(life).Sub(en.unusableAt)
 			if fresh < life/3 || stale <= 0 || skew <= 0 || skew > 10*time.Second || stale+skew > 6*time.Minute+time.Second {
 				t.Errorf("life %v jitter %v: fresh %v, stale %v, skew %v", life, jit, fresh, stale, skew)
@@ -234,9 +234,9 @@ func TestLateCallerMakesNoRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What a late caller does after its load of the hot path came up empty.
-	r := <-s.group.DoChan("fetch", func() (any, error) { return s.fetch(context.Background(), false) })
-	if r.Err != nil || r.Val.(fetched).e.tok != first {
-		t.Fatalf("late caller: %v %v, want the installed token", r.Val, r.Err)
+	r := <-s.group.join(func() fetched { return s.fetch(context.Background(), false) })
+	if r.err != nil || r.h.tok != first {
+		t.Fatalf("late caller: %v %v, want the installed token", r.h, r.err)
 	}
 	if e.count() != 1 {
 		t.Fatalf("%d token requests, want 1", e.count())

@@ -22,7 +22,7 @@ const defaultLeaseTTL = 750 * time.Millisecond
 // usable token at all (a new process, or one whose token expired), merely
 // usable: a stale token is handed out at once and refreshed in the
 // background by the first call that sees it, as any stale token is.
-func (s *TokenSource) adopt(ctx context.Context) *entry {
+func (s *TokenSource) adopt(ctx context.Context) *heldToken {
 	ce, err := s.cache.Get(ctx, s.key)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -49,8 +49,8 @@ func (s *TokenSource) adopt(ctx context.Context) *entry {
 	if revoked {
 		return nil
 	}
-	e := s.newEntry(ce)
-	switch e.at(now) {
+	h := s.newHeld(ce)
+	switch h.at(now) {
 	case stateFresh:
 	case stateStale:
 		if cur != nil {
@@ -59,17 +59,17 @@ func (s *TokenSource) adopt(ctx context.Context) *entry {
 	default:
 		return nil
 	}
-	if !s.install(e) {
+	if !s.install(h) {
 		return nil
 	}
 	s.cacheHits.Add(1)
 	s.log.Debug("token taken from cache", slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("expiry", ce.Expiry))
-	return e
+	return h
 }
 
 // lease waits for the cache's fetch lease. It returns the release function
 // if this source should fetch (with the lease, or without it: a nil
-// function), or the entry another holder stored while it waited. A cache
+// function), or the token another holder stored while it waited. A cache
 // error means: fetch without the lease, at once if the source has no usable
 // token, else once half of its token's stale window has passed.
 //
@@ -90,7 +90,7 @@ func (s *TokenSource) adopt(ctx context.Context) *entry {
 // or once it has waited two fetches by the endpoint's last latency if that
 // is later (a corrupt value that a live holder overwrites is not a lost
 // token), and before the token becomes unusable at the latest.
-func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, error) {
+func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, error) {
 	ttl := s.cfg.LeaseTTL
 	start := s.clock.Now()
 	maxWait := max(ttl/5, 10*time.Millisecond)
@@ -127,16 +127,16 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, erro
 			if err := s.clock.Sleep(ctx, d); err != nil {
 				return nil, nil, err
 			}
-			if e := s.adopt(ctx); e != nil {
-				return nil, e, nil
+			if h := s.adopt(ctx); h != nil {
+				return nil, h, nil
 			}
 			continue
 		}
 		if ok {
 			// The holder before us may have stored a token just now.
-			if e := s.adopt(ctx); e != nil {
+			if h := s.adopt(ctx); h != nil {
 				release()
-				return nil, e, nil
+				return nil, h, nil
 			}
 			s.log.Debug("fetch lease taken", slog.Duration("ttl", ttl))
 			return release, nil, nil
@@ -166,8 +166,8 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *entry, erro
 		if err := s.clock.Sleep(ctx, d); err != nil {
 			return nil, nil, err
 		}
-		if e := s.adopt(ctx); e != nil {
-			return nil, e, nil
+		if h := s.adopt(ctx); h != nil {
+			return nil, h, nil
 		}
 		wait = min(wait*2, maxWait)
 	}

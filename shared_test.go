@@ -361,7 +361,7 @@ func TestSlowEndpointRefreshesEarlier(t *testing.T) {
 	}
 	// A set RefreshWindow is kept.
 	s2, _ := testSource(t, e, func(c *Config) { c.RefreshWindow = time.Second })
-	if w := s2.newEntry(stored).src.Expiry.Sub(s2.newEntry(stored).staleAt); w != time.Second {
+	if w := s2.newHeld(stored).src.Expiry.Sub(s2.newHeld(stored).staleAt); w != time.Second {
 		t.Fatalf("set window %v, want 1s", w)
 	}
 }

@@ -1,50 +1,48 @@
 // The one fetch a token has in flight at a time: callers that find no
-// usable token share it. It is singleflight with one key, holding nothing
-// between fetches, so that an idle token costs no map.
+// usable token share it. It is singleflight with one key and a typed
+// result, holding nothing between fetches, so that an idle token costs no
+// map.
 
 package m2mtoken
 
-import (
-	"sync"
+import "sync"
 
-	"golang.org/x/sync/singleflight"
-)
+// fetched is what a fetch hands each of its waiters: the token it
+// installed (or found fresh), the flight (nil without an observer) so that
+// a waiter can name the fetch it waited for, and the fetch's error.
+type fetched struct {
+	h   *heldToken
+	fl  *flight
+	err error
+}
 
-// fetchGroup runs one function at a time; callers that come while it runs
+// fetchGroup runs one fetch at a time; callers that come while it runs
 // get its result. The zero value is ready to use.
 type fetchGroup struct {
-	mu   sync.Mutex
-	call *fetchCall
+	mu      sync.Mutex
+	waiters []chan fetched // nil when no fetch is in flight
 }
 
-type fetchCall struct {
-	waiters []chan singleflight.Result
-	val     any
-	err     error
-}
-
-// DoChan runs fn unless a call is in flight, and returns a channel that
-// receives the result of the call it joined or started. The key is
-// ignored: a token has one fetch.
-func (g *fetchGroup) DoChan(_ string, fn func() (any, error)) <-chan singleflight.Result {
-	ch := make(chan singleflight.Result, 1)
+// join runs fetch unless one is in flight, and returns a channel that
+// receives the result of the fetch it joined or started.
+func (g *fetchGroup) join(fetch func() fetched) <-chan fetched {
+	ch := make(chan fetched, 1)
 	g.mu.Lock()
-	if c := g.call; c != nil {
-		c.waiters = append(c.waiters, ch)
+	if g.waiters != nil {
+		g.waiters = append(g.waiters, ch)
 		g.mu.Unlock()
 		return ch
 	}
-	c := &fetchCall{waiters: []chan singleflight.Result{ch}}
-	g.call = c
+	g.waiters = []chan fetched{ch}
 	g.mu.Unlock()
 	go func() {
-		c.val, c.err = fn()
+		r := fetch()
 		g.mu.Lock()
-		g.call = nil
-		waiters := c.waiters
+		waiters := g.waiters
+		g.waiters = nil
 		g.mu.Unlock()
-		for i, w := range waiters {
-			w <- singleflight.Result{Val: c.val, Err: c.err, Shared: len(waiters) > 1 || i > 0}
+		for _, w := range waiters {
+			w <- r
 		}
 	}()
 	return ch

@@ -36,10 +36,10 @@ type TokenSource struct {
 	solo bool         // made by New: closing it closes its pool
 
 	// fresh is the current token while it is fresh, else nil: the hot path
-	// is one load of it. cur is the current entry while it is usable
+	// is one load of it. cur is the current token while it is usable
 	// (fresh or stale), else nil. Timers move a token out of both.
 	fresh atomic.Pointer[oauth2.Token]
-	cur   atomic.Pointer[entry]
+	cur   atomic.Pointer[heldToken]
 	// used is set when the token is handed out, and cleared by the pool's
 	// eviction hand: a source not used since the hand last passed is the
 	// one dropped.
@@ -215,8 +215,8 @@ func (s *TokenSource) Stats() Stats {
 	if j, f := s.joins.Load(), s.flights.Load(); j > f {
 		st.Collapsed = j - f
 	}
-	if e := s.cur.Load(); e != nil {
-		st.Expiry = e.src.Expiry
+	if h := s.cur.Load(); h != nil {
+		st.Expiry = h.src.Expiry
 	}
 	s.mu.Lock()
 	st.InvalidateBackoff = max(s.invBackoff.current(s.cfg.MinInvalidateInterval), 0)

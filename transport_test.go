@@ -266,8 +266,8 @@ func TestTransportConcurrent(t *testing.T) {
 				return true
 			default:
 			}
-			e := s.cur.Load()
-			return e != nil && clk.Now().Before(e.unusableAt)
+			h := s.cur.Load()
+			return h != nil && clk.Now().Before(h.unusableAt)
 		})
 	}
 	<-done
