@@ -86,8 +86,8 @@
 //
 // [Config.Observer] takes an [*Observer], a struct of optional functions
 // called at each fetch, token request, wait, invalidation, cache error and
-// quota reading, never on the hot path. The otel module turns it into
-// OpenTelemetry metrics and spans. [Config.Logger] gets warnings for
+// quota reading, never on the hot path. The m2mtokenotel module turns it
+// into OpenTelemetry metrics and spans. [Config.Logger] gets warnings for
 // failures and, at debug level, every fetch, retry and cache decision; a
 // token is only ever logged as its [Fingerprint].
 //

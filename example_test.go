@@ -186,8 +186,8 @@ func Example_dPoP() {
 }
 
 // An Observer sees what the source does, without any dependency: here the
-// fetches and the Auth0 quota they leave. The otel module provides one that
-// records OpenTelemetry metrics and spans.
+// fetches and the Auth0 quota they leave. The m2mtokenotel module provides
+// one that records OpenTelemetry metrics and spans.
 func ExampleObserver() {
 	issuer := m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: "s3cret", Audiences: []string{"https://api.example.com/"}})
 	defer issuer.Close()

@@ -1,6 +1,6 @@
 // Observer: a dependency-free way to watch what a source does (fetches,
 // attempts, waits, invalidations, cache errors, rate-limit and quota
-// readings), for metrics, traces or logs. The otel module turns it into
+// readings), for metrics, traces or logs. The m2mtokenotel module turns it into
 // OpenTelemetry instruments and spans.
 
 package m2mtoken
@@ -13,9 +13,9 @@ import (
 )
 
 // Observer receives what a [TokenSource] does. Set [Config.Observer] to one
-// and fill in the functions you need; nil functions are skipped. The otel
-// module (package m2mtokenotel) provides one that records OpenTelemetry
-// metrics and spans.
+// and fill in the functions you need; nil functions are skipped. The
+// m2mtokenotel module provides one that records OpenTelemetry metrics and
+// spans.
 //
 // Observer is a struct of optional functions, like
 // [net/http/httptrace.ClientTrace], rather than an interface: a later

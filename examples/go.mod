@@ -7,7 +7,7 @@ require (
 	github.com/auth0/go-jwt-middleware/v2 v2.3.1
 	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/m2mtoken/m2mtoken v0.0.0
-	github.com/m2mtoken/m2mtoken/otel v0.0.0
+	github.com/m2mtoken/m2mtoken/m2mtokenotel v0.0.0
 	github.com/prometheus/client_golang v1.24.1
 	github.com/prometheus/otlptranslator v1.0.0
 	go.opentelemetry.io/otel/exporters/prometheus v0.69.0
@@ -55,4 +55,4 @@ require (
 
 replace github.com/m2mtoken/m2mtoken => ../
 
-replace github.com/m2mtoken/m2mtoken/otel => ../otel
+replace github.com/m2mtoken/m2mtoken/m2mtokenotel => ../m2mtokenotel

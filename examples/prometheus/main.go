@@ -1,5 +1,5 @@
 // Command prometheus serves a token source's OpenTelemetry metrics in the
-// Prometheus format at /metrics, through the m2mtoken/otel module and the
+// Prometheus format at /metrics, through the m2mtokenotel module and the
 // OpenTelemetry Prometheus exporter.
 //
 //	AUTH0_DOMAIN=... AUTH0_CLIENT_ID=... AUTH0_CLIENT_SECRET=... AUTH0_AUDIENCE=... prometheus -addr 127.0.0.1:9464
@@ -28,7 +28,7 @@ import (
 
 	"github.com/m2mtoken/m2mtoken"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
-	m2mtokenotel "github.com/m2mtoken/m2mtoken/otel"
+	"github.com/m2mtoken/m2mtoken/m2mtokenotel"
 )
 
 // instrumented returns a source whose metrics the handler serves, and a

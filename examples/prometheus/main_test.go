@@ -49,7 +49,7 @@ func TestScrape(t *testing.T) {
 
 	labels := `m2mtoken_audience="https://metrics.local/",m2mtoken_client_id="metrics-demo",`
 	for _, want := range []string{
-		`m2mtoken_token_requests_total{http_response_status_code="200",` + labels + `m2mtoken_outcome="success",otel_scope_name="github.com/m2mtoken/m2mtoken/otel",otel_scope_schema_url="",otel_scope_version="",server_address="127.0.0.1"} 2`,
+		`m2mtoken_token_requests_total{http_response_status_code="200",` + labels + `m2mtoken_outcome="success",otel_scope_name="github.com/m2mtoken/m2mtoken/m2mtokenotel",otel_scope_schema_url="",otel_scope_version="",server_address="127.0.0.1"} 2`,
 		`m2mtoken_token_requests_total{http_response_status_code="503",` + labels + `m2mtoken_outcome="failure",`,
 		`m2mtoken_tokens_total{` + labels + `m2mtoken_origin="endpoint",`,
 		`m2mtoken_fetch_duration_seconds_count{` + labels + `m2mtoken_origin="endpoint",m2mtoken_outcome="success",m2mtoken_reason="first",`,

@@ -1,7 +1,7 @@
 // Package m2mtokenotel records what an m2mtoken.TokenSource does as
 // OpenTelemetry metrics and spans. It is a module of its own
-// (github.com/m2mtoken/m2mtoken/otel), so that users of the core module
-// never pull in OpenTelemetry.
+// (github.com/m2mtoken/m2mtoken/m2mtokenotel, named like go-redis's
+// redisotel), so that users of the core module never pull in OpenTelemetry.
 //
 //	obs, err := m2mtokenotel.New() // the global MeterProvider and TracerProvider
 //	src, err := m2mtoken.New(m2mtoken.Config{ /* ... */ Observer: obs})
@@ -64,7 +64,7 @@ import (
 )
 
 // ScopeName is the instrumentation scope of the meter and tracer.
-const ScopeName = "github.com/m2mtoken/m2mtoken/otel"
+const ScopeName = "github.com/m2mtoken/m2mtoken/m2mtokenotel"
 
 // Attribute keys.
 const (

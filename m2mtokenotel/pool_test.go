@@ -10,7 +10,7 @@ import (
 
 	"github.com/m2mtoken/m2mtoken"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
-	m2mtokenotel "github.com/m2mtoken/m2mtoken/otel"
+	"github.com/m2mtoken/m2mtoken/m2mtokenotel"
 )
 
 // TestPoolTokensCarryTheirOrganization: the tokens of a pool are labelled

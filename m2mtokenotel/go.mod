@@ -1,4 +1,4 @@
-module github.com/m2mtoken/m2mtoken/otel
+module github.com/m2mtoken/m2mtoken/m2mtokenotel
 
 go 1.26.0
 
@@ -20,7 +20,6 @@ require (
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
 	golang.org/x/oauth2 v0.37.0 // indirect
-	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
 )
 
