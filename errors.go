@@ -105,6 +105,11 @@ type WaitError struct {
 	// itself waiting for another instance, which held the fleet's fetch
 	// lease (Config.Cache is a [Leaser]), and what was known of it.
 	Lease *LeaseInfo
+	// Attempt, if not 0, says that the fetch this caller waited for had
+	// sent its Attempt'th token request, which had waited AttemptElapsed
+	// for the endpoint's answer: the endpoint is slow, not failing (yet).
+	Attempt        int
+	AttemptElapsed time.Duration
 }
 
 func (e *WaitError) Error() string {
@@ -114,6 +119,9 @@ func (e *WaitError) Error() string {
 	}
 	if e.Last != nil {
 		msg += "; last attempt: " + e.Last.Error()
+	}
+	if e.Attempt > 0 {
+		msg += fmt.Sprintf("; attempt %d in flight for %v", e.Attempt, roundDuration(e.AttemptElapsed))
 	}
 	return msg
 }

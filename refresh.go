@@ -278,6 +278,9 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 		if last := s.lastErr.Load(); last != nil {
 			werr.Last = last
 		}
+		if a := s.sending.Load(); a != nil {
+			werr.Attempt, werr.AttemptElapsed = a.n, s.clock.Now().Sub(a.at)
+		}
 		s.waited(ctx, start, nil, false, werr)
 		return nil, werr
 	}

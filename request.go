@@ -46,7 +46,9 @@ func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
 	for attempt := 0; ; attempt++ {
 		s.log.Debug("requesting token", slog.Int("attempt", attempt+1))
 		actx, start := s.attemptStarted(ctx, attempt+1, nonceRetry)
+		s.sending.Store(&sentAttempt{n: attempt + 1, at: s.clock.Now()})
 		ce, err := s.attempt(actx)
+		s.sending.Store(nil)
 		s.attemptDone(actx, attempt+1, nonceRetry, start, err)
 		nonceRetry = false
 		if err == nil {
@@ -115,6 +117,12 @@ func (s *TokenSource) retryWindow(ctx context.Context, n int) time.Duration {
 		d = min(d, time.Until(dl))
 	}
 	return d
+}
+
+// sentAttempt is a token request waiting for the endpoint's answer.
+type sentAttempt struct {
+	n  int // 1 for the first
+	at time.Time
 }
 
 // retryingMessage is the message of the warning logged before each retry.

@@ -4,12 +4,14 @@ package m2mtoken
 // permanent errors, and reading the answer.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -284,5 +286,46 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 	_, err := s.Token()
 	if err == nil || leaked != 0 || !strings.Contains(err.Error(), "not followed") {
 		t.Fatalf("err %v, %d requests reached the redirect target", err, leaked)
+	}
+}
+
+// TestWaitErrorSaysTheAttemptInFlight: a caller that gives up while this
+// source's own first token request still waits for the endpoint is told
+// so, not left with a bare deadline; once it is answered, the next caller
+// gets the token.
+func TestWaitErrorSaysTheAttemptInFlight(t *testing.T) {
+	e := newEndpoint(t)
+	s, clk := testSource(t, e, nil)
+	sent, answer := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(answer) }) }
+	defer release() // before the endpoint's Close, which waits for it
+	e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
+		if n == 1 {
+			close(sent)
+			<-answer
+		}
+		return false
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := s.TokenContext(ctx); done <- err }()
+	<-sent
+	clk.Advance(1900 * time.Millisecond)
+	cancel()
+	err := <-done
+	var werr *WaitError
+	if !errors.As(err, &werr) || werr.Attempt != 1 || werr.AttemptElapsed != 1900*time.Millisecond || werr.Last != nil || werr.Lease != nil {
+		t.Fatalf("got %#v, want a WaitError with attempt 1 in flight for 1.9s", err)
+	}
+	if want := "m2mtoken: no token yet: context canceled; attempt 1 in flight for 1.9s"; err.Error() != want {
+		t.Fatalf("got %q, want %q", err, want)
+	}
+	release()
+	if tok, err := s.Token(); err != nil || tok.AccessToken != "tok-1" {
+		t.Fatalf("after the answer: %v %v", tok, err)
+	}
+	if a := s.sending.Load(); a != nil {
+		t.Fatalf("attempt %d still marked in flight after its answer", a.n)
 	}
 }

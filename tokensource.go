@@ -63,9 +63,10 @@ type TokenSource struct {
 	invBackoff invalidateBackoff
 
 	requests, failures, cacheHits, joins, flights, refreshes atomic.Uint64
-	lastErr                                                  atomic.Pointer[TokenError] // the last failed attempt, for WaitError
-	waitingOn                                                atomic.Pointer[LeaseInfo]  // another holder's lease, while a fetch waits on it
-	getOutage                                                getOutage                  // failed Cache.Get calls in a row (cachehealth.go)
+	lastErr                                                  atomic.Pointer[TokenError]  // the last failed attempt, for WaitError
+	waitingOn                                                atomic.Pointer[LeaseInfo]   // another holder's lease, while a fetch waits on it
+	sending                                                  atomic.Pointer[sentAttempt] // this source's token request in flight, for WaitError
+	getOutage                                                getOutage                   // failed Cache.Get calls in a row (cachehealth.go)
 
 	// waits counts callers that found no usable token after the first
 	// one was installed (hadToken), and so waited for a fetch.
