@@ -450,12 +450,17 @@ func (s *TokenSource) closedOr(err error) error {
 // MinBackoff to MaxBackoff, with full jitter for request retries and equal
 // jitter (at least half) between background refreshes.
 func (s *TokenSource) backoff(n int, equal bool) time.Duration {
-	d := float64(s.cfg.MinBackoff) * math.Pow(2, float64(min(n, 30)))
-	d = min(d, float64(s.cfg.MaxBackoff))
+	d := float64(s.backoffCap(n))
 	if equal {
 		return time.Duration(d/2 + d/2*s.rand())
 	}
 	return time.Duration(d * s.rand())
+}
+
+// backoffCap is the longest backoff after the n'th failure (from 0):
+// MinBackoff doubled n times, at most MaxBackoff.
+func (s *TokenSource) backoffCap(n int) time.Duration {
+	return time.Duration(min(float64(s.cfg.MinBackoff)*math.Pow(2, float64(min(n, 30))), float64(s.cfg.MaxBackoff)))
 }
 
 // Invalidate drops tok if it is still the current token, so that the next

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -111,7 +110,7 @@ func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
 func (s *TokenSource) retryWindow(ctx context.Context, n int) time.Duration {
 	var d time.Duration
 	for i := n; i < s.cfg.MaxAttempts-1; i++ {
-		d += time.Duration(min(float64(s.cfg.MinBackoff)*math.Pow(2, float64(min(i, 30))), float64(s.cfg.MaxBackoff)))
+		d += s.backoffCap(i)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		d = min(d, time.Until(dl))
