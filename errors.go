@@ -44,6 +44,8 @@ type TokenError struct {
 	err error
 }
 
+// Error says what the endpoint answered, how often and for how long it was
+// asked, and the hint.
 func (e *TokenError) Error() string {
 	var b strings.Builder
 	b.WriteString("m2mtoken: token request to ")
@@ -112,6 +114,8 @@ type WaitError struct {
 	AttemptElapsed time.Duration
 }
 
+// Error says why the caller stopped waiting and what was known then: the
+// lease it waited on, the last failed attempt, the attempt in flight.
 func (e *WaitError) Error() string {
 	msg := "m2mtoken: no token yet: " + e.Ctx.Error()
 	if e.Lease != nil {
@@ -184,6 +188,7 @@ func configErr(format string, args ...any) *ConfigError {
 	return e
 }
 
+// Error says what to fix, naming each field as Config.FieldNames does.
 func (e *ConfigError) Error() string { return "m2mtoken: " + e.Describe(e.name) }
 
 // Describe returns the message without the "m2mtoken: " prefix, naming

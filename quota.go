@@ -52,6 +52,8 @@ type QuotaError struct {
 	Err *TokenError
 }
 
+// Error says which bucket is empty, when it refills, and what the endpoint
+// answered.
 func (e *QuotaError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "m2mtoken: Auth0 %s quota exhausted", e.Scope)

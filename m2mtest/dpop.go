@@ -168,6 +168,7 @@ type RequestError struct {
 	Nonce string
 }
 
+// Error is the OAuth error code and description.
 func (e *RequestError) Error() string {
 	if e.Code == "" {
 		return e.Description

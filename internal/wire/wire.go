@@ -55,6 +55,7 @@ type MalformedError struct {
 	BadToken bool
 }
 
+// Error says what is wrong with the answer.
 func (e *MalformedError) Error() string { return "malformed token response: " + e.Reason }
 
 // MaxExpiresIn bounds a token's lifetime, from expires_in or from a JWT's
