@@ -58,7 +58,7 @@ func TestAgentProxyTrustsTheCA(t *testing.T) {
 			if resp.StatusCode != 200 || !strings.Contains(string(body), "Hello from a private endpoint") {
 				t.Fatalf("through the proxy: %d %s\n%s", resp.StatusCode, body, p.logs())
 			}
-			if err := p.stop(os.Interrupt); err != nil {
+			if err := p.halt(os.Interrupt); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -16,7 +16,7 @@ func TestAgentCacheNames(t *testing.T) {
 	env := tokenEnv(s, dir) // sets M2MTOKEN_CACHE_DIR=dir
 	for _, args := range [][]string{nil, {"--cache", "memory"}, {"--cache", "none"}} {
 		p := startAgent(t, env, append([]string{"--listen", "127.0.0.1:0"}, args...)...)
-		if err := p.stop(os.Interrupt); err != nil {
+		if err := p.halt(os.Interrupt); err != nil {
 			t.Fatalf("%v: %v", args, err)
 		}
 		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
@@ -28,7 +28,7 @@ func TestAgentCacheNames(t *testing.T) {
 	if l := p.find("M2MTOKEN_CACHEDIR is set but not read: did you mean M2MTOKEN_CACHE_DIR?"); l == nil || l["level"] != "WARN" {
 		t.Errorf("no warning for M2MTOKEN_CACHEDIR:\n%s", p.logs())
 	}
-	if err := p.stop(os.Interrupt); err != nil {
+	if err := p.halt(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
 	if entries, err := os.ReadDir(dir); err != nil || len(entries) == 0 {

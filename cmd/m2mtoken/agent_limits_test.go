@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -49,13 +50,14 @@ func rssKB(t *testing.T, pid int) int {
 func TestAgentSlowClientFlood(t *testing.T) {
 	needProgram(t, "sh")
 	s := issuer(t)
-	api := newProtectedAPI(t, s)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(w, r.Body) }))
+	t.Cleanup(api.Close)
 	sock := filepath.Join(t.TempDir(), "agent.sock")
-	p := launchAgent(t, []string{"sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, floodFDs)}, tokenEnv(s, t.TempDir()),
+	p := launchBinary(t, []string{"sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, floodFDs)}, tokenEnv(s, t.TempDir()),
 		"--listen", "unix:"+sock, "--listen", "127.0.0.1:0", "--proxy", "default=127.0.0.1:0="+api.URL)
-	p.waitLog("ready: every source holds a token", 30*time.Second)
+	p.waitLog("ready: every source holds a token")
 	tcp, prx := p.addr("token endpoint"), p.addr("proxy")
-	pid := p.cmd.Process.Pid
+	pid := p.pid
 	rss0 := rssKB(t, pid)
 
 	unixClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
@@ -140,18 +142,11 @@ func TestAgentSlowClientFlood(t *testing.T) {
 
 	// After the flood, TCP answers again.
 	req, _ := http.NewRequest("GET", "http://"+tcp+"/healthz", nil)
-	req.Header.Set(agentHeader, "1")
+	req.Header.Set("M2MToken-Agent", "1")
 	cl := &http.Client{Timeout: 30 * time.Second}
 	resp, err = cl.Do(req)
 	if err != nil {
 		t.Fatalf("after the flood, TCP does not answer: %v", err)
 	}
 	resp.Body.Close()
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
 }

@@ -156,7 +156,8 @@ func TestAgentLoad(t *testing.T) {
 	auth := http.Header{"Authorization": {"Bearer " + long}}
 
 	sock := filepath.Join(t.TempDir(), "a.sock")
-	p := startAgent(t, tokenEnv(s, t.TempDir()), "--listen", "unix:"+sock, "--proxy", "default=127.0.0.1:0="+upstream.URL)
+	p := launchBinary(t, nil, tokenEnv(s, t.TempDir()), "--listen", "unix:"+sock, "--proxy", "default=127.0.0.1:0="+upstream.URL)
+	p.waitLog("ready: every source holds a token")
 	prx := p.addr("proxy")
 
 	paths := []*loadPath{
@@ -169,7 +170,7 @@ func TestAgentLoad(t *testing.T) {
 	// alike.
 	const turn = 250 * time.Millisecond
 	issuedBefore := s.TokensIssued("cli")
-	agentCPU0, cpuOK := cpuTime(p.cmd.Process.Pid)
+	agentCPU0, cpuOK := cpuTime(p.pid)
 	bareCPU0, _ := cpuTime(bp.Process.Pid)
 	sent := make([]int, len(paths))
 	start := time.Now()
@@ -181,7 +182,7 @@ func TestAgentLoad(t *testing.T) {
 	}
 	elapsed := time.Since(start)
 	issued := s.TokensIssued("cli") - issuedBefore
-	agentCPU1, _ := cpuTime(p.cmd.Process.Pid)
+	agentCPU1, _ := cpuTime(p.pid)
 	bareCPU1, _ := cpuTime(bp.Process.Pid)
 
 	dialUnix := func(ctx context.Context, _, _ string) (net.Conn, error) {

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // needRoot skips a test that gives files to another user unless it runs
@@ -100,32 +99,5 @@ func TestTokenRefusesAPlantedCache(t *testing.T) {
 	}
 	if !strings.Contains(r.stderr, "symbolic link") {
 		t.Fatalf("exit %d, stderr %q; want the link named as refused", r.code, r.stderr)
-	}
-}
-
-// TestAgentRefusesAnOpenSinkDirectory: a sink directory that others may
-// write (finding 2) is refused at start, with its name and why.
-func TestAgentRefusesAnOpenSinkDirectory(t *testing.T) {
-	needRoot(t)
-	s := issuer(t)
-	for name, prepare := range map[string]func(string) error{
-		"world-writable":        func(d string) error { return os.Chmod(d, 0o777|os.ModeSticky) },
-		"owned by another user": func(d string) error { return os.Chown(d, nobody, nobody) },
-	} {
-		dir := filepath.Join(t.TempDir(), "sinks")
-		os.Mkdir(dir, 0o700)
-		if err := prepare(dir); err != nil {
-			t.Fatal(err)
-		}
-		p := launchAgent(t, nil, tokenEnv(s, t.TempDir()), "--sink", "default="+filepath.Join(dir, "token"))
-		select {
-		case <-p.exit:
-		case <-time.After(20 * time.Second):
-			t.Fatalf("%s: the agent runs with the sink in %s:\n%s", name, dir, p.logs())
-		}
-		if !strings.Contains(p.logs(), dir) {
-			t.Fatalf("%s: %q; want the sink directory refused", name, p.logs())
-		}
-		t.Logf("%s: %s", name, strings.TrimSpace(p.logs()))
 	}
 }

@@ -188,12 +188,14 @@ func warnUnreadVars(stderr io.Writer, environ []string) {
 	}
 }
 
-// newSource is m2mtoken.New with errors that name the flags and variables.
+// newSource is m2mtoken.New with errors that name the flags and variables
+// (through Config.FieldNames), without the library's "m2mtoken: " prefix.
 func (c *credFlags) newSource(cfg m2mtoken.Config) (*m2mtoken.TokenSource, error) {
+	cfg.FieldNames = c.fieldName
 	src, err := m2mtoken.New(cfg)
 	var ce *m2mtoken.ConfigError
 	if errors.As(err, &ce) {
-		return nil, errors.New(ce.Describe(c.fieldName))
+		return nil, errors.New(strings.TrimPrefix(ce.Error(), "m2mtoken: "))
 	}
 	return src, err
 }

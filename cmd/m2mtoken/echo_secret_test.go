@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // echoedSecret is a client secret that form and Basic encoding change.
@@ -68,7 +67,6 @@ func assertNoSecret(t *testing.T, where, out string) {
 // 503 body. None shows it now, and the proxy's own error answers carry no
 // endpoint text at all.
 func TestEchoedSecretNotShown(t *testing.T) {
-	needProgram(t, "curl")
 	iss := echoingIssuer(t)
 	for _, as := range []string{"description", "location", "5xx"} {
 		for _, method := range []string{"post", "basic"} {
@@ -85,13 +83,16 @@ func TestEchoedSecretNotShown(t *testing.T) {
 	env := []string{"M2MTOKEN_TOKEN_URL=" + iss.URL + "/oauth/token", "AUTH0_CLIENT_ID=cli",
 		"AUTH0_CLIENT_SECRET=" + echoedSecret, "AUTH0_AUDIENCE=" + aud, "M2MTOKEN_AUTH_METHOD=basic"}
 	sock := filepath.Join(t.TempDir(), "agent.sock")
-	p := launchAgent(t, nil, env, "--listen", "unix:"+sock, "--proxy", "default=127.0.0.1:0=http://127.0.0.1:1/api")
-	p.waitLog("token request failed", 30*time.Second)
+	p := launchAgent(t, env, "--listen", "unix:"+sock, "--proxy", "default=127.0.0.1:0=http://127.0.0.1:1/api")
+	p.waitLog("token request failed")
 	prx := p.addr("proxy")
-	_, health := curl(t, "--unix-socket", sock, "http://localhost/healthz")
-	_, stats := curl(t, "--unix-socket", sock, "http://localhost/v1/stats")
-	_, tok := curl(t, "--unix-socket", sock, "http://localhost/v1/token/default")
-	code, proxied := curl(t, "http://"+prx+"/x")
+	uc := unixClient(t, sock)
+	_, health := get(t, uc, "http://localhost/healthz")
+	_, stats := get(t, uc, "http://localhost/v1/stats")
+	_, tok := get(t, uc, "http://localhost/v1/token/default")
+	tc := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(tc.CloseIdleConnections)
+	code, proxied := get(t, tc, "http://"+prx+"/x")
 	if code != http.StatusServiceUnavailable {
 		t.Errorf("proxy: %d %s; want 503", code, proxied)
 	}

@@ -2,7 +2,7 @@
 // on a Unix socket or loopback TCP, and the guards that keep other hosts,
 // browser pages and server-side request forgery away from it.
 
-package main
+package agent
 
 import (
 	"context"
@@ -134,7 +134,7 @@ func removeStaleSocket(flag, path string) error {
 // rebinding) and, if needHeader, requests without "M2MToken-Agent: 1".
 // Requests over a Unix socket are not guarded: the socket's file mode
 // says who may connect.
-func (a *agent) guard(needHeader bool, next http.Handler) http.Handler {
+func (a *Agent) guard(needHeader bool, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if reason := refusal(r, needHeader); reason != "" {
 			a.refused.Add(1)
@@ -170,7 +170,7 @@ func refusal(r *http.Request, needHeader bool) string {
 }
 
 // endpoint is the handler of the token endpoint's routes.
-func (a *agent) endpoint() http.Handler {
+func (a *Agent) endpoint() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/token/{name}", onlyGet(a.serveToken))
 	mux.Handle("/healthz", onlyGet(a.serveHealth))
@@ -215,7 +215,7 @@ type headerSource interface {
 // ?url=URL (and &method=M, GET by default) the answer also has the headers
 // that authorize that one request; a DPoP-bound token is useless without
 // them, so for one the URL is required.
-func (a *agent) serveToken(w http.ResponseWriter, r *http.Request) {
+func (a *Agent) serveToken(w http.ResponseWriter, r *http.Request) {
 	s := a.byName[r.PathValue("name")]
 	if s == nil {
 		a.tokenFailed.Add(1)
@@ -279,7 +279,7 @@ func (a *agent) serveToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // tokenUnavailable answers 503 for a source that has no token.
-func (a *agent) tokenUnavailable(w http.ResponseWriter, r *http.Request, s *agentSource, err error) {
+func (a *Agent) tokenUnavailable(w http.ResponseWriter, r *http.Request, s *agentSource, err error) {
 	a.tokenFailed.Add(1)
 	if r.Context().Err() == nil {
 		a.log.Warn("token request failed", slog.String("source", s.name), slog.Any("error", err))
@@ -289,7 +289,7 @@ func (a *agent) tokenUnavailable(w http.ResponseWriter, r *http.Request, s *agen
 
 // serveHealth answers 200 once every source holds a token, else 503; the
 // answer says which sources have none and why.
-func (a *agent) serveHealth(w http.ResponseWriter, r *http.Request) {
+func (a *Agent) serveHealth(w http.ResponseWriter, r *http.Request) {
 	type health struct {
 		Ready bool   `json:"ready"`
 		Error string `json:"error,omitempty"`
@@ -347,7 +347,7 @@ type proxyStat struct {
 }
 
 // serveStats answers each source's Stats and the agent's counters.
-func (a *agent) serveStats(w http.ResponseWriter, r *http.Request) {
+func (a *Agent) serveStats(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		Uptime        string                 `json:"uptime"`
 		Sources       map[string]sourceStats `json:"sources"`
@@ -394,7 +394,7 @@ func (a *agent) serveStats(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (a *agent) names() []string {
+func (a *Agent) names() []string {
 	names := make([]string, 0, len(a.sources))
 	for _, s := range a.sources {
 		names = append(names, s.name)

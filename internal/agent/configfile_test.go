@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"crypto/ecdsa"
@@ -40,8 +40,8 @@ func TestAgentConfigFile(t *testing.T) {
 	if len(specs) != 3 {
 		t.Fatalf("%d sources", len(specs))
 	}
-	b, s, k := specs[0].cfg, specs[1].cfg, specs[2].cfg
-	if specs[0].name != "billing" || b.ClientSecret != "from-env" || b.AuthMethod != m2mtoken.ClientSecretBasic || len(b.Scopes) != 2 || b.Cache != nil {
+	b, s, k := specs[0].Config, specs[1].Config, specs[2].Config
+	if specs[0].Name != "billing" || b.ClientSecret != "from-env" || b.AuthMethod != m2mtoken.ClientSecretBasic || len(b.Scopes) != 2 || b.Cache != nil {
 		t.Errorf("billing: %v", b)
 	}
 	if s.ClientSecret != "from-a-file" || s.TokenURL == "" {
@@ -54,9 +54,9 @@ func TestAgentConfigFile(t *testing.T) {
 		t.Errorf("keyed: %v", k)
 	}
 	for _, spec := range specs {
-		src, err := m2mtoken.New(spec.cfg)
+		src, err := m2mtoken.New(spec.Config)
 		if err != nil {
-			t.Fatalf("%s: %v", spec.name, err)
+			t.Fatalf("%s: %v", spec.Name, err)
 		}
 		src.Close()
 	}
@@ -130,67 +130,9 @@ func TestAgentLibraryErrorsInUserWords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = newAgent(specs, []string{"unix:" + filepath.Join(t.TempDir(), "s")}, nil, nil, "", discardLog())
-	if err == nil || !strings.Contains(err.Error(), `source "api"`) || !strings.Contains(err.Error(), "token_url") || strings.Contains(err.Error(), "Config.") {
+	_, err = New(Config{Sources: specs, Listeners: []Listener{{"unix:" + filepath.Join(t.TempDir(), "s")}}})
+	if err == nil || !strings.Contains(err.Error(), `source "api"`) || !strings.Contains(err.Error(), "token_url") || strings.Contains(err.Error(), "Config.") ||
+		strings.Contains(err.Error(), "m2mtoken: ") {
 		t.Fatalf("error: %v", err)
-	}
-	t.Setenv("AUTH0_CLIENT_ID", "")
-	cmd := newFlags("agent", "")
-	creds := registerCredFlags(cmd)
-	if err := cmd.fs.Parse([]string{"--client-secret", "s", "--domain", "t.auth0.com"}); err != nil {
-		t.Fatal(err)
-	}
-	spec, err := defaultSource(creds, "none", "")
-	if err == nil {
-		_, err = newAgent([]sourceSpec{spec}, []string{"unix:" + filepath.Join(t.TempDir(), "s")}, nil, nil, "", discardLog())
-	}
-	if err == nil || !strings.Contains(err.Error(), `source "default"`) || !strings.Contains(err.Error(), "--client-id") ||
-		!strings.Contains(err.Error(), "AUTH0_CLIENT_ID") || strings.Contains(err.Error(), "Config.") || strings.Contains(err.Error(), "m2mtoken: ") {
-		t.Fatalf("error: %v", err)
-	}
-}
-
-func TestAgentFlagErrors(t *testing.T) {
-	spec := sourceSpec{name: "default", cfg: m2mtoken.Config{TokenURL: "http://127.0.0.1:1/token", ClientID: "c", ClientSecret: "s"}}
-	dir := t.TempDir()
-	for _, tc := range []struct {
-		name                    string
-		listens, sinks, proxies []string
-		group                   string
-		want                    []string
-	}{
-		{"nothing", nil, nil, nil, "", []string{"nothing to serve", "--listen"}},
-		{"all interfaces", []string{"0.0.0.0:8080"}, nil, nil, "", []string{`--listen "0.0.0.0:8080"`, "loopback"}},
-		{"no host", []string{":8080"}, nil, nil, "", []string{`--listen ":8080"`, "loopback"}},
-		{"lan address", []string{"192.168.1.2:8080"}, nil, nil, "", []string{"loopback"}},
-		{"hostname", []string{"example.com:8080"}, nil, nil, "", []string{"loopback"}},
-		{"no port", []string{"127.0.0.1"}, nil, nil, "", []string{"unix:PATH or 127.0.0.1:PORT"}},
-		{"empty unix", []string{"unix:"}, nil, nil, "", []string{"socket's path"}},
-		{"sink syntax", nil, []string{"default"}, nil, "", []string{`--sink "default"`, "NAME=PATH"}},
-		{"sink source", nil, []string{"billing=" + filepath.Join(dir, "t")}, nil, "", []string{"--sink billing=", `no source named "billing"`, "default"}},
-		{"sink dir", nil, []string{"default=/nonexistent/dir/t"}, nil, "", []string{"--sink", "/nonexistent/dir", "must exist"}},
-		{"proxy syntax", nil, nil, []string{"default=127.0.0.1:0"}, "", []string{"NAME=LISTEN=UPSTREAM"}},
-		{"proxy listen", nil, nil, []string{"default=0.0.0.0:9000=https://api.example.com"}, "", []string{"--proxy default=LISTEN", "loopback"}},
-		{"proxy upstream", nil, nil, []string{"default=127.0.0.1:0=api.example.com"}, "", []string{"UPSTREAM", "absolute http or https URL"}},
-		{"proxy plain http", nil, nil, []string{"default=127.0.0.1:0=http://api.example.com"}, "", []string{"UPSTREAM", "https"}},
-		{"proxy empty port", nil, nil, []string{"default=127.0.0.1:0=https://127.0.0.1:"}, "", []string{`UPSTREAM "https://127.0.0.1:" has an empty port`}},
-		{"proxy locahost", nil, nil, []string{"default=127.0.0.1:0=http://locahost:8080"}, "", []string{`"locahost" is not a loopback name: did you mean localhost?`}},
-		{"proxy query", nil, nil, []string{"default=127.0.0.1:0=https://api.example.com/?a=b"}, "", []string{"query"}},
-		{"proxy source", nil, nil, []string{"api=127.0.0.1:0=https://api.example.com"}, "", []string{`no source named "api"`}},
-		{"group without socket", []string{"127.0.0.1:0"}, nil, nil, "root", []string{"--group", "Unix socket"}},
-		{"no such group", []string{"unix:" + filepath.Join(dir, "s")}, nil, nil, "no-such-group-here", []string{`--group "no-such-group-here": no such group`}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := newAgent([]sourceSpec{spec}, tc.listens, tc.sinks, tc.proxies, tc.group, discardLog())
-			var ue usageError
-			if err == nil || !errorsAs(err, &ue) {
-				t.Fatalf("error %v, want a usage error", err)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
-				}
-			}
-		})
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"testing"
 
-	"github.com/m2mtoken/m2mtoken"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
@@ -20,7 +19,7 @@ import (
 // upstream, from 32 parallel clients. Run it a few times, so that the two
 // take turns:
 //
-//	for i in 1 2 3 4 5 6 7 8; do go test -run '^$' -bench BenchmarkAgentProxy ./cmd/m2mtoken; done > bench.txt
+//	for i in 1 2 3 4 5 6 7 8; do go test -run '^$' -bench BenchmarkAgentProxy ./internal/agent; done > bench.txt
 //	benchstat -col /impl bench.txt
 func BenchmarkAgentProxy(b *testing.B) {
 	s := m2mtest.NewServer(m2mtest.Client{ID: "cli", Secret: secret, Audiences: []string{aud}})
@@ -33,15 +32,14 @@ func BenchmarkAgentProxy(b *testing.B) {
 		io.WriteString(w, "ok")
 	}))
 	defer upstream.Close()
-	spec := sourceSpec{name: "default", cfg: m2mtoken.Config{TokenURL: s.TokenURL(), ClientID: "cli", ClientSecret: secret, Audience: aud}}
-	a, err := newAgent([]sourceSpec{spec}, nil, nil, []string{"default=127.0.0.1:0=" + upstream.URL}, "", discardLog())
+	a, err := New(Config{Sources: []Source{source(s)}, Proxies: []Proxy{{"default", "127.0.0.1:0", upstream.URL}}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer a.closeSources()
 	// Served as run serves it: the connection cap and the body deadline.
-	agentSrv := httptest.NewUnstartedServer(bodyDeadline(a.guard(false, a.proxies[0].handler)))
-	agentSrv.Listener = newLimitListener(agentSrv.Listener, defaultMaxConns)
+	agentSrv := httptest.NewUnstartedServer(bodyDeadline(a.guard(false, a.proxies[0].handler), bodyGrace))
+	agentSrv.Listener = newLimitListener(agentSrv.Listener, DefaultMaxConns)
 	agentSrv.Start()
 	defer agentSrv.Close()
 

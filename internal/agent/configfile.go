@@ -1,9 +1,8 @@
-// The agent's sources: one named "default" from the same flags and
-// environment as `m2mtoken token`, or several from a JSON config file. The
-// file is read with the standard library only; secrets come from the
-// environment or from files, never from the config file itself.
+// The agent's config file (--config): its sources, in JSON. The file is
+// read with the standard library only; secrets come from the environment
+// or from files, never from the config file itself.
 
-package main
+package agent
 
 import (
 	"bytes"
@@ -17,20 +16,6 @@ import (
 
 	"github.com/m2mtoken/m2mtoken"
 )
-
-// sourceSpec is one source the agent holds, before it is started.
-type sourceSpec struct {
-	name   string
-	origin string // where it was defined, for errors: "flags" or "FILE: source NAME"
-	cfg    m2mtoken.Config
-	// fieldName says how the user named a Config field, for the library's
-	// errors (*m2mtoken.ConfigError).
-	fieldName func(field string) string
-	// client names the client (every field of the file's source but its
-	// name, audience, scopes and organization): the config file's sources
-	// of one client share one m2mtoken.Pool. Empty: a pool of its own.
-	client string
-}
 
 // configFieldNames are the config file's names for the library's fields.
 var configFieldNames = map[string]string{
@@ -88,10 +73,14 @@ type fileSource struct {
 // flag values.
 var sourceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
-// loadConfigFile reads the sources in the config file at path.
-// getenv reads the environment variables the file names, and
-// M2MTOKEN_CA_FILE as the command sees it (--ca-file, else the variable).
-func loadConfigFile(path string, getenv func(string) string) ([]sourceSpec, error) {
+// LoadConfigFile reads the sources in the config file at path. getenv
+// reads the environment variables the file names, and M2MTOKEN_CA_FILE as
+// the command sees it (--ca-file, else the variable): the CA of the
+// sources that name none. Each Source's Origin names the file and the
+// source, its Config's FieldNames name fields as the file does, and its
+// Client is every field but the name and the token request (audience,
+// scopes, organization), so that the sources of one client share a pool.
+func LoadConfigFile(path string, getenv func(string) string) ([]Source, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("--config: %w", err)
@@ -102,7 +91,7 @@ func loadConfigFile(path string, getenv func(string) string) ([]sourceSpec, erro
 // parseConfigFile parses the config file's contents; getenv reads the
 // environment variables the file names, and M2MTOKEN_CA_FILE: the CA of
 // the sources that do not name one in "ca_file".
-func parseConfigFile(path string, b []byte, getenv func(string) string) ([]sourceSpec, error) {
+func parseConfigFile(path string, b []byte, getenv func(string) string) ([]Source, error) {
 	var fc fileConfig
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -115,7 +104,7 @@ func parseConfigFile(path string, b []byte, getenv func(string) string) ([]sourc
 	if len(fc.Sources) == 0 {
 		return nil, fmt.Errorf("config file %s: \"sources\" is empty or missing: list at least one source, such as {\"sources\": [{\"name\": \"default\", \"domain\": \"...\", \"client_id\": \"...\", \"client_secret_env\": \"...\", \"audience\": \"...\"}]}", path)
 	}
-	specs := make([]sourceSpec, 0, len(fc.Sources))
+	specs := make([]Source, 0, len(fc.Sources))
 	seen := map[string]int{}
 	for i, raw := range fc.Sources {
 		var fs fileSource
@@ -140,7 +129,8 @@ func parseConfigFile(path string, b []byte, getenv func(string) string) ([]sourc
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
-		specs = append(specs, sourceSpec{name: fs.Name, origin: where, cfg: cfg, fieldName: configFieldName, client: fs.client()})
+		cfg.FieldNames = configFieldName
+		specs = append(specs, Source{Name: fs.Name, Origin: where, Config: cfg, Client: fs.client()})
 	}
 	return specs, nil
 }
@@ -231,7 +221,7 @@ func (fs *fileSource) config(getenv func(string) string) (m2mtoken.Config, error
 			return cfg, fmt.Errorf("\"scopes\": %q: give each scope as its own string, such as [\"read:x\", \"write:x\"]", s)
 		}
 	}
-	cache, err := newCache(fs.Cache, fs.CacheDir, `"cache"`, `"cache_dir"`)
+	cache, err := NewCache(fs.Cache, fs.CacheDir, `"cache"`, `"cache_dir"`)
 	if err != nil {
 		return cfg, err
 	}
@@ -239,11 +229,11 @@ func (fs *fileSource) config(getenv func(string) string) (m2mtoken.Config, error
 	return cfg, nil
 }
 
-// newCache returns the cache a source asked for: memory (the source's own;
+// NewCache returns the cache a source asked for: memory (the source's own;
 // "none" is its old name) or a file cache in dir (M2MTOKEN_CACHE_DIR, else
 // the user cache directory, if empty).
 // modeName and dirName are what the user calls the two settings.
-func newCache(mode, dir, modeName, dirName string) (m2mtoken.Cache, error) {
+func NewCache(mode, dir, modeName, dirName string) (m2mtoken.Cache, error) {
 	switch mode {
 	case "", "none", "memory":
 		if dir != "" {

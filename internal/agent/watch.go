@@ -3,7 +3,7 @@
 // it stale, and the agent may have no caller for hours), learns of each new
 // token, and hands it to the file sinks.
 
-package main
+package agent
 
 import (
 	"context"

@@ -4,7 +4,7 @@
 // paths can never be led above --proxy's UPSTREAM path with the agent's
 // token.
 
-package main
+package agent
 
 import (
 	"net/http"

@@ -1,6 +1,6 @@
 //go:build !unix
 
-package main
+package agent
 
 // openFileLimit reports no limit: this system has no RLIMIT_NOFILE.
 func openFileLimit() (int, bool) { return 0, false }

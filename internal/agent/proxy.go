@@ -4,7 +4,7 @@
 // It is a reverse proxy for one origin, never an open proxy: the request's
 // own scheme and host are ignored.
 
-package main
+package agent
 
 import (
 	"bytes"
@@ -30,12 +30,13 @@ type proxySpec struct {
 	upstream *url.URL
 }
 
-// parseProxy parses NAME=LISTEN=UPSTREAM.
-func parseProxy(v string) (proxySpec, error) {
-	parts := strings.SplitN(v, "=", 3)
-	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
-		return proxySpec{}, fmt.Errorf("--proxy %q: use NAME=LISTEN=UPSTREAM, such as default=127.0.0.1:9000=https://api.example.com", v)
+// checkProxy checks p and parses its addresses.
+func checkProxy(p Proxy) (proxySpec, error) {
+	if p.Source == "" || p.Listen == "" || p.Upstream == "" {
+		_, err := ParseProxy(p.String()) // its error says what is missing
+		return proxySpec{}, err
 	}
+	v, parts := p.String(), []string{p.Source, p.Listen, p.Upstream}
 	l, err := parseListen("--proxy "+parts[0]+"=LISTEN", parts[1])
 	if err != nil {
 		return proxySpec{}, err

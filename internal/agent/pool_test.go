@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -31,7 +31,7 @@ func TestAgentSourcesOfOneClientShareAPool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := newAgent(specs, []string{"127.0.0.1:0"}, nil, nil, "", discardLog())
+	a, err := New(Config{Sources: specs, Listeners: []Listener{{"127.0.0.1:0"}}})
 	if err != nil {
 		t.Fatal(err)
 	}

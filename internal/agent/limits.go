@@ -4,7 +4,7 @@
 // never takes the descriptors the Unix socket needs), read deadlines on
 // headers and bodies, and a bound on header size.
 
-package main
+package agent
 
 import (
 	"fmt"
@@ -18,8 +18,8 @@ import (
 )
 
 const (
-	// defaultMaxConns is --max-conns's default.
-	defaultMaxConns = 512
+	// DefaultMaxConns is Config.MaxConns's default, and --max-conns's.
+	DefaultMaxConns = 512
 	// minConns is the least per-listener cap the agent starts with.
 	minConns = 8
 	// reservedFDs are kept out of the listeners' budget: the token
@@ -27,7 +27,8 @@ const (
 	// streams, the runtime's.
 	reservedFDs = 64
 	// headerTimeout bounds the time a client may take to send a request's
-	// headers, and bodyGrace the wait for a body's first bytes.
+	// headers, and bodyGrace the wait for a body's first bytes (the
+	// Agent's bodyGrace, which tests shorten).
 	headerTimeout = 10 * time.Second
 	bodyGrace     = 10 * time.Second
 	// minBodyRate is the slowest a request body may arrive on average,
@@ -37,8 +38,8 @@ const (
 	maxHeaderBytes = 64 << 10
 )
 
-// limitsHelp says the limits in --help.
-const limitsHelp = `Limits: each listener (--listen, --proxy) serves at most --max-conns
+// LimitsHelp says the limits, for the command's --help.
+const LimitsHelp = `Limits: each listener (--listen, --proxy) serves at most --max-conns
 connections at once (lowered at start so that all of them fit the open-file
 limit, ulimit -n, with room kept for the others: a flood on one TCP port
 never stops a Unix socket); further connections wait to be accepted.
@@ -119,15 +120,15 @@ func (c *limitConn) Close() error {
 }
 
 // bodyDeadline cuts off a request body that does not arrive at
-// minBodyRate after bodyGrace: the connection's read deadline starts at
-// bodyGrace and moves on by 1 s per minBodyRate bytes read.
-func bodyDeadline(next http.Handler) http.Handler {
+// minBodyRate after grace: the connection's read deadline starts at grace
+// and moves on by 1 s per minBodyRate bytes read.
+func bodyDeadline(next http.Handler, grace time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody {
 			rc := http.NewResponseController(w)
 			start := time.Now()
-			if rc.SetReadDeadline(start.Add(bodyGrace)) == nil {
-				r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc, start: start}
+			if rc.SetReadDeadline(start.Add(grace)) == nil {
+				r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc, start: start, grace: grace}
 			}
 		}
 		next.ServeHTTP(w, r)
@@ -138,6 +139,7 @@ type deadlineBody struct {
 	io.ReadCloser
 	rc    *http.ResponseController
 	start time.Time
+	grace time.Duration
 	read  int64
 }
 
@@ -145,7 +147,7 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if n > 0 {
 		b.read += int64(n)
-		b.rc.SetReadDeadline(b.start.Add(bodyGrace + time.Duration(b.read)*time.Second/minBodyRate))
+		b.rc.SetReadDeadline(b.start.Add(b.grace + time.Duration(b.read)*time.Second/minBodyRate))
 	}
 	return n, err
 }

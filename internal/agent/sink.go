@@ -1,14 +1,13 @@
 // File sinks: --sink NAME=PATH writes each new token of source NAME to
 // PATH, for programs that can only read a file.
 
-package main
+package agent
 
 import (
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
 	"golang.org/x/oauth2"
@@ -19,12 +18,14 @@ type sinkSpec struct {
 	source, path string
 }
 
-// parseSink parses NAME=PATH.
-func parseSink(v string) (sinkSpec, error) {
-	name, path, ok := strings.Cut(v, "=")
-	if !ok || name == "" || path == "" {
-		return sinkSpec{}, fmt.Errorf("--sink %q: use NAME=PATH, such as default=/run/m2mtoken/token", v)
+// checkSink checks s: its directory must exist, and be one that no other
+// user may write.
+func checkSink(s Sink) (sinkSpec, error) {
+	if s.Source == "" || s.Path == "" {
+		_, err := ParseSink(s.String()) // its error says what is missing
+		return sinkSpec{}, err
 	}
+	v, name, path := s.String(), s.Source, s.Path
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return sinkSpec{}, fmt.Errorf("--sink %q: %w", v, err)
