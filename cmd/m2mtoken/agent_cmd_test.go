@@ -6,7 +6,6 @@
 package main
 
 import (
-	"bytes"
 	"net"
 	"os"
 	"os/exec"
@@ -16,16 +15,6 @@ import (
 
 	"github.com/m2mtoken/m2mtoken/internal/agent"
 )
-
-// runIn runs the command in-process in the environment env, as runBin
-// runs the binary.
-func runIn(t *testing.T, env []string, args ...string) result {
-	t.Helper()
-	setEnv(t, env)
-	var out, errb bytes.Buffer
-	code := run(args, &out, &errb)
-	return result{code, out.String(), errb.String()}
-}
 
 // TestAgentCommandErrors: what a user sees for the common mistakes, and
 // their exit status: 2 for the command line, 1 for the rest.

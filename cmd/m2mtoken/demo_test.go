@@ -74,3 +74,10 @@ func TestDemoRemoteNormalizedURL(t *testing.T) {
 		t.Fatalf("%d tokens issued, want one per column at least", n)
 	}
 }
+
+func TestDemoExitsZero(t *testing.T) {
+	r := runBin(t, nil, "demo", "--duration", "3s", "--ttl", "1s", "--token-latency", "50ms", "--callers", "8", "--quiet")
+	if r.code != 0 || !strings.Contains(r.stdout, "API calls") || !strings.Contains(r.stdout, "token requests") {
+		t.Fatalf("demo: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+}
