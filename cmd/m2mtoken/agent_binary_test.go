@@ -57,7 +57,7 @@ func TestAgentBinary(t *testing.T) {
 		if b, err := os.ReadFile(sink); err != nil || !bytes.Equal(b, []byte(ans.AccessToken)) {
 			t.Errorf("%v: the sink is gone or changed after the agent stopped: %v", sig, err)
 		}
-		if p.find("stopped") == nil {
+		if p.Find("stopped") == nil {
 			t.Errorf("%v: no 'stopped' in the log:\n%s", sig, p.logs())
 		}
 		if logs := p.logs(); strings.Contains(logs, secret) || strings.Contains(logs, ans.AccessToken) {

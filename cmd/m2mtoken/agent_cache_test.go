@@ -25,7 +25,7 @@ func TestAgentCacheNames(t *testing.T) {
 	}
 	// A typo in a variable's name is logged, as the agent logs.
 	p := startAgent(t, append(env, "M2MTOKEN_CACHEDIR=/elsewhere"), "--listen", "127.0.0.1:0", "--cache", "file")
-	if l := p.find("M2MTOKEN_CACHEDIR is set but not read: did you mean M2MTOKEN_CACHE_DIR?"); l == nil || l["level"] != "WARN" {
+	if l := p.Find("M2MTOKEN_CACHEDIR is set but not read: did you mean M2MTOKEN_CACHE_DIR?"); l == nil || l["level"] != "WARN" {
 		t.Errorf("no warning for M2MTOKEN_CACHEDIR:\n%s", p.logs())
 	}
 	if err := p.halt(os.Interrupt); err != nil {

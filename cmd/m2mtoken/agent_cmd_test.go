@@ -82,13 +82,8 @@ func TestAgentDefaultSourceInUserWords(t *testing.T) {
 // with tokens from the agent's endpoint over TCP and the Unix socket.
 func TestAgentWithServe(t *testing.T) {
 	needProgram(t, "python3")
-	serve := exec.Command(bin, "serve", "--client-secret", secret, "--ttl", "1h")
-	stdout, _ := serve.StdoutPipe()
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { serve.Process.Signal(os.Interrupt); serve.Wait() }()
-	env, lines := readExports(t, stdout)
+	served, lines := startServe(t, "--client-secret", secret, "--ttl", "1h")
+	env := envList(served)
 	apiURL := servedAPI(lines)
 	if apiURL == "" {
 		t.Fatalf("serve printed no API URL: %q", lines)

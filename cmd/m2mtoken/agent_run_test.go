@@ -1,85 +1,34 @@
 // Helpers of the agent command's tests: the command run in-process (its
 // flags, environment and logging, with a context for its signals) and, for
 // the claims about a process, the binary; both with their JSON log read
-// line by line.
+// by internal/logtest.
 
 package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/m2mtoken/m2mtoken/internal/logtest"
 )
 
 // waitFor bounds every wait for the agent: a failure, not a pace.
 const waitFor = 30 * time.Second
 
-// agentLog is an agent's JSON log; waiters learn of each new line
-// through changed.
-type agentLog struct {
-	mu      sync.Mutex
-	raw     bytes.Buffer
-	lines   []map[string]any
-	changed chan struct{}
-	part    []byte // a line not yet ended
-}
-
-func newAgentLog() *agentLog { return &agentLog{changed: make(chan struct{})} }
-
-func (l *agentLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.raw.Write(p)
-	l.part = append(l.part, p...)
-	for {
-		i := bytes.IndexByte(l.part, '\n')
-		if i < 0 {
-			break
-		}
-		var m map[string]any
-		if json.Unmarshal(l.part[:i], &m) == nil {
-			l.lines = append(l.lines, m)
-		}
-		l.part = l.part[i+1:]
-	}
-	close(l.changed)
-	l.changed = make(chan struct{})
-	return len(p), nil
-}
-
-func (l *agentLog) find(msg string) map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, m := range l.lines {
-		if m["msg"] == msg {
-			return m
-		}
-	}
-	return nil
-}
-
-func (l *agentLog) logs() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.raw.String()
-}
-
 // agentRun is a running 'm2mtoken agent --log-json', in-process or a
 // process.
 type agentRun struct {
-	*agentLog
+	*logtest.Log
 	t    *testing.T
 	done chan struct{} // closed when it has stopped
 	err  error         // how it stopped
@@ -90,39 +39,22 @@ type agentRun struct {
 // waitLog waits for a log line with msg.
 func (p *agentRun) waitLog(msg string) map[string]any {
 	p.t.Helper()
-	timeout := time.After(waitFor)
-	for {
-		p.mu.Lock()
-		changed := p.changed
-		p.mu.Unlock()
-		if l := p.find(msg); l != nil {
-			return l
-		}
-		select {
-		case <-changed:
-		case <-p.done:
-			if l := p.find(msg); l != nil {
-				return l
-			}
-			p.t.Fatalf("the agent stopped (%v) before logging %q:\n%s", p.err, msg, p.logs())
-		case <-timeout:
-			p.t.Fatalf("no %q in the agent's log after %v:\n%s", msg, waitFor, p.logs())
-		}
-	}
+	return p.Wait(p.t, p.done, waitFor, 1, msg)
 }
+
+// logs returns the log as written.
+func (p *agentRun) logs() string { return p.String() }
 
 // addr returns the address the agent logged for what it serves ("token
 // endpoint" or "proxy") on a TCP port.
 func (p *agentRun) addr(serves string) string {
 	p.t.Helper()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, l := range p.lines {
+	for _, l := range p.Records() {
 		if a, _ := l["addr"].(string); l["msg"] == "listening" && l["serves"] == serves && !strings.HasPrefix(a, "unix:") {
 			return a
 		}
 	}
-	p.t.Fatalf("no %s listening on TCP:\n%s", serves, p.raw.String())
+	p.t.Fatalf("no %s listening on TCP:\n%s", serves, p.logs())
 	return ""
 }
 
@@ -175,9 +107,9 @@ func launchAgent(t *testing.T, env []string, args ...string) *agentRun {
 	setEnv(t, env)
 	before := goleak.IgnoreCurrent()
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &agentRun{agentLog: newAgentLog(), t: t, done: make(chan struct{}), stop: func(os.Signal) { cancel() }}
+	p := &agentRun{Log: logtest.New(), t: t, done: make(chan struct{}), stop: func(os.Signal) { cancel() }}
 	go func() {
-		p.err = runAgent(ctx, append([]string{"--log-json"}, args...), io.Discard, p.agentLog)
+		p.err = runAgent(ctx, append([]string{"--log-json"}, args...), io.Discard, p.Log)
 		close(p.done)
 	}()
 	t.Cleanup(func() {
@@ -203,7 +135,7 @@ func launchBinary(t *testing.T, wrap []string, env []string, args ...string) *ag
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &agentRun{agentLog: newAgentLog(), t: t, done: make(chan struct{}), pid: cmd.Process.Pid,
+	p := &agentRun{Log: logtest.New(), t: t, done: make(chan struct{}), pid: cmd.Process.Pid,
 		stop: func(sig os.Signal) { cmd.Process.Signal(sig) }}
 	go func() {
 		sc := bufio.NewScanner(stderr)

@@ -176,7 +176,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("the socket file is still there: %v", err)
 	}
-	if a.log.find("stopped") == nil {
+	if a.log.Find("stopped") == nil {
 		t.Errorf("no 'stopped' in the log:\n%s", a.log)
 	}
 	if logs := a.log.String(); strings.Contains(logs, secret) || strings.Contains(logs, ans.AccessToken) {

@@ -1,15 +1,13 @@
 // Helpers of the agent's tests: an agent run in-process (New, then Run in
-// a goroutine until the test ends, with its JSON log captured and a leak
-// check once it has stopped), a test issuer, an API behind it, and
+// a goroutine until the test ends, with its JSON log read by
+// internal/logtest and a leak check once it has stopped), a test issuer, an API behind it, and
 // clients over Unix sockets and loopback TCP.
 
 package agent
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,13 +18,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/m2mtoken/m2mtoken"
+	"github.com/m2mtoken/m2mtoken/internal/logtest"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
@@ -52,71 +50,11 @@ func source(s *m2mtest.Server) Source {
 	return Source{Name: "default", Config: m2mtoken.Config{TokenURL: s.TokenURL(), ClientID: "cli", ClientSecret: secret, Audience: aud}}
 }
 
-// logBuf is the agent's JSON log, line by line; waiters learn of each new
-// line through changed.
-type logBuf struct {
-	mu      sync.Mutex
-	raw     bytes.Buffer
-	lines   []map[string]any
-	changed chan struct{}
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.raw.Write(p)
-	var m map[string]any
-	if json.Unmarshal(p, &m) == nil {
-		l.lines = append(l.lines, m)
-	}
-	close(l.changed)
-	l.changed = make(chan struct{})
-	return len(p), nil
-}
-
-// count returns how many lines have msg and the attributes given as key,
-// value pairs, and a channel closed at the next line.
-func (l *logBuf) count(msg string, attrs ...string) (int, <-chan struct{}) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-lines:
-	for _, m := range l.lines {
-		if m["msg"] != msg {
-			continue
-		}
-		for i := 0; i+1 < len(attrs); i += 2 {
-			if m[attrs[i]] != attrs[i+1] {
-				continue lines
-			}
-		}
-		n++
-	}
-	return n, l.changed
-}
-
-func (l *logBuf) find(msg string) map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, m := range l.lines {
-		if m["msg"] == msg {
-			return m
-		}
-	}
-	return nil
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.raw.String()
-}
-
 // testAgent is an agent running in the test's process.
 type testAgent struct {
 	*Agent
 	t      testing.TB
-	log    *logBuf
+	log    *logtest.Log
 	cancel context.CancelFunc
 	done   chan struct{} // closed when Run has returned
 	err    error         // what Run returned
@@ -146,7 +84,7 @@ func startAgent(t testing.TB, cfg Config) *testAgent {
 func launchAgent(t testing.TB, cfg Config, setup ...func(*Agent)) *testAgent {
 	t.Helper()
 	before := goleak.IgnoreCurrent()
-	lb := &logBuf{changed: make(chan struct{})}
+	lb := logtest.New()
 	cfg.Logger = slog.New(slog.NewJSONHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := New(cfg)
 	if err != nil {
@@ -183,20 +121,9 @@ func (a *testAgent) stop() error {
 
 // waitLog waits for the n-th log line with msg and the attributes given
 // as key, value pairs.
-func (a *testAgent) waitLog(n int, msg string, attrs ...string) {
+func (a *testAgent) waitLog(n int, msg string, attrs ...any) {
 	a.t.Helper()
-	timeout := time.After(waitFor)
-	for {
-		got, changed := a.log.count(msg, attrs...)
-		if got >= n {
-			return
-		}
-		select {
-		case <-changed:
-		case <-timeout:
-			a.t.Fatalf("%d of %d %q in the agent's log after %v:\n%s", got, n, msg, waitFor, a.log)
-		}
-	}
+	a.log.Wait(a.t, a.done, waitFor, n, msg, attrs...)
 }
 
 // tcp returns the token endpoint's first TCP address.

@@ -47,23 +47,23 @@ func TestAgentFlagErrors(t *testing.T) {
 			for _, l := range tc.listens {
 				cfg.Listeners = append(cfg.Listeners, Listener{l})
 			}
-			for _, v := range tc.sinks {
-				s, err := ParseSink(v)
-				if err != nil { // the command reports it as a usage error
-					checkError(t, flagError(err), tc.want)
-					return
+			// The command parses these, and reports their errors as usage
+			// errors.
+			var err error
+			parse := func(vs []string, f func(string) error) {
+				for _, v := range vs {
+					if err == nil {
+						err = f(v)
+					}
 				}
-				cfg.Sinks = append(cfg.Sinks, s)
 			}
-			for _, v := range tc.proxies {
-				p, err := ParseProxy(v)
-				if err != nil { // the command reports it as a usage error
-					checkError(t, flagError(err), tc.want)
-					return
-				}
-				cfg.Proxies = append(cfg.Proxies, p)
+			parse(tc.sinks, func(v string) error { s, err := ParseSink(v); cfg.Sinks = append(cfg.Sinks, s); return err })
+			parse(tc.proxies, func(v string) error { p, err := ParseProxy(v); cfg.Proxies = append(cfg.Proxies, p); return err })
+			if err != nil {
+				checkError(t, flagError(err), tc.want)
+				return
 			}
-			_, err := New(cfg)
+			_, err = New(cfg)
 			checkError(t, err, tc.want)
 		})
 	}
