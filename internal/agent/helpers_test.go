@@ -60,11 +60,11 @@ type testAgent struct {
 	err    error         // what Run returned
 }
 
-// startAgent runs an agent with cfg until the test ends, and waits until
-// every source holds a token.
-func startAgent(t testing.TB, cfg Config) *testAgent {
+// startAgent runs an agent with cfg until the test ends (after setup, as
+// launchAgent does), and waits until every source holds a token.
+func startAgent(t testing.TB, cfg Config, setup ...func(*Agent)) *testAgent {
 	t.Helper()
-	a := launchAgent(t, cfg)
+	a := launchAgent(t, cfg, setup...)
 	select {
 	case <-a.Ready():
 	case <-a.done:
