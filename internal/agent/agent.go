@@ -7,12 +7,12 @@
 // The command (cmd/m2mtoken) turns its flags and config file into a
 // [Config], sets up logging and signals, and calls [New] and [Agent.Run].
 // Tests do the same in-process.
-//
+package agent
+
 // This file has the Config and New; run.go the lifecycle (Run); server.go the
 // endpoint, proxy.go the proxy, sink.go the files, watch.go what keeps each
 // token warm, limits.go the bounds on clients, socket_*.go the Unix
 // socket's permissions, configfile.go the JSON config file.
-package agent
 
 import (
 	"errors"
@@ -102,6 +102,7 @@ func ParseSink(v string) (Sink, error) {
 	return Sink{Source: name, Path: path}, nil
 }
 
+// String returns s as the command's --sink takes it: NAME=PATH.
 func (s Sink) String() string { return s.Source + "=" + s.Path }
 
 // Proxy forwards the requests it receives on Listen ("unix:PATH" or a
@@ -120,13 +121,18 @@ func ParseProxy(v string) (Proxy, error) {
 	return Proxy{Source: parts[0], Listen: parts[1], Upstream: parts[2]}, nil
 }
 
+// String returns p as the command's --proxy takes it:
+// NAME=LISTEN=UPSTREAM.
 func (p Proxy) String() string { return p.Source + "=" + p.Listen + "=" + p.Upstream }
 
 // A FlagError is a mistake in Config's Listeners, Sinks, Proxies or
 // Group: the command reports it as a usage error (exit status 2).
 type FlagError struct{ Err error }
 
+// Error returns the mistake's message, which names the flag.
 func (e *FlagError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the mistake.
 func (e *FlagError) Unwrap() error { return e.Err }
 
 func flagError(err error) error { return &FlagError{err} }
