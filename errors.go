@@ -145,8 +145,8 @@ var ErrClosed = errors.New("m2mtoken: token source is closed")
 // ConfigError is a configuration that [New] or [ConfigFromEnv] refuses. Its
 // message names each field at fault as Config.Field, or, from
 // ConfigFromEnv, as the environment variable that sets it; a program that
-// sets fields from its own flags can name them its way with
-// [ConfigError.Describe].
+// sets fields from its own flags names them its way with
+// [Config.FieldNames].
 type ConfigError struct {
 	// Fields are the Config fields at fault, such as "ClientID".
 	Fields []string
@@ -188,22 +188,18 @@ func configErr(format string, args ...any) *ConfigError {
 	return e
 }
 
-// Error says what to fix, naming each field as Config.FieldNames does.
-func (e *ConfigError) Error() string { return "m2mtoken: " + e.Describe(e.name) }
-
-// Describe returns the message without the "m2mtoken: " prefix, naming
-// each field with name (nil names it Config.Field). The m2mtoken command
-// uses it to name its flags and environment variables.
-func (e *ConfigError) Describe(name func(field string) string) string {
+// Error says what to fix, naming each field as Config.FieldNames does
+// (Config.Field if it is nil).
+func (e *ConfigError) Error() string {
 	f := e.format
 	for _, field := range e.Fields {
 		n := "Config." + field
-		if name != nil {
-			n = name(field)
+		if e.name != nil {
+			n = e.name(field)
 		}
 		f = strings.Replace(f, "{"+field+"}", strings.ReplaceAll(n, "%", "%%"), 1)
 	}
-	msg := fmt.Sprintf(f, e.args...)
+	msg := "m2mtoken: " + fmt.Sprintf(f, e.args...)
 	if e.note != "" {
 		msg += "; " + e.note
 	}
