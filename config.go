@@ -278,8 +278,32 @@ func (c Config) LogValue() slog.Value {
 // reservedParams are request parameters that Config sets itself.
 var reservedParams = []string{"grant_type", "client_id", "client_secret", "audience", "scope", "organization", "client_assertion", "client_assertion_type"}
 
+// missing returns one error for every required field left empty, when
+// more than one is: a first run with nothing set learns them all at once
+// rather than one a run. (One missing field gets its own message below.)
+func (c *Config) missing() error {
+	var parts []string
+	if c.ClientID == "" {
+		parts = append(parts, "{ClientID} (the application's Client ID)")
+	}
+	if c.ClientSecret == "" && c.PrivateKey == nil {
+		parts = append(parts, "{ClientSecret} (its Client Secret, or {PrivateKey} for Private Key JWT)")
+	}
+	if strings.TrimSpace(c.Domain) == "" && strings.TrimSpace(c.TokenURL) == "" {
+		parts = append(parts, "{Domain} (for example \"tenant.eu.auth0.com\") or {TokenURL}")
+	}
+	if len(parts) < 2 {
+		return nil
+	}
+	list := strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
+	return configErr("missing settings: set " + list)
+}
+
 // withDefaults validates c and fills in defaults. It returns the token URL.
 func (c *Config) withDefaults() (string, error) {
+	if err := c.missing(); err != nil {
+		return "", err
+	}
 	if c.ClientID == "" {
 		return "", configErr("{ClientID} is empty: set it to the application's Client ID")
 	}

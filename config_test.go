@@ -40,6 +40,9 @@ func TestNewValidates(t *testing.T) {
 		{"negative attempts", func(c *Config) { c.MaxAttempts = -1 }, "MaxAttempts is negative"},
 		{"bad method", func(c *Config) { c.AuthMethod = 7 }, "not supported"},
 		{"jitter over 1", func(c *Config) { c.RefreshJitter = 2 }, "RefreshJitter"},
+		{"nothing set", func(c *Config) { *c = Config{} }, `m2mtoken: missing settings: set Config.ClientID (the application's Client ID), Config.ClientSecret (its Client Secret, or Config.PrivateKey for Private Key JWT) and Config.Domain (for example "tenant.eu.auth0.com") or Config.TokenURL`},
+		{"two missing", func(c *Config) { c.ClientSecret = ""; c.Domain = " " }, `m2mtoken: missing settings: set Config.ClientSecret (its Client Secret, or Config.PrivateKey for Private Key JWT) and Config.Domain (for example "tenant.eu.auth0.com") or Config.TokenURL`},
+		{"key instead of secret", func(c *Config) { c.ClientID = ""; c.ClientSecret = ""; c.PrivateKey = ed25519Key(t) }, "m2mtoken: Config.ClientID is empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

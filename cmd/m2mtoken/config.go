@@ -164,10 +164,28 @@ func (c *credFlags) fieldName(field string) string {
 // the flags and variables.
 func (c *credFlags) config() (m2mtoken.Config, error) {
 	cfg, err := m2mtoken.ConfigFromLookup(c.lookup, c.name)
-	if err == nil {
-		cfg.FieldNames = c.fieldName
+	if err != nil {
+		if c.nothingSet() {
+			err = fmt.Errorf("%w; %s", err, noSettingsHint)
+		}
+		return cfg, err
 	}
-	return cfg, err
+	cfg.FieldNames = c.fieldName
+	return cfg, nil
+}
+
+// noSettingsHint ends the error of a command given no setting at all: a
+// newcomer without a tenant can still get a token.
+const noSettingsHint = "to try it without a tenant, run 'm2mtoken serve' in another shell and paste the export lines it prints"
+
+// nothingSet reports whether no flag or variable of the library's is set.
+func (c *credFlags) nothingSet() bool {
+	for _, v := range m2mtoken.EnvVars() {
+		if s, ok := c.lookup(v.Name); ok && strings.TrimSpace(s) != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // unreadVars returns the variables of our prefixes (AUTH0_, M2MTOKEN_)

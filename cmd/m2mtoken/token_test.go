@@ -116,8 +116,17 @@ func TestTokenErrors(t *testing.T) {
 		t.Fatalf("doubled prefix: %q", r.stderr)
 	}
 	r = runBin(t, nil, "token", "--no-cache")
-	if r.code != 1 || r.stderr != "m2mtoken: --client-id or AUTH0_CLIENT_ID is empty: set it to the application's Client ID\n" {
-		t.Fatalf("no settings: exit %d, %q", r.code, r.stderr)
+	if want := "m2mtoken: missing settings: set --client-id or AUTH0_CLIENT_ID (the application's Client ID), " +
+		"--client-secret or AUTH0_CLIENT_SECRET (its Client Secret, or --private-key-file or M2MTOKEN_PRIVATE_KEY_FILE for Private Key JWT) " +
+		"and --domain or AUTH0_DOMAIN (for example \"tenant.eu.auth0.com\") or --token-url or M2MTOKEN_TOKEN_URL; " +
+		"to try it without a tenant, run 'm2mtoken serve' in another shell and paste the export lines it prints\n"; r.code != 1 || r.stderr != want {
+		t.Fatalf("no settings: exit %d, %q, want %q", r.code, r.stderr, want)
+	}
+	// One setting given: the rest are listed, without the hint for newcomers.
+	r = runBin(t, nil, "token", "--no-cache", "--client-id", "svc")
+	if want := "m2mtoken: missing settings: set --client-secret or AUTH0_CLIENT_SECRET (its Client Secret, or --private-key-file or M2MTOKEN_PRIVATE_KEY_FILE for Private Key JWT) " +
+		"and --domain or AUTH0_DOMAIN (for example \"tenant.eu.auth0.com\") or --token-url or M2MTOKEN_TOKEN_URL\n"; r.code != 1 || r.stderr != want {
+		t.Fatalf("client ID only: exit %d, %q, want %q", r.code, r.stderr, want)
 	}
 	r = runBin(t, nil, "token", "--bogus")
 	if r.code != 2 || r.stdout != "" || r.stderr != "m2mtoken token: unknown flag --bogus\nRun 'm2mtoken token --help' for its flags.\n" {
