@@ -93,10 +93,26 @@ proof. Exit status 0 only if no API call through m2mtoken failed.`)
 		results = append(results, anchor)
 	}
 	printResults(stdout, o, tgt, results)
-	if ours.failed > 0 {
+	return demoFailed(ours, tgt.remote, os.Getenv)
+}
+
+// demoFailed is the demo's error if any API call through m2mtoken failed.
+// Against a server named in the environment it says which variable named
+// it: the variables may be left over from a 'm2mtoken serve' that has
+// stopped.
+func demoFailed(ours loadResult, remote bool, getenv func(string) string) error {
+	if ours.failed == 0 {
+		return nil
+	}
+	if !remote {
 		return fmt.Errorf("%d of %d API calls through m2mtoken failed", ours.failed, ours.calls)
 	}
-	return nil
+	v := "M2MTOKEN_TOKEN_URL"
+	if getenv("AUTH0_DOMAIN") != "" {
+		v = "AUTH0_DOMAIN"
+	}
+	return fmt.Errorf("%d of %d API calls through m2mtoken failed; the demo took its endpoint from %s in the environment: unset it to run the demo against its own local issuer",
+		ours.failed, ours.calls, v)
 }
 
 // target is where the load goes: the token endpoint and the API.

@@ -81,3 +81,28 @@ func TestDemoExitsZero(t *testing.T) {
 		t.Fatalf("demo: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// TestDemoSaysWhereItsEndpointCameFrom: the variables of a 'm2mtoken
+// serve' that has stopped, left in the shell, send the demo to a closed
+// port; the error says which variable to unset. (The whole run, against a
+// closed port, is about 10 s of retries: the message is tested alone.)
+func TestDemoSaysWhereItsEndpointCameFrom(t *testing.T) {
+	failed := loadResult{calls: 32, failed: 32}
+	for _, tc := range []struct {
+		remote bool
+		env    map[string]string
+		want   string
+	}{
+		{false, nil, "32 of 32 API calls through m2mtoken failed"},
+		{true, map[string]string{"AUTH0_DOMAIN": "http://127.0.0.1:1"}, "32 of 32 API calls through m2mtoken failed; the demo took its endpoint from AUTH0_DOMAIN in the environment: unset it to run the demo against its own local issuer"},
+		{true, map[string]string{"M2MTOKEN_TOKEN_URL": "http://127.0.0.1:1/token"}, "32 of 32 API calls through m2mtoken failed; the demo took its endpoint from M2MTOKEN_TOKEN_URL in the environment: unset it to run the demo against its own local issuer"},
+	} {
+		err := demoFailed(failed, tc.remote, func(k string) string { return tc.env[k] })
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("remote %v, env %v: got %v, want %q", tc.remote, tc.env, err, tc.want)
+		}
+	}
+	if err := demoFailed(loadResult{calls: 32}, true, func(string) string { return "x" }); err != nil {
+		t.Errorf("no failed call: %v", err)
+	}
+}
