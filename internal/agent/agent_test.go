@@ -75,7 +75,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	} {
 		code, body := get(t, tc, args[0], args[1:]...)
 		if code != 403 || strings.Contains(body, "eyJ") {
-			t.Errorf("%s: %d %s", name, code, body)
+			t.Errorf("%s: %d %s", name, code, shown(body))
 		}
 	}
 	// As an open proxy: a request for another host, through it.
@@ -83,7 +83,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	open := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}}
 	t.Cleanup(open.CloseIdleConnections)
 	if code, body := get(t, open, "http://example.com/"); code != 403 || strings.Contains(body, "eyJ") {
-		t.Errorf("as open proxy: %d %s", code, body)
+		t.Errorf("as open proxy: %d %s", code, shown(body))
 	}
 	// CONNECT is refused.
 	if code, _ := rawGet(t, prx, "CONNECT", "127.0.0.1:1"); code != 405 {

@@ -39,6 +39,15 @@ const (
 
 func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
+// shown is a body for a failure message: one that holds a token (a JWT,
+// "eyJ...") is shown only by its length, even in a test's output.
+func shown(body string) string {
+	if strings.Contains(body, "eyJ") {
+		return fmt.Sprintf("(a body of %d bytes with a token in it)", len(body))
+	}
+	return body
+}
+
 func issuer(t testing.TB) *m2mtest.Server {
 	s := m2mtest.NewServer(m2mtest.Client{ID: "cli", Secret: secret, Audiences: []string{aud}, Scopes: []string{"read:x"}})
 	t.Cleanup(s.Close)
