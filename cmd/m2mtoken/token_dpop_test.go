@@ -4,14 +4,12 @@
 package main
 
 import (
-	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,35 +31,12 @@ func dpopKeyFile(t *testing.T) string {
 // a DPoP key is refused; with --dpop-key, --header --url prints both
 // header lines, and curl -H @- reaches the protected API with them.
 func TestDPoPServeTokenCurl(t *testing.T) {
-	cmd := exec.Command(bin, "serve", "--client-id", "local", "--client-secret", secret, "--audience", aud, "--require-dpop", "--dpop-nonce")
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	exports, lines := startServe(t, "--client-id", "local", "--client-secret", secret, "--audience", aud, "--require-dpop", "--dpop-nonce")
+	apiURL := servedAPI(lines) + "/"
+	if len(exports) != 4 || apiURL == "/" || !strings.Contains(lines[0], "DPoP required, with nonces") {
+		t.Fatalf("serve printed %v %q", exports, lines)
 	}
-	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
-	env := []string{}
-	var apiURL, banner string
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		line := sc.Text()
-		if banner == "" {
-			banner = line
-		}
-		if v, ok := strings.CutPrefix(line, "API URL:"); ok {
-			apiURL = strings.TrimSpace(v)
-		}
-		if v, ok := strings.CutPrefix(line, "export "); ok {
-			env = append(env, v)
-		}
-		if strings.HasPrefix(line, "export AUTH0_AUDIENCE") {
-			break
-		}
-	}
-	go io.Copy(io.Discard, stdout)
-	if len(env) != 4 || apiURL == "" || !strings.Contains(banner, "DPoP required, with nonces") {
-		t.Fatalf("serve printed %q %v %q", banner, env, apiURL)
-	}
-	env = append(env, "M2MTOKEN_CACHE_DIR="+t.TempDir())
+	env := envList(exports, "M2MTOKEN_CACHE_DIR="+t.TempDir())
 	if r := runBin(t, env, "token"); r.code != 1 || !strings.Contains(r.stderr, "DPoP proof is required") {
 		t.Fatalf("without a DPoP key: exit %d %q", r.code, r.stderr)
 	}

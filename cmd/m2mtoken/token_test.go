@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -149,17 +148,11 @@ func TestSecretFile(t *testing.T) {
 }
 
 func TestServeAndToken(t *testing.T) {
-	cmd := exec.Command(bin, "serve", "--client-id", "local", "--client-secret", secret, "--audience", aud, "--ttl", "1h")
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	exports, _ := startServe(t, "--client-id", "local", "--client-secret", secret, "--audience", aud, "--ttl", "1h")
+	if len(exports) != 4 || !strings.HasPrefix(exports["AUTH0_DOMAIN"], "http://127.0.0.1:") {
+		t.Fatalf("serve printed %v", exports)
 	}
-	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
-	env, _ := readExports(t, stdout)
-	if len(env) != 4 || !strings.HasPrefix(env[0], "AUTH0_DOMAIN=http://127.0.0.1:") {
-		t.Fatalf("serve printed %v", env)
-	}
-	r := runBin(t, append(env, "M2MTOKEN_CACHE_DIR="+t.TempDir()), "token", "--json")
+	r := runBin(t, envList(exports, "M2MTOKEN_CACHE_DIR="+t.TempDir()), "token", "--json")
 	var out map[string]any
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &out) != nil || out["expires_in"].(float64) < 3500 {
 		t.Fatalf("token from serve: exit %d %q %q", r.code, r.stdout, r.stderr)
