@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/m2mtoken/m2mtoken/internal/clock"
 )
@@ -63,12 +62,11 @@ type client struct {
 	orgMu      sync.Mutex
 	orgBlocks  map[string]*QuotaError
 
-	// errMu guards a permanent error about the client itself (a wrong
-	// secret, a grant type not enabled, an endpoint that is not one),
-	// returned to every token until errUntil.
-	errMu    sync.Mutex
-	err      error
-	errUntil time.Time
+	// errMu guards err, a permanent error about the client itself (a
+	// wrong secret, a grant type not enabled, an endpoint that is not
+	// one), returned to every token while it holds.
+	errMu sync.Mutex
+	err   heldError
 
 	// extras interns the extra fields of token answers: the tokens of one
 	// client usually carry the same.

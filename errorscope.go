@@ -37,22 +37,34 @@ func clientError(err error) bool {
 	return false
 }
 
+// heldError is a permanent error remembered until a time. Its owner's
+// mutex guards it.
+type heldError struct {
+	err   error
+	until time.Time
+}
+
+// at returns the error if it still holds at now, and forgets it if not.
+func (h *heldError) at(now time.Time) error {
+	if h.err != nil && now.Before(h.until) {
+		return h.err
+	}
+	h.err = nil
+	return nil
+}
+
 // remember keeps a permanent client error for Config.ErrorCacheTTL.
 func (c *client) remember(err error, until time.Time) {
 	c.errMu.Lock()
 	defer c.errMu.Unlock()
-	c.err, c.errUntil = err, until
+	c.err = heldError{err, until}
 }
 
 // rememberedError returns the client's permanent error, if it still holds.
 func (c *client) rememberedError() error {
 	c.errMu.Lock()
 	defer c.errMu.Unlock()
-	if c.err != nil && c.clock.Now().Before(c.errUntil) {
-		return c.err
-	}
-	c.err = nil
-	return nil
+	return c.err.at(c.clock.Now())
 }
 
 // remember keeps a permanent error for Config.ErrorCacheTTL: for every
@@ -66,7 +78,7 @@ func (s *TokenSource) remember(err error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.permErr, s.permUntil = err, until
+	s.permErr = heldError{err, until}
 }
 
 // rememberedError returns the permanent error that holds for this token:
@@ -77,9 +89,5 @@ func (s *TokenSource) rememberedError() error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.permErr != nil && s.clock.Now().Before(s.permUntil) {
-		return s.permErr
-	}
-	s.permErr = nil
-	return nil
+	return s.permErr.at(s.clock.Now())
 }

@@ -54,10 +54,9 @@ type TokenSource struct {
 	closed      bool
 	bg          sync.WaitGroup     // background refreshes and fetches; Add under mu
 	cancelFetch context.CancelFunc // the fetch in flight's, for Close
-	permErr     error              // a permanent error about this request, returned until permUntil
-	permUntil   time.Time
-	lastForced  time.Time // when Invalidate last dropped a token
-	invalidated string    // the access token last dropped by Invalidate
+	permErr     heldError          // a permanent error about this request alone
+	lastForced  time.Time          // when Invalidate last dropped a token
+	invalidated string             // the access token last dropped by Invalidate
 
 	// invBackoff backs off invalidations that keep getting 401 (under mu).
 	invBackoff invalidateBackoff
