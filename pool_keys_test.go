@@ -2,48 +2,17 @@ package m2mtoken
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"slices"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
+
+	"github.com/m2mtoken/m2mtoken/internal/echoissuer"
 )
 
-// echoIssuer issues tokens that spell out the request they answer:
-// audience, scopes (as a set), organization and every other parameter,
-// so that a caller can check it got the token of exactly what it asked.
-func echoIssuer(t testing.TB) (*httptest.Server, *atomic.Int64) {
-	var n atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.ParseForm()
-		f := r.PostForm
-		req := TokenRequest{Audience: f.Get("audience"), Scopes: strings.Fields(f.Get("scope")), Organization: f.Get("organization"), Params: url.Values{}}
-		for k, vs := range f {
-			if !reservedParam(k) {
-				req.Params[k] = vs
-			}
-		}
-		time.Sleep(2 * time.Millisecond) // widen the window in which concurrent fetches overlap
-		w.Header().Set("Content-Type", "application/json")
-		// base64url: a token is a header-safe RFC 6750 token.
-		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, base64.RawURLEncoding.EncodeToString([]byte(spell(req)))+"."+fmt.Sprint(n.Add(1)))
-	}))
-	t.Cleanup(srv.Close)
-	return srv, &n
-}
-
-// spell writes a request out canonically.
+// spell is the request as an echo issuer's token spells it.
 func spell(r TokenRequest) string {
-	sc := slices.Clone(r.Scopes)
-	slices.Sort(sc)
-	sc = slices.Compact(sc)
-	return fmt.Sprintf("aud=%s;scope=%s;org=%s;params=%s", r.Audience, strings.Join(sc, " "), r.Organization, url.Values(r.Params).Encode())
+	return echoissuer.Spell(r.Audience, r.Scopes, r.Organization, r.Params)
 }
 
 // oneFieldApart returns requests that each differ from the first in one
@@ -87,8 +56,7 @@ func askAll(t *testing.T, pools []*Pool, reqs []TokenRequest, callers int) {
 						errs <- err
 						return
 					}
-					enc, _, _ := strings.Cut(tok.AccessToken, ".")
-					if got, _ := base64.RawURLEncoding.DecodeString(enc); string(got) != spell(r) {
+					if got := echoissuer.Spelled(tok.AccessToken); got != spell(r) {
 						errs <- fmt.Errorf("asked %s, got the token of %s", spell(r), got)
 					}
 				}()
@@ -120,14 +88,14 @@ func TestPoolKeysCoverEveryField(t *testing.T) {
 		{"two pools, FileCache", 2, func(t *testing.T) Cache { return NewFileCache(t.TempDir()) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			iss, issued := echoIssuer(t)
+			iss := echoissuer.New(t)
 			var cache Cache
 			if tc.cache != nil {
 				cache = tc.cache(t)
 			}
 			var pools []*Pool
 			for range tc.pools {
-				p, err := NewPool(Config{TokenURL: iss.URL + "/oauth/token", ClientID: "svc", ClientSecret: testSecret, Cache: cache})
+				p, err := NewPool(Config{TokenURL: iss.TokenURL(), ClientID: "svc", ClientSecret: testSecret, Cache: cache})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -136,7 +104,7 @@ func TestPoolKeysCoverEveryField(t *testing.T) {
 			}
 			askAll(t, pools, reqs, 8) // cold
 			askAll(t, pools, reqs, 2) // warm
-			if n := issued.Load(); n < int64(len(reqs)) || n > int64(len(reqs)*tc.pools) {
+			if n := iss.Issued(); n < int64(len(reqs)) || n > int64(len(reqs)*tc.pools) {
 				t.Errorf("%d tokens issued for %d requests and %d pools", n, len(reqs), tc.pools)
 			}
 			// Every token dropped (an API rejected it), then asked again
