@@ -5,7 +5,10 @@
 
 package m2mtoken
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"slices"
+)
 
 // idBuf is the stack buffer for an id: longer ones allocate.
 const idBuf = 256
@@ -31,7 +34,7 @@ func appendID(dst []byte, r *TokenRequest) []byte {
 		}
 		names = append(names, k)
 	}
-	insertionSort(names)
+	slices.Sort(names)
 	dst = binary.AppendUvarint(dst, uint64(len(names)))
 	for _, k := range names {
 		vs := r.Params[k]
@@ -48,9 +51,9 @@ func appendID(dst []byte, r *TokenRequest) []byte {
 func appendSorted(dst []byte, scopes []string) []byte {
 	var small [smallSort]string
 	sorted := scopes
-	if !isSorted(scopes) {
+	if !slices.IsSorted(scopes) {
 		sorted = append(small[:0], scopes...)
-		insertionSort(sorted)
+		slices.Sort(sorted)
 	}
 	n := 0
 	for i, sc := range sorted {
@@ -70,22 +73,4 @@ func appendSorted(dst []byte, scopes []string) []byte {
 func appendPart(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))
 	return append(dst, s...)
-}
-
-func isSorted(ss []string) bool {
-	for i := 1; i < len(ss); i++ {
-		if ss[i] < ss[i-1] {
-			return false
-		}
-	}
-	return true
-}
-
-// insertionSort sorts the few strings of a request in place.
-func insertionSort(ss []string) {
-	for i := 1; i < len(ss); i++ {
-		for j := i; j > 0 && ss[j] < ss[j-1]; j-- {
-			ss[j], ss[j-1] = ss[j-1], ss[j]
-		}
-	}
 }
