@@ -35,8 +35,9 @@ func Write(path, pattern string, data []byte, gid int) error {
 // or at a temporary name never redirects the write: the rename replaces a
 // link at path rather than follow it. Where the system allows (Linux), it
 // has no name until its content is complete and synced, so a writer
-// killed mid-write leaves nothing behind; elsewhere it holds an advisory
-// lock while it lives. Either way, temporary files of pattern that a
+// killed mid-write leaves nothing behind (one killed in the moment between
+// naming it and the rename leaves it, complete); elsewhere it holds an
+// advisory lock while it lives. Either way, temporary files of pattern that a
 // killed writer left are removed by the next write, whatever their age.
 func WriteMode(path, pattern string, data []byte, mode os.FileMode, gid int) error {
 	dir := filepath.Dir(path)
@@ -110,12 +111,14 @@ type temp struct {
 // newTemp creates a temporary file in dir: an unnamed one where the system
 // has them, else a named one (pattern), locked.
 func newTemp(dir, pattern string) (*temp, error) {
-	if f, err := openUnnamed(dir); err == nil && !namedOnly {
-		if err := lockFile(f); err != nil {
-			f.Close()
-			return nil, err
+	if !namedOnly {
+		if f, err := openUnnamed(dir); err == nil {
+			if err := lockFile(f); err != nil {
+				f.Close()
+				return nil, err
+			}
+			return &temp{f: f}, nil
 		}
-		return &temp{f: f}, nil
 	}
 	for {
 		f, err := os.CreateTemp(dir, pattern)
