@@ -145,6 +145,15 @@ type deadlineBody struct {
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		// The body is read: the deadline must not outlive it, or it fires
+		// in net/http's background read after the body while the handler
+		// still waits for a slow upstream, and cancels the request's
+		// context. (After a stalled body, it stays: net/http's discard of
+		// the rest must time out too.)
+		b.rc.SetReadDeadline(time.Time{})
+		return n, err
+	}
 	if n > 0 {
 		b.read += int64(n)
 		b.rc.SetReadDeadline(b.start.Add(b.grace + time.Duration(b.read)*time.Second/minBodyRate))

@@ -9,8 +9,11 @@ package agent
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -42,5 +45,30 @@ func TestStalledBodyCutOff(t *testing.T) {
 		} else {
 			t.Logf("%s: a stalled body: connection closed (%v)", addr, err)
 		}
+	}
+}
+
+// TestBodyDeadlineEndsWithTheBody: a small body read in full, then an
+// upstream slower than the body's grace. The deadline must not outlive
+// the body: it used to fire during the wait, cancel the request, and the
+// client got an empty 200.
+func TestBodyDeadlineEndsWithTheBody(t *testing.T) {
+	s := issuer(t)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		time.Sleep(400 * time.Millisecond) // a slow upstream, past the 100 ms grace
+		fmt.Fprintf(w, "slow answer to %s", b)
+	}))
+	defer slow.Close()
+	a := launchAgent(t, Config{Sources: []Source{source(s)}, Proxies: []Proxy{{"default", "127.0.0.1:0", slow.URL}}},
+		func(a *Agent) { a.bodyGrace = 100 * time.Millisecond })
+	resp, err := http.Post("http://"+a.proxy(0)+"/work", "text/plain", strings.NewReader("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "slow answer to hello" {
+		t.Fatalf("got %s %q, want 200 %q", resp.Status, b, "slow answer to hello")
 	}
 }
