@@ -36,27 +36,29 @@ func checkProxy(p Proxy) (proxySpec, error) {
 		_, err := ParseProxy(p.String()) // its error says what is missing
 		return proxySpec{}, err
 	}
-	v, parts := p.String(), []string{p.Source, p.Listen, p.Upstream}
-	l, err := parseListen("--proxy "+parts[0]+"=LISTEN", parts[1])
+	v := p.String()
+	l, err := parseListen("--proxy "+p.Source+"=LISTEN", p.Listen)
 	if err != nil {
 		return proxySpec{}, err
 	}
-	u, err := url.Parse(parts[2])
+	u, err := url.Parse(p.Upstream)
 	switch {
 	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
-		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q must be an absolute http or https URL, such as https://api.example.com", v, parts[2])
+		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q must be an absolute http or https URL, such as https://api.example.com", v, p.Upstream)
 	case strings.HasSuffix(u.Host, ":"):
-		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q has an empty port: give the port after the colon, or drop the colon for the scheme's default", v, parts[2])
-	case u.Scheme == "http" && suggest.Nearest(u.Hostname(), []string{"localhost"}) != "":
-		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q: %q is not a loopback name: did you mean localhost?", v, parts[2], u.Hostname())
+		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q has an empty port: give the port after the colon, or drop the colon for the scheme's default", v, p.Upstream)
+	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()) && suggest.Nearest(u.Hostname(), []string{"localhost"}) != "":
+		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q: %q is not a loopback name: did you mean localhost?", v, p.Upstream, u.Hostname())
 	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
-		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q may have a path but no credentials, query or fragment", v, parts[2])
+		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q may have a path but no credentials, query or fragment", v, p.Upstream)
 	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
-		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q uses plain http to another host: the token would travel unencrypted; use https", v, parts[2])
+		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q uses plain http to another host: the token would travel unencrypted; use https", v, p.Upstream)
 	}
-	return proxySpec{source: parts[0], listen: l, upstream: u}, nil
+	return proxySpec{source: p.Source, listen: l, upstream: u}, nil
 }
 
+// isLoopbackHost reports whether h (without brackets or port) is
+// localhost, in any case, or a loopback IP address.
 func isLoopbackHost(h string) bool {
 	if strings.EqualFold(h, "localhost") {
 		return true

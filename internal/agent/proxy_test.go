@@ -162,3 +162,16 @@ func TestProxyPathStaysUnderUpstream(t *testing.T) {
 	defer mu.Unlock()
 	t.Logf("upstream saw: %q", seen)
 }
+
+// TestProxyUpstreamLocalhostAnyCase: a loopback name is one in any case;
+// only a near miss of it is called a typo.
+func TestProxyUpstreamLocalhostAnyCase(t *testing.T) {
+	for _, up := range []string{"http://LocalHost:8080", "http://LOCALHOST:8080/api", "http://localhost:8080"} {
+		if _, err := checkProxy(Proxy{"default", "127.0.0.1:0", up}); err != nil {
+			t.Errorf("%s: %v", up, err)
+		}
+	}
+	if _, err := checkProxy(Proxy{"default", "127.0.0.1:0", "http://locahost:8080"}); err == nil || !strings.Contains(err.Error(), "did you mean localhost?") {
+		t.Errorf("locahost: %v", err)
+	}
+}

@@ -65,7 +65,7 @@ func parseListen(flag, v string) (listenSpec, error) {
 	if strings.EqualFold(host, "localhost") {
 		host = "127.0.0.1"
 	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+	if !isLoopbackHost(host) {
 		return listenSpec{}, fmt.Errorf("%s %q: only a loopback address (127.0.0.1, ::1) or a Unix socket is allowed: anything that can connect gets tokens; for other hosts, run an agent on each", flag, v)
 	}
 	return listenSpec{"tcp", net.JoinHostPort(host, port)}, nil
@@ -160,7 +160,7 @@ func refusal(r *http.Request, needHeader bool) string {
 		host = h
 	}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if ip := net.ParseIP(host); !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) {
+	if !isLoopbackHost(host) {
 		return fmt.Sprintf("Host %q is not a loopback address: use 127.0.0.1, [::1] or localhost", r.Host)
 	}
 	if needHeader && r.Header.Get(agentHeader) != "1" {
