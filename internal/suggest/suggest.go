@@ -2,7 +2,10 @@
 // another: a flag, a command, an environment variable or a host name.
 package suggest
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // Nearest returns the name in names closest to typed, if it is at most two
 // edits away (a typo), else "". Ties go to the earlier name.
@@ -74,7 +77,7 @@ func UnreadVars(environ, read, prefixes []string) []Typo {
 	var out []Typo
 	for _, kv := range environ {
 		v, val, _ := strings.Cut(kv, "=")
-		if strings.TrimSpace(val) == "" || !hasPrefix(v, prefixes) || contains(read, v) {
+		if strings.TrimSpace(val) == "" || !slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(v, p) }) || slices.Contains(read, v) {
 			continue
 		}
 		if best := Nearest(v, read); best != "" {
@@ -82,24 +85,6 @@ func UnreadVars(environ, read, prefixes []string) []Typo {
 		}
 	}
 	return out
-}
-
-func hasPrefix(s string, prefixes []string) bool {
-	for _, p := range prefixes {
-		if strings.HasPrefix(s, p) {
-			return true
-		}
-	}
-	return false
-}
-
-func contains(names []string, s string) bool {
-	for _, n := range names {
-		if n == s {
-			return true
-		}
-	}
-	return false
 }
 
 // String says it as the m2mtoken command and library do.
