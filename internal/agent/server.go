@@ -5,7 +5,6 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -203,13 +202,6 @@ type tokenAnswer struct {
 	Headers     map[string]string `json:"headers,omitempty"`
 }
 
-// headerSource is a source that authorizes one request itself: with a
-// DPoP-bound token, that takes a proof for the request's method and URL,
-// signed with the source's key.
-type headerSource interface {
-	AuthHeaders(ctx context.Context, method, rawURL string) (http.Header, error)
-}
-
 // serveToken answers GET /v1/token/NAME from memory: a fresh or stale
 // token at once; a caller waits only when the source has none. With
 // ?url=URL (and &method=M, GET by default) the answer also has the headers
@@ -248,25 +240,24 @@ func (a *Agent) serveToken(w http.ResponseWriter, r *http.Request) {
 	ans := tokenAnswer{AccessToken: tok.AccessToken, TokenType: tok.Type(), ExpiresIn: max(int64(time.Until(tok.Expiry)/time.Second), 0)}
 	switch {
 	case reqURL != "":
-		ans.Headers = map[string]string{"Authorization": tok.Type() + " " + tok.AccessToken}
-		if hs, ok := any(s.src).(headerSource); ok {
-			h, err := hs.AuthHeaders(r.Context(), method, reqURL)
-			if err != nil {
-				a.tokenUnavailable(w, r, s, err)
-				return
+		// The headers of one request: with a DPoP-bound token, a proof
+		// for its method and URL, signed with the source's key.
+		h, err := s.src.AuthHeaders(r.Context(), method, reqURL)
+		if err != nil {
+			a.tokenUnavailable(w, r, s, err)
+			return
+		}
+		ans.Headers = make(map[string]string, len(h))
+		for k := range h {
+			name := k
+			if k == "Dpop" { // as RFC 9449 spells it, not as Go canonicalizes it
+				name = "DPoP"
 			}
-			ans.Headers = map[string]string{}
-			for k := range h {
-				name := k
-				if k == "Dpop" { // as RFC 9449 spells it, not as Go canonicalizes it
-					name = "DPoP"
-				}
-				ans.Headers[name] = h.Get(k)
-			}
-			// The headers hold the token they were made with.
-			if typ, tk, ok := strings.Cut(h.Get("Authorization"), " "); ok {
-				ans.TokenType, ans.AccessToken = typ, tk
-			}
+			ans.Headers[name] = h.Get(k)
+		}
+		// The headers hold the token they were made with.
+		if typ, tk, ok := strings.Cut(h.Get("Authorization"), " "); ok {
+			ans.TokenType, ans.AccessToken = typ, tk
 		}
 	case !strings.EqualFold(tok.Type(), "Bearer"):
 		a.tokenFailed.Add(1)
