@@ -399,15 +399,32 @@ func (o *observer) observe(_ context.Context, obs metric.Observer) error {
 			o.observeQuotas(obs, src, "organization", q.Organization, now)
 		}
 	}
+	// Pools of one client and server (two sources from New, say) share
+	// their attributes: one observation each, of their sums.
+	type poolSum struct {
+		set               attribute.Set
+		tokens, evictions int64
+	}
+	sums := map[attribute.Distinct]*poolSum{}
 	for p, s := range pools {
 		st := p.Stats()
 		attrs := []attribute.KeyValue{KeyClientID.String(s.ClientID())}
 		if u, err := url.Parse(s.TokenURL()); err == nil {
 			attrs = append(attrs, KeyServer.String(u.Hostname()))
 		}
-		opt := metric.WithAttributes(append(attrs, o.cfg.attrs...)...)
-		obs.ObserveInt64(o.poolTokens, int64(st.Tokens), opt)
-		obs.ObserveInt64(o.poolEvictions, int64(st.Evictions), opt)
+		set := attribute.NewSet(append(attrs, o.cfg.attrs...)...)
+		sum := sums[set.Equivalent()]
+		if sum == nil {
+			sum = &poolSum{set: set}
+			sums[set.Equivalent()] = sum
+		}
+		sum.tokens += int64(st.Tokens)
+		sum.evictions += int64(st.Evictions)
+	}
+	for _, sum := range sums {
+		opt := metric.WithAttributeSet(sum.set)
+		obs.ObserveInt64(o.poolTokens, sum.tokens, opt)
+		obs.ObserveInt64(o.poolEvictions, sum.evictions, opt)
 	}
 	return nil
 }

@@ -72,3 +72,46 @@ func TestPoolTokensCarryTheirOrganization(t *testing.T) {
 		t.Errorf("pool: %d tokens, %d evictions; want 2 and 1", tokens, evictions)
 	}
 }
+
+// TestPoolTokensSumSourcesOfOneClient: two sources from New of one client
+// (two audiences) are two pools with the same attributes; the pool's
+// token count is their sum, not one of them.
+func TestPoolTokensSumSourcesOfOneClient(t *testing.T) {
+	const other = "https://other.example.com/"
+	iss := m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: "pw", Audiences: []string{audience, other}})
+	defer iss.Close()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	obs, err := m2mtokenotel.New(m2mtokenotel.WithMeterProvider(mp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, aud := range []string{audience, other} {
+		src, err := m2mtoken.New(m2mtoken.Config{TokenURL: iss.TokenURL(), ClientID: "svc", ClientSecret: "pw", Audience: aud, Observer: obs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		if _, err := src.Token(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var points []int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == "m2mtoken.pool.tokens" {
+				for _, dp := range m.Data.(metricdata.Gauge[int64]).DataPoints {
+					points = append(points, dp.Value)
+				}
+			}
+		}
+	}
+	if len(points) != 1 || points[0] != 2 {
+		t.Errorf("m2mtoken.pool.tokens points %v, want one of 2", points)
+	}
+}
