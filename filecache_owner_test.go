@@ -56,6 +56,9 @@ func TestFileCacheRefusesAForeignDirectory(t *testing.T) {
 				t.Fatalf("Get: %v, %v; want an error naming %s", e, err, dir)
 			}
 			t.Logf("Get: %v", err)
+			if strings.Contains(name, "sticky") && !strings.Contains(err.Error(), "(mode 1777)") {
+				t.Errorf("Get: %v; want the mode with its sticky bit, 1777", err)
+			}
 			if err := c.Set(ctx, "k", planted); err == nil {
 				t.Error("Set: no error")
 			}

@@ -268,8 +268,10 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 	ct := resp.Header.Get("Content-Type")
 	ok2xx := resp.StatusCode >= 200 && resp.StatusCode < 300
 	if readErr != nil || len(body) > wire.MaxBody {
-		te.Temporary = true
-		te.err = &wire.MalformedError{Reason: "body truncated or over 1 MiB"}
+		// A body cut short may come whole next time; one over 1 MiB will
+		// not (no token answer is that big).
+		te.Temporary = readErr != nil
+		te.err = &wire.MalformedError{Reason: "body over 1 MiB"}
 		if readErr != nil {
 			te.err = &wire.MalformedError{Reason: "body cut short: " + readErr.Error()}
 		}

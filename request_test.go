@@ -329,3 +329,22 @@ func TestWaitErrorSaysTheAttemptInFlight(t *testing.T) {
 		t.Fatalf("attempt %d still marked in flight after its answer", a.n)
 	}
 }
+
+// TestOversizedAnswerIsNotRetried: an answer over 1 MiB will be over it
+// next time too: it fails at once, without the retries of a body cut
+// short.
+func TestOversizedAnswerIsNotRetried(t *testing.T) {
+	e := newEndpoint(t)
+	s, _ := testSource(t, e, func(c *Config) { c.MaxAttempts = 3 })
+	big := `{"access_token":"` + strings.Repeat("a", 2<<20) + `","token_type":"Bearer"}`
+	e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(big))
+		return true
+	})
+	_, err := s.Token()
+	var te *TokenError
+	if !errors.As(err, &te) || te.Temporary || e.count() != 1 || !strings.Contains(err.Error(), "body over 1 MiB") {
+		t.Fatalf("got %v after %d requests, want one request and a permanent 'body over 1 MiB'", err, e.count())
+	}
+}

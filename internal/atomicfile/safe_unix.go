@@ -43,7 +43,11 @@ func checkOwner(path, what string, fi os.FileInfo) error {
 		return fmt.Errorf("%s %s is owned by user %d, not by this process's user (%d) or root: another user could plant files or links in it; use one of your own", what, path, st.Uid, uid)
 	}
 	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
-		return fmt.Errorf("%s %s may be written by its group or others (mode %04o): another user could plant files or links in it; run chmod go-w %s, or use one of your own", what, path, perm, path)
+		mode := fmt.Sprintf("%04o", perm)
+		if fi.Mode()&os.ModeSticky != 0 {
+			mode = fmt.Sprintf("%04o", perm|0o1000) // the sticky bit stops renames, not new files or links
+		}
+		return fmt.Errorf("%s %s may be written by its group or others (mode %s): another user could plant files or links in it; run chmod go-w %s, or use one of your own", what, path, mode, path)
 	}
 	return nil
 }
