@@ -13,19 +13,26 @@ import (
 	"github.com/m2mtoken/m2mtoken/m2mtokenotel"
 )
 
+// meteredObserver returns an observer whose metrics go to the reader.
+func meteredObserver(t *testing.T) (*m2mtoken.Observer, *sdkmetric.ManualReader) {
+	t.Helper()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	obs, err := m2mtokenotel.New(m2mtokenotel.WithMeterProvider(mp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obs, reader
+}
+
 // TestPoolTokensCarryTheirOrganization: the tokens of a pool are labelled
 // with their audience and organization, and the pool's size and
 // evictions are reported.
 func TestPoolTokensCarryTheirOrganization(t *testing.T) {
 	iss := m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: "pw", Audiences: []string{audience}, Organizations: []string{"org_a", "org_b", "org_c"}})
 	defer iss.Close()
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	defer mp.Shutdown(context.Background())
-	obs, err := m2mtokenotel.New(m2mtokenotel.WithMeterProvider(mp))
-	if err != nil {
-		t.Fatal(err)
-	}
+	obs, reader := meteredObserver(t)
 	p, err := m2mtoken.NewPool(m2mtoken.Config{TokenURL: iss.TokenURL(), ClientID: "svc", ClientSecret: "pw", Observer: obs, MaxTokens: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -80,13 +87,7 @@ func TestPoolTokensSumSourcesOfOneClient(t *testing.T) {
 	const other = "https://other.example.com/"
 	iss := m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: "pw", Audiences: []string{audience, other}})
 	defer iss.Close()
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	defer mp.Shutdown(context.Background())
-	obs, err := m2mtokenotel.New(m2mtokenotel.WithMeterProvider(mp))
-	if err != nil {
-		t.Fatal(err)
-	}
+	obs, reader := meteredObserver(t)
 	for _, aud := range []string{audience, other} {
 		src, err := m2mtoken.New(m2mtoken.Config{TokenURL: iss.TokenURL(), ClientID: "svc", ClientSecret: "pw", Audience: aud, Observer: obs})
 		if err != nil {
