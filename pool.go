@@ -114,7 +114,7 @@ func (p *Pool) Source(r TokenRequest) (*TokenSource, error) {
 	if err := r.check(); err != nil {
 		return nil, err
 	}
-	return p.add(r.clone(), string(id))
+	return p.add(r.owned(), string(id))
 }
 
 // add makes the source of req under id, unless another caller just did.

@@ -17,8 +17,8 @@ const idBuf = 256
 const smallSort = 8
 
 // appendID appends r's id to dst. Equal requests (scopes in any order,
-// repeated or not; parameter names in any order) get the same id;
-// requests that differ in any field get different ones.
+// repeated or not, empty ones left out; parameter names in any order) get
+// the same id; requests that differ in any field get different ones.
 func appendID(dst []byte, r *TokenRequest) []byte {
 	dst = appendPart(dst, r.Audience)
 	dst = appendPart(dst, r.Organization)
@@ -47,7 +47,8 @@ func appendID(dst []byte, r *TokenRequest) []byte {
 	return dst
 }
 
-// appendSorted appends the set of scopes, sorted and without repeats.
+// appendSorted appends the set of scopes, sorted, without repeats and
+// without empty ones (which send nothing: see normalScopes).
 func appendSorted(dst []byte, scopes []string) []byte {
 	var small [smallSort]string
 	sorted := scopes
@@ -57,13 +58,13 @@ func appendSorted(dst []byte, scopes []string) []byte {
 	}
 	n := 0
 	for i, sc := range sorted {
-		if i == 0 || sc != sorted[i-1] {
+		if sc != "" && (i == 0 || sc != sorted[i-1]) {
 			n++
 		}
 	}
 	dst = binary.AppendUvarint(dst, uint64(n))
 	for i, sc := range sorted {
-		if i == 0 || sc != sorted[i-1] {
+		if sc != "" && (i == 0 || sc != sorted[i-1]) {
 			dst = appendPart(dst, sc)
 		}
 	}

@@ -1,5 +1,6 @@
-// TokenRequest: what names one token of a pool, and the requests a pool
-// refuses (parameters the client sets).
+// TokenRequest: what names one token of a pool, the form a source keeps
+// and sends of it, and the requests a pool refuses (parameters the client
+// sets).
 
 package m2mtoken
 
@@ -8,6 +9,7 @@ import (
 	"maps"
 	"net/url"
 	"slices"
+	"strings"
 )
 
 // TokenRequest names one token of a pool's client. Its fields are sent as
@@ -19,6 +21,10 @@ import (
 // A request names the whole token: its empty fields are not filled in from
 // the pool's default request (Config's Audience, Scopes, Organization and
 // EndpointParams), which is used only where no request is given.
+//
+// A source keeps and sends its request's scopes as the scope parameter
+// carries them: split at spaces, sorted, without repeats or empty ones
+// (Scopes [""] sends no scope parameter, as no scopes do).
 type TokenRequest struct {
 	// Audience is the identifier of the API the token is for.
 	Audience string
@@ -40,6 +46,42 @@ func (r TokenRequest) clone() TokenRequest {
 		c.Params = cloneValues(r.Params)
 	}
 	return c
+}
+
+// owned returns a copy of r that shares nothing with it, as a source keeps
+// and sends it: its scopes normalised (normalScopes), and without
+// parameters that have no value (url.Values.Encode sends nothing for
+// them, and a JSON body would send an empty list). Requests whose owned
+// forms are equal send the same token request.
+func (r TokenRequest) owned() TokenRequest {
+	c := r
+	c.Scopes = normalScopes(r.Scopes)
+	if r.Params != nil {
+		c.Params = cloneValues(r.Params)
+		for k, vs := range c.Params {
+			if len(vs) == 0 {
+				delete(c.Params, k)
+			}
+		}
+	}
+	return c
+}
+
+// normalScopes returns scopes as the scope parameter carries them: split
+// at spaces (its separator), without empty ones or repeats, and sorted (a
+// set's order means nothing); nil if none is left. So [""] sends no scope
+// parameter, as no scopes do, rather than an empty one.
+func normalScopes(scopes []string) []string {
+	var out []string
+	for _, sc := range scopes {
+		for f := range strings.SplitSeq(sc, " ") {
+			if f != "" {
+				out = append(out, f)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // check refuses a request that would override what the client sets,
