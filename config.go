@@ -360,6 +360,13 @@ func (c *Config) withDefaults() (string, error) {
 			return "", configErr("{EndpointParams} may not set %q: use the Config field for it", p)
 		}
 	}
+	def := TokenRequest{Audience: c.Audience, Scopes: c.Scopes, Organization: c.Organization, Params: c.EndpointParams}
+	if field, n, limit, usual := def.tooLarge(); field != "" {
+		if field == "Params" {
+			field = "EndpointParams"
+		}
+		return "", configErr("{"+field+"} is %d bytes, over the %d m2mtoken accepts (%s)", n, limit, usual)
+	}
 	if c.CAFile != "" {
 		if c.HTTPClient != nil {
 			return "", configErr("{CAFile} and {HTTPClient} are both set: the CA is for the source's own client; leave HTTPClient nil, or add the CA to your client's TLS config (RootCAs)")

@@ -1,11 +1,12 @@
 // TokenRequest: what names one token of a pool, the form a source keeps
 // and sends of it, and the requests a pool refuses (parameters the client
-// sets).
+// sets, fields larger than any real request's).
 
 package m2mtoken
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"net/url"
 	"slices"
@@ -24,7 +25,10 @@ import (
 //
 // A source keeps and sends its request's scopes as the scope parameter
 // carries them: split at spaces, sorted, without repeats or empty ones
-// (Scopes [""] sends no scope parameter, as no scopes do).
+// (Scopes [""] sends no scope parameter, as no scopes do). A request
+// larger than any real one is refused, naming the field: an Audience over
+// 1 KiB, an Organization over 256 bytes, Scopes or Params over 8 KiB in
+// all.
 type TokenRequest struct {
 	// Audience is the identifier of the API the token is for.
 	Audience string
@@ -84,9 +88,53 @@ func normalScopes(scopes []string) []string {
 	return slices.Compact(out)
 }
 
+// The largest request a pool accepts, field by field: more than any real
+// request holds (Auth0 allows API identifiers of 600 characters,
+// organization IDs and names of 50, scopes of 280 each), so that whoever
+// chooses a pool's requests cannot make each of its tokens hold more than
+// a few KiB of them.
+const (
+	maxAudience     = 1 << 10 // bytes
+	maxOrganization = 256
+	maxScopes       = 8 << 10 // every scope, and a separator after each
+	maxParams       = 8 << 10 // every name and value, and a separator after each
+)
+
+// tooLarge returns the first field of r over its bound, its size, the
+// bound and what a real one holds; field is empty if none is.
+func (r *TokenRequest) tooLarge() (field string, size, limit int, usual string) {
+	if n := len(r.Audience); n > maxAudience {
+		return "Audience", n, maxAudience, "Auth0's API identifiers have at most 600 characters"
+	}
+	if n := len(r.Organization); n > maxOrganization {
+		return "Organization", n, maxOrganization, "Auth0's organization IDs and names have at most 50 characters"
+	}
+	n := 0
+	for _, sc := range r.Scopes {
+		n += len(sc) + 1
+	}
+	if n > maxScopes {
+		return "Scopes", n, maxScopes, "all scopes together; Auth0's scopes have at most 280 characters each"
+	}
+	n = 0
+	for k, vs := range r.Params {
+		for _, v := range vs {
+			n += len(k) + len(v) + 2
+		}
+	}
+	if n > maxParams {
+		return "Params", n, maxParams, "all names and values together"
+	}
+	return "", 0, 0, ""
+}
+
 // check refuses a request that would override what the client sets,
-// naming the first such parameter in sorted order.
+// naming the first such parameter in sorted order, and one larger than a
+// pool accepts, naming the field.
 func (r *TokenRequest) check() error {
+	if field, n, limit, usual := r.tooLarge(); field != "" {
+		return fmt.Errorf("m2mtoken: TokenRequest.%s is %d bytes, over the %d a pool accepts (%s): no real request is that large", field, n, limit, usual)
+	}
 	for _, k := range slices.Sorted(maps.Keys(r.Params)) {
 		if reservedParam(k) {
 			field := ""
