@@ -275,6 +275,15 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
+// fieldName names a Config field in a message as c.FieldNames says, else
+// as Config.Field.
+func (c *Config) fieldName(field string) string {
+	if c.FieldNames != nil {
+		return c.FieldNames(field)
+	}
+	return "Config." + field
+}
+
 // reservedParams are request parameters that Config sets itself.
 var reservedParams = []string{"grant_type", "client_id", "client_secret", "audience", "scope", "organization", "client_assertion", "client_assertion_type"}
 

@@ -6,6 +6,7 @@ package m2mtoken
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -104,7 +105,8 @@ func (p *Pool) DefaultRequest() TokenRequest { return p.def.clone() }
 // stop and its token is forgotten (a shared Config.Cache keeps it). A
 // dropped source, like a closed one, answers [ErrClosed] from then on:
 // whoever kept it asks the pool again for the request's source, which is
-// a new one, and which takes the token from Config.Cache if it has it.
+// a new one, and which takes the token from Config.Cache if it has it
+// ([Pool.Token] and [Pool.Client] do that themselves).
 func (p *Pool) Source(r TokenRequest) (*TokenSource, error) {
 	var buf [idBuf]byte
 	id := appendID(buf[:0], &r)
@@ -208,25 +210,64 @@ func (p *Pool) lookup(id []byte) *TokenSource {
 }
 
 // Token returns a usable token for r, as [TokenSource.TokenContext] of
-// its source does. With the token fresh it makes no allocation.
+// its source does. With the token fresh it makes no allocation. If the
+// pool drops r's source while the call waits for its token (to make room
+// for other requests), the call asks the pool again: it never returns
+// [ErrClosed] before [Pool.Close].
 func (p *Pool) Token(ctx context.Context, r TokenRequest) (*oauth2.Token, error) {
 	var buf [idBuf]byte
-	if s := (*p.read.Load())[string(appendID(buf[:0], &r))]; s != nil {
+	s := (*p.read.Load())[string(appendID(buf[:0], &r))]
+	if s != nil {
 		if tok := s.fresh.Load(); tok != nil { // a dropped source has none
 			if !s.used.Load() {
 				s.used.Store(true)
 			}
 			return tok, nil
 		}
-		if !s.dropped.Load() {
-			return s.TokenContext(ctx)
+		if s.dropped.Load() {
+			s = nil
 		}
 	}
-	s, err := p.Source(r)
-	if err != nil {
-		return nil, err
+	_, tok, err := p.sourceToken(ctx, &r, s)
+	return tok, err
+}
+
+// maxDropped is how many sources of one request a call lets the pool drop
+// under it before it gives up.
+const maxDropped = 8
+
+// sourceToken returns a token from s, req's source (nil: the pool's).
+// A source the pool drops while the call waits (to make room for other
+// requests, or because whoever held it closed it) answers ErrClosed: the
+// caller asked the pool, not that source, so the pool is asked again.
+func (p *Pool) sourceToken(ctx context.Context, req *TokenRequest, s *TokenSource) (*TokenSource, *oauth2.Token, error) {
+	for tries := 1; ; tries++ {
+		if s == nil {
+			var err error
+			if s, err = p.Source(*req); err != nil {
+				return nil, nil, err
+			}
+		}
+		tok, err := s.TokenContext(ctx)
+		if !errors.Is(err, ErrClosed) || p.isClosed() {
+			return s, tok, err
+		}
+		if err := ctx.Err(); err != nil {
+			return s, nil, err
+		}
+		if tries == maxDropped {
+			return s, nil, fmt.Errorf("m2mtoken: the pool dropped this request's token %d times before it arrived, to make room for others: "+
+				"it is asked for more tokens at once than %s (%d) lets it hold; raise it", tries, p.c.cfg.fieldName("MaxTokens"), p.max)
+		}
+		s = nil
 	}
-	return s.TokenContext(ctx)
+}
+
+// isClosed reports whether Close was called.
+func (p *Pool) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
 }
 
 // tokenRequestKey keys a request in a context.
@@ -245,17 +286,18 @@ func WithTokenRequest(ctx context.Context, r TokenRequest) context.Context {
 	return context.WithValue(ctx, tokenRequestKey{}, &ctxRequest{req: r, id: string(appendID(nil, &r))})
 }
 
-// source returns the source of the request ctx names, or of the default
-// request.
-func (p *Pool) source(ctx context.Context) (*TokenSource, error) {
+// contextToken returns a token for the request ctx names, or for the
+// default request, and its source, as Token does.
+func (p *Pool) contextToken(ctx context.Context) (*TokenSource, *oauth2.Token, error) {
 	req, id := &p.def, p.defID
 	if cr, _ := ctx.Value(tokenRequestKey{}).(*ctxRequest); cr != nil {
 		req, id = &cr.req, cr.id
 	}
-	if s := (*p.read.Load())[id]; s != nil && !s.dropped.Load() {
-		return s, nil
+	s := (*p.read.Load())[id]
+	if s != nil && s.dropped.Load() {
+		s = nil
 	}
-	return p.Source(*req)
+	return p.sourceToken(ctx, req, s)
 }
 
 // Transport returns an [http.RoundTripper] that authorizes each request,

@@ -79,16 +79,17 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}()
 	src := t.Source
+	var tok *oauth2.Token
+	var err error
 	if t.pool != nil {
-		s, err := t.pool.source(req.Context())
-		if err != nil {
-			return nil, err
-		}
+		var s *TokenSource
+		s, tok, err = t.pool.contextToken(req.Context())
 		src = s
 	} else if src == nil {
 		return nil, errors.New("m2mtoken: Transport.Source is nil")
+	} else {
+		tok, err = token(src, req.Context())
 	}
-	tok, err := token(src, req.Context())
 	if err != nil {
 		return nil, err
 	}
