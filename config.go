@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -159,6 +160,18 @@ type Config struct {
 	// recently used one is dropped (see [Pool.Source]). Zero means 10,000.
 	// A source from [New] holds one token and ignores it.
 	MaxTokens int
+	// NewTokenBurst and NewTokenRate bound the token requests a [Pool]
+	// sends for requests it holds no token for (an audience, organization,
+	// scopes or parameters it has not seen, or a token it dropped): at most
+	// NewTokenBurst at once, then NewTokenRate a second. Past the bound
+	// such a request sends nothing and fails at once with a
+	// [*NewTokenLimitError]; the tokens the pool holds are unaffected, and
+	// one taken from Cache costs nothing. Zero means 100 at once and 10 a
+	// second: one instance of a fleet starting cold (docs/pool.md says
+	// why). A negative NewTokenRate means no bound. A source from [New]
+	// ignores them.
+	NewTokenBurst int
+	NewTokenRate  float64
 
 	// Logger receives warnings about failed fetches and, at debug level, a
 	// line for every fetch, retry and cache decision. Nil discards them.
@@ -396,6 +409,14 @@ func (c *Config) withDefaults() (string, error) {
 	if c.MaxTokens < 0 {
 		return "", configErr("{MaxTokens} is negative (%d): use 0 for the default", c.MaxTokens)
 	}
+	if c.NewTokenBurst < 0 {
+		return "", configErr("{NewTokenBurst} is negative (%d): use 0 for the default, or a negative {NewTokenRate} for no bound", c.NewTokenBurst)
+	}
+	if math.IsNaN(c.NewTokenRate) {
+		return "", configErr("{NewTokenRate} is not a number: use 0 for the default, or a negative rate for no bound")
+	}
+	setDefault(&c.NewTokenBurst, defaultNewTokenBurst)
+	setDefault(&c.NewTokenRate, defaultNewTokenRate)
 	setDefault(&c.MaxConnsPerHost, defaultMaxConnsPerHost)
 	setDefault(&c.MaxTokens, defaultMaxTokens)
 	if c.MaxAttempts < 0 {

@@ -41,8 +41,12 @@ const defaultMaxTokens = 10_000
 // organization's tokens alone.
 //
 // A Pool holds at most Config.MaxTokens tokens: beyond that, the least
-// recently used one is dropped (see [Pool.Source]). Its methods are safe
-// for concurrent use.
+// recently used one is dropped (see [Pool.Source]). It sends at most
+// Config.NewTokenBurst token requests at once, then Config.NewTokenRate a
+// second, for requests it holds no token for, and accepts requests of a
+// few KiB at most (see [TokenRequest]): whoever chooses its requests (a
+// tenant header mapped to Organization) cannot make it fetch tokens
+// without bound. Its methods are safe for concurrent use.
 type Pool struct {
 	c      *client
 	def    TokenRequest // the default request, from Config
@@ -64,6 +68,10 @@ type Pool struct {
 	hand   int
 	closed bool
 
+	// newTokens bounds the token requests for requests the pool holds no
+	// token for (nil: no bound, and for a source from New).
+	newTokens *newTokenLimit
+
 	evictions atomic.Uint64
 }
 
@@ -84,6 +92,9 @@ func newPool(cfg Config, clk clock.Clock, many bool) (*Pool, error) {
 		return nil, err
 	}
 	p := &Pool{c: c, max: c.cfg.MaxTokens, many: many, spread: many, m: map[string]*TokenSource{}}
+	if many {
+		p.newTokens = newNewTokenLimit(&c.cfg, clk.Now())
+	}
 	p.read.Store(&map[string]*TokenSource{})
 	p.def = TokenRequest{Audience: c.cfg.Audience, Scopes: c.cfg.Scopes, Organization: c.cfg.Organization, Params: c.cfg.EndpointParams}
 	p.defID = string(appendID(nil, &p.def))
@@ -96,8 +107,9 @@ func (p *Pool) DefaultRequest() TokenRequest { return p.def.clone() }
 
 // Source returns the source of r's token, the same *TokenSource for equal
 // requests while the pool holds it. It makes no request. It refuses r if
-// its Params set what the client sets, naming the parameter, and returns
-// [ErrClosed] after [Pool.Close].
+// its Params set what the client sets, naming the parameter, or if it is
+// larger than a pool accepts (see [TokenRequest]), naming the field, and
+// returns [ErrClosed] after [Pool.Close].
 //
 // When the pool holds Config.MaxTokens tokens, making a new one drops the
 // least recently used (as a clock algorithm approximates it: a token not
@@ -106,7 +118,10 @@ func (p *Pool) DefaultRequest() TokenRequest { return p.def.clone() }
 // dropped source, like a closed one, answers [ErrClosed] from then on:
 // whoever kept it asks the pool again for the request's source, which is
 // a new one, and which takes the token from Config.Cache if it has it
-// ([Pool.Token] and [Pool.Client] do that themselves).
+// ([Pool.Token] and [Pool.Client] do that themselves). While the bound on
+// new tokens (Config.NewTokenRate) is used up, a full pool makes no new
+// source: Source returns a [*NewTokenLimitError], so that requests it
+// would refuse anyway drop none of the tokens it holds.
 func (p *Pool) Source(r TokenRequest) (*TokenSource, error) {
 	var buf [idBuf]byte
 	id := appendID(buf[:0], &r)
@@ -129,6 +144,14 @@ func (p *Pool) add(req TokenRequest, id string) (*TokenSource, error) {
 	if s := p.m[id]; s != nil {
 		p.mu.Unlock()
 		return s, nil
+	}
+	if len(p.ring) >= p.max {
+		// Making room drops a token: not for a request the bound on new
+		// tokens would refuse anyway.
+		if ok, wait := p.newTokens.check(p.c.clock.Now()); !ok {
+			p.mu.Unlock()
+			return nil, p.newTokenErr(wait, true)
+		}
 	}
 	s := newToken(p, req, id)
 	s.used.Store(true)

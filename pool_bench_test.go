@@ -22,7 +22,7 @@ func benchPool(b testing.TB, n int) (*Pool, []TokenRequest, oauth2.TokenSource) 
 		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":86400}`, jwtSizedToken[:len(jwtSizedToken)-12]+fmt.Sprintf("%012d", n))
 		return true
 	})
-	p, err := NewPool(Config{TokenURL: e.URL + "/oauth/token", ClientID: "c", ClientSecret: "s", MaxTokens: n})
+	p, err := NewPool(Config{TokenURL: e.URL + "/oauth/token", ClientID: "c", ClientSecret: "s", MaxTokens: n, NewTokenRate: -1})
 	if err != nil {
 		b.Fatal(err)
 	}

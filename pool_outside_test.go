@@ -90,7 +90,7 @@ func TestPoolGivesUpWhenDroppedAgainAndAgain(t *testing.T) {
 		}
 		return false
 	})
-	p, _ := testPool(t, e.URL+"/oauth/token", func(c *Config) { c.MaxTokens = 2 })
+	p, _ := testPool(t, e.URL+"/oauth/token", func(c *Config) { c.MaxTokens, c.NewTokenRate = 2, -1 })
 	ctx := context.Background()
 	legit := TokenRequest{Audience: "https://api.example.com/", Organization: "org_legit"}
 	got := make(chan error, 1)

@@ -62,7 +62,8 @@ func TestPoolHeapAndGoroutinesPerToken(t *testing.T) {
 		fmt.Fprintf(w, `{"access_token":%q,"scope":"read:things write:things","expires_in":86400,"token_type":"Bearer"}`, jwtSizedToken[:len(jwtSizedToken)-12]+fmt.Sprintf("%012d", k))
 		return true
 	})
-	p, err := NewPool(Config{TokenURL: e.URL + "/oauth/token", ClientID: "c", ClientSecret: "s"})
+	// The service's own requests, all at once: no bound on new tokens.
+	p, err := NewPool(Config{TokenURL: e.URL + "/oauth/token", ClientID: "c", ClientSecret: "s", NewTokenRate: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +146,7 @@ func TestPoolBoundsConnections(t *testing.T) {
 	}
 	e.Start()
 	defer e.Close()
-	p, err := NewPool(Config{TokenURL: e.URL + "/oauth/token", ClientID: "c", ClientSecret: "s", MaxTokens: n})
+	p, err := NewPool(Config{TokenURL: e.URL + "/oauth/token", ClientID: "c", ClientSecret: "s", MaxTokens: n, NewTokenRate: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +197,7 @@ func TestPoolSteadyState(t *testing.T) {
 	iss.SetTokenLifetime(lifetime)
 	clk := clock.NewFake(time.Now())
 	iss.SetClock(clk.Now)
-	p, err := newPool(Config{TokenURL: iss.TokenURL(), ClientID: "svc", ClientSecret: testSecret}, clk, true)
+	p, err := newPool(Config{TokenURL: iss.TokenURL(), ClientID: "svc", ClientSecret: testSecret, NewTokenRate: -1}, clk, true)
 	if err != nil {
 		t.Fatal(err)
 	}

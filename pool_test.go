@@ -237,7 +237,7 @@ func TestPoolTransportTakesTheRequestFromTheContext(t *testing.T) {
 func TestPoolSpreadsRefreshesOfTokensFetchedTogether(t *testing.T) {
 	e := newEndpoint(t)
 	e.lifetime.Store(60)
-	p, _ := testPool(t, e.URL+"/oauth/token", nil)
+	p, _ := testPool(t, e.URL+"/oauth/token", func(c *Config) { c.NewTokenRate = -1 })
 	var first, last time.Duration
 	for i := 0; i < 200; i++ {
 		s, err := p.Source(TokenRequest{Audience: "a", Params: url.Values{"i": {string(rune('a' + i%26)), string(rune('a' + i/26))}}})

@@ -409,6 +409,9 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 		// tokens while this fetch started: send nothing.
 		return nil, OriginNone, err
 	}
+	if err := s.admitNew(); err != nil {
+		return nil, OriginNone, err
+	}
 	ce, err := s.request(ctx)
 	if err != nil {
 		return nil, OriginNone, s.closedOr(err)

@@ -67,7 +67,7 @@ func TestPoolBytesPerTokenBounded(t *testing.T) {
 	const n = 2000
 	e := newEndpoint(t)
 	e.noRecord.Store(true)
-	p, err := NewPool(Config{TokenURL: e.URL + "/oauth/token", ClientID: "c", ClientSecret: "s"})
+	p, err := NewPool(Config{TokenURL: e.URL + "/oauth/token", ClientID: "c", ClientSecret: "s", NewTokenRate: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
