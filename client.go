@@ -62,6 +62,10 @@ type client struct {
 	orgMu      sync.Mutex
 	orgBlocks  map[string]*QuotaError
 
+	// hold stops every token's requests while the endpoint's rate limit
+	// is used up (ratehold.go).
+	hold rateHold
+
 	// errMu guards err, a permanent error about the client itself (a
 	// wrong secret, a grant type not enabled, an endpoint that is not
 	// one), returned to every token while it holds.
@@ -124,6 +128,9 @@ func newClient(cfg Config, clk clock.Clock) (*client, error) {
 		// on connections: one pool of connections for every token.
 		base = &http.Client{Transport: ownTransport(roots, c.cfg.MaxConnsPerHost)}
 		c.ownsHTTP = true
+		// As many requests in flight as connections: the others wait for
+		// a place where a 429 can still stop them (ratehold.go).
+		c.hold.slots = make(chan struct{}, c.cfg.MaxConnsPerHost)
 	}
 	hc := *base
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

@@ -153,8 +153,9 @@ type Config struct {
 	// MaxConnsPerHost caps the connections token requests open to the
 	// token endpoint when HTTPClient is nil: every token of a [Pool] shares
 	// them, so that thousands of tokens, or a burst of their fetches, hold
-	// a handful of connections (the others queue). Zero means 16. With
-	// HTTPClient set, its transport decides.
+	// a handful of connections. As many token requests are in flight at
+	// most; the others queue where a 429 that comes back still stops them.
+	// Zero means 16. With HTTPClient set, its transport decides.
 	MaxConnsPerHost int
 	// MaxTokens bounds the tokens a [Pool] holds: beyond it, the least
 	// recently used one is dropped (see [Pool.Source]). Zero means 10,000.

@@ -46,7 +46,9 @@ const defaultMaxTokens = 10_000
 // second, for requests it holds no token for, and accepts requests of a
 // few KiB at most (see [TokenRequest]): whoever chooses its requests (a
 // tenant header mapped to Organization) cannot make it fetch tokens
-// without bound. Its methods are safe for concurrent use.
+// without bound. While the token endpoint's rate limit is used up (a 429,
+// or X-RateLimit-Remaining: 0), no token of the pool sends a request
+// until it resets. Its methods are safe for concurrent use.
 type Pool struct {
 	c      *client
 	def    TokenRequest // the default request, from Config

@@ -82,9 +82,9 @@ func (e *QuotaError) Unwrap() error {
 const quotaFallback = time.Minute
 
 // readLimits records the rate-limit and quota headers of one answer in
-// Stats and tells the observer. It returns the answer's quotas (nil if
-// none).
-func (s *TokenSource) readLimits(h http.Header, status int, now time.Time) *Quotas {
+// Stats and tells the observer. It returns the answer's rate limit and
+// quotas (nil if none).
+func (s *TokenSource) readLimits(h http.Header, status int, now time.Time) (*RateLimit, *Quotas) {
 	var rl *RateLimit
 	if r, ok := wire.ParseRateLimit(h, now); ok {
 		rl = &RateLimit{Limit: r.Limit, Remaining: r.Remaining, Reset: r.Reset, At: now}
@@ -96,7 +96,7 @@ func (s *TokenSource) readLimits(h http.Header, status int, now time.Time) *Quot
 		s.quotas.Store(q)
 	}
 	s.observeLimits(status, rl, q)
-	return q
+	return rl, q
 }
 
 func quotasAt(ws []wire.Quota, now time.Time) []Quota {

@@ -39,10 +39,14 @@ func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
 		return &c
 	}
 	for attempt := 0; ; attempt++ {
+		probe, held := s.waitRate(ctx)
+		if held != nil {
+			return nil, final(held, attempt)
+		}
 		s.log.Debug("requesting token", slog.Int("attempt", attempt+1))
 		actx, start := s.attemptStarted(ctx, attempt+1, nonceRetry)
 		s.sending.Store(&sentAttempt{n: attempt + 1, at: s.clock.Now()})
-		ce, err := s.attempt(actx)
+		ce, err := s.attempt(actx, probe)
 		s.sending.Store(nil)
 		s.attemptDone(actx, attempt+1, nonceRetry, start, err)
 		nonceRetry = false
@@ -125,17 +129,20 @@ type sentAttempt struct {
 const retryingMessage = "token request failed; retrying"
 
 // attempt sends one token request. It returns the token, or a *TokenError.
-func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
+// probe says it goes first after the client's rate-limit hold.
+func (s *TokenSource) attempt(ctx context.Context, probe bool) (*Entry, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
 	defer cancel()
 	req, err := s.newRequest(ctx)
 	if err != nil {
+		s.rateAnswered(probe, 0, nil, nil, nil, s.clock.Now())
 		return nil, &TokenError{URL: s.tokenURL, err: err}
 	}
 	start := s.clock.Now()
 	s.requests.Add(1)
 	resp, err := s.http.Do(req)
 	if err != nil {
+		s.rateAnswered(probe, 0, nil, nil, nil, s.clock.Now())
 		s.failures.Add(1)
 		te := &TokenError{URL: s.tokenURL, Temporary: true, err: stripURL(err)}
 		te.Temporary, te.Hint = s.networkErrorKind(err)
@@ -146,9 +153,16 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 	body, readErr := io.ReadAll(io.LimitReader(resp.Body, wire.MaxBody+1))
 	resp.Body.Close()
 	now := s.clock.Now()
-	quotas := s.readLimits(resp.Header, resp.StatusCode, now)
+	rl, quotas := s.readLimits(resp.Header, resp.StatusCode, now)
 	s.sawTokenAnswer(resp.Header)
 	ent, terr := s.readAnswer(resp, body, readErr, start, now)
+	var qe *QuotaError
+	rateErr := terr // a used-up quota is quota.go's to hold, not the rate limit's
+	if terr != nil {
+		if qe = quotaExhausted(terr, quotas, now); qe != nil {
+			rateErr = nil
+		}
+	}
 	// Nothing the endpoint said may repeat the credential onwards.
 	if sc := requestScrubber(req, s.cfg.ClientSecret); terr != nil {
 		sc.tokenError(terr)
@@ -157,13 +171,14 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 		// Interned once scrubbed: an interned map is shared, never written.
 		ent.Extra = s.extras.intern(ent.Extra)
 	}
+	s.rateAnswered(probe, resp.StatusCode, resp.Header, rl, rateErr, now)
 	if terr != nil && s.nonceChallenge(terr) {
 		return nil, terr
 	}
 	if terr != nil {
 		s.failures.Add(1)
 		s.lastErr.Store(terr)
-		if qe := quotaExhausted(terr, quotas, now); qe != nil {
+		if qe != nil {
 			return nil, qe
 		}
 		return nil, terr
