@@ -53,32 +53,25 @@ func (l *newTokenLimit) refill(now time.Time) {
 
 // take spends one new token's allowance. It reports false, and how long
 // until the next one, if none is left.
-func (l *newTokenLimit) take(now time.Time) (bool, time.Duration) {
-	if l == nil {
-		return true, 0
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.refill(now)
-	if l.tokens >= 1 {
-		l.tokens--
-		return true, 0
-	}
-	return false, l.wait()
-}
+func (l *newTokenLimit) take(now time.Time) (bool, time.Duration) { return l.use(now, true) }
 
 // check reports what take would, spending nothing.
-func (l *newTokenLimit) check(now time.Time) (bool, time.Duration) {
+func (l *newTokenLimit) check(now time.Time) (bool, time.Duration) { return l.use(now, false) }
+
+func (l *newTokenLimit) use(now time.Time, spend bool) (bool, time.Duration) {
 	if l == nil {
 		return true, 0
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.refill(now)
-	if l.tokens >= 1 {
-		return true, 0
+	if l.tokens < 1 {
+		return false, l.wait()
 	}
-	return false, l.wait()
+	if spend {
+		l.tokens--
+	}
+	return true, 0
 }
 
 // wait is how long until one new token is allowed. l.mu is held.
