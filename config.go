@@ -167,7 +167,7 @@ type Config struct {
 	// NewTokenBurst at once, then NewTokenRate a second. Past the bound
 	// such a request sends nothing and fails at once with a
 	// [*NewTokenLimitError]; the tokens the pool holds are unaffected, and
-	// one taken from Cache costs nothing. Zero means 100 at once and 10 a
+	// one taken from Cache, or the default request's, costs nothing. Zero means 100 at once and 10 a
 	// second: one instance of a fleet starting cold (docs/pool.md says
 	// why). A negative NewTokenRate means no bound. A source from [New]
 	// ignores them.

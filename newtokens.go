@@ -116,9 +116,10 @@ func (p *Pool) newTokenErr(wait time.Duration, dropping bool) *NewTokenLimitErro
 }
 
 // admitNew spends the pool's allowance for a token request of s, which
-// has never had a token, or returns the error past the bound.
+// has never had a token, or returns the error past the bound. The pool's
+// default request (Config's) is the service's own: it is not counted.
 func (s *TokenSource) admitNew() error {
-	if s.hadToken.Load() {
+	if s.hadToken.Load() || s.id == s.pool.defID {
 		return nil
 	}
 	ok, wait := s.pool.newTokens.take(s.clock.Now())

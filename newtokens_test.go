@@ -17,8 +17,8 @@ import (
 // requests at once for requests it holds no token for, then NewTokenRate
 // a second (on its clock); past that a new request fails at once with a
 // NewTokenLimitError that says what to change, and sends nothing. The
-// tokens it holds, and tokens another holder left in the cache, are
-// served throughout.
+// tokens it holds, tokens another holder left in the cache, and the
+// pool's default request are served throughout.
 func TestPoolBoundsNewTokens(t *testing.T) {
 	e := newEndpoint(t)
 	cache := NewMemoryCache()
@@ -69,13 +69,21 @@ func TestPoolBoundsNewTokens(t *testing.T) {
 	if _, err := p.Token(ctx, attackerRequest(4)); !errors.As(err, &ne) {
 		t.Fatalf("got %v, want a NewTokenLimitError", err)
 	}
+	// The pool's default request (Config's) is the service's own: never
+	// refused.
+	if _, err := p.Token(ctx, p.DefaultRequest()); err != nil {
+		t.Fatalf("the default request: %v", err)
+	}
+	if _, err := p.Token(ctx, attackerRequest(4)); !errors.As(err, &ne) {
+		t.Fatalf("got %v, want a NewTokenLimitError", err)
+	}
 	// Through the pool's client, the call fails with it and sends nothing.
 	req, _ := http.NewRequestWithContext(WithTokenRequest(ctx, attackerRequest(5)), http.MethodGet, "http://127.0.0.1:1/", nil)
 	if _, err := p.Client().Do(req); !errors.As(err, &ne) {
 		t.Fatalf("Client().Do: %v, want a NewTokenLimitError", err)
 	}
-	if n := e.count(); n != 4 {
-		t.Fatalf("%d token requests, want 4", n)
+	if n := e.count(); n != 5 {
+		t.Fatalf("%d token requests, want 5", n)
 	}
 }
 
