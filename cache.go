@@ -89,7 +89,7 @@ func (e *Entry) UnmarshalBinary(b []byte) error {
 	if !se.Entry.Valid() {
 		return errors.New("no usable token")
 	}
-	if !wire.IsB64Token(se.Entry.AccessToken) {
+	if !wire.IsHeaderSafeToken(se.Entry.AccessToken) {
 		// As the token parser refuses it: it could add headers.
 		return errors.New("the access token has characters a header cannot carry")
 	}

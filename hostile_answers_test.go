@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -54,17 +55,54 @@ func TestTokenWithControlCharactersRefused(t *testing.T) {
 			}
 		})
 	}
-	// Every RFC 6750 b64token character is still a token.
-	e := newEndpoint(t)
-	const ok = "AZaz09-._~+/tok=="
-	e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"access_token":"%s","token_type":"Bearer","expires_in":3600}`, ok)
-		return true
-	})
-	s, _ := testSource(t, e, nil)
-	if got, err := s.Token(); err != nil || got.AccessToken != ok {
-		t.Fatalf("b64token refused: %v", err)
+}
+
+// TestRealIssuersTokensSent: the tokens real issuers send beyond RFC
+// 6750's b64token (Salesforce's '!', X's percent-encoded '+' and '=',
+// ':' and ',' of other opaque tokens, every visible ASCII character) are
+// taken, go into the Authorization header unchanged, and are read back
+// from a file cache.
+func TestRealIssuersTokensSent(t *testing.T) {
+	var every strings.Builder
+	for c := byte(0x21); c <= 0x7e; c++ {
+		every.WriteByte(c)
+	}
+	for name, tok := range map[string]string{
+		"salesforce":    "00Dxx0000001gPL!AR8AQJXg5oj8jXSgxJfA0lBog.39AsX_KUYr0hbXLqWvvhDBH3aJdJfsVrIsS0dZcbuA2cDHtLHqMcGM3gM_3zjLu7B0yeR",
+		"x app-only":    "AAAAAAAAAAAAAAAAAAAAAMLheAAAAAAA0%2BuSeid%2BULvsea4JtiGRiSDSJSI%3DEUifiRBkKG5E2XzMDjRfl76ZC9Ub0wnz4XsNiRVBChTYbJcE3F",
+		"colon":         "a:b",
+		"comma":         "a,b",
+		"b64token":      "AZaz09-._~+/tok==",
+		"every visible": every.String(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEndpoint(t)
+			e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
+				w.Header().Set("Content-Type", "application/json")
+				json.NewEncoder(w).Encode(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 3600})
+				return true
+			})
+			dir := t.TempDir()
+			s, _ := testSource(t, e, func(c *Config) { c.Cache = NewFileCache(dir) })
+			var sent []string
+			api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				sent = r.Header.Values("Authorization")
+			}))
+			defer api.Close()
+			resp, err := (&http.Client{Transport: &Transport{Source: s}}).Get(api.URL)
+			if err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			resp.Body.Close()
+			if len(sent) != 1 || sent[0] != "Bearer "+tok {
+				t.Fatalf("the API got %q, want %q", sent, "Bearer "+tok)
+			}
+			// Another source of the client reads it from the file cache.
+			s2, _ := testSource(t, e, func(c *Config) { c.Cache = NewFileCache(dir) })
+			if got, err := s2.Token(); err != nil || got.AccessToken != tok || e.count() != 1 {
+				t.Fatalf("from the cache: %v, %d requests", err, e.count())
+			}
+		})
 	}
 }
 
