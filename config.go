@@ -275,9 +275,6 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
-// reservedParams are request parameters that Config sets itself.
-var reservedParams = []string{"grant_type", "client_id", "client_secret", "audience", "scope", "organization", "client_assertion", "client_assertion_type"}
-
 // missing returns one error for every required field left empty, when
 // more than one is: a first run with nothing set learns them all at once
 // rather than one a run. (One missing field gets its own message below.)
@@ -355,10 +352,8 @@ func (c *Config) withDefaults() (string, error) {
 	if err := c.checkDPoP(); err != nil {
 		return "", err
 	}
-	for _, p := range reservedParams {
-		if _, ok := c.EndpointParams[p]; ok {
-			return "", configErr("{EndpointParams} may not set %q: use the Config field for it", p)
-		}
+	if err := paramsError(c.EndpointParams); err != nil {
+		return "", err
 	}
 	if c.CAFile != "" {
 		if c.HTTPClient != nil {

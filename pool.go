@@ -9,10 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -103,21 +101,16 @@ func (r TokenRequest) clone() TokenRequest {
 }
 
 // check refuses a request that would override what the client sets,
-// naming the first such parameter in sorted order.
+// naming the first such parameter in sorted order, with the message
+// Config.EndpointParams gets, in the request's words.
 func (r *TokenRequest) check() error {
-	for _, k := range slices.Sorted(maps.Keys(r.Params)) {
-		if reservedParam(k) {
-			field := ""
-			switch k {
-			case "audience":
-				field = ": use TokenRequest.Audience"
-			case "scope":
-				field = ": use TokenRequest.Scopes"
-			case "organization":
-				field = ": use TokenRequest.Organization"
+	if ce := paramsError(r.Params); ce != nil {
+		return errors.New(withNames(ce, func(field string) string {
+			if field == "EndpointParams" {
+				return "TokenRequest.Params"
 			}
-			return errors.New("m2mtoken: TokenRequest.Params may not set \"" + k + "\": the client sets it" + field)
-		}
+			return "TokenRequest." + field
+		}).Error())
 	}
 	return nil
 }
