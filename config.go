@@ -146,8 +146,11 @@ type Config struct {
 	CAFile string
 	// FieldNames, if set, says how error messages and hints name a Config
 	// field (such as "ClientID") to the user: as the flag, variable or
-	// file field that set it. Nil names it Config.ClientID. [ConfigFromEnv]
-	// sets it to name the environment variables.
+	// file field that set it. Nil names it Config.ClientID. It returns ""
+	// for a field the user cannot set (a command with no flag for it):
+	// messages then leave out advice to change it, and name it
+	// Config.Field where they must. [ConfigFromEnv] sets it to name the
+	// environment variables.
 	FieldNames func(field string) string
 	// MaxConnsPerHost caps the connections token requests open to the
 	// token endpoint when HTTPClient is nil: every token of a [Pool] shares

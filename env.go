@@ -46,14 +46,23 @@ func EnvVars() []EnvVar {
 	}
 }
 
-// envVarOf returns the main variable that sets field.
-func envVarOf(field string) (string, bool) {
+// envVarOf returns the variable that sets field: of the variables that
+// can (AUTH0_CLIENT_SECRET and AUTH0_CLIENT_SECRET_FILE set ClientSecret),
+// the first one that set reports as set, else the first one.
+func envVarOf(field string, set func(envVar string) bool) (string, bool) {
+	first := ""
 	for _, v := range EnvVars() {
-		if v.Field == field {
+		if v.Field != field {
+			continue
+		}
+		if set(v.Name) {
 			return v.Name, true
 		}
+		if first == "" {
+			first = v.Name
+		}
 	}
-	return "", false
+	return first, first != ""
 }
 
 // ConfigFromEnv returns a Config from the environment variables listed by
@@ -172,7 +181,7 @@ func ConfigFromLookup(lookup func(name string) (string, bool), name func(envVar 
 		}
 	}
 	cfg.FieldNames = func(field string) string {
-		if v, ok := envVarOf(field); ok {
+		if v, ok := envVarOf(field, func(v string) bool { return get(v) != "" }); ok {
 			return name(v)
 		}
 		return "Config." + field

@@ -193,10 +193,7 @@ func configErr(format string, args ...any) *ConfigError {
 func (e *ConfigError) Error() string {
 	f := e.format
 	for _, field := range e.Fields {
-		n := "Config." + field
-		if e.name != nil {
-			n = e.name(field)
-		}
+		n, _ := fieldName(e.name, field)
 		f = strings.Replace(f, "{"+field+"}", strings.ReplaceAll(n, "%", "%%"), 1)
 	}
 	msg := "m2mtoken: " + fmt.Sprintf(f, e.args...)

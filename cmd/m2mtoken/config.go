@@ -146,17 +146,31 @@ func (c *credFlags) name(env string) string {
 	return "--" + f + " or " + env
 }
 
-// fieldName says how messages call a Config field.
+// fieldName says how messages call a Config field: by the flag or
+// variable the user set (of --client-secret, --client-secret-file and
+// their variables, the one given), or "" for a field that no flag or
+// variable of the command sets, so that the library leaves out advice to
+// change it.
 func (c *credFlags) fieldName(field string) string {
 	if n, ok := c.extra[field]; ok {
 		return n
 	}
+	first := ""
 	for _, v := range m2mtoken.EnvVars() {
-		if v.Field == field {
+		if v.Field != field {
+			continue
+		}
+		if s, _ := c.lookup(v.Name); strings.TrimSpace(s) != "" {
 			return c.name(v.Name)
 		}
+		if first == "" {
+			first = v.Name
+		}
 	}
-	return "Config." + field
+	if first == "" {
+		return ""
+	}
+	return c.name(first)
 }
 
 // config returns the Config the flags and environment say, through the

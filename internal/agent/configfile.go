@@ -27,12 +27,21 @@ var configFieldNames = map[string]string{
 	"CAFile": "ca_file",
 }
 
-// configFieldName names a Config field as the config file does.
-func configFieldName(field string) string {
+// fieldName names a Config field as the config file does, or "" for a
+// field the file cannot set, so that the library leaves out advice to
+// change it. The client secret is named by the field the source set it
+// with.
+func (fs *fileSource) fieldName(field string) string {
+	switch {
+	case field == "ClientSecret" && fs.ClientSecretEnv != "":
+		return `"client_secret_env" (` + fs.ClientSecretEnv + `)`
+	case field == "ClientSecret" && fs.ClientSecretFile != "":
+		return `"client_secret_file"`
+	}
 	if n, ok := configFieldNames[field]; ok {
 		return `"` + n + `"`
 	}
-	return "Config." + field
+	return ""
 }
 
 // fileConfig is the agent's config file.
@@ -129,7 +138,7 @@ func parseConfigFile(path string, b []byte, getenv func(string) string) ([]Sourc
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
-		cfg.FieldNames = configFieldName
+		cfg.FieldNames = fs.fieldName
 		specs = append(specs, Source{Name: fs.Name, Origin: where, Config: cfg, Client: fs.client()})
 	}
 	return specs, nil
