@@ -11,10 +11,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/m2mtoken/m2mtoken"
+	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
 // configFieldNames are the config file's names for the library's fields.
@@ -105,7 +108,7 @@ func parseConfigFile(path string, b []byte, getenv func(string) string) ([]Sourc
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&fc); err != nil {
-		return nil, fmt.Errorf("config file %s: %s", path, jsonError(b, err, `the file's one field is "sources"`))
+		return nil, fmt.Errorf("config file %s: %s", path, jsonError(b, err, topFields))
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("config file %s: more than one JSON value; the file holds one object with a \"sources\" list", path)
@@ -282,11 +285,26 @@ func readSecretFile(path string) (string, error) {
 	return s, nil
 }
 
-const sourceFields = "a source's fields are name, domain, token_url, client_id, client_secret_env, client_secret_file, auth_method, audience, scopes, organization, private_key_file, key_id, dpop_key_file, require_dpop, ca_file, cache, cache_dir"
+// sourceFields are the fields a source may have, as the file spells them:
+// fileSource's, but "client_secret", which is there to be refused.
+var sourceFields = func() []string {
+	var out []string
+	t := reflect.TypeFor[fileSource]()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "client_secret" {
+			out = append(out, name)
+		}
+	}
+	return out
+}()
+
+// topFields are the fields of the file's top level.
+var topFields = []string{"sources"}
 
 // jsonError describes a decoding error, with its line and column if b is
-// the whole file; fields lists the known fields, for an unknown one.
-func jsonError(b []byte, err error, fields string) string {
+// the whole file; fields are the known fields, for an unknown one: the
+// one it is a typo of, if any, and the list.
+func jsonError(b []byte, err error, fields []string) string {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
@@ -307,7 +325,15 @@ func jsonError(b []byte, err error, fields string) string {
 	case errors.Is(err, io.EOF):
 		return "the file is empty: it holds one object with a \"sources\" list"
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return fmt.Sprintf("unknown field %s: check its spelling (%s)", strings.TrimPrefix(err.Error(), "json: unknown field "), fields)
+		name, _ := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
+		known := `the file's one field is "sources"`
+		if len(fields) > 1 {
+			known = "a source's fields are " + strings.Join(fields, ", ")
+		}
+		if meant := suggest.Nearest(name, fields); meant != "" {
+			return fmt.Sprintf("unknown field %q: did you mean %q? (%s)", name, meant, known)
+		}
+		return fmt.Sprintf("unknown field %q: check its spelling (%s)", name, known)
 	}
 	return err.Error()
 }
