@@ -13,32 +13,38 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
+	"github.com/m2mtoken/m2mtoken/internal/jwt"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
 func cmdServe(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("serve", `Runs a local Auth0-compatible issuer (the m2mtest package) until interrupted:
 RS256 JWTs, JWKS at /.well-known/jwks.json, Auth0's error answers; and the
-Auth0 quickstart's protected API, checking tokens for --audience:
+Auth0 quickstart's protected API, checking tokens for the --audience values:
 
   /api/public          no token needed
   /api/private         any valid token
   /api/private-scoped  a valid token with the read:messages scope
 
-It also serves a protected API at --api-addr that checks tokens for
---audience as a strict server would (Bearer, or DPoP with its proof): the
-same /api routes, and any other path answers "ok CLIENT TOKEN_TYPE", to
+It also serves a protected API at --api-addr that checks tokens as a strict
+server would (Bearer, or DPoP with its proof): the same /api routes, and
+any other path answers "ok CLIENT TOKEN_TYPE AUDIENCE [ORGANIZATION]", to
 try out clients, curl and m2mtoken token --header.
 
-It prints the environment to export (AUTH0_DOMAIN, AUTH0_CLIENT_ID, ...),
-the names m2mtoken token, the library's ConfigFromEnv and the Auth0
-quickstarts read. For local development and integration tests of APIs that
-sit behind Auth0.
+The one client may get tokens for every --audience (give it once per API,
+as for a Pool of several APIs) and every --organization (an Auth0
+Organization's ID or name); any other is refused as Auth0 refuses it.
+
+It prints the environment to export (AUTH0_DOMAIN, AUTH0_CLIENT_ID, ...,
+and API_URL, the protected API), the names m2mtoken token, the library's
+ConfigFromEnv and the Auth0 quickstarts read. For local development and
+integration tests of APIs that sit behind Auth0.
 
 Plain http is accepted by m2mtoken only on loopback. For containers and
 other machines use --tls: it serves https with a certificate from a CA made
@@ -52,7 +58,9 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	hostname := fs.String("hostname", "", "the host name clients reach the server by, used in its URLs, issuer and certificate (default: the address, or the machine's name when it listens on all addresses with --tls)")
 	clientID := fs.String("client-id", "m2mtoken-local", "the registered client's ID")
 	secret := fs.String("client-secret", "", "the registered client's secret (default: a random one, printed)")
-	audience := fs.String("audience", "https://api.local/", "the API the client may get tokens for, and the one /api/private checks")
+	var audiences, orgs multiFlag
+	fs.Var(&audiences, "audience", "an API the client may get tokens for, and /api/private accepts (repeatable; the first is exported as AUTH0_AUDIENCE; default https://api.local/)")
+	fs.Var(&orgs, "organization", "an Auth0 Organization (ID or name) the client may get tokens for (repeatable; default none)")
 	scope := fs.String("scope", "read:messages", "space-separated scopes granted to the client")
 	ttl := fs.Duration("ttl", 24*time.Hour, "token lifetime")
 	requireDPoP := fs.Bool("require-dpop", false, "refuse token requests without a DPoP proof (tokens are DPoP-bound whenever a proof is sent)")
@@ -63,6 +71,14 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	}
 	if *caOut != "" && !*useTLS {
 		return c.usageError(stderr, "--ca-out needs --tls")
+	}
+	if len(audiences) == 0 {
+		audiences = multiFlag{"https://api.local/"}
+	}
+	for _, a := range slices.Concat(audiences, orgs) {
+		if strings.TrimSpace(a) == "" {
+			return c.usageError(stderr, "--audience and --organization need a value")
+		}
 	}
 	if *secret == "" {
 		b := make([]byte, 16)
@@ -117,27 +133,33 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 			return fmt.Errorf("--ca-out: %w", err)
 		}
 	}
-	s, err := lc.Listen(m2mtest.Client{ID: *clientID, Secret: *secret, Audiences: []string{*audience}, Scopes: strings.Fields(*scope), RequireDPoP: *requireDPoP})
+	s, err := lc.Listen(m2mtest.Client{ID: *clientID, Secret: *secret, Audiences: audiences, Organizations: orgs,
+		Scopes: strings.Fields(*scope), RequireDPoP: *requireDPoP})
 	if err != nil {
 		return fmt.Errorf("--addr %s: %w", *addr, err)
 	}
 	defer s.Close()
 	s.SetTokenLifetime(*ttl)
 	s.RequireDPoPNonce(*dpopNonce, *apiNonce)
-	serveQuickstartAPI(s.Handle, s, *audience)
+	serveQuickstartAPI(s.Handle, s, audiences)
 
 	// The protected API on an address of its own: the quickstart's routes,
-	// and "ok CLIENT TOKEN_TYPE" on any other path.
+	// and "ok CLIENT TOKEN_TYPE AUDIENCE [ORGANIZATION]" on any other path.
 	l, err := net.Listen("tcp", *apiAddr)
 	if err != nil {
 		return fmt.Errorf("--api-addr: %w", err)
 	}
 	apiMux := http.NewServeMux()
-	apiMux.Handle("/", s.Protect(*audience, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		fmt.Fprintf(w, "ok %s %s\n", *clientID, scheme)
+	apiMux.Handle("/", protectAny(s, audiences, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		claims := tokenClaims(tok) // verified by protectAny
+		line := fmt.Sprintf("ok %s %s %s", *clientID, scheme, claims.Aud)
+		if claims.Org != "" {
+			line += " " + claims.Org
+		}
+		fmt.Fprintln(w, line)
 	})))
-	serveQuickstartAPI(apiMux.Handle, s, *audience)
+	serveQuickstartAPI(apiMux.Handle, s, audiences)
 	api := &http.Server{Handler: apiMux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: lc.TLS}
 	apiURL := "http://" + apiHostPort(l.Addr(), "")
 	if lc.TLS != nil {
@@ -170,16 +192,31 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	fmt.Fprintf(&b, "m2mtoken test issuer listening on %s (%s)%s\n", net.JoinHostPort(host, port), scheme, dpopNote)
 	fmt.Fprintf(&b, "token URL: %s\nJWKS URL:  %s\nissuer:    %s\n", s.TokenURL(), s.JWKSURL(), s.Issuer())
 	fmt.Fprintf(&b, "API URL:   %s/\n", apiURL)
-	fmt.Fprintf(&b, "routes:    /api/public, /api/private, /api/private-scoped (needs read:messages) for audience %s,\n"+
-		"           at the API URL and at %s; other paths of the API URL answer \"ok CLIENT TOKEN_TYPE\"\n", *audience, s.URL)
+	scopes := "no scopes"
+	if sc := strings.Fields(*scope); len(sc) > 0 {
+		scopes = "the scopes " + strings.Join(sc, " ")
+	}
+	fmt.Fprintf(&b, "client:    %s, with %s\n", *clientID, scopes)
+	fmt.Fprintf(&b, "audiences: %s (the default, AUTH0_AUDIENCE)", audiences[0])
+	for _, a := range audiences[1:] {
+		fmt.Fprintf(&b, ", %s", a)
+	}
+	b.WriteString("; any other is refused\n")
+	if len(orgs) == 0 {
+		b.WriteString("orgs:      none; a token request for an organization is refused (--organization adds one)\n")
+	} else {
+		fmt.Fprintf(&b, "orgs:      %s; any other is refused\n", strings.Join(orgs, ", "))
+	}
+	fmt.Fprintf(&b, "routes:    /api/public, /api/private, /api/private-scoped (needs read:messages) for these audiences,\n"+
+		"           at the API URL and at %s; other paths of the API URL answer \"ok CLIENT TOKEN_TYPE AUDIENCE [ORGANIZATION]\"\n", s.URL)
 	domain := strings.TrimPrefix(s.URL, "https://")
 	if *useTLS {
 		fmt.Fprintf(&b, "CA:        %s (trust it with curl --cacert FILE, SSL_CERT_FILE=FILE, m2mtoken token --ca-file FILE)\n", caFile)
 	} else if everywhere {
 		fmt.Fprintf(&b, "note:      m2mtoken and the Auth0 SDKs send secrets over plain http only to loopback; use --tls for other machines and containers\n")
 	}
-	fmt.Fprintf(&b, "\nexport AUTH0_DOMAIN=%s\nexport AUTH0_CLIENT_ID=%s\nexport AUTH0_CLIENT_SECRET=%s\nexport AUTH0_AUDIENCE=%s\n",
-		shellQuote(domain), shellQuote(*clientID), shellQuote(*secret), shellQuote(*audience))
+	fmt.Fprintf(&b, "\nexport AUTH0_DOMAIN=%s\nexport AUTH0_CLIENT_ID=%s\nexport AUTH0_CLIENT_SECRET=%s\nexport AUTH0_AUDIENCE=%s\nexport API_URL=%s\n",
+		shellQuote(domain), shellQuote(*clientID), shellQuote(*secret), shellQuote(audiences[0]), shellQuote(apiURL+"/"))
 	if *useTLS {
 		fmt.Fprintf(&b, "export M2MTOKEN_CA_FILE=%s\n", shellQuote(caFile))
 		fmt.Fprintf(&b, "# SSL_CERT_FILE (Python, Go, OpenSSL) and CURL_CA_BUNDLE (curl) make this shell trust this CA only;\n# leave them out to keep the system's CAs\n")
@@ -254,8 +291,8 @@ func apiHostPort(a net.Addr, host string) string {
 }
 
 // serveQuickstartAPI adds the Auth0 quickstart's routes with handle,
-// checking tokens as m2mtest's Protect does.
-func serveQuickstartAPI(handle func(string, http.Handler), s *m2mtest.Server, audience string) {
+// checking tokens as m2mtest's Protect does, for any of audiences.
+func serveQuickstartAPI(handle func(string, http.Handler), s *m2mtest.Server, audiences []string) {
 	message := func(msg string) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
@@ -263,9 +300,41 @@ func serveQuickstartAPI(handle func(string, http.Handler), s *m2mtest.Server, au
 		})
 	}
 	handle("/api/public", message("Hello from a public endpoint! You don't need to be authenticated to see this."))
-	handle("/api/private", s.Protect(audience, nil, message("Hello from a private endpoint! You need to be authenticated to see this.")))
-	handle("/api/private-scoped", s.Protect(audience, []string{"read:messages"},
+	handle("/api/private", protectAny(s, audiences, nil, message("Hello from a private endpoint! You need to be authenticated to see this.")))
+	handle("/api/private-scoped", protectAny(s, audiences, []string{"read:messages"},
 		message("Hello from a private endpoint! You need to be authenticated and have a scope of read:messages to see this.")))
+}
+
+// protectAny is m2mtest's Protect for whichever of audiences the request's
+// token names, so that one API serves them all; a token for none of them
+// is checked against the first, and refused as Protect refuses it.
+func protectAny(s *m2mtest.Server, audiences, scopes []string, next http.Handler) http.Handler {
+	byAudience := map[string]http.Handler{}
+	for _, a := range audiences {
+		byAudience[a] = s.Protect(a, scopes, next)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		h := byAudience[tokenClaims(tok).Aud]
+		if h == nil {
+			h = byAudience[audiences[0]]
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// servedClaims are the claims of a token that the API's answers show.
+type servedClaims struct {
+	Aud string `json:"aud"`
+	Org string `json:"org_id"`
+}
+
+// tokenClaims reads tok's claims without checking it: to choose what to
+// check it against, or to show what Protect has checked.
+func tokenClaims(tok string) servedClaims {
+	var c servedClaims
+	jwt.Unverified(strings.TrimSpace(tok), &c)
+	return c
 }
 
 // shellQuote quotes v for a POSIX shell when it needs it.

@@ -197,3 +197,52 @@ func TestServeAllAddresses(t *testing.T) {
 	}
 	_ = lines
 }
+
+// TestServeAudiencesAndOrganizations: serve's client may get tokens for
+// every --audience and --organization, its startup lines say which, and
+// its API accepts each audience's tokens and says what they are for.
+// Others are refused as Auth0 refuses them, with the hint.
+func TestServeAudiencesAndOrganizations(t *testing.T) {
+	const billing, search = "https://billing.example.com/", "https://search.example.com/"
+	env, lines := startServe(t, "--client-secret", secret, "--audience", billing, "--audience", search, "--organization", "org_acme", "--organization", "org_beta")
+	out := strings.Join(lines, "\n")
+	for _, want := range []string{
+		"audiences: https://billing.example.com/ (the default, AUTH0_AUDIENCE), https://search.example.com/; any other is refused\n",
+		"orgs:      org_acme, org_beta; any other is refused\n",
+		"export AUTH0_AUDIENCE=https://billing.example.com/\n",
+	} {
+		if !strings.Contains(out+"\n", want) {
+			t.Errorf("serve printed:\n%s\nwithout %q", out, want)
+		}
+	}
+	base := envList(env, "M2MTOKEN_CACHE_DIR="+t.TempDir())
+	for _, tt := range []struct {
+		args []string
+		want string // the API's answer, or the error
+	}{
+		{nil, "ok m2mtoken-local Bearer https://billing.example.com/\n"},
+		{[]string{"--audience", search}, "ok m2mtoken-local Bearer https://search.example.com/\n"},
+		{[]string{"--audience", search, "--organization", "org_beta"}, "ok m2mtoken-local Bearer https://search.example.com/ org_beta\n"},
+		{[]string{"--audience", "https://typo.example.com/"}, "403 Forbidden: access_denied: Service not enabled within domain: https://typo.example.com/ (the audience is not the identifier of an API in this tenant: check --audience"},
+		{[]string{"--organization", "org_gamma"}, `is not a member of organization "org_gamma" (the application may not get tokens for this organization: check --organization`},
+	} {
+		r := runBin(t, base, append([]string{"token"}, tt.args...)...)
+		if r.code != 0 {
+			if !strings.Contains(r.stderr, tt.want) {
+				t.Errorf("token %q: exit %d, %q, want %q", tt.args, r.code, r.stderr, tt.want)
+			}
+			continue
+		}
+		req, _ := http.NewRequest("GET", env["API_URL"]+"v1/things", nil)
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(r.stdout))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != tt.want {
+			t.Errorf("token %q: the API answered %d %q, want %q", tt.args, resp.StatusCode, b, tt.want)
+		}
+	}
+}
