@@ -163,8 +163,9 @@ type Config struct {
 	// A source from [New] holds one token and ignores it.
 	MaxTokens int
 
-	// Logger receives warnings about failed fetches and, at debug level, a
-	// line for every fetch, retry and cache decision. Nil discards them.
+	// Logger receives warnings about failed fetches (one per fetch, however
+	// many attempts it made) and, at debug level, a line for every fetch,
+	// retry and cache decision. Nil discards them.
 	// Nothing secret is logged: tokens appear only as a fingerprint.
 	Logger *slog.Logger
 	// Cache stores tokens beyond this source; nil keeps them in memory for

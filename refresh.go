@@ -409,7 +409,7 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 		// tokens while this fetch started: send nothing.
 		return nil, OriginNone, err
 	}
-	ce, err := s.request(ctx)
+	ce, err := s.request(ctx, refresh)
 	if err != nil {
 		return nil, OriginNone, s.closedOr(err)
 	}

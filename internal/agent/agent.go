@@ -145,6 +145,7 @@ type agentSource struct {
 	src      *m2mtoken.TokenSource
 	w        *watcher
 	sinks    []string
+	outage   *outage
 }
 
 // Agent is a configured agent: its sources, listeners, sinks and proxies.
@@ -153,7 +154,8 @@ type Agent struct {
 	log             *slog.Logger
 	sources         []*agentSource
 	byName          map[string]*agentSource
-	pools           []*m2mtoken.Pool // of the sources that share a client
+	bySrc           map[*m2mtoken.TokenSource]*agentSource // for the Observer
+	pools           []*m2mtoken.Pool                       // of the sources that share a client
 	listens         []listenSpec
 	gid             int // Group's ID, or -1
 	proxies         []*proxy
@@ -177,7 +179,7 @@ type Agent struct {
 // naming each source by its Origin; a mistake in the listeners, sinks,
 // proxies or group is a *FlagError.
 func New(cfg Config) (*Agent, error) {
-	a := &Agent{log: cfg.Logger, byName: map[string]*agentSource{}, gid: -1, clk: cfg.Clock,
+	a := &Agent{log: cfg.Logger, byName: map[string]*agentSource{}, bySrc: map[*m2mtoken.TokenSource]*agentSource{}, gid: -1, clk: cfg.Clock,
 		shutdownTimeout: cfg.ShutdownTimeout, maxConns: cfg.MaxConns, bodyGrace: bodyGrace,
 		listening: make(chan struct{}), ready: make(chan struct{})}
 	if a.log == nil {
@@ -244,7 +246,7 @@ func New(cfg Config) (*Agent, error) {
 		if a.byName[s.Name] != nil {
 			return nil, fmt.Errorf("%s: the name is used by another source too: names must be unique", origin(s))
 		}
-		a.byName[s.Name] = &agentSource{name: s.Name, cfg: s.Config}
+		a.byName[s.Name] = &agentSource{name: s.Name, cfg: s.Config, outage: newOutage(s.Name, a.clk, a.log)}
 		a.sources = append(a.sources, a.byName[s.Name])
 	}
 	for _, s := range sinkSpecs {
@@ -266,11 +268,11 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	for _, p := range proxySpecs {
-		a.proxies = append(a.proxies, newProxy(p, a.byName[p.source].src, a.log))
+		a.proxies = append(a.proxies, newProxy(p, a.byName[p.source], a.log))
 	}
 	for _, s := range a.sources {
 		sinks, name, gid, log := s.sinks, s.name, a.gid, a.log
-		s.w = newWatcher(s.name, s.src, a.clk, a.log, func(tok *oauth2.Token) error {
+		s.w = newWatcher(s.name, s.src, a.clk, a.log, s.outage, func(tok *oauth2.Token) error {
 			if err := writeSinks(sinks, tok, gid); err != nil {
 				log.Error("writing the token to a sink failed; trying again", slog.String("source", name), slog.Any("error", err))
 				return err
@@ -309,6 +311,7 @@ func (a *Agent) newSources(specs []Source) error {
 		}
 		cfg := spec.Config
 		cfg.Logger = a.log.With(slog.String("source", spec.Name))
+		cfg.Observer = observe(cfg.Observer, a.sourceOf)
 		var src *m2mtoken.TokenSource
 		var err error
 		if names := clients[spec.Client]; len(names) > 1 {
@@ -332,9 +335,14 @@ func (a *Agent) newSources(specs []Source) error {
 			return fmt.Errorf("%s: %s", origin(spec), strings.TrimPrefix(err.Error(), "m2mtoken: "))
 		}
 		s.src = src
+		a.bySrc[src] = s
 	}
 	return nil
 }
+
+// sourceOf returns the agent's source of a library source, or nil. The
+// map is complete before Run starts any fetch, and not written after.
+func (a *Agent) sourceOf(src *m2mtoken.TokenSource) *agentSource { return a.bySrc[src] }
 
 func (a *Agent) closeSources() {
 	for _, s := range a.sources {

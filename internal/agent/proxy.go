@@ -87,12 +87,12 @@ const maxReplayBody = 64 << 10
 // credentials, and its own header means nothing upstream.
 var proxyHeaders = []string{"Authorization", "Proxy-Authorization", "DPoP", agentHeader}
 
-func newProxy(spec proxySpec, src *m2mtoken.TokenSource, log *slog.Logger) *proxy {
+func newProxy(spec proxySpec, src *agentSource, log *slog.Logger) *proxy {
 	// The source's own client transport: it adds the token, recovers from
 	// a revoked one, keeps many idle connections to the one upstream, and
 	// trusts the source's CA (ca_file, --ca-file, M2MTOKEN_CA_FILE) besides
 	// the system's, as its token requests do.
-	p := &proxy{spec: spec, rt: src.Client().Transport}
+	p := &proxy{spec: spec, rt: src.src.Client().Transport}
 	target := spec.upstream
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -112,11 +112,16 @@ func newProxy(spec proxySpec, src *m2mtoken.TokenSource, log *slog.Logger) *prox
 			code, what := http.StatusBadGateway, "upstream "+target.Redacted()+" failed"
 			var te *m2mtoken.TokenError
 			var we *m2mtoken.WaitError
-			if errors.As(err, &te) || errors.As(err, &we) || errors.Is(err, m2mtoken.ErrClosed) {
+			var qe *m2mtoken.QuotaError
+			if errors.As(err, &te) || errors.As(err, &we) || errors.As(err, &qe) || errors.Is(err, m2mtoken.ErrClosed) {
+				// No token: counted in the source's outage, which the log
+				// summarizes, rather than a line per request.
 				code, what = http.StatusServiceUnavailable, fmt.Sprintf("no token for source %q", spec.source)
+				src.outage.refusedRequest(err)
+			} else {
+				log.Warn("proxy request failed", slog.String("source", spec.source), slog.String("upstream", target.Redacted()),
+					slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
 			}
-			log.Warn("proxy request failed", slog.String("source", spec.source), slog.String("upstream", target.Redacted()),
-				slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
 			// The answer says what failed, never why: the reason may be the
 			// token endpoint's own text, and a proxy's caller needs no
 			// credential to see it. The agent's log has it.

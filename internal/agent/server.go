@@ -269,11 +269,13 @@ func (a *Agent) serveToken(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ans)
 }
 
-// tokenUnavailable answers 503 for a source that has no token.
+// tokenUnavailable answers 503 for a source that has no token. The
+// refusal is counted in the source's outage, which the log summarizes,
+// rather than logged one line per request.
 func (a *Agent) tokenUnavailable(w http.ResponseWriter, r *http.Request, s *agentSource, err error) {
 	a.tokenFailed.Add(1)
 	if r.Context().Err() == nil {
-		a.log.Warn("token request failed", slog.String("source", s.name), slog.Any("error", err))
+		s.outage.refusedRequest(err)
 	}
 	writeJSONError(w, http.StatusServiceUnavailable, "token_unavailable", fmt.Sprintf("source %q has no token: %v", s.name, err))
 }

@@ -115,7 +115,7 @@ func TestAgentHealthSaysWhy(t *testing.T) {
 	src.Config.ClientSecret = "wrong-" + secret
 	a := launchAgent(t, Config{Sources: []Source{src}, Listeners: []Listener{{"127.0.0.1:0"}}})
 	// The watcher logs its first failure once it has recorded it.
-	a.waitLog(1, "no token for source")
+	a.waitLog(1, "no token for source: its requests are refused until a fetch succeeds")
 	rec := httptest.NewRecorder()
 	a.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
 	body := rec.Body.String()
