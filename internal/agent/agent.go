@@ -11,8 +11,9 @@ package agent
 
 // This file has the Config and New; run.go the lifecycle (Run); server.go the
 // endpoint, proxy.go the proxy, sink.go the files, watch.go what keeps each
-// token warm, limits.go the bounds on clients, socket_*.go the Unix
-// socket's permissions, configfile.go the JSON config file.
+// token warm, outage.go what a source's outage logs, limits.go the bounds
+// on clients, socket_*.go the Unix socket's permissions, configfile.go the
+// JSON config file.
 
 import (
 	"errors"
