@@ -99,6 +99,13 @@ func (o *outage) up() {
 	o.since, o.lastErr = time.Time{}, nil
 }
 
+// err returns the last error of the outage, or nil if there is none.
+func (o *outage) err() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.lastErr
+}
+
 // summarize logs how the outage stands, if a summary is due.
 func (o *outage) summarize(now time.Time) {
 	if now.Before(o.next) {

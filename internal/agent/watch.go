@@ -131,14 +131,19 @@ func (w *watcher) sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // current returns the last token seen, if it has not expired, and the last
-// error.
+// error: the watcher's, or else the outage's (a failed fetch that the
+// watcher has not yet seen end).
 func (w *watcher) current() (*oauth2.Token, error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.tok != nil && !w.clk.Now().Before(w.tok.Expiry) {
-		return nil, w.lastErr
+	tok, err := w.tok, w.lastErr
+	w.mu.Unlock()
+	if tok != nil && !w.clk.Now().Before(tok.Expiry) {
+		tok = nil
 	}
-	return w.tok, w.lastErr
+	if err == nil && tok == nil {
+		err = w.outage.err()
+	}
+	return tok, err
 }
 
 // seen is the number of distinct tokens the watcher has seen.
