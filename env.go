@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
 	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
@@ -130,7 +131,7 @@ func ConfigFromLookup(lookup func(name string) (string, bool), name func(envVar 
 		if cfg.ClientSecret != "" {
 			return fail("both %s and %s are set: set only one", name("AUTH0_CLIENT_SECRET"), name("AUTH0_CLIENT_SECRET_FILE"))
 		}
-		b, err := os.ReadFile(f)
+		b, err := atomicfile.ReadLimited(f, atomicfile.SecretFileLimit, "a client secret file")
 		if err != nil {
 			return fail("%s: %v", name("AUTH0_CLIENT_SECRET_FILE"), err)
 		}
@@ -198,7 +199,7 @@ var envPrefixes = []string{"AUTH0_", "M2MTOKEN_"}
 
 // loadCAFile returns the system's CAs and those in the PEM file caFile.
 func loadCAFile(caFile string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(caFile)
+	pem, err := atomicfile.ReadLimited(caFile, atomicfile.CAFileLimit, "a CA file")
 	if err != nil {
 		return nil, err
 	}
