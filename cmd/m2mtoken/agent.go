@@ -190,5 +190,5 @@ func defaultSource(creds *credFlags, cacheMode, cacheDir string) (agent.Source, 
 		return agent.Source{}, &agent.FlagError{Err: err}
 	}
 	cfg.Cache = cache
-	return agent.Source{Name: "default", Origin: origin, Config: cfg}, nil
+	return agent.Source{Name: "default", Origin: origin, Config: cfg, Warnings: creds.fileWarnings()}, nil
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/m2mtoken/m2mtoken"
+	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
 	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
@@ -186,6 +187,21 @@ func (c *credFlags) config() (m2mtoken.Config, error) {
 	}
 	cfg.FieldNames = c.fieldName
 	return cfg, nil
+}
+
+// fileWarnings are warnings about the files that hold the credential: a
+// secret or key file that its group or others may read. Each names the
+// flag or variable that gave the file.
+func (c *credFlags) fileWarnings() []string {
+	var out []string
+	for _, v := range []string{"AUTH0_CLIENT_SECRET_FILE", "M2MTOKEN_PRIVATE_KEY_FILE", "M2MTOKEN_DPOP_KEY_FILE"} {
+		if p, _ := c.lookup(v); strings.TrimSpace(p) != "" {
+			if w := atomicfile.ReadableWarning(c.name(v), strings.TrimSpace(p)); w != "" {
+				out = append(out, w)
+			}
+		}
+	}
+	return out
 }
 
 // noSettingsHint ends the error of a command given no setting at all: a

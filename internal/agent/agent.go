@@ -81,6 +81,9 @@ type Source struct {
 	// and error memory), and take only their Audience, Scopes and
 	// Organization from their own Config.
 	Client string
+	// Warnings are logged when the agent is created, such as a key file
+	// that other users may read.
+	Warnings []string
 }
 
 // Listener is an address of the token endpoint: "unix:PATH", or a loopback
@@ -249,6 +252,9 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.byName[s.Name] = &agentSource{name: s.Name, cfg: s.Config, outage: newOutage(s.Name, a.clk, a.log)}
 		a.sources = append(a.sources, a.byName[s.Name])
+		for _, w := range s.Warnings {
+			a.log.Warn(w, slog.String("source", s.Name))
+		}
 	}
 	for _, s := range sinkSpecs {
 		src := a.byName[s.source]

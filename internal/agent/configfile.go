@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/m2mtoken/m2mtoken"
+	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
 	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
@@ -85,7 +86,11 @@ type fileSource struct {
 // flag values.
 var sourceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
-// LoadConfigFile reads the sources in the config file at path. getenv
+// configWriter says what whoever may write the config file could do.
+const configWriter = "its writer could send the client secret to a server of their own (token_url)"
+
+// LoadConfigFile reads the sources in the config file at path, which only
+// the agent's user or root may write (see atomicfile.ReadTrusted). getenv
 // reads the environment variables the file names, and M2MTOKEN_CA_FILE as
 // the command sees it (--ca-file, else the variable): the CA of the
 // sources that name none. Each Source's Origin names the file and the
@@ -93,7 +98,7 @@ var sourceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 // Client is every field but the name and the token request (audience,
 // scopes, organization), so that the sources of one client share a pool.
 func LoadConfigFile(path string, getenv func(string) string) ([]Source, error) {
-	b, err := os.ReadFile(path)
+	b, err := atomicfile.ReadTrusted(path, atomicfile.ConfigFileLimit, "the config file", configWriter)
 	if err != nil {
 		return nil, fmt.Errorf("--config: %w", err)
 	}
@@ -142,7 +147,7 @@ func parseConfigFile(path string, b []byte, getenv func(string) string) ([]Sourc
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
 		cfg.FieldNames = fs.fieldName
-		specs = append(specs, Source{Name: fs.Name, Origin: where, Config: cfg, Client: fs.client()})
+		specs = append(specs, Source{Name: fs.Name, Origin: where, Config: cfg, Client: fs.client(), Warnings: fs.warnings()})
 	}
 	return specs, nil
 }
@@ -178,7 +183,7 @@ func (fs *fileSource) config(getenv func(string) string) (m2mtoken.Config, error
 	case fs.ClientSecretEnv != "":
 		cfg.ClientSecret = getenv(fs.ClientSecretEnv)
 		if cfg.ClientSecret == "" {
-			return cfg, fmt.Errorf("\"client_secret_env\": the environment variable %s is empty or unset: set it to the client secret in the agent's environment", fs.ClientSecretEnv)
+			return cfg, fmt.Errorf("\"client_secret_env\": %s", unsetVariable(fs.ClientSecretEnv))
 		}
 	case fs.ClientSecretFile != "":
 		s, err := readSecretFile(fs.ClientSecretFile)
@@ -274,7 +279,7 @@ func NewCache(mode, dir, modeName, dirName string) (m2mtoken.Cache, error) {
 
 // readSecretFile reads a secret from a file, without its final newline.
 func readSecretFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := atomicfile.ReadLimited(path, atomicfile.SecretFileLimit, "a client secret file")
 	if err != nil {
 		return "", err
 	}
