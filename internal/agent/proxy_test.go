@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path"
 	"path/filepath"
 	"strings"
@@ -174,4 +175,100 @@ func TestProxyUpstreamLocalhostAnyCase(t *testing.T) {
 	if _, err := checkProxy(Proxy{"default", "127.0.0.1:0", "http://locahost:8080"}); err == nil || !strings.Contains(err.Error(), "did you mean localhost?") {
 		t.Errorf("locahost: %v", err)
 	}
+}
+
+// laxNormalise is what a lax server behind the proxy makes of a path, all
+// its quirks at once: it decodes percent-escapes twice, reads overlong
+// UTF-8 (%c0%ae) and fullwidth or leader dots as dots (Unicode NFKC),
+// ends the path at a NUL byte (C), drops each segment's ";parameters"
+// (Tomcat, Spring) and trailing spaces (Windows), takes backslashes for
+// slashes, and then resolves dot-segments.
+func laxNormalise(escaped string) string {
+	p := escaped
+	for range 2 {
+		if u, err := url.PathUnescape(p); err == nil {
+			p = u
+		}
+	}
+	p = strings.NewReplacer("\xc0\xae", ".", "\xe0\x80\xae", ".", "\xc0\xaf", "/", "\uff0e", ".", "\uff0f", "/", "\u2025", "..", "\ufe52", ".").Replace(p)
+	p, _, _ = strings.Cut(p, "\x00")
+	segs := strings.Split(strings.ReplaceAll(p, `\`, "/"), "/")
+	for i, s := range segs {
+		s, _, _ = strings.Cut(s, ";")
+		segs[i] = strings.TrimRight(s, " ")
+	}
+	return path.Clean("/" + strings.Join(segs, "/"))
+}
+
+// TestProxyPathTricks replays the second pass on the proxy's path guard:
+// /..;/43/secrets reached the upstream unchanged, and Tomcat and Spring
+// Boot, which drop ";parameters" before normalising, served
+// /v1/tenants/43/secrets for /v1/tenants/42/..;/43/secrets with the
+// agent's token; so did fullwidth dots (%EF%BC%8E), overlong UTF-8
+// (%c0%ae) and "..%00" at servers that read them as dots. Each is now
+// refused with 400 before anything goes upstream, and paths that only
+// look alike (matrix parameters, an ellipsis, a yen sign, dotted names)
+// still go through.
+func TestProxyPathTricks(t *testing.T) {
+	s := issuer(t)
+	var mu sync.Mutex
+	var seen []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		clean := laxNormalise(r.URL.EscapedPath())
+		mu.Lock()
+		seen = append(seen, r.RequestURI+" -> "+clean)
+		mu.Unlock()
+		if !strings.HasPrefix(clean, "/v1/tenants/42/") && r.Header.Get("Authorization") != "" {
+			fmt.Fprint(w, "ESCAPED to "+clean+" with the agent's token")
+			return
+		}
+		fmt.Fprint(w, "ok "+clean)
+	}))
+	t.Cleanup(up.Close)
+	a := startAgent(t, Config{Sources: []Source{source(s)}, Proxies: []Proxy{{Source: "default", Listen: "127.0.0.1:0", Upstream: up.URL + "/v1/tenants/42"}}})
+	prx := a.proxy(0)
+	for _, target := range []string{
+		"/..;/43/secrets", "/..;x/..;y/admin/users", "/.;/x", "/x/..;jsessionid=1/..;/43", "/%2e%2e;/43", "/..%3b/43", "/..%3B%2F43",
+		"/%EF%BC%8E%EF%BC%8E/43", "/%EF%BC%8E%EF%BC%8E%EF%BC%8F43", "/%E2%80%A5/43", "/%EF%B9%92%EF%B9%92/43", "/%25EF%25BC%258E%25EF%25BC%258E/43",
+		"/%c0%ae%c0%ae/43", "/%C0%AE%C0%AE%C0%AF43", "/%e0%80%ae%e0%80%ae/43", "/..%c0%af43",
+		"/..%00/43", "/..%00.json/43", "/x%00/43", "/%2e%2e%2500/43", "/..%20/43", "/..%09/43",
+	} {
+		code, body := rawGet(t, prx, "GET", target)
+		if strings.Contains(body, "ESCAPED") || code != http.StatusBadRequest {
+			t.Errorf("GET %s: %d %q; want 400 and nothing upstream", target, code, body)
+		}
+	}
+	for _, target := range []string{
+		"/items", "/cars;color=red/x", "/a/.hidden/..b/c..", "/files/na%C3%AFve", "/files/%E2%80%A6", "/prices/%C2%A5100",
+		"/%EF%BC%8Ex", "/a;b/c", "/%3B/x",
+	} {
+		if code, body := rawGet(t, prx, "GET", target); code != 200 || !strings.HasPrefix(body, "ok /v1/tenants/42/") {
+			t.Errorf("GET %s: %d %q; want it forwarded", target, code, body)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("upstream saw: %q", seen)
+}
+
+// FuzzProxyPath: a path the guard lets through stays under the
+// upstream's path at the lax server of laxNormalise, whatever its bytes.
+func FuzzProxyPath(f *testing.F) {
+	for _, p := range []string{"/items", "/..;/43", "/%EF%BC%8E%EF%BC%8E/x", "/%c0%ae%c0%ae/x", "/..%00/x", "/a;b/c", "/%252e%252e/x", `/..\x`} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		u, err := url.ParseRequestURI(p)
+		if err != nil || !strings.HasPrefix(p, "/") || u.RawQuery != "" || u.Fragment != "" {
+			return
+		}
+		r := &http.Request{URL: u}
+		if hasDotSegment(r) {
+			return
+		}
+		const base = "/v1/tenants/42"
+		if got := laxNormalise(base + u.EscapedPath()); got != base && !strings.HasPrefix(got, base+"/") {
+			t.Fatalf("%q passed the guard, and a lax server reads it as %q", p, got)
+		}
+	})
 }
