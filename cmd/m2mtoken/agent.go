@@ -1,6 +1,6 @@
 // m2mtoken agent: the command of internal/agent. This file has its flags
 // and their parsing into an agent.Config, its logging, its signals
-// (SIGTERM and SIGINT stop it cleanly) and its exit status; the agent
+// (SIGTERM, SIGINT and SIGHUP stop it cleanly) and its exit status; the agent
 // itself, with its config file format, is the package's.
 
 package main
@@ -43,7 +43,8 @@ One source, "default", comes from the same flags and environment as
 
 ` + agent.LimitsHelp + `
 
-Stops cleanly on SIGTERM or SIGINT.`
+Stops cleanly on SIGTERM, SIGINT or SIGHUP (it does not reload its
+configuration: start it again to apply a change).`
 
 // multiFlag is a flag that can be given more than once.
 type multiFlag []string
@@ -51,12 +52,46 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-// cmdAgent runs the agent until SIGTERM or SIGINT. Once the first signal
-// has stopped it, the default handling is back: a second one kills it.
+// agentSignals are the signals the agent handles. Each stops it
+// cleanly: listeners closed, socket files removed, requests in flight
+// finished. SIGHUP, which asks a daemon to reload its configuration, does
+// the same, since the agent cannot reload: a supervisor starts it again,
+// with the new configuration.
+var agentSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+
+// stopSignal is the cause of a stop that a signal asked for, as the
+// agent's "stopping" line gives it.
+type stopSignal struct{ sig os.Signal }
+
+func (s stopSignal) Error() string {
+	if s.sig == syscall.SIGHUP {
+		return "SIGHUP: the agent does not reload its configuration, so it stops as on SIGTERM; start it again to apply a change"
+	}
+	return "signal: " + s.sig.String()
+}
+
+// cmdAgent runs the agent until one of agentSignals. Once the first
+// signal has stopped it, the default handling is back: a second one
+// kills it.
 func cmdAgent(args []string, stdout, stderr io.Writer) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() { <-ctx.Done(); stop() }()
+	ctx, stop := context.WithCancelCause(context.Background())
+	defer stop(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, agentSignals...)
+	defer signal.Stop(sigs)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sig := <-sigs:
+				// Every signal stops the agent. A reload on SIGHUP would
+				// be a case here that reloads and goes on waiting.
+				signal.Stop(sigs)
+				stop(stopSignal{sig})
+			}
+		}
+	}()
 	return runAgent(ctx, args, stdout, stderr)
 }
 

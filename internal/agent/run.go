@@ -137,7 +137,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	var err error
 	select {
 	case <-ctx.Done():
-		a.log.Info("stopping")
+		// The cause, if ctx was cancelled with one, says who asked, such
+		// as the command's signal.
+		if cause := context.Cause(ctx); cause != ctx.Err() {
+			a.log.Info("stopping", slog.String("reason", cause.Error()))
+		} else {
+			a.log.Info("stopping")
+		}
 	case err = <-errc:
 		a.log.Error("stopping", slog.Any("error", err))
 	}
