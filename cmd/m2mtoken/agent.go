@@ -33,6 +33,9 @@ in any language, refreshing them in the background before they expire:
       token is valid until it expires, so readers ride out a restart.
   --proxy NAME=LISTEN=UPSTREAM          forwards requests on LISTEN to
       UPSTREAM only, with a token of NAME in the Authorization header.
+      LISTEN is unix:PATH (only the socket's users can call the API as the
+      agent) or 127.0.0.1:PORT (any local process can; add
+      --proxy-require-header if the clients can send "M2MToken-Agent: 1").
 
 One source, "default", comes from the same flags and environment as
 'm2mtoken token'; or several from a JSON file (--config):
@@ -100,13 +103,14 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	c := newFlags("agent", agentSynopsis)
 	fs := c.fs
 	creds := registerCredFlags(c)
-	configFile := fs.String("config", os.Getenv("M2MTOKEN_AGENT_CONFIG"), "JSON file with the sources, instead of the credential flags (env M2MTOKEN_AGENT_CONFIG)")
+	configFile := fs.String("config", os.Getenv("M2MTOKEN_AGENT_CONFIG"), "JSON file with the sources (and any proxies), instead of the credential flags; only the agent's user or root may write it (env M2MTOKEN_AGENT_CONFIG)")
 	cacheMode := fs.String("cache", "memory", "cache of the default source: memory (this process only; \"none\" is its old name) or file (survives restarts; see --cache-dir)")
 	cacheDir := fs.String("cache-dir", "", "directory of --cache file (default: M2MTOKEN_CACHE_DIR, else the user cache directory's m2mtoken folder)")
 	var listens, sinks, proxies multiFlag
 	fs.Var(&listens, "listen", "serve the token endpoint on `ADDR`: unix:PATH or 127.0.0.1:PORT (repeatable)")
 	fs.Var(&sinks, "sink", "write each new token of source NAME to the file PATH: `NAME=PATH` (repeatable)")
-	fs.Var(&proxies, "proxy", "forward requests on LISTEN to UPSTREAM with a token of source NAME: `NAME=LISTEN=UPSTREAM` (repeatable)")
+	fs.Var(&proxies, "proxy", "forward requests on LISTEN (unix:PATH or 127.0.0.1:PORT) to UPSTREAM with a token of source NAME: `NAME=LISTEN=UPSTREAM` (repeatable)")
+	requireHeader := fs.Bool("proxy-require-header", false, "refuse (403) every request to a --proxy on TCP that lacks the header \"M2MToken-Agent: 1\", which a request forged through a server that fetches URLs cannot add; the header is not forwarded")
 	group := fs.String("group", "", "let this group use the Unix sockets (mode 0660) and read the sinks (0640); default: the agent's user only (0600)")
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -166,7 +170,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return os.Getenv(v)
 		}
 		var err error
-		if cfg.Sources, err = agent.LoadConfigFile(*configFile, getenv); err != nil {
+		if cfg.Sources, cfg.Proxies, err = agent.LoadConfigFile(*configFile, getenv); err != nil {
 			return err
 		}
 	} else {
@@ -186,12 +190,20 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		cfg.Sinks = append(cfg.Sinks, s)
 	}
+	onTCP := 0
 	for _, v := range proxies {
 		p, err := agent.ParseProxy(v)
 		if err != nil {
 			return c.usageError(stderr, "%s", err)
 		}
+		if *requireHeader && !strings.HasPrefix(p.Listen, "unix:") {
+			p.RequireHeader = true
+			onTCP++
+		}
 		cfg.Proxies = append(cfg.Proxies, p)
+	}
+	if *requireHeader && onTCP == 0 {
+		return c.usageError(stderr, "--proxy-require-header is set but no --proxy listens on TCP: a proxy on a Unix socket takes no header (the socket's mode says who may connect)")
 	}
 	a, err := agent.New(cfg)
 	if err != nil {

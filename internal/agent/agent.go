@@ -114,6 +114,17 @@ func (s Sink) String() string { return s.Source + "=" + s.Path }
 // source named Source.
 type Proxy struct {
 	Source, Listen, Upstream string
+	// RequireHeader, for a proxy on TCP, refuses (403) every request
+	// without "M2MToken-Agent: 1", as the token endpoint does: a request
+	// forged through a server that fetches URLs for an attacker (SSRF)
+	// cannot add it. The header is never forwarded. A proxy on a Unix
+	// socket takes no such header: the socket's mode says who may
+	// connect.
+	RequireHeader bool
+	// Origin says where the proxy was defined, in the user's words, such
+	// as `config file agent.json: proxies[0]`; New's errors about it
+	// start with it and name its fields. Empty: the --proxy flag.
+	Origin string
 }
 
 // ParseProxy parses the command's NAME=LISTEN=UPSTREAM.
@@ -227,8 +238,11 @@ func New(cfg Config) (*Agent, error) {
 	var proxySpecs []proxySpec
 	for _, p := range cfg.Proxies {
 		ps, err := checkProxy(p)
-		if err != nil {
+		if err != nil && p.Origin == "" {
 			return nil, flagError(err)
+		}
+		if err != nil {
+			return nil, err
 		}
 		hasUnix = hasUnix || ps.listen.network == "unix"
 		proxySpecs = append(proxySpecs, ps)
@@ -268,7 +282,11 @@ func New(cfg Config) (*Agent, error) {
 	}
 	for _, p := range proxySpecs {
 		if a.byName[p.source] == nil {
-			return nil, flagError(fmt.Errorf("--proxy %s=%s=%s: no source named %q; the agent has %s", p.source, p.listen, p.upstream, p.source, strings.Join(a.names(), ", ")))
+			err := fmt.Errorf("%s: no source named %q; the agent has %s", p.who, p.source, strings.Join(a.names(), ", "))
+			if p.origin == "" {
+				err = flagError(err)
+			}
+			return nil, err
 		}
 	}
 	if err := a.newSources(cfg.Sources); err != nil {

@@ -55,6 +55,7 @@ func (fs *fileSource) fieldName(field string) string {
 //	  "audience": "https://billing.example.com/"}]}
 type fileConfig struct {
 	Sources []json.RawMessage `json:"sources"`
+	Proxies []json.RawMessage `json:"proxies"` // see configproxies.go
 }
 
 // fileSource is one source in the config file. Unknown fields are refused,
@@ -89,20 +90,27 @@ var sourceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 // configWriter says what whoever may write the config file could do.
 const configWriter = "its writer could send the client secret to a server of their own (token_url)"
 
-// LoadConfigFile reads the sources in the config file at path, which only
-// the agent's user or root may write (see atomicfile.ReadTrusted). getenv
+// LoadConfigFile reads the sources and proxies in the config file at
+// path, which only the agent's user or root may write (see
+// atomicfile.ReadTrusted). getenv
 // reads the environment variables the file names, and M2MTOKEN_CA_FILE as
 // the command sees it (--ca-file, else the variable): the CA of the
 // sources that name none. Each Source's Origin names the file and the
 // source, its Config's FieldNames name fields as the file does, and its
 // Client is every field but the name and the token request (audience,
 // scopes, organization), so that the sources of one client share a pool.
-func LoadConfigFile(path string, getenv func(string) string) ([]Source, error) {
+// Each Proxy's Origin names the file and the proxy.
+func LoadConfigFile(path string, getenv func(string) string) ([]Source, []Proxy, error) {
 	b, err := atomicfile.ReadTrusted(path, atomicfile.ConfigFileLimit, "the config file", configWriter)
 	if err != nil {
-		return nil, fmt.Errorf("--config: %w", err)
+		return nil, nil, fmt.Errorf("--config: %w", err)
 	}
-	return parseConfigFile(path, b, getenv)
+	sources, err := parseConfigFile(path, b, getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	proxies, err := parseConfigProxies(path, b)
+	return sources, proxies, err
 }
 
 // parseConfigFile parses the config file's contents; getenv reads the
@@ -113,7 +121,7 @@ func parseConfigFile(path string, b []byte, getenv func(string) string) ([]Sourc
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&fc); err != nil {
-		return nil, fmt.Errorf("config file %s: %s", path, jsonError(b, err, topFields))
+		return nil, fmt.Errorf("config file %s: %s", path, jsonError(b, err, "the file's fields are", topFields))
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("config file %s: more than one JSON value; the file holds one object with a \"sources\" list", path)
@@ -129,7 +137,7 @@ func parseConfigFile(path string, b []byte, getenv func(string) string) ([]Sourc
 		d.DisallowUnknownFields()
 		where := fmt.Sprintf("config file %s: sources[%d]", path, i)
 		if err := d.Decode(&fs); err != nil {
-			return nil, fmt.Errorf("%s: %s", where, jsonError(nil, err, sourceFields))
+			return nil, fmt.Errorf("%s: %s", where, jsonError(nil, err, "a source's fields are", sourceFields))
 		}
 		if fs.Name == "" {
 			return nil, fmt.Errorf("%s: \"name\" is missing: give each source a name (letters, digits, '.', '_', '-'); clients ask for /v1/token/NAME", where)
@@ -304,12 +312,12 @@ var sourceFields = func() []string {
 }()
 
 // topFields are the fields of the file's top level.
-var topFields = []string{"sources"}
+var topFields = []string{"sources", "proxies"}
 
 // jsonError describes a decoding error, with its line and column if b is
 // the whole file; fields are the known fields, for an unknown one: the
 // one it is a typo of, if any, and the list.
-func jsonError(b []byte, err error, fields []string) string {
+func jsonError(b []byte, err error, what string, fields []string) string {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
@@ -331,10 +339,7 @@ func jsonError(b []byte, err error, fields []string) string {
 		return "the file is empty: it holds one object with a \"sources\" list"
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name, _ := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
-		known := `the file's one field is "sources"`
-		if len(fields) > 1 {
-			known = "a source's fields are " + strings.Join(fields, ", ")
-		}
+		known := what + " " + strings.Join(fields, ", ")
 		if meant := suggest.Nearest(name, fields); meant != "" {
 			return fmt.Sprintf("unknown field %q: did you mean %q? (%s)", name, meant, known)
 		}

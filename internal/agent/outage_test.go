@@ -97,7 +97,7 @@ func TestOutageLogVolume(t *testing.T) {
 	t.Cleanup(upstream.Close)
 	src := Source{Name: "default", Config: m2mtoken.Config{TokenURL: "http://" + addr + "/oauth/token", ClientID: "cli", ClientSecret: secret, Audience: aud}}
 	a := launchAgent(t, Config{Sources: []Source{src}, Listeners: []Listener{{"127.0.0.1:0"}},
-		Proxies: []Proxy{{"default", "127.0.0.1:0", upstream.URL}}})
+		Proxies: []Proxy{{Source: "default", Listen: "127.0.0.1:0", Upstream: upstream.URL}}})
 	endpoint, proxy := "http://"+a.tcp()+"/v1/token/default", "http://"+a.proxy(0)+"/api/private"
 	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1000}, Timeout: 2 * window}
 	t.Cleanup(c.CloseIdleConnections)

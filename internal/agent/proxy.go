@@ -23,38 +23,46 @@ import (
 	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
-// proxySpec is one --proxy.
+// proxySpec is one --proxy, or one proxy of the config file.
 type proxySpec struct {
-	source   string
-	listen   listenSpec
-	upstream *url.URL
+	source        string
+	listen        listenSpec
+	upstream      *url.URL
+	requireHeader bool
+	origin        string // Proxy.Origin
+	who           string // the proxy in the user's words, for errors
 }
 
-// checkProxy checks p and parses its addresses.
+// checkProxy checks p and parses its addresses. Its errors name p as
+// --proxy NAME=LISTEN=UPSTREAM, or by its Origin and fields.
 func checkProxy(p Proxy) (proxySpec, error) {
-	if p.Source == "" || p.Listen == "" || p.Upstream == "" {
+	who, listenName, upstreamName := fmt.Sprintf("--proxy %q", p.String()), "--proxy "+p.Source+"=LISTEN", "UPSTREAM"
+	if p.Origin != "" {
+		who, listenName, upstreamName = p.Origin, p.Origin+`: "listen"`, `"upstream"`
+	} else if p.Source == "" || p.Listen == "" || p.Upstream == "" {
 		_, err := ParseProxy(p.String()) // its error says what is missing
 		return proxySpec{}, err
 	}
-	v := p.String()
-	l, err := parseListen("--proxy "+p.Source+"=LISTEN", p.Listen)
+	l, err := parseListen(listenName, p.Listen)
 	if err != nil {
 		return proxySpec{}, err
 	}
 	u, err := url.Parse(p.Upstream)
 	switch {
 	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
-		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q must be an absolute http or https URL, such as https://api.example.com", v, p.Upstream)
+		return proxySpec{}, fmt.Errorf("%s: %s %q must be an absolute http or https URL, such as https://api.example.com", who, upstreamName, p.Upstream)
 	case strings.HasSuffix(u.Host, ":"):
-		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q has an empty port: give the port after the colon, or drop the colon for the scheme's default", v, p.Upstream)
+		return proxySpec{}, fmt.Errorf("%s: %s %q has an empty port: give the port after the colon, or drop the colon for the scheme's default", who, upstreamName, p.Upstream)
 	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()) && suggest.Nearest(u.Hostname(), []string{"localhost"}) != "":
-		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q: %q is not a loopback name: did you mean localhost?", v, p.Upstream, u.Hostname())
+		return proxySpec{}, fmt.Errorf("%s: %s %q: %q is not a loopback name: did you mean localhost?", who, upstreamName, p.Upstream, u.Hostname())
 	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
-		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q may have a path but no credentials, query or fragment", v, p.Upstream)
+		return proxySpec{}, fmt.Errorf("%s: %s %q may have a path but no credentials, query or fragment", who, upstreamName, p.Upstream)
 	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
-		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q uses plain http to another host: the token would travel unencrypted; use https", v, p.Upstream)
+		return proxySpec{}, fmt.Errorf("%s: %s %q uses plain http to another host: the token would travel unencrypted; use https", who, upstreamName, p.Upstream)
+	case p.RequireHeader && l.network == "unix":
+		return proxySpec{}, fmt.Errorf("%s: the required header %q is for a proxy on TCP: on a Unix socket, the socket's mode (0600, or 0660 with --group) says who may connect", who, agentHeader+": 1")
 	}
-	return proxySpec{source: p.Source, listen: l, upstream: u}, nil
+	return proxySpec{source: p.Source, listen: l, upstream: u, requireHeader: p.RequireHeader, origin: p.Origin, who: who}, nil
 }
 
 // isLoopbackHost reports whether h (without brackets or port) is

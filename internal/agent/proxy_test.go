@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path"
 	"path/filepath"
 	"strings"
@@ -41,7 +42,7 @@ func TestProxyRecoversFromRevokedToken(t *testing.T) {
 	defer api.Close()
 	src := source(s)
 	src.Config.MinInvalidateInterval = -1
-	a := launchAgent(t, Config{Sources: []Source{src}, Proxies: []Proxy{{"default", "127.0.0.1:0", api.URL}}})
+	a := launchAgent(t, Config{Sources: []Source{src}, Proxies: []Proxy{{Source: "default", Listen: "127.0.0.1:0", Upstream: api.URL}}})
 	prx, c := "http://"+a.proxy(0), client(t, "")
 	revoke := func() {
 		tok, err := a.sources[0].src.TokenContext(context.Background())
@@ -98,7 +99,7 @@ func TestAgentProxyInvalidationsLimited(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	sock := filepath.Join(t.TempDir(), "agent.sock")
-	a := startAgent(t, Config{Sources: []Source{source(s)}, Listeners: []Listener{{"unix:" + sock}}, Proxies: []Proxy{{"default", "127.0.0.1:0", up.URL}}})
+	a := startAgent(t, Config{Sources: []Source{source(s)}, Listeners: []Listener{{"unix:" + sock}}, Proxies: []Proxy{{Source: "default", Listen: "127.0.0.1:0", Upstream: up.URL}}})
 	c := client(t, "")
 	for range 200 {
 		if code, _ := get(t, c, "http://"+a.proxy(0)+"/x"); code != 401 {
@@ -143,7 +144,7 @@ func TestProxyPathStaysUnderUpstream(t *testing.T) {
 		fmt.Fprint(w, "ok "+clean)
 	}))
 	t.Cleanup(up.Close)
-	a := startAgent(t, Config{Sources: []Source{source(s)}, Proxies: []Proxy{{"default", "127.0.0.1:0", up.URL + "/v1"}}})
+	a := startAgent(t, Config{Sources: []Source{source(s)}, Proxies: []Proxy{{Source: "default", Listen: "127.0.0.1:0", Upstream: up.URL + "/v1"}}})
 	prx := a.proxy(0)
 	for _, target := range []string{
 		"/../admin", "/%2e%2e/admin", "/%2E%2E/admin", "/.%2e/admin", "/x/../../admin",
@@ -168,11 +169,11 @@ func TestProxyPathStaysUnderUpstream(t *testing.T) {
 // only a near miss of it is called a typo.
 func TestProxyUpstreamLocalhostAnyCase(t *testing.T) {
 	for _, up := range []string{"http://LocalHost:8080", "http://LOCALHOST:8080/api", "http://localhost:8080"} {
-		if _, err := checkProxy(Proxy{"default", "127.0.0.1:0", up}); err != nil {
+		if _, err := checkProxy(Proxy{Source: "default", Listen: "127.0.0.1:0", Upstream: up}); err != nil {
 			t.Errorf("%s: %v", up, err)
 		}
 	}
-	if _, err := checkProxy(Proxy{"default", "127.0.0.1:0", "http://locahost:8080"}); err == nil || !strings.Contains(err.Error(), "did you mean localhost?") {
+	if _, err := checkProxy(Proxy{Source: "default", Listen: "127.0.0.1:0", Upstream: "http://locahost:8080"}); err == nil || !strings.Contains(err.Error(), "did you mean localhost?") {
 		t.Errorf("locahost: %v", err)
 	}
 }
@@ -271,4 +272,81 @@ func FuzzProxyPath(f *testing.F) {
 			t.Fatalf("%q passed the guard, and a lax server reads it as %q", p, got)
 		}
 	})
+}
+
+// TestProxySSRF replays a local SSRF through the proxy: a server that
+// fetches URLs for its users (a link preview, GET only, no header of the
+// attacker's) reads anything under the upstream's path with the agent's
+// token from a proxy on TCP. With the required header, the proxy refuses
+// it (403) before anything goes upstream, while a client that sends the
+// header is served and the header never reaches the upstream; a proxy on
+// a Unix socket (mode 0600, 0660 for its group) cannot be named by a URL.
+func TestProxySSRF(t *testing.T) {
+	s := issuer(t)
+	var mu sync.Mutex
+	var upstreamSaw []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		upstreamSaw = append(upstreamSaw, fmt.Sprintf("%s auth=%v agent-header=%q", r.URL.Path, r.Header.Get("Authorization") != "", r.Header.Get(agentHeader)))
+		mu.Unlock()
+		fmt.Fprint(w, "the tenant's secrets")
+	}))
+	t.Cleanup(up.Close)
+	// The server an attacker can make fetch URLs, GET only.
+	fetcher := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		resp, err := http.Get(r.URL.Query().Get("url"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		fmt.Fprintf(w, "%d %s", resp.StatusCode, b)
+	}))
+	t.Cleanup(fetcher.Close)
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	a := startAgent(t, Config{Sources: []Source{source(s)}, Proxies: []Proxy{
+		{Source: "default", Listen: "127.0.0.1:0", Upstream: up.URL},
+		{Source: "default", Listen: "127.0.0.1:0", Upstream: up.URL, RequireHeader: true},
+		{Source: "default", Listen: "unix:" + sock, Upstream: up.URL},
+	}})
+	c := client(t, "")
+	ssrf := func(target string) string {
+		_, body := get(t, c, fetcher.URL+"/preview?url="+url.QueryEscape(target))
+		return body
+	}
+	if got := ssrf("http://" + a.proxy(0) + "/v1/secrets"); got != "200 the tenant's secrets" {
+		t.Fatalf("without the header, the SSRF got %q (the default keeps clients unchanged, and lets it through)", got)
+	}
+	mu.Lock()
+	before := len(upstreamSaw)
+	mu.Unlock()
+	if got := ssrf("http://" + a.proxy(1) + "/v1/secrets"); !strings.HasPrefix(got, "403 ") || !strings.Contains(got, "M2MToken-Agent: 1") {
+		t.Fatalf("with the required header, the SSRF got %q; want 403", got)
+	}
+	mu.Lock()
+	if len(upstreamSaw) != before {
+		t.Fatalf("the refused request reached the upstream: %q", upstreamSaw[before:])
+	}
+	mu.Unlock()
+	if code, body := get(t, c, "http://"+a.proxy(1)+"/v1/secrets", agentHeader, "1"); code != 200 || body != "the tenant's secrets" {
+		t.Fatalf("a client with the header: %d %q", code, body)
+	}
+	if code, body := get(t, c, "http://"+a.proxy(1)+"/v1/secrets", agentHeader, "yes"); code != 403 {
+		t.Fatalf("a header with another value: %d %q; want 403", code, body)
+	}
+	if code, body := get(t, client(t, sock), "http://localhost/v1/secrets"); code != 200 || body != "the tenant's secrets" {
+		t.Fatalf("over the proxy's socket: %d %q", code, body)
+	}
+	if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the proxy's socket: %v %v", fi.Mode(), err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, l := range upstreamSaw {
+		if !strings.HasSuffix(l, `agent-header=""`) || !strings.Contains(l, "auth=true") {
+			t.Errorf("the upstream saw %s: the header must never be forwarded, the token always", l)
+		}
+	}
+	t.Logf("upstream saw: %q", upstreamSaw)
 }

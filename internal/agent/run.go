@@ -90,7 +90,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, p := range a.proxies {
 		h := p.handler
 		if p.spec.listen.network == "tcp" {
-			h = a.guard(false, h)
+			h = a.guard(p.spec.requireHeader, h)
 		}
 		if err := open("--proxy "+p.spec.source+"=LISTEN", p.spec.listen, h, slog.String("serves", "proxy"), slog.String("source", p.spec.source), slog.String("upstream", p.spec.upstream.Redacted())); err != nil {
 			closeAll()

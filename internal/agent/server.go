@@ -333,10 +333,11 @@ type sourceStats struct {
 }
 
 type proxyStat struct {
-	Listen   string `json:"listen"`
-	Upstream string `json:"upstream"`
-	Requests uint64 `json:"requests"`
-	Errors   uint64 `json:"errors"`
+	Listen        string `json:"listen"`
+	Upstream      string `json:"upstream"`
+	RequireHeader bool   `json:"require_header,omitempty"`
+	Requests      uint64 `json:"requests"`
+	Errors        uint64 `json:"errors"`
 }
 
 // serveStats answers each source's Stats and the agent's counters.
@@ -379,7 +380,8 @@ func (a *Agent) serveStats(w http.ResponseWriter, r *http.Request) {
 				if ss.Proxies == nil {
 					ss.Proxies = map[string]proxyStat{}
 				}
-				ss.Proxies[p.addr] = proxyStat{Listen: p.addr, Upstream: p.spec.upstream.String(), Requests: p.requests.Load(), Errors: p.errors.Load()}
+				ss.Proxies[p.addr] = proxyStat{Listen: p.addr, Upstream: p.spec.upstream.String(), RequireHeader: p.spec.requireHeader,
+					Requests: p.requests.Load(), Errors: p.errors.Load()}
 			}
 		}
 		out.Sources[s.name] = ss
