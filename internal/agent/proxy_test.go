@@ -128,35 +128,47 @@ func TestAgentProxyInvalidationsLimited(t *testing.T) {
 // Every dot-segment, raw or encoded, is now refused with 400 before
 // anything goes upstream, and paths without one still go through.
 func TestProxyPathStaysUnderUpstream(t *testing.T) {
+	// An upstream that normalises paths, as many servers and CDNs do.
+	proxyPaths(t, "/v1", func(r *http.Request) string { return path.Clean(strings.ReplaceAll(r.URL.Path, `\`, "/")) },
+		[]string{
+			"/../admin", "/%2e%2e/admin", "/%2E%2E/admin", "/.%2e/admin", "/x/../../admin",
+			"/..%2fadmin", "/x/..%2F..%2Fadmin", `/..\admin`, "/..%5cadmin", "/./admin", "/%2e/admin", "/x/..",
+		},
+		[]string{"/items", "/items/a.b/..c/...", "/items?q=../x"})
+}
+
+// proxyPaths runs a proxy to an upstream at the path under, which
+// resolves each request's path with normalise and answers "ESCAPED to
+// PATH" when that path, asked with a token, is not below under. Each of
+// refused must get 400 and send nothing upstream; each of forwarded must
+// reach the upstream below under.
+func proxyPaths(t *testing.T, under string, normalise func(*http.Request) string, refused, forwarded []string) {
+	t.Helper()
 	s := issuer(t)
 	var mu sync.Mutex
 	var seen []string
-	// An upstream that normalises paths, as many servers and CDNs do.
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		clean := path.Clean(strings.ReplaceAll(r.URL.Path, `\`, "/"))
+		clean := normalise(r)
 		mu.Lock()
 		seen = append(seen, r.RequestURI+" -> "+clean)
 		mu.Unlock()
-		if !strings.HasPrefix(clean, "/v1/") && r.Header.Get("Authorization") != "" {
-			fmt.Fprint(w, "ADMIN with the agent's token")
+		if !strings.HasPrefix(clean, under+"/") && r.Header.Get("Authorization") != "" {
+			fmt.Fprint(w, "ESCAPED to "+clean+" with the agent's token")
 			return
 		}
 		fmt.Fprint(w, "ok "+clean)
 	}))
 	t.Cleanup(up.Close)
-	a := startAgent(t, Config{Sources: []Source{source(s)}, Proxies: []Proxy{{Source: "default", Listen: "127.0.0.1:0", Upstream: up.URL + "/v1"}}})
+	a := startAgent(t, Config{Sources: []Source{source(s)}, Proxies: []Proxy{{Source: "default", Listen: "127.0.0.1:0", Upstream: up.URL + under}}})
 	prx := a.proxy(0)
-	for _, target := range []string{
-		"/../admin", "/%2e%2e/admin", "/%2E%2E/admin", "/.%2e/admin", "/x/../../admin",
-		"/..%2fadmin", "/x/..%2F..%2Fadmin", `/..\admin`, "/..%5cadmin", "/./admin", "/%2e/admin", "/x/..",
-	} {
+	for _, target := range refused {
 		code, body := rawGet(t, prx, "GET", target)
-		if strings.Contains(body, "ADMIN") || code != http.StatusBadRequest {
+		if strings.Contains(body, "ESCAPED") || code != http.StatusBadRequest {
 			t.Errorf("GET %s: %d %q; want 400 and nothing upstream", target, code, body)
 		}
 	}
-	for _, target := range []string{"/items", "/items/a.b/..c/...", "/items?q=../x"} {
-		if code, body := rawGet(t, prx, "GET", target); code != 200 || !strings.HasPrefix(body, "ok /v1/items") {
+	for _, target := range forwarded {
+		if code, body := rawGet(t, prx, "GET", target); code != 200 || !strings.HasPrefix(body, "ok "+under+"/") {
 			t.Errorf("GET %s: %d %q; want it forwarded", target, code, body)
 		}
 	}
@@ -211,45 +223,17 @@ func laxNormalise(escaped string) string {
 // look alike (matrix parameters, an ellipsis, a yen sign, dotted names)
 // still go through.
 func TestProxyPathTricks(t *testing.T) {
-	s := issuer(t)
-	var mu sync.Mutex
-	var seen []string
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		clean := laxNormalise(r.URL.EscapedPath())
-		mu.Lock()
-		seen = append(seen, r.RequestURI+" -> "+clean)
-		mu.Unlock()
-		if !strings.HasPrefix(clean, "/v1/tenants/42/") && r.Header.Get("Authorization") != "" {
-			fmt.Fprint(w, "ESCAPED to "+clean+" with the agent's token")
-			return
-		}
-		fmt.Fprint(w, "ok "+clean)
-	}))
-	t.Cleanup(up.Close)
-	a := startAgent(t, Config{Sources: []Source{source(s)}, Proxies: []Proxy{{Source: "default", Listen: "127.0.0.1:0", Upstream: up.URL + "/v1/tenants/42"}}})
-	prx := a.proxy(0)
-	for _, target := range []string{
-		"/..;/43/secrets", "/..;x/..;y/admin/users", "/.;/x", "/x/..;jsessionid=1/..;/43", "/%2e%2e;/43", "/..%3b/43", "/..%3B%2F43",
-		"/%EF%BC%8E%EF%BC%8E/43", "/%EF%BC%8E%EF%BC%8E%EF%BC%8F43", "/%E2%80%A5/43", "/%EF%B9%92%EF%B9%92/43", "/%25EF%25BC%258E%25EF%25BC%258E/43",
-		"/%c0%ae%c0%ae/43", "/%C0%AE%C0%AE%C0%AF43", "/%e0%80%ae%e0%80%ae/43", "/..%c0%af43",
-		"/..%00/43", "/..%00.json/43", "/x%00/43", "/%2e%2e%2500/43", "/..%20/43", "/..%09/43",
-	} {
-		code, body := rawGet(t, prx, "GET", target)
-		if strings.Contains(body, "ESCAPED") || code != http.StatusBadRequest {
-			t.Errorf("GET %s: %d %q; want 400 and nothing upstream", target, code, body)
-		}
-	}
-	for _, target := range []string{
-		"/items", "/cars;color=red/x", "/a/.hidden/..b/c..", "/files/na%C3%AFve", "/files/%E2%80%A6", "/prices/%C2%A5100",
-		"/%EF%BC%8Ex", "/a;b/c", "/%3B/x",
-	} {
-		if code, body := rawGet(t, prx, "GET", target); code != 200 || !strings.HasPrefix(body, "ok /v1/tenants/42/") {
-			t.Errorf("GET %s: %d %q; want it forwarded", target, code, body)
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	t.Logf("upstream saw: %q", seen)
+	proxyPaths(t, "/v1/tenants/42", func(r *http.Request) string { return laxNormalise(r.URL.EscapedPath()) },
+		[]string{
+			"/..;/43/secrets", "/..;x/..;y/admin/users", "/.;/x", "/x/..;jsessionid=1/..;/43", "/%2e%2e;/43", "/..%3b/43", "/..%3B%2F43",
+			"/%EF%BC%8E%EF%BC%8E/43", "/%EF%BC%8E%EF%BC%8E%EF%BC%8F43", "/%E2%80%A5/43", "/%EF%B9%92%EF%B9%92/43", "/%25EF%25BC%258E%25EF%25BC%258E/43",
+			"/%c0%ae%c0%ae/43", "/%C0%AE%C0%AE%C0%AF43", "/%e0%80%ae%e0%80%ae/43", "/..%c0%af43",
+			"/..%00/43", "/..%00.json/43", "/x%00/43", "/%2e%2e%2500/43", "/..%20/43", "/..%09/43",
+		},
+		[]string{
+			"/items", "/cars;color=red/x", "/a/.hidden/..b/c..", "/files/na%C3%AFve", "/files/%E2%80%A6", "/prices/%C2%A5100",
+			"/%EF%BC%8Ex", "/a;b/c", "/%3B/x",
+		})
 }
 
 // FuzzProxyPath: a path the guard lets through stays under the
