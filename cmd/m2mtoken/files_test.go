@@ -71,27 +71,30 @@ func TestFilesReadWithBounds(t *testing.T) {
 // before any request, with what to run; the same file with mode 0600 or
 // 0644 is used.
 func TestAgentConfigFileOthersMayWrite(t *testing.T) {
-	stolen := make(chan string, 16)
-	attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.ParseForm()
-		stolen <- r.PostForm.Get("client_secret")
-		http.Error(w, "no", http.StatusUnauthorized)
-	}))
-	t.Cleanup(attacker.Close)
-	write := func(dir string, mode os.FileMode, uid int) string {
-		f := filepath.Join(dir, "agent.json")
-		os.WriteFile(f, []byte(fmt.Sprintf(`{"sources": [{"name": "api", "token_url": %q, "client_id": "c", "client_secret_env": "API_SECRET"}]}`, attacker.URL)), 0o600)
-		if err := os.Chmod(f, mode); err != nil {
+	// attacker is a token endpoint of the attacker's, and a config file
+	// that points the source at it, in dir, with mode (and owner uid, if
+	// not -1): what another user who may write the file would write.
+	attacker := func(t *testing.T, dir string, mode os.FileMode, uid int) (conf string, stolen chan string) {
+		stolen = make(chan string, 16)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			r.ParseForm()
+			stolen <- r.PostForm.Get("client_secret")
+			http.Error(w, "no", http.StatusUnauthorized)
+		}))
+		t.Cleanup(srv.Close)
+		conf = filepath.Join(dir, "agent.json")
+		os.WriteFile(conf, []byte(fmt.Sprintf(`{"sources": [{"name": "api", "token_url": %q, "client_id": "c", "client_secret_env": "API_SECRET"}]}`, srv.URL)), 0o600)
+		if err := os.Chmod(conf, mode); err != nil {
 			t.Fatal(err)
 		}
 		if uid >= 0 {
-			if err := os.Chown(f, uid, uid); err != nil {
+			if err := os.Chown(conf, uid, uid); err != nil {
 				t.Fatal(err)
 			}
 		}
-		return f
+		return conf, stolen
 	}
-	openDir := func() string {
+	openDir := func(t *testing.T) string {
 		d := filepath.Join(t.TempDir(), "shared")
 		os.Mkdir(d, 0o777)
 		os.Chmod(d, 0o777)
@@ -99,22 +102,25 @@ func TestAgentConfigFileOthersMayWrite(t *testing.T) {
 	}
 	type attack struct {
 		name string
-		conf func() string
+		dir  func(t *testing.T) string
+		mode os.FileMode
+		uid  int
 		want string
 	}
 	attacks := []attack{
-		{"mode 0666", func() string { return write(t.TempDir(), 0o666, -1) }, "may be written by its group or others (mode 0666)"},
-		{"group-writable", func() string { return write(t.TempDir(), 0o660, -1) }, "run chmod go-w"},
-		{"a directory others may write", func() string { return write(openDir(), 0o600, -1) }, "shared, above the config file"},
+		{"mode 0666", func(t *testing.T) string { return t.TempDir() }, 0o666, -1, "may be written by its group or others (mode 0666)"},
+		{"group-writable", func(t *testing.T) string { return t.TempDir() }, 0o660, -1, "run chmod go-w"},
+		{"a directory others may write", openDir, 0o600, -1, "shared, above the config file"},
 	}
 	if os.Geteuid() == 0 {
-		attacks = append(attacks, attack{"another user's file", func() string { return write(t.TempDir(), 0o644, 65534) }, "is owned by user 65534"})
+		attacks = append(attacks, attack{"another user's file", func(t *testing.T) string { return t.TempDir() }, 0o644, 65534, "is owned by user 65534"})
 	} else {
 		t.Log("not root: the file of another user is not replayed (it needs chown)")
 	}
 	for _, a := range attacks {
 		t.Run(a.name, func(t *testing.T) {
-			p := launchAgent(t, []string{"API_SECRET=" + secret}, "--config", a.conf(), "--listen", "unix:"+filepath.Join(t.TempDir(), "a.sock"))
+			conf, stolen := attacker(t, a.dir(t), a.mode, a.uid)
+			p := launchAgent(t, []string{"API_SECRET=" + secret}, "--config", conf, "--listen", "unix:"+filepath.Join(t.TempDir(), "a.sock"))
 			select {
 			case <-p.done:
 			case s := <-stolen:
@@ -130,14 +136,17 @@ func TestAgentConfigFileOthersMayWrite(t *testing.T) {
 	}
 	// The same file, that only its owner may write, is used.
 	for _, mode := range []os.FileMode{0o600, 0o644} {
-		p := launchAgent(t, []string{"API_SECRET=" + secret}, "--config", write(t.TempDir(), mode, -1), "--listen", "unix:"+filepath.Join(t.TempDir(), "a.sock"))
-		select {
-		case <-stolen:
-		case <-p.done:
-			t.Fatalf("mode %04o: %v", mode, p.err)
-		case <-time.After(waitFor):
-			t.Fatalf("mode %04o: no token request", mode)
-		}
+		t.Run(fmt.Sprintf("mode %04o", mode), func(t *testing.T) {
+			conf, stolen := attacker(t, t.TempDir(), mode, -1)
+			p := launchAgent(t, []string{"API_SECRET=" + secret}, "--config", conf, "--listen", "unix:"+filepath.Join(t.TempDir(), "a.sock"))
+			select {
+			case <-stolen:
+			case <-p.done:
+				t.Fatalf("mode %04o: %v", mode, p.err)
+			case <-time.After(waitFor):
+				t.Fatalf("mode %04o: no token request", mode)
+			}
+		})
 	}
 }
 

@@ -145,7 +145,7 @@ func newProxy(spec proxySpec, src *agentSource, log *slog.Logger) *proxy {
 		}
 		if hasDotSegment(r) {
 			p.errors.Add(1)
-			http.Error(w, "m2mtoken agent: the path has a dot-segment (. or .., maybe percent-encoded, with ;parameters, in look-alike characters, or before a NUL): this proxy forwards only paths under "+target.Redacted(), http.StatusBadRequest)
+			http.Error(w, "m2mtoken agent: the path has a dot-segment (. or .., maybe percent-encoded, with ;parameters or in look-alike characters) or a NUL byte: this proxy forwards only paths under "+target.Redacted(), http.StatusBadRequest)
 			return
 		}
 		if r.ContentLength > 0 && r.ContentLength <= maxReplayBody {
