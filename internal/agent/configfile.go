@@ -92,14 +92,14 @@ const configWriter = "its writer could send the client secret to a server of the
 
 // LoadConfigFile reads the sources and proxies in the config file at
 // path, which only the agent's user or root may write (see
-// atomicfile.ReadTrusted). getenv
-// reads the environment variables the file names, and M2MTOKEN_CA_FILE as
-// the command sees it (--ca-file, else the variable): the CA of the
-// sources that name none. Each Source's Origin names the file and the
-// source, its Config's FieldNames name fields as the file does, and its
-// Client is every field but the name and the token request (audience,
-// scopes, organization), so that the sources of one client share a pool.
-// Each Proxy's Origin names the file and the proxy.
+// atomicfile.ReadTrusted). getenv reads the environment variables the
+// file names, and M2MTOKEN_CA_FILE as the command sees it (--ca-file,
+// else the variable): the CA of the sources that name none. Each Source's
+// Origin names the file and the source, its Config's FieldNames name
+// fields as the file does, and its Client is every field but the name and
+// the token request (audience, scopes, organization), so that the sources
+// of one client share a pool. Each Proxy's Origin names the file and the
+// proxy.
 func LoadConfigFile(path string, getenv func(string) string) ([]Source, []Proxy, error) {
 	b, err := atomicfile.ReadTrusted(path, atomicfile.ConfigFileLimit, "the config file", configWriter)
 	if err != nil {
