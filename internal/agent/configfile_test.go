@@ -98,7 +98,7 @@ func TestAgentConfigErrors(t *testing.T) {
 		{"no name", `{"sources": [{"domain": "t", "client_id": "c"}]}`, []string{"sources[0]", `"name" is missing`}},
 		{"bad name", `{"sources": [{"name": "a/b", "domain": "t", "client_id": "c"}]}`, []string{`source "a/b"`, `"name"`}},
 		{"duplicate", `{"sources": [` + strings.Repeat(`{"name": "a", "domain": "t", "client_id": "c", "client_secret_env": "SET"},`, 2) + `{"name": "b"}]}`, []string{`source "a"`, "sources[0] too"}},
-		{"no sources", `{"source": []}`, []string{`config file agent.json: unknown field "source": did you mean "sources"? (the file's one field is "sources")`}},
+		{"no sources", `{"source": []}`, []string{`config file agent.json: unknown field "source": did you mean "sources"? (the file's fields are sources, proxies)`}},
 		{"empty sources", `{"sources": []}`, []string{"agent.json", `"sources" is empty`}},
 		{"syntax", "{\"sources\": [\n  {\"name\": \"a\",}\n]}", []string{"agent.json", "line 2, column"}},
 		{"empty file", ``, []string{"agent.json", "empty"}},

@@ -30,7 +30,7 @@ func TestConfigFileProxies(t *testing.T) {
 		t.Fatalf("proxies: %+v", proxies)
 	}
 	for _, tc := range []struct{ proxies, want string }{
-		{`{"source": "api", "listen": "127.0.0.1:0", "upstream": "https://a", "require_headers": true}`, `proxies[0]: unknown field "require_headers": check its spelling (a proxy's fields are source, listen, upstream, require_header)`},
+		{`{"source": "api", "listen": "127.0.0.1:0", "upstream": "https://a", "require_headers": true}`, `proxies[0]: unknown field "require_headers": did you mean "require_header"? (a proxy's fields are source, listen, upstream, require_header)`},
 		{`{"source": "api", "listen": "127.0.0.1:0"}`, `proxies[0]: "upstream" is missing`},
 		{`{"source": "api", "listen": "unix:` + sock + `", "upstream": "https://a", "require_header": true}`, `proxies[0]: the required header "M2MToken-Agent: 1" is for a proxy on TCP`},
 		{`{"source": "api", "listen": "127.0.0.1:0", "upstream": "http://api.example.com"}`, `proxies[0]: "upstream" "http://api.example.com" uses plain http`},
