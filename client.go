@@ -74,6 +74,8 @@ type client struct {
 	// extras interns the extra fields of token answers: the tokens of one
 	// client usually carry the same.
 	extras extras
+	// scrubbers keeps the scrubber of the client's credential.
+	scrubbers scrubberCache
 
 	// apiOnce makes apiBase, the tuned transport under every token's
 	// Client(), so that they share one connection pool to the APIs.

@@ -317,3 +317,93 @@ func TestEchoedSecretNotInLeaseStatus(t *testing.T) {
 	}
 	t.Logf("lease status: %s", keeps[len(keeps)-1])
 }
+
+// TestAnswerTextIsEscaped: an endpoint's error and error_description went
+// raw into TokenError.Error(), the log and stderr: ESC sequences that
+// clear or recolour a terminal, CR and LF that forge log lines, a
+// right-to-left override that reverses what follows. Everything taken
+// from an answer is now shown with its control characters escaped.
+func TestAnswerTextIsEscaped(t *testing.T) {
+	hostile := "\x1b[2J\x1b[31mrotate the secret at https://evil.example/rotate\r\nlevel=ERROR msg=forged\u202eexe.txt\x07"
+	for name, answer := range map[string]func(w http.ResponseWriter){
+		"error_description": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(400)
+			json.NewEncoder(w).Encode(map[string]string{"error": "invalid_request\x1b[0m", "error_description": hostile})
+		},
+		"200 error": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(map[string]string{"error": "server_error", "error_description": hostile})
+		},
+		"form-encoded": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/x-www-form-urlencoded")
+			w.WriteHeader(403)
+			io.WriteString(w, url.Values{"error": {"access_denied\r\nX: y"}, "error_description": {hostile}}.Encode())
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEndpoint(t)
+			e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool { answer(w); return true })
+			logs := &logBuffer{}
+			s, _ := testSource(t, e, func(c *Config) { c.Logger = logs.logger() })
+			_, err := s.Token()
+			var te *TokenError
+			if !errors.As(err, &te) {
+				t.Fatalf("got %v, want a *TokenError", err)
+			}
+			for what, text := range map[string]string{"Error()": err.Error(), "Code": te.Code, "Description": te.Description,
+				"%+v": fmt.Sprintf("%+v", err), "log": strings.ReplaceAll(logs.String(), "\n", "")} {
+				for _, r := range text {
+					if r < ' ' || r == 0x7f || r == '\u202e' {
+						t.Fatalf("%s carries %U from the answer: %q", what, r, text)
+					}
+				}
+			}
+			if !strings.Contains(err.Error(), `\x1b[2J\x1b[31mrotate the secret`) || !strings.Contains(err.Error(), `\r\nlevel=ERROR`) {
+				t.Fatalf("the description is not shown escaped: %s", err)
+			}
+			t.Logf("%s", err)
+		})
+	}
+}
+
+// TestEchoedSecretInHexOrPercentScrubbed: an endpoint that echoed the
+// secret in hex, or with every byte percent-encoded, got it past the
+// scrubber, which knew only the encodings a request uses.
+func TestEchoedSecretInHexOrPercentScrubbed(t *testing.T) {
+	allPercent := func(s, digits string) string {
+		var b strings.Builder
+		for i := 0; i < len(s); i++ {
+			b.WriteString("%" + string(digits[s[i]>>4]) + string(digits[s[i]&15]))
+		}
+		return b.String()
+	}
+	hexOf := func(s string) string { return fmt.Sprintf("%x", s) }
+	forms := map[string]string{
+		"hex":                   hexOf(echoSecret),
+		"HEX":                   strings.ToUpper(hexOf(echoSecret)),
+		"%XX":                   allPercent(echoSecret, "0123456789ABCDEF"),
+		"%xx":                   allPercent(echoSecret, "0123456789abcdef"),
+		"hex of the form body":  hexOf(url.QueryEscape(echoSecret)),
+		"%XX then form-encoded": url.QueryEscape(allPercent(echoSecret, "0123456789ABCDEF")),
+	}
+	for name, form := range forms {
+		t.Run(name, func(t *testing.T) {
+			e := newEndpoint(t)
+			e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(400)
+				json.NewEncoder(w).Encode(map[string]string{"error": "invalid_request", "error_description": "you sent " + form})
+				return true
+			})
+			s, _ := testSource(t, e, func(c *Config) { c.ClientSecret = echoSecret })
+			_, err := s.Token()
+			if err == nil || strings.Contains(err.Error(), form) || strings.Contains(err.Error(), form[:len(form)/2]) {
+				t.Fatalf("the secret's %s form is shown: %v", name, err)
+			}
+			if !strings.Contains(err.Error(), "you sent [REDACTED]") {
+				t.Fatalf("%v: want the form scrubbed", err)
+			}
+		})
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/oauth2"
 
@@ -149,7 +150,7 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 		s.failures.Add(1)
 		te := &TokenError{URL: s.tokenURL, Temporary: true, err: stripURL(err)}
 		te.Temporary, te.Hint = s.networkErrorKind(err)
-		requestScrubber(req, s.cfg.ClientSecret).tokenError(te)
+		s.client.scrubbers.forRequest(req, s.cfg.ClientSecret).tokenError(te)
 		s.lastErr.Store(te)
 		return nil, te
 	}
@@ -160,7 +161,7 @@ func (s *TokenSource) attempt(ctx context.Context) (*Entry, error) {
 	s.sawTokenAnswer(resp.Header)
 	ent, terr := s.readAnswer(resp, body, readErr, start, now)
 	// Nothing the endpoint said may repeat the credential onwards.
-	if sc := requestScrubber(req, s.cfg.ClientSecret); terr != nil {
+	if sc := s.client.scrubbers.forRequest(req, s.cfg.ClientSecret); terr != nil {
 		sc.tokenError(terr)
 	} else {
 		sc.value(ent.Extra)
@@ -370,9 +371,14 @@ func isTemporaryStatus(code int) bool {
 	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500
 }
 
+// truncate cuts s to at most n bytes, at a character boundary, and marks
+// the cut with "...".
 func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
 }
