@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -176,6 +177,15 @@ type Cache interface {
 // So a lease must lapse when it is not kept, or, like a file lock, end
 // with its holder.
 //
+// A lease is read from the cache, so whoever can write to the cache can
+// plant one. A source does not wait on a lease that no live holder could
+// have left, as [LeaseInfo] describes it: one it marks Invalid, or one set
+// to last, or held for, longer than twice Config.FetchTimeout plus the
+// LeaseTTL (a holder keeps its lease only while it fetches, and a fetch
+// ends within FetchTimeout). It fetches without the lease, and logs a
+// warning: a planted lease costs token requests (each source fetches its
+// own while it is there), not the sources' tokens.
+//
 // An error from Lease is logged: a source with no usable token fetches
 // without the lease at once; a refresh (its token still usable) asks
 // again every 250 to 500 ms, and fetches without the lease once half of
@@ -212,7 +222,10 @@ type Lease interface {
 	Release(ctx context.Context) error
 }
 
-// LeaseInfo is what a waiter knows of another holder's fetch lease.
+// LeaseInfo is what a waiter knows of another holder's fetch lease. It is
+// read from the cache, so whoever can write to the cache can plant it: a
+// source does not wait on one that no live holder could have left (see
+// [Leaser]), and shows Status only quoted and escaped, as the cache's word.
 type LeaseInfo struct {
 	// Age is how long the lease has been held, by the holder's clock; 0 if
 	// not known.
@@ -223,9 +236,19 @@ type LeaseInfo struct {
 	// Status is what the holder last recorded: its last failed attempt,
 	// or "" if it has reported none.
 	Status string
+	// Invalid, if not empty, says why the lease cannot be one that a
+	// holder took through this cache: it never lapses (it has no expiry),
+	// or its value is not one a holder writes (or, in a cache that seals
+	// its values, does not open). A source does not wait on such a lease.
+	Invalid string
 }
 
-// String describes the lease in a few words, for an error message.
+// maxLeaseStatus bounds the holder's status that a LeaseInfo shows.
+const maxLeaseStatus = 300
+
+// String describes the lease in a few words, for an error message. The
+// holder's status is quoted, escaped and cut to 300 bytes, and said to be
+// what the cache holds: whoever can write to the cache chose it.
 func (li *LeaseInfo) String() string {
 	if li == nil {
 		return "unknown"
@@ -244,7 +267,7 @@ func (li *LeaseInfo) String() string {
 		if b.Len() > 0 {
 			b.WriteString("; ")
 		}
-		b.WriteString("its holder's last attempt: " + li.Status)
+		b.WriteString("the cache gives its holder's last attempt as " + strconv.Quote(truncate(li.Status, maxLeaseStatus)))
 	}
 	if b.Len() == 0 {
 		return "nothing more known"
