@@ -119,7 +119,7 @@ func TestDeadLeaseHolder(t *testing.T) {
 	// starts before the SET, so that a slow answer cannot move the lease's
 	// expiry before start+700ms.
 	start := time.Now()
-	if err := rdb.Set(context.Background(), "m2mtoken:{"+s.CacheKey()+"}:lease", "dead-owner", 700*time.Millisecond).Err(); err != nil {
+	if err := rdb.Set(context.Background(), "m2mtoken:{"+s.CacheKey()+"}:lease", holderValue(start, ""), 700*time.Millisecond).Err(); err != nil {
 		t.Fatal(err)
 	}
 	tok, err := s.Token()
