@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"slices"
 	"strconv"
@@ -278,17 +279,47 @@ func (li *LeaseInfo) String() string {
 // MemoryCache is a [Cache] in process memory. A source with no
 // Config.Cache keeps its token in memory on its own; share a MemoryCache
 // between sources to let them share tokens for the same key.
+//
+// It holds at most MaxEntries tokens, so that requests that keep changing
+// (a pool whose organizations come from its callers) cannot grow it
+// without end: when it is full, a new token makes room by dropping the
+// expired ones, and if none has expired, the sixteenth that expire
+// soonest. A dropped token costs a token request for the next source that
+// would have taken it (each source keeps its own token in memory anyway).
+// The zero value is ready to use.
 type MemoryCache struct {
+	// MaxEntries bounds the tokens held; zero means 10,000 (a Pool's
+	// default MaxTokens). Set it before the first use.
+	MaxEntries int
+
 	mu sync.Mutex
 	m  map[string]*Entry
 }
 
-// NewMemoryCache returns an empty MemoryCache.
-func NewMemoryCache() *MemoryCache { return &MemoryCache{m: make(map[string]*Entry)} }
+// defaultMemoryCacheEntries is MemoryCache.MaxEntries' default.
+const defaultMemoryCacheEntries = defaultMaxTokens
+
+// NewMemoryCache returns an empty MemoryCache that holds up to 10,000
+// tokens.
+func NewMemoryCache() *MemoryCache { return &MemoryCache{} }
+
+// limit returns the bound on entries, or an error for a negative one.
+func (c *MemoryCache) limit() (int, error) {
+	switch {
+	case c.MaxEntries < 0:
+		return 0, fmt.Errorf("m2mtoken: MemoryCache.MaxEntries is negative (%d): use 0 for the default (%d)", c.MaxEntries, defaultMemoryCacheEntries)
+	case c.MaxEntries == 0:
+		return defaultMemoryCacheEntries, nil
+	}
+	return c.MaxEntries, nil
+}
 
 // Get returns the entry under key, if any. The source decides whether it
 // is still fresh.
 func (c *MemoryCache) Get(_ context.Context, key string) (*Entry, error) {
+	if _, err := c.limit(); err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.m[key], nil
@@ -296,13 +327,43 @@ func (c *MemoryCache) Get(_ context.Context, key string) (*Entry, error) {
 
 // Set stores e under key, unless the entry there already expires later.
 func (c *MemoryCache) Set(_ context.Context, key string, e *Entry) error {
+	limit, err := c.limit()
+	if err != nil {
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old := c.m[key]; old != nil && old.Expiry.After(e.Expiry) {
+	old, ok := c.m[key]
+	if ok && old.Expiry.After(e.Expiry) {
 		return nil
+	}
+	if c.m == nil {
+		c.m = make(map[string]*Entry)
+	}
+	if !ok && len(c.m) >= limit {
+		c.makeRoom(limit)
 	}
 	c.m[key] = e
 	return nil
+}
+
+// makeRoom drops the expired entries, and if that leaves the cache at
+// limit, the sixteenth (at least one) that expire soonest. c.mu is held.
+func (c *MemoryCache) makeRoom(limit int) {
+	now := time.Now()
+	for k, e := range c.m {
+		if !e.Expiry.After(now) {
+			delete(c.m, k)
+		}
+	}
+	if len(c.m) < limit {
+		return
+	}
+	keys := slices.Collect(maps.Keys(c.m))
+	slices.SortFunc(keys, func(a, b string) int { return c.m[a].Expiry.Compare(c.m[b].Expiry) })
+	for _, k := range keys[:len(c.m)-limit+1+limit/16] {
+		delete(c.m, k)
+	}
 }
 
 // Fingerprint returns a short, non-reversible name for a secret or token
