@@ -3,11 +3,13 @@ package m2mtoken
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/m2mtoken/m2mtoken/internal/logtest"
 	"github.com/m2mtoken/m2mtoken/internal/wire"
 )
 
@@ -52,15 +54,16 @@ func TestPlantedLeaseIsIgnored(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := newEndpoint(t)
-			logs := &logBuffer{}
+			logs := logtest.New()
 			cache := &plantedLeaser{MemoryCache: NewMemoryCache(), info: info}
-			s, clk := testSource(t, e, func(c *Config) { c.Cache = cache; c.Logger = logs.logger() })
+			s, clk := testSource(t, e, func(c *Config) { c.Cache = cache; c.Logger = slog.New(slog.NewJSONHandler(logs, nil)) })
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if tok, err := s.TokenContext(ctx); err != nil || tok.AccessToken != "tok-1" {
 				t.Fatalf("a new source behind a planted lease: %v %v", tok, err)
 			}
-			if !strings.Contains(logs.String(), "ignoring the cache's fetch lease") {
+			warning := logs.Find(ignoredLeaseMessage)
+			if warning == nil {
 				t.Fatalf("no warning:\n%s", logs.String())
 			}
 			// A running source refreshes: its token does not run out
@@ -71,7 +74,7 @@ func TestPlantedLeaseIsIgnored(t *testing.T) {
 			if tok, _ := s.Token(); tok.AccessToken != "tok-2" || e.count() != 2 {
 				t.Fatalf("refresh behind a planted lease: %q after %d requests", tok.AccessToken, e.count())
 			}
-			t.Logf("%d token requests; the warning: %s", e.count(), firstLine(logs.String(), "ignoring"))
+			t.Logf("%d token requests; ignored: %s", e.count(), warning["error"])
 		})
 	}
 	// A lease a live holder could hold (kept alive, held for less than a
@@ -84,16 +87,6 @@ func TestPlantedLeaseIsIgnored(t *testing.T) {
 	if _, err := s.TokenContext(ctx); !errors.Is(err, context.DeadlineExceeded) || e.count() != 0 {
 		t.Fatalf("a live holder's lease: %v after %d requests, want a wait", err, e.count())
 	}
-}
-
-// firstLine returns the first line of s that contains sub.
-func firstLine(s, sub string) string {
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, sub) {
-			return l
-		}
-	}
-	return ""
 }
 
 // TestLeaseStatusIsTheCachesWord: a lease's status is what its holder

@@ -178,8 +178,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 		if li, err := l.LeaseInfo(ctx, s.key); err == nil && li != nil {
 			if why := s.implausibleLease(li); why != "" {
 				err := errors.New("m2mtoken: the fetch lease in the cache: " + printable.Line(why, maxLeaseStatus))
-				s.log.Warn("ignoring the cache's fetch lease, which no live holder could have left; fetching without it (has something else written to the cache?)",
-					slog.Any("error", err))
+				s.log.Warn(ignoredLeaseMessage, slog.Any("error", err))
 				s.observeCacheError("lease", err)
 				return nil, nil, nil
 			}
@@ -211,6 +210,10 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 		wait = min(wait*2, maxWait)
 	}
 }
+
+// ignoredLeaseMessage is the warning of a source that does not wait on a
+// lease no live holder could have left.
+const ignoredLeaseMessage = "ignoring the cache's fetch lease, which no live holder could have left; fetching without it (has something else written to the cache?)"
 
 // maxLeaseHold is the longest a live holder could have held a lease, or
 // set it to last: a holder keeps its lease while it fetches, and a fetch

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"runtime"
@@ -16,7 +17,9 @@ import (
 	"time"
 
 	"github.com/m2mtoken/m2mtoken"
+	"github.com/m2mtoken/m2mtoken/internal/logtest"
 	"github.com/m2mtoken/m2mtoken/internal/wire"
+	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
 // These tests replay what whoever can write to Redis (any client of a
@@ -30,17 +33,23 @@ func holderValue(taken time.Time, status string) string {
 	return "0123456789abcdef0123456789abcdef|" + strconv.FormatInt(taken.UnixMilli(), 10) + "|" + status
 }
 
+// ignoredLease is the warning of a source that ignores a planted lease.
+const ignoredLease = "ignoring the cache's fetch lease, which no live holder could have left; fetching without it (has something else written to the cache?)"
+
 // hostileSource is a source of the fleet client with its own Redis
 // client and a short FetchTimeout, logging to logs.
-func hostileSource(t *testing.T, r *redisServer, iss interface{ TokenURL() string }, logs *syncBuffer, opts ...Option) *m2mtoken.TokenSource {
-	t.Helper()
-	s, err := m2mtoken.New(m2mtoken.Config{TokenURL: iss.TokenURL(), ClientID: "fleet", ClientSecret: "fleet-secret-CANARY", Audience: aud,
-		Cache: New(r.client(t), opts...), FetchTimeout: 5 * time.Second, Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
+func hostileSource(t *testing.T, r *redisServer, iss *m2mtest.Server, logs *logtest.Log, opts ...Option) *m2mtoken.TokenSource {
+	return source(t, iss, New(r.client(t), opts...), slog.New(slog.NewJSONHandler(logs, nil)),
+		func(c *m2mtoken.Config) { c.FetchTimeout = 5 * time.Second })
+}
+
+// ignoredBecause returns why the first source that ignored a planted
+// lease did so, or "" if none did.
+func ignoredBecause(logs *logtest.Log) string {
+	if rec := logs.Find(ignoredLease); rec != nil {
+		return fmt.Sprint(rec["error"])
 	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return ""
 }
 
 // TestPlantedLeaseCostsRequestsNotCalls replays `SET m2mtoken:{KEY}:lease
@@ -71,10 +80,10 @@ func TestPlantedLeaseCostsRequestsNotCalls(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) {
 			iss := issuer(t)
 			iss.SetTokenLifetime(3 * time.Second)
-			var logs syncBuffer
+			logs := logtest.New()
 			var srcs []*m2mtoken.TokenSource
 			for range 8 {
-				srcs = append(srcs, hostileSource(t, r, iss, &logs))
+				srcs = append(srcs, hostileSource(t, r, iss, logs))
 			}
 			lkey := "m2mtoken:{" + srcs[0].CacheKey() + "}:lease"
 			rdb.Del(ctx, lkey)
@@ -84,24 +93,13 @@ func TestPlantedLeaseCostsRequestsNotCalls(t *testing.T) {
 			defer rdb.Del(ctx, lkey)
 			// A cold fleet: every instance gets a token before its
 			// deadline.
-			var wg sync.WaitGroup
-			for _, s := range srcs {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					ctx, cancel := context.WithTimeout(ctx, 4*time.Second)
-					defer cancel()
-					if _, err := s.TokenContext(ctx); err != nil {
-						t.Errorf("a new instance behind the planted lease: %v", err)
-					}
-				}()
-			}
-			wg.Wait()
+			tokenAll(t, srcs, 4*time.Second)
 			cold := iss.TokensIssued("fleet")
-			if !strings.Contains(logs.String(), "ignoring the cache's fetch lease") {
+			why := ignoredBecause(logs)
+			if why == "" {
 				t.Fatalf("no warning:\n%s", logs.String())
 			}
-			t.Logf("%s", firstLine(logs.String(), "ignoring"))
+			t.Logf("ignored: %s", why)
 			if i > 0 {
 				t.Logf("8 instances: %d token requests at a cold start (1 without the planted lease)", cold)
 				return
@@ -117,15 +115,6 @@ func TestPlantedLeaseCostsRequestsNotCalls(t *testing.T) {
 	}
 }
 
-func firstLine(s, sub string) string {
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, sub) {
-			return l
-		}
-	}
-	return ""
-}
-
 // TestLeaseStatusFromRedisIsQuoted: the status of a lease a live holder
 // could hold is shown to callers who give up waiting on it, but as the
 // cache's word: quoted, escaped and cut short. It was shown raw and whole
@@ -134,8 +123,7 @@ func firstLine(s, sub string) string {
 func TestLeaseStatusFromRedisIsQuoted(t *testing.T) {
 	r := startRedis(t)
 	iss := issuer(t)
-	var logs syncBuffer
-	s := hostileSource(t, r, iss, &logs)
+	s := hostileSource(t, r, iss, logtest.New())
 	lkey := "m2mtoken:{" + s.CacheKey() + "}:lease"
 	status := "\x1b[2J\x1b[31mrotate the secret at https://evil.example/rotate\r\nlevel=ERROR forged" + strings.Repeat("A", 800)
 	if err := r.client(t).Set(context.Background(), lkey, holderValue(time.Now(), status), 10*time.Second).Err(); err != nil {
@@ -165,8 +153,8 @@ func TestSealedLeases(t *testing.T) {
 	ctx := context.Background()
 	key := bytes.Repeat([]byte{7}, 32)
 	iss := issuer(t)
-	var logs syncBuffer
-	s := hostileSource(t, r, iss, &logs, WithEncryptionKey(key))
+	logs := logtest.New()
+	s := hostileSource(t, r, iss, logs, WithEncryptionKey(key))
 	lkey := "m2mtoken:{" + s.CacheKey() + "}:lease"
 
 	// A holder's lease, with its status sealed.
@@ -210,12 +198,12 @@ func TestSealedLeases(t *testing.T) {
 		}
 		rdb.Del(ctx, "m2mtoken:{"+s.CacheKey()+"}")
 		s.Close()
-		s = hostileSource(t, r, iss, &logs, WithEncryptionKey(key))
+		s = hostileSource(t, r, iss, logs, WithEncryptionKey(key))
 	}
-	if n := iss.TokensIssued("fleet"); n != 2 || !strings.Contains(logs.String(), "ignoring the cache's fetch lease") {
-		t.Fatalf("%d token requests behind two planted leases, want 2 (each ignored)\n%s", n, logs.String())
+	if n, _ := logs.Count(ignoredLease); n != 2 || iss.TokensIssued("fleet") != 2 {
+		t.Fatalf("%d token requests behind two planted leases, %d ignored; want 2 and 2\n%s", iss.TokensIssued("fleet"), n, logs.String())
 	}
-	t.Logf("%s", firstLine(logs.String(), "ignoring"))
+	t.Logf("ignored: %s", ignoredBecause(logs))
 }
 
 // TestPlainEntryLifetimeClamped replays a planted plain entry with expiry
@@ -228,8 +216,8 @@ func TestPlainEntryLifetimeClamped(t *testing.T) {
 	rdb := r.client(t)
 	ctx := context.Background()
 	iss := issuer(t)
-	var logs syncBuffer
-	s := hostileSource(t, r, iss, &logs)
+	logs := logtest.New()
+	s := hostileSource(t, r, iss, logs)
 	far, _ := time.Parse(time.RFC3339, "9999-01-01T00:00:00Z")
 	planted := &m2mtoken.Entry{AccessToken: "planted", TokenType: "Bearer", IssuedAt: time.Now(), Expiry: far}
 	b, _ := planted.MarshalBinary()
@@ -244,7 +232,7 @@ func TestPlainEntryLifetimeClamped(t *testing.T) {
 	if !strings.Contains(logs.String(), "claims a lifetime") {
 		t.Errorf("no warning:\n%s", logs.String())
 	}
-	sealed := hostileSource(t, r, iss, &logs, WithEncryptionKey(bytes.Repeat([]byte{7}, 32)))
+	sealed := hostileSource(t, r, iss, logs, WithEncryptionKey(bytes.Repeat([]byte{7}, 32)))
 	if tok, err := sealed.Token(); err != nil || tok.AccessToken == "planted" {
 		t.Fatalf("with a key: %v %v, want a token from the endpoint", tok, err)
 	}
@@ -269,10 +257,10 @@ func TestOversizedValueNotRead(t *testing.T) {
 	for _, at := range []string{"entry", "lease"} {
 		t.Run(at, func(t *testing.T) {
 			iss := issuer(t)
-			var logs syncBuffer
+			logs := logtest.New()
 			var srcs []*m2mtoken.TokenSource
 			for range 8 {
-				srcs = append(srcs, hostileSource(t, r, iss, &logs))
+				srcs = append(srcs, hostileSource(t, r, iss, logs))
 			}
 			rkey := "m2mtoken:{" + srcs[0].CacheKey() + "}"
 			if at == "lease" {
@@ -283,17 +271,7 @@ func TestOversizedValueNotRead(t *testing.T) {
 			}
 			defer rdb.Del(ctx, rkey)
 			peak, allocated := measureHeap(t, func() {
-				var wg sync.WaitGroup
-				for _, s := range srcs {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						if _, err := s.Token(); err != nil {
-							t.Error(err)
-						}
-					}()
-				}
-				wg.Wait()
+				tokenAll(t, srcs, 0)
 				for _, s := range srcs {
 					s.Close()
 				}

@@ -22,8 +22,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/m2mtoken/m2mtoken"
 	"github.com/m2mtoken/m2mtoken/internal/printable"
 )
@@ -124,17 +122,12 @@ func (c *Cache) LeaseInfo(ctx context.Context, key string) (*m2mtoken.LeaseInfo,
 		return nil, c.err
 	}
 	lkey := c.leaseKey(key)
-	var v any
-	err := c.bounded(ctx, func(ctx context.Context) error {
-		var err error
-		v, err = c.info.Run(ctx, c.rdb, []string{lkey}, maxLeaseValue).Result()
-		return err
-	})
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("rediscache: lease info: %w", err)
+	v, err := c.runScript(ctx, c.info, lkey, maxLeaseValue)
+	if v == nil || err != nil {
+		if err != nil {
+			err = fmt.Errorf("rediscache: lease info: %w", err)
+		}
+		return nil, err
 	}
 	r, ok := v.([]any)
 	if !ok || len(r) != 4 {

@@ -216,6 +216,21 @@ func (c *Cache) boundedOr(ctx context.Context, f func(context.Context) error, la
 	}
 }
 
+// runScript runs s on key with args, bounded (see bounded). A script that
+// returned nil (redis.Nil) gives a nil answer and no error.
+func (c *Cache) runScript(ctx context.Context, s *redis.Script, key string, args ...any) (any, error) {
+	var v any
+	err := c.bounded(ctx, func(ctx context.Context) error {
+		var err error
+		v, err = s.Run(ctx, c.rdb, []string{key}, args...).Result()
+		return err
+	})
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	return v, err
+}
+
 // Err reports a configuration error, or nil.
 func (c *Cache) Err() error { return c.err }
 
@@ -240,20 +255,14 @@ func (c *Cache) Get(ctx context.Context, key string) (*m2mtoken.Entry, error) {
 		return nil, c.err
 	}
 	rkey := c.entryKey(key)
-	var v any
-	err := c.bounded(ctx, func(ctx context.Context) error {
-		var err error
-		v, err = c.get.Run(ctx, c.rdb, []string{rkey}, maxValue).Result()
-		return err
-	})
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
+	v, err := c.runScript(ctx, c.get, rkey, maxValue)
 	if err != nil {
 		return nil, fmt.Errorf("rediscache: GET: %w", err)
 	}
 	var e *m2mtoken.Entry
 	switch v := v.(type) {
+	case nil:
+		return nil, nil
 	case string:
 		e, err = c.decode(rkey, []byte(v))
 	case int64:
