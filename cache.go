@@ -181,9 +181,9 @@ type Cache interface {
 // A lease is read from the cache, so whoever can write to the cache can
 // plant one. A source does not wait on a lease that no live holder could
 // have left, as [LeaseInfo] describes it: one it marks Invalid, or one set
-// to last, or held for, longer than twice Config.FetchTimeout plus the
-// LeaseTTL (a holder keeps its lease only while it fetches, and a fetch
-// ends within FetchTimeout). It fetches without the lease, and logs a
+// to last, or held for, longer than twice Config.FetchTimeout plus
+// Config.LeaseTTL (a holder keeps its lease only while it fetches, and a
+// fetch ends within FetchTimeout). It fetches without the lease, and logs a
 // warning: a planted lease costs token requests (each source fetches its
 // own while it is there), not the sources' tokens.
 //

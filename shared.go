@@ -108,10 +108,11 @@ func clampLifetime(e *Entry, now time.Time) *Entry {
 // token, and publishes what it knows of that holder for the callers that
 // give up waiting (see [WaitError]). The lease is waited on as long as it
 // is kept: its holder is alive and fetching, and a second fetch would be
-// answered no sooner. A lease that no live holder could have left (see
-// implausibleLease) is not waited on: the source fetches without it. A holder that died stops keeping its lease, which
+// answered no sooner. A holder that died stops keeping its lease, which
 // lapses within the TTL: the next try takes it (a poll comes just as the
-// lease's Remaining runs out), and this source fetches.
+// lease's Remaining runs out), and this source fetches. A lease that no
+// live holder could have left (see implausibleLease) is not waited on:
+// the source fetches without it.
 //
 // A holder that is slow is told from a cache that lost the token by the
 // waiter's own reads: while the cache's Get fails, the holder's token would

@@ -225,10 +225,13 @@ func (c *Cache) runScript(ctx context.Context, s *redis.Script, key string, args
 		v, err = s.Run(ctx, c.rdb, []string{key}, args...).Result()
 		return err
 	})
-	if errors.Is(err, redis.Nil) {
+	switch {
+	case errors.Is(err, redis.Nil):
 		return nil, nil
+	case err != nil:
+		return nil, err // v may still be written by a call abandoned at its timeout
 	}
-	return v, err
+	return v, nil
 }
 
 // Err reports a configuration error, or nil.
