@@ -242,7 +242,7 @@ func TestPlainEntryLifetimeClamped(t *testing.T) {
 // entry key, and at its lease key, met by 8 cold sources: Get read the
 // value whole before its 1 MiB check, LeaseInfo read a lease whole at
 // every poll, and a read abandoned at the 250 ms timeout went on reading
-// (8 sources: a 2,051 MiB heap peak). Sizes are now checked in Redis, so
+// (8 sources: a 2,049 MiB heap peak). Sizes are now checked in Redis, so
 // nothing oversized crosses the network: the value is a miss with a
 // warning, and the lease is ignored. M2MTOKEN_OVERSIZED_MIB sets the size
 // (64 MiB by default).
