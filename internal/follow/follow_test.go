@@ -1,0 +1,370 @@
+package follow
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/m2mtoken/m2mtoken/internal/clock"
+)
+
+// stepClock is a clock whose settle waits run step (a writer's next
+// move, between two reads) instead of waiting.
+type stepClock struct {
+	clock.Real
+	mu    sync.Mutex
+	steps []func()
+	waits int
+}
+
+func (c *stepClock) Sleep(ctx context.Context, d time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.waits++
+	var step func()
+	if len(c.steps) > 0 {
+		step, c.steps = c.steps[0], c.steps[1:]
+	}
+	c.mu.Unlock()
+	if step != nil {
+		step()
+	}
+	return nil
+}
+
+func (c *stepClock) then(steps ...func()) {
+	c.mu.Lock()
+	c.steps = append(c.steps, steps...)
+	c.mu.Unlock()
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// renameOver writes content to a new file and renames it over path, as
+// Vault Agent renders a template.
+func renameOver(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	write(t, tmp, content)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rewriteInPlace truncates path and writes content into the same file.
+func rewriteInPlace(t *testing.T, path, content string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(content)
+	f.Close()
+}
+
+// k8sVolume is a directory laid out as Kubernetes lays out a Secret or
+// projected volume: NAME -> ..data/NAME, ..data -> ..TIMESTAMP.
+type k8sVolume struct {
+	t   *testing.T
+	dir string
+	gen int
+}
+
+func newK8sVolume(t *testing.T, name, content string) (*k8sVolume, string) {
+	v := &k8sVolume{t: t, dir: t.TempDir()}
+	v.update(name, content)
+	if err := os.Symlink(filepath.Join("..data", name), filepath.Join(v.dir, name)); err != nil {
+		t.Fatal(err)
+	}
+	return v, filepath.Join(v.dir, name)
+}
+
+// update writes a new timestamped directory, points ..data_tmp at it,
+// renames that over ..data, and removes the old directory, as the
+// kubelet's atomic writer does.
+func (v *k8sVolume) update(name, content string) {
+	t := v.t
+	v.gen++
+	ts := filepath.Join(v.dir, "..2026_12_05_10_00_0"+string(rune('0'+v.gen)))
+	if err := os.Mkdir(ts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(ts, name), content)
+	old, _ := os.Readlink(filepath.Join(v.dir, "..data"))
+	if err := os.Symlink(filepath.Base(ts), filepath.Join(v.dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(v.dir, "..data_tmp"), filepath.Join(v.dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if old != "" {
+		os.RemoveAll(filepath.Join(v.dir, old))
+	}
+}
+
+func expect(t *testing.T, s Snapshot, content string, version uint64, errWant string) {
+	t.Helper()
+	if string(s.Content) != content || s.Version != version {
+		t.Errorf("snapshot %q version %d, want %q version %d (err %v)", s.Content, s.Version, content, version, s.Err)
+	}
+	switch {
+	case errWant == "" && s.Err != nil:
+		t.Errorf("error %v", s.Err)
+	case errWant != "" && (s.Err == nil || !strings.Contains(s.Err.Error(), errWant)):
+		t.Errorf("error %v, want %q", s.Err, errWant)
+	}
+}
+
+// TestFollowsEveryWayOfChanging: a Kubernetes ..data swap, a rename over
+// the file and a rewrite in place are each taken, once; an unchanged file
+// is read once per Read, with no wait.
+func TestFollowsEveryWayOfChanging(t *testing.T) {
+	ctx := context.Background()
+	for _, way := range []string{"kubernetes", "rename", "in place"} {
+		t.Run(way, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "secret")
+			var vol *k8sVolume
+			change := func(content string) {
+				switch way {
+				case "kubernetes":
+					vol.update("secret", content)
+				case "rename":
+					renameOver(t, path, content)
+				default:
+					rewriteInPlace(t, path, content)
+				}
+			}
+			if way == "kubernetes" {
+				vol, path = newK8sVolume(t, "secret", "one")
+			} else {
+				write(t, path, "one")
+			}
+			clk := &stepClock{}
+			f := New(path, Options{Clock: clk})
+			expect(t, f.Read(ctx), "one", 1, "")
+			waits := clk.waits
+			expect(t, f.Read(ctx), "one", 1, "")
+			if clk.waits != waits {
+				t.Errorf("an unchanged file waited %d times", clk.waits-waits)
+			}
+			for i, content := range []string{"two", "three, longer", "four"} {
+				change(content)
+				expect(t, f.Read(ctx), content, uint64(i+2), "")
+				expect(t, f.Read(ctx), content, uint64(i+2), "")
+			}
+			if got := f.Last(); string(got.Content) != "four" {
+				t.Errorf("Last: %q", got.Content)
+			}
+		})
+	}
+}
+
+// TestNeverHalfWritten: a reader that catches a rewrite in place empty or
+// half-written does not take it; the content is taken when two reads
+// agree.
+func TestNeverHalfWritten(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "secret")
+	write(t, path, "old-secret")
+	clk := &stepClock{}
+	f := New(path, Options{Clock: clk})
+	expect(t, f.Read(ctx), "old-secret", 1, "")
+
+	// Caught truncated: the writer writes half, then the rest, while the
+	// reader waits between its reads.
+	rewriteInPlace(t, path, "")
+	clk.then(
+		func() { rewriteInPlace(t, path, "new-se") },
+		func() { rewriteInPlace(t, path, "new-secret") },
+	)
+	expect(t, f.Read(ctx), "new-secret", 2, "")
+
+	// A writer slower than the reads: after a few tries the old content
+	// stays, with an error, and the next Read takes the finished file.
+	rewriteInPlace(t, path, "y")
+	var steps []func()
+	for i := range maxTries {
+		steps = append(steps, func() { rewriteInPlace(t, path, strings.Repeat("x", i+1)) })
+	}
+	clk.then(steps...)
+	expect(t, f.Read(ctx), "new-secret", 2, "kept changing")
+	expect(t, f.Read(ctx), strings.Repeat("x", maxTries), 3, "")
+
+	// A Check refuses a content that does not parse: the last good one
+	// stays.
+	g := New(path, Options{Clock: clk, Check: func(b []byte) error {
+		if !strings.HasSuffix(string(b), "END") {
+			return errors.New("cut short")
+		}
+		return nil
+	}})
+	write(t, path, "key END")
+	expect(t, g.Read(ctx), "key END", 1, "")
+	write(t, path, "key2 E")
+	expect(t, g.Read(ctx), "key END", 1, path+": cut short")
+	write(t, path, "key2 END")
+	expect(t, g.Read(ctx), "key2 END", 2, "")
+}
+
+// TestKeepsLastGood: a file that vanishes, turns empty, grows too large
+// or turns into something else keeps the last good content, with an
+// error that names the file; a file that comes back is taken again.
+func TestKeepsLastGood(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "secret")
+	write(t, path, "good")
+	clk := &stepClock{}
+	f := New(path, Options{Clock: clk, Limit: 64})
+	expect(t, f.Read(ctx), "good", 1, "")
+
+	os.Remove(path)
+	s := f.Read(ctx)
+	expect(t, s, "good", 1, path+": no such file or directory")
+	if !errors.Is(s.Err, fs.ErrNotExist) {
+		t.Errorf("%v is not ErrNotExist", s.Err)
+	}
+	waits := clk.waits
+	f.Read(ctx)
+	if clk.waits != waits {
+		t.Error("a failure already reported was waited on again")
+	}
+	write(t, path, "good")
+	expect(t, f.Read(ctx), "good", 1, "")
+
+	write(t, path, "")
+	expect(t, f.Read(ctx), "good", 1, path+" is empty")
+	write(t, path, strings.Repeat("x", 65))
+	expect(t, f.Read(ctx), "good", 1, path+" is larger than 64 bytes")
+	os.Remove(path)
+	os.Mkdir(path, 0o700)
+	expect(t, f.Read(ctx), "good", 1, "is not a regular file")
+	os.Remove(path)
+	if err := syscall.Mkfifo(path, 0o600); err == nil {
+		// A FIFO with no writer: refused, without blocking.
+		expect(t, f.Read(ctx), "good", 1, "is not a regular file")
+		os.Remove(path)
+	}
+	os.Symlink("nowhere", path)
+	expect(t, f.Read(ctx), "good", 1, "no such file or directory")
+	os.Remove(path)
+	write(t, path, "new")
+	expect(t, f.Read(ctx), "new", 2, "")
+
+	// A done context ends the wait and changes nothing.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	write(t, path, "newer")
+	expect(t, f.Read(cctx), "new", 2, "context canceled")
+	expect(t, f.Read(ctx), "newer", 3, "")
+}
+
+// TestPlantedLinkRefused: a symbolic link (or file) that another user
+// owns, in a directory others may write, is refused rather than followed;
+// one in a directory only its owner writes, or owned by root or this
+// user, is followed. Needs root, to own files as another user.
+func TestPlantedLinkRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to give a file to another user")
+	}
+	const other = 4242
+	ctx := context.Background()
+	shared := t.TempDir()
+	os.Chmod(shared, 0o1777) // as /tmp
+	own := t.TempDir()
+	write(t, filepath.Join(own, "real"), "mine")
+	write(t, filepath.Join(own, "bait"), "theirs")
+
+	// The attacker's link, in the shared directory, to a file of their
+	// choosing.
+	link := filepath.Join(shared, "secret")
+	os.Symlink(filepath.Join(own, "bait"), link)
+	os.Lchown(link, other, other)
+	f := New(link, Options{Clock: &stepClock{}})
+	expect(t, f.Read(ctx), "", 0, "symbolic link "+link+" is owned by user 4242")
+
+	// A file they planted there.
+	plantedFile := filepath.Join(shared, "token")
+	write(t, plantedFile, "theirs")
+	os.Chown(plantedFile, other, other)
+	expect(t, New(plantedFile, Options{Clock: &stepClock{}}).Read(ctx), "", 0, "could have planted it")
+
+	// A link in a directory further up the path.
+	up := filepath.Join(shared, "dir")
+	os.Symlink(own, up)
+	os.Lchown(up, other, other)
+	expect(t, New(filepath.Join(up, "real"), Options{Clock: &stepClock{}}).Read(ctx), "", 0, "owned by user 4242")
+
+	// The same owner in a directory of their own: theirs to give.
+	theirs := t.TempDir()
+	os.Chmod(theirs, 0o755)
+	os.Chown(theirs, other, other)
+	l2 := filepath.Join(theirs, "secret")
+	os.Symlink(filepath.Join(own, "real"), l2)
+	os.Lchown(l2, other, other)
+	expect(t, New(l2, Options{Clock: &stepClock{}}).Read(ctx), "mine", 1, "")
+
+	// Root's links in the shared directory (as the kubelet's): followed.
+	rootLink := filepath.Join(shared, "root-link")
+	os.Symlink(filepath.Join(own, "real"), rootLink)
+	expect(t, New(rootLink, Options{Clock: &stepClock{}}).Read(ctx), "mine", 1, "")
+}
+
+// TestConcurrentReads: readers and a writer renaming over the file; every
+// snapshot holds one whole content that was written, under -race.
+func TestConcurrentReads(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "secret")
+	write(t, path, "v-000")
+	f := New(path, Options{Settle: time.Microsecond})
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				s := f.Read(context.Background())
+				if s.Version > 0 && (len(s.Content) != 5 || !strings.HasPrefix(string(s.Content), "v-")) {
+					t.Errorf("snapshot %q", s.Content)
+					return
+				}
+			}
+		})
+	}
+	for i := range 200 {
+		renameOver(t, path, "v-"+strings.Repeat("0", 3-len(itoa(i)))+itoa(i))
+	}
+	close(stop)
+	wg.Wait()
+	if s := f.Read(context.Background()); string(s.Content) != "v-199" {
+		t.Errorf("last %q", s.Content)
+	}
+}
+
+func itoa(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; i > 0; i /= 10 {
+		b = append([]byte{byte('0' + i%10)}, b...)
+	}
+	return string(b)
+}
