@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -15,10 +18,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/m2mtoken/m2mtoken"
 	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
+	"github.com/m2mtoken/m2mtoken/internal/follow"
 	"github.com/m2mtoken/m2mtoken/internal/jwt"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
@@ -46,6 +52,22 @@ and API_URL, the protected API), the names m2mtoken token, the library's
 ConfigFromEnv and the Auth0 quickstarts read. For local development and
 integration tests of APIs that sit behind Auth0.
 
+With --client-secret-file the secret is read from a file and followed, about
+once a second: when the file changes (rewritten, renamed over, or swapped
+as Kubernetes updates a Secret), the new secret is accepted and the
+previous one refused, at once or as --rotation-grace and --rotation-delay
+say, so that a rotation can be rehearsed. The exports point clients at the
+same file (AUTH0_CLIENT_SECRET_FILE).
+
+With --trust-issuer, --trust-subject and --trust-key the client also
+accepts a client assertion that a platform issued instead of its secret
+(workload identity federation, as Entra ID's federated credentials): a JWT
+signed with one of the keys in --trust-key, whose iss and sub are exactly
+--trust-issuer and --trust-subject, whose aud names --trust-audience, and
+that has not expired, sent with client_assertion_type
+urn:ietf:params:oauth:client-assertion-type:jwt-bearer (or jwt-spiffe for
+a SPIFFE JWT-SVID, with --trust-issuer spiffe://TRUST_DOMAIN).
+
 Plain http is accepted by m2mtoken only on loopback. For containers and
 other machines use --tls: it serves https with a certificate from a CA made
 for this run, and writes the CA certificate to --ca-out for clients to
@@ -58,6 +80,13 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	hostname := fs.String("hostname", "", "the host name clients reach the server by, used in its URLs, issuer and certificate (default: the address, or the machine's name when it listens on all addresses with --tls)")
 	clientID := fs.String("client-id", "m2mtoken-local", "the registered client's ID")
 	secret := fs.String("client-secret", "", "the registered client's secret (default: a random one, printed)")
+	secretFile := fs.String("client-secret-file", "", "a file holding the client's secret (a final newline dropped), followed: when it changes, the new secret replaces the old")
+	grace := fs.Duration("rotation-grace", 0, "with --client-secret-file, how long the previous secret is still accepted after the file changes (default: refused at once, as Auth0 rotates)")
+	delay := fs.Duration("rotation-delay", 0, "with --client-secret-file, how long after the file changes the new secret is first accepted (Auth0: up to 30s)")
+	trustIssuer := fs.String("trust-issuer", "", "accept client assertions from this platform's issuer (iss), such as a Kubernetes service-account issuer, or spiffe://TRUST_DOMAIN for JWT-SVIDs")
+	trustSubject := fs.String("trust-subject", "", "the subject (sub) the --trust-issuer's assertions must name, such as system:serviceaccount:NAMESPACE:NAME")
+	trustKey := fs.String("trust-key", "", "a file of the --trust-issuer's public keys: PEM (PUBLIC KEY or CERTIFICATE) or a JWKS; followed")
+	trustAudience := fs.String("trust-audience", m2mtest.DefaultAssertionAudience, "the audience (aud) the --trust-issuer's assertions must name")
 	var audiences, orgs multiFlag
 	fs.Var(&audiences, "audience", "an API the client may get tokens for, and /api/private accepts (repeatable; the first is exported as AUTH0_AUDIENCE; default https://api.local/)")
 	fs.Var(&orgs, "organization", "an Auth0 Organization (ID or name) the client may get tokens for (repeatable; default none)")
@@ -79,6 +108,42 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 		if strings.TrimSpace(a) == "" {
 			return c.usageError(stderr, "--audience and --organization need a value")
 		}
+	}
+	trustSet := false
+	fs.Visit(func(f *flag.Flag) { trustSet = trustSet || strings.HasPrefix(f.Name, "trust-") })
+	switch {
+	case *secret != "" && *secretFile != "":
+		return c.usageError(stderr, "--client-secret and --client-secret-file are both set: give only one")
+	case (*grace != 0 || *delay != 0) && *secretFile == "":
+		return c.usageError(stderr, "--rotation-grace and --rotation-delay need --client-secret-file, the secret that rotates")
+	case *grace < 0 || *delay < 0:
+		return c.usageError(stderr, "--rotation-grace and --rotation-delay cannot be negative")
+	case trustSet && (*trustIssuer == "" || *trustSubject == "" || *trustKey == ""):
+		var missing []string
+		for _, f := range []struct{ name, v string }{{"--trust-issuer", *trustIssuer}, {"--trust-subject", *trustSubject}, {"--trust-key", *trustKey}} {
+			if f.v == "" {
+				missing = append(missing, f.name)
+			}
+		}
+		return c.usageError(stderr, "--trust-issuer, --trust-subject and --trust-key go together: %s missing", strings.Join(missing, " and "))
+	}
+	logs := &serveLog{w: stderr}
+	ctx, stopFollowing := context.WithCancel(context.Background())
+	defer stopFollowing()
+	var secretFollow, keysFollow *followed
+	var err error
+	if *secretFile != "" {
+		if secretFollow, err = startFollowing("--client-secret-file", *secretFile, checkSecretFile); err != nil {
+			return err
+		}
+		*secret = secretOf(secretFollow.content)
+	}
+	var trustKeys []m2mtest.Key
+	if *trustKey != "" {
+		if keysFollow, err = startFollowing("--trust-key", *trustKey, func(b []byte) error { _, err := m2mtest.ParseKeys(b); return err }); err != nil {
+			return err
+		}
+		trustKeys, _ = m2mtest.ParseKeys(keysFollow.content)
 	}
 	if *secret == "" {
 		b := make([]byte, 16)
@@ -140,6 +205,12 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	}
 	defer s.Close()
 	s.SetTokenLifetime(*ttl)
+	trust := m2mtest.TrustedIssuer{Issuer: *trustIssuer, Subject: *trustSubject, Audience: *trustAudience, Keys: trustKeys}
+	if *trustKey != "" {
+		if err := s.Trust(*clientID, trust); err != nil {
+			return c.usageError(stderr, "--trust-issuer %s and --trust-subject %s: %s", *trustIssuer, *trustSubject, strings.TrimPrefix(err.Error(), "m2mtest: Trust: "))
+		}
+	}
 	s.RequireDPoPNonce(*dpopNonce, *apiNonce)
 	serveQuickstartAPI(s.Handle, s, audiences)
 
@@ -197,6 +268,13 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 		scopes = "the scopes " + strings.Join(sc, " ")
 	}
 	fmt.Fprintf(&b, "client:    %s, with %s\n", *clientID, scopes)
+	if secretFollow != nil {
+		fmt.Fprintf(&b, "secret:    %s (%s), followed: on a change, %s\n", secretFollow.file.Path(), m2mtoken.Fingerprint(*secret), rotationWords(*grace, *delay))
+	}
+	if keysFollow != nil {
+		fmt.Fprintf(&b, "trust:     client assertions (jwt-bearer, or jwt-spiffe) from issuer %s for subject %s, aud %s,\n"+
+			"           signed with %s from %s (followed)\n", trust.Issuer, trust.Subject, trust.Audience, describeKeys(trustKeys), keysFollow.file.Path())
+	}
 	fmt.Fprintf(&b, "audiences: %s (the default, AUTH0_AUDIENCE)", audiences[0])
 	for _, a := range audiences[1:] {
 		fmt.Fprintf(&b, ", %s", a)
@@ -215,8 +293,12 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	} else if everywhere {
 		fmt.Fprintf(&b, "note:      m2mtoken and the Auth0 SDKs send secrets over plain http only to loopback; use --tls for other machines and containers\n")
 	}
-	fmt.Fprintf(&b, "\nexport AUTH0_DOMAIN=%s\nexport AUTH0_CLIENT_ID=%s\nexport AUTH0_CLIENT_SECRET=%s\nexport AUTH0_AUDIENCE=%s\nexport API_URL=%s\n",
-		shellQuote(domain), shellQuote(*clientID), shellQuote(*secret), shellQuote(audiences[0]), shellQuote(apiURL+"/"))
+	secretExport := "AUTH0_CLIENT_SECRET=" + shellQuote(*secret)
+	if secretFollow != nil {
+		secretExport = "AUTH0_CLIENT_SECRET_FILE=" + shellQuote(secretFollow.file.Path())
+	}
+	fmt.Fprintf(&b, "\nexport AUTH0_DOMAIN=%s\nexport AUTH0_CLIENT_ID=%s\nexport %s\nexport AUTH0_AUDIENCE=%s\nexport API_URL=%s\n",
+		shellQuote(domain), shellQuote(*clientID), secretExport, shellQuote(audiences[0]), shellQuote(apiURL+"/"))
 	if *useTLS {
 		fmt.Fprintf(&b, "export M2MTOKEN_CA_FILE=%s\n", shellQuote(caFile))
 		fmt.Fprintf(&b, "# SSL_CERT_FILE (Python, Go, OpenSSL) and CURL_CA_BUNDLE (curl) make this shell trust this CA only;\n# leave them out to keep the system's CAs\n")
@@ -229,9 +311,176 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	var following sync.WaitGroup
+	if secretFollow != nil || keysFollow != nil {
+		current := *secret
+		if secretFollow != nil {
+			secretFollow.apply = func(content []byte) {
+				next := secretOf(content)
+				if next == current {
+					return
+				}
+				if err := s.RotateSecret(*clientID, next, m2mtest.Rotation{OldFor: *grace, NewAfter: *delay}); err != nil {
+					logs.printf("warning: --client-secret-file %s: %v", secretFollow.file.Path(), err)
+					return
+				}
+				logs.printf("--client-secret-file %s changed: %s", secretFollow.file.Path(), rotatedWords(current, next, *grace, *delay))
+				current = next
+			}
+		}
+		if keysFollow != nil {
+			keysFollow.apply = func(content []byte) {
+				trust.Keys, _ = m2mtest.ParseKeys(content)
+				if err := s.Trust(*clientID, trust); err != nil {
+					logs.printf("warning: --trust-key %s: %v", keysFollow.file.Path(), err)
+					return
+				}
+				logs.printf("--trust-key %s changed: %s trusted for issuer %s", keysFollow.file.Path(), describeKeys(trust.Keys), trust.Issuer)
+			}
+		}
+		following.Go(func() {
+			tick := time.NewTicker(followEvery)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				for _, f := range []*followed{secretFollow, keysFollow} {
+					if f != nil {
+						f.poll(ctx, logs)
+					}
+				}
+			}
+		})
+	}
 	<-sig
-	fmt.Fprintln(stderr, "m2mtoken serve: stopping")
+	stopFollowing()
+	following.Wait()
+	logs.printf("stopping")
 	return nil
+}
+
+// followEvery is how often serve reads the files it follows.
+const followEvery = time.Second
+
+// followed is a file serve follows: its last content taken, and what to do
+// with a new one.
+type followed struct {
+	flag    string
+	file    *follow.File
+	content []byte
+	version uint64
+	failing string // the failure last logged, "" if none
+	apply   func(content []byte)
+}
+
+// startFollowing reads a followed file for the first time: it must read
+// well, or serve does not start.
+func startFollowing(flag, path string, check func([]byte) error) (*followed, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	f := &followed{flag: flag, file: follow.New(abs, follow.Options{Check: check})}
+	snap := f.file.Read(context.Background())
+	if snap.Version == 0 {
+		return nil, fmt.Errorf("%s: %w", flag, snap.Err)
+	}
+	f.content, f.version = snap.Content, snap.Version
+	return f, nil
+}
+
+// poll reads the file again: a new content is applied; a failure is
+// logged when it begins and when it ends, not at every read.
+func (f *followed) poll(ctx context.Context, logs *serveLog) {
+	snap := f.file.Read(ctx)
+	if ctx.Err() != nil {
+		return
+	}
+	failing := ""
+	if snap.Err != nil {
+		failing = snap.Err.Error()
+	}
+	switch {
+	case failing == f.failing:
+	case failing != "":
+		logs.printf("warning: %s %s; what it held before is still used", f.flag, failing)
+	default:
+		logs.printf("%s %s reads well again", f.flag, f.file.Path())
+	}
+	f.failing = failing
+	if snap.Version != f.version {
+		f.content, f.version = snap.Content, snap.Version
+		f.apply(snap.Content)
+	}
+}
+
+// serveLog writes serve's lines to stderr, one at a time.
+type serveLog struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *serveLog) printf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, "m2mtoken serve: "+format+"\n", args...)
+}
+
+// secretOf is the secret a secret file holds: its content without the
+// final line break, as the library and the command read such a file.
+func secretOf(content []byte) string { return strings.TrimRight(string(content), "\r\n") }
+
+func checkSecretFile(content []byte) error {
+	if secretOf(content) == "" {
+		return errors.New("holds no secret, only line breaks")
+	}
+	return nil
+}
+
+// rotationWords says what a change of the secret file does, for the
+// startup lines.
+func rotationWords(grace, delay time.Duration) string {
+	accepted, refused := "the new secret works at once", "the old one stops"
+	if delay > 0 {
+		accepted = fmt.Sprintf("the new secret works %v later (--rotation-delay)", delay)
+	}
+	if grace > 0 {
+		refused = fmt.Sprintf("the old one works %v more (--rotation-grace)", grace)
+	}
+	return accepted + " and " + refused
+}
+
+// rotatedWords says what a rotation did, by fingerprints, for the log.
+func rotatedWords(old, next string, grace, delay time.Duration) string {
+	accepted, refused := "accepted from now", "refused from now"
+	if delay > 0 {
+		accepted = fmt.Sprintf("accepted in %v", delay)
+	}
+	if grace > 0 {
+		refused = fmt.Sprintf("still accepted for %v", grace)
+	}
+	return fmt.Sprintf("the new secret %s is %s; the previous one, %s, is %s", m2mtoken.Fingerprint(next), accepted, m2mtoken.Fingerprint(old), refused)
+}
+
+// describeKeys names keys for serve's lines: how many, and their kids.
+func describeKeys(keys []m2mtest.Key) string {
+	var ids []string
+	for _, k := range keys {
+		if k.ID != "" {
+			ids = append(ids, k.ID)
+		}
+	}
+	n := fmt.Sprintf("%d key", len(keys))
+	if len(keys) != 1 {
+		n += "s"
+	}
+	if len(ids) > 0 {
+		n += " (kid " + strings.Join(ids, ", ") + ")"
+	}
+	return n
 }
 
 // certNames are the names and addresses the server certificate is for:

@@ -18,9 +18,18 @@ import (
 // returns its exports (NAME=value) and output lines.
 func startServe(t *testing.T, args ...string) (map[string]string, []string) {
 	t.Helper()
+	env, lines, _ := startServeLog(t, args...)
+	return env, lines
+}
+
+// startServeLog is startServe that also returns serve's log (stderr).
+func startServeLog(t *testing.T, args ...string) (map[string]string, []string, *lineLog) {
+	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
 	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}
 	stdout, _ := cmd.StdoutPipe()
+	log := newLineLog()
+	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +40,7 @@ func startServe(t *testing.T, args ...string) (map[string]string, []string) {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
-	return env, lines
+	return env, lines, log
 }
 
 // servedAPI is the API URL serve printed, without its final slash.

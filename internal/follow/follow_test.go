@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/m2mtoken/m2mtoken/internal/clock"
+	"github.com/m2mtoken/m2mtoken/internal/follow/followtest"
 )
 
 // stepClock is a clock whose settle waits run step (a writer's next
@@ -47,75 +48,6 @@ func (c *stepClock) then(steps ...func()) {
 	c.mu.Unlock()
 }
 
-func write(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// renameOver writes content to a new file and renames it over path, as
-// Vault Agent renders a template.
-func renameOver(t *testing.T, path, content string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	write(t, tmp, content)
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// rewriteInPlace truncates path and writes content into the same file.
-func rewriteInPlace(t *testing.T, path, content string) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteString(content)
-	f.Close()
-}
-
-// k8sVolume is a directory laid out as Kubernetes lays out a Secret or
-// projected volume: NAME -> ..data/NAME, ..data -> ..TIMESTAMP.
-type k8sVolume struct {
-	t   *testing.T
-	dir string
-	gen int
-}
-
-func newK8sVolume(t *testing.T, name, content string) (*k8sVolume, string) {
-	v := &k8sVolume{t: t, dir: t.TempDir()}
-	v.update(name, content)
-	if err := os.Symlink(filepath.Join("..data", name), filepath.Join(v.dir, name)); err != nil {
-		t.Fatal(err)
-	}
-	return v, filepath.Join(v.dir, name)
-}
-
-// update writes a new timestamped directory, points ..data_tmp at it,
-// renames that over ..data, and removes the old directory, as the
-// kubelet's atomic writer does.
-func (v *k8sVolume) update(name, content string) {
-	t := v.t
-	v.gen++
-	ts := filepath.Join(v.dir, "..2026_12_05_10_00_0"+string(rune('0'+v.gen)))
-	if err := os.Mkdir(ts, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	write(t, filepath.Join(ts, name), content)
-	old, _ := os.Readlink(filepath.Join(v.dir, "..data"))
-	if err := os.Symlink(filepath.Base(ts), filepath.Join(v.dir, "..data_tmp")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(filepath.Join(v.dir, "..data_tmp"), filepath.Join(v.dir, "..data")); err != nil {
-		t.Fatal(err)
-	}
-	if old != "" {
-		os.RemoveAll(filepath.Join(v.dir, old))
-	}
-}
-
 func expect(t *testing.T, s Snapshot, content string, version uint64, errWant string) {
 	t.Helper()
 	if string(s.Content) != content || s.Version != version {
@@ -134,27 +66,11 @@ func expect(t *testing.T, s Snapshot, content string, version uint64, errWant st
 // is read once per Read, with no wait.
 func TestFollowsEveryWayOfChanging(t *testing.T) {
 	ctx := context.Background()
-	for _, way := range []string{"kubernetes", "rename", "in place"} {
+	for _, way := range followtest.Ways {
 		t.Run(way, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "secret")
-			var vol *k8sVolume
-			change := func(content string) {
-				switch way {
-				case "kubernetes":
-					vol.update("secret", content)
-				case "rename":
-					renameOver(t, path, content)
-				default:
-					rewriteInPlace(t, path, content)
-				}
-			}
-			if way == "kubernetes" {
-				vol, path = newK8sVolume(t, "secret", "one")
-			} else {
-				write(t, path, "one")
-			}
+			file := followtest.New(t, way, "secret", "one")
 			clk := &stepClock{}
-			f := New(path, Options{Clock: clk})
+			f := New(file.Path, Options{Clock: clk})
 			expect(t, f.Read(ctx), "one", 1, "")
 			waits := clk.waits
 			expect(t, f.Read(ctx), "one", 1, "")
@@ -162,7 +78,7 @@ func TestFollowsEveryWayOfChanging(t *testing.T) {
 				t.Errorf("an unchanged file waited %d times", clk.waits-waits)
 			}
 			for i, content := range []string{"two", "three, longer", "four"} {
-				change(content)
+				file.Change(content)
 				expect(t, f.Read(ctx), content, uint64(i+2), "")
 				expect(t, f.Read(ctx), content, uint64(i+2), "")
 			}
@@ -179,26 +95,26 @@ func TestFollowsEveryWayOfChanging(t *testing.T) {
 func TestNeverHalfWritten(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "secret")
-	write(t, path, "old-secret")
+	followtest.Write(t, path, "old-secret")
 	clk := &stepClock{}
 	f := New(path, Options{Clock: clk})
 	expect(t, f.Read(ctx), "old-secret", 1, "")
 
 	// Caught truncated: the writer writes half, then the rest, while the
 	// reader waits between its reads.
-	rewriteInPlace(t, path, "")
+	followtest.RewriteInPlace(t, path, "")
 	clk.then(
-		func() { rewriteInPlace(t, path, "new-se") },
-		func() { rewriteInPlace(t, path, "new-secret") },
+		func() { followtest.RewriteInPlace(t, path, "new-se") },
+		func() { followtest.RewriteInPlace(t, path, "new-secret") },
 	)
 	expect(t, f.Read(ctx), "new-secret", 2, "")
 
 	// A writer slower than the reads: after a few tries the old content
 	// stays, with an error, and the next Read takes the finished file.
-	rewriteInPlace(t, path, "y")
+	followtest.RewriteInPlace(t, path, "y")
 	var steps []func()
 	for i := range maxTries {
-		steps = append(steps, func() { rewriteInPlace(t, path, strings.Repeat("x", i+1)) })
+		steps = append(steps, func() { followtest.RewriteInPlace(t, path, strings.Repeat("x", i+1)) })
 	}
 	clk.then(steps...)
 	expect(t, f.Read(ctx), "new-secret", 2, "kept changing")
@@ -212,11 +128,11 @@ func TestNeverHalfWritten(t *testing.T) {
 		}
 		return nil
 	}})
-	write(t, path, "key END")
+	followtest.Write(t, path, "key END")
 	expect(t, g.Read(ctx), "key END", 1, "")
-	write(t, path, "key2 E")
+	followtest.Write(t, path, "key2 E")
 	expect(t, g.Read(ctx), "key END", 1, path+": cut short")
-	write(t, path, "key2 END")
+	followtest.Write(t, path, "key2 END")
 	expect(t, g.Read(ctx), "key2 END", 2, "")
 }
 
@@ -227,7 +143,7 @@ func TestKeepsLastGood(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "secret")
-	write(t, path, "good")
+	followtest.Write(t, path, "good")
 	clk := &stepClock{}
 	f := New(path, Options{Clock: clk, Limit: 64})
 	expect(t, f.Read(ctx), "good", 1, "")
@@ -243,12 +159,12 @@ func TestKeepsLastGood(t *testing.T) {
 	if clk.waits != waits {
 		t.Error("a failure already reported was waited on again")
 	}
-	write(t, path, "good")
+	followtest.Write(t, path, "good")
 	expect(t, f.Read(ctx), "good", 1, "")
 
-	write(t, path, "")
+	followtest.Write(t, path, "")
 	expect(t, f.Read(ctx), "good", 1, path+" is empty")
-	write(t, path, strings.Repeat("x", 65))
+	followtest.Write(t, path, strings.Repeat("x", 65))
 	expect(t, f.Read(ctx), "good", 1, path+" is larger than 64 bytes")
 	os.Remove(path)
 	os.Mkdir(path, 0o700)
@@ -262,13 +178,13 @@ func TestKeepsLastGood(t *testing.T) {
 	os.Symlink("nowhere", path)
 	expect(t, f.Read(ctx), "good", 1, "no such file or directory")
 	os.Remove(path)
-	write(t, path, "new")
+	followtest.Write(t, path, "new")
 	expect(t, f.Read(ctx), "new", 2, "")
 
 	// A done context ends the wait and changes nothing.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	write(t, path, "newer")
+	followtest.Write(t, path, "newer")
 	expect(t, f.Read(cctx), "new", 2, "context canceled")
 	expect(t, f.Read(ctx), "newer", 3, "")
 }
@@ -286,8 +202,8 @@ func TestPlantedLinkRefused(t *testing.T) {
 	shared := t.TempDir()
 	os.Chmod(shared, 0o1777) // as /tmp
 	own := t.TempDir()
-	write(t, filepath.Join(own, "real"), "mine")
-	write(t, filepath.Join(own, "bait"), "theirs")
+	followtest.Write(t, filepath.Join(own, "real"), "mine")
+	followtest.Write(t, filepath.Join(own, "bait"), "theirs")
 
 	// The attacker's link, in the shared directory, to a file of their
 	// choosing.
@@ -299,7 +215,7 @@ func TestPlantedLinkRefused(t *testing.T) {
 
 	// A file they planted there.
 	plantedFile := filepath.Join(shared, "token")
-	write(t, plantedFile, "theirs")
+	followtest.Write(t, plantedFile, "theirs")
 	os.Chown(plantedFile, other, other)
 	expect(t, New(plantedFile, Options{Clock: &stepClock{}}).Read(ctx), "", 0, "could have planted it")
 
@@ -328,7 +244,7 @@ func TestPlantedLinkRefused(t *testing.T) {
 // snapshot holds one whole content that was written, under -race.
 func TestConcurrentReads(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "secret")
-	write(t, path, "v-000")
+	followtest.Write(t, path, "v-000")
 	f := New(path, Options{Settle: time.Microsecond})
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
@@ -349,7 +265,7 @@ func TestConcurrentReads(t *testing.T) {
 		})
 	}
 	for i := range 200 {
-		renameOver(t, path, "v-"+strings.Repeat("0", 3-len(itoa(i)))+itoa(i))
+		followtest.RenameOver(t, path, "v-"+strings.Repeat("0", 3-len(itoa(i)))+itoa(i))
 	}
 	close(stop)
 	wg.Wait()

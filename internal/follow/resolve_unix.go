@@ -42,7 +42,7 @@ func resolve(path string) (string, os.FileInfo, error) {
 		if fi, err = os.Lstat(next); err != nil {
 			var pe *fs.PathError
 			if errors.As(err, &pe) && next != abs {
-				return "", nil, fmt.Errorf("%s: %s: %w", path, next, pe.Err)
+				return "", nil, fmt.Errorf("%s: %w (at %s)", path, pe.Err, next)
 			} else if pe != nil {
 				return "", nil, fmt.Errorf("%s: %w", path, pe.Err)
 			}
