@@ -11,7 +11,11 @@
 // faults (latency, error statuses, 429 with rate-limit headers, malformed
 // or truncated bodies, dropped connections), rate limit like Auth0, and
 // apply Auth0's per-client and per-organization token quotas, for
-// resilience tests.
+// resilience tests. Credentials change while it runs as they do on real
+// servers: a client's secret rotates ([Server.RotateSecret]), its Private
+// Key JWT keys are added and removed ([Server.AddKey]), and a client may
+// trust a platform's tokens as its client assertion ([Server.Trust], with
+// a [Platform] to issue them).
 //
 // It uses only the standard library.
 package m2mtest
