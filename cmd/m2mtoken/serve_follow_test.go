@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,50 +22,9 @@ import (
 	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
-// lineLog is a process's stderr as it is written.
-type lineLog struct {
-	mu      sync.Mutex
-	b       strings.Builder
-	changed chan struct{} // closed at the next write
-}
-
-func newLineLog() *lineLog { return &lineLog{changed: make(chan struct{})} }
-
-func (l *lineLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.Write(p)
-	close(l.changed)
-	l.changed = make(chan struct{})
-	return len(p), nil
-}
-
-func (l *lineLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// wait waits until the log holds want. serve reads its files about once a
-// second: the deadline is far beyond that, for a loaded machine.
-func (l *lineLog) wait(t *testing.T, want string) {
-	t.Helper()
-	deadline := time.NewTimer(60 * time.Second)
-	defer deadline.Stop()
-	for {
-		l.mu.Lock()
-		found, changed := strings.Contains(l.b.String(), want), l.changed
-		l.mu.Unlock()
-		if found {
-			return
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			t.Fatalf("serve did not log %q; its log:\n%s", want, l.String())
-		}
-	}
-}
+// followWait is how long a test waits for serve to log a change of a
+// file it reads about once a second: far longer, for a loaded machine.
+const followWait = 60 * time.Second
 
 // requestToken asks serve's issuer for a token with form (the grant type
 // and audience added) and returns the status and the answer.
@@ -124,7 +82,7 @@ func TestServeFollowsSecretFile(t *testing.T) {
 			wantSecrets(t, env, "before", map[string]bool{"secret-one": true, "secret-two": false})
 
 			f.Change("secret-two\n")
-			log.wait(t, "m2mtoken serve: --client-secret-file "+f.Path+" changed: the new secret "+fp("secret-two")+
+			log.WaitText(t, followWait, "m2mtoken serve: --client-secret-file "+f.Path+" changed: the new secret "+fp("secret-two")+
 				" is accepted from now; the previous one, "+fp("secret-one")+", is refused from now\n")
 			wantSecrets(t, env, "after", map[string]bool{"secret-one": false, "secret-two": true})
 			if r := runBin(t, envList(env, "M2MTOKEN_CACHE_DIR="+t.TempDir()), "token"); r.code != 0 {
@@ -132,7 +90,7 @@ func TestServeFollowsSecretFile(t *testing.T) {
 			}
 
 			f.Change("secret-three")
-			log.wait(t, "the new secret "+fp("secret-three")+" is accepted from now")
+			log.WaitText(t, followWait, "the new secret "+fp("secret-three")+" is accepted from now")
 			wantSecrets(t, env, "again", map[string]bool{"secret-two": false, "secret-three": true})
 			for _, s := range []string{"secret-one", "secret-two", "secret-three"} {
 				if l := log.String(); strings.Contains(l, s) {
@@ -166,7 +124,7 @@ func TestServeRotationGraceAndDelay(t *testing.T) {
 				t.Errorf("serve printed:\n%s\nwithout %q", out, tt.startup)
 			}
 			f.Change("new-secret")
-			log.wait(t, tt.logged)
+			log.WaitText(t, followWait, tt.logged)
 			wantSecrets(t, env, "after the change", tt.works)
 		})
 	}
@@ -189,7 +147,7 @@ func TestServeSecretFileTrouble(t *testing.T) {
 		{func() { followtest.Write(t, f.Path, "\r\n") }, "warning: --client-secret-file " + f.Path + ": holds no secret, only line breaks; what it held before is still used\n"},
 	} {
 		step.do()
-		log.wait(t, step.logged)
+		log.WaitText(t, followWait, step.logged)
 		wantSecrets(t, env, step.logged, map[string]bool{"good-secret": true})
 	}
 	if n := strings.Count(log.String(), "is empty"); n != 1 {
@@ -267,7 +225,7 @@ func TestServeTrustsPlatform(t *testing.T) {
 	// The platform's keys rotate: the kubelet swaps the file.
 	rotated := m2mtest.NewPlatform(k8s.Issuer)
 	keys.Change(string(rotated.JWKS()))
-	log.wait(t, "m2mtoken serve: --trust-key "+keys.Path+" changed: 1 key (kid "+rotated.Key().ID+") trusted for issuer "+k8s.Issuer+"\n")
+	log.WaitText(t, followWait, "m2mtoken serve: --trust-key "+keys.Path+" changed: 1 key (kid "+rotated.Key().ID+") trusted for issuer "+k8s.Issuer+"\n")
 	tok2, _ := rotated.Token(sub, "", time.Hour)
 	if code, body := requestToken(t, env, assertion(tok2)); code != 200 {
 		t.Errorf("the rotated key's token: %d %v", code, body)

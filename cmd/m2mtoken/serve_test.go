@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/m2mtoken/m2mtoken/internal/logtest"
 )
 
 // startServe runs `m2mtoken serve args...` until the test ends, and
@@ -23,12 +25,12 @@ func startServe(t *testing.T, args ...string) (map[string]string, []string) {
 }
 
 // startServeLog is startServe that also returns serve's log (stderr).
-func startServeLog(t *testing.T, args ...string) (map[string]string, []string, *lineLog) {
+func startServeLog(t *testing.T, args ...string) (map[string]string, []string, *logtest.Log) {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
 	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}
 	stdout, _ := cmd.StdoutPipe()
-	log := newLineLog()
+	log := logtest.New()
 	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
