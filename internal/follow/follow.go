@@ -165,7 +165,7 @@ func (f *File) readOnce() ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", f.path, err)
 	}
 	if !opened.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file (%v)", f.path, opened.Mode().Type())
+		return nil, fmt.Errorf("%s is not a regular file but %s", f.path, kind(opened.Mode()))
 	}
 	if !os.SameFile(fi, opened) {
 		return nil, fmt.Errorf("%s changed while it was opened", f.path)
@@ -185,4 +185,19 @@ func (f *File) readOnce() ([]byte, error) {
 		}
 	}
 	return b, nil
+}
+
+// kind names a file's type, for errors.
+func kind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return fmt.Sprintf("of type %v", m.Type())
 }
