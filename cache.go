@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -89,7 +91,7 @@ func (e *Entry) UnmarshalBinary(b []byte) error {
 	if !se.Entry.Valid() {
 		return errors.New("no usable token")
 	}
-	if !wire.IsB64Token(se.Entry.AccessToken) {
+	if !wire.IsHeaderSafeToken(se.Entry.AccessToken) {
 		// As the token parser refuses it: it could add headers.
 		return errors.New("the access token has characters a header cannot carry")
 	}
@@ -176,6 +178,15 @@ type Cache interface {
 // So a lease must lapse when it is not kept, or, like a file lock, end
 // with its holder.
 //
+// A lease is read from the cache, so whoever can write to the cache can
+// plant one. A source does not wait on a lease that no live holder could
+// have left, as [LeaseInfo] describes it: one it marks Invalid, or one set
+// to last, or held for, longer than twice Config.FetchTimeout plus
+// Config.LeaseTTL (a holder keeps its lease only while it fetches, and a
+// fetch ends within FetchTimeout). It fetches without the lease, and logs a
+// warning: a planted lease costs token requests (each source fetches its
+// own while it is there), not the sources' tokens.
+//
 // An error from Lease is logged: a source with no usable token fetches
 // without the lease at once; a refresh (its token still usable) asks
 // again every 250 to 500 ms, and fetches without the lease once half of
@@ -212,7 +223,10 @@ type Lease interface {
 	Release(ctx context.Context) error
 }
 
-// LeaseInfo is what a waiter knows of another holder's fetch lease.
+// LeaseInfo is what a waiter knows of another holder's fetch lease. It is
+// read from the cache, so whoever can write to the cache can plant it: a
+// source does not wait on one that no live holder could have left (see
+// [Leaser]), and shows Status only quoted and escaped, as the cache's word.
 type LeaseInfo struct {
 	// Age is how long the lease has been held, by the holder's clock; 0 if
 	// not known.
@@ -223,9 +237,19 @@ type LeaseInfo struct {
 	// Status is what the holder last recorded: its last failed attempt,
 	// or "" if it has reported none.
 	Status string
+	// Invalid, if not empty, says why the lease cannot be one that a
+	// holder took through this cache: it never lapses (it has no expiry),
+	// or its value is not one a holder writes (or, in a cache that seals
+	// its values, does not open). A source does not wait on such a lease.
+	Invalid string
 }
 
-// String describes the lease in a few words, for an error message.
+// maxLeaseStatus bounds the holder's status that a LeaseInfo shows.
+const maxLeaseStatus = 300
+
+// String describes the lease in a few words, for an error message. The
+// holder's status is quoted, escaped and cut to 300 bytes, and said to be
+// what the cache holds: whoever can write to the cache chose it.
 func (li *LeaseInfo) String() string {
 	if li == nil {
 		return "unknown"
@@ -244,7 +268,7 @@ func (li *LeaseInfo) String() string {
 		if b.Len() > 0 {
 			b.WriteString("; ")
 		}
-		b.WriteString("its holder's last attempt: " + li.Status)
+		b.WriteString("the cache gives its holder's last attempt as " + strconv.Quote(truncate(li.Status, maxLeaseStatus)))
 	}
 	if b.Len() == 0 {
 		return "nothing more known"
@@ -255,17 +279,47 @@ func (li *LeaseInfo) String() string {
 // MemoryCache is a [Cache] in process memory. A source with no
 // Config.Cache keeps its token in memory on its own; share a MemoryCache
 // between sources to let them share tokens for the same key.
+//
+// It holds at most MaxEntries tokens, so that requests that keep changing
+// (a pool whose organizations come from its callers) cannot grow it
+// without end: when it is full, a new token makes room by dropping the
+// expired ones, and if none has expired, the sixteenth that expire
+// soonest. A dropped token costs a token request for the next source that
+// would have taken it (each source keeps its own token in memory anyway).
+// The zero value is ready to use.
 type MemoryCache struct {
+	// MaxEntries bounds the tokens held; zero means 10,000 (a Pool's
+	// default MaxTokens). Set it before the first use.
+	MaxEntries int
+
 	mu sync.Mutex
 	m  map[string]*Entry
 }
 
-// NewMemoryCache returns an empty MemoryCache.
-func NewMemoryCache() *MemoryCache { return &MemoryCache{m: make(map[string]*Entry)} }
+// defaultMemoryCacheEntries is MemoryCache.MaxEntries' default.
+const defaultMemoryCacheEntries = defaultMaxTokens
+
+// NewMemoryCache returns an empty MemoryCache that holds up to 10,000
+// tokens.
+func NewMemoryCache() *MemoryCache { return &MemoryCache{} }
+
+// limit returns the bound on entries, or an error for a negative one.
+func (c *MemoryCache) limit() (int, error) {
+	switch {
+	case c.MaxEntries < 0:
+		return 0, fmt.Errorf("m2mtoken: MemoryCache.MaxEntries is negative (%d): use 0 for the default (%d)", c.MaxEntries, defaultMemoryCacheEntries)
+	case c.MaxEntries == 0:
+		return defaultMemoryCacheEntries, nil
+	}
+	return c.MaxEntries, nil
+}
 
 // Get returns the entry under key, if any. The source decides whether it
 // is still fresh.
 func (c *MemoryCache) Get(_ context.Context, key string) (*Entry, error) {
+	if _, err := c.limit(); err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.m[key], nil
@@ -273,13 +327,43 @@ func (c *MemoryCache) Get(_ context.Context, key string) (*Entry, error) {
 
 // Set stores e under key, unless the entry there already expires later.
 func (c *MemoryCache) Set(_ context.Context, key string, e *Entry) error {
+	limit, err := c.limit()
+	if err != nil {
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old := c.m[key]; old != nil && old.Expiry.After(e.Expiry) {
+	old, ok := c.m[key]
+	if ok && old.Expiry.After(e.Expiry) {
 		return nil
+	}
+	if c.m == nil {
+		c.m = make(map[string]*Entry)
+	}
+	if !ok && len(c.m) >= limit {
+		c.makeRoom(limit)
 	}
 	c.m[key] = e
 	return nil
+}
+
+// makeRoom drops the expired entries, and if that leaves the cache at
+// limit, the sixteenth (at least one) that expire soonest. c.mu is held.
+func (c *MemoryCache) makeRoom(limit int) {
+	now := time.Now()
+	for k, e := range c.m {
+		if !e.Expiry.After(now) {
+			delete(c.m, k)
+		}
+	}
+	if len(c.m) < limit {
+		return
+	}
+	keys := slices.Collect(maps.Keys(c.m))
+	slices.SortFunc(keys, func(a, b string) int { return c.m[a].Expiry.Compare(c.m[b].Expiry) })
+	for _, k := range keys[:len(c.m)-limit+1+limit/16] {
+		delete(c.m, k)
+	}
 }
 
 // Fingerprint returns a short, non-reversible name for a secret or token

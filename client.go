@@ -10,8 +10,11 @@ import (
 	"context"
 	"crypto/x509"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -75,6 +78,8 @@ type client struct {
 	// extras interns the extra fields of token answers: the tokens of one
 	// client usually carry the same.
 	extras extras
+	// scrubbers keeps the scrubber of the client's credential.
+	scrubbers scrubberCache
 
 	// apiOnce makes apiBase, the tuned transport under every token's
 	// Client(), so that they share one connection pool to the APIs.
@@ -214,12 +219,41 @@ func (c *client) quotaBlocked(org string) *QuotaError {
 	return qe
 }
 
-// reservedParam reports whether a request parameter is one the client or
-// a TokenRequest field sets.
-func reservedParam(name string) bool {
+// reservedParam reports whether a request parameter is one that the client
+// or a request's own field sets, and names that field: "Audience",
+// "Scopes" or "Organization", or "" for what the client sends itself
+// (grant_type, client_id, client_secret, client_assertion and any other
+// client_assertion* name). It is the one list that both
+// Config.EndpointParams and TokenRequest.Params are checked against.
+func reservedParam(name string) (field string, reserved bool) {
 	switch name {
-	case "grant_type", "client_id", "client_secret", "audience", "scope", "organization":
-		return true
+	case "audience":
+		return "Audience", true
+	case "scope":
+		return "Scopes", true
+	case "organization":
+		return "Organization", true
+	case "grant_type", "client_id", "client_secret":
+		return "", true
 	}
-	return strings.HasPrefix(name, "client_assertion")
+	return "", strings.HasPrefix(name, "client_assertion")
+}
+
+// paramsError refuses params that set a reserved parameter, naming the
+// first in sorted order, with the one message for Config.EndpointParams
+// and TokenRequest.Params: {EndpointParams} and the request's fields are
+// named by the caller (withNames).
+func paramsError(params url.Values) *ConfigError {
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		field, reserved := reservedParam(k)
+		switch {
+		case !reserved:
+		case field == "":
+			return configErr("{EndpointParams} may not set %q: the client sends it itself "+
+				"(grant_type, client_id, client_secret and client_assertion* are its own)", k)
+		default:
+			return configErr("{EndpointParams} may not set %q: set it with {"+field+"}", k)
+		}
+	}
+	return nil
 }

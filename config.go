@@ -147,8 +147,11 @@ type Config struct {
 	CAFile string
 	// FieldNames, if set, says how error messages and hints name a Config
 	// field (such as "ClientID") to the user: as the flag, variable or
-	// file field that set it. Nil names it Config.ClientID. [ConfigFromEnv]
-	// sets it to name the environment variables.
+	// file field that set it. Nil names it Config.ClientID. It returns ""
+	// for a field the user cannot set (a command with no flag for it):
+	// messages then leave out advice to change it, and name it
+	// Config.Field where they must. [ConfigFromEnv] sets it to name the
+	// environment variables.
 	FieldNames func(field string) string
 	// MaxConnsPerHost caps the connections token requests open to the
 	// token endpoint when HTTPClient is nil: every token of a [Pool] shares
@@ -174,8 +177,9 @@ type Config struct {
 	NewTokenBurst int
 	NewTokenRate  float64
 
-	// Logger receives warnings about failed fetches and, at debug level, a
-	// line for every fetch, retry and cache decision. Nil discards them.
+	// Logger receives warnings about failed fetches (one per fetch, however
+	// many attempts it made) and, at debug level, a line for every fetch,
+	// retry and cache decision. Nil discards them.
 	// Nothing secret is logged: tokens appear only as a fingerprint.
 	Logger *slog.Logger
 	// Cache stores tokens beyond this source; nil keeps them in memory for
@@ -289,18 +293,6 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
-// fieldName names a Config field in a message as c.FieldNames says, else
-// as Config.Field.
-func (c *Config) fieldName(field string) string {
-	if c.FieldNames != nil {
-		return c.FieldNames(field)
-	}
-	return "Config." + field
-}
-
-// reservedParams are request parameters that Config sets itself.
-var reservedParams = []string{"grant_type", "client_id", "client_secret", "audience", "scope", "organization", "client_assertion", "client_assertion_type"}
-
 // missing returns one error for every required field left empty, when
 // more than one is: a first run with nothing set learns them all at once
 // rather than one a run. (One missing field gets its own message below.)
@@ -378,10 +370,8 @@ func (c *Config) withDefaults() (string, error) {
 	if err := c.checkDPoP(); err != nil {
 		return "", err
 	}
-	for _, p := range reservedParams {
-		if _, ok := c.EndpointParams[p]; ok {
-			return "", configErr("{EndpointParams} may not set %q: use the Config field for it", p)
-		}
+	if err := paramsError(c.EndpointParams); err != nil {
+		return "", err
 	}
 	def := TokenRequest{Audience: c.Audience, Scopes: c.Scopes, Organization: c.Organization, Params: c.EndpointParams}
 	if field, n, limit, usual := def.tooLarge(); field != "" {

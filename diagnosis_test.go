@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -212,6 +214,9 @@ func TestHints(t *testing.T) {
 		{"not authorized for API", Config{ClientID: "noapi", ClientSecret: testSecret, Audience: aud}, 403, "is not authorized to access resource server", "authorize the application for this API"},
 		{"no audience", Config{ClientID: "good", ClientSecret: testSecret}, 403, "No audience parameter was provided", "set the audience to the API's identifier: Config.Audience"},
 		{"DPoP required, no key", Config{ClientID: "dpop", ClientSecret: testSecret, Audience: aud}, 400, "DPoP proof is required", "give it a DPoP key with Config.DPoPKey"},
+		{"not in the organization", Config{ClientID: "good", ClientSecret: testSecret, Audience: aud, Organization: "acme"}, 400, `is not a member of organization "acme"`,
+			"the application may not get tokens for this organization: check Config.Organization (the organization's ID, org_..., or its name as the tenant spells it), " +
+				"and give the application access for this API in Auth0: Organizations, the organization, Machine-to-Machine Access"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tt.cfg
@@ -261,21 +266,45 @@ func TestHints(t *testing.T) {
 		}
 	})
 	t.Run("names from the environment", func(t *testing.T) {
-		// A Config from ConfigFromEnv hears the variables, not Config fields.
-		env := map[string]string{"M2MTOKEN_TOKEN_URL": iss.TokenURL(), "AUTH0_CLIENT_ID": "good",
-			"AUTH0_CLIENT_SECRET": testSecret + "x", "AUTH0_AUDIENCE": aud}
-		cfg, err := ConfigFromLookup(lookupIn(env), nil)
+		// A Config from ConfigFromEnv hears the variables, not Config
+		// fields: the variable that was set, of those that set a field.
+		f := filepath.Join(t.TempDir(), "secret")
+		os.WriteFile(f, []byte(testSecret+"x\n"), 0o600)
+		for secretVar, value := range map[string]string{"AUTH0_CLIENT_SECRET": testSecret + "x", "AUTH0_CLIENT_SECRET_FILE": f} {
+			env := map[string]string{"M2MTOKEN_TOKEN_URL": iss.TokenURL(), "AUTH0_CLIENT_ID": "good", secretVar: value, "AUTH0_AUDIENCE": aud}
+			cfg, err := ConfigFromLookup(lookupIn(env), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			_, err = s.Token()
+			if want := "client_secret_post: AUTH0_CLIENT_ID, " + secretVar + " and M2MTOKEN_AUTH_METHOD)"; err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("%s: err = %v, want %q", secretVar, err, want)
+			}
+		}
+	})
+	t.Run("a pool request's audience", func(t *testing.T) {
+		// The default request's audience is Config.Audience; another
+		// request's is its own.
+		p, err := NewPool(Config{TokenURL: iss.TokenURL(), ClientID: "good", ClientSecret: testSecret, Audience: "https://typo.example.com/"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		_, err = s.Token()
-		if err == nil || !strings.Contains(err.Error(), "client_secret_post: AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET and M2MTOKEN_AUTH_METHOD)") {
-			t.Fatalf("err = %v", err)
+		defer p.Close()
+		for req, want := range map[*TokenRequest]string{
+			{Audience: "https://typo.example.com/"}:                        "check Config.Audience against the API's Identifier",
+			{Audience: "https://other.example.com/"}:                       "check TokenRequest.Audience against the API's Identifier",
+			{Audience: aud, Organization: "acme"}:                          "check TokenRequest.Organization (the organization's ID",
+			{Audience: "https://typo.example.com/", Scopes: []string{"x"}}: "check TokenRequest.Audience against",
+		} {
+			_, err := p.Token(context.Background(), *req)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%+v: %v, want %q", *req, err, want)
+			}
 		}
 	})
 	t.Run("invalid_client", func(t *testing.T) {

@@ -70,7 +70,10 @@
 // handed only to a source holding the credential it was issued for. A
 // cache that is also a [Leaser] makes a whole fleet share one token
 // request per lifetime: one instance fetches, keeping its lease alive,
-// while the others wait for its token.
+// while the others wait for its token. What a cache holds is checked, not
+// trusted: a lease that no live holder could have left is not waited on,
+// and a token read from a cache is held no longer than an answer's
+// lifetime is clamped to.
 //
 // # DPoP
 //

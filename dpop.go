@@ -139,15 +139,19 @@ func (s *TokenSource) checkTokenType(ent *Entry, status int) *TokenError {
 	switch {
 	case ent.TokenType == tokenTypeDPoP && s.dpop == nil:
 		return &TokenError{URL: s.tokenURL, StatusCode: status,
-			Description: "the endpoint answered a DPoP-bound token to a request without a DPoP proof: set Config.DPoPKey"}
+			Description: "the endpoint answered a DPoP-bound token to a request without a DPoP proof: give the client a DPoP key with " + s.name("DPoPKey")}
 	case ent.TokenType != tokenTypeDPoP && s.dpop != nil:
 		if s.cfg.RequireDPoP {
+			req := s.name("RequireDPoP")
 			return &TokenError{URL: s.tokenURL, StatusCode: status,
-				Description: "the endpoint answered a Bearer token although a DPoP proof was sent, and Config.RequireDPoP is set: make the API require sender-constrained (DPoP) tokens, or unset RequireDPoP"}
+				Description: "the endpoint answered a Bearer token although a DPoP proof was sent, and " + req + " is set: make the API require sender-constrained (DPoP) tokens, or unset " + req}
 		}
 		if !s.dpop.bearerWarned.Swap(true) {
-			s.log.Warn("the token endpoint answered a Bearer token although a DPoP proof was sent: the API does not constrain tokens; using it as a bearer token (set Config.RequireDPoP to refuse it)",
-				slog.String("token", Fingerprint(ent.AccessToken)))
+			msg := "the token endpoint answered a Bearer token although a DPoP proof was sent: the API does not constrain tokens; using it as a bearer token"
+			if req, ok := s.setting("RequireDPoP"); ok {
+				msg += " (set " + req + " to refuse it)"
+			}
+			s.log.Warn(msg, slog.String("token", Fingerprint(ent.AccessToken)))
 		}
 	}
 	return nil

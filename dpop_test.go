@@ -224,19 +224,19 @@ func TestDPoPBearerAnswer(t *testing.T) {
 	if _, err := s.Token(); err != nil || e.count() != 2 {
 		t.Fatal(err)
 	}
-	if n := strings.Count(logs.String(), "answered a Bearer token although a DPoP proof was sent"); n != 1 {
+	if n := strings.Count(logs.String(), "answered a Bearer token although a DPoP proof was sent: the API does not constrain tokens; using it as a bearer token (set Config.RequireDPoP to refuse it)"); n != 1 {
 		t.Fatalf("warning logged %d times:\n%s", n, logs)
 	}
 
 	s2, _ := testSource(t, e, func(c *Config) { c.DPoPKey, c.RequireDPoP, c.MaxAttempts = ecKey(t, elliptic.P256()), true, 1 })
 	_, err = s2.Token()
-	if err == nil || !strings.Contains(err.Error(), "RequireDPoP") {
+	if err == nil || !strings.Contains(err.Error(), "and Config.RequireDPoP is set: make the API require sender-constrained (DPoP) tokens, or unset Config.RequireDPoP") {
 		t.Fatalf("RequireDPoP: %v", err)
 	}
 
 	e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool { dpopAnswer(w, n); return true })
 	s3, _ := testSource(t, e, func(c *Config) { c.MaxAttempts = 1 })
-	if _, err := s3.Token(); err == nil || !strings.Contains(err.Error(), "DPoPKey") {
+	if _, err := s3.Token(); err == nil || !strings.Contains(err.Error(), "a DPoP-bound token to a request without a DPoP proof: give the client a DPoP key with Config.DPoPKey") {
 		t.Fatalf("DPoP token without a key: %v", err)
 	}
 }

@@ -65,7 +65,7 @@ func parseEndpoint(field, raw string) (string, error) {
 			return "", configErr("{"+field+"} %q uses plain http: the secret would travel unencrypted; use https (http is allowed only to loopback addresses)", raw)
 		}
 	default:
-		return "", configErr("{"+field+"} %q: scheme must be https", raw)
+		return "", badScheme(field, raw, u)
 	}
 	if field == "Domain" {
 		if (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
@@ -92,6 +92,27 @@ func noScheme(field, raw string) error {
 		return configErr("{"+field+"} %q has no scheme: a token URL is a full URL, such as %q", raw, scheme+host+"/oauth/token")
 	}
 	return configErr("{"+field+"} %q has no scheme: did you mean %q?", raw, scheme+raw)
+}
+
+// badScheme explains a scheme that is neither https nor http, with the
+// URL the user probably meant when the scheme is one typo away from one:
+// htps:// means https://, htp:// to loopback means http://.
+func badScheme(field, raw string, u *url.URL) error {
+	const allowed = "https, or http to a loopback address"
+	meant := ""
+	for _, s := range []string{"https", "http"} {
+		if suggest.Distance(u.Scheme, s) == 1 {
+			meant = s
+			break
+		}
+	}
+	if meant == "http" && !isLoopback(u.Hostname()) {
+		meant = "https"
+	}
+	if meant == "" {
+		return configErr("{"+field+"} %q: the scheme must be %s", raw, allowed)
+	}
+	return configErr("{"+field+"} %q: did you mean %q? (the scheme must be %s)", raw, meant+raw[len(u.Scheme):], allowed)
 }
 
 func isLoopback(host string) bool {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
 	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
@@ -46,14 +47,23 @@ func EnvVars() []EnvVar {
 	}
 }
 
-// envVarOf returns the main variable that sets field.
-func envVarOf(field string) (string, bool) {
+// envVarOf returns the variable that sets field: of the variables that
+// can (AUTH0_CLIENT_SECRET and AUTH0_CLIENT_SECRET_FILE set ClientSecret),
+// the first one that set reports as set, else the first one.
+func envVarOf(field string, set func(envVar string) bool) (string, bool) {
+	first := ""
 	for _, v := range EnvVars() {
-		if v.Field == field {
+		if v.Field != field {
+			continue
+		}
+		if set(v.Name) {
 			return v.Name, true
 		}
+		if first == "" {
+			first = v.Name
+		}
 	}
-	return "", false
+	return first, first != ""
 }
 
 // ConfigFromEnv returns a Config from the environment variables listed by
@@ -121,7 +131,7 @@ func ConfigFromLookup(lookup func(name string) (string, bool), name func(envVar 
 		if cfg.ClientSecret != "" {
 			return fail("both %s and %s are set: set only one", name("AUTH0_CLIENT_SECRET"), name("AUTH0_CLIENT_SECRET_FILE"))
 		}
-		b, err := os.ReadFile(f)
+		b, err := atomicfile.ReadLimited(f, atomicfile.SecretFileLimit, "a client secret file")
 		if err != nil {
 			return fail("%s: %v", name("AUTH0_CLIENT_SECRET_FILE"), err)
 		}
@@ -172,7 +182,7 @@ func ConfigFromLookup(lookup func(name string) (string, bool), name func(envVar 
 		}
 	}
 	cfg.FieldNames = func(field string) string {
-		if v, ok := envVarOf(field); ok {
+		if v, ok := envVarOf(field, func(v string) bool { return get(v) != "" }); ok {
 			return name(v)
 		}
 		return "Config." + field
@@ -189,7 +199,7 @@ var envPrefixes = []string{"AUTH0_", "M2MTOKEN_"}
 
 // loadCAFile returns the system's CAs and those in the PEM file caFile.
 func loadCAFile(caFile string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(caFile)
+	pem, err := atomicfile.ReadLimited(caFile, atomicfile.CAFileLimit, "a CA file")
 	if err != nil {
 		return nil, err
 	}

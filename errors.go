@@ -9,19 +9,25 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/m2mtoken/m2mtoken/internal/printable"
 )
 
 // TokenError is a failed token request. For an answer from the endpoint it
 // wraps an [*oauth2.RetrieveError] (find it with [errors.As]); for a
 // network failure, the network error. Its message gives the status and the
-// endpoint's error code and description, never the secret or a token.
+// endpoint's error code and description, never the secret or a token, and
+// no control character: ESC, CR, LF and the like in what the endpoint said
+// are escaped (\x1b, \r, \n), so that an answer cannot rewrite a terminal
+// or forge a log line. The wrapped RetrieveError keeps the answer as it
+// came (its Body raw): escape it before printing it.
 type TokenError struct {
 	// URL is the token endpoint.
 	URL string
 	// StatusCode is the HTTP status, or 0 if no answer came.
 	StatusCode int
 	// Code and Description are the answer's "error" and
-	// "error_description", if it had them.
+	// "error_description", if it had them, with control characters escaped.
 	Code, Description string
 	// Temporary reports whether a retry may succeed: network errors other
 	// than a name that does not exist, a certificate that does not verify
@@ -79,7 +85,9 @@ func (e *TokenError) Error() string {
 		b.WriteString(e.Hint)
 		b.WriteString(")")
 	}
-	return b.String()
+	// A network error's text may quote the peer too (a proxy's status
+	// line, a certificate's names).
+	return printable.Line(b.String(), 0)
 }
 
 // roundDuration rounds d for a message: 16.2s, 850ms.
@@ -193,10 +201,7 @@ func configErr(format string, args ...any) *ConfigError {
 func (e *ConfigError) Error() string {
 	f := e.format
 	for _, field := range e.Fields {
-		n := "Config." + field
-		if e.name != nil {
-			n = e.name(field)
-		}
+		n, _ := fieldName(e.name, field)
 		f = strings.Replace(f, "{"+field+"}", strings.ReplaceAll(n, "%", "%%"), 1)
 	}
 	msg := "m2mtoken: " + fmt.Sprintf(f, e.args...)

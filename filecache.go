@@ -25,12 +25,17 @@ import (
 // Files are written to a temporary file and renamed, mode 0600 in a 0700
 // directory, and hold the token, its issue time and expiry: never the
 // client secret. A missing file is a miss; a corrupt one is a miss that the
-// source logs. On Unix, FileCache is also a [Leaser] through an advisory
+// source logs. An entry whose token has expired is removed, with its lock
+// file, and so is a lock file left without an entry (a request the
+// endpoint refused), unless a process holds that lock: at the first Set
+// or Lease of a FileCache, then at most every 10 minutes. So a directory
+// holds the files of tokens that are still valid, however many requests
+// have come and gone. On Unix, FileCache is also a [Leaser] through an advisory
 // lock (flock) per key, so that overlapping runs on one machine
 // make one token request between them; the lock is released when its
 // holder exits, however it exits. A process killed while it writes leaves
 // no partial file, and on Linux no temporary file either (elsewhere the
-// next Set removes it).
+// next sweep, below, removes it).
 //
 // On Unix, a directory that another user owns, or that its group or
 // others may write, is refused: every method returns an error that names
@@ -43,6 +48,9 @@ import (
 // disk only its owner can read.
 type FileCache struct {
 	dir string
+
+	mu    sync.Mutex
+	swept time.Time // the last sweep (see sweep)
 }
 
 // NewFileCache returns a cache in dir. The directory is created (0700) on
@@ -97,18 +105,25 @@ func (c *FileCache) makeDir() error {
 // path maps a key to a file name. Keys made by TokenSource are safe names
 // already; any other key is hashed.
 func (c *FileCache) path(key, ext string) string {
-	safe := key != "" && len(key) <= 128
-	for _, r := range key {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			safe = false
-			break
-		}
-	}
-	if !safe {
+	if !safeKey(key) {
 		sum := sha256.Sum256([]byte(key))
 		key = "k-" + hex.EncodeToString(sum[:16])
 	}
 	return filepath.Join(c.dir, key+ext)
+}
+
+// safeKey reports whether key can be a file name as it is: 1 to 128
+// letters, digits, dashes and underscores.
+func safeKey(key string) bool {
+	if key == "" || len(key) > 128 {
+		return false
+	}
+	for _, r := range key {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // Get reads the entry for key. A missing file gives nil and no error; an
@@ -120,7 +135,11 @@ func (c *FileCache) Get(_ context.Context, key string) (*Entry, error) {
 		}
 		return nil, err
 	}
-	p := c.path(key, ".json")
+	return c.read(c.path(key, ".json"))
+}
+
+// read reads the entry in the file p: nil and no error if there is none.
+func (c *FileCache) read(p string) (*Entry, error) {
 	f, err := atomicfile.OpenOwned(p, os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -151,10 +170,11 @@ func (c *FileCache) Set(_ context.Context, key string, e *Entry) error {
 		return fmt.Errorf("m2mtoken: file cache: %w", err)
 	}
 	final := c.path(key, ".json")
-	err = atomicfile.Write(final, filepath.Base(final)+".tmp-*", b, -1)
+	err = atomicfile.WriteExpiring(final, filepath.Base(final)+".tmp-*", b, e.Expiry)
 	if err != nil {
 		return fmt.Errorf("m2mtoken: file cache: writing %s: %w", final, err)
 	}
+	c.maybeSweep()
 	return nil
 }
 
@@ -177,6 +197,7 @@ func (c *FileCache) Lease(_ context.Context, key string, _ time.Duration) (Lease
 		unlock(f)
 		return nil, false, err
 	}
+	c.maybeSweep() // this key's lock is held: the sweep leaves it
 	return l, true, nil
 }
 

@@ -16,4 +16,11 @@ func tryLock(path string) (*os.File, error) {
 
 func unlock(f *os.File) { f.Close() }
 
+// dropLock closes f and removes the lock file at path (an open file may
+// not be removed on every system, and there is no lock to hold here).
+func dropLock(f *os.File, path string) error {
+	f.Close()
+	return os.Remove(path)
+}
+
 const haveLocks = false

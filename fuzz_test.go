@@ -55,6 +55,9 @@ func FuzzReadAnswer(f *testing.F) {
 	f.Add(429, "application/json", []byte(`{"error":"too_many_requests"}`))
 	f.Add(302, "text/html", []byte(`<a href="x">`))
 	f.Add(200, "application/x-www-form-urlencoded", []byte(`access_token=a&token_type=bearer&expires_in=-5`))
+	f.Add(200, "application/json", []byte(`{"access_token":"00Dxx0000001gPL!AR8AQJXg5oj8jXSgxJfA0lBog.39AsX","token_type":"Bearer","expires_in":7200}`))
+	f.Add(200, "application/json", []byte(`{"access_token":"AAAAAAAAAAAAAAAAAAAAAMLheAAAAAAA0%2BuSeid%2BULvsea4JtiGRiSDSJSI%3DEUif","token_type":"bearer"}`))
+	f.Add(200, "application/json", []byte(`{"access_token":"tok\r\nX-Injected: 1","token_type":"Bearer"}`))
 	s, err := newSource(Config{TokenURL: "https://auth.example.com/oauth/token", ClientID: "c", ClientSecret: "s"}, clock.Real{})
 	if err != nil {
 		f.Fatal(err)
@@ -75,6 +78,9 @@ func FuzzReadAnswer(f *testing.F) {
 			}
 			if ent.AccessToken == "" || !ent.Expiry.After(ent.IssuedAt) || !ent.Valid() {
 				t.Fatalf("accepted %v", ent)
+			}
+			if strings.ContainsFunc(ent.AccessToken, func(c rune) bool { return c < '!' || c > '~' }) {
+				t.Fatalf("accepted a token that is not visible ASCII: %q", ent.AccessToken)
 			}
 		}
 		if terr != nil {

@@ -48,10 +48,40 @@ func (s *TokenSource) networkErrorKind(err error) (temporary bool, hint string) 
 // name says how messages call a Config field: as Config.FieldNames says
 // (the flag, variable or file field that set it), else Config.Field.
 func (s *TokenSource) name(field string) string {
-	if s.cfg.FieldNames != nil {
-		return s.cfg.FieldNames(field)
+	n, _ := s.setting(field)
+	return n
+}
+
+// setting names a Config field as name does, and reports whether the user
+// can set it: Config.FieldNames returns "" for a field that has no flag,
+// variable or file field where the user configures the client, and
+// advice to change it is then left out.
+func (s *TokenSource) setting(field string) (string, bool) {
+	return fieldName(s.cfg.FieldNames, field)
+}
+
+// fieldName names field with names (Config.FieldNames), if it is not nil
+// and has a name for it; else Config.Field, and false when names has none.
+func fieldName(names func(string) string, field string) (string, bool) {
+	if names == nil {
+		return "Config." + field, true
 	}
-	return "Config." + field
+	if n := names(field); n != "" {
+		return n, true
+	}
+	return "Config." + field, false
+}
+
+// requestName names a field of the token's request (Audience, Scopes,
+// Organization): Config's, in the user's words, for a source from New and
+// for a pool's default request; TokenRequest's for any other request of a
+// pool, unless Config.FieldNames names it (the agent names each source's
+// "audience" in its config file).
+func (s *TokenSource) requestName(field string) string {
+	if s.solo || s.id == s.pool.defID || s.cfg.FieldNames != nil {
+		return s.name(field)
+	}
+	return "TokenRequest." + field
 }
 
 // endpointName names the setting that gave the URL requests go to.
@@ -80,13 +110,17 @@ func (s *TokenSource) hint(te *TokenError) string {
 	case te.Code == "unauthorized_client":
 		return "the application may not use the client-credentials grant: enable Client Credentials in its grant types (Auth0: Application, Advanced Settings, Grant Types)"
 	case strings.HasPrefix(desc, "Service not enabled within domain"):
-		return "the audience is not the identifier of an API in this tenant: check " + s.name("Audience") + " against the API's Identifier in Auth0: Applications, APIs"
+		return "the audience is not the identifier of an API in this tenant: check " + s.requestName("Audience") + " against the API's Identifier in Auth0: Applications, APIs"
 	case strings.Contains(desc, "is not authorized to access resource server"):
 		return "authorize the application for this API (Auth0: Applications, APIs, Machine to Machine Applications)"
+	case notInOrganization(desc):
+		return "the application may not get tokens for this organization: check " + s.requestName("Organization") +
+			" (the organization's ID, org_..., or its name as the tenant spells it), and give the application access" +
+			" for this API in Auth0: Organizations, the organization, Machine-to-Machine Access"
 	case s.cfg.DPoPKey == nil && strings.Contains(strings.ToLower(desc), "dpop") && strings.Contains(desc, "required"):
 		return "the server requires DPoP-bound tokens for this client: give it a DPoP key with " + s.name("DPoPKey")
 	case strings.HasPrefix(desc, "No audience parameter was provided"):
-		return "set the audience to the API's identifier: " + s.name("Audience")
+		return "set the audience to the API's identifier: " + s.requestName("Audience")
 	case te.Code == "" && (te.StatusCode == http.StatusNotFound || te.StatusCode == http.StatusMethodNotAllowed):
 		return "the URL is not a token endpoint: check " + s.endpointName() + "; Auth0's is https://TENANT/oauth/token"
 	case te.Code == "" && te.StatusCode == http.StatusUnauthorized:
@@ -96,4 +130,21 @@ func (s *TokenSource) hint(te *TokenError) string {
 			s.endpointName() + "; Auth0's is https://TENANT/oauth/token"
 	}
 	return ""
+}
+
+// notInOrganization reports whether an error description says that the
+// client may not use the organization it asked for: m2mtest's and
+// Auth0's "Client ... is not a member of organization ...", and the
+// other ways a server says the client has no access to it.
+func notInOrganization(desc string) bool {
+	d := strings.ToLower(desc)
+	if !strings.Contains(d, "organization") {
+		return false
+	}
+	for _, p := range []string{"not a member", "not authorized", "not allowed", "not associated", "no access", "not enabled", "does not exist", "not found"} {
+		if strings.Contains(d, p) {
+			return true
+		}
+	}
+	return false
 }

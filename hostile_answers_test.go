@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -54,17 +55,54 @@ func TestTokenWithControlCharactersRefused(t *testing.T) {
 			}
 		})
 	}
-	// Every RFC 6750 b64token character is still a token.
-	e := newEndpoint(t)
-	const ok = "AZaz09-._~+/tok=="
-	e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"access_token":"%s","token_type":"Bearer","expires_in":3600}`, ok)
-		return true
-	})
-	s, _ := testSource(t, e, nil)
-	if got, err := s.Token(); err != nil || got.AccessToken != ok {
-		t.Fatalf("b64token refused: %v", err)
+}
+
+// TestRealIssuersTokensSent: the tokens real issuers send beyond RFC
+// 6750's b64token (Salesforce's '!', X's percent-encoded '+' and '=',
+// ':' and ',' of other opaque tokens, every visible ASCII character) are
+// taken, go into the Authorization header unchanged, and are read back
+// from a file cache.
+func TestRealIssuersTokensSent(t *testing.T) {
+	var every strings.Builder
+	for c := byte(0x21); c <= 0x7e; c++ {
+		every.WriteByte(c)
+	}
+	for name, tok := range map[string]string{
+		"salesforce":    "00Dxx0000001gPL!AR8AQJXg5oj8jXSgxJfA0lBog.39AsX_KUYr0hbXLqWvvhDBH3aJdJfsVrIsS0dZcbuA2cDHtLHqMcGM3gM_3zjLu7B0yeR",
+		"x app-only":    "AAAAAAAAAAAAAAAAAAAAAMLheAAAAAAA0%2BuSeid%2BULvsea4JtiGRiSDSJSI%3DEUifiRBkKG5E2XzMDjRfl76ZC9Ub0wnz4XsNiRVBChTYbJcE3F",
+		"colon":         "a:b",
+		"comma":         "a,b",
+		"b64token":      "AZaz09-._~+/tok==",
+		"every visible": every.String(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEndpoint(t)
+			e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
+				w.Header().Set("Content-Type", "application/json")
+				json.NewEncoder(w).Encode(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 3600})
+				return true
+			})
+			dir := t.TempDir()
+			s, _ := testSource(t, e, func(c *Config) { c.Cache = NewFileCache(dir) })
+			var sent []string
+			api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				sent = r.Header.Values("Authorization")
+			}))
+			defer api.Close()
+			resp, err := (&http.Client{Transport: &Transport{Source: s}}).Get(api.URL)
+			if err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			resp.Body.Close()
+			if len(sent) != 1 || sent[0] != "Bearer "+tok {
+				t.Fatalf("the API got %q, want %q", sent, "Bearer "+tok)
+			}
+			// Another source of the client reads it from the file cache.
+			s2, _ := testSource(t, e, func(c *Config) { c.Cache = NewFileCache(dir) })
+			if got, err := s2.Token(); err != nil || got.AccessToken != tok || e.count() != 1 {
+				t.Fatalf("from the cache: %v, %d requests", err, e.count())
+			}
+		})
 	}
 }
 
@@ -278,4 +316,94 @@ func TestEchoedSecretNotInLeaseStatus(t *testing.T) {
 		}
 	}
 	t.Logf("lease status: %s", keeps[len(keeps)-1])
+}
+
+// TestAnswerTextIsEscaped: an endpoint's error and error_description went
+// raw into TokenError.Error(), the log and stderr: ESC sequences that
+// clear or recolour a terminal, CR and LF that forge log lines, a
+// right-to-left override that reverses what follows. Everything taken
+// from an answer is now shown with its control characters escaped.
+func TestAnswerTextIsEscaped(t *testing.T) {
+	hostile := "\x1b[2J\x1b[31mrotate the secret at https://evil.example/rotate\r\nlevel=ERROR msg=forged\u202eexe.txt\x07"
+	for name, answer := range map[string]func(w http.ResponseWriter){
+		"error_description": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(400)
+			json.NewEncoder(w).Encode(map[string]string{"error": "invalid_request\x1b[0m", "error_description": hostile})
+		},
+		"200 error": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(map[string]string{"error": "server_error", "error_description": hostile})
+		},
+		"form-encoded": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/x-www-form-urlencoded")
+			w.WriteHeader(403)
+			io.WriteString(w, url.Values{"error": {"access_denied\r\nX: y"}, "error_description": {hostile}}.Encode())
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEndpoint(t)
+			e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool { answer(w); return true })
+			logs := &logBuffer{}
+			s, _ := testSource(t, e, func(c *Config) { c.Logger = logs.logger() })
+			_, err := s.Token()
+			var te *TokenError
+			if !errors.As(err, &te) {
+				t.Fatalf("got %v, want a *TokenError", err)
+			}
+			for what, text := range map[string]string{"Error()": err.Error(), "Code": te.Code, "Description": te.Description,
+				"%+v": fmt.Sprintf("%+v", err), "log": strings.ReplaceAll(logs.String(), "\n", "")} {
+				for _, r := range text {
+					if r < ' ' || r == 0x7f || r == '\u202e' {
+						t.Fatalf("%s carries %U from the answer: %q", what, r, text)
+					}
+				}
+			}
+			if !strings.Contains(err.Error(), `\x1b[2J\x1b[31mrotate the secret`) || !strings.Contains(err.Error(), `\r\nlevel=ERROR`) {
+				t.Fatalf("the description is not shown escaped: %s", err)
+			}
+			t.Logf("%s", err)
+		})
+	}
+}
+
+// TestEchoedSecretInHexOrPercentScrubbed: an endpoint that echoed the
+// secret in hex, or with every byte percent-encoded, got it past the
+// scrubber, which knew only the encodings a request uses.
+func TestEchoedSecretInHexOrPercentScrubbed(t *testing.T) {
+	allPercent := func(s, digits string) string {
+		var b strings.Builder
+		for i := 0; i < len(s); i++ {
+			b.WriteString("%" + string(digits[s[i]>>4]) + string(digits[s[i]&15]))
+		}
+		return b.String()
+	}
+	hexOf := func(s string) string { return fmt.Sprintf("%x", s) }
+	forms := map[string]string{
+		"hex":                   hexOf(echoSecret),
+		"HEX":                   strings.ToUpper(hexOf(echoSecret)),
+		"%XX":                   allPercent(echoSecret, "0123456789ABCDEF"),
+		"%xx":                   allPercent(echoSecret, "0123456789abcdef"),
+		"hex of the form body":  hexOf(url.QueryEscape(echoSecret)),
+		"%XX then form-encoded": url.QueryEscape(allPercent(echoSecret, "0123456789ABCDEF")),
+	}
+	for name, form := range forms {
+		t.Run(name, func(t *testing.T) {
+			e := newEndpoint(t)
+			e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(400)
+				json.NewEncoder(w).Encode(map[string]string{"error": "invalid_request", "error_description": "you sent " + form})
+				return true
+			})
+			s, _ := testSource(t, e, func(c *Config) { c.ClientSecret = echoSecret })
+			_, err := s.Token()
+			if err == nil || strings.Contains(err.Error(), form) || strings.Contains(err.Error(), form[:len(form)/2]) {
+				t.Fatalf("the secret's %s form is shown: %v", name, err)
+			}
+			if !strings.Contains(err.Error(), "you sent [REDACTED]") {
+				t.Fatalf("%v: want the form scrubbed", err)
+			}
+		})
+	}
 }

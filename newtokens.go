@@ -103,7 +103,7 @@ type NewTokenLimitError struct {
 
 // Error says that nothing was sent, why, and what to change.
 func (e *NewTokenLimitError) Error() string {
-	name := (&Config{FieldNames: e.names}).fieldName
+	name := func(field string) string { n, _ := fieldName(e.names, field); return n }
 	return fmt.Sprintf("m2mtoken: no token request sent: the pool has no token for this request, and has fetched as many new ones as it may "+
 		"(%s %d at once, then %s %g a second); the next may go in %v. "+
 		"If the pool's requests come from outside (a tenant header), check them against your own list first; if they are yours, raise %s",

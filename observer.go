@@ -213,8 +213,9 @@ type InvalidateInfo struct {
 // CacheErrorInfo describes a failed Config.Cache operation.
 type CacheErrorInfo struct {
 	Source *TokenSource
-	// Op is "get", "set", "lease" (taking the fetch lease), "keep_alive"
-	// (keeping it) or "release".
+	// Op is "get", "set", "lease" (taking the fetch lease, or a lease in
+	// the cache ignored as no live holder's), "keep_alive" (keeping it) or
+	// "release".
 	Op  string
 	Err error
 }

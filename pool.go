@@ -281,8 +281,9 @@ func (p *Pool) sourceToken(ctx context.Context, req *TokenRequest, s *TokenSourc
 			return s, nil, err
 		}
 		if tries == maxDropped {
+			name, _ := fieldName(p.c.cfg.FieldNames, "MaxTokens")
 			return s, nil, fmt.Errorf("m2mtoken: the pool dropped this request's token %d times before it arrived, to make room for others: "+
-				"it is asked for more tokens at once than %s (%d) lets it hold; raise it", tries, p.c.cfg.fieldName("MaxTokens"), p.max)
+				"it is asked for more tokens at once than %s (%d) lets it hold; raise it", tries, name, p.max)
 		}
 		s = nil
 	}

@@ -101,6 +101,37 @@ func TestPoolRefusesParamsTheClientSets(t *testing.T) {
 	}
 }
 
+// TestReservedParamsOneListOneMessage: Config.EndpointParams and
+// TokenRequest.Params are checked against one list, with one message in
+// each one's words. A client_assertion* name used to pass Config's check
+// and then fail New naming TokenRequest.Params.
+func TestReservedParamsOneListOneMessage(t *testing.T) {
+	e := newEndpoint(t)
+	p, _ := testPool(t, e.URL+"/oauth/token", nil)
+	for name, want := range map[string]string{
+		"client_assertion_x": `m2mtoken: Config.EndpointParams may not set "client_assertion_x": the client sends it itself (grant_type, client_id, client_secret and client_assertion* are its own)`,
+		"client_id":          `m2mtoken: Config.EndpointParams may not set "client_id": the client sends it itself (grant_type, client_id, client_secret and client_assertion* are its own)`,
+		"audience":           `m2mtoken: Config.EndpointParams may not set "audience": set it with Config.Audience`,
+		"scope":              `m2mtoken: Config.EndpointParams may not set "scope": set it with Config.Scopes`,
+		"organization":       `m2mtoken: Config.EndpointParams may not set "organization": set it with Config.Organization`,
+	} {
+		_, err := New(Config{TokenURL: e.URL + "/oauth/token", ClientID: "c", ClientSecret: "s", EndpointParams: url.Values{name: {"x"}}})
+		var ce *ConfigError
+		if !errors.As(err, &ce) || err.Error() != want || ce.Fields[0] != "EndpointParams" {
+			t.Errorf("EndpointParams[%q]:\n got %v\nwant %s", name, err, want)
+		}
+		_, err = p.Source(TokenRequest{Audience: "a", Params: url.Values{name: {"x"}}})
+		wantReq := strings.ReplaceAll(want, "Config.EndpointParams", "TokenRequest.Params")
+		wantReq = strings.ReplaceAll(wantReq, "Config.", "TokenRequest.")
+		if err == nil || err.Error() != wantReq {
+			t.Errorf("TokenRequest.Params[%q]:\n got %v\nwant %s", name, err, wantReq)
+		}
+	}
+	if _, err := New(Config{TokenURL: e.URL + "/oauth/token", ClientID: "c", ClientSecret: "s", EndpointParams: url.Values{"resource": {"r"}}}); err != nil {
+		t.Errorf("resource refused: %v", err)
+	}
+}
+
 // for longest is dropped, its timers stop, and it answers ErrClosed.
 func TestPoolDropsLeastRecentlyUsed(t *testing.T) {
 	e := newEndpoint(t)

@@ -6,7 +6,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
+
+	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
 )
 
 // ParsePrivateKeyPEM reads an RSA, ECDSA or Ed25519 private key from PEM:
@@ -48,8 +49,9 @@ func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
 }
 
 // LoadPrivateKey reads a PEM private key file; see [ParsePrivateKeyPEM].
+// A file of more than 1 MiB is refused: it is not a key.
 func LoadPrivateKey(path string) (crypto.Signer, error) {
-	data, err := os.ReadFile(path)
+	data, err := atomicfile.ReadLimited(path, atomicfile.KeyFileLimit, "a PEM private key file")
 	if err != nil {
 		return nil, fmt.Errorf("m2mtoken: reading the private key: %w", err)
 	}

@@ -412,7 +412,7 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 	if err := s.admitNew(); err != nil {
 		return nil, OriginNone, err
 	}
-	ce, err := s.request(ctx)
+	ce, err := s.request(ctx, refresh)
 	if err != nil {
 		return nil, OriginNone, s.closedOr(err)
 	}
@@ -426,7 +426,11 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 		if s.dropped.Load() {
 			return nil, OriginNone, ErrClosed
 		}
-		return nil, OriginNone, &TokenError{URL: s.tokenURL, StatusCode: http.StatusOK, Description: tooLate(ce, h, s.clock.Now())}
+		desc := tooLate(ce, h, s.clock.Now())
+		if skew, ok := s.setting("ExpirySkew"); ok {
+			desc += ", or lower " + skew
+		}
+		return nil, OriginNone, &TokenError{URL: s.tokenURL, StatusCode: http.StatusOK, Description: desc}
 	}
 	return h, OriginEndpoint, nil
 }
@@ -439,7 +443,7 @@ func tooLate(ce *Entry, h *heldToken, now time.Time) string {
 	return "the token had " + r(ce.Expiry.Sub(now)) + " left when it arrived, less than the expiry skew (" +
 		r(ce.Expiry.Sub(h.unusableAt)) + "); its lifetime was " + r(ce.Expiry.Sub(ce.IssuedAt)) +
 		" from the request, and the answer took " + r(now.Sub(ce.IssuedAt)) +
-		": check the endpoint's latency, the clocks, or lower Config.ExpirySkew"
+		": check the endpoint's latency and the clocks"
 }
 
 func (s *TokenSource) closedOr(err error) error {

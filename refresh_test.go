@@ -215,10 +215,20 @@ func TestTokenThatArrivesTooLate(t *testing.T) {
 	if !errors.As(err, &te) {
 		t.Fatalf("err = %v, want a *TokenError", err)
 	}
-	for _, want := range []string{"had 3s left when it arrived", "expiry skew (5s)", "lifetime was 1m40s", "answer took 1m37s"} {
+	for _, want := range []string{"had 3s left when it arrived", "expiry skew (5s)", "lifetime was 1m40s", "answer took 1m37s",
+		"check the endpoint's latency and the clocks, or lower Config.ExpirySkew"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%q lacks %q", err, want)
 		}
+	}
+	// Where the user cannot set the skew (a command without a flag for
+	// it), the message does not tell them to.
+	s, clk = testSource(t, e, func(c *Config) {
+		c.MaxAttempts = 1
+		c.FieldNames = func(f string) string { return map[string]string{"TokenURL": "--token-url"}[f] }
+	})
+	if _, err = s.Token(); err == nil || strings.Contains(err.Error(), "ExpirySkew") || !strings.HasSuffix(err.Error(), "check the endpoint's latency and the clocks") {
+		t.Errorf("without a setting for the skew: %v", err)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/oauth2"
 
@@ -27,7 +28,17 @@ import (
 // exponential backoff and full jitter, within ctx and Config.MaxAttempts.
 // The error of a fetch that tried more than once says how often and for
 // how long.
-func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
+//
+// A failed fetch is one warning, however many attempts it made: each
+// retry is a debug line, so that an endpoint that is down for an hour
+// logs a line per fetch, not per attempt. A background refresh's failure
+// is warned of by the refresh itself (with the token it goes on serving),
+// so its own line is a debug line too.
+func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error) {
+	failed := slog.LevelWarn
+	if refresh {
+		failed = slog.LevelDebug
+	}
 	nonceRetries, nonceRetry := 0, false
 	start := s.clock.Now()
 	final := func(te *TokenError, attempts int) error {
@@ -78,11 +89,11 @@ func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
 		if ctx.Err() != nil {
 			// The fetch's own deadline or Close, not the endpoint: report
 			// what the endpoint said last.
-			s.log.Warn("token request failed", slog.Any("error", err))
+			s.log.Log(ctx, failed, "token request failed", slog.Any("error", err))
 			return nil, final(te, attempt+1)
 		}
 		if !te.Temporary || attempt+1 >= s.cfg.MaxAttempts {
-			s.log.Warn("token request failed", slog.Any("error", err), slog.Int("attempts", attempt+1), slog.Bool("temporary", te.Temporary))
+			s.log.Log(ctx, failed, "token request failed", slog.Any("error", err), slog.Int("attempts", attempt+1), slog.Bool("temporary", te.Temporary))
 			err := final(te, attempt+1)
 			if !te.Temporary {
 				s.remember(err)
@@ -91,10 +102,10 @@ func (s *TokenSource) request(ctx context.Context) (*Entry, error) {
 		}
 		delay := max(s.backoff(attempt, false), te.RetryAfter)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
-			s.log.Warn("token request failed; no time left to retry", slog.Any("error", err), slog.Duration("wanted_delay", delay))
+			s.log.Log(ctx, failed, "token request failed; no time left to retry", slog.Any("error", err), slog.Duration("wanted_delay", delay))
 			return nil, final(te, attempt+1)
 		}
-		s.log.Warn(retryingMessage, slog.Any("error", err), slog.Int("attempt", attempt+1),
+		s.log.Debug(retryingMessage, slog.Any("error", err), slog.Int("attempt", attempt+1),
 			slog.Int("max_attempts", s.cfg.MaxAttempts), slog.Duration("delay", delay),
 			slog.Duration("retrying_for_at_most", s.retryWindow(ctx, attempt)))
 		if err := s.clock.Sleep(ctx, delay); err != nil {
@@ -124,8 +135,8 @@ type sentAttempt struct {
 	at time.Time
 }
 
-// retryingMessage is the message of the warning logged before each retry.
-// The m2mtoken command prints one line for each.
+// retryingMessage is the message of the debug line logged before each
+// retry. The m2mtoken command prints one line for each.
 const retryingMessage = "token request failed; retrying"
 
 // attempt sends one token request. It returns the token, or a *TokenError.
@@ -146,7 +157,7 @@ func (s *TokenSource) attempt(ctx context.Context, probe bool) (*Entry, error) {
 		s.failures.Add(1)
 		te := &TokenError{URL: s.tokenURL, Temporary: true, err: stripURL(err)}
 		te.Temporary, te.Hint = s.networkErrorKind(err)
-		requestScrubber(req, s.cfg.ClientSecret).tokenError(te)
+		s.client.scrubbers.forRequest(req, s.cfg.ClientSecret).tokenError(te)
 		s.lastErr.Store(te)
 		return nil, te
 	}
@@ -164,7 +175,7 @@ func (s *TokenSource) attempt(ctx context.Context, probe bool) (*Entry, error) {
 		}
 	}
 	// Nothing the endpoint said may repeat the credential onwards.
-	if sc := requestScrubber(req, s.cfg.ClientSecret); terr != nil {
+	if sc := s.client.scrubbers.forRequest(req, s.cfg.ClientSecret); terr != nil {
 		sc.tokenError(terr)
 	} else {
 		sc.value(ent.Extra)
@@ -375,9 +386,14 @@ func isTemporaryStatus(code int) bool {
 	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500
 }
 
+// truncate cuts s to at most n bytes, at a character boundary, and marks
+// the cut with "...".
 func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
 }

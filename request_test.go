@@ -155,6 +155,42 @@ func TestGivesUpAfterMaxAttempts(t *testing.T) {
 	}
 }
 
+// TestFailedFetchIsOneWarning: a fetch that fails after all its attempts
+// is one warning, with the count; each retry is a debug line. A failed
+// background refresh is one warning too: the refresh's, which says that
+// the current token is still served.
+func TestFailedFetchIsOneWarning(t *testing.T) {
+	e := newEndpoint(t)
+	logs := &logBuffer{}
+	s, _ := testSource(t, e, func(c *Config) { c.MaxAttempts = 4; c.Logger = logs.logger() })
+	tok, _ := s.Token()
+	e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool { w.WriteHeader(503); return true })
+	s.Invalidate(tok)
+	if _, err := s.Token(); err == nil {
+		t.Fatal("no error")
+	}
+	out := logs.String()
+	if n := strings.Count(out, "level=WARN"); n != 1 || !strings.Contains(out, `level=WARN msg="token request failed"`) || !strings.Contains(out, "attempts=4") {
+		t.Fatalf("%d warnings, want 1 with attempts=4:\n%s", n, out)
+	}
+	if n := strings.Count(out, `level=DEBUG msg="token request failed; retrying"`); n != 3 {
+		t.Fatalf("%d retry lines at debug level, want 3:\n%s", n, out)
+	}
+
+	logs2 := &logBuffer{}
+	e.setHandler(nil)
+	s, clk := testSource(t, e, func(c *Config) { c.MaxAttempts = 4; c.Logger = logs2.logger() })
+	s.Token()
+	e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool { w.WriteHeader(503); return true })
+	clk.Advance(85 * time.Second) // stale: a background refresh
+	s.Token()
+	waitBackground(s)
+	out = logs2.String()
+	if n := strings.Count(out, "level=WARN"); n != 1 || !strings.Contains(out, `level=WARN msg="background refresh failed; serving the current token until it expires"`) {
+		t.Fatalf("%d warnings for a failed refresh, want the refresh's one:\n%s", n, out)
+	}
+}
+
 func TestPermanentErrorsFailFastAndAreRemembered(t *testing.T) {
 	e := newEndpoint(t)
 	s, clk := testSource(t, e, nil)

@@ -7,9 +7,14 @@ package m2mtoken
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/m2mtoken/m2mtoken/internal/printable"
+	"github.com/m2mtoken/m2mtoken/internal/wire"
 )
 
 // defaultLeaseTTL is the default Config.LeaseTTL: short, as its holder
@@ -36,6 +41,13 @@ func (s *TokenSource) adopt(ctx context.Context) *heldToken {
 		return nil
 	}
 	now := s.clock.Now()
+	if c := clampLifetime(ce, now); c != ce {
+		s.log.Warn("a token in the cache claims a lifetime longer than any answer's (366 days); it is held no longer than that (has something else written to the cache?)",
+			slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("claimed_expiry", ce.Expiry), slog.Time("expiry", c.Expiry))
+		if ce = c; !ce.Valid() {
+			return nil
+		}
+	}
 	cur := s.cur.Load()
 	if cur != nil && cur.at(now) == stateExpired {
 		cur = nil
@@ -67,6 +79,25 @@ func (s *TokenSource) adopt(ctx context.Context) *heldToken {
 	return h
 }
 
+// clampLifetime returns e, or a copy of it whose expiry is cut to what a
+// fresh answer's lifetime is clamped to: [wire.MaxExpiresIn] after its
+// issue time, or after now if it claims a later issue time. A cache holds
+// whatever its writers wrote; a token taken from it is held no longer
+// than one from the endpoint. The copy is not Valid if nothing is left.
+func clampLifetime(e *Entry, now time.Time) *Entry {
+	issued := e.IssuedAt
+	if now = now.Round(0); issued.After(now) {
+		issued = now
+	}
+	limit := issued.Add(wire.MaxExpiresIn)
+	if !e.Expiry.After(limit) {
+		return e
+	}
+	c := *e
+	c.Expiry = limit
+	return &c
+}
+
 // lease waits for the cache's fetch lease. It returns the release function
 // if this source should fetch (with the lease, or without it: a nil
 // function), or the token another holder stored while it waited. A cache
@@ -79,7 +110,9 @@ func (s *TokenSource) adopt(ctx context.Context) *heldToken {
 // is kept: its holder is alive and fetching, and a second fetch would be
 // answered no sooner. A holder that died stops keeping its lease, which
 // lapses within the TTL: the next try takes it (a poll comes just as the
-// lease's Remaining runs out), and this source fetches.
+// lease's Remaining runs out), and this source fetches. A lease that no
+// live holder could have left (see implausibleLease) is not waited on:
+// the source fetches without it.
 //
 // A holder that is slow is told from a cache that lost the token by the
 // waiter's own reads: while the cache's Get fails, the holder's token would
@@ -144,6 +177,12 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 		now := s.clock.Now()
 		info := &LeaseInfo{Age: now.Sub(start)}
 		if li, err := l.LeaseInfo(ctx, s.key); err == nil && li != nil {
+			if why := s.implausibleLease(li); why != "" {
+				err := errors.New("m2mtoken: the fetch lease in the cache: " + printable.Line(why, maxLeaseStatus))
+				s.log.Warn(ignoredLeaseMessage, slog.Any("error", err))
+				s.observeCacheError("lease", err)
+				return nil, nil, nil
+			}
 			info = li
 			info.Age = max(info.Age, now.Sub(start))
 		}
@@ -171,6 +210,36 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 		}
 		wait = min(wait*2, maxWait)
 	}
+}
+
+// ignoredLeaseMessage is the warning of a source that does not wait on a
+// lease no live holder could have left.
+const ignoredLeaseMessage = "ignoring the cache's fetch lease, which no live holder could have left; fetching without it (has something else written to the cache?)"
+
+// maxLeaseHold is the longest a live holder could have held a lease, or
+// set it to last: a holder keeps its lease while it fetches, and a fetch
+// ends within FetchTimeout. Twice that leaves room for a holder with a
+// longer timeout, or a clock that differs, and the LeaseTTL for the last
+// keep.
+func (s *TokenSource) maxLeaseHold() time.Duration { return 2*s.cfg.FetchTimeout + s.cfg.LeaseTTL }
+
+// implausibleLease says why li cannot be a live holder's lease (see
+// [Leaser]), or "" if it may be.
+func (s *TokenSource) implausibleLease(li *LeaseInfo) string {
+	limit := s.maxLeaseHold()
+	why := func(what string, d time.Duration) string {
+		return fmt.Sprintf("%s %v, longer than a live holder could (%v: twice %s, plus %s)", what, d.Round(time.Millisecond), limit,
+			s.name("FetchTimeout"), s.name("LeaseTTL"))
+	}
+	switch {
+	case li.Invalid != "":
+		return li.Invalid
+	case li.Remaining > limit:
+		return why("it is set to last", li.Remaining)
+	case li.Age > limit:
+		return why("it has been held for", li.Age)
+	}
+	return ""
 }
 
 // takeLease tries the lease once. The lease is kept alive until the

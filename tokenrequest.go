@@ -7,7 +7,6 @@ package m2mtoken
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -135,19 +134,13 @@ func (r *TokenRequest) check() error {
 	if field, n, limit, usual := r.tooLarge(); field != "" {
 		return fmt.Errorf("m2mtoken: TokenRequest.%s is %d bytes, over the %d a pool accepts (%s): no real request is that large", field, n, limit, usual)
 	}
-	for _, k := range slices.Sorted(maps.Keys(r.Params)) {
-		if reservedParam(k) {
-			field := ""
-			switch k {
-			case "audience":
-				field = ": use TokenRequest.Audience"
-			case "scope":
-				field = ": use TokenRequest.Scopes"
-			case "organization":
-				field = ": use TokenRequest.Organization"
+	if ce := paramsError(r.Params); ce != nil {
+		return errors.New(withNames(ce, func(field string) string {
+			if field == "EndpointParams" {
+				return "TokenRequest.Params"
 			}
-			return errors.New("m2mtoken: TokenRequest.Params may not set \"" + k + "\": the client sets it" + field)
-		}
+			return "TokenRequest." + field
+		}).Error())
 	}
 	return nil
 }

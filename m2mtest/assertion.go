@@ -35,12 +35,28 @@ func NewMTLSServer(clientCAs *x509.CertPool, clients ...Client) *Server {
 // for a plain http server.
 func (s *Server) Certificate() *x509.Certificate { return s.srv.Certificate() }
 
-// checkAssertion verifies a private_key_jwt client assertion for c: the
-// signature under c.PublicKey, iss = sub = client ID, aud = the issuer or
-// the token URL, exp in the future and at most 5 minutes ahead, iat not in
-// the future, and a jti not seen before.
-func (s *Server) checkAssertion(c Client, assertion string) error {
-	if c.PublicKey == nil {
+// checkAssertion verifies a client assertion for c: one a platform
+// issued, if c trusts an issuer and the assertion does not name c as its
+// issuer (or it is a JWT-SVID), else c's own Private Key JWT assertion.
+func (s *Server) checkAssertion(c Client, keys []Key, trusts []TrustedIssuer, assertion, typ string) error {
+	var un struct{ Iss string }
+	jwt.Unverified(assertion, &un)
+	switch {
+	case typ == jwtSpiffe || len(trusts) > 0 && un.Iss != c.ID:
+		return s.checkPlatformAssertion(c, trusts, assertion, typ)
+	case len(keys) == 0 && len(trusts) == 0:
+		return fmt.Errorf("client %q has no registered public key and trusts no issuer of assertions", c.ID)
+	}
+	return s.checkOwnAssertion(c, keys, assertion)
+}
+
+// checkOwnAssertion verifies a private_key_jwt client assertion for c:
+// the signature under one of c's keys (the one its kid names, if it names
+// one), iss = sub = client ID, aud = the issuer or the token URL, exp in
+// the future and at most 5 minutes ahead, iat not in the future, and a
+// jti not seen before.
+func (s *Server) checkOwnAssertion(c Client, keys []Key, assertion string) error {
+	if len(keys) == 0 {
 		return errors.New("the client has no registered public key")
 	}
 	var cl struct {
@@ -48,8 +64,8 @@ func (s *Server) checkAssertion(c Client, assertion string) error {
 		Aud           any
 		Exp, Iat      float64
 	}
-	if _, err := jwt.Verify(assertion, c.PublicKey, &cl); err != nil {
-		return fmt.Errorf("client_assertion %w", err)
+	if err := verifyWith(assertion, keys, "the client's credentials", &cl); err != nil {
+		return err
 	}
 	now := s.now()
 	switch {

@@ -6,6 +6,8 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"time"
 
 	"github.com/m2mtoken/m2mtoken"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
@@ -35,4 +37,59 @@ func ExampleNewServer() {
 	resp.Body.Close()
 	fmt.Println(resp.StatusCode, iss.TokensIssued("svc"), iss.Requests())
 	// Output: 200 1 3
+}
+
+// A secret rotated the way Auth0 rotates one, with its propagation delay:
+// the old secret is refused at once and the new one works thirty seconds
+// later, by the server's clock, so that a test steps through it without
+// sleeping.
+func ExampleServer_RotateSecret() {
+	iss := m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: "old", Audiences: []string{"https://api.example.com/"}})
+	defer iss.Close()
+	now := time.Now()
+	iss.SetClock(func() time.Time { return now })
+	status := func(secret string) int {
+		resp, err := http.PostForm(iss.TokenURL(), url.Values{"grant_type": {"client_credentials"},
+			"client_id": {"svc"}, "client_secret": {secret}, "audience": {"https://api.example.com/"}})
+		if err != nil {
+			log.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	if err := iss.RotateSecret("svc", "new", m2mtest.Rotation{NewAfter: 30 * time.Second}); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(status("old"), status("new"))
+	now = now.Add(30 * time.Second)
+	fmt.Println(status("old"), status("new"))
+	// Output:
+	// 401 401
+	// 401 200
+}
+
+// A workload identity: the client accepts a Kubernetes service account's
+// token as its client assertion. A test writes the platform's token to
+// the file a client reads, as the kubelet would.
+func ExamplePlatform() {
+	cluster := m2mtest.NewPlatform("https://kubernetes.default.svc.cluster.local")
+	iss := m2mtest.NewServer(m2mtest.Client{ID: "svc", Audiences: []string{"https://api.example.com/"}})
+	defer iss.Close()
+	if err := iss.Trust("svc", cluster.Trust("system:serviceaccount:prod:billing")); err != nil {
+		log.Fatal(err)
+	}
+	tok, err := cluster.Token("system:serviceaccount:prod:billing", "", time.Hour) // aud api://AzureADTokenExchange
+	if err != nil {
+		log.Fatal(err)
+	}
+	resp, err := http.PostForm(iss.TokenURL(), url.Values{"grant_type": {"client_credentials"}, "client_id": {"svc"},
+		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
+		"client_assertion":      {tok}, "audience": {"https://api.example.com/"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	resp.Body.Close()
+	fmt.Println(resp.StatusCode, iss.TokensIssued("svc"))
+	// Output: 200 1
 }

@@ -41,8 +41,11 @@ type Client struct {
 	// answers 403 unauthorized_client).
 	NoClientCredentials bool
 	// PublicKey, if set, lets the client authenticate with private_key_jwt:
-	// an *rsa.PublicKey (RS256, PS256) or a P-256 *ecdsa.PublicKey (ES256).
-	// A client may have a Secret, a PublicKey or both.
+	// an *rsa.PublicKey (RS256, PS256) or a P-256 *ecdsa.PublicKey (ES256),
+	// with no key ID (assertions with any kid or none are checked with
+	// it). A client may have a Secret, a PublicKey or both; more keys are
+	// added with [Server.AddKey], secrets rotated with
+	// [Server.RotateSecret], and platforms trusted with [Server.Trust].
 	PublicKey crypto.PublicKey
 	// RequireDPoP refuses the client's token requests without a DPoP proof
 	// (400 invalid_request), as an Auth0 API that requires sender
@@ -162,10 +165,10 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, p url.Values, bas
 		return
 	}
 	id, secret := p.Get("client_id"), p.Get("client_secret")
-	assertion := p.Get("client_assertion")
+	assertion, assertionType := p.Get("client_assertion"), p.Get("client_assertion_type")
 	if assertion != "" || p.Has("client_assertion_type") {
-		if p.Get("client_assertion_type") != jwtBearer {
-			writeError(w, http.StatusBadRequest, "invalid_request", "client_assertion_type must be "+jwtBearer, "")
+		if assertionType != jwtBearer && assertionType != jwtSpiffe {
+			writeError(w, http.StatusBadRequest, "invalid_request", "client_assertion_type must be "+jwtBearer+" or "+jwtSpiffe, "")
 			return
 		}
 		if secret != "" || basicID != "" {
@@ -173,10 +176,15 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, p url.Values, bas
 			return
 		}
 		if id == "" {
-			// The assertion names its client; its signature is checked below.
-			var cl struct{ Iss string }
+			// The assertion names its client: as its issuer, or as the
+			// one client that trusts its issuer and subject. Its
+			// signature is checked below.
+			var cl struct{ Iss, Sub string }
 			jwt.Unverified(assertion, &cl)
 			id = cl.Iss
+			if c := s.trustingClient(cl.Iss, cl.Sub); c != "" {
+				id = c
+			}
 		}
 	}
 	if basicID != "" {
@@ -192,7 +200,15 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, p url.Values, bas
 	}
 	s.mu.Lock()
 	s.perClient[id]++
-	c, known := s.clients[id]
+	cs, known := s.clients[id]
+	var c Client
+	var keys []Key
+	var trusts []TrustedIssuer
+	secretOK := false
+	if known {
+		c, keys, trusts = cs.Client, slices.Clone(cs.keys), slices.Clone(cs.trusts)
+		secretOK = cs.acceptsSecret(secret, s.now())
+	}
 	lifetime := s.lifetime
 	knownAudience := s.audiences[p.Get("audience")]
 	s.mu.Unlock()
@@ -205,11 +221,11 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, p url.Values, bas
 			writeError(w, http.StatusUnauthorized, "access_denied", "Unauthorized", "")
 			return
 		}
-		if err := s.checkAssertion(c, assertion); err != nil {
+		if err := s.checkAssertion(c, keys, trusts, assertion, assertionType); err != nil {
 			writeError(w, http.StatusUnauthorized, "invalid_client", "Invalid client assertion: "+err.Error(), "")
 			return
 		}
-	} else if !known || secret == "" || c.Secret == "" || !constantTimeEqual(secret, c.Secret) {
+	} else if !secretOK {
 		writeError(w, http.StatusUnauthorized, "access_denied", "Unauthorized", "")
 		return
 	}

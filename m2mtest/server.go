@@ -11,7 +11,11 @@
 // faults (latency, error statuses, 429 with rate-limit headers, malformed
 // or truncated bodies, dropped connections), rate limit like Auth0, and
 // apply Auth0's per-client and per-organization token quotas, for
-// resilience tests.
+// resilience tests. Credentials change while it runs as they do on real
+// servers: a client's secret rotates ([Server.RotateSecret]), its Private
+// Key JWT keys are added and removed ([Server.AddKey]), and a client may
+// trust a platform's tokens as its client assertion ([Server.Trust], with
+// a [Platform] to issue them).
 //
 // It uses only the standard library.
 package m2mtest
@@ -53,7 +57,7 @@ type Server struct {
 	kid string
 
 	mu        sync.Mutex
-	clients   map[string]Client
+	clients   map[string]*clientState
 	lifetime  time.Duration
 	latency   time.Duration
 	queue     []Fault
@@ -159,7 +163,7 @@ func newServer(clients []Client) *Server {
 	sum := sha256.Sum256(key.PublicKey.N.Bytes())
 	s := &Server{
 		key: key, kid: hex.EncodeToString(sum[:8]),
-		clients: map[string]Client{}, lifetime: DefaultLifetime,
+		clients: map[string]*clientState{}, lifetime: DefaultLifetime,
 		perClient: map[string]int{}, issued: map[string]int{},
 		audiences: map[string]bool{}, seenJTI: map[string]time.Time{},
 		dpop:   newDPoPState(),
@@ -202,13 +206,15 @@ func (s *Server) PublicKey() *rsa.PublicKey { return &s.key.PublicKey }
 // KeyID is the kid header of the server's tokens.
 func (s *Server) KeyID() string { return s.kid }
 
-// AddClient registers c, replacing a client with the same ID.
+// AddClient registers c, replacing a client with the same ID (and the
+// secrets, keys and trusted issuers it was given since).
 func (s *Server) AddClient(c Client) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.Audiences = slices.Clone(c.Audiences)
 	c.Scopes = slices.Clone(c.Scopes)
-	s.clients[c.ID] = c
+	c.Organizations = slices.Clone(c.Organizations)
+	s.clients[c.ID] = newClientState(c)
 	for _, a := range c.Audiences {
 		s.audiences[a] = true
 	}

@@ -25,9 +25,15 @@ func issuer(t testing.TB) *m2mtest.Server {
 	return s
 }
 
-func source(t testing.TB, iss *m2mtest.Server, cache m2mtoken.Cache, logger *slog.Logger) *m2mtoken.TokenSource {
+// source is a source of the fleet's client on cache, with the changes
+// mods make to its Config.
+func source(t testing.TB, iss *m2mtest.Server, cache m2mtoken.Cache, logger *slog.Logger, mods ...func(*m2mtoken.Config)) *m2mtoken.TokenSource {
 	t.Helper()
-	s, err := m2mtoken.New(m2mtoken.Config{TokenURL: iss.TokenURL(), ClientID: "fleet", ClientSecret: "fleet-secret-CANARY", Audience: aud, Cache: cache, Logger: logger})
+	cfg := m2mtoken.Config{TokenURL: iss.TokenURL(), ClientID: "fleet", ClientSecret: "fleet-secret-CANARY", Audience: aud, Cache: cache, Logger: logger}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	s, err := m2mtoken.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +93,29 @@ func TestSteadyState(t *testing.T) {
 	}
 }
 
+// tokenAll has every source ask for its first token at once, as a fleet
+// that starts together does; each call fails the test. A timeout above 0
+// bounds each call.
+func tokenAll(tb testing.TB, srcs []*m2mtoken.TokenSource, timeout time.Duration) {
+	var wg sync.WaitGroup
+	for _, s := range srcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			if _, err := s.TokenContext(ctx); err != nil {
+				tb.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // driveFleet has every source ask for a token every few milliseconds for
 // d, as busy instances would.
 func driveFleet(tb testing.TB, srcs []*m2mtoken.TokenSource, d, every time.Duration) {
@@ -119,7 +148,7 @@ func TestDeadLeaseHolder(t *testing.T) {
 	// starts before the SET, so that a slow answer cannot move the lease's
 	// expiry before start+700ms.
 	start := time.Now()
-	if err := rdb.Set(context.Background(), "m2mtoken:{"+s.CacheKey()+"}:lease", "dead-owner", 700*time.Millisecond).Err(); err != nil {
+	if err := rdb.Set(context.Background(), "m2mtoken:{"+s.CacheKey()+"}:lease", holderValue(start, ""), 700*time.Millisecond).Err(); err != nil {
 		t.Fatal(err)
 	}
 	tok, err := s.Token()

@@ -25,20 +25,26 @@
 //
 // With [WithEncryptionKey], values are sealed with AES-256-GCM bound to
 // their Redis key, so a reader of Redis sees no usable token and a value
-// moved to another key does not open.
+// moved to another key does not open; so are the leases' status lines, so
+// that a lease that someone without the key planted is ignored.
+//
+// Whoever can write to Redis can delete entries, plant leases and write
+// values of any size. A value is measured in Redis before it is read (one
+// over 1 MiB is a miss, and never crosses the network), and a lease that
+// no holder could have left (without an expiry, held longer than a fetch
+// lasts, or, with a key, not sealed with it) is ignored: that costs token
+// requests, never a caller's call. Without a key, a writer can also plant
+// a token of its choosing, which sources use for up to 366 days; see the
+// caches page of the manual.
 package rediscache
 
 import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -53,9 +59,11 @@ type Cache struct {
 	rdb     redis.UniversalClient
 	prefix  string
 	timeout time.Duration
-	seal    cipher.AEAD   // nil: values are stored in plain JSON
-	open    []cipher.AEAD // seal first, then old keys
+	sealer  cipher.AEAD   // nil: values are stored in plain JSON
+	openers []cipher.AEAD // sealer first, then old keys
 	log     *slog.Logger
+	get     *redis.Script
+	info    *redis.Script
 	release *redis.Script
 	keep    *redis.Script
 	err     error // a configuration error, returned by every call
@@ -84,7 +92,10 @@ func WithLogger(l *slog.Logger) Option { return func(c *Cache) { c.log = l } }
 // 32 bytes (from a secret store, not from code). The Redis key is the
 // additional data, so a value copied to another key does not open. A value
 // that does not open is a miss (and a warning). With a key set, plaintext
-// values are not accepted.
+// values are not accepted. The status line of a fetch lease is sealed too,
+// bound to the lease's key and its holder's ID and start, so that a lease
+// planted by whoever can write to Redis without the key is ignored (the
+// source fetches without it) rather than waited on.
 //
 // To rotate keys: deploy the new key with WithEncryptionKey and the old one
 // with [WithDecryptionKeys]; once the old entries have expired (one token
@@ -96,7 +107,7 @@ func WithEncryptionKey(key []byte) Option {
 			c.err = fmt.Errorf("rediscache: WithEncryptionKey: %w", err)
 			return
 		}
-		c.seal = aead
+		c.sealer = aead
 	}
 }
 
@@ -111,7 +122,7 @@ func WithDecryptionKeys(keys ...[]byte) Option {
 				c.err = fmt.Errorf("rediscache: WithDecryptionKeys: key %d: %w", i, err)
 				return
 			}
-			c.open = append(c.open, aead)
+			c.openers = append(c.openers, aead)
 		}
 	}
 }
@@ -134,15 +145,17 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 func New(rdb redis.UniversalClient, opts ...Option) *Cache {
 	c := &Cache{
 		rdb: rdb, prefix: "m2mtoken:", timeout: 250 * time.Millisecond,
+		get:     redis.NewScript(getScript),
+		info:    redis.NewScript(leaseInfoScript),
 		release: redis.NewScript(releaseScript),
 		keep:    redis.NewScript(keepScript),
 	}
 	for _, o := range opts {
 		o(c)
 	}
-	if c.seal != nil {
-		c.open = append([]cipher.AEAD{c.seal}, c.open...)
-	} else if len(c.open) > 0 && c.err == nil {
+	if c.sealer != nil {
+		c.openers = append([]cipher.AEAD{c.sealer}, c.openers...)
+	} else if len(c.openers) > 0 && c.err == nil {
 		c.err = errors.New("rediscache: WithDecryptionKeys needs WithEncryptionKey")
 	}
 	if c.log == nil {
@@ -156,7 +169,9 @@ func New(rdb redis.UniversalClient, opts ...Option) *Cache {
 // context alone is not enough: go-redis ignores context deadlines unless
 // the client was built with ContextTimeoutEnabled, and then waits for its
 // own ReadTimeout (3 s by default). An abandoned call ends by itself within
-// the client's timeouts; its result is dropped. An answer that is there
+// the client's timeouts; its result is dropped. No answer is large: values
+// are measured in Redis before they are read, so an abandoned call reads at
+// most 1 MiB. An answer that is there
 // when the wait ends wins over the deadline, however late this goroutine
 // was scheduled: under CPU load, reporting it as a timeout would cost a
 // fleet its lease.
@@ -201,67 +216,66 @@ func (c *Cache) boundedOr(ctx context.Context, f func(context.Context) error, la
 	}
 }
 
+// runScript runs s on key with args, bounded (see bounded). A script that
+// returned nil (redis.Nil) gives a nil answer and no error.
+func (c *Cache) runScript(ctx context.Context, s *redis.Script, key string, args ...any) (any, error) {
+	var v any
+	err := c.bounded(ctx, func(ctx context.Context) error {
+		var err error
+		v, err = s.Run(ctx, c.rdb, []string{key}, args...).Result()
+		return err
+	})
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, nil
+	case err != nil:
+		return nil, err // v may still be written by a call abandoned at its timeout
+	}
+	return v, nil
+}
+
 // Err reports a configuration error, or nil.
 func (c *Cache) Err() error { return c.err }
 
-const sealedMagic = "m2mtoken-gcm1:"
+// maxValue bounds the values Get reads: a token's entry is far smaller
+// (m2mtoken.Entry.UnmarshalBinary refuses more).
+const maxValue = 1 << 20
+
+// getScript returns the value at KEYS[1] if it is at most ARGV[1] bytes,
+// else its size, so that a value planted to exhaust memory is measured in
+// Redis, never read. A missing (or empty) value is nil.
+const getScript = `local n = redis.call("STRLEN", KEYS[1])
+if n == 0 then return false end
+if n > tonumber(ARGV[1]) then return n end
+return redis.call("GET", KEYS[1])`
 
 // Get returns the entry under key, nil if there is none. An error means
-// Redis failed, or the value was corrupt or did not decrypt; either way the
-// source treats it as a miss.
+// Redis failed, or the value was corrupt, over 1 MiB (it is not read: its
+// size is checked in Redis) or did not decrypt; either way the source
+// treats it as a miss, and warns.
 func (c *Cache) Get(ctx context.Context, key string) (*m2mtoken.Entry, error) {
 	if c.err != nil {
 		return nil, c.err
 	}
 	rkey := c.entryKey(key)
-	var b []byte
-	err := c.bounded(ctx, func(ctx context.Context) error {
-		var err error
-		b, err = c.rdb.Get(ctx, rkey).Bytes()
-		return err
-	})
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
+	v, err := c.runScript(ctx, c.get, rkey, maxValue)
 	if err != nil {
 		return nil, fmt.Errorf("rediscache: GET: %w", err)
 	}
-	e, err := c.decode(rkey, b)
+	var e *m2mtoken.Entry
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		e, err = c.decode(rkey, []byte(v))
+	case int64:
+		err = fmt.Errorf("%d bytes, over 1 MiB: not read", v)
+	default:
+		err = fmt.Errorf("an answer of type %T", v)
+	}
 	if err != nil {
 		c.log.Warn("rediscache: ignoring a stored value", slog.String("key", rkey), slog.Any("error", err))
 		return nil, fmt.Errorf("rediscache: value at %s: %w", rkey, err)
-	}
-	return e, nil
-}
-
-func (c *Cache) decode(rkey string, b []byte) (*m2mtoken.Entry, error) {
-	if len(b) > 1<<20 {
-		return nil, errors.New("over 1 MiB")
-	}
-	if c.seal != nil {
-		if len(b) < len(sealedMagic) || string(b[:len(sealedMagic)]) != sealedMagic {
-			return nil, errors.New("not sealed, but an encryption key is set")
-		}
-		b = b[len(sealedMagic):]
-		var plain []byte
-		for _, aead := range c.open {
-			ns := aead.NonceSize()
-			if len(b) < ns {
-				break
-			}
-			if p, err := aead.Open(nil, b[:ns], b[ns:], []byte(rkey)); err == nil {
-				plain = p
-				break
-			}
-		}
-		if plain == nil {
-			return nil, errors.New("does not decrypt with any configured key (wrong key, or moved from another key)")
-		}
-		b = plain
-	}
-	e := new(m2mtoken.Entry)
-	if err := e.UnmarshalBinary(b); err != nil {
-		return nil, err
 	}
 	return e, nil
 }
@@ -280,165 +294,16 @@ func (c *Cache) Set(ctx context.Context, key string, e *m2mtoken.Entry) error {
 		return fmt.Errorf("rediscache: %w", err)
 	}
 	rkey := c.entryKey(key)
-	if c.seal != nil {
-		nonce := make([]byte, c.seal.NonceSize(), c.seal.NonceSize()+len(b)+c.seal.Overhead())
-		if _, err := rand.Read(nonce); err != nil {
+	if c.sealer != nil {
+		sealed, err := c.seal(b, []byte(rkey))
+		if err != nil {
 			return fmt.Errorf("rediscache: %w", err)
 		}
-		b = append([]byte(sealedMagic), c.seal.Seal(nonce, nonce, b, []byte(rkey))...)
+		b = append([]byte(sealedMagic), sealed...)
 	}
 	err = c.bounded(ctx, func(ctx context.Context) error { return c.rdb.Set(ctx, rkey, b, ttl).Err() })
 	if err != nil {
 		return fmt.Errorf("rediscache: SET: %w", err)
 	}
 	return nil
-}
-
-// Lease values are "ID|TAKEN|STATUS": ID is random for every attempt, so
-// that only the attempt that took a lease keeps or releases it; TAKEN is
-// when it was taken (Unix milliseconds, by the holder's clock); STATUS is
-// what the holder last reported (see m2mtoken.Lease.Keep).
-const (
-	// keepScript extends the lease and records a new status if it still
-	// belongs to the holder whose "ID|TAKEN|" is ARGV[1].
-	keepScript = `local v = redis.call("GET", KEYS[1])
-if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then
-  redis.call("SET", KEYS[1], ARGV[1] .. ARGV[3], "PX", ARGV[2])
-  return 1
-end
-return 0`
-	// releaseScript deletes the lease if it still belongs to that holder,
-	// so that a holder whose lease lapsed cannot release the next one's.
-	releaseScript = `local v = redis.call("GET", KEYS[1])
-if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then
-  return redis.call("DEL", KEYS[1])
-end
-return 0`
-)
-
-// Lease takes the fetch lease for key for ttl, with SET NX PX and a value of
-// its own, and makes Cache an [m2mtoken.Leaser]: its holder keeps it alive
-// with a compare-and-extend (a Lua script), so that a short ttl tells a dead
-// holder from a slow one.
-//
-// If the SET NX got no answer in time, or failed on the way, it may still
-// have taken the lease: Lease then reports the error (the source fetches
-// without the lease) and deletes the lease if it holds its value
-// (compare-and-delete), once the SET's own outcome is known; a lease it
-// could not delete lapses after ttl, as nobody keeps it.
-func (c *Cache) Lease(ctx context.Context, key string, ttl time.Duration) (m2mtoken.Lease, bool, error) {
-	if c.err != nil {
-		return nil, false, c.err
-	}
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return nil, false, err
-	}
-	l := &lease{c: c, key: c.leaseKey(key), head: hex.EncodeToString(b[:]) + "|" + strconv.FormatInt(time.Now().UnixMilli(), 10) + "|"}
-	var ok bool
-	var setErr error
-	err := c.boundedOr(ctx, func(ctx context.Context) error {
-		ok, setErr = c.rdb.SetNX(ctx, l.key, l.head, ttl).Result()
-		if setErr != nil {
-			l.undo(ctx) // failed on the way: it may have been applied
-		}
-		return setErr
-	}, func() {
-		if ok && setErr == nil {
-			l.undo(ctx) // taken, but the caller had given up
-		}
-	})
-	if err != nil {
-		return nil, false, fmt.Errorf("rediscache: SET NX: %w", err)
-	}
-	if !ok {
-		return nil, false, nil
-	}
-	return l, true, nil
-}
-
-// LeaseInfo reports on the lease for key: when it was taken, how long it
-// has left, and its holder's last status; nil if none is held.
-func (c *Cache) LeaseInfo(ctx context.Context, key string) (*m2mtoken.LeaseInfo, error) {
-	if c.err != nil {
-		return nil, c.err
-	}
-	lkey := c.leaseKey(key)
-	var v string
-	var ttl time.Duration
-	err := c.bounded(ctx, func(ctx context.Context) error {
-		p := c.rdb.Pipeline()
-		get, pttl := p.Get(ctx, lkey), p.PTTL(ctx, lkey)
-		p.Exec(ctx)
-		var err error
-		if v, err = get.Result(); err != nil {
-			return err
-		}
-		ttl, err = pttl.Result()
-		return err
-	})
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("rediscache: lease info: %w", err)
-	}
-	info := &m2mtoken.LeaseInfo{Remaining: max(ttl, 0)}
-	if parts := strings.SplitN(v, "|", 3); len(parts) == 3 {
-		if ms, err := strconv.ParseInt(parts[1], 10, 64); err == nil {
-			info.Age = max(time.Since(time.UnixMilli(ms)), 0)
-		}
-		info.Status = parts[2]
-	}
-	return info, nil
-}
-
-// lease is a lease this process took.
-type lease struct {
-	c    *Cache
-	key  string
-	head string // "ID|TAKEN|"
-}
-
-// maxStatus bounds the status stored with a lease.
-const maxStatus = 300
-
-// Keep extends the lease to ttl if this holder still holds it, and
-// records status.
-func (l *lease) Keep(ctx context.Context, ttl time.Duration, status string) (bool, error) {
-	if len(status) > maxStatus {
-		status = status[:maxStatus] + "..."
-	}
-	var n int64
-	err := l.c.bounded(ctx, func(ctx context.Context) error {
-		var err error
-		n, err = l.c.keep.Run(ctx, l.c.rdb, []string{l.key}, l.head, ttl.Milliseconds(), status).Int64()
-		return err
-	})
-	if err != nil {
-		return false, fmt.Errorf("rediscache: keeping the lease: %w", err)
-	}
-	return n == 1, nil
-}
-
-// Release deletes the lease if this holder still holds it.
-func (l *lease) Release(ctx context.Context) error {
-	err := l.c.bounded(ctx, func(ctx context.Context) error {
-		return l.c.release.Run(ctx, l.c.rdb, []string{l.key}, l.head).Err()
-	})
-	if err != nil {
-		l.c.log.Warn("rediscache: releasing the lease failed; it expires on its own", slog.String("key", l.key), slog.Any("error", err))
-		return fmt.Errorf("rediscache: releasing the lease: %w", err)
-	}
-	return nil
-}
-
-// undo deletes a lease whose SET NX outcome was not learned, if it took
-// it. It runs after the SET returned, so the DEL cannot overtake it.
-func (l *lease) undo(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(l.c.timeout, time.Second))
-	defer cancel()
-	if err := l.c.release.Run(ctx, l.c.rdb, []string{l.key}, l.head).Err(); err != nil {
-		l.c.log.Warn("rediscache: a lease whose SET NX outcome is unknown could not be deleted; it lapses on its own", slog.String("key", l.key), slog.Any("error", err))
-	}
 }

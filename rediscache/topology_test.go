@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,17 +31,7 @@ func fleetOnce(t *testing.T, n int, newClient func() redis.UniversalClient) int 
 		t.Cleanup(func() { rdb.Close() })
 		srcs = append(srcs, source(t, iss, New(rdb, WithTimeout(time.Second)), slog.New(slog.NewTextHandler(logs, nil))))
 	}
-	var wg sync.WaitGroup
-	for _, s := range srcs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := s.Token(); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
+	tokenAll(t, srcs, 0)
 	return iss.TokensIssued("fleet")
 }
 

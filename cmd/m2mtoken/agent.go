@@ -1,6 +1,6 @@
 // m2mtoken agent: the command of internal/agent. This file has its flags
 // and their parsing into an agent.Config, its logging, its signals
-// (SIGTERM and SIGINT stop it cleanly) and its exit status; the agent
+// (SIGTERM, SIGINT and SIGHUP stop it cleanly) and its exit status; the agent
 // itself, with its config file format, is the package's.
 
 package main
@@ -33,6 +33,9 @@ in any language, refreshing them in the background before they expire:
       token is valid until it expires, so readers ride out a restart.
   --proxy NAME=LISTEN=UPSTREAM          forwards requests on LISTEN to
       UPSTREAM only, with a token of NAME in the Authorization header.
+      LISTEN is unix:PATH (only the socket's users can call the API as the
+      agent) or 127.0.0.1:PORT (any local process can; add
+      --proxy-require-header if the clients can send "M2MToken-Agent: 1").
 
 One source, "default", comes from the same flags and environment as
 'm2mtoken token'; or several from a JSON file (--config):
@@ -43,7 +46,8 @@ One source, "default", comes from the same flags and environment as
 
 ` + agent.LimitsHelp + `
 
-Stops cleanly on SIGTERM or SIGINT.`
+Stops cleanly on SIGTERM, SIGINT or SIGHUP (it does not reload its
+configuration: start it again to apply a change).`
 
 // multiFlag is a flag that can be given more than once.
 type multiFlag []string
@@ -51,12 +55,46 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-// cmdAgent runs the agent until SIGTERM or SIGINT. Once the first signal
-// has stopped it, the default handling is back: a second one kills it.
+// agentSignals are the signals the agent handles. Each stops it
+// cleanly: listeners closed, socket files removed, requests in flight
+// finished. SIGHUP, which asks a daemon to reload its configuration, does
+// the same, since the agent cannot reload: a supervisor starts it again,
+// with the new configuration.
+var agentSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+
+// stopSignal is the cause of a stop that a signal asked for, as the
+// agent's "stopping" line gives it.
+type stopSignal struct{ sig os.Signal }
+
+func (s stopSignal) Error() string {
+	if s.sig == syscall.SIGHUP {
+		return "SIGHUP: the agent does not reload its configuration, so it stops as on SIGTERM; start it again to apply a change"
+	}
+	return "signal: " + s.sig.String()
+}
+
+// cmdAgent runs the agent until one of agentSignals. Once the first
+// signal has stopped it, the default handling is back: a second one
+// kills it.
 func cmdAgent(args []string, stdout, stderr io.Writer) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() { <-ctx.Done(); stop() }()
+	ctx, stop := context.WithCancelCause(context.Background())
+	defer stop(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, agentSignals...)
+	defer signal.Stop(sigs)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sig := <-sigs:
+				// Every signal stops the agent. A reload on SIGHUP would
+				// be a case here that reloads and goes on waiting.
+				signal.Stop(sigs)
+				stop(stopSignal{sig})
+			}
+		}
+	}()
 	return runAgent(ctx, args, stdout, stderr)
 }
 
@@ -65,13 +103,14 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	c := newFlags("agent", agentSynopsis)
 	fs := c.fs
 	creds := registerCredFlags(c)
-	configFile := fs.String("config", os.Getenv("M2MTOKEN_AGENT_CONFIG"), "JSON file with the sources, instead of the credential flags (env M2MTOKEN_AGENT_CONFIG)")
+	configFile := fs.String("config", os.Getenv("M2MTOKEN_AGENT_CONFIG"), "JSON file with the sources (and any proxies), instead of the credential flags; only the agent's user or root may write it (env M2MTOKEN_AGENT_CONFIG)")
 	cacheMode := fs.String("cache", "memory", "cache of the default source: memory (this process only; \"none\" is its old name) or file (survives restarts; see --cache-dir)")
 	cacheDir := fs.String("cache-dir", "", "directory of --cache file (default: M2MTOKEN_CACHE_DIR, else the user cache directory's m2mtoken folder)")
 	var listens, sinks, proxies multiFlag
 	fs.Var(&listens, "listen", "serve the token endpoint on `ADDR`: unix:PATH or 127.0.0.1:PORT (repeatable)")
 	fs.Var(&sinks, "sink", "write each new token of source NAME to the file PATH: `NAME=PATH` (repeatable)")
-	fs.Var(&proxies, "proxy", "forward requests on LISTEN to UPSTREAM with a token of source NAME: `NAME=LISTEN=UPSTREAM` (repeatable)")
+	fs.Var(&proxies, "proxy", "forward requests on LISTEN (unix:PATH or 127.0.0.1:PORT) to UPSTREAM with a token of source NAME: `NAME=LISTEN=UPSTREAM` (repeatable)")
+	requireHeader := fs.Bool("proxy-require-header", false, "refuse (403) every request to a --proxy on TCP that lacks the header \"M2MToken-Agent: 1\", which a request forged through a server that fetches URLs cannot add; the header is not forwarded")
 	group := fs.String("group", "", "let this group use the Unix sockets (mode 0660) and read the sinks (0640); default: the agent's user only (0600)")
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -131,7 +170,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return os.Getenv(v)
 		}
 		var err error
-		if cfg.Sources, err = agent.LoadConfigFile(*configFile, getenv); err != nil {
+		if cfg.Sources, cfg.Proxies, err = agent.LoadConfigFile(*configFile, getenv); err != nil {
 			return err
 		}
 	} else {
@@ -151,12 +190,20 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		cfg.Sinks = append(cfg.Sinks, s)
 	}
+	onTCP := 0
 	for _, v := range proxies {
 		p, err := agent.ParseProxy(v)
 		if err != nil {
 			return c.usageError(stderr, "%s", err)
 		}
+		if *requireHeader && !strings.HasPrefix(p.Listen, "unix:") {
+			p.RequireHeader = true
+			onTCP++
+		}
 		cfg.Proxies = append(cfg.Proxies, p)
+	}
+	if *requireHeader && onTCP == 0 {
+		return c.usageError(stderr, "--proxy-require-header is set but no --proxy listens on TCP: a proxy on a Unix socket takes no header (the socket's mode says who may connect)")
 	}
 	a, err := agent.New(cfg)
 	if err != nil {
@@ -190,5 +237,5 @@ func defaultSource(creds *credFlags, cacheMode, cacheDir string) (agent.Source, 
 		return agent.Source{}, &agent.FlagError{Err: err}
 	}
 	cfg.Cache = cache
-	return agent.Source{Name: "default", Origin: origin, Config: cfg}, nil
+	return agent.Source{Name: "default", Origin: origin, Config: cfg, Warnings: creds.fileWarnings()}, nil
 }

@@ -9,6 +9,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,15 +25,31 @@ import (
 // group (mode 0660), a TCP endpoint and a sink; fetches a token over the
 // socket; and stops it with SIGTERM: it exits 0, removes its socket,
 // keeps its sink (readers ride out a restart), and never logged the
-// secret or the token. A second run is stopped with SIGINT the same way.
+// secret or the token. A second run is stopped with SIGINT the same way,
+// and a third with SIGHUP: it killed the agent at once (no log, the
+// socket file left behind, requests in flight dropped), and now stops it
+// as SIGTERM does, with a line that says it does not reload.
 func TestAgentBinary(t *testing.T) {
 	s := issuer(t)
-	for _, sig := range []os.Signal{syscall.SIGTERM, os.Interrupt} {
+	// A slow upstream of the proxy: a request stays in flight until the
+	// agent has begun to stop.
+	got := make(chan chan struct{}, 1)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		release := make(chan struct{})
+		got <- release
+		select {
+		case <-release:
+			io.WriteString(w, "finished")
+		case <-r.Context().Done(): // the agent went away
+		}
+	}))
+	t.Cleanup(slow.Close)
+	for _, sig := range []os.Signal{syscall.SIGTERM, os.Interrupt, syscall.SIGHUP} {
 		dir := t.TempDir()
 		sock, sink := filepath.Join(dir, "agent.sock"), filepath.Join(dir, "default.token")
 		gid := os.Getgid()
 		p := launchBinary(t, nil, tokenEnv(s, dir), "--listen", "unix:"+sock, "--listen", "127.0.0.1:0",
-			"--sink", "default="+sink, "--group", strconv.Itoa(gid))
+			"--sink", "default="+sink, "--group", strconv.Itoa(gid), "--proxy", "default=127.0.0.1:0="+slow.URL)
 		p.waitLog("ready: every source holds a token")
 		info, err := os.Stat(sock)
 		if err != nil || info.Mode()&os.ModeSocket == 0 || info.Mode().Perm() != 0o660 || int(info.Sys().(*syscall.Stat_t).Gid) != gid {
@@ -48,8 +68,27 @@ func TestAgentBinary(t *testing.T) {
 		if _, err := s.Verify(ans.AccessToken, aud); err != nil {
 			t.Fatal(err)
 		}
-		if err := p.halt(sig); err != nil {
-			t.Fatalf("exit after %v: %v\n%s", sig, err, p.logs())
+		inFlight := make(chan string, 1)
+		go func() {
+			resp, err := http.Get("http://" + p.addr("proxy") + "/slow")
+			if err != nil {
+				inFlight <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			inFlight <- resp.Status + " " + string(b)
+		}()
+		release := <-got
+		p.stop(sig)
+		p.waitLog("stopping")
+		close(release)
+		if r := <-inFlight; r != "200 OK finished" {
+			t.Errorf("%v: the request in flight got %q", sig, r)
+		}
+		<-p.done
+		if p.err != nil {
+			t.Fatalf("exit after %v: %v\n%s", sig, p.err, p.logs())
 		}
 		if _, err := os.Stat(sock); !os.IsNotExist(err) {
 			t.Errorf("%v: the socket file is still there: %v", sig, err)
@@ -59,6 +98,11 @@ func TestAgentBinary(t *testing.T) {
 		}
 		if p.Find("stopped") == nil {
 			t.Errorf("%v: no 'stopped' in the log:\n%s", sig, p.logs())
+		}
+		if l := p.Find("stopping"); l == nil || !strings.Contains(fmt.Sprint(l["reason"]), map[os.Signal]string{
+			syscall.SIGTERM: "signal: terminated", os.Interrupt: "signal: interrupt", syscall.SIGHUP: "SIGHUP: the agent does not reload its configuration",
+		}[sig]) {
+			t.Errorf("%v: the 'stopping' line does not say why: %v", sig, l)
 		}
 		if logs := p.logs(); strings.Contains(logs, secret) || strings.Contains(logs, ans.AccessToken) {
 			t.Errorf("%v: the log reveals the secret or the token:\n%s", sig, logs)

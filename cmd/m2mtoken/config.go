@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/m2mtoken/m2mtoken"
+	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
 	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
@@ -146,17 +147,31 @@ func (c *credFlags) name(env string) string {
 	return "--" + f + " or " + env
 }
 
-// fieldName says how messages call a Config field.
+// fieldName says how messages call a Config field: by the flag or
+// variable the user set (of --client-secret, --client-secret-file and
+// their variables, the one given), or "" for a field that no flag or
+// variable of the command sets, so that the library leaves out advice to
+// change it.
 func (c *credFlags) fieldName(field string) string {
 	if n, ok := c.extra[field]; ok {
 		return n
 	}
+	first := ""
 	for _, v := range m2mtoken.EnvVars() {
-		if v.Field == field {
+		if v.Field != field {
+			continue
+		}
+		if s, _ := c.lookup(v.Name); strings.TrimSpace(s) != "" {
 			return c.name(v.Name)
 		}
+		if first == "" {
+			first = v.Name
+		}
 	}
-	return "Config." + field
+	if first == "" {
+		return ""
+	}
+	return c.name(first)
 }
 
 // config returns the Config the flags and environment say, through the
@@ -172,6 +187,21 @@ func (c *credFlags) config() (m2mtoken.Config, error) {
 	}
 	cfg.FieldNames = c.fieldName
 	return cfg, nil
+}
+
+// fileWarnings are warnings about the files that hold the credential: a
+// secret or key file that its group or others may read. Each names the
+// flag or variable that gave the file.
+func (c *credFlags) fileWarnings() []string {
+	var out []string
+	for _, v := range []string{"AUTH0_CLIENT_SECRET_FILE", "M2MTOKEN_PRIVATE_KEY_FILE", "M2MTOKEN_DPOP_KEY_FILE"} {
+		if p, _ := c.lookup(v); strings.TrimSpace(p) != "" {
+			if w := atomicfile.ReadableWarning(c.name(v), strings.TrimSpace(p)); w != "" {
+				out = append(out, w)
+			}
+		}
+	}
+	return out
 }
 
 // noSettingsHint ends the error of a command given no setting at all: a

@@ -49,7 +49,14 @@ type result struct {
 // runBin runs the binary with a clean environment plus env.
 func runBin(t *testing.T, env []string, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	return runArgv(t, env, append([]string{bin}, args...)...)
+}
+
+// runArgv runs argv, a program (such as a shell that runs the binary)
+// and its arguments, with a clean environment plus env.
+func runArgv(t *testing.T, env []string, argv ...string) result {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append([]string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}, env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

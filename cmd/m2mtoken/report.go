@@ -15,10 +15,10 @@ import (
 	"github.com/m2mtoken/m2mtoken"
 )
 
-// attemptReporter is a slog.Handler for the library's warnings that prints
-// one plain line for each failed attempt that will be retried, and for
-// other warnings (a cache that fails), so that a user waiting on a retried
-// fetch sees why without --verbose. The final error is printed once, when
+// attemptReporter is a slog.Handler for the library's log that prints one
+// plain line for each failed attempt that will be retried (a debug line
+// of the library's), and one for each warning (a cache that fails), so
+// that a user waiting on a retried fetch sees why without --verbose. The final error is printed once, when
 // the command exits, so the library's last "token request failed" is not.
 //
 // A refused connection (a server not started yet, or a mistyped port) is
@@ -34,9 +34,9 @@ func newAttemptReporter(w io.Writer) attemptReporter {
 	return attemptReporter{mu: new(sync.Mutex), w: w, refused: new(bool)}
 }
 
-func (h attemptReporter) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
-func (h attemptReporter) WithAttrs([]slog.Attr) slog.Handler           { return h }
-func (h attemptReporter) WithGroup(string) slog.Handler                { return h }
+func (h attemptReporter) Enabled(context.Context, slog.Level) bool { return true }
+func (h attemptReporter) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h attemptReporter) WithGroup(string) slog.Handler            { return h }
 
 func (h attemptReporter) Handle(_ context.Context, r slog.Record) error {
 	var errText string
@@ -65,6 +65,8 @@ func (h attemptReporter) Handle(_ context.Context, r slog.Record) error {
 	defer h.mu.Unlock()
 	var line string
 	switch {
+	case r.Level < slog.LevelWarn && r.Message != "token request failed; retrying":
+		return nil
 	case r.Message == "token request failed; retrying" && te != nil && errors.Is(te, syscall.ECONNREFUSED):
 		if *h.refused {
 			return nil

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -13,32 +16,57 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/m2mtoken/m2mtoken"
 	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
+	"github.com/m2mtoken/m2mtoken/internal/follow"
+	"github.com/m2mtoken/m2mtoken/internal/jwt"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
 func cmdServe(args []string, stdout, stderr io.Writer) error {
 	c := newFlags("serve", `Runs a local Auth0-compatible issuer (the m2mtest package) until interrupted:
 RS256 JWTs, JWKS at /.well-known/jwks.json, Auth0's error answers; and the
-Auth0 quickstart's protected API, checking tokens for --audience:
+Auth0 quickstart's protected API, checking tokens for the --audience values:
 
   /api/public          no token needed
   /api/private         any valid token
   /api/private-scoped  a valid token with the read:messages scope
 
-It also serves a protected API at --api-addr that checks tokens for
---audience as a strict server would (Bearer, or DPoP with its proof): the
-same /api routes, and any other path answers "ok CLIENT TOKEN_TYPE", to
+It also serves a protected API at --api-addr that checks tokens as a strict
+server would (Bearer, or DPoP with its proof): the same /api routes, and
+any other path answers "ok CLIENT TOKEN_TYPE AUDIENCE [ORGANIZATION]", to
 try out clients, curl and m2mtoken token --header.
 
-It prints the environment to export (AUTH0_DOMAIN, AUTH0_CLIENT_ID, ...),
-the names m2mtoken token, the library's ConfigFromEnv and the Auth0
-quickstarts read. For local development and integration tests of APIs that
-sit behind Auth0.
+The one client may get tokens for every --audience (give it once per API,
+as for a Pool of several APIs) and every --organization (an Auth0
+Organization's ID or name); any other is refused as Auth0 refuses it.
+
+It prints the environment to export (AUTH0_DOMAIN, AUTH0_CLIENT_ID, ...,
+and API_URL, the protected API), the names m2mtoken token, the library's
+ConfigFromEnv and the Auth0 quickstarts read. For local development and
+integration tests of APIs that sit behind Auth0.
+
+With --client-secret-file the secret is read from a file and followed, about
+once a second: when the file changes (rewritten, renamed over, or swapped
+as Kubernetes updates a Secret), the new secret is accepted and the
+previous one refused, at once or as --rotation-grace and --rotation-delay
+say, so that a rotation can be rehearsed. The exports point clients at the
+same file (AUTH0_CLIENT_SECRET_FILE).
+
+With --trust-issuer, --trust-subject and --trust-key the client also
+accepts a client assertion that a platform issued instead of its secret
+(workload identity federation, as Entra ID's federated credentials): a JWT
+signed with one of the keys in --trust-key, whose iss and sub are exactly
+--trust-issuer and --trust-subject, whose aud names --trust-audience, and
+that has not expired, sent with client_assertion_type
+urn:ietf:params:oauth:client-assertion-type:jwt-bearer (or jwt-spiffe for
+a SPIFFE JWT-SVID, with --trust-issuer spiffe://TRUST_DOMAIN).
 
 Plain http is accepted by m2mtoken only on loopback. For containers and
 other machines use --tls: it serves https with a certificate from a CA made
@@ -52,7 +80,16 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	hostname := fs.String("hostname", "", "the host name clients reach the server by, used in its URLs, issuer and certificate (default: the address, or the machine's name when it listens on all addresses with --tls)")
 	clientID := fs.String("client-id", "m2mtoken-local", "the registered client's ID")
 	secret := fs.String("client-secret", "", "the registered client's secret (default: a random one, printed)")
-	audience := fs.String("audience", "https://api.local/", "the API the client may get tokens for, and the one /api/private checks")
+	secretFile := fs.String("client-secret-file", "", "a file holding the client's secret (a final newline dropped), followed: when it changes, the new secret replaces the old")
+	grace := fs.Duration("rotation-grace", 0, "with --client-secret-file, how long the previous secret is still accepted after the file changes (default: refused at once, as Auth0 rotates)")
+	delay := fs.Duration("rotation-delay", 0, "with --client-secret-file, how long after the file changes the new secret is first accepted (Auth0: up to 30s)")
+	trustIssuer := fs.String("trust-issuer", "", "accept client assertions from this platform's issuer (iss), such as a Kubernetes service-account issuer, or spiffe://TRUST_DOMAIN for JWT-SVIDs")
+	trustSubject := fs.String("trust-subject", "", "the subject (sub) the --trust-issuer's assertions must name, such as system:serviceaccount:NAMESPACE:NAME")
+	trustKey := fs.String("trust-key", "", "a file of the --trust-issuer's public keys: PEM (PUBLIC KEY or CERTIFICATE) or a JWKS; followed")
+	trustAudience := fs.String("trust-audience", m2mtest.DefaultAssertionAudience, "the audience (aud) the --trust-issuer's assertions must name")
+	var audiences, orgs multiFlag
+	fs.Var(&audiences, "audience", "an API the client may get tokens for, and /api/private accepts (repeatable; the first is exported as AUTH0_AUDIENCE; default https://api.local/)")
+	fs.Var(&orgs, "organization", "an Auth0 Organization (ID or name) the client may get tokens for (repeatable; default none)")
 	scope := fs.String("scope", "read:messages", "space-separated scopes granted to the client")
 	ttl := fs.Duration("ttl", 24*time.Hour, "token lifetime")
 	requireDPoP := fs.Bool("require-dpop", false, "refuse token requests without a DPoP proof (tokens are DPoP-bound whenever a proof is sent)")
@@ -63,6 +100,50 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	}
 	if *caOut != "" && !*useTLS {
 		return c.usageError(stderr, "--ca-out needs --tls")
+	}
+	if len(audiences) == 0 {
+		audiences = multiFlag{"https://api.local/"}
+	}
+	for _, a := range slices.Concat(audiences, orgs) {
+		if strings.TrimSpace(a) == "" {
+			return c.usageError(stderr, "--audience and --organization need a value")
+		}
+	}
+	trustSet := false
+	fs.Visit(func(f *flag.Flag) { trustSet = trustSet || strings.HasPrefix(f.Name, "trust-") })
+	switch {
+	case *secret != "" && *secretFile != "":
+		return c.usageError(stderr, "--client-secret and --client-secret-file are both set: give only one")
+	case (*grace != 0 || *delay != 0) && *secretFile == "":
+		return c.usageError(stderr, "--rotation-grace and --rotation-delay need --client-secret-file, the secret that rotates")
+	case *grace < 0 || *delay < 0:
+		return c.usageError(stderr, "--rotation-grace and --rotation-delay cannot be negative")
+	case trustSet && (*trustIssuer == "" || *trustSubject == "" || *trustKey == ""):
+		var missing []string
+		for _, f := range []struct{ name, v string }{{"--trust-issuer", *trustIssuer}, {"--trust-subject", *trustSubject}, {"--trust-key", *trustKey}} {
+			if f.v == "" {
+				missing = append(missing, f.name)
+			}
+		}
+		return c.usageError(stderr, "--trust-issuer, --trust-subject and --trust-key go together: %s missing", strings.Join(missing, " and "))
+	}
+	logs := &serveLog{w: stderr}
+	ctx, stopFollowing := context.WithCancel(context.Background())
+	defer stopFollowing()
+	var secretFollow, keysFollow *followed
+	var err error
+	if *secretFile != "" {
+		if secretFollow, err = startFollowing("--client-secret-file", *secretFile, checkSecretFile); err != nil {
+			return err
+		}
+		*secret = secretOf(secretFollow.content)
+	}
+	var trustKeys []m2mtest.Key
+	if *trustKey != "" {
+		if keysFollow, err = startFollowing("--trust-key", *trustKey, func(b []byte) error { _, err := m2mtest.ParseKeys(b); return err }); err != nil {
+			return err
+		}
+		trustKeys, _ = m2mtest.ParseKeys(keysFollow.content)
 	}
 	if *secret == "" {
 		b := make([]byte, 16)
@@ -117,27 +198,39 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 			return fmt.Errorf("--ca-out: %w", err)
 		}
 	}
-	s, err := lc.Listen(m2mtest.Client{ID: *clientID, Secret: *secret, Audiences: []string{*audience}, Scopes: strings.Fields(*scope), RequireDPoP: *requireDPoP})
+	s, err := lc.Listen(m2mtest.Client{ID: *clientID, Secret: *secret, Audiences: audiences, Organizations: orgs,
+		Scopes: strings.Fields(*scope), RequireDPoP: *requireDPoP})
 	if err != nil {
 		return fmt.Errorf("--addr %s: %w", *addr, err)
 	}
 	defer s.Close()
 	s.SetTokenLifetime(*ttl)
+	trust := m2mtest.TrustedIssuer{Issuer: *trustIssuer, Subject: *trustSubject, Audience: *trustAudience, Keys: trustKeys}
+	if *trustKey != "" {
+		if err := s.Trust(*clientID, trust); err != nil {
+			return c.usageError(stderr, "--trust-issuer %s and --trust-subject %s: %s", *trustIssuer, *trustSubject, strings.TrimPrefix(err.Error(), "m2mtest: Trust: "))
+		}
+	}
 	s.RequireDPoPNonce(*dpopNonce, *apiNonce)
-	serveQuickstartAPI(s.Handle, s, *audience)
+	serveQuickstartAPI(s.Handle, s, audiences)
 
 	// The protected API on an address of its own: the quickstart's routes,
-	// and "ok CLIENT TOKEN_TYPE" on any other path.
+	// and "ok CLIENT TOKEN_TYPE AUDIENCE [ORGANIZATION]" on any other path.
 	l, err := net.Listen("tcp", *apiAddr)
 	if err != nil {
 		return fmt.Errorf("--api-addr: %w", err)
 	}
 	apiMux := http.NewServeMux()
-	apiMux.Handle("/", s.Protect(*audience, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		fmt.Fprintf(w, "ok %s %s\n", *clientID, scheme)
+	apiMux.Handle("/", protectAny(s, audiences, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		claims := tokenClaims(tok) // verified by protectAny
+		line := fmt.Sprintf("ok %s %s %s", *clientID, scheme, claims.Aud)
+		if claims.Org != "" {
+			line += " " + claims.Org
+		}
+		fmt.Fprintln(w, line)
 	})))
-	serveQuickstartAPI(apiMux.Handle, s, *audience)
+	serveQuickstartAPI(apiMux.Handle, s, audiences)
 	api := &http.Server{Handler: apiMux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: lc.TLS}
 	apiURL := "http://" + apiHostPort(l.Addr(), "")
 	if lc.TLS != nil {
@@ -170,16 +263,42 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	fmt.Fprintf(&b, "m2mtoken test issuer listening on %s (%s)%s\n", net.JoinHostPort(host, port), scheme, dpopNote)
 	fmt.Fprintf(&b, "token URL: %s\nJWKS URL:  %s\nissuer:    %s\n", s.TokenURL(), s.JWKSURL(), s.Issuer())
 	fmt.Fprintf(&b, "API URL:   %s/\n", apiURL)
-	fmt.Fprintf(&b, "routes:    /api/public, /api/private, /api/private-scoped (needs read:messages) for audience %s,\n"+
-		"           at the API URL and at %s; other paths of the API URL answer \"ok CLIENT TOKEN_TYPE\"\n", *audience, s.URL)
+	scopes := "no scopes"
+	if sc := strings.Fields(*scope); len(sc) > 0 {
+		scopes = "the scopes " + strings.Join(sc, " ")
+	}
+	fmt.Fprintf(&b, "client:    %s, with %s\n", *clientID, scopes)
+	if secretFollow != nil {
+		fmt.Fprintf(&b, "secret:    %s (%s), followed: on a change, %s\n", secretFollow.file.Path(), m2mtoken.Fingerprint(*secret), rotationWords(*grace, *delay))
+	}
+	if keysFollow != nil {
+		fmt.Fprintf(&b, "trust:     client assertions (jwt-bearer, or jwt-spiffe) from issuer %s for subject %s, aud %s,\n"+
+			"           signed with %s from %s (followed)\n", trust.Issuer, trust.Subject, trust.Audience, describeKeys(trustKeys), keysFollow.file.Path())
+	}
+	fmt.Fprintf(&b, "audiences: %s (the default, AUTH0_AUDIENCE)", audiences[0])
+	for _, a := range audiences[1:] {
+		fmt.Fprintf(&b, ", %s", a)
+	}
+	b.WriteString("; any other is refused\n")
+	if len(orgs) == 0 {
+		b.WriteString("orgs:      none; a token request for an organization is refused (--organization adds one)\n")
+	} else {
+		fmt.Fprintf(&b, "orgs:      %s; any other is refused\n", strings.Join(orgs, ", "))
+	}
+	fmt.Fprintf(&b, "routes:    /api/public, /api/private, /api/private-scoped (needs read:messages) for these audiences,\n"+
+		"           at the API URL and at %s; other paths of the API URL answer \"ok CLIENT TOKEN_TYPE AUDIENCE [ORGANIZATION]\"\n", s.URL)
 	domain := strings.TrimPrefix(s.URL, "https://")
 	if *useTLS {
 		fmt.Fprintf(&b, "CA:        %s (trust it with curl --cacert FILE, SSL_CERT_FILE=FILE, m2mtoken token --ca-file FILE)\n", caFile)
 	} else if everywhere {
 		fmt.Fprintf(&b, "note:      m2mtoken and the Auth0 SDKs send secrets over plain http only to loopback; use --tls for other machines and containers\n")
 	}
-	fmt.Fprintf(&b, "\nexport AUTH0_DOMAIN=%s\nexport AUTH0_CLIENT_ID=%s\nexport AUTH0_CLIENT_SECRET=%s\nexport AUTH0_AUDIENCE=%s\n",
-		shellQuote(domain), shellQuote(*clientID), shellQuote(*secret), shellQuote(*audience))
+	secretExport := "AUTH0_CLIENT_SECRET=" + shellQuote(*secret)
+	if secretFollow != nil {
+		secretExport = "AUTH0_CLIENT_SECRET_FILE=" + shellQuote(secretFollow.file.Path())
+	}
+	fmt.Fprintf(&b, "\nexport AUTH0_DOMAIN=%s\nexport AUTH0_CLIENT_ID=%s\nexport %s\nexport AUTH0_AUDIENCE=%s\nexport API_URL=%s\n",
+		shellQuote(domain), shellQuote(*clientID), secretExport, shellQuote(audiences[0]), shellQuote(apiURL+"/"))
 	if *useTLS {
 		fmt.Fprintf(&b, "export M2MTOKEN_CA_FILE=%s\n", shellQuote(caFile))
 		fmt.Fprintf(&b, "# SSL_CERT_FILE (Python, Go, OpenSSL) and CURL_CA_BUNDLE (curl) make this shell trust this CA only;\n# leave them out to keep the system's CAs\n")
@@ -192,9 +311,176 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	var following sync.WaitGroup
+	if secretFollow != nil || keysFollow != nil {
+		current := *secret
+		if secretFollow != nil {
+			secretFollow.apply = func(content []byte) {
+				next := secretOf(content)
+				if next == current {
+					return
+				}
+				if err := s.RotateSecret(*clientID, next, m2mtest.Rotation{OldFor: *grace, NewAfter: *delay}); err != nil {
+					logs.printf("warning: --client-secret-file %s: %v", secretFollow.file.Path(), err)
+					return
+				}
+				logs.printf("--client-secret-file %s changed: %s", secretFollow.file.Path(), rotatedWords(current, next, *grace, *delay))
+				current = next
+			}
+		}
+		if keysFollow != nil {
+			keysFollow.apply = func(content []byte) {
+				trust.Keys, _ = m2mtest.ParseKeys(content)
+				if err := s.Trust(*clientID, trust); err != nil {
+					logs.printf("warning: --trust-key %s: %v", keysFollow.file.Path(), err)
+					return
+				}
+				logs.printf("--trust-key %s changed: %s trusted for issuer %s", keysFollow.file.Path(), describeKeys(trust.Keys), trust.Issuer)
+			}
+		}
+		following.Go(func() {
+			tick := time.NewTicker(followEvery)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				for _, f := range []*followed{secretFollow, keysFollow} {
+					if f != nil {
+						f.poll(ctx, logs)
+					}
+				}
+			}
+		})
+	}
 	<-sig
-	fmt.Fprintln(stderr, "m2mtoken serve: stopping")
+	stopFollowing()
+	following.Wait()
+	logs.printf("stopping")
 	return nil
+}
+
+// followEvery is how often serve reads the files it follows.
+const followEvery = time.Second
+
+// followed is a file serve follows: its last content taken, and what to do
+// with a new one.
+type followed struct {
+	flag    string
+	file    *follow.File
+	content []byte
+	version uint64
+	failing string // the failure last logged, "" if none
+	apply   func(content []byte)
+}
+
+// startFollowing reads a followed file for the first time: it must read
+// well, or serve does not start.
+func startFollowing(flag, path string, check func([]byte) error) (*followed, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	f := &followed{flag: flag, file: follow.New(abs, follow.Options{Check: check})}
+	snap := f.file.Read(context.Background())
+	if snap.Version == 0 {
+		return nil, fmt.Errorf("%s: %w", flag, snap.Err)
+	}
+	f.content, f.version = snap.Content, snap.Version
+	return f, nil
+}
+
+// poll reads the file again: a new content is applied; a failure is
+// logged when it begins and when it ends, not at every read.
+func (f *followed) poll(ctx context.Context, logs *serveLog) {
+	snap := f.file.Read(ctx)
+	if ctx.Err() != nil {
+		return
+	}
+	failing := ""
+	if snap.Err != nil {
+		failing = snap.Err.Error()
+	}
+	switch {
+	case failing == f.failing:
+	case failing != "":
+		logs.printf("warning: %s %s; what it held before is still used", f.flag, failing)
+	default:
+		logs.printf("%s %s reads well again", f.flag, f.file.Path())
+	}
+	f.failing = failing
+	if snap.Version != f.version {
+		f.content, f.version = snap.Content, snap.Version
+		f.apply(snap.Content)
+	}
+}
+
+// serveLog writes serve's lines to stderr, one at a time.
+type serveLog struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *serveLog) printf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, "m2mtoken serve: "+format+"\n", args...)
+}
+
+// secretOf is the secret a secret file holds: its content without the
+// final line break, as the library and the command read such a file.
+func secretOf(content []byte) string { return strings.TrimRight(string(content), "\r\n") }
+
+func checkSecretFile(content []byte) error {
+	if secretOf(content) == "" {
+		return errors.New("holds no secret, only line breaks")
+	}
+	return nil
+}
+
+// rotationWords says what a change of the secret file does, for the
+// startup lines.
+func rotationWords(grace, delay time.Duration) string {
+	accepted, refused := "the new secret works at once", "the old one stops"
+	if delay > 0 {
+		accepted = fmt.Sprintf("the new secret works %v later (--rotation-delay)", delay)
+	}
+	if grace > 0 {
+		refused = fmt.Sprintf("the old one works %v more (--rotation-grace)", grace)
+	}
+	return accepted + " and " + refused
+}
+
+// rotatedWords says what a rotation did, by fingerprints, for the log.
+func rotatedWords(old, next string, grace, delay time.Duration) string {
+	accepted, refused := "accepted from now", "refused from now"
+	if delay > 0 {
+		accepted = fmt.Sprintf("accepted in %v", delay)
+	}
+	if grace > 0 {
+		refused = fmt.Sprintf("still accepted for %v", grace)
+	}
+	return fmt.Sprintf("the new secret %s is %s; the previous one, %s, is %s", m2mtoken.Fingerprint(next), accepted, m2mtoken.Fingerprint(old), refused)
+}
+
+// describeKeys names keys for serve's lines: how many, and their kids.
+func describeKeys(keys []m2mtest.Key) string {
+	var ids []string
+	for _, k := range keys {
+		if k.ID != "" {
+			ids = append(ids, k.ID)
+		}
+	}
+	n := fmt.Sprintf("%d key", len(keys))
+	if len(keys) != 1 {
+		n += "s"
+	}
+	if len(ids) > 0 {
+		n += " (kid " + strings.Join(ids, ", ") + ")"
+	}
+	return n
 }
 
 // certNames are the names and addresses the server certificate is for:
@@ -254,8 +540,8 @@ func apiHostPort(a net.Addr, host string) string {
 }
 
 // serveQuickstartAPI adds the Auth0 quickstart's routes with handle,
-// checking tokens as m2mtest's Protect does.
-func serveQuickstartAPI(handle func(string, http.Handler), s *m2mtest.Server, audience string) {
+// checking tokens as m2mtest's Protect does, for any of audiences.
+func serveQuickstartAPI(handle func(string, http.Handler), s *m2mtest.Server, audiences []string) {
 	message := func(msg string) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
@@ -263,9 +549,41 @@ func serveQuickstartAPI(handle func(string, http.Handler), s *m2mtest.Server, au
 		})
 	}
 	handle("/api/public", message("Hello from a public endpoint! You don't need to be authenticated to see this."))
-	handle("/api/private", s.Protect(audience, nil, message("Hello from a private endpoint! You need to be authenticated to see this.")))
-	handle("/api/private-scoped", s.Protect(audience, []string{"read:messages"},
+	handle("/api/private", protectAny(s, audiences, nil, message("Hello from a private endpoint! You need to be authenticated to see this.")))
+	handle("/api/private-scoped", protectAny(s, audiences, []string{"read:messages"},
 		message("Hello from a private endpoint! You need to be authenticated and have a scope of read:messages to see this.")))
+}
+
+// protectAny is m2mtest's Protect for whichever of audiences the request's
+// token names, so that one API serves them all; a token for none of them
+// is checked against the first, and refused as Protect refuses it.
+func protectAny(s *m2mtest.Server, audiences, scopes []string, next http.Handler) http.Handler {
+	byAudience := map[string]http.Handler{}
+	for _, a := range audiences {
+		byAudience[a] = s.Protect(a, scopes, next)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		h := byAudience[tokenClaims(tok).Aud]
+		if h == nil {
+			h = byAudience[audiences[0]]
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// servedClaims are the claims of a token that the API's answers show.
+type servedClaims struct {
+	Aud string `json:"aud"`
+	Org string `json:"org_id"`
+}
+
+// tokenClaims reads tok's claims without checking it: to choose what to
+// check it against, or to show what Protect has checked.
+func tokenClaims(tok string) servedClaims {
+	var c servedClaims
+	jwt.Unverified(strings.TrimSpace(tok), &c)
+	return c
 }
 
 // shellQuote quotes v for a POSIX shell when it needs it.

@@ -12,15 +12,26 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/m2mtoken/m2mtoken/internal/logtest"
 )
 
 // startServe runs `m2mtoken serve args...` until the test ends, and
 // returns its exports (NAME=value) and output lines.
 func startServe(t *testing.T, args ...string) (map[string]string, []string) {
 	t.Helper()
+	env, lines, _ := startServeLog(t, args...)
+	return env, lines
+}
+
+// startServeLog is startServe that also returns serve's log (stderr).
+func startServeLog(t *testing.T, args ...string) (map[string]string, []string, *logtest.Log) {
+	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
 	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}
 	stdout, _ := cmd.StdoutPipe()
+	log := logtest.New()
+	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +42,7 @@ func startServe(t *testing.T, args ...string) (map[string]string, []string) {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
-	return env, lines
+	return env, lines, log
 }
 
 // servedAPI is the API URL serve printed, without its final slash.
@@ -196,4 +207,53 @@ func TestServeAllAddresses(t *testing.T) {
 		resp.Body.Close()
 	}
 	_ = lines
+}
+
+// TestServeAudiencesAndOrganizations: serve's client may get tokens for
+// every --audience and --organization, its startup lines say which, and
+// its API accepts each audience's tokens and says what they are for.
+// Others are refused as Auth0 refuses them, with the hint.
+func TestServeAudiencesAndOrganizations(t *testing.T) {
+	const billing, search = "https://billing.example.com/", "https://search.example.com/"
+	env, lines := startServe(t, "--client-secret", secret, "--audience", billing, "--audience", search, "--organization", "org_acme", "--organization", "org_beta")
+	out := strings.Join(lines, "\n")
+	for _, want := range []string{
+		"audiences: https://billing.example.com/ (the default, AUTH0_AUDIENCE), https://search.example.com/; any other is refused\n",
+		"orgs:      org_acme, org_beta; any other is refused\n",
+		"export AUTH0_AUDIENCE=https://billing.example.com/\n",
+	} {
+		if !strings.Contains(out+"\n", want) {
+			t.Errorf("serve printed:\n%s\nwithout %q", out, want)
+		}
+	}
+	base := envList(env, "M2MTOKEN_CACHE_DIR="+t.TempDir())
+	for _, tt := range []struct {
+		args []string
+		want string // the API's answer, or the error
+	}{
+		{nil, "ok m2mtoken-local Bearer https://billing.example.com/\n"},
+		{[]string{"--audience", search}, "ok m2mtoken-local Bearer https://search.example.com/\n"},
+		{[]string{"--audience", search, "--organization", "org_beta"}, "ok m2mtoken-local Bearer https://search.example.com/ org_beta\n"},
+		{[]string{"--audience", "https://typo.example.com/"}, "403 Forbidden: access_denied: Service not enabled within domain: https://typo.example.com/ (the audience is not the identifier of an API in this tenant: check --audience"},
+		{[]string{"--organization", "org_gamma"}, `is not a member of organization "org_gamma" (the application may not get tokens for this organization: check --organization`},
+	} {
+		r := runBin(t, base, append([]string{"token"}, tt.args...)...)
+		if r.code != 0 {
+			if !strings.Contains(r.stderr, tt.want) {
+				t.Errorf("token %q: exit %d, %q, want %q", tt.args, r.code, r.stderr, tt.want)
+			}
+			continue
+		}
+		req, _ := http.NewRequest("GET", env["API_URL"]+"v1/things", nil)
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(r.stdout))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != tt.want {
+			t.Errorf("token %q: the API answered %d %q, want %q", tt.args, resp.StatusCode, b, tt.want)
+		}
+	}
 }

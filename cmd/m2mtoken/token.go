@@ -56,6 +56,9 @@ With --dpop-key-file the token is DPoP-bound: every request needs its own proof.
 	if err != nil {
 		return err
 	}
+	for _, w := range creds.fileWarnings() {
+		fmt.Fprintln(stderr, "m2mtoken: warning:", w)
+	}
 	cfg.FetchTimeout = *timeout
 	creds.extra["FetchTimeout"] = "--timeout"
 	cfg.Logger = slog.New(newAttemptReporter(stderr))

@@ -33,7 +33,7 @@ func dpopKeyFile(t *testing.T) string {
 func TestDPoPServeTokenCurl(t *testing.T) {
 	exports, lines := startServe(t, "--client-id", "local", "--client-secret", secret, "--audience", aud, "--require-dpop", "--dpop-nonce")
 	apiURL := servedAPI(lines) + "/"
-	if len(exports) != 4 || apiURL == "/" || !strings.Contains(lines[0], "DPoP required, with nonces") {
+	if len(exports) != 5 || exports["API_URL"] != apiURL || !strings.Contains(lines[0], "DPoP required, with nonces") {
 		t.Fatalf("serve printed %v %q", exports, lines)
 	}
 	env := envList(exports, "M2MTOKEN_CACHE_DIR="+t.TempDir())
@@ -64,7 +64,7 @@ func TestDPoPServeTokenCurl(t *testing.T) {
 		c := exec.Command(curl, "-sS", "-X", method, "-H", "@-", "-o", "-", "-w", "\n%{http_code}", target)
 		c.Stdin = strings.NewReader(r.stdout)
 		out, err := c.CombinedOutput()
-		if err != nil || string(out) != "ok local DPoP\n\n200" {
+		if err != nil || string(out) != "ok local DPoP "+aud+"\n\n200" {
 			t.Fatalf("curl %s: %v %q", method, err, out)
 		}
 		// The same headers again: the proof is spent.

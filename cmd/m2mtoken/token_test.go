@@ -149,7 +149,7 @@ func TestSecretFile(t *testing.T) {
 
 func TestServeAndToken(t *testing.T) {
 	exports, _ := startServe(t, "--client-id", "local", "--client-secret", secret, "--audience", aud, "--ttl", "1h")
-	if len(exports) != 4 || !strings.HasPrefix(exports["AUTH0_DOMAIN"], "http://127.0.0.1:") {
+	if len(exports) != 5 || !strings.HasPrefix(exports["AUTH0_DOMAIN"], "http://127.0.0.1:") || !strings.HasPrefix(exports["API_URL"], "http://127.0.0.1:") {
 		t.Fatalf("serve printed %v", exports)
 	}
 	r := runBin(t, envList(exports, "M2MTOKEN_CACHE_DIR="+t.TempDir()), "token", "--json")

@@ -1,9 +1,8 @@
 // Command firsttoken is the README's first program: it takes its settings
-// from the environment, gets a token, and calls an API with it. Run it
-// beside `m2mtoken serve` (paste the export lines it prints) or with your
-// tenant's values:
-//
-//	API_URL=$AUTH0_DOMAIN/api/private go run ./examples/firsttoken
+// from the environment, and calls an API with a token. Run it beside
+// `m2mtoken serve` (paste the export lines it prints, API_URL among them)
+// with go run ./examples/firsttoken, or with your tenant's values and
+// API_URL set to your API.
 package main
 
 import (
@@ -11,44 +10,27 @@ import (
 	"io"
 	"log"
 	"os"
-	"time"
+	"strings"
 
 	"github.com/m2mtoken/m2mtoken"
 )
 
 func main() {
-	if err := run(os.Stdout, os.Getenv("API_URL")); err != nil {
-		log.Fatal(err)
-	}
-}
-
-func run(stdout io.Writer, apiURL string) error {
-	// AUTH0_DOMAIN, AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET, AUTH0_AUDIENCE, ...
-	cfg, err := m2mtoken.ConfigFromEnv()
+	cfg, err := m2mtoken.ConfigFromEnv() // AUTH0_DOMAIN, AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET, AUTH0_AUDIENCE
 	if err != nil {
-		return err // names the variable to fix
+		log.Fatal(err) // names the variable to fix
 	}
 	src, err := m2mtoken.New(cfg)
 	if err != nil {
-		return err
+		log.Fatal(err)
 	}
 	defer src.Close()
 
-	tok, err := src.Token() // cached, refreshed in the background
+	resp, err := src.Client().Get(os.Getenv("API_URL")) // every request carries a valid token
 	if err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, "token", m2mtoken.Fingerprint(tok.AccessToken), "expires in", time.Until(tok.Expiry).Round(time.Second))
-	if apiURL == "" {
-		return nil
-	}
-
-	resp, err := src.Client().Get(apiURL) // every request carries a valid token
-	if err != nil {
-		return err
+		log.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	fmt.Fprintln(stdout, resp.Status, string(body))
-	return err
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Println(resp.Status, strings.TrimSpace(string(body)))
 }

@@ -1,39 +1,58 @@
 package main
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
+// build builds the program once per test, and returns its path.
+func build(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "firsttoken")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// runWith runs the program with env (and PATH, HOME) and returns its
+// exit status, stdout and stderr.
+func runWith(t *testing.T, bin string, env ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(bin)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if _, exited := err.(*exec.ExitError); err != nil && !exited {
+		t.Fatal(err)
+	}
+	return cmd.ProcessState.ExitCode(), string(out), stderr.String()
+}
+
 // TestFirstToken runs the program as the README does: the variables
-// `m2mtoken serve` prints, then the protected API.
+// `m2mtoken serve` prints, API_URL among them.
 func TestFirstToken(t *testing.T) {
 	const audience = "https://api.local/"
 	iss := m2mtest.NewServer(m2mtest.Client{ID: "m2mtoken-local", Secret: "dev", Audiences: []string{audience}})
 	defer iss.Close()
 	api := httptest.NewServer(iss.Protect(audience, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "hello from a private endpoint")
+		io.WriteString(w, "hello from a private endpoint\n")
 	})))
 	defer api.Close()
-	t.Setenv("AUTH0_DOMAIN", iss.URL)
-	t.Setenv("AUTH0_CLIENT_ID", "m2mtoken-local")
-	t.Setenv("AUTH0_CLIENT_SECRET", "dev")
-	t.Setenv("AUTH0_AUDIENCE", audience)
-	var out strings.Builder
-	if err := run(&out, api.URL); err != nil {
-		t.Fatal(err)
-	}
-	got := out.String()
-	if !strings.HasPrefix(got, "token sha256:") || !strings.Contains(got, "200 OK hello from a private endpoint") {
-		t.Fatalf("output:\n%s", got)
-	}
-	if strings.Contains(got, "eyJ") {
-		t.Fatalf("output shows the token itself, not its fingerprint:\n%s", got)
+	code, out, stderr := runWith(t, build(t), "AUTH0_DOMAIN="+iss.URL, "AUTH0_CLIENT_ID=m2mtoken-local", "AUTH0_CLIENT_SECRET=dev",
+		"AUTH0_AUDIENCE="+audience, "API_URL="+api.URL+"/")
+	if code != 0 || out != "200 OK hello from a private endpoint\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
 	if n := iss.TokensIssued("m2mtoken-local"); n != 1 {
 		t.Fatalf("%d token requests, want 1", n)
@@ -41,13 +60,26 @@ func TestFirstToken(t *testing.T) {
 }
 
 // TestFirstTokenSaysWhatToSet: with nothing set, the error names the
-// variable to set.
+// variables to set.
 func TestFirstTokenSaysWhatToSet(t *testing.T) {
-	for _, v := range []string{"AUTH0_DOMAIN", "M2MTOKEN_TOKEN_URL", "AUTH0_CLIENT_ID", "AUTH0_CLIENT_SECRET", "AUTH0_AUDIENCE"} {
-		t.Setenv(v, "")
+	code, _, stderr := runWith(t, build(t))
+	if code != 1 || !strings.Contains(stderr, "AUTH0_CLIENT_ID") || !strings.Contains(stderr, "AUTH0_DOMAIN") {
+		t.Fatalf("exit %d, stderr %q: want the variables named", code, stderr)
 	}
-	err := run(io.Discard, "")
-	if err == nil || !strings.Contains(err.Error(), "AUTH0_") {
-		t.Fatalf("got %v, want an error naming a variable", err)
+}
+
+// TestReadmeShowsThisProgram: the README's first program is this file,
+// as it is.
+func TestReadmeShowsThisProgram(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, err := os.ReadFile("main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(readme, append(append([]byte("```go\n"), prog...), "```\n"...)) {
+		t.Fatal("the README's first program is not examples/firsttoken/main.go as it is: copy the file into the README's ```go block")
 	}
 }

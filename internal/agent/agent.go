@@ -11,8 +11,9 @@ package agent
 
 // This file has the Config and New; run.go the lifecycle (Run); server.go the
 // endpoint, proxy.go the proxy, sink.go the files, watch.go what keeps each
-// token warm, limits.go the bounds on clients, socket_*.go the Unix
-// socket's permissions, configfile.go the JSON config file.
+// token warm, outage.go what a source's outage logs, limits.go the bounds
+// on clients, socket_*.go the Unix socket's permissions, configfile.go the
+// JSON config file.
 
 import (
 	"errors"
@@ -80,6 +81,9 @@ type Source struct {
 	// and error memory), and take only their Audience, Scopes and
 	// Organization from their own Config.
 	Client string
+	// Warnings are logged when the agent is created, such as a key file
+	// that other users may read.
+	Warnings []string
 }
 
 // Listener is an address of the token endpoint: "unix:PATH", or a loopback
@@ -110,6 +114,17 @@ func (s Sink) String() string { return s.Source + "=" + s.Path }
 // source named Source.
 type Proxy struct {
 	Source, Listen, Upstream string
+	// RequireHeader, for a proxy on TCP, refuses (403) every request
+	// without "M2MToken-Agent: 1", as the token endpoint does: a request
+	// forged through a server that fetches URLs for an attacker (SSRF)
+	// cannot add it. The header is never forwarded. A proxy on a Unix
+	// socket takes no such header: the socket's mode says who may
+	// connect.
+	RequireHeader bool
+	// Origin says where the proxy was defined, in the user's words, such
+	// as `config file agent.json: proxies[0]`; New's errors about it
+	// start with it and name its fields. Empty: the --proxy flag.
+	Origin string
 }
 
 // ParseProxy parses the command's NAME=LISTEN=UPSTREAM.
@@ -145,6 +160,7 @@ type agentSource struct {
 	src      *m2mtoken.TokenSource
 	w        *watcher
 	sinks    []string
+	outage   *outage
 }
 
 // Agent is a configured agent: its sources, listeners, sinks and proxies.
@@ -153,7 +169,8 @@ type Agent struct {
 	log             *slog.Logger
 	sources         []*agentSource
 	byName          map[string]*agentSource
-	pools           []*m2mtoken.Pool // of the sources that share a client
+	bySrc           map[*m2mtoken.TokenSource]*agentSource // for the Observer
+	pools           []*m2mtoken.Pool                       // of the sources that share a client
 	listens         []listenSpec
 	gid             int // Group's ID, or -1
 	proxies         []*proxy
@@ -177,7 +194,7 @@ type Agent struct {
 // naming each source by its Origin; a mistake in the listeners, sinks,
 // proxies or group is a *FlagError.
 func New(cfg Config) (*Agent, error) {
-	a := &Agent{log: cfg.Logger, byName: map[string]*agentSource{}, gid: -1, clk: cfg.Clock,
+	a := &Agent{log: cfg.Logger, byName: map[string]*agentSource{}, bySrc: map[*m2mtoken.TokenSource]*agentSource{}, gid: -1, clk: cfg.Clock,
 		shutdownTimeout: cfg.ShutdownTimeout, maxConns: cfg.MaxConns, bodyGrace: bodyGrace,
 		listening: make(chan struct{}), ready: make(chan struct{})}
 	if a.log == nil {
@@ -221,8 +238,11 @@ func New(cfg Config) (*Agent, error) {
 	var proxySpecs []proxySpec
 	for _, p := range cfg.Proxies {
 		ps, err := checkProxy(p)
-		if err != nil {
+		if err != nil && p.Origin == "" {
 			return nil, flagError(err)
+		}
+		if err != nil {
+			return nil, err
 		}
 		hasUnix = hasUnix || ps.listen.network == "unix"
 		proxySpecs = append(proxySpecs, ps)
@@ -244,8 +264,11 @@ func New(cfg Config) (*Agent, error) {
 		if a.byName[s.Name] != nil {
 			return nil, fmt.Errorf("%s: the name is used by another source too: names must be unique", origin(s))
 		}
-		a.byName[s.Name] = &agentSource{name: s.Name, cfg: s.Config}
+		a.byName[s.Name] = &agentSource{name: s.Name, cfg: s.Config, outage: newOutage(s.Name, a.clk, a.log)}
 		a.sources = append(a.sources, a.byName[s.Name])
+		for _, w := range s.Warnings {
+			a.log.Warn(w, slog.String("source", s.Name))
+		}
 	}
 	for _, s := range sinkSpecs {
 		src := a.byName[s.source]
@@ -259,18 +282,22 @@ func New(cfg Config) (*Agent, error) {
 	}
 	for _, p := range proxySpecs {
 		if a.byName[p.source] == nil {
-			return nil, flagError(fmt.Errorf("--proxy %s=%s=%s: no source named %q; the agent has %s", p.source, p.listen, p.upstream, p.source, strings.Join(a.names(), ", ")))
+			err := fmt.Errorf("%s: no source named %q; the agent has %s", p.who, p.source, strings.Join(a.names(), ", "))
+			if p.origin == "" {
+				err = flagError(err)
+			}
+			return nil, err
 		}
 	}
 	if err := a.newSources(cfg.Sources); err != nil {
 		return nil, err
 	}
 	for _, p := range proxySpecs {
-		a.proxies = append(a.proxies, newProxy(p, a.byName[p.source].src, a.log))
+		a.proxies = append(a.proxies, newProxy(p, a.byName[p.source], a.log))
 	}
 	for _, s := range a.sources {
 		sinks, name, gid, log := s.sinks, s.name, a.gid, a.log
-		s.w = newWatcher(s.name, s.src, a.clk, a.log, func(tok *oauth2.Token) error {
+		s.w = newWatcher(s.name, s.src, a.clk, a.log, s.outage, func(tok *oauth2.Token) error {
 			if err := writeSinks(sinks, tok, gid); err != nil {
 				log.Error("writing the token to a sink failed; trying again", slog.String("source", name), slog.Any("error", err))
 				return err
@@ -309,6 +336,7 @@ func (a *Agent) newSources(specs []Source) error {
 		}
 		cfg := spec.Config
 		cfg.Logger = a.log.With(slog.String("source", spec.Name))
+		cfg.Observer = observe(cfg.Observer, a.sourceOf)
 		var src *m2mtoken.TokenSource
 		var err error
 		if names := clients[spec.Client]; len(names) > 1 {
@@ -332,9 +360,14 @@ func (a *Agent) newSources(specs []Source) error {
 			return fmt.Errorf("%s: %s", origin(spec), strings.TrimPrefix(err.Error(), "m2mtoken: "))
 		}
 		s.src = src
+		a.bySrc[src] = s
 	}
 	return nil
 }
+
+// sourceOf returns the agent's source of a library source, or nil. The
+// map is complete before Run starts any fetch, and not written after.
+func (a *Agent) sourceOf(src *m2mtoken.TokenSource) *agentSource { return a.bySrc[src] }
 
 func (a *Agent) closeSources() {
 	for _, s := range a.sources {

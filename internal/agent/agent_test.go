@@ -36,7 +36,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	sock := filepath.Join(dir, "agent.sock")
 	a := startAgent(t, Config{Sources: []Source{source(s)},
 		Listeners: []Listener{{"unix:" + sock}, {"127.0.0.1:0"}},
-		Proxies:   []Proxy{{"default", "127.0.0.1:0", api.URL}}})
+		Proxies:   []Proxy{{Source: "default", Listen: "127.0.0.1:0", Upstream: api.URL}}})
 	tcp, prx := a.tcp(), a.proxy(0)
 	uc, tc := client(t, sock), client(t, "")
 
@@ -252,7 +252,7 @@ func TestAgentConfigFileAndSink(t *testing.T) {
 	  {"name": "main", "token_url": %q, "client_id": "cli", "client_secret_env": "MAIN_SECRET", "audience": %q},
 	  {"name": "other", "token_url": %q, "client_id": "other", "client_secret_file": %q, "audience": "https://other/"}
 	]}`, s.TokenURL(), aud, s.TokenURL(), secretFile), 0o600)
-	sources, err := LoadConfigFile(conf, func(v string) string {
+	sources, _, err := LoadConfigFile(conf, func(v string) string {
 		if v == "MAIN_SECRET" {
 			return secret
 		}
@@ -357,7 +357,7 @@ func TestAgentFailsToListen(t *testing.T) {
 		want string
 	}{
 		{Config{Listeners: []Listener{{"unix:" + busy}}}, "--listen unix:" + busy + ": another process is listening"},
-		{Config{Listeners: []Listener{{"unix:" + ok}}, Proxies: []Proxy{{"default", port.Addr().String(), "https://api.example.com"}}}, "--proxy default=LISTEN 127.0.0.1:"},
+		{Config{Listeners: []Listener{{"unix:" + ok}}, Proxies: []Proxy{{Source: "default", Listen: port.Addr().String(), Upstream: "https://api.example.com"}}}, "--proxy default=LISTEN 127.0.0.1:"},
 		{Config{Listeners: []Listener{{"unix:" + regular}}}, "not a socket"},
 	} {
 		tc.cfg.Sources = []Source{source(s)}

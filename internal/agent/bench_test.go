@@ -32,7 +32,7 @@ func BenchmarkAgentProxy(b *testing.B) {
 		io.WriteString(w, "ok")
 	}))
 	defer upstream.Close()
-	a, err := New(Config{Sources: []Source{source(s)}, Proxies: []Proxy{{"default", "127.0.0.1:0", upstream.URL}}})
+	a, err := New(Config{Sources: []Source{source(s)}, Proxies: []Proxy{{Source: "default", Listen: "127.0.0.1:0", Upstream: upstream.URL}}})
 	if err != nil {
 		b.Fatal(err)
 	}

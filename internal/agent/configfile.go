@@ -11,10 +11,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/m2mtoken/m2mtoken"
+	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
+	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
 // configFieldNames are the config file's names for the library's fields.
@@ -27,12 +31,21 @@ var configFieldNames = map[string]string{
 	"CAFile": "ca_file",
 }
 
-// configFieldName names a Config field as the config file does.
-func configFieldName(field string) string {
+// fieldName names a Config field as the config file does, or "" for a
+// field the file cannot set, so that the library leaves out advice to
+// change it. The client secret is named by the field the source set it
+// with.
+func (fs *fileSource) fieldName(field string) string {
+	switch {
+	case field == "ClientSecret" && fs.ClientSecretEnv != "":
+		return `"client_secret_env" (` + fs.ClientSecretEnv + `)`
+	case field == "ClientSecret" && fs.ClientSecretFile != "":
+		return `"client_secret_file"`
+	}
 	if n, ok := configFieldNames[field]; ok {
 		return `"` + n + `"`
 	}
-	return "Config." + field
+	return ""
 }
 
 // fileConfig is the agent's config file.
@@ -42,6 +55,7 @@ func configFieldName(field string) string {
 //	  "audience": "https://billing.example.com/"}]}
 type fileConfig struct {
 	Sources []json.RawMessage `json:"sources"`
+	Proxies []json.RawMessage `json:"proxies"` // see configproxies.go
 }
 
 // fileSource is one source in the config file. Unknown fields are refused,
@@ -73,19 +87,30 @@ type fileSource struct {
 // flag values.
 var sourceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
-// LoadConfigFile reads the sources in the config file at path. getenv
-// reads the environment variables the file names, and M2MTOKEN_CA_FILE as
-// the command sees it (--ca-file, else the variable): the CA of the
-// sources that name none. Each Source's Origin names the file and the
-// source, its Config's FieldNames name fields as the file does, and its
-// Client is every field but the name and the token request (audience,
-// scopes, organization), so that the sources of one client share a pool.
-func LoadConfigFile(path string, getenv func(string) string) ([]Source, error) {
-	b, err := os.ReadFile(path)
+// configWriter says what whoever may write the config file could do.
+const configWriter = "its writer could send the client secret to a server of their own (token_url)"
+
+// LoadConfigFile reads the sources and proxies in the config file at
+// path, which only the agent's user or root may write (see
+// atomicfile.ReadTrusted). getenv reads the environment variables the
+// file names, and M2MTOKEN_CA_FILE as the command sees it (--ca-file,
+// else the variable): the CA of the sources that name none. Each Source's
+// Origin names the file and the source, its Config's FieldNames name
+// fields as the file does, and its Client is every field but the name and
+// the token request (audience, scopes, organization), so that the sources
+// of one client share a pool. Each Proxy's Origin names the file and the
+// proxy.
+func LoadConfigFile(path string, getenv func(string) string) ([]Source, []Proxy, error) {
+	b, err := atomicfile.ReadTrusted(path, atomicfile.ConfigFileLimit, "the config file", configWriter)
 	if err != nil {
-		return nil, fmt.Errorf("--config: %w", err)
+		return nil, nil, fmt.Errorf("--config: %w", err)
 	}
-	return parseConfigFile(path, b, getenv)
+	sources, err := parseConfigFile(path, b, getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	proxies, err := parseConfigProxies(path, b)
+	return sources, proxies, err
 }
 
 // parseConfigFile parses the config file's contents; getenv reads the
@@ -96,7 +121,7 @@ func parseConfigFile(path string, b []byte, getenv func(string) string) ([]Sourc
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&fc); err != nil {
-		return nil, fmt.Errorf("config file %s: %s", path, jsonError(b, err, `the file's one field is "sources"`))
+		return nil, fmt.Errorf("config file %s: %s", path, jsonError(b, err, "the file's fields are", topFields))
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("config file %s: more than one JSON value; the file holds one object with a \"sources\" list", path)
@@ -112,7 +137,7 @@ func parseConfigFile(path string, b []byte, getenv func(string) string) ([]Sourc
 		d.DisallowUnknownFields()
 		where := fmt.Sprintf("config file %s: sources[%d]", path, i)
 		if err := d.Decode(&fs); err != nil {
-			return nil, fmt.Errorf("%s: %s", where, jsonError(nil, err, sourceFields))
+			return nil, fmt.Errorf("%s: %s", where, jsonError(nil, err, "a source's fields are", sourceFields))
 		}
 		if fs.Name == "" {
 			return nil, fmt.Errorf("%s: \"name\" is missing: give each source a name (letters, digits, '.', '_', '-'); clients ask for /v1/token/NAME", where)
@@ -129,8 +154,8 @@ func parseConfigFile(path string, b []byte, getenv func(string) string) ([]Sourc
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
-		cfg.FieldNames = configFieldName
-		specs = append(specs, Source{Name: fs.Name, Origin: where, Config: cfg, Client: fs.client()})
+		cfg.FieldNames = fs.fieldName
+		specs = append(specs, Source{Name: fs.Name, Origin: where, Config: cfg, Client: fs.client(), Warnings: fs.warnings()})
 	}
 	return specs, nil
 }
@@ -166,7 +191,7 @@ func (fs *fileSource) config(getenv func(string) string) (m2mtoken.Config, error
 	case fs.ClientSecretEnv != "":
 		cfg.ClientSecret = getenv(fs.ClientSecretEnv)
 		if cfg.ClientSecret == "" {
-			return cfg, fmt.Errorf("\"client_secret_env\": the environment variable %s is empty or unset: set it to the client secret in the agent's environment", fs.ClientSecretEnv)
+			return cfg, fmt.Errorf("\"client_secret_env\": %s", unsetVariable(fs.ClientSecretEnv))
 		}
 	case fs.ClientSecretFile != "":
 		s, err := readSecretFile(fs.ClientSecretFile)
@@ -262,7 +287,7 @@ func NewCache(mode, dir, modeName, dirName string) (m2mtoken.Cache, error) {
 
 // readSecretFile reads a secret from a file, without its final newline.
 func readSecretFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := atomicfile.ReadLimited(path, atomicfile.SecretFileLimit, "a client secret file")
 	if err != nil {
 		return "", err
 	}
@@ -273,11 +298,26 @@ func readSecretFile(path string) (string, error) {
 	return s, nil
 }
 
-const sourceFields = "a source's fields are name, domain, token_url, client_id, client_secret_env, client_secret_file, auth_method, audience, scopes, organization, private_key_file, key_id, dpop_key_file, require_dpop, ca_file, cache, cache_dir"
+// sourceFields are the fields a source may have, as the file spells them:
+// fileSource's, but "client_secret", which is there to be refused.
+var sourceFields = func() []string {
+	var out []string
+	t := reflect.TypeFor[fileSource]()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "client_secret" {
+			out = append(out, name)
+		}
+	}
+	return out
+}()
+
+// topFields are the fields of the file's top level.
+var topFields = []string{"sources", "proxies"}
 
 // jsonError describes a decoding error, with its line and column if b is
-// the whole file; fields lists the known fields, for an unknown one.
-func jsonError(b []byte, err error, fields string) string {
+// the whole file; fields are the known fields, for an unknown one: the
+// one it is a typo of, if any, and the list.
+func jsonError(b []byte, err error, what string, fields []string) string {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
@@ -298,7 +338,12 @@ func jsonError(b []byte, err error, fields string) string {
 	case errors.Is(err, io.EOF):
 		return "the file is empty: it holds one object with a \"sources\" list"
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return fmt.Sprintf("unknown field %s: check its spelling (%s)", strings.TrimPrefix(err.Error(), "json: unknown field "), fields)
+		name, _ := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
+		known := what + " " + strings.Join(fields, ", ")
+		if meant := suggest.Nearest(name, fields); meant != "" {
+			return fmt.Sprintf("unknown field %q: did you mean %q? (%s)", name, meant, known)
+		}
+		return fmt.Sprintf("unknown field %q: check its spelling (%s)", name, known)
 	}
 	return err.Error()
 }

@@ -83,7 +83,11 @@ func TestAgentConfigErrors(t *testing.T) {
 		{"missing file", src(`"client_secret_file": "/nonexistent/secret"`), []string{`source "api"`, `"client_secret_file"`, "/nonexistent/secret"}},
 		{"no credential", src(`"audience": "x"`), []string{`source "api"`, "no credential", "client_secret_env"}},
 		{"both secrets", src(`"client_secret_env": "SET", "client_secret_file": "/x"`), []string{`"client_secret_env" and "client_secret_file"`}},
-		{"typo", src(`"client_secert_env": "SET"`), []string{"sources[0]", `unknown field "client_secert_env"`, "client_secret_env"}},
+		{"typo", src(`"client_secert_env": "SET"`), []string{"sources[0]", `unknown field "client_secert_env": did you mean "client_secret_env"?`}},
+		{"audiance", src(`"client_secret_env": "SET", "audiance": "x"`), []string{`config file agent.json: sources[0]: unknown field "audiance": did you mean "audience"? ` +
+			`(a source's fields are name, domain, token_url, client_id, client_secret_env, client_secret_file, auth_method, audience, scopes, organization, ` +
+			`private_key_file, key_id, dpop_key_file, require_dpop, ca_file, cache, cache_dir)`}},
+		{"no near field", src(`"client_secret_env": "SET", "tenant": "x"`), []string{`unknown field "tenant": check its spelling (a source's fields are name, domain,`}},
 		{"scopes as a string", src(`"client_secret_env": "SET", "scopes": "read:x write:x"`), []string{"sources[0]", `"scopes" must be a list`}},
 		{"scope with a space", src(`"client_secret_env": "SET", "scopes": ["read:x write:x"]`), []string{`source "api"`, `"scopes"`, "own string"}},
 		{"bad auth method", src(`"client_secret_env": "SET", "auth_method": "jwt"`), []string{`"auth_method" "jwt"`, "post"}},
@@ -94,7 +98,7 @@ func TestAgentConfigErrors(t *testing.T) {
 		{"no name", `{"sources": [{"domain": "t", "client_id": "c"}]}`, []string{"sources[0]", `"name" is missing`}},
 		{"bad name", `{"sources": [{"name": "a/b", "domain": "t", "client_id": "c"}]}`, []string{`source "a/b"`, `"name"`}},
 		{"duplicate", `{"sources": [` + strings.Repeat(`{"name": "a", "domain": "t", "client_id": "c", "client_secret_env": "SET"},`, 2) + `{"name": "b"}]}`, []string{`source "a"`, "sources[0] too"}},
-		{"no sources", `{"source": []}`, []string{"agent.json", `unknown field "source"`, `"sources"`}},
+		{"no sources", `{"source": []}`, []string{`config file agent.json: unknown field "source": did you mean "sources"? (the file's fields are sources, proxies)`}},
 		{"empty sources", `{"sources": []}`, []string{"agent.json", `"sources" is empty`}},
 		{"syntax", "{\"sources\": [\n  {\"name\": \"a\",}\n]}", []string{"agent.json", "line 2, column"}},
 		{"empty file", ``, []string{"agent.json", "empty"}},

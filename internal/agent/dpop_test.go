@@ -57,7 +57,7 @@ func TestAgentDPoP(t *testing.T) {
 	}
 
 	sock := filepath.Join(dir, "a.sock")
-	a := startAgent(t, Config{Sources: sources, Listeners: []Listener{{"unix:" + sock}}, Proxies: []Proxy{{"dp", "127.0.0.1:0", api.URL}}})
+	a := startAgent(t, Config{Sources: sources, Listeners: []Listener{{"unix:" + sock}}, Proxies: []Proxy{{Source: "dp", Listen: "127.0.0.1:0", Upstream: api.URL}}})
 	prx := a.proxy(0)
 	uc, tc := client(t, sock), client(t, "")
 

@@ -25,7 +25,7 @@ import (
 func TestStalledBodyCutOff(t *testing.T) {
 	s := issuer(t)
 	api := newProtectedAPI(t, s)
-	a := launchAgent(t, Config{Sources: []Source{source(s)}, Proxies: []Proxy{{"default", "127.0.0.1:0", api.URL}}},
+	a := launchAgent(t, Config{Sources: []Source{source(s)}, Proxies: []Proxy{{Source: "default", Listen: "127.0.0.1:0", Upstream: api.URL}}},
 		func(a *Agent) { a.bodyGrace = 100 * time.Millisecond })
 	for _, addr := range []string{a.proxy(0)} {
 		c, err := net.DialTimeout("tcp", addr, waitFor)
@@ -60,7 +60,7 @@ func TestBodyDeadlineEndsWithTheBody(t *testing.T) {
 		fmt.Fprintf(w, "slow answer to %s", b)
 	}))
 	defer slow.Close()
-	a := launchAgent(t, Config{Sources: []Source{source(s)}, Proxies: []Proxy{{"default", "127.0.0.1:0", slow.URL}}},
+	a := launchAgent(t, Config{Sources: []Source{source(s)}, Proxies: []Proxy{{Source: "default", Listen: "127.0.0.1:0", Upstream: slow.URL}}},
 		func(a *Agent) { a.bodyGrace = 100 * time.Millisecond })
 	resp, err := http.Post("http://"+a.proxy(0)+"/work", "text/plain", strings.NewReader("hello"))
 	if err != nil {

@@ -23,38 +23,46 @@ import (
 	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
-// proxySpec is one --proxy.
+// proxySpec is one --proxy, or one proxy of the config file.
 type proxySpec struct {
-	source   string
-	listen   listenSpec
-	upstream *url.URL
+	source        string
+	listen        listenSpec
+	upstream      *url.URL
+	requireHeader bool
+	origin        string // Proxy.Origin
+	who           string // the proxy in the user's words, for errors
 }
 
-// checkProxy checks p and parses its addresses.
+// checkProxy checks p and parses its addresses. Its errors name p as
+// --proxy NAME=LISTEN=UPSTREAM, or by its Origin and fields.
 func checkProxy(p Proxy) (proxySpec, error) {
-	if p.Source == "" || p.Listen == "" || p.Upstream == "" {
+	who, listenName, upstreamName := fmt.Sprintf("--proxy %q", p.String()), "--proxy "+p.Source+"=LISTEN", "UPSTREAM"
+	if p.Origin != "" {
+		who, listenName, upstreamName = p.Origin, p.Origin+`: "listen"`, `"upstream"`
+	} else if p.Source == "" || p.Listen == "" || p.Upstream == "" {
 		_, err := ParseProxy(p.String()) // its error says what is missing
 		return proxySpec{}, err
 	}
-	v := p.String()
-	l, err := parseListen("--proxy "+p.Source+"=LISTEN", p.Listen)
+	l, err := parseListen(listenName, p.Listen)
 	if err != nil {
 		return proxySpec{}, err
 	}
 	u, err := url.Parse(p.Upstream)
 	switch {
 	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
-		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q must be an absolute http or https URL, such as https://api.example.com", v, p.Upstream)
+		return proxySpec{}, fmt.Errorf("%s: %s %q must be an absolute http or https URL, such as https://api.example.com", who, upstreamName, p.Upstream)
 	case strings.HasSuffix(u.Host, ":"):
-		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q has an empty port: give the port after the colon, or drop the colon for the scheme's default", v, p.Upstream)
+		return proxySpec{}, fmt.Errorf("%s: %s %q has an empty port: give the port after the colon, or drop the colon for the scheme's default", who, upstreamName, p.Upstream)
 	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()) && suggest.Nearest(u.Hostname(), []string{"localhost"}) != "":
-		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q: %q is not a loopback name: did you mean localhost?", v, p.Upstream, u.Hostname())
+		return proxySpec{}, fmt.Errorf("%s: %s %q: %q is not a loopback name: did you mean localhost?", who, upstreamName, p.Upstream, u.Hostname())
 	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
-		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q may have a path but no credentials, query or fragment", v, p.Upstream)
+		return proxySpec{}, fmt.Errorf("%s: %s %q may have a path but no credentials, query or fragment", who, upstreamName, p.Upstream)
 	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
-		return proxySpec{}, fmt.Errorf("--proxy %q: UPSTREAM %q uses plain http to another host: the token would travel unencrypted; use https", v, p.Upstream)
+		return proxySpec{}, fmt.Errorf("%s: %s %q uses plain http to another host: the token would travel unencrypted; use https", who, upstreamName, p.Upstream)
+	case p.RequireHeader && l.network == "unix":
+		return proxySpec{}, fmt.Errorf("%s: the required header %q is for a proxy on TCP: on a Unix socket, the socket's mode (0600, or 0660 with --group) says who may connect", who, agentHeader+": 1")
 	}
-	return proxySpec{source: p.Source, listen: l, upstream: u}, nil
+	return proxySpec{source: p.Source, listen: l, upstream: u, requireHeader: p.RequireHeader, origin: p.Origin, who: who}, nil
 }
 
 // isLoopbackHost reports whether h (without brackets or port) is
@@ -87,12 +95,12 @@ const maxReplayBody = 64 << 10
 // credentials, and its own header means nothing upstream.
 var proxyHeaders = []string{"Authorization", "Proxy-Authorization", "DPoP", agentHeader}
 
-func newProxy(spec proxySpec, src *m2mtoken.TokenSource, log *slog.Logger) *proxy {
+func newProxy(spec proxySpec, src *agentSource, log *slog.Logger) *proxy {
 	// The source's own client transport: it adds the token, recovers from
 	// a revoked one, keeps many idle connections to the one upstream, and
 	// trusts the source's CA (ca_file, --ca-file, M2MTOKEN_CA_FILE) besides
 	// the system's, as its token requests do.
-	p := &proxy{spec: spec, rt: src.Client().Transport}
+	p := &proxy{spec: spec, rt: src.src.Client().Transport}
 	target := spec.upstream
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -112,11 +120,16 @@ func newProxy(spec proxySpec, src *m2mtoken.TokenSource, log *slog.Logger) *prox
 			code, what := http.StatusBadGateway, "upstream "+target.Redacted()+" failed"
 			var te *m2mtoken.TokenError
 			var we *m2mtoken.WaitError
-			if errors.As(err, &te) || errors.As(err, &we) || errors.Is(err, m2mtoken.ErrClosed) {
+			var qe *m2mtoken.QuotaError
+			if errors.As(err, &te) || errors.As(err, &we) || errors.As(err, &qe) || errors.Is(err, m2mtoken.ErrClosed) {
+				// No token: counted in the source's outage, which the log
+				// summarizes, rather than a line per request.
 				code, what = http.StatusServiceUnavailable, fmt.Sprintf("no token for source %q", spec.source)
+				src.outage.refusedRequest(err)
+			} else {
+				log.Warn("proxy request failed", slog.String("source", spec.source), slog.String("upstream", target.Redacted()),
+					slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
 			}
-			log.Warn("proxy request failed", slog.String("source", spec.source), slog.String("upstream", target.Redacted()),
-				slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
 			// The answer says what failed, never why: the reason may be the
 			// token endpoint's own text, and a proxy's caller needs no
 			// credential to see it. The agent's log has it.
@@ -132,7 +145,7 @@ func newProxy(spec proxySpec, src *m2mtoken.TokenSource, log *slog.Logger) *prox
 		}
 		if hasDotSegment(r) {
 			p.errors.Add(1)
-			http.Error(w, "m2mtoken agent: the path has a dot-segment (. or .., maybe percent-encoded): this proxy forwards only paths under "+target.Redacted(), http.StatusBadRequest)
+			http.Error(w, "m2mtoken agent: the path has a dot-segment (. or .., maybe percent-encoded, with ;parameters or in look-alike characters) or a NUL byte: this proxy forwards only paths under "+target.Redacted(), http.StatusBadRequest)
 			return
 		}
 		if r.ContentLength > 0 && r.ContentLength <= maxReplayBody {

@@ -44,7 +44,7 @@ func TestAgentReadmeRecipes(t *testing.T) {
 	dir := t.TempDir()
 	sock, sink := filepath.Join(dir, "agent.sock"), filepath.Join(dir, "default.token")
 	a := startAgent(t, Config{Sources: []Source{source(s)}, Listeners: []Listener{{"unix:" + sock}},
-		Sinks: []Sink{{"default", sink}}, Proxies: []Proxy{{"default", "127.0.0.1:0", api.URL}}})
+		Sinks: []Sink{{"default", sink}}, Proxies: []Proxy{{Source: "default", Listen: "127.0.0.1:0", Upstream: api.URL}}})
 	prx := a.proxy(0)
 
 	py := t.TempDir()

@@ -90,7 +90,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, p := range a.proxies {
 		h := p.handler
 		if p.spec.listen.network == "tcp" {
-			h = a.guard(false, h)
+			h = a.guard(p.spec.requireHeader, h)
 		}
 		if err := open("--proxy "+p.spec.source+"=LISTEN", p.spec.listen, h, slog.String("serves", "proxy"), slog.String("source", p.spec.source), slog.String("upstream", p.spec.upstream.Redacted())); err != nil {
 			closeAll()
@@ -137,7 +137,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	var err error
 	select {
 	case <-ctx.Done():
-		a.log.Info("stopping")
+		// The cause, if ctx was cancelled with one, says who asked, such
+		// as the command's signal.
+		if cause := context.Cause(ctx); cause != ctx.Err() {
+			a.log.Info("stopping", slog.String("reason", cause.Error()))
+		} else {
+			a.log.Info("stopping")
+		}
 	case err = <-errc:
 		a.log.Error("stopping", slog.Any("error", err))
 	}

@@ -269,11 +269,13 @@ func (a *Agent) serveToken(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ans)
 }
 
-// tokenUnavailable answers 503 for a source that has no token.
+// tokenUnavailable answers 503 for a source that has no token. The
+// refusal is counted in the source's outage, which the log summarizes,
+// rather than logged one line per request.
 func (a *Agent) tokenUnavailable(w http.ResponseWriter, r *http.Request, s *agentSource, err error) {
 	a.tokenFailed.Add(1)
 	if r.Context().Err() == nil {
-		a.log.Warn("token request failed", slog.String("source", s.name), slog.Any("error", err))
+		s.outage.refusedRequest(err)
 	}
 	writeJSONError(w, http.StatusServiceUnavailable, "token_unavailable", fmt.Sprintf("source %q has no token: %v", s.name, err))
 }
@@ -331,10 +333,11 @@ type sourceStats struct {
 }
 
 type proxyStat struct {
-	Listen   string `json:"listen"`
-	Upstream string `json:"upstream"`
-	Requests uint64 `json:"requests"`
-	Errors   uint64 `json:"errors"`
+	Listen        string `json:"listen"`
+	Upstream      string `json:"upstream"`
+	RequireHeader bool   `json:"require_header,omitempty"`
+	Requests      uint64 `json:"requests"`
+	Errors        uint64 `json:"errors"`
 }
 
 // serveStats answers each source's Stats and the agent's counters.
@@ -377,7 +380,8 @@ func (a *Agent) serveStats(w http.ResponseWriter, r *http.Request) {
 				if ss.Proxies == nil {
 					ss.Proxies = map[string]proxyStat{}
 				}
-				ss.Proxies[p.addr] = proxyStat{Listen: p.addr, Upstream: p.spec.upstream.String(), Requests: p.requests.Load(), Errors: p.errors.Load()}
+				ss.Proxies[p.addr] = proxyStat{Listen: p.addr, Upstream: p.spec.upstream.String(), RequireHeader: p.spec.requireHeader,
+					Requests: p.requests.Load(), Errors: p.errors.Load()}
 			}
 		}
 		out.Sources[s.name] = ss

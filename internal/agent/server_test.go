@@ -114,8 +114,8 @@ func TestAgentHealthSaysWhy(t *testing.T) {
 	src := source(s)
 	src.Config.ClientSecret = "wrong-" + secret
 	a := launchAgent(t, Config{Sources: []Source{src}, Listeners: []Listener{{"127.0.0.1:0"}}})
-	// The watcher logs its first failure once it has recorded it.
-	a.waitLog(1, "no token for source")
+	// The outage's first line comes once a failed fetch is recorded.
+	a.waitLog(1, "no token for source: its requests are refused until a fetch succeeds")
 	rec := httptest.NewRecorder()
 	a.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
 	body := rec.Body.String()

@@ -3,8 +3,10 @@
 package agent
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -100,5 +102,24 @@ func TestSocketDirectoryOthersMayWrite(t *testing.T) {
 			}
 			t.Logf("%s: %v", name, err)
 		}
+	}
+}
+
+// TestProxyUnixSocketGroup: a proxy on a Unix socket with Group is
+// 0660, owned by the group, like the token endpoint's socket; a
+// required header on it is refused, in the user's words.
+func TestProxyUnixSocketGroup(t *testing.T) {
+	s := issuer(t)
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	gid := os.Getgid()
+	startAgent(t, Config{Sources: []Source{source(s)}, Group: strconv.Itoa(gid), Proxies: []Proxy{{Source: "default", Listen: "unix:" + sock, Upstream: "https://api.example.com"}}})
+	fi, err := os.Stat(sock)
+	if err != nil || fi.Mode().Perm() != 0o660 || int(fi.Sys().(*syscall.Stat_t).Gid) != gid {
+		t.Fatalf("the proxy's socket with a group: %v %v", fi.Mode(), err)
+	}
+	_, err = New(Config{Sources: []Source{source(s)}, Proxies: []Proxy{{Source: "default", Listen: "unix:" + sock, Upstream: "https://api.example.com", RequireHeader: true}}})
+	var fe *FlagError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "is for a proxy on TCP") {
+		t.Fatalf("a required header on a Unix socket: %v", err)
 	}
 }

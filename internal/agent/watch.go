@@ -46,6 +46,8 @@ type watcher struct {
 	// deliver hands a new token to the sinks; an error makes the watcher
 	// try again at its next check.
 	deliver func(*oauth2.Token) error
+	// outage is told when the watcher finds no token, and when it has one.
+	outage *outage
 
 	mu       sync.Mutex
 	tok      *oauth2.Token // the last token seen
@@ -55,8 +57,8 @@ type watcher struct {
 	readyOne sync.Once
 }
 
-func newWatcher(name string, src tokenGetter, clk clock.Clock, log *slog.Logger, deliver func(*oauth2.Token) error) *watcher {
-	return &watcher{name: name, src: src, clk: clk, log: log, deliver: deliver, ready: make(chan struct{})}
+func newWatcher(name string, src tokenGetter, clk clock.Clock, log *slog.Logger, o *outage, deliver func(*oauth2.Token) error) *watcher {
+	return &watcher{name: name, src: src, clk: clk, log: log, outage: o, deliver: deliver, ready: make(chan struct{})}
 }
 
 // run checks the source until ctx is done.
@@ -73,17 +75,14 @@ func (w *watcher) run(ctx context.Context) {
 			next = min(minRetry<<min(failures, 10), maxRetry)
 			failures++
 			w.mu.Lock()
-			same := w.lastErr != nil && w.lastErr.Error() == err.Error()
 			w.lastErr = err
 			w.mu.Unlock()
-			// One line per new error, and one per doubling of the count,
-			// so that an outage does not flood the log.
-			if !same || failures&(failures-1) == 0 {
-				w.log.Warn("no token for source", slog.String("source", w.name), slog.Any("error", err),
-					slog.Int("failures", failures), slog.Duration("next_try_in", next))
-			}
+			// The library logged the failed fetch; the outage says, once,
+			// what it means for the source.
+			w.outage.down(err)
 		} else {
 			failures = 0
+			w.outage.up()
 			w.mu.Lock()
 			changed := w.tok == nil || w.tok.AccessToken != tok.AccessToken
 			if changed {
@@ -132,14 +131,19 @@ func (w *watcher) sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // current returns the last token seen, if it has not expired, and the last
-// error.
+// error: the watcher's, or else the outage's (a failed fetch that the
+// watcher has not yet seen end).
 func (w *watcher) current() (*oauth2.Token, error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.tok != nil && !w.clk.Now().Before(w.tok.Expiry) {
-		return nil, w.lastErr
+	tok, err := w.tok, w.lastErr
+	w.mu.Unlock()
+	if tok != nil && !w.clk.Now().Before(tok.Expiry) {
+		tok = nil
 	}
-	return w.tok, w.lastErr
+	if err == nil && tok == nil {
+		err = w.outage.err()
+	}
+	return tok, err
 }
 
 // seen is the number of distinct tokens the watcher has seen.

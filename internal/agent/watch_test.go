@@ -77,7 +77,7 @@ func TestWatcher(t *testing.T) {
 	var mu sync.Mutex
 	var delivered []string
 	failNext := false
-	w := newWatcher("default", src, clk, discardLog(), func(tok *oauth2.Token) error {
+	w := newWatcher("default", src, clk, discardLog(), newOutage("default", clk, discardLog()), func(tok *oauth2.Token) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if failNext {

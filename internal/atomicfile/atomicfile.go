@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Write writes data to a temporary file beside path, named by pattern (as
@@ -40,9 +41,29 @@ func Write(path, pattern string, data []byte, gid int) error {
 // advisory lock while it lives. Either way, temporary files of pattern that a
 // killed writer left are removed by the next write, whatever their age.
 func WriteMode(path, pattern string, data []byte, mode os.FileMode, gid int) error {
+	prefix, suffix, _ := strings.Cut(pattern, "*")
+	RemoveDeadTemps(filepath.Dir(path), func(name string) bool {
+		return len(name) > len(prefix)+len(suffix) && strings.HasPrefix(name, prefix) && strings.HasSuffix(name, suffix)
+	})
+	return write(path, pattern, data, mode, gid, time.Time{})
+}
+
+// WriteExpiring is Write (mode 0600) with the file's modification time
+// set to expiry, the time its content is of no more use: a sweep of the
+// directory can then tell the files it may remove by a stat, without
+// reading each. Where the time cannot be set, the file keeps the time of
+// the write (one already past). Unlike Write, it does not look for the
+// temporary files of killed writers, which would read the whole directory
+// at every write: the sweep removes them, with [RemoveDeadTemps].
+func WriteExpiring(path, pattern string, data []byte, expiry time.Time) error {
+	return write(path, pattern, data, 0o600, -1, expiry)
+}
+
+// write is WriteMode without the look for dead writers' temporary files,
+// with the modification time set to mtime unless it is zero.
+func write(path, pattern string, data []byte, mode os.FileMode, gid int, mtime time.Time) error {
 	dir := filepath.Dir(path)
 	prefix, suffix, _ := strings.Cut(pattern, "*")
-	removeDeadTemps(dir, prefix, suffix)
 	t, err := newTemp(dir, pattern)
 	if err != nil {
 		return err
@@ -58,6 +79,9 @@ func WriteMode(path, pattern string, data []byte, mode os.FileMode, gid int) err
 	}
 	if err == nil {
 		_, err = f.Write(data)
+	}
+	if err == nil && !mtime.IsZero() {
+		setModTime(f, mtime) // at worst, the time of the write
 	}
 	if err == nil {
 		err = f.Sync()
@@ -173,18 +197,18 @@ func (t *temp) discard() {
 	t.f.Close()
 }
 
-// removeDeadTemps removes the temporary files in dir (named prefix, then
-// anything, then suffix) whose writers are gone: a file whose lock can
-// be taken has no live writer, since a writer holds it from creation to
-// rename.
-func removeDeadTemps(dir, prefix, suffix string) {
+// RemoveDeadTemps removes the temporary files in dir whose names match
+// (those of a Write's pattern) and whose writers are gone: a file whose
+// lock can be taken has no live writer, since a writer holds it from
+// creation to rename. Only regular files are removed.
+func RemoveDeadTemps(dir string, match func(name string) bool) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return
 	}
 	for _, e := range ents {
 		n := e.Name()
-		if len(n) <= len(prefix)+len(suffix) || !strings.HasPrefix(n, prefix) || !strings.HasSuffix(n, suffix) || !e.Type().IsRegular() {
+		if !match(n) || !e.Type().IsRegular() {
 			continue
 		}
 		p := filepath.Join(dir, n)

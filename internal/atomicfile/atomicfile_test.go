@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestWrite(t *testing.T) {
@@ -28,5 +29,19 @@ func TestWrite(t *testing.T) {
 	// A directory that does not exist: an error, and nothing written.
 	if err := Write(filepath.Join(dir, "no", "f"), "f.tmp-*", []byte("x"), -1); err == nil {
 		t.Fatal("no error for a missing directory")
+	}
+}
+
+// TestWriteExpiring: the file's modification time is the expiry given,
+// so that a sweep can tell expired files by a stat.
+func TestWriteExpiring(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	expiry := time.Now().Add(24 * time.Hour).Truncate(time.Second)
+	if err := WriteExpiring(path, "f.tmp-*", []byte("x"), expiry); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || !fi.ModTime().Equal(expiry) || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mtime %v, mode %v (%v); want %v, 0600", fi.ModTime(), fi.Mode(), err, expiry)
 	}
 }

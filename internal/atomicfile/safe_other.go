@@ -26,3 +26,7 @@ func writerGone(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && time.Since(fi.ModTime()) > time.Minute
 }
+
+// setModTime sets the access and modification times of f, a named file,
+// to t.
+func setModTime(f *os.File, t time.Time) error { return os.Chtimes(f.Name(), t, t) }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"time"
 )
 
 // OpenOwned opens path as [os.OpenFile] does, but never through a symbolic
@@ -66,4 +67,14 @@ func writerGone(p string) bool {
 	}
 	defer f.Close()
 	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil
+}
+
+// setModTime sets f's access and modification times to t (at most the
+// year 2200, which nanoseconds since 1970 can hold).
+func setModTime(f *os.File, t time.Time) error {
+	if limit := time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC); t.After(limit) {
+		t = limit
+	}
+	tv := syscall.NsecToTimeval(t.UnixNano())
+	return syscall.Futimes(int(f.Fd()), []syscall.Timeval{tv, tv})
 }

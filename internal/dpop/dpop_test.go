@@ -97,7 +97,7 @@ func TestATH(t *testing.T) {
 // TestThumbprintRFC7638 is the RFC's own example key.
 func TestThumbprintRFC7638(t *testing.T) {
 	n := "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
-	pub, jkt, err := parseJWK(map[string]json.RawMessage{"kty": json.RawMessage(`"RSA"`), "n": json.RawMessage(`"` + n + `"`), "e": json.RawMessage(`"AQAB"`)})
+	pub, jkt, err := ParseJWK(map[string]json.RawMessage{"kty": json.RawMessage(`"RSA"`), "n": json.RawMessage(`"` + n + `"`), "e": json.RawMessage(`"AQAB"`)})
 	if err != nil || pub == nil || jkt != "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs" {
 		t.Fatalf("%s %v", jkt, err)
 	}

@@ -63,7 +63,7 @@ func Verify(proof string, algs []string) (*Proof, error) {
 	case h.JWK == nil:
 		return nil, errors.New("the proof has no jwk header")
 	}
-	pub, jkt, err := parseJWK(h.JWK)
+	pub, jkt, err := ParseJWK(h.JWK)
 	if err != nil {
 		return nil, fmt.Errorf("the proof's jwk: %w", err)
 	}
@@ -123,8 +123,11 @@ func (p *Proof) Check(method, htu string, now time.Time, window time.Duration) e
 	return nil
 }
 
-// parseJWK reads a public JWK and returns the key and its thumbprint.
-func parseJWK(m map[string]json.RawMessage) (crypto.PublicKey, string, error) {
+// ParseJWK reads a public JWK (EC P-256, RSA of at least 2048 bits, or
+// Ed25519), refusing one with a private member, and returns the key and
+// its RFC 7638 thumbprint. Members other than the key's own (kid, use,
+// alg) are not read.
+func ParseJWK(m map[string]json.RawMessage) (crypto.PublicKey, string, error) {
 	for _, private := range []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"} {
 		if _, ok := m[private]; ok {
 			return nil, "", fmt.Errorf("holds the private member %q", private)

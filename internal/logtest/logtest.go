@@ -1,11 +1,13 @@
 // Package logtest reads a JSON log (log/slog's JSONHandler, one record a
 // line) as it is written, for tests that wait for what a program logs:
-// the agent in-process, or a process's stderr. Tests only.
+// the agent in-process, or a process's stderr. A plain-text log can be
+// waited on too ([Log.WaitText]). Tests only.
 package logtest
 
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -118,6 +120,26 @@ func (l *Log) Wait(t testing.TB, stopped <-chan struct{}, timeout time.Duration,
 			t.Fatalf("the program stopped before logging %q (%d of %d):\n%s", msg, got, n, l)
 		case <-deadline:
 			t.Fatalf("%d of %d %q in the log after %v:\n%s", got, n, msg, timeout, l)
+		}
+	}
+}
+
+// WaitText waits until the log, as written, holds text: for a program
+// that logs plain lines. It fails t after timeout.
+func (l *Log) WaitText(t testing.TB, timeout time.Duration, text string) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		l.mu.Lock()
+		found, changed := strings.Contains(l.raw.String(), text), l.changed
+		l.mu.Unlock()
+		if found {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("no %q in the log after %v:\n%s", text, timeout, l)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -18,6 +19,9 @@ func FuzzParseToken(f *testing.F) {
 	f.Add("", []byte(`{"error":"access_denied"}`))
 	f.Add("application/json", []byte(`{"access_token":"tok\r\nX-Injected: 1","token_type":"Bearer"}`))
 	f.Add("application/x-www-form-urlencoded", []byte(`access_token=tok%0D%0AX-Injected:+1&token_type=bearer`))
+	for _, tok := range realTokens {
+		f.Add("application/json", tokenBody(tok))
+	}
 	f.Fuzz(func(t *testing.T, ct string, body []byte) {
 		r, eb, err := ParseToken(ct, body)
 		if r == nil && eb == nil && err == nil {
@@ -30,12 +34,9 @@ func FuzzParseToken(f *testing.F) {
 			if strings.TrimSpace(r.AccessToken) == "" || (r.TokenType != "Bearer" && r.TokenType != "DPoP") {
 				t.Fatalf("accepted token %q type %q", r.AccessToken, r.TokenType)
 			}
-			// The token goes into a header as it is: no control character,
-			// space or other character outside RFC 6750's b64token.
-			if strings.ContainsFunc(r.AccessToken, func(c rune) bool {
-				return c <= ' ' || c >= 0x7f || strings.ContainsRune("\"(),:;<>@[\\]{}!#$%&'*?^`|", c)
-			}) {
-				t.Fatalf("accepted token %q, which is not a b64token", r.AccessToken)
+			// The token goes into a header as it is: visible ASCII only.
+			if !visibleASCII(r.AccessToken) {
+				t.Fatalf("accepted token %q, which is not visible ASCII", r.AccessToken)
 			}
 			if r.ExpiresIn < 0 || r.ExpiresIn > maxExpiresIn {
 				t.Fatalf("lifetime %v", r.ExpiresIn)
@@ -43,6 +44,38 @@ func FuzzParseToken(f *testing.F) {
 		}
 		ParseError(ct, body)
 	})
+}
+
+// FuzzTokenCharacters: any access token in an otherwise good answer. It
+// is accepted exactly when it is visible ASCII (0x21-0x7E): every token
+// real issuers send, and nothing that could end or hide in a header.
+func FuzzTokenCharacters(f *testing.F) {
+	for _, tok := range realTokens {
+		f.Add(tok)
+	}
+	for _, tok := range dangerousTokens() {
+		f.Add(tok)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		r, _, err := ParseToken("application/json", tokenBody(tok))
+		if want := visibleASCII(tok); (r != nil) != want {
+			t.Fatalf("token %q: accepted %v (%v), want %v", tok, r != nil, err, want)
+		}
+		if r != nil && r.AccessToken != tok {
+			t.Fatalf("token %q came out as %q", tok, r.AccessToken)
+		}
+	})
+}
+
+// visibleASCII is the rule, written apart from the parser's.
+func visibleASCII(tok string) bool {
+	return tok != "" && !strings.ContainsFunc(tok, func(c rune) bool { return c < '!' || c > '~' })
+}
+
+// tokenBody is a good JSON answer with the access token tok.
+func tokenBody(tok string) []byte {
+	b, _ := json.Marshal(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 3600})
+	return b
 }
 
 // FuzzRetryAfter: the delay is never negative or over a day.

@@ -50,8 +50,8 @@ type MalformedError struct {
 	// is not a token answer (HTML, JSON without access_token) is not.
 	Partial bool
 	// BadToken reports that the answer had an access token that cannot be
-	// sent: it is not an RFC 6750 b64token (a control character, CR or LF
-	// among them, would split the Authorization header it goes into).
+	// sent: it has a byte outside visible ASCII (a control character, CR
+	// or LF among them, would split the Authorization header it goes into).
 	BadToken bool
 }
 
@@ -85,10 +85,10 @@ func ParseToken(contentType string, body []byte) (*Response, *ErrorBody, error) 
 	if !ok || strings.TrimSpace(at) == "" {
 		return nil, nil, &MalformedError{Reason: "no access_token"}
 	}
-	if !IsB64Token(at) {
-		return nil, nil, &MalformedError{BadToken: true, Reason: "the access_token is not a valid RFC 6750 token " +
-			"(only letters, digits and -._~+/ then any '='): it has a control character, a space or another character " +
-			"that cannot go in an Authorization header"}
+	if !IsHeaderSafeToken(at) {
+		return nil, nil, &MalformedError{BadToken: true, Reason: "the access_token cannot go in an Authorization header: " +
+			"it has a control character (such as CR or LF), a space or a byte outside ASCII; " +
+			"a token is visible ASCII only (0x21-0x7E)"}
 	}
 	r.AccessToken = at
 	tt, _ := fields["token_type"].(string)
@@ -108,19 +108,23 @@ func ParseToken(contentType string, body []byte) (*Response, *ErrorBody, error) 
 	return r, nil, nil
 }
 
-// IsB64Token reports whether tok is an RFC 6750 b64token: one or more of
-// A-Z a-z 0-9 - . _ ~ + /, then any number of '='. Only such a token can
-// go into an Authorization header unchanged; anything else (CR, LF, any
-// control character, a space) could add a header of its own.
-func IsB64Token(tok string) bool {
-	body := strings.TrimRight(tok, "=")
-	if body == "" {
+// IsHeaderSafeToken reports whether tok can go into an Authorization
+// header as it is: it is not empty and every byte is visible ASCII (0x21
+// to 0x7E). What could end a header or hide in one is refused: CR, LF,
+// NUL and the other control characters (0x00-0x1F, 0x7F), a space, and
+// any byte outside ASCII.
+//
+// RFC 6750's b64token (letters, digits, -._~+/ then '=') is stricter, but
+// real issuers send more than that: Salesforce's tokens carry '!', X's
+// app-only bearer tokens percent-encoded '+' and '=' ("%2B", "%3D"), and
+// other opaque tokens ':' or ','. x/oauth2 accepts all of them, and so
+// does this.
+func IsHeaderSafeToken(tok string) bool {
+	if tok == "" {
 		return false
 	}
-	for i := 0; i < len(body); i++ {
-		c := body[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/') {
+	for i := 0; i < len(tok); i++ {
+		if c := tok[i]; c < 0x21 || c > 0x7e {
 			return false
 		}
 	}

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -66,6 +67,68 @@ func TestParseToken(t *testing.T) {
 				t.Error("Extra holds the access token")
 			}
 		})
+	}
+}
+
+// realTokens are access tokens that real issuers send, each beyond RFC
+// 6750's b64token: they must be taken as they are.
+var realTokens = map[string]string{
+	// Salesforce (client-credentials flow): the org ID, '!', then the rest.
+	"salesforce": "00Dxx0000001gPL!AR8AQJXg5oj8jXSgxJfA0lBog.39AsX_KUYr0hbXLqWvvhDBH3aJdJfsVrIsS0dZcbuA2cDHtLHqMcGM3gM_3zjLu7B0yeR.GBFpMnUrr4Ge6qKomhx3",
+	// X (Twitter) app-only bearer token: percent-encoded '+' and '='.
+	"x app-only": "AAAAAAAAAAAAAAAAAAAAAMLheAAAAAAA0%2BuSeid%2BULvsea4JtiGRiSDSJSI%3DEUifiRBkKG5E2XzMDjRfl76ZC9Ub0wnz4XsNiRVBChTYbJcE3F",
+	"colon":      "a:b",
+	"comma":      "a,b",
+	"jwt":        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
+	// Every visible ASCII character, quotes and backslash included.
+	"every visible": func() string {
+		var b strings.Builder
+		for c := byte(0x21); c <= 0x7e; c++ {
+			b.WriteByte(c)
+		}
+		return b.String()
+	}(),
+}
+
+// dangerousTokens are tokens with a byte that could end a header or hide
+// in one: every control character, DEL, a space, and bytes outside ASCII.
+func dangerousTokens() map[string]string {
+	out := map[string]string{
+		"space":        "INJ X-Injected",
+		"CRLF":         "INJ\r\nX-Injected: 1",
+		"NUL":          "INJ\x00x",
+		"DEL":          "INJ\x7f",
+		"e acute":      "INJ\u00e9",
+		"NBSP":         "INJ\u00a0x",
+		"zero width":   "INJ\u200bx",
+		"invalid 0xff": "INJ\xffx",
+	}
+	for c := 0; c < 0x20; c++ {
+		out[fmt.Sprintf("0x%02x", c)] = "INJ" + string(rune(c)) + "x"
+	}
+	return out
+}
+
+// TestTokenCharacters: every real issuer's token shape is accepted as it
+// is; every dangerous byte is refused, as a BadToken that quotes nothing.
+func TestTokenCharacters(t *testing.T) {
+	for name, tok := range realTokens {
+		r, eb, err := ParseToken("application/json", tokenBody(tok))
+		if err != nil || eb != nil || r.AccessToken != tok {
+			t.Errorf("%s: %v %v, want the token %q", name, eb, err, tok)
+		}
+	}
+	for name, tok := range dangerousTokens() {
+		r, _, err := ParseToken("application/json", tokenBody(tok))
+		me, ok := err.(*MalformedError)
+		if r != nil || !ok || !me.BadToken || strings.Contains(err.Error(), "INJ") {
+			t.Errorf("%s: got %+v, %v; want a BadToken error that quotes nothing", name, r, err)
+		}
+	}
+	_, _, err := ParseToken("application/json", tokenBody("tok\r\n"))
+	want := "malformed token response: the access_token cannot go in an Authorization header: it has a control character (such as CR or LF), a space or a byte outside ASCII; a token is visible ASCII only (0x21-0x7E)"
+	if err == nil || err.Error() != want {
+		t.Errorf("message:\n%v\nwant\n%s", err, want)
 	}
 }
 
