@@ -343,6 +343,11 @@ func (a *Agent) newSources(specs []Source) error {
 			p := pools[spec.Client]
 			if p == nil {
 				cfg.Logger = a.log.With(slog.String("sources", strings.Join(names, ",")))
+				// The pool's requests are the config file's, made here
+				// once, never a caller's: the bound on new tokens, which
+				// would refuse the first fetches of a file with many
+				// sources, has nothing to guard against.
+				cfg.NewTokenRate = -1
 				if p, err = m2mtoken.NewPool(cfg); err == nil {
 					pools[spec.Client] = p
 					a.pools = append(a.pools, p)
