@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/m2mtoken/m2mtoken/m2mtest"
@@ -60,5 +62,45 @@ func TestAgentSourcesOfOneClientShareAPool(t *testing.T) {
 	}
 	if st := pool.Stats(); st.Tokens != 3 || st.TokenRequests != 3 {
 		t.Errorf("pool: %d tokens, %d requests; want 3 and 3", st.Tokens, st.TokenRequests)
+	}
+}
+
+// TestAgentManySourcesOfOneClient: a config file's sources are not a
+// caller's requests, so a client's pool does not bound its new tokens:
+// 150 sources of one client (more than a pool's default burst of new
+// tokens) each get a token on the first try.
+func TestAgentManySourcesOfOneClient(t *testing.T) {
+	const n = 150
+	orgs := make([]string, n)
+	var sources []string
+	for i := range orgs {
+		orgs[i] = fmt.Sprintf("org_%03d", i)
+	}
+	iss := m2mtest.NewServer(m2mtest.Client{ID: "cli", Secret: secret, Audiences: []string{"https://billing/"}, Organizations: orgs})
+	defer iss.Close()
+	for _, org := range orgs {
+		sources = append(sources, `{"name": "`+org+`", "token_url": "`+iss.TokenURL()+`", "client_id": "cli", "client_secret_env": "S", "audience": "https://billing/", "organization": "`+org+`"}`)
+	}
+	specs, err := parseConfigFile("agent.json", []byte(`{"sources": [`+strings.Join(sources, ",")+`]}`), func(k string) string {
+		if k == "S" {
+			return secret
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Sources: specs, Listeners: []Listener{{"127.0.0.1:0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.closeSources()
+	for _, org := range orgs {
+		if _, err := a.byName[org].src.TokenContext(context.Background()); err != nil {
+			t.Fatalf("%s: %v", org, err)
+		}
+	}
+	if st := a.byName[orgs[0]].src.Pool().Stats(); st.Tokens != n || st.TokenRequests != n {
+		t.Errorf("pool: %d tokens, %d requests; want %d and %d", st.Tokens, st.TokenRequests, n, n)
 	}
 }
