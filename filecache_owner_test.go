@@ -25,11 +25,12 @@ func needRoot(t *testing.T) {
 	}
 }
 
-// TestFileCacheRefusesAForeignDirectory replays finding 2 of issue 20: a
-// cache directory that another user owns, or that group or others may
-// write, was used as it was, so a planted entry was read as a token. Now
-// every operation refuses it with an error that names the directory and
-// says why, and the source fetches its own token instead.
+// TestFileCacheRefusesAForeignDirectory: another local user who owns the
+// cache directory, or who may write it through its group or others bits
+// (even with the sticky bit, as /tmp), plants an entry for root's run to
+// read as its token. Every operation must refuse such a directory with an
+// error that names it and says why, and the source must fetch its own
+// token instead.
 func TestFileCacheRefusesAForeignDirectory(t *testing.T) {
 	needRoot(t)
 	ctx := context.Background()
@@ -79,10 +80,10 @@ func TestFileCacheRefusesAForeignDirectory(t *testing.T) {
 	}
 }
 
-// TestFileCacheFollowsNoLink replays the planted KEY.lock symlink of
-// finding 2 (root's run truncated the file it pointed at), and a planted
-// entry that is a link or belongs to another user: none is followed or
-// read.
+// TestFileCacheFollowsNoLink: another user plants a KEY.lock symlink in
+// the cache directory, so that root's run opening its lock truncates the
+// file the link points at, or plants an entry that is a link or that the
+// other user owns. No link may be followed and no such entry read.
 func TestFileCacheFollowsNoLink(t *testing.T) {
 	needRoot(t)
 	ctx := context.Background()

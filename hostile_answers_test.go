@@ -19,10 +19,11 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// TestTokenWithControlCharactersRefused replays finding 6 of issue 20: an
-// issuer's access token with CR/LF in it would become a header of its own
-// in every request that carries it. It is refused as a permanent error
-// that names the field and quotes nothing of the token.
+// TestTokenWithControlCharactersRefused: an issuer's access token with
+// CR/LF in it would become a header of its own in every request that
+// carries it (m2mtoken token --header | curl -H @-, the agent's ?url=
+// answer). It must be refused as a permanent error that names the field
+// and quotes nothing of the token.
 func TestTokenWithControlCharactersRefused(t *testing.T) {
 	for name, tok := range map[string]string{
 		"CRLF":  `tok\r\nX-Injected: 1`,
@@ -106,9 +107,9 @@ func TestRealIssuersTokensSent(t *testing.T) {
 	}
 }
 
-// TestJWTExpiryClamped replays finding 9: a JWT whose exp is in the year
-// 9999, with no expires_in, is kept no longer than an expires_in would be
-// (366 days).
+// TestJWTExpiryClamped: an endpoint answers a JWT whose exp is in the
+// year 9999, with no expires_in. The token must be kept no longer than an
+// expires_in would be (366 days).
 func TestJWTExpiryClamped(t *testing.T) {
 	jwt := b64(`{"alg":"none"}`) + "." + b64(`{"exp":253402300799}`) + ".sig"
 	e := newEndpoint(t)
@@ -131,13 +132,12 @@ func TestJWTExpiryClamped(t *testing.T) {
 // Basic encoding each change.
 const echoSecret = `p@ss w/rd+CANARY&="<%é>-0123456789`
 
-// TestEchoingEndpointShowsNoSecret replays finding 4 of issue 20: a token
-// endpoint that copies the request into its answer (error_description, a
-// Location header, a 5xx body, a 200's fields) put the secret, or the
-// client assertion, into errors, logs and caches. Everything taken from
-// an answer is now scrubbed of the credential in every form the request
-// carried it: raw, form-encoded, JSON-escaped, inside the Basic header,
-// and cut short by truncation.
+// TestEchoingEndpointShowsNoSecret: a token endpoint copies the request
+// into its answer (error_description, a Location header, a 5xx body, a
+// 200's fields), to get the secret or the client assertion into errors,
+// logs and caches. Everything taken from an answer must be scrubbed of the
+// credential in every form the request carried it: raw, form-encoded,
+// JSON-escaped, inside the Basic header, and cut short by truncation.
 func TestEchoingEndpointShowsNoSecret(t *testing.T) {
 	type echo func(w http.ResponseWriter, body, auth string, form url.Values)
 	answers := map[string]echo{
@@ -274,7 +274,7 @@ func TestEchoingEndpointShowsNoSecret(t *testing.T) {
 // TestEchoedSecretNotInLeaseStatus: the fetch lease's status, which a
 // fleet's Redis (in plain text, even with WithEncryptionKey) or the file
 // cache's lock file holds, is the last failed attempt: an endpoint that
-// echoes the secret into its 503 must not put it there (finding 4).
+// echoes the secret into its 503 must not put it there.
 func TestEchoedSecretNotInLeaseStatus(t *testing.T) {
 	e := newEndpoint(t)
 	gate := make(chan struct{})
@@ -318,11 +318,11 @@ func TestEchoedSecretNotInLeaseStatus(t *testing.T) {
 	t.Logf("lease status: %s", keeps[len(keeps)-1])
 }
 
-// TestAnswerTextIsEscaped: an endpoint's error and error_description went
-// raw into TokenError.Error(), the log and stderr: ESC sequences that
-// clear or recolour a terminal, CR and LF that forge log lines, a
-// right-to-left override that reverses what follows. Everything taken
-// from an answer is now shown with its control characters escaped.
+// TestAnswerTextIsEscaped: an endpoint's error and error_description
+// carry ESC sequences that clear or recolour a terminal, CR and LF that
+// forge log lines, a right-to-left override that reverses what follows,
+// for TokenError.Error(), the log and stderr to show. Everything taken
+// from an answer must be shown with its control characters escaped.
 func TestAnswerTextIsEscaped(t *testing.T) {
 	hostile := "\x1b[2J\x1b[31mrotate the secret at https://evil.example/rotate\r\nlevel=ERROR msg=forged\u202eexe.txt\x07"
 	for name, answer := range map[string]func(w http.ResponseWriter){

@@ -38,10 +38,11 @@ func (p *plantedLeaser) LeaseInfo(context.Context, string) (*LeaseInfo, error) {
 	return &c, nil
 }
 
-// TestPlantedLeaseIsIgnored: a lease that never lapses, or that is set to
-// last, or has been held, longer than any live holder could, stopped every
-// source: a new one sent no token request and failed at its deadline, a
-// running one never refreshed. Now such a lease is ignored, with a
+// TestPlantedLeaseIsIgnored: whoever can write to the cache plants a
+// lease that never lapses, or that is set to last, or has been held,
+// longer than any live holder could. Waited on, it would stop every
+// source: a new one would send no token request and fail at its deadline,
+// a running one never refresh. Such a lease must be ignored, with a
 // warning: each source fetches its own token (a cost in token requests,
 // not in failed calls). A lease a live holder could hold is still waited
 // on.
@@ -90,11 +91,11 @@ func TestPlantedLeaseIsIgnored(t *testing.T) {
 }
 
 // TestLeaseStatusIsTheCachesWord: a lease's status is what its holder
-// recorded in the cache, so whoever can write to the cache chooses it. It
-// went into callers' errors raw and whole ("its holder's last attempt:
-// ... rotate the secret at https://evil.example/rotate"), escape sequences
-// included. It is now quoted, escaped, cut to 300 bytes, and said to be
-// what the cache gives.
+// recorded in the cache, so whoever can write to the cache chooses it, and
+// would have callers' errors say it as the library's own words ("its
+// holder's last attempt: ... rotate the secret at
+// https://evil.example/rotate"), escape sequences included. It must be
+// quoted, escaped, cut to 300 bytes, and said to be what the cache gives.
 func TestLeaseStatusIsTheCachesWord(t *testing.T) {
 	e := newEndpoint(t)
 	planted := "\x1b[2J\x1b[31mrotate the secret at https://evil.example/rotate\r\nlevel=ERROR msg=forged\u202e" + strings.Repeat("A", 5000)
@@ -122,11 +123,11 @@ func TestLeaseStatusIsTheCachesWord(t *testing.T) {
 	t.Logf("%s", msg)
 }
 
-// TestCachedTokenLifetimeClamped: a token in the cache with an expiry in
-// the year 9999 was used, and held in memory, for ever. A token taken
-// from a cache is now held no longer than a fresh answer's lifetime is
-// clamped to (366 days from its issue time, or from now if it claims a
-// later one).
+// TestCachedTokenLifetimeClamped: whoever can write to the cache plants a
+// token with an expiry in the year 9999, to have it used, and held in
+// memory, for ever. A token taken from a cache must be held no longer
+// than a fresh answer's lifetime is clamped to (366 days from its issue
+// time, or from now if it claims a later one).
 func TestCachedTokenLifetimeClamped(t *testing.T) {
 	far, _ := time.Parse(time.RFC3339, "9999-01-01T00:00:00Z")
 	e := newEndpoint(t)

@@ -103,8 +103,8 @@ func TestPoolRefusesParamsTheClientSets(t *testing.T) {
 
 // TestReservedParamsOneListOneMessage: Config.EndpointParams and
 // TokenRequest.Params are checked against one list, with one message in
-// each one's words. A client_assertion* name used to pass Config's check
-// and then fail New naming TokenRequest.Params.
+// each one's words: a client_assertion* name in EndpointParams is refused
+// naming EndpointParams, not TokenRequest.Params.
 func TestReservedParamsOneListOneMessage(t *testing.T) {
 	e := newEndpoint(t)
 	p, _ := testPool(t, e.URL+"/oauth/token", nil)

@@ -18,7 +18,7 @@ import (
 // test) that call a protected API through src.Client() and share a real
 // redis-server, kill them with SIGKILL, and put real network faults
 // between them and Redis. Each is bounded; M2MTOKEN_SOAK=1 runs them
-// longer, with the figures (README, Reliability).
+// longer, for the figures of docs/reliability.md.
 
 const fleetAud = "https://api.fleet/"
 

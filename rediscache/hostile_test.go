@@ -52,12 +52,13 @@ func ignoredBecause(logs *logtest.Log) string {
 	return ""
 }
 
-// TestPlantedLeaseCostsRequestsNotCalls replays `SET m2mtoken:{KEY}:lease
-// "x|0|any text"` with no TTL: a new source sent no token request and
-// failed at its deadline, a running one never refreshed, so a fleet was
-// down within a token lifetime. A lease that no holder could have left is
-// now ignored, with a warning: each instance fetches on its own while it
-// is there (extra token requests), and no call fails.
+// TestPlantedLeaseCostsRequestsNotCalls plants `SET m2mtoken:{KEY}:lease
+// "x|0|any text"` with no TTL (and leases like it): waited on, it would
+// have a new source send no token request and fail at its deadline, and a
+// running one never refresh, so that a fleet would be down within a token
+// lifetime. A lease that no holder could have left must be ignored, with
+// a warning: each instance fetches on its own while it is there (extra
+// token requests), and no call fails.
 func TestPlantedLeaseCostsRequestsNotCalls(t *testing.T) {
 	r := startRedis(t)
 	rdb := r.client(t)
@@ -206,10 +207,10 @@ func TestSealedLeases(t *testing.T) {
 	t.Logf("ignored: %s", ignoredBecause(logs))
 }
 
-// TestPlainEntryLifetimeClamped replays a planted plain entry with expiry
-// 9999-01-01: it was used and held in memory for ever, even after its key
-// was deleted. Plain mode still trusts the token (a writer chooses it; see
-// docs/caches.md), but holds it no longer than an answer's lifetime is
+// TestPlainEntryLifetimeClamped plants a plain entry with expiry
+// 9999-01-01, to have it used and held in memory for ever, even after its
+// key is deleted. Plain mode trusts the token (a writer chooses it; see
+// docs/caches.md), but must hold it no longer than an answer's lifetime is
 // clamped to; with a key, it is refused.
 func TestPlainEntryLifetimeClamped(t *testing.T) {
 	r := startRedis(t)
@@ -238,14 +239,14 @@ func TestPlainEntryLifetimeClamped(t *testing.T) {
 	}
 }
 
-// TestOversizedValueNotRead replays a 256 MiB value planted at a token's
-// entry key, and at its lease key, met by 8 cold sources: Get read the
-// value whole before its 1 MiB check, LeaseInfo read a lease whole at
-// every poll, and a read abandoned at the 250 ms timeout went on reading
-// (8 sources: a 2,049 MiB heap peak). Sizes are now checked in Redis, so
-// nothing oversized crosses the network: the value is a miss with a
-// warning, and the lease is ignored. M2MTOKEN_OVERSIZED_MIB sets the size
-// (64 MiB by default).
+// TestOversizedValueNotRead plants a large value at a token's entry key,
+// and at its lease key, and starts 8 cold sources: a Get that read the
+// value whole before its 1 MiB check, a LeaseInfo that read a lease whole
+// at every poll, or a read abandoned at the 250 ms timeout that went on
+// reading would take their heap to gigabytes (2,049 MiB for 8 sources and
+// 256 MiB). Sizes must be checked in Redis, so that nothing oversized
+// crosses the network: the value is a miss with a warning, and the lease
+// is ignored. M2MTOKEN_OVERSIZED_MIB sets the size (64 MiB by default).
 func TestOversizedValueNotRead(t *testing.T) {
 	size := 64
 	if v, err := strconv.Atoi(os.Getenv("M2MTOKEN_OVERSIZED_MIB")); err == nil && v > 0 {

@@ -26,9 +26,9 @@ import (
 // socket; and stops it with SIGTERM: it exits 0, removes its socket,
 // keeps its sink (readers ride out a restart), and never logged the
 // secret or the token. A second run is stopped with SIGINT the same way,
-// and a third with SIGHUP: it killed the agent at once (no log, the
-// socket file left behind, requests in flight dropped), and now stops it
-// as SIGTERM does, with a line that says it does not reload.
+// and a third with SIGHUP, whose default action would kill the agent at
+// once (no log, the socket file left behind, requests in flight dropped):
+// it must stop as on SIGTERM, with a line that says it does not reload.
 func TestAgentBinary(t *testing.T) {
 	s := issuer(t)
 	// A slow upstream of the proxy: a request stays in flight until the

@@ -37,13 +37,13 @@ func rssKB(t *testing.T, pid int) int {
 	return 0
 }
 
-// TestAgentSlowClientFlood replays finding 1 of issue 20, sized for CI by
-// running the agent under an open-file limit of 256 (a shell's ulimit -n):
-// connections that send part of a request and then drip or stall, more
-// of them than the agent has descriptors, exhausted them (accept4: too
-// many open files), and the Unix socket and every listener stopped
-// answering until the clients left. Now each TCP listener serves a
-// bounded number of connections, sized to fit the limit, so the Unix
+// TestAgentSlowClientFlood floods the agent, run under an open-file limit
+// of 256 (a shell's ulimit -n, so that the flood is sized for CI), with
+// more connections than it has descriptors, each sending part of a
+// request and then dripping or stalling. Unbounded, they would take every
+// descriptor (accept4: too many open files) and stop the Unix socket and
+// every listener until the clients left. Each TCP listener must serve a
+// bounded number of connections, sized to fit the limit, so that the Unix
 // socket keeps answering during the flood, and TCP after it. (That a
 // request body that stalls is cut off is TestStalledBodyCutOff's, in
 // internal/agent: it needs no process of its own.)

@@ -9,10 +9,10 @@ import (
 	"testing"
 )
 
-// TestServeCAOutPlantedSymlink replays finding 8 of issue 20: a symlink
-// planted at --ca-out made serve overwrite the file it pointed at. The CA
-// is now written to a new file and renamed over the path, which replaces
-// the link and leaves its target alone.
+// TestServeCAOutPlantedSymlink plants a symlink at --ca-out, pointing at
+// a file serve's user may write: serve must write the CA to a new file and
+// rename it over the path, which replaces the link and leaves its target
+// alone.
 func TestServeCAOutPlantedSymlink(t *testing.T) {
 	dir := t.TempDir()
 	victim := filepath.Join(dir, "victim")

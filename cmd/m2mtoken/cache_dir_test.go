@@ -23,12 +23,11 @@ func needRoot(t *testing.T) {
 // nobody plays the other local user.
 const nobody = 65534
 
-// TestTokenRefusesAPlantedCache replays finding 2 of issue 20 against the
-// binary: root's 'm2mtoken token' printed a token another user planted in
-// a cache directory that user owns, and followed a planted KEY.lock
-// symlink to truncate the file it pointed at. Now such a directory is
-// refused with a message that names it and says why, and a link is never
-// followed.
+// TestTokenRefusesAPlantedCache runs the binary as root against a cache
+// directory that another user owns, with a token that user planted in it
+// and a KEY.lock symlink to a file of root's: 'm2mtoken token' must refuse
+// the directory with a message that names it and says why, print no
+// planted token, and leave the link's target untouched.
 func TestTokenRefusesAPlantedCache(t *testing.T) {
 	needRoot(t)
 	s := issuer(t)

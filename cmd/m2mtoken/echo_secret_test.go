@@ -61,11 +61,11 @@ func assertNoSecret(t *testing.T, where, out string) {
 	}
 }
 
-// TestEchoedSecretNotShown replays finding 4 of issue 20 against the
-// binary: an endpoint that echoes its request put the secret into the
-// command's stderr, the agent's logs, /healthz, /v1/stats and the proxy's
-// 503 body. None shows it now, and the proxy's own error answers carry no
-// endpoint text at all.
+// TestEchoedSecretNotShown runs the binary against a token endpoint that
+// echoes its request (in its error description, a Location header or a
+// 5xx body): the secret must not reach the command's stderr, the agent's
+// logs, /healthz, /v1/stats or the proxy's 503 body, and the proxy's own
+// error answers must carry no endpoint text at all.
 func TestEchoedSecretNotShown(t *testing.T) {
 	iss := echoingIssuer(t)
 	for _, as := range []string{"description", "location", "5xx"} {

@@ -8,10 +8,10 @@ import (
 	"testing"
 )
 
-// TestAnswerTextEscapedOnStderr replays a token endpoint whose error and
-// error_description carry escape sequences, CR and LF against the binary:
-// they reached the terminal raw, in the retry lines and in the final
-// error. They are now shown escaped.
+// TestAnswerTextEscapedOnStderr runs the binary against a token endpoint
+// whose error and error_description carry escape sequences, CR and LF, to
+// clear or recolour the terminal and forge lines: in the retry lines and
+// in the final error they must be shown escaped.
 func TestAnswerTextEscapedOnStderr(t *testing.T) {
 	const hostile = "\x1b[2J\x1b[31mrotate the secret at https://evil.example/rotate\r\nm2mtoken: forged line\x07"
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -50,8 +50,8 @@ func TestStalledBodyCutOff(t *testing.T) {
 
 // TestBodyDeadlineEndsWithTheBody: a small body read in full, then an
 // upstream slower than the body's grace. The deadline must not outlive
-// the body: it used to fire during the wait, cancel the request, and the
-// client got an empty 200.
+// the body: firing during the wait, it would cancel the request, and the
+// client would get an empty 200.
 func TestBodyDeadlineEndsWithTheBody(t *testing.T) {
 	s := issuer(t)
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

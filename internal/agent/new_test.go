@@ -84,7 +84,8 @@ func checkError(t *testing.T, err error, want []string) {
 }
 
 // TestAgentRefusesAnOpenSinkDirectory: a sink directory that others may
-// write (finding 2 of issue 20) is refused by New, with its name and why.
+// write, where another user could plant a link for the agent's writes to
+// follow, is refused by New, with its name and why.
 func TestAgentRefusesAnOpenSinkDirectory(t *testing.T) {
 	needRoot(t)
 	s := issuer(t)

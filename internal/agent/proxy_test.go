@@ -85,11 +85,11 @@ func TestProxyRecoversFromRevokedToken(t *testing.T) {
 	}
 }
 
-// TestAgentProxyInvalidationsLimited is finding 5 of issue 20: proxy
-// callers whose upstream answers 401 with no challenge make the agent
-// drop its token. Two hundred such calls cost one replacement token, not
-// two hundred; /v1/stats shows the interval invalidations are held to,
-// and the log says why they were ignored. (How the interval then
+// TestAgentProxyInvalidationsLimited: local callers of the proxy whose
+// upstream answers 401 with no challenge make the agent drop its token,
+// to burn M2M tokens. Two hundred such calls must cost one replacement
+// token, not two hundred; /v1/stats shows the interval invalidations are
+// held to, and the log says why they were ignored. (How the interval then
 // doubles, up to an hour, over a day of 401s is
 // TestInvalidationsBackOff's, on the library's fake clock.)
 func TestAgentProxyInvalidationsLimited(t *testing.T) {
@@ -122,10 +122,10 @@ func TestAgentProxyInvalidationsLimited(t *testing.T) {
 	a.waitLog(1, "token invalidation ignored: the last one was too recent; is the API rejecting every token (wrong audience or missing grant)?")
 }
 
-// TestProxyPathStaysUnderUpstream replays finding 7 of issue 20: the
-// proxy sent GET /../admin and /%2e%2e/admin upstream as /v1/../admin, and
-// an upstream that normalises paths served /admin with the agent's token.
-// Every dot-segment, raw or encoded, is now refused with 400 before
+// TestProxyPathStaysUnderUpstream: a local caller sends GET /../admin or
+// /%2e%2e/admin through a proxy whose upstream is .../v1, so that an
+// upstream that normalises paths serves /admin with the agent's token.
+// Every dot-segment, raw or encoded, must be refused with 400 before
 // anything goes upstream, and paths without one still go through.
 func TestProxyPathStaysUnderUpstream(t *testing.T) {
 	// An upstream that normalises paths, as many servers and CDNs do.
@@ -213,13 +213,12 @@ func laxNormalise(escaped string) string {
 	return path.Clean("/" + strings.Join(segs, "/"))
 }
 
-// TestProxyPathTricks replays the second pass on the proxy's path guard:
-// /..;/43/secrets reached the upstream unchanged, and Tomcat and Spring
-// Boot, which drop ";parameters" before normalising, served
-// /v1/tenants/43/secrets for /v1/tenants/42/..;/43/secrets with the
-// agent's token; so did fullwidth dots (%EF%BC%8E), overlong UTF-8
-// (%c0%ae) and "..%00" at servers that read them as dots. Each is now
-// refused with 400 before anything goes upstream, and paths that only
+// TestProxyPathTricks replays dot-segments that a lax upstream reads as
+// such: Tomcat and Spring Boot drop ";parameters" before normalising, so
+// that /v1/tenants/42/..;/43/secrets would serve /v1/tenants/43/secrets
+// with the agent's token; so would fullwidth dots (%EF%BC%8E), overlong
+// UTF-8 (%c0%ae) and "..%00" at servers that read them as dots. Each must
+// be refused with 400 before anything goes upstream, and paths that only
 // look alike (matrix parameters, an ellipsis, a yen sign, dotted names)
 // still go through.
 func TestProxyPathTricks(t *testing.T) {

@@ -14,10 +14,10 @@ import (
 	"testing"
 )
 
-// TestGroupSocketRace replays finding 3 of issue 20: after binding, the
-// --group socket was given its group and mode by path, so a member of the
-// group who could write the socket's directory swapped in a symlink and
-// got a root-owned 0600 file as 0660 root:group (3 of 150 tries). Here a
+// TestGroupSocketRace: a member of the --group who may write the
+// socket's directory swaps the socket's path for a symlink between the
+// bind and the chown and chmod, to get a root-owned 0600 file made 0660
+// root:group (a chown by path lost that race 3 times in 150 tries). Here a
 // goroutine swaps the path for a link to such a file as fast as it can
 // while the socket is opened again and again: the file must keep its
 // owner and mode, and every socket that opens is 0660 with the group.
@@ -78,8 +78,8 @@ func TestGroupSocketRace(t *testing.T) {
 }
 
 // TestSocketDirectoryOthersMayWrite: a socket directory that group or
-// others may write, or that another user owns, is refused (finding 3): a
-// user who may write it could swap the socket.
+// others may write, or that another user owns, is refused: a user who may
+// write it could swap the socket.
 func TestSocketDirectoryOthersMayWrite(t *testing.T) {
 	needRoot(t)
 	for name, prepare := range map[string]func(string) error{

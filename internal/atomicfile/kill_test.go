@@ -14,13 +14,13 @@ import (
 	"testing"
 )
 
-// TestNoTempFileAfterKill replays the kills of finding 2 of issue 20
-// (after 300 SIGKILLs of a writer, two temporary files were left, one
-// holding a token): a writer is killed 300 times at varying points of its
-// writes, and then one more write leaves no temporary file at all. With
-// unnamed temporary files (Linux) at most a few are left even before it
-// (a kill between naming and rename); with named ones (other systems), the
-// next write removes those whose writer died.
+// TestNoTempFileAfterKill kills a writer 300 times with SIGKILL at
+// varying points of its writes: a temporary file left behind may hold a
+// token, for whoever lists the directory. One more write must then leave
+// no temporary file at all. With unnamed temporary files (Linux) at most
+// a few are left even before it (a kill between naming and rename); with
+// named ones (other systems), the next write removes those whose writer
+// died.
 func TestNoTempFileAfterKill(t *testing.T) {
 	t.Run("unnamed", func(t *testing.T) {
 		if f, err := openUnnamed(t.TempDir()); err != nil {

@@ -84,10 +84,9 @@ func TestReadTrustedUsualFiles(t *testing.T) {
 }
 
 // TestReadTrustedRefusesOthersFiles replays the attack on the agent's
-// config file: one that another user owns or may write (0666), or in a
-// directory that another user owns or may write, up to the first that
-// root owns, was read as if root had written it. Each is refused, with
-// what to run.
+// config file: another user owns or may write (0666) the file, or a
+// directory above it up to the first that root owns, and would have it
+// read as if root had written it. Each must be refused, with what to run.
 func TestReadTrustedRefusesOthersFiles(t *testing.T) {
 	needRoot(t)
 	base := t.TempDir()
