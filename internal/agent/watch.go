@@ -23,8 +23,8 @@ type tokenGetter interface {
 	Stats() m2mtoken.Stats
 }
 
-// Bounds of the watcher's checks. A check is one call to TokenContext: an
-// atomic load while the token is fresh, so that checking often costs
+// Bounds of the watcher's checks. A check is one call to TokenContext:
+// two atomic loads while the token is fresh, so that checking often costs
 // nothing. The interval is a sixteenth of the time the token has left, so
 // that a token that turns stale (a fifth of its lifetime before expiry, by
 // default) is seen within a small part of its refresh window, and its

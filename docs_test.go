@@ -1,0 +1,129 @@
+package m2mtoken_test
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"unicode"
+)
+
+// manualPages are the Markdown files whose relative links must resolve.
+func manualPages(t *testing.T) []string {
+	t.Helper()
+	pages, err := filepath.Glob("docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append([]string{"README.md", "CHANGELOG.md", "SECURITY.md"}, pages...)
+}
+
+var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+
+// withoutCode blanks fenced blocks and inline code spans, keeping the
+// lines, so that what a snippet prints is not read as a link.
+func withoutCode(s string) string {
+	lines := strings.Split(s, "\n")
+	fenced := false
+	for i, l := range lines {
+		if strings.HasPrefix(strings.TrimSpace(l), "```") {
+			fenced = !fenced
+			lines[i] = ""
+			continue
+		}
+		if fenced {
+			lines[i] = ""
+		}
+	}
+	s = strings.Join(lines, "\n")
+	var b strings.Builder
+	inCode := false
+	for _, r := range s {
+		if r == '`' {
+			inCode = !inCode
+			continue
+		}
+		if !inCode || r == '\n' {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// anchors returns the ids GitHub gives the headings of a Markdown page:
+// lower case, punctuation dropped, spaces as dashes, and -1, -2, ... for
+// repeats.
+func anchors(page string) map[string]bool {
+	ids := map[string]bool{}
+	seen := map[string]int{}
+	fenced := false
+	for _, l := range strings.Split(page, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "```") {
+			fenced = !fenced
+		}
+		if fenced || !strings.HasPrefix(l, "#") {
+			continue
+		}
+		text := strings.TrimSpace(strings.TrimLeft(l, "#"))
+		var b strings.Builder
+		for _, r := range strings.ToLower(text) {
+			switch {
+			case unicode.IsLetter(r) || unicode.IsDigit(r) || r == '-' || r == '_':
+				b.WriteRune(r)
+			case r == ' ':
+				b.WriteRune('-')
+			}
+		}
+		id := b.String()
+		if n := seen[id]; n > 0 {
+			ids[id+"-"+strconv.Itoa(n)] = true
+		} else {
+			ids[id] = true
+		}
+		seen[id]++
+	}
+	return ids
+}
+
+// TestManualLinksResolve checks every relative link of the README, the
+// CHANGELOG, SECURITY.md and docs/*.md: the file or directory it names
+// exists, and a #fragment names a heading of that page.
+func TestManualLinksResolve(t *testing.T) {
+	for _, page := range manualPages(t) {
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range mdLink.FindAllStringSubmatch(withoutCode(string(b)), -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			file, frag, _ := strings.Cut(target, "#")
+			path := page
+			if file != "" {
+				path = filepath.Join(filepath.Dir(page), file)
+			}
+			if _, err := os.Stat(path); err != nil {
+				t.Errorf("%s: link %s: %v", page, target, err)
+				continue
+			}
+			if frag == "" {
+				continue
+			}
+			if !strings.HasSuffix(path, ".md") {
+				t.Errorf("%s: link %s: a fragment of a file that is not Markdown", page, target)
+				continue
+			}
+			doc, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !anchors(string(doc))[frag] {
+				t.Errorf("%s: link %s: %s has no heading #%s", page, target, path, frag)
+			}
+		}
+	}
+}
