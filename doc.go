@@ -3,9 +3,9 @@
 // expires.
 //
 // A [TokenSource] fetches a token from Auth0 (or any OAuth 2.0 token
-// endpoint), caches it, hands it out with one atomic load, and refreshes it
-// in the background before it expires, so that no caller waits on a refresh
-// while a usable token exists. Concurrent callers with no usable token share
+// endpoint), caches it, hands it out with two atomic loads, and refreshes
+// it in the background before it expires, so that no caller waits on a
+// refresh while a usable token exists. Concurrent callers with no usable token share
 // one token request. Failed requests are retried with backoff, honouring
 // Retry-After and Auth0's rate-limit headers; a failed refresh keeps serving
 // the old token while it lasts. [TokenSource.Client] returns an
@@ -50,14 +50,18 @@
 // lock; after a laptop sleeps or a VM pauses, the wall clock is checked too.
 //
 // A fetch makes up to [Config.MaxAttempts] requests with exponential
-// backoff and full jitter within [Config.FetchTimeout]. Network errors, 408,
-// 429 and 5xx are retried; other answers (a wrong secret, audience or grant)
-// fail at once as a [*TokenError] with a hint of what to check, and are
-// remembered for [Config.ErrorCacheTTL]. A used-up Auth0 quota fails with a
-// [*QuotaError], and no request is sent until it resets.
+// backoff and full jitter within [Config.FetchTimeout], retrying what may
+// pass (a network error, a 5xx, a rate limit); an answer that asking again
+// cannot change (a wrong secret, audience or grant) fails at once as a
+// [*TokenError] with a hint of what to check, and is remembered for
+// [Config.ErrorCacheTTL]. The manual's errors page lists which is which. A
+// used-up Auth0 quota fails with a [*QuotaError], and no request is sent
+// until it resets.
 // [TokenSource.Invalidate] drops a token the API refused, if it is still
-// the current one; [TokenSource.Stats] counts requests, refreshes and
-// waits; [TokenSource.Close] stops all background work.
+// the current one, at most once per [Config.MinInvalidateInterval] (doubled
+// while the API keeps refusing the new tokens, up to an hour);
+// [TokenSource.Stats] counts requests, refreshes and waits;
+// [TokenSource.Close] stops all background work.
 //
 // # Caches and fleets
 //
@@ -65,8 +69,10 @@
 // process, [NewFileCache] for scripts and cron jobs on one machine, or the
 // rediscache module's cache for a fleet. An [Entry] keeps the token's
 // issue time, so every holder computes the same windows, and a new process
-// adopts a usable token at once. The cache key covers the token URL,
-// client, audience, scopes and a slow hash of the credential, so a token is
+// adopts a usable token at once. The cache key ([TokenSource.CacheKey])
+// covers the client (token URL, client ID, authentication method), every
+// field of the request (audience, scopes, organization, parameters), the
+// DPoP key's thumbprint, and a slow hash of the credential, so a token is
 // handed only to a source holding the credential it was issued for. A
 // cache that is also a [Leaser] makes a whole fleet share one token
 // request per lifetime: one instance fetches, keeping its lease alive,

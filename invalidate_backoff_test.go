@@ -13,10 +13,10 @@ import (
 // answers 401 with no challenge to every token (a wrong audience, or a
 // local caller of the agent's proxy that can make the API refuse): at one
 // invalidation per 30 s the source would fetch about 2,880 tokens a day,
-// against Auth0's free 1,000 a month. Invalidations that keep getting 401
-// back must double their interval up to an hour (31 tokens in the day),
-// say why in the log and in Stats, and start again at the base once the
-// API is quiet.
+// against Auth0's free 1,000 a month. Invalidations that keep getting
+// 401 back must double their interval up to an hour (about 31 tokens in
+// the day), say why in the log and in Stats, and start again at the base
+// once the API is quiet.
 func TestInvalidationsBackOff(t *testing.T) {
 	e := newEndpoint(t)
 	e.lifetime.Store(int64((48 * time.Hour).Seconds()))
