@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 
+	"golang.org/x/oauth2"
+
 	"github.com/m2mtoken/m2mtoken"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
@@ -73,4 +75,31 @@ func ExamplePool() {
 	// 200 https://search/ for <nil>
 	// 200 https://billing/ for org_acme
 	// Bearer 3 tokens, 3 token requests
+}
+
+// Source returns one token's *TokenSource, the same for equal requests
+// (scopes in any order), for whatever takes an oauth2.TokenSource: a gRPC
+// client's per-RPC credentials, oauth2.NewClient.
+func ExamplePool_Source() {
+	issuer := m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: "s3cret",
+		Audiences: []string{"https://billing/", "https://search/"}, Scopes: []string{"read", "write"}})
+	defer issuer.Close()
+	pool, err := m2mtoken.NewPool(m2mtoken.Config{TokenURL: issuer.TokenURL(), ClientID: "svc", ClientSecret: "s3cret", Audience: "https://billing/"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+
+	src, err := pool.Source(m2mtoken.TokenRequest{Audience: "https://search/", Scopes: []string{"read", "write"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	same, _ := pool.Source(m2mtoken.TokenRequest{Audience: "https://search/", Scopes: []string{"write", "read"}})
+	var ts oauth2.TokenSource = src
+	tok, err := ts.Token()
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(src == same, tok.Type(), pool.Stats().TokenRequests, "token request")
+	// Output: true Bearer 1 token request
 }

@@ -1,6 +1,8 @@
 package rediscache_test
 
 import (
+	"encoding/hex"
+	"log"
 	"log/slog"
 	"os"
 
@@ -33,4 +35,30 @@ func Example() {
 	}
 	defer src.Close()
 	_ = src.Client() // calls the API with a token shared by the fleet
+}
+
+// With WithEncryptionKey a reader of Redis sees no usable token, and
+// whoever writes to it without the key cannot plant one; the key comes
+// from a secret store, never from code. WithPrefix keeps one service's
+// keys apart from another's.
+func Example_encrypted() {
+	key, err := hex.DecodeString(os.Getenv("TOKEN_CACHE_KEY")) // 64 hex digits
+	if err != nil {
+		log.Fatal(err)
+	}
+	cache := rediscache.New(redis.NewClient(&redis.Options{Addr: "redis:6379"}),
+		rediscache.WithPrefix("billing-api:"),
+		rediscache.WithEncryptionKey(key)) // 32 bytes from your secret store
+	src, err := m2mtoken.New(m2mtoken.Config{
+		Domain:       "tenant.eu.auth0.com",
+		ClientID:     os.Getenv("AUTH0_CLIENT_ID"),
+		ClientSecret: os.Getenv("AUTH0_CLIENT_SECRET"),
+		Audience:     "https://billing.example.com/",
+		Cache:        cache,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer src.Close()
+	_ = src.Client() // calls the API with a token the fleet shares, sealed in Redis
 }
