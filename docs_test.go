@@ -127,3 +127,52 @@ func TestManualLinksResolve(t *testing.T) {
 		}
 	}
 }
+
+var mapName = regexp.MustCompile("`([A-Za-z0-9_*]+\\.go)`")
+
+// TestFileMapNamesEveryFile checks that docs/development.md's file map
+// names every source file of the root package, the agent, the command,
+// m2mtest, rediscache and m2mtokenotel (by name, or by a pattern such as
+// filecache*.go), and every package under internal/.
+func TestFileMapNamesEveryFile(t *testing.T) {
+	b, err := os.ReadFile("docs/development.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(b)
+	var patterns []string
+	for _, m := range mapName.FindAllStringSubmatch(page, -1) {
+		patterns = append(patterns, m[1])
+	}
+	for _, dir := range []string{".", "internal/agent", "cmd/m2mtoken", "m2mtest", "rediscache", "m2mtokenotel"} {
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			name := filepath.Base(f)
+			if strings.HasSuffix(name, "_test.go") {
+				continue
+			}
+			named := false
+			for _, p := range patterns {
+				if ok, _ := filepath.Match(p, name); ok {
+					named = true
+					break
+				}
+			}
+			if !named {
+				t.Errorf("docs/development.md's file map does not name %s", f)
+			}
+		}
+	}
+	pkgs, err := os.ReadDir("internal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pkgs {
+		if p.IsDir() && !strings.Contains(page, "internal/"+p.Name()) {
+			t.Errorf("docs/development.md's file map does not name internal/%s", p.Name())
+		}
+	}
+}
