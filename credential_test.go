@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,5 +112,15 @@ func TestCredentialKey(t *testing.T) {
 	}
 	if strings.Contains(secret, testSecret) {
 		t.Error("the key shows the secret")
+	}
+}
+
+// BenchmarkCredentialID is the derivation a source with Config.Cache pays
+// once per process and credential, and a guesser of the secret behind a
+// cache key pays per guess: a new secret each time, so that the process's
+// memory of its derivations does not answer.
+func BenchmarkCredentialID(b *testing.B) {
+	for i := 0; b.Loop(); i++ {
+		credentialID("https://tenant.eu.auth0.com/oauth/token", Config{ClientID: "svc", ClientSecret: fmt.Sprint("secret-", i)})
 	}
 }
