@@ -241,9 +241,8 @@ func (fs *fileSource) settings(getenv func(string) string) (map[string]string, e
 }
 
 // NewCache returns the cache a source asked for: memory (the source's own;
-// "none" is its old name) or a file cache in dir (M2MTOKEN_CACHE_DIR, else
-// the user cache directory, if empty).
-// modeName and dirName are what the user calls the two settings.
+// "none" is its old name) or a file cache (see FileCache). modeName and
+// dirName are what the user calls the two settings.
 func NewCache(mode, dir, modeName, dirName string) (m2mtoken.Cache, error) {
 	switch mode {
 	case "", "none", "memory":
@@ -252,23 +251,33 @@ func NewCache(mode, dir, modeName, dirName string) (m2mtoken.Cache, error) {
 		}
 		return nil, nil
 	case "file":
-		if dir == "" {
-			dir = os.Getenv("M2MTOKEN_CACHE_DIR")
-		}
-		if dir == "" {
-			d, err := m2mtoken.DefaultCacheDir()
-			if err != nil {
-				return nil, fmt.Errorf("%s \"file\": no user cache directory (%v): set %s", modeName, err, dirName)
-			}
-			dir = d
-		}
-		fc := m2mtoken.NewFileCache(dir)
-		if err := fc.Check(); err != nil {
-			return nil, fmt.Errorf("%s: %w", dirName, err)
-		}
-		return fc, nil
+		return FileCache(dir, dirName)
 	}
 	return nil, fmt.Errorf("%s %q: use \"memory\" (the default) or \"file\"", modeName, mode)
+}
+
+// FileCache returns the file cache in dir, else in M2MTOKEN_CACHE_DIR,
+// else in the user cache directory's m2mtoken folder: the choice of every
+// command and source that keeps tokens in files. dirName is what the user
+// calls dir; an error names where the directory came from, and says why
+// it may not be used (another user owns it, or others may write it).
+func FileCache(dir, dirName string) (*m2mtoken.FileCache, error) {
+	from := dirName
+	if dir == "" {
+		dir, from = os.Getenv("M2MTOKEN_CACHE_DIR"), "M2MTOKEN_CACHE_DIR"
+	}
+	if dir == "" {
+		d, err := m2mtoken.DefaultCacheDir()
+		if err != nil {
+			return nil, fmt.Errorf("no user cache directory (%v): set %s or M2MTOKEN_CACHE_DIR", err, dirName)
+		}
+		dir, from = d, "the user cache directory (another is set with "+dirName+" or M2MTOKEN_CACHE_DIR)"
+	}
+	fc := m2mtoken.NewFileCache(dir)
+	if err := fc.Check(); err != nil {
+		return nil, fmt.Errorf("%s: %s", from, strings.TrimPrefix(err.Error(), "m2mtoken: "))
+	}
+	return fc, nil
 }
 
 // sourceFields are the fields a source may have, as the file spells them:

@@ -201,3 +201,34 @@ func TestAgentLibraryErrorsInUserWords(t *testing.T) {
 	}
 }
 
+// TestFileCacheNamesItsDirectory: the file cache of the token command and
+// of a source is in the directory given, else in M2MTOKEN_CACHE_DIR, else
+// in the user cache directory; a directory that others may write is
+// refused, with the setting it came from.
+func TestFileCacheNamesItsDirectory(t *testing.T) {
+	open := t.TempDir()
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	own := t.TempDir()
+	t.Setenv("M2MTOKEN_CACHE_DIR", open)
+	if _, err := FileCache("", "--cache-dir"); err == nil || !strings.HasPrefix(err.Error(), "M2MTOKEN_CACHE_DIR: file cache: the directory "+open+" may be written by its group or others") {
+		t.Errorf("from the variable: %v", err)
+	}
+	if _, err := FileCache(open, `"cache_dir"`); err == nil || !strings.HasPrefix(err.Error(), `"cache_dir": file cache: the directory `+open) {
+		t.Errorf("given: %v", err)
+	}
+	if fc, err := FileCache(own, "--cache-dir"); err != nil || fc.Dir() != own {
+		t.Errorf("given, its own: %v", err)
+	}
+	t.Setenv("M2MTOKEN_CACHE_DIR", "")
+	t.Setenv("XDG_CACHE_HOME", open)
+	t.Setenv("HOME", open)
+	if err := os.Mkdir(filepath.Join(open, "m2mtoken"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Join(open, "m2mtoken"), 0o777)
+	if _, err := FileCache("", "--cache-dir"); err == nil || !strings.HasPrefix(err.Error(), "the user cache directory (another is set with --cache-dir or M2MTOKEN_CACHE_DIR): file cache:") {
+		t.Errorf("the default: %v", err)
+	}
+}
