@@ -61,9 +61,11 @@ With --dpop-key-file the token is DPoP-bound: every request needs its own proof.
 	}
 	cfg.FetchTimeout = *timeout
 	creds.extra["FetchTimeout"] = "--timeout"
-	cfg.Logger = slog.New(newAttemptReporter(stderr))
 	if *verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	} else {
+		cfg.Logger = slog.New(newWarningPrinter(stderr))
+		cfg.Observer = (&attemptReporter{w: stderr}).observer()
 	}
 	if !*noCache {
 		fc, err := agent.FileCache(*cacheDir, "--cache-dir")
