@@ -417,7 +417,7 @@ func TestObserverToldWhatFollows(t *testing.T) {
 		t.Fatal("a token")
 	}
 	want := []string{
-		"1/3 429 retry=true in 7s for 7s",        // Retry-After, longer than the backoffs left (250 ms + 500 ms)
+		"1/3 429 retry=true in 7s for 7s",       // Retry-After, longer than the backoffs left (250 ms + 500 ms)
 		"2/3 503 retry=true in 250ms for 500ms", // half of the second backoff's 500 ms
 		"3/3 503 retry=false in 0s for 0s",
 		"1/8 400 retry=false in 0s for 0s",
