@@ -100,8 +100,8 @@ func (c *credFlags) set() map[string]bool {
 // (internal/settings) was given.
 func (c *credFlags) lookup(env string) (string, bool) {
 	set := c.set()
-	if set[settings.Flag(env)] {
-		return c.vals[env](), true
+	if val, ok := c.vals[env]; ok && set[settings.Flag(env)] {
+		return val(), true
 	}
 	if s, ok := settings.Of(env); ok && s.Group != "" {
 		for _, other := range settings.All() {
