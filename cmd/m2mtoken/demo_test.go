@@ -108,9 +108,10 @@ func TestDemoSaysWhereItsEndpointCameFrom(t *testing.T) {
 }
 
 // TestDemoAgainstServeTLS: the demo against 'm2mtoken serve --tls', with
-// its exports (M2MTOKEN_CA_FILE among them), both columns. The demo sent
-// the library's token requests through an http.Client of its own, which
-// the library refuses beside a CA file: every run failed at once.
+// its exports (M2MTOKEN_CA_FILE among them), both columns. A demo that
+// sends the library's token requests through an http.Client of its own
+// fails at once there: the library refuses a client of the caller's
+// beside a CA file.
 func TestDemoAgainstServeTLS(t *testing.T) {
 	served, _ := startServe(t, "--tls", "--client-secret", secret)
 	r := runBin(t, envList(served), "demo", "--duration", "1s", "--callers", "4", "--compare", "--quiet")
