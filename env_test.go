@@ -68,7 +68,14 @@ func TestConfigFromEnv(t *testing.T) {
 		{"plain http", with("AUTH0_DOMAIN", "http://tenant.eu.auth0.com"), Config{}, `AUTH0_DOMAIN "http://tenant.eu.auth0.com" uses plain http`},
 		{"missing secret file", with("AUTH0_CLIENT_SECRET", "", "AUTH0_CLIENT_SECRET_FILE", filepath.Join(dir, "nope")), Config{}, "AUTH0_CLIENT_SECRET_FILE: open "},
 		{"secret and file", with("AUTH0_CLIENT_SECRET_FILE", secretFile), Config{}, "both AUTH0_CLIENT_SECRET and AUTH0_CLIENT_SECRET_FILE are set"},
-		{"secret and key", with("M2MTOKEN_PRIVATE_KEY_FILE", keyFile), Config{}, "both a client secret (AUTH0_CLIENT_SECRET) and M2MTOKEN_PRIVATE_KEY_FILE are set"},
+		{"secret and key", with("M2MTOKEN_PRIVATE_KEY_FILE", keyFile), Config{}, "both AUTH0_CLIENT_SECRET and M2MTOKEN_PRIVATE_KEY_FILE are set: authenticate with one"},
+		{"secret file and key", with("AUTH0_CLIENT_SECRET", "", "AUTH0_CLIENT_SECRET_FILE", secretFile, "M2MTOKEN_PRIVATE_KEY_FILE", keyFile), Config{},
+			"both AUTH0_CLIENT_SECRET_FILE and M2MTOKEN_PRIVATE_KEY_FILE are set"},
+		{"key id without a key", with("M2MTOKEN_KEY_ID", "k1"), Config{}, "M2MTOKEN_KEY_ID is set without M2MTOKEN_PRIVATE_KEY_FILE"},
+		{"require dpop", with("M2MTOKEN_DPOP_KEY_FILE", keyFile, "M2MTOKEN_REQUIRE_DPOP", "true"),
+			Config{Domain: "https://tenant.eu.auth0.com/", ClientID: "abc", ClientSecret: testSecret, Audience: "https://api.example.com/", RequireDPoP: true}, ""},
+		{"require dpop without a key", with("M2MTOKEN_REQUIRE_DPOP", "1"), Config{}, "M2MTOKEN_REQUIRE_DPOP is set without M2MTOKEN_DPOP_KEY_FILE"},
+		{"require dpop not a bool", with("M2MTOKEN_DPOP_KEY_FILE", keyFile, "M2MTOKEN_REQUIRE_DPOP", "yes please"), Config{}, `M2MTOKEN_REQUIRE_DPOP "yes please": use true or false`},
 		{"bad key file", with("AUTH0_CLIENT_SECRET", "", "M2MTOKEN_PRIVATE_KEY_FILE", secretFile), Config{}, "M2MTOKEN_PRIVATE_KEY_FILE: no PEM block found"},
 		{"bad method", with("M2MTOKEN_AUTH_METHOD", "digest"), Config{}, `M2MTOKEN_AUTH_METHOD "digest": use post, basic or private_key_jwt`},
 		{"locahost", with("AUTH0_DOMAIN", "", "M2MTOKEN_TOKEN_URL", "http://locahost:8080/oauth/token"), Config{},
@@ -107,10 +114,25 @@ func TestConfigFromEnv(t *testing.T) {
 		}
 	})
 	t.Run("named by the caller", func(t *testing.T) {
-		_, err := ConfigFromLookup(lookupIn(with("AUTH0_CLIENT_ID", "")), func(v string) string { return "--flag or " + v })
+		name := func(v string) string { return "--flag or " + v }
+		_, err := ConfigFromLookup(lookupIn(with("AUTH0_CLIENT_ID", "")), name)
 		var ce *ConfigError
 		if !errors.As(err, &ce) || err.Error() != "m2mtoken: --flag or AUTH0_CLIENT_ID is empty: set it to the application's Client ID" {
 			t.Fatalf("err = %v", err)
+		}
+		// A field is named by the variable that set it; one that no
+		// variable sets is the program's, not its user's: "".
+		cfg, err := ConfigFromLookup(lookupIn(with("AUTH0_CLIENT_SECRET", "", "AUTH0_CLIENT_SECRET_FILE", secretFile)), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for field, want := range map[string]string{"ClientSecret": "--flag or AUTH0_CLIENT_SECRET_FILE", "Domain": "--flag or AUTH0_DOMAIN", "FetchTimeout": ""} {
+			if got := cfg.FieldNames(field); got != want {
+				t.Errorf("FieldNames(%q) = %q, want %q", field, got, want)
+			}
+		}
+		if cfg, _ := ConfigFromLookup(lookupIn(base), nil); cfg.FieldNames("FetchTimeout") != "Config.FetchTimeout" {
+			t.Errorf("without a name function: %q", cfg.FieldNames("FetchTimeout"))
 		}
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/m2mtoken/m2mtoken"
+	"github.com/m2mtoken/m2mtoken/internal/settings"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
@@ -52,13 +53,13 @@ func ExampleConfigFromEnv() {
 // and returns a function that puts them back as they were.
 func setenv(vars map[string]string) (restore func()) {
 	old := map[string]*string{}
-	for _, v := range m2mtoken.EnvVars() {
-		if s, ok := os.LookupEnv(v.Name); ok {
-			old[v.Name] = &s
+	for _, v := range settings.Names() {
+		if s, ok := os.LookupEnv(v); ok {
+			old[v] = &s
 		} else {
-			old[v.Name] = nil
+			old[v] = nil
 		}
-		os.Unsetenv(v.Name)
+		os.Unsetenv(v)
 	}
 	for k, v := range vars {
 		os.Setenv(k, v)

@@ -180,6 +180,22 @@ type AttemptDoneInfo struct {
 	NonceRequired bool
 	// Duration is from sending the request to reading the answer.
 	Duration time.Duration
+	// Retry reports that the fetch makes another attempt after this
+	// failed one, in RetryDelay. It is false when the answer held a token,
+	// when the fetch ends with Err (retrying cannot help, or no attempt
+	// or time is left), and with NonceRequired (the request is repeated
+	// at once).
+	Retry bool
+	// RetryDelay is how long the fetch waits before that attempt: its
+	// backoff, or the endpoint's Retry-After if longer.
+	RetryDelay time.Duration
+	// RetryWindow is, with Retry, the longest the fetch can go on
+	// retrying: the longest backoffs of the attempts left, within the
+	// fetch's deadline.
+	RetryWindow time.Duration
+	// MaxAttempts is the most attempts a fetch makes
+	// (Config.MaxAttempts).
+	MaxAttempts int
 }
 
 // WaitInfo describes a caller that waited for a fetch.
@@ -320,7 +336,7 @@ func (s *TokenSource) attemptStarted(ctx context.Context, attempt int, nonceRetr
 }
 
 // attemptDone tells the observer how a token request ended.
-func (s *TokenSource) attemptDone(ctx context.Context, attempt int, nonceRetry bool, start time.Time, err error) {
+func (s *TokenSource) attemptDone(ctx context.Context, attempt int, nonceRetry bool, start time.Time, err error, next nextAttempt) {
 	if s.obs == nil {
 		return
 	}
@@ -335,8 +351,12 @@ func (s *TokenSource) attemptDone(ctx context.Context, attempt int, nonceRetry b
 		fl.status = status
 	}
 	if f := s.obs.AttemptDone; f != nil {
-		f(ctx, AttemptDoneInfo{Source: s, Attempt: attempt, NonceRetry: nonceRetry, StatusCode: status,
-			Err: err, NonceRequired: nonce, Duration: s.clock.Now().Sub(start)})
+		info := AttemptDoneInfo{Source: s, Attempt: attempt, NonceRetry: nonceRetry, StatusCode: status,
+			Err: err, NonceRequired: nonce, Duration: s.clock.Now().Sub(start), MaxAttempts: s.cfg.MaxAttempts}
+		if next.retry {
+			info.Retry, info.RetryDelay, info.RetryWindow = true, next.delay, next.window
+		}
+		f(ctx, info)
 	}
 }
 

@@ -380,3 +380,51 @@ func TestObserverNonceRetry(t *testing.T) {
 		t.Errorf("fetch done %+v", done)
 	}
 }
+
+// TestObserverToldWhatFollows: each failed attempt tells whether the
+// fetch retries, after how long, for how long at most, and of how many
+// attempts; the last tells that nothing follows. (The m2mtoken command
+// prints its retry lines from these.)
+func TestObserverToldWhatFollows(t *testing.T) {
+	e := newEndpoint(t)
+	var mu sync.Mutex
+	var got []string
+	obs := &Observer{AttemptDone: func(_ context.Context, i AttemptDoneInfo) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, fmt.Sprintf("%d/%d %d retry=%v in %v for %v", i.Attempt, i.MaxAttempts, i.StatusCode, i.Retry, i.RetryDelay, i.RetryWindow))
+	}}
+	s, _ := testSource(t, e, func(c *Config) { c.MaxAttempts = 3; c.Observer = obs })
+	s.rand = func() float64 { return 0.5 }
+	e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
+		switch n {
+		case 1:
+			w.Header().Set("Retry-After", "7")
+			w.WriteHeader(429)
+		case 4:
+			w.WriteHeader(400)
+		default:
+			w.WriteHeader(503)
+		}
+		return true
+	})
+	if _, err := s.Token(); err == nil {
+		t.Fatal("a token")
+	}
+	// A permanent failure: no retry.
+	s2, _ := testSource(t, e, func(c *Config) { c.Observer = obs })
+	if _, err := s2.Token(); err == nil {
+		t.Fatal("a token")
+	}
+	want := []string{
+		"1/3 429 retry=true in 7s for 7s",       // Retry-After, longer than the backoffs left (250 ms + 500 ms)
+		"2/3 503 retry=true in 250ms for 500ms", // half of the second backoff's 500 ms
+		"3/3 503 retry=false in 0s for 0s",
+		"1/8 400 retry=false in 0s for 0s",
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}

@@ -59,7 +59,8 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 		s.sending.Store(&sentAttempt{n: attempt + 1, at: s.clock.Now()})
 		ce, err := s.attempt(actx, probe)
 		s.sending.Store(nil)
-		s.attemptDone(actx, attempt+1, nonceRetry, start, err)
+		next := s.next(ctx, attempt, err, nonceRetries)
+		s.attemptDone(actx, attempt+1, nonceRetry, start, err, next)
 		nonceRetry = false
 		if err == nil {
 			s.log.Debug("token received", slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("expiry", ce.Expiry))
@@ -72,46 +73,92 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 		}
 		var te *TokenError
 		errors.As(err, &te)
+		if next.nonce {
+			// DPoP: the server wants its nonce in the proof. Ask again
+			// at once; this is the protocol, not a failed attempt.
+			nonceRetries++
+			attempt--
+			nonceRetry = true
+			s.log.Debug("token endpoint asked for a DPoP nonce; asking again with it")
+			continue
+		}
 		if s.nonceChallenge(te) {
-			if nonceRetries < maxNonceRetries && ctx.Err() == nil {
-				// DPoP: the server wants its nonce in the proof. Ask again
-				// at once; this is the protocol, not a failed attempt.
-				nonceRetries++
-				attempt--
-				nonceRetry = true
-				s.log.Debug("token endpoint asked for a DPoP nonce; asking again with it")
-				continue
-			}
 			// Asked again and again: now it is a failure.
 			s.failures.Add(1)
 			s.lastErr.Store(te)
 		}
-		if ctx.Err() != nil {
+		switch next.stop {
+		case stopCanceled:
 			// The fetch's own deadline or Close, not the endpoint: report
 			// what the endpoint said last.
 			s.log.Log(ctx, failed, "token request failed", slog.Any("error", err))
 			return nil, final(te, attempt+1)
-		}
-		if !te.Temporary || attempt+1 >= s.cfg.MaxAttempts {
+		case stopFinal:
 			s.log.Log(ctx, failed, "token request failed", slog.Any("error", err), slog.Int("attempts", attempt+1), slog.Bool("temporary", te.Temporary))
 			err := final(te, attempt+1)
 			if !te.Temporary {
 				s.remember(err)
 			}
 			return nil, err
-		}
-		delay := max(s.backoff(attempt, false), te.RetryAfter)
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
-			s.log.Log(ctx, failed, "token request failed; no time left to retry", slog.Any("error", err), slog.Duration("wanted_delay", delay))
+		case stopNoTime:
+			s.log.Log(ctx, failed, "token request failed; no time left to retry", slog.Any("error", err), slog.Duration("wanted_delay", next.delay))
 			return nil, final(te, attempt+1)
 		}
-		s.log.Debug(retryingMessage, slog.Any("error", err), slog.Int("attempt", attempt+1),
-			slog.Int("max_attempts", s.cfg.MaxAttempts), slog.Duration("delay", delay),
-			slog.Duration("retrying_for_at_most", s.retryWindow(ctx, attempt)))
-		if err := s.clock.Sleep(ctx, delay); err != nil {
+		s.log.Debug("token request failed; retrying", slog.Any("error", err), slog.Int("attempt", attempt+1),
+			slog.Int("max_attempts", s.cfg.MaxAttempts), slog.Duration("delay", next.delay),
+			slog.Duration("retrying_for_at_most", next.window))
+		if err := s.clock.Sleep(ctx, next.delay); err != nil {
 			return nil, final(te, attempt+1)
 		}
 	}
+}
+
+// nextAttempt is what follows an attempt of a fetch: nothing (stop says
+// why, after a failure), the same request at once with the DPoP nonce the
+// endpoint asked for, or another attempt after delay.
+type nextAttempt struct {
+	stop  stopReason
+	nonce bool
+	retry bool
+	// delay is the wait before the next attempt: the backoff, or the
+	// endpoint's Retry-After if longer; with stopNoTime, the wait that
+	// the fetch's deadline leaves no time for.
+	delay time.Duration
+	// window is the longest the fetch can go on retrying: retryWindow, or
+	// delay if the endpoint asked for a longer wait.
+	window time.Duration
+}
+
+// stopReason is why no attempt follows a failed one.
+type stopReason int
+
+const (
+	stopNone     stopReason = iota // a token, a used-up quota, or an attempt follows
+	stopCanceled                   // the fetch's context ended
+	stopFinal                      // retrying cannot help, or no attempt is left
+	stopNoTime                     // the backoff would pass the fetch's deadline
+)
+
+// next decides what follows attempt n (from 0) of a fetch, which ended
+// with err, after nonceRetries requests repeated with a DPoP nonce.
+func (s *TokenSource) next(ctx context.Context, n int, err error, nonceRetries int) nextAttempt {
+	var te *TokenError
+	if err == nil || errors.As(err, new(*QuotaError)) || !errors.As(err, &te) {
+		return nextAttempt{}
+	}
+	switch {
+	case s.nonceChallenge(te) && nonceRetries < maxNonceRetries && ctx.Err() == nil:
+		return nextAttempt{nonce: true}
+	case ctx.Err() != nil:
+		return nextAttempt{stop: stopCanceled}
+	case !te.Temporary || n+1 >= s.cfg.MaxAttempts:
+		return nextAttempt{stop: stopFinal}
+	}
+	delay := max(s.backoff(n, false), te.RetryAfter)
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
+		return nextAttempt{stop: stopNoTime, delay: delay}
+	}
+	return nextAttempt{retry: true, delay: delay, window: max(s.retryWindow(ctx, n), delay)}
 }
 
 // retryWindow is the longest the fetch goes on retrying after attempt n
@@ -134,10 +181,6 @@ type sentAttempt struct {
 	n  int // 1 for the first
 	at time.Time
 }
-
-// retryingMessage is the message of the debug line logged before each
-// retry. The m2mtoken command prints one line for each.
-const retryingMessage = "token request failed; retrying"
 
 // attempt sends one token request. It returns the token, or a *TokenError.
 // probe says it goes first after the client's rate-limit hold.

@@ -7,53 +7,37 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/m2mtoken/m2mtoken"
-	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
+	"github.com/m2mtoken/m2mtoken/internal/settings"
 	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
 // credFlag is a flag that sets what m2mtoken.ConfigFromEnv reads from an
 // environment variable.
-type credFlag struct{ flag, env, usage string }
-
-// credFlagDefs are the flags for the settings that say which token to get:
-// one per variable that m2mtoken.ConfigFromEnv reads, described as the
-// library describes the variable. Every command that gets tokens (token,
-// demo, agent) registers them with registerCredFlags and builds its Config
-// with credFlags.config.
-func credFlagDefs() []credFlag {
-	flags := map[string]string{
-		"AUTH0_DOMAIN": "domain", "M2MTOKEN_TOKEN_URL": "token-url", "AUTH0_CLIENT_ID": "client-id",
-		"AUTH0_CLIENT_SECRET": "client-secret", "AUTH0_CLIENT_SECRET_FILE": "client-secret-file",
-		"M2MTOKEN_PRIVATE_KEY_FILE": "private-key-file", "M2MTOKEN_KEY_ID": "key-id", "M2MTOKEN_AUTH_METHOD": "auth-method",
-		"AUTH0_AUDIENCE": "audience", "AUTH0_SCOPE": "scope", "AUTH0_ORGANIZATION": "organization", "M2MTOKEN_CA_FILE": "ca-file",
-		"M2MTOKEN_DPOP_KEY_FILE": "dpop-key-file",
-	}
-	notes := map[string]string{
-		"AUTH0_CLIENT_SECRET":    "; prefer the variable or --client-secret-file: other users can see flags in the process list",
-		"M2MTOKEN_DPOP_KEY_FILE": " (to make one: openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out dpop.pem)",
-	}
-	var defs []credFlag
-	for _, v := range m2mtoken.EnvVars() {
-		f, ok := flags[v.Name]
-		if !ok {
-			f = strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(strings.TrimPrefix(v.Name, "AUTH0_"), "M2MTOKEN_"), "_", "-"))
-		}
-		defs = append(defs, credFlag{flag: f, env: v.Name, usage: v.Meaning + notes[v.Name]})
-	}
-	return defs
+type credFlag struct {
+	flag, env, usage string
+	isBool           bool
 }
 
-// exclusive are groups of settings of which one is given: a flag for one
-// of them hides the others' variables, so that --token-url works in a shell
-// that has AUTH0_DOMAIN set.
-func exclusiveGroups() [][]string {
-	return [][]string{
-		{"AUTH0_DOMAIN", "M2MTOKEN_TOKEN_URL"},
-		{"AUTH0_CLIENT_SECRET", "AUTH0_CLIENT_SECRET_FILE", "M2MTOKEN_PRIVATE_KEY_FILE"},
+// credFlagDefs are the flags for the settings that say which token to get:
+// one per setting of internal/settings (the variables that
+// m2mtoken.ConfigFromEnv reads), named by its rule and described as the
+// setting is. Every command that gets tokens (token, agent) registers
+// them with registerCredFlags and builds its Config with
+// credFlags.config.
+func credFlagDefs() []credFlag {
+	notes := map[string]string{
+		settings.ClientSecret: "; prefer the variable or --client-secret-file: other users can see flags in the process list",
+		settings.DPoPKeyFile:  " (to make one: openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out dpop.pem)",
 	}
+	var defs []credFlag
+	for _, s := range settings.All() {
+		defs = append(defs, credFlag{flag: settings.Flag(s.Env), env: s.Env, usage: s.Meaning + notes[s.Env], isBool: s.Bool})
+	}
+	return defs
 }
 
 // credFlagAliases are former names of credential flags, kept working:
@@ -70,31 +54,32 @@ var commandVars = []string{"M2MTOKEN_CACHE_DIR", "M2MTOKEN_AGENT_CONFIG"}
 // credFlags holds the values of the credential flags of one flag set.
 type credFlags struct {
 	fs   *flag.FlagSet
-	vals map[string]*string // by variable
+	vals map[string]func() string // by variable
 	// extra names the Config fields that a command sets from flags of its
 	// own, such as FetchTimeout from --timeout.
 	extra map[string]string
+	// names names the fields that the flags and variables set, as
+	// m2mtoken.ConfigFromLookup does; set by config.
+	names func(field string) string
 }
 
 func registerCredFlags(cmd *command) *credFlags {
 	fs := cmd.fs
-	c := &credFlags{fs: fs, vals: map[string]*string{}, extra: map[string]string{}}
+	c := &credFlags{fs: fs, vals: map[string]func() string{}, extra: map[string]string{}}
 	for _, d := range credFlagDefs() {
-		c.vals[d.env] = fs.String(d.flag, "", d.usage+" (env "+d.env+")")
+		usage := d.usage + " (env " + d.env + ")"
+		if d.isBool {
+			b := fs.Bool(d.flag, false, usage)
+			c.vals[d.env] = func() string { return strconv.FormatBool(*b) }
+			continue
+		}
+		v := fs.String(d.flag, "", usage)
+		c.vals[d.env] = func() string { return *v }
 	}
 	for old, name := range credFlagAliases() {
 		cmd.alias(old, name)
 	}
 	return c
-}
-
-func (c *credFlags) flagOf(env string) string {
-	for _, d := range credFlagDefs() {
-		if d.env == env {
-			return d.flag
-		}
-	}
-	return ""
 }
 
 func (c *credFlags) set() map[string]bool {
@@ -111,20 +96,17 @@ func (c *credFlags) set() map[string]bool {
 }
 
 // lookup reads a variable as the command sees it: the flag if it was given,
-// else the environment, unless a flag for another of its group was given.
+// else the environment, unless a flag for another setting of its group
+// (internal/settings) was given.
 func (c *credFlags) lookup(env string) (string, bool) {
 	set := c.set()
-	if f := c.flagOf(env); f != "" && set[f] {
-		return *c.vals[env], true
+	if val, ok := c.vals[env]; ok && set[settings.Flag(env)] {
+		return val(), true
 	}
-	for _, group := range exclusiveGroups() {
-		for _, member := range group {
-			if member == env {
-				for _, other := range group {
-					if set[c.flagOf(other)] {
-						return "", false
-					}
-				}
+	if s, ok := settings.Of(env); ok && s.Group != "" {
+		for _, other := range settings.All() {
+			if other.Group == s.Group && set[settings.Flag(other.Env)] {
+				return "", false
 			}
 		}
 	}
@@ -134,10 +116,10 @@ func (c *credFlags) lookup(env string) (string, bool) {
 // name says how messages call a variable: the flag if it was given, the
 // variable if it came from the environment, else both.
 func (c *credFlags) name(env string) string {
-	f := c.flagOf(env)
-	if f == "" {
+	if _, ok := c.vals[env]; !ok {
 		return env
 	}
+	f := settings.Flag(env)
 	if c.set()[f] {
 		return "--" + f
 	}
@@ -156,22 +138,10 @@ func (c *credFlags) fieldName(field string) string {
 	if n, ok := c.extra[field]; ok {
 		return n
 	}
-	first := ""
-	for _, v := range m2mtoken.EnvVars() {
-		if v.Field != field {
-			continue
-		}
-		if s, _ := c.lookup(v.Name); strings.TrimSpace(s) != "" {
-			return c.name(v.Name)
-		}
-		if first == "" {
-			first = v.Name
-		}
-	}
-	if first == "" {
+	if c.names == nil {
 		return ""
 	}
-	return c.name(first)
+	return c.names(field)
 }
 
 // config returns the Config the flags and environment say, through the
@@ -185,6 +155,7 @@ func (c *credFlags) config() (m2mtoken.Config, error) {
 		}
 		return cfg, err
 	}
+	c.names = cfg.FieldNames
 	cfg.FieldNames = c.fieldName
 	return cfg, nil
 }
@@ -193,15 +164,7 @@ func (c *credFlags) config() (m2mtoken.Config, error) {
 // secret or key file that its group or others may read. Each names the
 // flag or variable that gave the file.
 func (c *credFlags) fileWarnings() []string {
-	var out []string
-	for _, v := range []string{"AUTH0_CLIENT_SECRET_FILE", "M2MTOKEN_PRIVATE_KEY_FILE", "M2MTOKEN_DPOP_KEY_FILE"} {
-		if p, _ := c.lookup(v); strings.TrimSpace(p) != "" {
-			if w := atomicfile.ReadableWarning(c.name(v), strings.TrimSpace(p)); w != "" {
-				out = append(out, w)
-			}
-		}
-	}
-	return out
+	return settings.FileWarnings(c.lookup, c.name)
 }
 
 // noSettingsHint ends the error of a command given no setting at all: a
@@ -210,8 +173,8 @@ const noSettingsHint = "to try it without a tenant, run 'm2mtoken serve' in anot
 
 // nothingSet reports whether no flag or variable of the library's is set.
 func (c *credFlags) nothingSet() bool {
-	for _, v := range m2mtoken.EnvVars() {
-		if s, ok := c.lookup(v.Name); ok && strings.TrimSpace(s) != "" {
+	for _, v := range settings.Names() {
+		if s, ok := c.lookup(v); ok && strings.TrimSpace(s) != "" {
 			return false
 		}
 	}
@@ -222,11 +185,8 @@ func (c *credFlags) nothingSet() bool {
 // that are set, are read by nothing, and are a typo of one that is:
 // AUTH0_CLIENTID for AUTH0_CLIENT_ID.
 func unreadVars(environ []string) []suggest.Typo {
-	read := slices.Clone(commandVars)
-	for _, v := range m2mtoken.EnvVars() {
-		read = append(read, v.Name)
-	}
-	return suggest.UnreadVars(environ, read, []string{"AUTH0_", "M2MTOKEN_"})
+	read := append(slices.Clone(commandVars), settings.Names()...)
+	return suggest.UnreadVars(environ, read, settings.Prefixes)
 }
 
 // warnUnreadVars prints a line for each of unreadVars.

@@ -208,61 +208,34 @@ type loadResult struct {
 
 type span struct{ start, end time.Time }
 
-// countingTransport records the token requests it sends.
-type countingTransport struct {
-	base     http.RoundTripper
-	tokenURL string
-	mu       sync.Mutex
-	spans    []span
-}
-
-func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.URL.String() != c.tokenURL {
-		return c.base.RoundTrip(r)
-	}
-	// The span ends when the headers arrive: the local endpoint's delay
-	// comes before them, and its body is small.
-	start := time.Now()
-	resp, err := c.base.RoundTrip(r)
-	c.mu.Lock()
-	c.spans = append(c.spans, span{start, time.Now()})
-	c.mu.Unlock()
-	return resp, err
-}
-
-func tunedBase() *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConns, t.MaxIdleConnsPerHost = 256, 100
-	return t
-}
-
 // runLoad drives o.callers goroutines against the API for o.duration
 // through the named implementation.
 func runLoad(o demoOptions, tgt target, impl string, stderr io.Writer) (loadResult, error) {
-	tokenURL := tgt.tokenURL
-	counter := &countingTransport{base: tunedBase(), tokenURL: tokenURL}
-	var client *http.Client
-	var src *m2mtoken.TokenSource
-	switch impl {
-	case "m2mtoken":
-		cfg := tgt.cfg
-		cfg.HTTPClient = &http.Client{Transport: counter}
-		var err error
-		if src, err = m2mtoken.New(cfg); err != nil {
+	reqs := &tokenRequests{}
+	cfg := tgt.cfg
+	if impl == "m2mtoken" {
+		cfg.Observer = reqs.observer()
+	}
+	// A source of each run's own: the library's tokens and client, or
+	// (for x/oauth2) a fresh transport like the library's.
+	src, err := m2mtoken.New(cfg)
+	if err != nil {
+		return loadResult{}, err
+	}
+	defer src.Close()
+	client := src.Client()
+	if impl != "m2mtoken" {
+		base, err := libraryBase(src)
+		if err != nil {
 			return loadResult{}, err
 		}
-		defer src.Close()
-		client = &http.Client{Transport: &m2mtoken.Transport{Source: src, Base: tunedBase()}}
-	default:
 		cc := clientcredentials.Config{
-			ClientID: tgt.cfg.ClientID, ClientSecret: tgt.cfg.ClientSecret, TokenURL: tokenURL,
+			ClientID: tgt.cfg.ClientID, ClientSecret: tgt.cfg.ClientSecret, TokenURL: tgt.tokenURL,
 			EndpointParams: url.Values{"audience": {tgt.cfg.Audience}}, AuthStyle: oauth2.AuthStyleInParams,
 		}
-		// The same tuned transport carries the anchor's API calls; its token
-		// requests go through the counter.
+		counter := &countingTransport{base: base, tokenURL: tgt.tokenURL, reqs: reqs}
 		ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: counter})
-		src := cc.TokenSource(ctx)
-		client = &http.Client{Transport: &oauth2.Transport{Source: src, Base: tunedBase()}}
+		client = &http.Client{Transport: &oauth2.Transport{Source: cc.TokenSource(ctx), Base: base}}
 	}
 
 	var (
@@ -320,9 +293,9 @@ loop:
 			break loop
 		case <-tick.C:
 			if o.progress {
-				counter.mu.Lock()
-				treq := len(counter.spans)
-				counter.mu.Unlock()
+				reqs.mu.Lock()
+				treq := len(reqs.spans)
+				reqs.mu.Unlock()
 				line := fmt.Sprintf("  %-9s %5.1fs/%v  API calls %8d  failed %d  token requests %d",
 					impl, time.Since(start).Seconds(), o.duration, calls.Load(), failed.Load(), treq)
 				if o.terminal {
@@ -342,9 +315,9 @@ loop:
 	if p := firstFailure.Load(); p != nil {
 		r.firstFailure = *p
 	}
-	counter.mu.Lock()
-	spans := slices.Clone(counter.spans)
-	counter.mu.Unlock()
+	reqs.mu.Lock()
+	spans := slices.Clone(reqs.spans)
+	reqs.mu.Unlock()
 	r.tokenRequests = int64(len(spans))
 	durs := make([]time.Duration, len(all))
 	for i, c := range all {
@@ -355,7 +328,7 @@ loop:
 		r.p50, r.p99, r.max = durs[n/2], durs[n*99/100], durs[n-1]
 	}
 	r.waitedFirst, r.waitedRefresh = classifyWaits(all, spans)
-	if src != nil {
+	if impl == "m2mtoken" {
 		// The source knows which calls waited: no timing guess.
 		r.waitedRefresh = int64(src.Stats().Waits)
 	}

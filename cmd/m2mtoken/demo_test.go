@@ -106,3 +106,24 @@ func TestDemoSaysWhereItsEndpointCameFrom(t *testing.T) {
 		t.Errorf("no failed call: %v", err)
 	}
 }
+
+// TestDemoAgainstServeTLS: the demo against 'm2mtoken serve --tls', with
+// its exports (M2MTOKEN_CA_FILE among them), both columns. A demo that
+// sends the library's token requests through an http.Client of its own
+// fails at once there: the library refuses a client of the caller's
+// beside a CA file.
+func TestDemoAgainstServeTLS(t *testing.T) {
+	served, _ := startServe(t, "--tls", "--client-secret", secret)
+	r := runBin(t, envList(served), "demo", "--duration", "1s", "--callers", "4", "--compare", "--quiet")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if failed := demoRow(t, r.stdout, "failed calls"); len(failed) != 2 || failed[0] != "0" || failed[1] != "0" {
+		t.Fatalf("failed calls %v\n%s", failed, r.stdout)
+	}
+	for i, v := range demoRow(t, r.stdout, "token requests") {
+		if n, _ := strconv.Atoi(v); n < 1 {
+			t.Fatalf("column %d made no token request\n%s", i, r.stdout)
+		}
+	}
+}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/m2mtoken/m2mtoken"
+	"github.com/m2mtoken/m2mtoken/internal/agent"
 )
 
 func cmdToken(args []string, stdout, stderr io.Writer) error {
@@ -39,7 +39,7 @@ With --dpop-key-file the token is DPoP-bound: every request needs its own proof.
 	reqURL := fs.String("url", "", "with --header: the URL of the one request the headers are for (a DPoP proof is bound to it)")
 	method := fs.String("method", "GET", "with --header --url: the request's method")
 	noCache := fs.Bool("no-cache", false, "do not read or write the cache file")
-	cacheDir := fs.String("cache-dir", os.Getenv("M2MTOKEN_CACHE_DIR"), "cache directory (default: the user cache directory's m2mtoken folder; env M2MTOKEN_CACHE_DIR)")
+	cacheDir := fs.String("cache-dir", "", "cache directory (default: M2MTOKEN_CACHE_DIR, else the user cache directory's m2mtoken folder)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 	verbose := fs.Bool("verbose", false, "log each fetch, retry and cache decision to stderr")
 	if ok, err := c.parse(args, stdout, stderr); !ok {
@@ -61,20 +61,16 @@ With --dpop-key-file the token is DPoP-bound: every request needs its own proof.
 	}
 	cfg.FetchTimeout = *timeout
 	creds.extra["FetchTimeout"] = "--timeout"
-	cfg.Logger = slog.New(newAttemptReporter(stderr))
 	if *verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	} else {
+		cfg.Logger = slog.New(newWarningPrinter(stderr))
+		cfg.Observer = (&attemptReporter{w: stderr}).observer()
 	}
 	if !*noCache {
-		dir := *cacheDir
-		if dir == "" {
-			if dir, err = m2mtoken.DefaultCacheDir(); err != nil {
-				return fmt.Errorf("no cache directory (%v): give --cache-dir or --no-cache", err)
-			}
-		}
-		fc := m2mtoken.NewFileCache(dir)
-		if err := fc.Check(); err != nil {
-			return fmt.Errorf("%w (the cache directory comes from --cache-dir or M2MTOKEN_CACHE_DIR; or give --no-cache)", err)
+		fc, err := agent.FileCache(*cacheDir, "--cache-dir")
+		if err != nil {
+			return fmt.Errorf("%w; or give --no-cache", err)
 		}
 		cfg.Cache = fc
 	}

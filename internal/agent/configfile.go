@@ -18,34 +18,37 @@ import (
 
 	"github.com/m2mtoken/m2mtoken"
 	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
+	"github.com/m2mtoken/m2mtoken/internal/settings"
 	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
-// configFieldNames are the config file's names for the library's fields.
-var configFieldNames = map[string]string{
-	"Domain": "domain", "TokenURL": "token_url", "ClientID": "client_id",
-	"ClientSecret": "client_secret_env or client_secret_file",
-	"AuthMethod":   "auth_method", "PrivateKey": "private_key_file", "KeyID": "key_id",
-	"Audience": "audience", "Scopes": "scopes", "Organization": "organization",
-	"DPoPKey": "dpop_key_file", "RequireDPoP": "require_dpop",
-	"CAFile": "ca_file",
+// fileNames are the file's names for the settings (internal/settings)
+// whose name is not their Key: the scopes are a list, and the secret is
+// never in the file: an environment variable holds it, named in
+// "client_secret_env" (or a file, named in "client_secret_file").
+var fileNames = map[string]string{settings.Scope: "scopes", settings.ClientSecret: "client_secret_env"}
+
+// fileField is the file's name for the setting env.
+func fileField(env string) string {
+	if n, ok := fileNames[env]; ok {
+		return n
+	}
+	return settings.Key(env)
 }
 
-// fieldName names a Config field as the config file does, or "" for a
-// field the file cannot set, so that the library leaves out advice to
-// change it. The client secret is named by the field the source set it
-// with.
-func (fs *fileSource) fieldName(field string) string {
+// name names a setting as the file does, for m2mtoken.ConfigFromLookup:
+// the client secret by the field the source set it with, and the CA of a
+// source that names none by the command's flag and variable.
+func (fs *fileSource) name(env string) string {
 	switch {
-	case field == "ClientSecret" && fs.ClientSecretEnv != "":
+	case env == settings.ClientSecret && fs.ClientSecretEnv != "":
 		return `"client_secret_env" (` + fs.ClientSecretEnv + `)`
-	case field == "ClientSecret" && fs.ClientSecretFile != "":
-		return `"client_secret_file"`
+	case env == settings.ClientSecret && fs.ClientSecretFile == "":
+		return `"client_secret_env" or "client_secret_file"`
+	case env == settings.CAFile && fs.CAFile == "":
+		return "--ca-file or " + settings.CAFile
 	}
-	if n, ok := configFieldNames[field]; ok {
-		return `"` + n + `"`
-	}
-	return ""
+	return `"` + fileField(env) + `"`
 }
 
 // fileConfig is the agent's config file.
@@ -59,7 +62,9 @@ type fileConfig struct {
 }
 
 // fileSource is one source in the config file. Unknown fields are refused,
-// so that a misspelt field is an error rather than a silent default.
+// so that a misspelt field is an error rather than a silent default. Its
+// fields are the settings of internal/settings, each named as fileField
+// says, and the file's own: name, cache and cache_dir.
 type fileSource struct {
 	Name             string   `json:"name"`
 	Domain           string   `json:"domain"`
@@ -150,12 +155,11 @@ func parseConfigFile(path string, b []byte, getenv func(string) string) ([]Sourc
 			return nil, fmt.Errorf("%s: the name is used by sources[%d] too: names must be unique", where, j)
 		}
 		seen[fs.Name] = i
-		cfg, err := fs.config(getenv)
+		cfg, warnings, err := fs.config(getenv)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", where, err)
+			return nil, fmt.Errorf("%s: %s", where, strings.TrimPrefix(err.Error(), "m2mtoken: "))
 		}
-		cfg.FieldNames = fs.fieldName
-		specs = append(specs, Source{Name: fs.Name, Origin: where, Config: cfg, Client: fs.client(), Warnings: fs.warnings()})
+		specs = append(specs, Source{Name: fs.Name, Origin: where, Config: cfg, Client: fs.client(), Warnings: warnings})
 	}
 	return specs, nil
 }
@@ -169,95 +173,76 @@ func (fs *fileSource) client() string {
 	return string(b)
 }
 
-// config turns the file's fields into a Config.
-func (fs *fileSource) config(getenv func(string) string) (m2mtoken.Config, error) {
-	cfg := m2mtoken.Config{
-		Domain: fs.Domain, TokenURL: fs.TokenURL, ClientID: fs.ClientID,
-		Audience: fs.Audience, Scopes: fs.Scopes, Organization: fs.Organization,
-	}
+// config turns the file's fields into a Config, through the library's
+// parser of settings (m2mtoken.ConfigFromLookup), whose errors and
+// FieldNames name the file's fields; and returns the warnings about the
+// source's files.
+func (fs *fileSource) config(getenv func(string) string) (m2mtoken.Config, []string, error) {
 	if fs.ClientSecret != nil {
-		return cfg, errors.New("\"client_secret\": a secret is never written in the config file: put it in an environment variable and name it in \"client_secret_env\", or in a file (mode 0600) named in \"client_secret_file\"")
+		return m2mtoken.Config{}, nil, errors.New("\"client_secret\": a secret is never written in the config file: put it in an environment variable and name it in \"client_secret_env\", or in a file (mode 0600) named in \"client_secret_file\"")
 	}
-	if fs.ClientID == "" {
-		return cfg, errors.New("\"client_id\" is missing: set it to the application's Client ID")
-	}
-	if fs.Domain == "" && fs.TokenURL == "" {
-		return cfg, errors.New("no endpoint: set \"domain\" (such as \"tenant.eu.auth0.com\") or \"token_url\"")
-	}
-	if fs.ClientSecretEnv != "" && fs.ClientSecretFile != "" {
-		return cfg, errors.New("\"client_secret_env\" and \"client_secret_file\" are both set: give one")
-	}
-	switch {
-	case fs.ClientSecretEnv != "":
-		cfg.ClientSecret = getenv(fs.ClientSecretEnv)
-		if cfg.ClientSecret == "" {
-			return cfg, fmt.Errorf("\"client_secret_env\": %s", unsetVariable(fs.ClientSecretEnv))
-		}
-	case fs.ClientSecretFile != "":
-		s, err := readSecretFile(fs.ClientSecretFile)
-		if err != nil {
-			return cfg, fmt.Errorf("\"client_secret_file\": %w", err)
-		}
-		cfg.ClientSecret = s
-	}
-	if fs.KeyID != "" && fs.PrivateKeyFile == "" {
-		return cfg, errors.New("\"key_id\" is set without \"private_key_file\"")
-	}
-	if fs.PrivateKeyFile != "" {
-		if cfg.ClientSecret != "" {
-			return cfg, errors.New("\"private_key_file\" and a client secret are both set: authenticate with one (remove client_secret_env or client_secret_file, or the key)")
-		}
-		key, err := m2mtoken.LoadPrivateKey(fs.PrivateKeyFile)
-		if err != nil {
-			return cfg, fmt.Errorf("\"private_key_file\": %s", strings.TrimPrefix(err.Error(), "m2mtoken: "))
-		}
-		cfg.PrivateKey, cfg.KeyID, cfg.AuthMethod = key, fs.KeyID, m2mtoken.PrivateKeyJWT
-		if fs.AuthMethod != "" && fs.AuthMethod != "private_key_jwt" {
-			return cfg, fmt.Errorf("\"auth_method\" %q with \"private_key_file\": a key means private_key_jwt; remove auth_method", fs.AuthMethod)
-		}
-	} else {
-		if cfg.ClientSecret == "" {
-			return cfg, errors.New("no credential: set \"client_secret_env\" (an environment variable that holds the secret), \"client_secret_file\", or \"private_key_file\"")
-		}
-		switch fs.AuthMethod {
-		case "", "post", "client_secret_post":
-		case "basic", "client_secret_basic":
-			cfg.AuthMethod = m2mtoken.ClientSecretBasic
-		default:
-			return cfg, fmt.Errorf("\"auth_method\" %q: use \"post\" or \"basic\" (or give \"private_key_file\" for Private Key JWT)", fs.AuthMethod)
-		}
-	}
-	if fs.DPoPKeyFile != "" {
-		key, err := m2mtoken.LoadPrivateKey(fs.DPoPKeyFile)
-		if err != nil {
-			return cfg, fmt.Errorf("\"dpop_key_file\": %s", strings.TrimPrefix(err.Error(), "m2mtoken: "))
-		}
-		cfg.DPoPKey = key
-	} else if fs.RequireDPoP {
-		return cfg, errors.New("\"require_dpop\" is set without \"dpop_key_file\": give the key that binds the tokens")
-	}
-	cfg.RequireDPoP = fs.RequireDPoP
-	cfg.CAFile = fs.CAFile
-	if cfg.CAFile == "" {
-		cfg.CAFile = getenv("M2MTOKEN_CA_FILE")
-	}
-	for _, s := range fs.Scopes {
-		if s == "" || strings.ContainsAny(s, " \t\n") {
-			return cfg, fmt.Errorf("\"scopes\": %q: give each scope as its own string, such as [\"read:x\", \"write:x\"]", s)
-		}
-	}
-	cache, err := NewCache(fs.Cache, fs.CacheDir, `"cache"`, `"cache_dir"`)
+	vals, err := fs.settings(getenv)
 	if err != nil {
-		return cfg, err
+		return m2mtoken.Config{}, nil, err
 	}
-	cfg.Cache = cache
-	return cfg, nil
+	lookup := func(env string) (string, bool) { v, ok := vals[env]; return v, ok }
+	cfg, err := m2mtoken.ConfigFromLookup(lookup, fs.name)
+	if err != nil {
+		return cfg, nil, err
+	}
+	if cfg.Cache, err = NewCache(fs.Cache, fs.CacheDir, `"cache"`, `"cache_dir"`); err != nil {
+		return cfg, nil, err
+	}
+	return cfg, settings.FileWarnings(lookup, fs.name), nil
+}
+
+// settings returns the source's settings, keyed by their variables as
+// m2mtoken.ConfigFromLookup reads them: each field of fileSource that
+// fileField names, a list joined with spaces, true as "true"; the secret
+// read from the variable named in "client_secret_env"; and the CA of
+// --ca-file or M2MTOKEN_CA_FILE (getenv) if the source names none.
+func (fs *fileSource) settings(getenv func(string) string) (map[string]string, error) {
+	byField := map[string]string{}
+	for _, s := range settings.All() {
+		byField[fileField(s.Env)] = s.Env
+	}
+	vals := map[string]string{}
+	v := reflect.ValueOf(fs).Elem()
+	for i := range v.NumField() {
+		env, ok := byField[jsonName(v.Type().Field(i))]
+		if !ok {
+			continue
+		}
+		switch f := v.Field(i).Interface().(type) {
+		case string:
+			vals[env] = f
+		case bool:
+			if f {
+				vals[env] = "true"
+			}
+		case []string:
+			for _, s := range f {
+				if s == "" || strings.ContainsAny(s, " \t\n") {
+					return nil, fmt.Errorf("%s: %q: give each one as its own string, such as [\"read:x\", \"write:x\"]", fs.name(env), s)
+				}
+			}
+			vals[env] = strings.Join(f, " ")
+		}
+	}
+	if name := vals[settings.ClientSecret]; name != "" {
+		if vals[settings.ClientSecret] = getenv(name); vals[settings.ClientSecret] == "" {
+			return nil, fmt.Errorf("\"client_secret_env\": %s", unsetVariable(name))
+		}
+	}
+	if vals[settings.CAFile] == "" {
+		vals[settings.CAFile] = getenv(settings.CAFile)
+	}
+	return vals, nil
 }
 
 // NewCache returns the cache a source asked for: memory (the source's own;
-// "none" is its old name) or a file cache in dir (M2MTOKEN_CACHE_DIR, else
-// the user cache directory, if empty).
-// modeName and dirName are what the user calls the two settings.
+// "none" is its old name) or a file cache (see FileCache). modeName and
+// dirName are what the user calls the two settings.
 func NewCache(mode, dir, modeName, dirName string) (m2mtoken.Cache, error) {
 	switch mode {
 	case "", "none", "memory":
@@ -266,36 +251,33 @@ func NewCache(mode, dir, modeName, dirName string) (m2mtoken.Cache, error) {
 		}
 		return nil, nil
 	case "file":
-		if dir == "" {
-			dir = os.Getenv("M2MTOKEN_CACHE_DIR")
-		}
-		if dir == "" {
-			d, err := m2mtoken.DefaultCacheDir()
-			if err != nil {
-				return nil, fmt.Errorf("%s \"file\": no user cache directory (%v): set %s", modeName, err, dirName)
-			}
-			dir = d
-		}
-		fc := m2mtoken.NewFileCache(dir)
-		if err := fc.Check(); err != nil {
-			return nil, fmt.Errorf("%s: %w", dirName, err)
-		}
-		return fc, nil
+		return FileCache(dir, dirName)
 	}
 	return nil, fmt.Errorf("%s %q: use \"memory\" (the default) or \"file\"", modeName, mode)
 }
 
-// readSecretFile reads a secret from a file, without its final newline.
-func readSecretFile(path string) (string, error) {
-	b, err := atomicfile.ReadLimited(path, atomicfile.SecretFileLimit, "a client secret file")
-	if err != nil {
-		return "", err
+// FileCache returns the file cache in dir, else in M2MTOKEN_CACHE_DIR,
+// else in the user cache directory's m2mtoken folder: the choice of every
+// command and source that keeps tokens in files. dirName is what the user
+// calls dir; an error names where the directory came from, and says why
+// it may not be used (another user owns it, or others may write it).
+func FileCache(dir, dirName string) (*m2mtoken.FileCache, error) {
+	from := dirName
+	if dir == "" {
+		dir, from = os.Getenv("M2MTOKEN_CACHE_DIR"), "M2MTOKEN_CACHE_DIR"
 	}
-	s := strings.TrimRight(string(b), "\r\n")
-	if s == "" {
-		return "", fmt.Errorf("%s is empty", path)
+	if dir == "" {
+		d, err := m2mtoken.DefaultCacheDir()
+		if err != nil {
+			return nil, fmt.Errorf("no user cache directory (%v): set %s or M2MTOKEN_CACHE_DIR", err, dirName)
+		}
+		dir, from = d, "the user cache directory (another is set with "+dirName+" or M2MTOKEN_CACHE_DIR)"
 	}
-	return s, nil
+	fc := m2mtoken.NewFileCache(dir)
+	if err := fc.Check(); err != nil {
+		return nil, fmt.Errorf("%s: %s", from, strings.TrimPrefix(err.Error(), "m2mtoken: "))
+	}
+	return fc, nil
 }
 
 // sourceFields are the fields a source may have, as the file spells them:
@@ -304,12 +286,18 @@ var sourceFields = func() []string {
 	var out []string
 	t := reflect.TypeFor[fileSource]()
 	for i := range t.NumField() {
-		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "client_secret" {
+		if name := jsonName(t.Field(i)); name != "" && name != "client_secret" {
 			out = append(out, name)
 		}
 	}
 	return out
 }()
+
+// jsonName is the name of f in the file, from its json tag.
+func jsonName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	return name
+}
 
 // topFields are the fields of the file's top level.
 var topFields = []string{"sources", "proxies"}

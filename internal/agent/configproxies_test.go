@@ -19,7 +19,7 @@ func TestConfigFileProxies(t *testing.T) {
 		os.WriteFile(f, []byte(`{"sources": [{"name": "api", "domain": "t.auth0.com", "client_id": "c", "client_secret_env": "S"}], "proxies": [`+proxies+`]}`), 0o600)
 		return f
 	}
-	getenv := func(string) string { return "s" }
+	getenv := func(v string) string { return map[string]string{"S": "s"}[v] }
 	_, proxies, err := LoadConfigFile(file(`{"source": "api", "listen": "unix:`+sock+`", "upstream": "https://api.example.com"},
 		{"source": "api", "listen": "127.0.0.1:0", "upstream": "https://api.example.com/v1", "require_header": true}`), getenv)
 	if err != nil {
