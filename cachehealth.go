@@ -22,11 +22,11 @@ type getOutage struct {
 // cacheGetFailed records a failed Get; the first of an outage is logged as
 // a warning, the others at debug level.
 func (s *TokenSource) cacheGetFailed(err error) {
-	o := &s.getOutage
+	o := &s.gets
 	o.mu.Lock()
 	first := o.since.IsZero()
 	if first {
-		o.since = s.clock.Now()
+		o.since = s.c.clock.Now()
 	}
 	o.failures++
 	o.last = err
@@ -43,13 +43,13 @@ func (s *TokenSource) cacheGetFailed(err error) {
 // cacheGetAnswered records a Get that answered, and logs the end of an
 // outage.
 func (s *TokenSource) cacheGetAnswered() {
-	o := &s.getOutage
+	o := &s.gets
 	o.mu.Lock()
 	since, n, last := o.since, o.failures, o.last
 	o.since, o.failures, o.last = time.Time{}, 0, nil
 	o.mu.Unlock()
 	if !since.IsZero() {
-		s.log.Info("cache get works again", slog.Int("failures", n), slog.Duration("after", s.clock.Now().Sub(since).Round(time.Millisecond)),
+		s.log.Info("cache get works again", slog.Int("failures", n), slog.Duration("after", s.c.clock.Now().Sub(since).Round(time.Millisecond)),
 			slog.Any("last_error", last))
 	}
 }
@@ -57,7 +57,7 @@ func (s *TokenSource) cacheGetAnswered() {
 // cacheGetDown reports whether the source's last Get failed: the cache
 // cannot read the token, whoever stores it.
 func (s *TokenSource) cacheGetDown() bool {
-	o := &s.getOutage
+	o := &s.gets
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return !o.since.IsZero()

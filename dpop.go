@@ -95,14 +95,14 @@ func dpopCacheKey(key, jkt string) string {
 // actually posted to (the mTLS alias, if set), and the token endpoint's
 // last nonce.
 func (s *TokenSource) addTokenProof(req *http.Request) error {
-	if s.dpop == nil {
+	if s.c.dpop == nil {
 		return nil
 	}
 	var nonce string
-	if p := s.dpop.tokenNonce.Load(); p != nil {
+	if p := s.c.dpop.tokenNonce.Load(); p != nil {
 		nonce = *p
 	}
-	proof, err := s.dpop.key.Proof(http.MethodPost, s.dpop.tokenHTU, nonce, "", s.clock.Now())
+	proof, err := s.c.dpop.key.Proof(http.MethodPost, s.c.dpop.tokenHTU, nonce, "", s.c.clock.Now())
 	if err != nil {
 		return fmt.Errorf("signing the DPoP proof: %w", err)
 	}
@@ -112,12 +112,12 @@ func (s *TokenSource) addTokenProof(req *http.Request) error {
 
 // sawTokenAnswer remembers the token endpoint's nonce from any answer.
 func (s *TokenSource) sawTokenAnswer(h http.Header) {
-	if s.dpop == nil {
+	if s.c.dpop == nil {
 		return
 	}
 	if n, ok := dpop.ParseNonce(h.Get("DPoP-Nonce")); ok {
-		if old := s.dpop.tokenNonce.Load(); old == nil || *old != n {
-			s.dpop.tokenNonce.Store(&n)
+		if old := s.c.dpop.tokenNonce.Load(); old == nil || *old != n {
+			s.c.dpop.tokenNonce.Store(&n)
 			s.log.Debug("token endpoint gave a DPoP nonce", slog.String("nonce", Fingerprint(n)))
 		}
 	}
@@ -126,9 +126,9 @@ func (s *TokenSource) sawTokenAnswer(h http.Header) {
 // nonceChallenge reports whether te asks for the request again with the
 // nonce the server just gave: part of the protocol, not a failure.
 func (s *TokenSource) nonceChallenge(te *TokenError) bool {
-	return s.dpop != nil && te != nil && te.Code == "use_dpop_nonce" &&
+	return s.c.dpop != nil && te != nil && te.Code == "use_dpop_nonce" &&
 		(te.StatusCode == http.StatusBadRequest || te.StatusCode == http.StatusUnauthorized) &&
-		s.dpop.tokenNonce.Load() != nil
+		s.c.dpop.tokenNonce.Load() != nil
 }
 
 // checkTokenType refuses a token whose type does not fit the request: a
@@ -137,16 +137,16 @@ func (s *TokenSource) nonceChallenge(te *TokenError) bool {
 // bearer token, with a warning logged once.
 func (s *TokenSource) checkTokenType(ent *Entry, status int) *TokenError {
 	switch {
-	case ent.TokenType == tokenTypeDPoP && s.dpop == nil:
-		return &TokenError{URL: s.tokenURL, StatusCode: status,
+	case ent.TokenType == tokenTypeDPoP && s.c.dpop == nil:
+		return &TokenError{URL: s.c.tokenURL, StatusCode: status,
 			Description: "the endpoint answered a DPoP-bound token to a request without a DPoP proof: give the client a DPoP key with " + s.name("DPoPKey")}
-	case ent.TokenType != tokenTypeDPoP && s.dpop != nil:
-		if s.cfg.RequireDPoP {
+	case ent.TokenType != tokenTypeDPoP && s.c.dpop != nil:
+		if s.c.cfg.RequireDPoP {
 			req := s.name("RequireDPoP")
-			return &TokenError{URL: s.tokenURL, StatusCode: status,
+			return &TokenError{URL: s.c.tokenURL, StatusCode: status,
 				Description: "the endpoint answered a Bearer token although a DPoP proof was sent, and " + req + " is set: make the API require sender-constrained (DPoP) tokens, or unset " + req}
 		}
-		if !s.dpop.bearerWarned.Swap(true) {
+		if !s.c.dpop.bearerWarned.Swap(true) {
 			msg := "the token endpoint answered a Bearer token although a DPoP proof was sent: the API does not constrain tokens; using it as a bearer token"
 			if req, ok := s.setting("RequireDPoP"); ok {
 				msg += " (set " + req + " to refuse it)"
@@ -161,9 +161,9 @@ func (s *TokenSource) checkTokenType(ent *Entry, status int) *TokenError {
 // can be used by s (see checkTokenType).
 func (s *TokenSource) usableType(tokenType string) bool {
 	if strings.EqualFold(tokenType, tokenTypeDPoP) {
-		return s.dpop != nil
+		return s.c.dpop != nil
 	}
-	return s.dpop == nil || !s.cfg.RequireDPoP
+	return s.c.dpop == nil || !s.c.cfg.RequireDPoP
 }
 
 // isDPoP reports whether tok is DPoP-bound. A length check first keeps
@@ -202,10 +202,10 @@ func (d *dpopState) sawAPIAnswer(origin string, h http.Header) bool {
 // cnf.jkt of the source's tokens), or "" without a key. It is public: use
 // it to register or recognise the key.
 func (s *TokenSource) DPoPThumbprint() string {
-	if s.dpop == nil {
+	if s.c.dpop == nil {
 		return ""
 	}
-	return s.dpop.key.Thumbprint()
+	return s.c.dpop.key.Thumbprint()
 }
 
 // AuthHeaders returns the headers that authorize one request, method to
@@ -232,7 +232,7 @@ func (s *TokenSource) AuthHeaders(ctx context.Context, method, rawURL string) (h
 		method = http.MethodGet
 	}
 	htu, origin := dpop.HTU(u)
-	proof, err := s.dpop.key.Proof(method, htu, s.dpop.apiNonce(origin), dpop.ATH(tok.AccessToken), s.clock.Now())
+	proof, err := s.c.dpop.key.Proof(method, htu, s.c.dpop.apiNonce(origin), dpop.ATH(tok.AccessToken), s.c.clock.Now())
 	if err != nil {
 		return nil, fmt.Errorf("m2mtoken: signing the DPoP proof: %w", err)
 	}

@@ -31,10 +31,10 @@ type prover interface {
 }
 
 func (s *TokenSource) apiProof(method, htu, origin, ath string) (string, error) {
-	if s.dpop == nil {
+	if s.c.dpop == nil {
 		return "", errNoProver
 	}
-	proof, err := s.dpop.key.Proof(method, htu, s.dpop.apiNonce(origin), ath, s.clock.Now())
+	proof, err := s.c.dpop.key.Proof(method, htu, s.c.dpop.apiNonce(origin), ath, s.c.clock.Now())
 	if err != nil {
 		return "", fmt.Errorf("m2mtoken: signing the DPoP proof: %w", err)
 	}
@@ -42,7 +42,7 @@ func (s *TokenSource) apiProof(method, htu, origin, ath string) (string, error) 
 }
 
 func (s *TokenSource) sawAPINonce(origin string, h http.Header) bool {
-	return s.dpop != nil && s.dpop.sawAPIAnswer(origin, h)
+	return s.c.dpop != nil && s.c.dpop.sawAPIAnswer(origin, h)
 }
 
 var errNoProver = errors.New("m2mtoken: the token is DPoP-bound (token_type DPoP) but Transport.Source cannot sign DPoP proofs; nothing was sent: use a *TokenSource with Config.DPoPKey as the Source")

@@ -71,23 +71,23 @@ func (c *client) rememberedError() error {
 // token of the pool if it is about the client (see clientError), else for
 // this token alone.
 func (s *TokenSource) remember(err error) {
-	until := s.clock.Now().Add(s.cfg.ErrorCacheTTL)
+	until := s.c.clock.Now().Add(s.c.cfg.ErrorCacheTTL)
 	if clientError(err) {
-		s.client.remember(err, until)
+		s.c.remember(err, until)
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.permErr = heldError{err, until}
+	s.perm = heldError{err, until}
 }
 
 // rememberedError returns the permanent error that holds for this token:
 // the client's, or its own.
 func (s *TokenSource) rememberedError() error {
-	if err := s.client.rememberedError(); err != nil {
+	if err := s.c.rememberedError(); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.permErr.at(s.clock.Now())
+	return s.perm.at(s.c.clock.Now())
 }

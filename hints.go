@@ -28,7 +28,7 @@ func (s *TokenSource) networkErrorKind(err error) (temporary bool, hint string) 
 	var he x509.HostnameError
 	var ci x509.CertificateInvalidError
 	if errors.As(err, &cve) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) {
-		if s.cfg.HTTPClient != nil {
+		if s.c.cfg.HTTPClient != nil {
 			return false, "the server's certificate does not verify: check the URL, or trust the CA that signed it in Config.HTTPClient's TLS config (RootCAs)"
 		}
 		return false, "the server's certificate does not verify: check the URL, or trust the CA that signed it with " + s.name("CAFile")
@@ -57,7 +57,7 @@ func (s *TokenSource) name(field string) string {
 // variable or file field where the user configures the client, and
 // advice to change it is then left out.
 func (s *TokenSource) setting(field string) (string, bool) {
-	return fieldName(s.cfg.FieldNames, field)
+	return fieldName(s.c.cfg.FieldNames, field)
 }
 
 // fieldName names field with names (Config.FieldNames), if it is not nil
@@ -78,7 +78,7 @@ func fieldName(names func(string) string, field string) (string, bool) {
 // pool, unless Config.FieldNames names it (the agent names each source's
 // "audience" in its config file).
 func (s *TokenSource) requestName(field string) string {
-	if s.solo || s.id == s.pool.defID || s.cfg.FieldNames != nil {
+	if s.life.solo || s.life.id == s.pool.defID || s.c.cfg.FieldNames != nil {
 		return s.name(field)
 	}
 	return "TokenRequest." + field
@@ -87,9 +87,9 @@ func (s *TokenSource) requestName(field string) string {
 // endpointName names the setting that gave the URL requests go to.
 func (s *TokenSource) endpointName() string {
 	switch {
-	case s.cfg.MTLSTokenURL != "":
+	case s.c.cfg.MTLSTokenURL != "":
 		return s.name("MTLSTokenURL")
-	case s.cfg.Domain != "":
+	case s.c.cfg.Domain != "":
 		return s.name("Domain")
 	}
 	return s.name("TokenURL")
@@ -102,11 +102,11 @@ func (s *TokenSource) hint(te *TokenError) string {
 	switch {
 	case te.Code == "invalid_client" || te.StatusCode == http.StatusUnauthorized && te.Code == "access_denied":
 		cred, names := "the client secret", s.name("ClientSecret")
-		if s.cfg.AuthMethod == PrivateKeyJWT {
+		if s.c.cfg.AuthMethod == PrivateKeyJWT {
 			cred, names = "the private key and its key ID", s.name("PrivateKey")+", "+s.name("KeyID")
 		}
 		return "check the client ID, " + cred + ", and that the application's token endpoint authentication method is " +
-			s.cfg.AuthMethod.String() + ": " + s.name("ClientID") + ", " + names + " and " + s.name("AuthMethod")
+			s.c.cfg.AuthMethod.String() + ": " + s.name("ClientID") + ", " + names + " and " + s.name("AuthMethod")
 	case te.Code == "unauthorized_client":
 		return "the application may not use the client-credentials grant: enable Client Credentials in its grant types (Auth0: Application, Advanced Settings, Grant Types)"
 	case strings.HasPrefix(desc, "Service not enabled within domain"):
@@ -117,7 +117,7 @@ func (s *TokenSource) hint(te *TokenError) string {
 		return "the application may not get tokens for this organization: check " + s.requestName("Organization") +
 			" (the organization's ID, org_..., or its name as the tenant spells it), and give the application access" +
 			" for this API in Auth0: Organizations, the organization, Machine-to-Machine Access"
-	case s.cfg.DPoPKey == nil && strings.Contains(strings.ToLower(desc), "dpop") && strings.Contains(desc, "required"):
+	case s.c.cfg.DPoPKey == nil && strings.Contains(strings.ToLower(desc), "dpop") && strings.Contains(desc, "required"):
 		return "the server requires DPoP-bound tokens for this client: give it a DPoP key with " + s.name("DPoPKey")
 	case strings.HasPrefix(desc, "No audience parameter was provided"):
 		return "set the audience to the API's identifier: " + s.requestName("Audience")

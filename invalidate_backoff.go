@@ -11,6 +11,14 @@ import (
 	"time"
 )
 
+// invalidation is what Invalidate did last, under TokenSource.mu.
+type invalidation struct {
+	last    time.Time // when it last dropped a token
+	token   string    // the access token it dropped, never taken from the cache again
+	pending bool      // the source has no token because of it: the next fetch's reason
+	backoff invalidateBackoff
+}
+
 // maxInvalidateBackoff is the longest interval invalidations back off to.
 const maxInvalidateBackoff = time.Hour
 

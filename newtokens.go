@@ -119,10 +119,10 @@ func (p *Pool) newTokenErr(wait time.Duration, dropping bool) *NewTokenLimitErro
 // has never had a token, or returns the error past the bound. The pool's
 // default request (Config's) is the service's own: it is not counted.
 func (s *TokenSource) admitNew() error {
-	if s.hadToken.Load() || s.id == s.pool.defID {
+	if s.stats.hadToken.Load() || s.life.id == s.pool.defID {
 		return nil
 	}
-	ok, wait := s.pool.newTokens.take(s.clock.Now())
+	ok, wait := s.pool.newTokens.take(s.c.clock.Now())
 	if ok {
 		return nil
 	}

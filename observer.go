@@ -254,9 +254,9 @@ func (s *TokenSource) fetchReason(refresh bool) FetchReason {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case s.afterInvalidate:
+	case s.inv.pending:
 		return FetchInvalidated
-	case !s.hadToken.Load():
+	case !s.stats.hadToken.Load():
 		return FetchFirst
 	}
 	return FetchExpired
@@ -265,18 +265,18 @@ func (s *TokenSource) fetchReason(refresh bool) FetchReason {
 // fetchStarted tells the observer a fetch starts, and returns the fetch's
 // context and its flight (nil without an observer).
 func (s *TokenSource) fetchStarted(ctx context.Context, refresh bool) (context.Context, *flight) {
-	if s.obs == nil {
+	if s.c.obs == nil {
 		return ctx, nil
 	}
-	fl := &flight{reason: s.fetchReason(refresh), start: s.clock.Now()}
-	if f := s.obs.FetchStart; f != nil {
+	fl := &flight{reason: s.fetchReason(refresh), start: s.c.clock.Now()}
+	if f := s.c.obs.FetchStart; f != nil {
 		if c := f(ctx, FetchStartInfo{Source: s, Reason: fl.reason}); c != nil {
 			ctx = c
 		}
 	}
 	ctx = context.WithValue(ctx, ctxKey{}, fl)
 	fl.ctx = ctx
-	s.flight.Store(fl)
+	s.wait.flight.Store(fl)
 	return ctx, fl
 }
 
@@ -285,24 +285,24 @@ func (s *TokenSource) fetchDone(fl *flight, h *heldToken, origin Origin, err err
 	if fl == nil {
 		return
 	}
-	s.flight.CompareAndSwap(fl, nil)
-	if s.obs.FetchDone == nil {
+	s.wait.flight.CompareAndSwap(fl, nil)
+	if s.c.obs.FetchDone == nil {
 		return
 	}
 	info := FetchDoneInfo{Source: s, Reason: fl.reason, Origin: origin, Attempts: fl.attempts,
-		NonceRetries: fl.nonceRetries, StatusCode: fl.status, Err: err, Duration: s.clock.Now().Sub(fl.start)}
+		NonceRetries: fl.nonceRetries, StatusCode: fl.status, Err: err, Duration: s.c.clock.Now().Sub(fl.start)}
 	if err != nil {
 		info.Origin = OriginNone
 	} else if h != nil {
 		info.Expiry = h.src.Expiry
 	}
-	s.obs.FetchDone(fl.ctx, info)
+	s.c.obs.FetchDone(fl.ctx, info)
 }
 
 // attemptStarted tells the observer a token request is about to be sent,
 // and returns the request's context.
 func (s *TokenSource) attemptStarted(ctx context.Context, attempt int, nonceRetry bool) (context.Context, time.Time) {
-	if s.obs == nil {
+	if s.c.obs == nil {
 		return ctx, time.Time{}
 	}
 	if fl, _ := ctx.Value(ctxKey{}).(*flight); fl != nil {
@@ -311,17 +311,17 @@ func (s *TokenSource) attemptStarted(ctx context.Context, attempt int, nonceRetr
 			fl.nonceRetries++
 		}
 	}
-	if f := s.obs.AttemptStart; f != nil {
+	if f := s.c.obs.AttemptStart; f != nil {
 		if c := f(ctx, AttemptStartInfo{Source: s, Attempt: attempt, NonceRetry: nonceRetry}); c != nil {
 			ctx = c
 		}
 	}
-	return ctx, s.clock.Now()
+	return ctx, s.c.clock.Now()
 }
 
 // attemptDone tells the observer how a token request ended.
 func (s *TokenSource) attemptDone(ctx context.Context, attempt int, nonceRetry bool, start time.Time, err error) {
-	if s.obs == nil {
+	if s.c.obs == nil {
 		return
 	}
 	status, nonce := http.StatusOK, false
@@ -334,9 +334,9 @@ func (s *TokenSource) attemptDone(ctx context.Context, attempt int, nonceRetry b
 	if fl, _ := ctx.Value(ctxKey{}).(*flight); fl != nil {
 		fl.status = status
 	}
-	if f := s.obs.AttemptDone; f != nil {
+	if f := s.c.obs.AttemptDone; f != nil {
 		f(ctx, AttemptDoneInfo{Source: s, Attempt: attempt, NonceRetry: nonceRetry, StatusCode: status,
-			Err: err, NonceRequired: nonce, Duration: s.clock.Now().Sub(start)})
+			Err: err, NonceRequired: nonce, Duration: s.c.clock.Now().Sub(start)})
 	}
 }
 
@@ -349,57 +349,57 @@ type waitStart struct {
 // startWait notes when and why a caller starts waiting, if anyone is to
 // be told.
 func (s *TokenSource) startWait() waitStart {
-	if s.obs == nil || s.obs.Wait == nil {
+	if s.c.obs == nil || s.c.obs.Wait == nil {
 		return waitStart{}
 	}
-	return waitStart{at: s.clock.Now(), reason: s.fetchReason(false)}
+	return waitStart{at: s.c.clock.Now(), reason: s.fetchReason(false)}
 }
 
 // waited tells the observer a caller stopped waiting. fl is the flight it
 // waited for when known; else (its context ended first) the one in
 // progress is taken.
 func (s *TokenSource) waited(ctx context.Context, start waitStart, fl *flight, known bool, err error) {
-	if s.obs == nil || s.obs.Wait == nil {
+	if s.c.obs == nil || s.c.obs.Wait == nil {
 		return
 	}
 	if !known {
-		fl = s.flight.Load()
+		fl = s.wait.flight.Load()
 	}
-	info := WaitInfo{Source: s, Reason: start.reason, Duration: s.clock.Now().Sub(start.at), Err: err}
+	info := WaitInfo{Source: s, Reason: start.reason, Duration: s.c.clock.Now().Sub(start.at), Err: err}
 	if fl != nil {
 		info.Fetch = fl.ctx
 	}
-	s.obs.Wait(ctx, info)
+	s.c.obs.Wait(ctx, info)
 }
 
 func (s *TokenSource) observeInvalidate(applied bool) {
-	if s.obs != nil && s.obs.Invalidate != nil {
-		s.obs.Invalidate(InvalidateInfo{Source: s, Applied: applied})
+	if s.c.obs != nil && s.c.obs.Invalidate != nil {
+		s.c.obs.Invalidate(InvalidateInfo{Source: s, Applied: applied})
 	}
 }
 
 func (s *TokenSource) observeCacheError(op string, err error) {
-	if s.obs != nil && s.obs.CacheError != nil {
-		s.obs.CacheError(CacheErrorInfo{Source: s, Op: op, Err: err})
+	if s.c.obs != nil && s.c.obs.CacheError != nil {
+		s.c.obs.CacheError(CacheErrorInfo{Source: s, Op: op, Err: err})
 	}
 }
 
 func (s *TokenSource) observeLimits(status int, rl *RateLimit, q *Quotas) {
-	if s.obs != nil && s.obs.Limits != nil && (rl != nil || q != nil) {
-		s.obs.Limits(LimitsInfo{Source: s, StatusCode: status, RateLimit: rl, Quotas: q})
+	if s.c.obs != nil && s.c.obs.Limits != nil && (rl != nil || q != nil) {
+		s.c.obs.Limits(LimitsInfo{Source: s, StatusCode: status, RateLimit: rl, Quotas: q})
 	}
 }
 
 func (s *TokenSource) observeClosed() {
-	if s.obs != nil && s.obs.Closed != nil {
-		s.obs.Closed(s)
+	if s.c.obs != nil && s.c.obs.Closed != nil {
+		s.c.obs.Closed(s)
 	}
 }
 
 // ClientID is the configured Config.ClientID. With Audience, Organization
 // and TokenURL it identifies the source, for an observer's labels; none is
 // secret.
-func (s *TokenSource) ClientID() string { return s.cfg.ClientID }
+func (s *TokenSource) ClientID() string { return s.c.cfg.ClientID }
 
 // Audience is the audience of the source's token: its [TokenRequest]'s,
 // or Config.Audience for a source from [New].

@@ -236,7 +236,7 @@ func TestObserverFailedFetchAndCacheOrigin(t *testing.T) {
 	}
 	// Another source stores a token; this one adopts it.
 	e.setHandler(nil)
-	other, err := newSource(s.cfg, clk)
+	other, err := newSource(s.c.cfg, clk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func TestObserverWaitersShareTheFetch(t *testing.T) {
 	}
 	done := make(chan error)
 	go func() { _, err := s.TokenContext(ctx); done <- err }()
-	eventually(t, "six waiters", func() bool { return s.joins.Load() == 6 && e.count() == 1 })
+	eventually(t, "six waiters", func() bool { return s.stats.joins.Load() == 6 && e.count() == 1 })
 	cancel()
 	if err := <-done; err == nil {
 		t.Fatal("cancelled caller got a token")

@@ -156,10 +156,10 @@ func (p *Pool) add(req TokenRequest, id string) (*TokenSource, error) {
 		}
 	}
 	s := newToken(p, req, id)
-	s.used.Store(true)
+	s.life.used.Store(true)
 	var victim *TokenSource
 	if len(p.ring) < p.max {
-		s.ring = len(p.ring)
+		s.life.ring = len(p.ring)
 		p.ring = append(p.ring, s)
 	} else {
 		victim = p.evict(s)
@@ -185,13 +185,13 @@ func (p *Pool) evict(s *TokenSource) *TokenSource {
 			p.hand = 0
 		}
 		v := p.ring[p.hand]
-		if v.used.Load() {
-			v.used.Store(false)
+		if v.life.used.Load() {
+			v.life.used.Store(false)
 			p.hand++
 			continue
 		}
-		delete(p.m, v.id)
-		s.ring = p.hand
+		delete(p.m, v.life.id)
+		s.life.ring = p.hand
 		p.ring[p.hand] = s
 		p.hand++
 		return v
@@ -202,20 +202,20 @@ func (p *Pool) evict(s *TokenSource) *TokenSource {
 func (p *Pool) forget(s *TokenSource) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.m[s.id] != s {
+	if p.m[s.life.id] != s {
 		return
 	}
-	delete(p.m, s.id)
+	delete(p.m, s.life.id)
 	last := len(p.ring) - 1
-	p.ring[s.ring] = p.ring[last]
-	p.ring[s.ring].ring = s.ring
+	p.ring[s.life.ring] = p.ring[last]
+	p.ring[s.life.ring].life.ring = s.life.ring
 	p.ring[last] = nil
 	p.ring = p.ring[:last]
 }
 
 // lookup returns the source held for the request id, or nil.
 func (p *Pool) lookup(id []byte) *TokenSource {
-	if s := (*p.read.Load())[string(id)]; s != nil && !s.dropped.Load() {
+	if s := (*p.read.Load())[string(id)]; s != nil && !s.life.dropped.Load() {
 		return s
 	}
 	p.mu.Lock()
@@ -244,12 +244,12 @@ func (p *Pool) Token(ctx context.Context, r TokenRequest) (*oauth2.Token, error)
 	s := (*p.read.Load())[string(appendID(buf[:0], &r))]
 	if s != nil {
 		if tok := s.fresh.Load(); tok != nil { // a dropped source has none
-			if !s.used.Load() {
-				s.used.Store(true)
+			if !s.life.used.Load() {
+				s.life.used.Store(true)
 			}
 			return tok, nil
 		}
-		if s.dropped.Load() {
+		if s.life.dropped.Load() {
 			s = nil
 		}
 	}
@@ -320,7 +320,7 @@ func (p *Pool) contextToken(ctx context.Context) (*TokenSource, *oauth2.Token, e
 		req, id = &cr.req, cr.id
 	}
 	s := (*p.read.Load())[id]
-	if s != nil && s.dropped.Load() {
+	if s != nil && s.life.dropped.Load() {
 		s = nil
 	}
 	return p.sourceToken(ctx, req, s)

@@ -88,12 +88,12 @@ func (s *TokenSource) readLimits(h http.Header, status int, now time.Time) (*Rat
 	var rl *RateLimit
 	if r, ok := wire.ParseRateLimit(h, now); ok {
 		rl = &RateLimit{Limit: r.Limit, Remaining: r.Remaining, Reset: r.Reset, At: now}
-		s.rateLimit.Store(rl)
+		s.c.rateLimit.Store(rl)
 	}
 	var q *Quotas
 	if c, o, ok := wire.ParseQuotas(h); ok {
 		q = &Quotas{Client: quotasAt(c, now), Organization: quotasAt(o, now), At: now}
-		s.quotas.Store(q)
+		s.c.quotas.Store(q)
 	}
 	s.observeLimits(status, rl, q)
 	return rl, q
@@ -158,12 +158,12 @@ func quotaExhausted(te *TokenError, q *Quotas, now time.Time) *QuotaError {
 // client's for a client quota, this organization's for an organization
 // quota. It is logged once per block; the fetches it fails log at debug
 // level.
-func (s *TokenSource) blockQuota(qe *QuotaError) { s.client.blockQuota(qe, s.req.Organization) }
+func (s *TokenSource) blockQuota(qe *QuotaError) { s.c.blockQuota(qe, s.req.Organization) }
 
 // quotaBlocked returns the error of an exhausted quota that has not reset
 // yet and stops this token's requests, or nil.
 func (s *TokenSource) quotaBlocked() *QuotaError {
-	qe := s.client.quotaBlocked(s.req.Organization)
+	qe := s.c.quotaBlocked(s.req.Organization)
 	if qe != nil {
 		s.log.Debug("Auth0 quota exhausted; not sending a token request", slog.String("scope", qe.Scope), slog.Time("reset", qe.Quota.Reset))
 	}
@@ -177,5 +177,5 @@ func (s *TokenSource) quotaWait(err error) time.Duration {
 	if !errors.As(err, &qe) {
 		return 0
 	}
-	return max(qe.Quota.Reset.Sub(s.clock.Now()), 0)
+	return max(qe.Quota.Reset.Sub(s.c.clock.Now()), 0)
 }

@@ -46,7 +46,7 @@ type rateHold struct {
 // error, without waiting, if ctx's deadline comes before the hold ends,
 // and an error when ctx ends while it waits.
 func (s *TokenSource) waitRate(ctx context.Context) (probe bool, held *TokenError) {
-	h := &s.client.hold
+	h := &s.c.hold
 	for waited := false; ; waited = true {
 		if h.slots != nil {
 			select {
@@ -56,7 +56,7 @@ func (s *TokenSource) waitRate(ctx context.Context) (probe bool, held *TokenErro
 			}
 		}
 		h.mu.Lock()
-		now := s.clock.Now()
+		now := s.c.clock.Now()
 		var wait time.Duration
 		var changed chan struct{}
 		switch {
@@ -78,7 +78,7 @@ func (s *TokenSource) waitRate(ctx context.Context) (probe bool, held *TokenErro
 		if h.slots != nil {
 			<-h.slots
 		}
-		held = h.heldError(s.tokenURL, now)
+		held = h.heldError(s.c.tokenURL, now)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			h.mu.Unlock()
 			return false, held
@@ -86,7 +86,7 @@ func (s *TokenSource) waitRate(ctx context.Context) (probe bool, held *TokenErro
 		h.waiting++
 		h.mu.Unlock()
 		// Callers that stop waiting are told why the fetch waits.
-		s.lastErr.Store(held)
+		s.wait.lastErr.Store(held)
 		if !waited {
 			s.log.Debug("the token endpoint's rate limit holds every token of the pool; waiting", slog.Duration("wait", wait))
 		}
@@ -104,10 +104,10 @@ func (s *TokenSource) waitRate(ctx context.Context) (probe bool, held *TokenErro
 // Close) while it waited for a place in flight: the last attempt's, if
 // any.
 func (s *TokenSource) stopped(ctx context.Context) *TokenError {
-	if te := s.lastErr.Load(); te != nil {
+	if te := s.wait.lastErr.Load(); te != nil {
 		return te
 	}
-	return &TokenError{URL: s.tokenURL, Temporary: true, err: ctx.Err()}
+	return &TokenError{URL: s.c.tokenURL, Temporary: true, err: ctx.Err()}
 }
 
 // waitFor waits d on the source's clock, or until changed is closed (nil:
@@ -116,7 +116,7 @@ func (s *TokenSource) waitFor(ctx context.Context, d time.Duration, changed chan
 	var timer chan struct{}
 	if d > 0 {
 		timer = make(chan struct{})
-		t := s.clock.AfterFunc(d, func() { close(timer) })
+		t := s.c.clock.AfterFunc(d, func() { close(timer) })
 		defer t.Stop()
 	}
 	select {
@@ -133,7 +133,7 @@ func (s *TokenSource) waitFor(ctx context.Context, d time.Duration, changed chan
 // and te are the answer's headers, rate-limit reading and error, scrubbed
 // (te is nil for a token, and for a used-up quota, which quota.go holds).
 func (s *TokenSource) rateAnswered(probe bool, status int, h http.Header, rl *RateLimit, te *TokenError, now time.Time) {
-	hd := &s.client.hold
+	hd := &s.c.hold
 	hd.mu.Lock()
 	defer hd.mu.Unlock()
 	if hd.slots != nil {

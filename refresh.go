@@ -101,18 +101,18 @@ func (s *TokenSource) newHeld(ce *Entry) *heldToken { return s.hold(ce, false) }
 // this gives them. A source from [New] does not spread.
 func (s *TokenSource) hold(ce *Entry, spread bool) *heldToken {
 	life := ce.Expiry.Sub(ce.IssuedAt)
-	skew := s.cfg.ExpirySkew
+	skew := s.c.cfg.ExpirySkew
 	if skew == 0 {
 		skew = min(10*time.Second, life/20)
 	}
 	skew = min(skew, life/4)
-	window := s.cfg.RefreshWindow
+	window := s.c.cfg.RefreshWindow
 	if window == 0 {
 		window = max(min(5*time.Minute, life/5), skew+2*max(ce.Latency, 0))
 	}
 	window = min(window, life/2)
-	if j := s.cfg.RefreshJitter; j > 0 {
-		window += time.Duration(float64(window) * j * s.rand())
+	if j := s.c.cfg.RefreshJitter; j > 0 {
+		window += time.Duration(float64(window) * j * s.c.rand())
 		window = min(window, life*3/5)
 	}
 	h := &heldToken{tok: ce.Token(), src: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew)}
@@ -121,7 +121,7 @@ func (s *TokenSource) hold(ce *Entry, spread bool) *heldToken {
 	}
 	if spread {
 		if from := ce.IssuedAt.Add(life / 10); h.staleAt.After(from) {
-			h.staleAt = from.Add(time.Duration(float64(h.staleAt.Sub(from)) * s.rand()))
+			h.staleAt = from.Add(time.Duration(float64(h.staleAt.Sub(from)) * s.c.rand()))
 		}
 	}
 	return h
@@ -132,10 +132,10 @@ func (s *TokenSource) hold(ce *Entry, spread bool) *heldToken {
 func (s *TokenSource) install(h *heldToken) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.life.closed {
 		return false
 	}
-	now := s.clock.Now()
+	now := s.c.clock.Now()
 	st := h.at(now)
 	if st == stateExpired {
 		return false
@@ -144,8 +144,8 @@ func (s *TokenSource) install(h *heldToken) bool {
 		s.stopTimers(old)
 	}
 	s.cur.Store(h)
-	s.hadToken.Store(true)
-	s.afterInvalidate = false
+	s.stats.hadToken.Store(true)
+	s.inv.pending = false
 	if st == stateFresh {
 		s.fresh.Store(h.tok)
 	} else {
@@ -165,7 +165,7 @@ func (s *TokenSource) arm(h *heldToken, now time.Time) {
 		next = h.staleAt
 	}
 	d := min(next.Sub(now), next.Round(0).Sub(now.Round(0)), watchInterval)
-	h.watcher = s.clock.AfterFunc(max(d, time.Millisecond), func() { s.watch(h) })
+	h.watcher = s.c.clock.AfterFunc(max(d, time.Millisecond), func() { s.watch(h) })
 }
 
 // watch moves h to the state the clocks say it is in, and arms the next
@@ -173,10 +173,10 @@ func (s *TokenSource) arm(h *heldToken, now time.Time) {
 func (s *TokenSource) watch(h *heldToken) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.cur.Load() != h {
+	if s.life.closed || s.cur.Load() != h {
 		return
 	}
-	now := s.clock.Now()
+	now := s.c.clock.Now()
 	switch h.at(now) {
 	case stateExpired:
 		s.expire(h)
@@ -214,7 +214,7 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 	// TokenContext's fast path, repeated to save a call: one load, and
 	// one more of used, which the slow path sets for the pool's eviction
 	// hand.
-	if tok := s.fresh.Load(); tok != nil && s.used.Load() {
+	if tok := s.fresh.Load(); tok != nil && s.life.used.Load() {
 		return tok, nil
 	}
 	return s.tokenSlow(context.Background())
@@ -226,7 +226,7 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 // itself is not cancelled with ctx: it goes on for the other callers.
 // The returned token is shared: do not modify it.
 func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
-	if tok := s.fresh.Load(); tok != nil && s.used.Load() {
+	if tok := s.fresh.Load(); tok != nil && s.life.used.Load() {
 		return tok, nil
 	}
 	return s.tokenSlow(ctx)
@@ -235,14 +235,14 @@ func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 // tokenSlow is the rest of TokenContext: marking the source used, and a
 // token that is not fresh or not there.
 func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
-	s.used.Store(true)
+	s.life.used.Store(true)
 	if tok := s.fresh.Load(); tok != nil {
 		return tok, nil
 	}
 	if h := s.cur.Load(); h != nil {
 		// Off the hot path a clock read is cheap: never hand out a token
 		// past its window, even before its watch has run.
-		switch h.at(s.clock.Now()) {
+		switch h.at(s.c.clock.Now()) {
 		case stateFresh:
 			// The hot path can miss a fresh token while install runs.
 			return h.tok, nil
@@ -260,12 +260,12 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if s.hadToken.Load() {
-		s.waits.Add(1)
+	if s.stats.hadToken.Load() {
+		s.stats.waits.Add(1)
 	}
-	s.joins.Add(1)
+	s.stats.joins.Add(1)
 	start := s.startWait()
-	ch := s.group.join(func() fetched { return s.fetch(context.WithoutCancel(ctx), false) })
+	ch := s.fetches.join(func() fetched { return s.fetch(context.WithoutCancel(ctx), false) })
 	select {
 	case r := <-ch:
 		s.waited(ctx, start, r.fl, true, r.err)
@@ -274,12 +274,12 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 		}
 		return r.h.tok, nil
 	case <-ctx.Done():
-		werr := &WaitError{Ctx: ctx.Err(), Lease: s.waitingOn.Load()}
-		if last := s.lastErr.Load(); last != nil {
+		werr := &WaitError{Ctx: ctx.Err(), Lease: s.wait.waitingOn.Load()}
+		if last := s.wait.lastErr.Load(); last != nil {
 			werr.Last = last
 		}
-		if a := s.sending.Load(); a != nil {
-			werr.Attempt, werr.AttemptElapsed = a.n, s.clock.Now().Sub(a.at)
+		if a := s.wait.sending.Load(); a != nil {
+			werr.Attempt, werr.AttemptElapsed = a.n, s.c.clock.Now().Sub(a.at)
 		}
 		s.waited(ctx, start, nil, false, werr)
 		return nil, werr
@@ -295,11 +295,11 @@ func (s *TokenSource) maybeRefresh(h *heldToken) {
 	if !s.track() {
 		return
 	}
-	s.refreshes.Add(1)
+	s.stats.refreshes.Add(1)
 	go func() {
-		defer s.bg.Done()
-		s.joins.Add(1)
-		r := <-s.group.join(func() fetched { return s.fetch(s.client.life, true) })
+		defer s.life.bg.Done()
+		s.stats.joins.Add(1)
+		r := <-s.fetches.join(func() fetched { return s.fetch(s.c.life, true) })
 		if r.err == nil {
 			if r.h == h {
 				// Nothing was fetched: h was still fresh. Let its own
@@ -315,7 +315,7 @@ func (s *TokenSource) maybeRefresh(h *heldToken) {
 		h.failures++
 		if te := (*TokenError)(nil); errors.As(r.err, &te) {
 			if !te.Temporary {
-				delay = max(delay, s.cfg.ErrorCacheTTL)
+				delay = max(delay, s.c.cfg.ErrorCacheTTL)
 			}
 			delay = max(delay, te.RetryAfter)
 		}
@@ -328,8 +328,8 @@ func (s *TokenSource) maybeRefresh(h *heldToken) {
 		s.log.Log(context.Background(), level, "background refresh failed; serving the current token until it expires",
 			slog.Any("error", r.err), slog.Duration("next_try_in", delay), slog.Time("expiry", h.src.Expiry))
 		s.mu.Lock()
-		if !s.closed {
-			h.timers = append(h.timers, s.clock.AfterFunc(delay, func() { h.refreshing.Store(false) }))
+		if !s.life.closed {
+			h.timers = append(h.timers, s.c.clock.AfterFunc(delay, func() { h.refreshing.Store(false) }))
 		}
 		s.mu.Unlock()
 	}()
@@ -340,10 +340,10 @@ func (s *TokenSource) maybeRefresh(h *heldToken) {
 func (s *TokenSource) track() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.life.closed {
 		return false
 	}
-	s.bg.Add(1)
+	s.life.bg.Add(1)
 	return true
 }
 
@@ -355,27 +355,27 @@ func (s *TokenSource) fetch(parent context.Context, refresh bool) fetched {
 	// A caller that found no token may reach the flight group just after
 	// the flight it missed installed one: it has nothing to fetch. (It
 	// counts as collapsed: no flight of its own.)
-	if h := s.cur.Load(); h != nil && h.at(s.clock.Now()) == stateFresh {
+	if h := s.cur.Load(); h != nil && h.at(s.c.clock.Now()) == stateFresh {
 		return fetched{h: h}
 	}
-	s.flights.Add(1)
-	ctx, cancel := context.WithTimeout(parent, s.cfg.FetchTimeout)
+	s.stats.flights.Add(1)
+	ctx, cancel := context.WithTimeout(parent, s.c.cfg.FetchTimeout)
 	defer cancel()
 	// Close cancels the fetch: it is registered with the source, which
 	// has one fetch at a time.
 	s.mu.Lock()
-	if s.closed {
+	if s.life.closed {
 		s.mu.Unlock()
 		return fetched{err: ErrClosed}
 	}
-	s.bg.Add(1)
-	s.cancelFetch = cancel
+	s.life.bg.Add(1)
+	s.life.cancelFetch = cancel
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		s.cancelFetch = nil
+		s.life.cancelFetch = nil
 		s.mu.Unlock()
-		s.bg.Done()
+		s.life.bg.Done()
 	}()
 
 	ctx, fl := s.fetchStarted(ctx, refresh)
@@ -389,7 +389,7 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 	if h := s.adopt(ctx); h != nil {
 		return h, OriginCache, nil
 	}
-	if l, ok := s.cache.(Leaser); ok {
+	if l, ok := s.c.cache.(Leaser); ok {
 		release, h, err := s.lease(ctx, l)
 		if err != nil {
 			return nil, OriginNone, s.closedOr(err)
@@ -404,7 +404,7 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 	if qe := s.quotaBlocked(); qe != nil {
 		return nil, OriginNone, qe
 	}
-	if err := s.client.rememberedError(); err != nil {
+	if err := s.c.rememberedError(); err != nil {
 		// Another token of the pool learned that the client cannot get
 		// tokens while this fetch started: send nothing.
 		return nil, OriginNone, err
@@ -416,21 +416,21 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 	if err != nil {
 		return nil, OriginNone, s.closedOr(err)
 	}
-	ce.Latency = s.clock.Now().Sub(ce.IssuedAt) // IssuedAt: when the answering attempt started
-	if err := s.cache.Set(ctx, s.key, ce); err != nil {
+	ce.Latency = s.c.clock.Now().Sub(ce.IssuedAt) // IssuedAt: when the answering attempt started
+	if err := s.c.cache.Set(ctx, s.key, ce); err != nil {
 		s.log.Warn("cache set failed; the token is kept in memory", slog.Any("error", err))
 		s.observeCacheError("set", err)
 	}
 	h := s.hold(ce, s.pool.spread && !refresh)
 	if !s.install(h) {
-		if s.dropped.Load() {
+		if s.life.dropped.Load() {
 			return nil, OriginNone, ErrClosed
 		}
-		desc := tooLate(ce, h, s.clock.Now())
+		desc := tooLate(ce, h, s.c.clock.Now())
 		if skew, ok := s.setting("ExpirySkew"); ok {
 			desc += ", or lower " + skew
 		}
-		return nil, OriginNone, &TokenError{URL: s.tokenURL, StatusCode: http.StatusOK, Description: desc}
+		return nil, OriginNone, &TokenError{URL: s.c.tokenURL, StatusCode: http.StatusOK, Description: desc}
 	}
 	return h, OriginEndpoint, nil
 }
@@ -447,7 +447,7 @@ func tooLate(ce *Entry, h *heldToken, now time.Time) string {
 }
 
 func (s *TokenSource) closedOr(err error) error {
-	if s.dropped.Load() {
+	if s.life.dropped.Load() {
 		return ErrClosed
 	}
 	return err
@@ -459,15 +459,15 @@ func (s *TokenSource) closedOr(err error) error {
 func (s *TokenSource) backoff(n int, equal bool) time.Duration {
 	d := float64(s.backoffCap(n))
 	if equal {
-		return time.Duration(d/2 + d/2*s.rand())
+		return time.Duration(d/2 + d/2*s.c.rand())
 	}
-	return time.Duration(d * s.rand())
+	return time.Duration(d * s.c.rand())
 }
 
 // backoffCap is the longest backoff after the n'th failure (from 0):
 // MinBackoff doubled n times, at most MaxBackoff.
 func (s *TokenSource) backoffCap(n int) time.Duration {
-	return time.Duration(min(float64(s.cfg.MinBackoff)*math.Pow(2, float64(min(n, 30))), float64(s.cfg.MaxBackoff)))
+	return time.Duration(min(float64(s.c.cfg.MinBackoff)*math.Pow(2, float64(min(n, 30))), float64(s.c.cfg.MaxBackoff)))
 }
 
 // Invalidate drops tok if it is still the current token, so that the next
@@ -502,16 +502,16 @@ func (s *TokenSource) invalidate(tok *oauth2.Token) (current, applied bool) {
 	if cur == nil || (cur.tok != tok && cur.tok.AccessToken != tok.AccessToken) {
 		return false, false
 	}
-	now := s.clock.Now()
-	if iv := s.invBackoff.current(s.cfg.MinInvalidateInterval); iv > 0 && !s.lastForced.IsZero() && now.Sub(s.lastForced) < iv {
+	now := s.c.clock.Now()
+	if iv := s.inv.backoff.current(s.c.cfg.MinInvalidateInterval); iv > 0 && !s.inv.last.IsZero() && now.Sub(s.inv.last) < iv {
 		s.log.Warn("token invalidation ignored: the last one was too recent; is the API rejecting every token (wrong audience or missing grant)?",
 			slog.String("token", Fingerprint(tok.AccessToken)), slog.Duration("min_interval", iv))
 		return true, false
 	}
-	s.invBackoff.applied(now, s.lastForced, s.cfg.MinInvalidateInterval, s.log)
-	s.lastForced = now
-	s.invalidated = tok.AccessToken
-	s.afterInvalidate = true
+	s.inv.backoff.applied(now, s.inv.last, s.c.cfg.MinInvalidateInterval, s.log)
+	s.inv.last = now
+	s.inv.token = tok.AccessToken
+	s.inv.pending = true
 	s.fresh.CompareAndSwap(cur.tok, nil)
 	s.cur.CompareAndSwap(cur, nil)
 	s.stopTimers(cur)
@@ -530,7 +530,7 @@ func (s *TokenSource) invalidate(tok *oauth2.Token) (current, applied bool) {
 // alone: the pool and its other tokens go on, and asking the pool again
 // for the same request makes a new source.
 func (s *TokenSource) Close() error {
-	if s.solo {
+	if s.life.solo {
 		return s.pool.Close()
 	}
 	s.pool.forget(s)
@@ -545,18 +545,18 @@ func (s *TokenSource) Close() error {
 func (s *TokenSource) drop() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.life.closed {
 		return false
 	}
-	s.closed = true
-	s.dropped.Store(true)
+	s.life.closed = true
+	s.life.dropped.Store(true)
 	if cur := s.cur.Load(); cur != nil {
 		s.stopTimers(cur)
 	}
 	s.fresh.Store(nil)
 	s.cur.Store(nil)
-	if s.cancelFetch != nil {
-		s.cancelFetch()
+	if s.life.cancelFetch != nil {
+		s.life.cancelFetch()
 	}
 	return true
 }
@@ -564,6 +564,6 @@ func (s *TokenSource) drop() bool {
 // finish waits for a dropped source's background work and tells the
 // observer it is closed.
 func (s *TokenSource) finish() {
-	s.bg.Wait()
+	s.life.bg.Wait()
 	s.observeClosed()
 }

@@ -40,13 +40,13 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 		failed = slog.LevelDebug
 	}
 	nonceRetries, nonceRetry := 0, false
-	start := s.clock.Now()
+	start := s.c.clock.Now()
 	final := func(te *TokenError, attempts int) error {
 		if attempts < 2 {
 			return te
 		}
 		c := *te
-		c.Attempts, c.Elapsed = attempts, s.clock.Now().Sub(start)
+		c.Attempts, c.Elapsed = attempts, s.c.clock.Now().Sub(start)
 		return &c
 	}
 	for attempt := 0; ; attempt++ {
@@ -56,9 +56,9 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 		}
 		s.log.Debug("requesting token", slog.Int("attempt", attempt+1))
 		actx, start := s.attemptStarted(ctx, attempt+1, nonceRetry)
-		s.sending.Store(&sentAttempt{n: attempt + 1, at: s.clock.Now()})
+		s.wait.sending.Store(&sentAttempt{n: attempt + 1, at: s.c.clock.Now()})
 		ce, err := s.attempt(actx, probe)
-		s.sending.Store(nil)
+		s.wait.sending.Store(nil)
 		s.attemptDone(actx, attempt+1, nonceRetry, start, err)
 		nonceRetry = false
 		if err == nil {
@@ -83,8 +83,8 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 				continue
 			}
 			// Asked again and again: now it is a failure.
-			s.failures.Add(1)
-			s.lastErr.Store(te)
+			s.stats.failures.Add(1)
+			s.wait.lastErr.Store(te)
 		}
 		if ctx.Err() != nil {
 			// The fetch's own deadline or Close, not the endpoint: report
@@ -92,7 +92,7 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 			s.log.Log(ctx, failed, "token request failed", slog.Any("error", err))
 			return nil, final(te, attempt+1)
 		}
-		if !te.Temporary || attempt+1 >= s.cfg.MaxAttempts {
+		if !te.Temporary || attempt+1 >= s.c.cfg.MaxAttempts {
 			s.log.Log(ctx, failed, "token request failed", slog.Any("error", err), slog.Int("attempts", attempt+1), slog.Bool("temporary", te.Temporary))
 			err := final(te, attempt+1)
 			if !te.Temporary {
@@ -106,9 +106,9 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 			return nil, final(te, attempt+1)
 		}
 		s.log.Debug(retryingMessage, slog.Any("error", err), slog.Int("attempt", attempt+1),
-			slog.Int("max_attempts", s.cfg.MaxAttempts), slog.Duration("delay", delay),
+			slog.Int("max_attempts", s.c.cfg.MaxAttempts), slog.Duration("delay", delay),
 			slog.Duration("retrying_for_at_most", s.retryWindow(ctx, attempt)))
-		if err := s.clock.Sleep(ctx, delay); err != nil {
+		if err := s.c.clock.Sleep(ctx, delay); err != nil {
 			return nil, final(te, attempt+1)
 		}
 	}
@@ -120,7 +120,7 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 // attempt (0.25 + 0.5 + ... + 16 s; full jitter makes it 16 s on average).
 func (s *TokenSource) retryWindow(ctx context.Context, n int) time.Duration {
 	var d time.Duration
-	for i := n; i < s.cfg.MaxAttempts-1; i++ {
+	for i := n; i < s.c.cfg.MaxAttempts-1; i++ {
 		d += s.backoffCap(i)
 	}
 	if dl, ok := ctx.Deadline(); ok {
@@ -142,28 +142,28 @@ const retryingMessage = "token request failed; retrying"
 // attempt sends one token request. It returns the token, or a *TokenError.
 // probe says it goes first after the client's rate-limit hold.
 func (s *TokenSource) attempt(ctx context.Context, probe bool) (*Entry, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.c.cfg.AttemptTimeout)
 	defer cancel()
 	req, err := s.newRequest(ctx)
 	if err != nil {
-		s.rateAnswered(probe, 0, nil, nil, nil, s.clock.Now())
-		return nil, &TokenError{URL: s.tokenURL, err: err}
+		s.rateAnswered(probe, 0, nil, nil, nil, s.c.clock.Now())
+		return nil, &TokenError{URL: s.c.tokenURL, err: err}
 	}
-	start := s.clock.Now()
-	s.requests.Add(1)
-	resp, err := s.http.Do(req)
+	start := s.c.clock.Now()
+	s.stats.requests.Add(1)
+	resp, err := s.c.http.Do(req)
 	if err != nil {
-		s.rateAnswered(probe, 0, nil, nil, nil, s.clock.Now())
-		s.failures.Add(1)
-		te := &TokenError{URL: s.tokenURL, Temporary: true, err: stripURL(err)}
+		s.rateAnswered(probe, 0, nil, nil, nil, s.c.clock.Now())
+		s.stats.failures.Add(1)
+		te := &TokenError{URL: s.c.tokenURL, Temporary: true, err: stripURL(err)}
 		te.Temporary, te.Hint = s.networkErrorKind(err)
-		s.client.scrubbers.forRequest(req, s.cfg.ClientSecret).tokenError(te)
-		s.lastErr.Store(te)
+		s.c.scrubbers.forRequest(req, s.c.cfg.ClientSecret).tokenError(te)
+		s.wait.lastErr.Store(te)
 		return nil, te
 	}
 	body, readErr := io.ReadAll(io.LimitReader(resp.Body, wire.MaxBody+1))
 	resp.Body.Close()
-	now := s.clock.Now()
+	now := s.c.clock.Now()
 	rl, quotas := s.readLimits(resp.Header, resp.StatusCode, now)
 	s.sawTokenAnswer(resp.Header)
 	ent, terr := s.readAnswer(resp, body, readErr, start, now)
@@ -175,26 +175,26 @@ func (s *TokenSource) attempt(ctx context.Context, probe bool) (*Entry, error) {
 		}
 	}
 	// Nothing the endpoint said may repeat the credential onwards.
-	if sc := s.client.scrubbers.forRequest(req, s.cfg.ClientSecret); terr != nil {
+	if sc := s.c.scrubbers.forRequest(req, s.c.cfg.ClientSecret); terr != nil {
 		sc.tokenError(terr)
 	} else {
 		sc.value(ent.Extra)
 		// Interned once scrubbed: an interned map is shared, never written.
-		ent.Extra = s.extras.intern(ent.Extra)
+		ent.Extra = s.c.extras.intern(ent.Extra)
 	}
 	s.rateAnswered(probe, resp.StatusCode, resp.Header, rl, rateErr, now)
 	if terr != nil && s.nonceChallenge(terr) {
 		return nil, terr
 	}
 	if terr != nil {
-		s.failures.Add(1)
-		s.lastErr.Store(terr)
+		s.stats.failures.Add(1)
+		s.wait.lastErr.Store(terr)
 		if qe != nil {
 			return nil, qe
 		}
 		return nil, terr
 	}
-	s.lastErr.Store(nil)
+	s.wait.lastErr.Store(nil)
 	return ent, nil
 }
 
@@ -209,16 +209,16 @@ func stripURL(err error) error {
 
 func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
 	form := url.Values{"grant_type": {"client_credentials"}}
-	switch s.cfg.AuthMethod {
+	switch s.c.cfg.AuthMethod {
 	case ClientSecretPost:
-		form.Set("client_id", s.cfg.ClientID)
-		form.Set("client_secret", s.cfg.ClientSecret)
+		form.Set("client_id", s.c.cfg.ClientID)
+		form.Set("client_secret", s.c.cfg.ClientSecret)
 	case PrivateKeyJWT:
 		assertion, err := s.assertion()
 		if err != nil {
 			return nil, err
 		}
-		form.Set("client_id", s.cfg.ClientID)
+		form.Set("client_id", s.c.cfg.ClientID)
 		form.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
 		form.Set("client_assertion", assertion)
 	}
@@ -236,7 +236,7 @@ func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
 	}
 	var body []byte
 	contentType := "application/x-www-form-urlencoded"
-	if s.cfg.JSONBody {
+	if s.c.cfg.JSONBody {
 		m := make(map[string]any, len(form))
 		for k, vs := range form {
 			if len(vs) == 1 {
@@ -253,16 +253,16 @@ func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
 	} else {
 		body = []byte(form.Encode())
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.tokenURL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.c.tokenURL, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "m2mtoken-go")
-	if s.cfg.AuthMethod == ClientSecretBasic {
+	if s.c.cfg.AuthMethod == ClientSecretBasic {
 		// RFC 6749 section 2.3.1: form-encode both before Basic encoding.
-		req.SetBasicAuth(url.QueryEscape(s.cfg.ClientID), url.QueryEscape(s.cfg.ClientSecret))
+		req.SetBasicAuth(url.QueryEscape(s.c.cfg.ClientID), url.QueryEscape(s.c.cfg.ClientSecret))
 	}
 	if err := s.addTokenProof(req); err != nil {
 		return nil, err
@@ -277,20 +277,20 @@ func (s *TokenSource) assertion() (string, error) {
 	if _, err := cryptorand.Read(jti[:]); err != nil {
 		return "", err
 	}
-	now := s.clock.Now()
-	return jwt.Sign(s.cfg.PrivateKey, s.cfg.SigningAlgorithm, s.cfg.KeyID, map[string]any{
-		"iss": s.cfg.ClientID,
-		"sub": s.cfg.ClientID,
-		"aud": s.cfg.AssertionAudience,
+	now := s.c.clock.Now()
+	return jwt.Sign(s.c.cfg.PrivateKey, s.c.cfg.SigningAlgorithm, s.c.cfg.KeyID, map[string]any{
+		"iss": s.c.cfg.ClientID,
+		"sub": s.c.cfg.ClientID,
+		"aud": s.c.cfg.AssertionAudience,
 		"iat": now.Unix(),
-		"exp": now.Add(s.cfg.AssertionLifetime).Unix(),
+		"exp": now.Add(s.c.cfg.AssertionLifetime).Unix(),
 		"jti": hex.EncodeToString(jti[:]),
 	})
 }
 
 // readAnswer turns one answer into a token or a *TokenError.
 func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error, start, now time.Time) (*Entry, *TokenError) {
-	te := &TokenError{URL: s.tokenURL, StatusCode: resp.StatusCode}
+	te := &TokenError{URL: s.c.tokenURL, StatusCode: resp.StatusCode}
 	ct := resp.Header.Get("Content-Type")
 	ok2xx := resp.StatusCode >= 200 && resp.StatusCode < 300
 	if readErr != nil || len(body) > wire.MaxBody {
@@ -349,7 +349,7 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 					ent.Expiry = limit
 				}
 			} else {
-				ent.Expiry = start.Add(s.cfg.DefaultLifetime)
+				ent.Expiry = start.Add(s.c.cfg.DefaultLifetime)
 			}
 		}
 		if te := s.checkTokenType(ent, resp.StatusCode); te != nil {

@@ -28,7 +28,7 @@ const defaultLeaseTTL = 750 * time.Millisecond
 // usable: a stale token is handed out at once and refreshed in the
 // background by the first call that sees it, as any stale token is.
 func (s *TokenSource) adopt(ctx context.Context) *heldToken {
-	ce, err := s.cache.Get(ctx, s.key)
+	ce, err := s.c.cache.Get(ctx, s.key)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // the fetch gave up, or the source closed: no news about the cache
@@ -40,7 +40,7 @@ func (s *TokenSource) adopt(ctx context.Context) *heldToken {
 	if !ce.Valid() || !s.usableType(ce.TokenType) {
 		return nil
 	}
-	now := s.clock.Now()
+	now := s.c.clock.Now()
 	if c := clampLifetime(ce, now); c != ce {
 		s.log.Warn("a token in the cache claims a lifetime longer than any answer's (366 days); it is held no longer than that (has something else written to the cache?)",
 			slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("claimed_expiry", ce.Expiry), slog.Time("expiry", c.Expiry))
@@ -56,7 +56,7 @@ func (s *TokenSource) adopt(ctx context.Context) *heldToken {
 		return nil
 	}
 	s.mu.Lock()
-	revoked := ce.AccessToken == s.invalidated
+	revoked := ce.AccessToken == s.inv.token
 	s.mu.Unlock()
 	if revoked {
 		return nil
@@ -74,7 +74,7 @@ func (s *TokenSource) adopt(ctx context.Context) *heldToken {
 	if !s.install(h) {
 		return nil
 	}
-	s.cacheHits.Add(1)
+	s.stats.cacheHits.Add(1)
 	s.log.Debug("token taken from cache", slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("expiry", ce.Expiry))
 	return h
 }
@@ -124,8 +124,8 @@ func clampLifetime(e *Entry, now time.Time) *Entry {
 // is later (a corrupt value that a live holder overwrites is not a lost
 // token), and before the token becomes unusable at the latest.
 func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, error) {
-	ttl := s.cfg.LeaseTTL
-	start := s.clock.Now()
+	ttl := s.c.cfg.LeaseTTL
+	start := s.c.clock.Now()
 	maxWait := max(ttl/5, 10*time.Millisecond)
 	// A refresh (the source has a usable token) rides out a cache that
 	// fails for a while: it tries the lease again until half of its
@@ -136,7 +136,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 		patience = cur.staleAt.Add(cur.unusableAt.Sub(cur.staleAt) / 2)
 	}
 	lostAt := lostTokenAt(s.cur.Load(), start) // while Get fails
-	defer s.waitingOn.Store(nil)
+	defer s.wait.waitingOn.Store(nil)
 	wait := min(50*time.Millisecond, maxWait)
 	failures := 0
 	for {
@@ -146,7 +146,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 				return nil, nil, ctx.Err()
 			}
 			s.observeCacheError("lease", err)
-			now := s.clock.Now()
+			now := s.c.clock.Now()
 			if patience.IsZero() || reached(now, patience) {
 				s.log.Warn("cache lease failed; fetching without it", slog.Any("error", err))
 				return nil, nil, nil
@@ -156,8 +156,8 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 					slog.Time("fetch_without_lease_at", patience))
 			}
 			failures++
-			d := max(min(250*time.Millisecond+time.Duration(s.rand()*float64(250*time.Millisecond)), patience.Sub(now)), time.Millisecond)
-			if err := s.clock.Sleep(ctx, d); err != nil {
+			d := max(min(250*time.Millisecond+time.Duration(s.c.rand()*float64(250*time.Millisecond)), patience.Sub(now)), time.Millisecond)
+			if err := s.c.clock.Sleep(ctx, d); err != nil {
 				return nil, nil, err
 			}
 			if h := s.adopt(ctx); h != nil {
@@ -174,7 +174,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 			s.log.Debug("fetch lease taken", slog.Duration("ttl", ttl))
 			return release, nil, nil
 		}
-		now := s.clock.Now()
+		now := s.c.clock.Now()
 		info := &LeaseInfo{Age: now.Sub(start)}
 		if li, err := l.LeaseInfo(ctx, s.key); err == nil && li != nil {
 			if why := s.implausibleLease(li); why != "" {
@@ -186,13 +186,13 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 			info = li
 			info.Age = max(info.Age, now.Sub(start))
 		}
-		s.waitingOn.Store(info)
+		s.wait.waitingOn.Store(info)
 		if s.cacheGetDown() && (lostAt.IsZero() || reached(now, lostAt)) {
 			s.log.Warn("another holder has the fetch lease, but the cache cannot read the token it would store; fetching without the lease",
 				slog.Duration("waited", now.Sub(start)), slog.String("lease", info.String()))
 			return nil, nil, nil
 		}
-		d := wait/2 + time.Duration(s.rand()*float64(wait/2))
+		d := wait/2 + time.Duration(s.c.rand()*float64(wait/2))
 		if info.Remaining > 0 {
 			// A lease that lapses sooner is tried again as it lapses: its
 			// holder stopped keeping it, and may be dead.
@@ -202,7 +202,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 			d = max(min(d, lostAt.Sub(now)), time.Millisecond)
 		}
 		s.log.Debug("another holder is fetching; waiting", slog.Duration("poll", d), slog.String("lease", info.String()))
-		if err := s.clock.Sleep(ctx, d); err != nil {
+		if err := s.c.clock.Sleep(ctx, d); err != nil {
 			return nil, nil, err
 		}
 		if h := s.adopt(ctx); h != nil {
@@ -221,7 +221,7 @@ const ignoredLeaseMessage = "ignoring the cache's fetch lease, which no live hol
 // ends within FetchTimeout. Twice that leaves room for a holder with a
 // longer timeout, or a clock that differs, and the LeaseTTL for the last
 // keep.
-func (s *TokenSource) maxLeaseHold() time.Duration { return 2*s.cfg.FetchTimeout + s.cfg.LeaseTTL }
+func (s *TokenSource) maxLeaseHold() time.Duration { return 2*s.c.cfg.FetchTimeout + s.c.cfg.LeaseTTL }
 
 // implausibleLease says why li cannot be a live holder's lease (see
 // [Leaser]), or "" if it may be.
@@ -256,10 +256,10 @@ func (s *TokenSource) takeLease(ctx context.Context, l Leaser, ttl time.Duration
 // failed attempt as its status, until the returned function stops it and
 // releases the lease. It runs on the source's clock's timers.
 func (s *TokenSource) keepAlive(le Lease, ttl time.Duration) func() {
-	k := &keptLease{s: s, le: le, ttl: ttl, every: max(ttl/3, time.Millisecond), before: s.lastErr.Load()}
-	k.ctx, k.cancel = context.WithCancel(s.client.life)
+	k := &keptLease{s: s, le: le, ttl: ttl, every: max(ttl/3, time.Millisecond), before: s.wait.lastErr.Load()}
+	k.ctx, k.cancel = context.WithCancel(s.c.life)
 	k.mu.Lock()
-	k.timer = s.clock.AfterFunc(k.every, k.keep)
+	k.timer = s.c.clock.AfterFunc(k.every, k.keep)
 	k.mu.Unlock()
 	return k.release
 }
@@ -289,7 +289,7 @@ func (k *keptLease) keep() {
 	k.mu.Unlock()
 	defer k.running.Done()
 	status := ""
-	if te := k.s.lastErr.Load(); te != nil && te != k.before {
+	if te := k.s.wait.lastErr.Load(); te != nil && te != k.before {
 		status = te.Error()
 	}
 	ctx, cancel := context.WithTimeout(k.ctx, k.every)
@@ -305,7 +305,7 @@ func (k *keptLease) keep() {
 	}
 	k.mu.Lock()
 	if !k.stopped {
-		k.timer = k.s.clock.AfterFunc(k.every, k.keep)
+		k.timer = k.s.c.clock.AfterFunc(k.every, k.keep)
 	}
 	k.mu.Unlock()
 }

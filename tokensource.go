@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -26,62 +25,72 @@ import (
 // quotas, client errors) is its client's, which a [Pool] holds; a source
 // from [New] is a pool of one.
 type TokenSource struct {
-	*client
-	pool *Pool
+	c    *client      // what every token of the pool shares (client.go)
+	pool *Pool        // the pool that holds it (pool.go)
 	req  TokenRequest // owned: never modified after the source is made
-	key  string       // the cache key
-	id   string       // the pool's lookup key of req
+	key  string       // the cache key (cachekey.go)
 	log  *slog.Logger // the client's, with the request when Config.Logger is set
-	ring int          // index in the pool's ring, under the pool's lock
-	solo bool         // made by New: closing it closes its pool
 
-	// fresh is the current token while it is fresh, else nil: the hot path
-	// is one load of it. cur is the current token while it is usable
-	// (fresh or stale), else nil. Timers move a token out of both.
+	// fresh is the current token while it is fresh, else nil: the hot
+	// path loads it (and life.used). cur is the current token while it is
+	// usable (fresh or stale), else nil. Both are written under mu, and
+	// read without it.
 	fresh atomic.Pointer[oauth2.Token]
 	cur   atomic.Pointer[heldToken]
+
+	// mu guards the state transitions of refresh.go (a token installed,
+	// stale, expired, invalidated or dropped, and the timers that move
+	// it), and the fields of life and inv that say so.
+	mu   sync.Mutex
+	life life         // its place in its pool, and its end
+	inv  invalidation // what Invalidate did last (invalidate.go)
+
+	fetches fetchGroup // the one fetch in flight (singlefetch.go)
+	stats   counters   // what Stats reports; atomics
+	wait    waitReport // what a caller that gives up waiting is told; atomics
+	perm    heldError  // a permanent error about this request alone (errorscope.go); its own lock
+	gets    getOutage  // failed Cache.Get calls in a row (cachehealth.go); its own lock
+	api     apiCache   // Transport's header and Client() (transport.go); atomics
+}
+
+// life is a source's place in its pool and its end. mu guards closed and
+// cancelFetch, and bg's Add; the pool's lock guards ring.
+type life struct {
+	id   string // the pool's lookup key of the request (requestid.go)
+	ring int    // index in the pool's ring
+	solo bool   // made by New: closing it closes its pool
 	// used is set when the token is handed out, and cleared by the pool's
 	// eviction hand: a source not used since the hand last passed is the
 	// one dropped.
 	used atomic.Bool
 	// dropped is set once the source is closed or dropped from its pool,
 	// for lookups that find it in the pool's snapshot.
-	dropped atomic.Bool
-
-	group fetchGroup
-
-	mu          sync.Mutex
+	dropped     atomic.Bool
 	closed      bool
 	bg          sync.WaitGroup     // background refreshes and fetches; Add under mu
 	cancelFetch context.CancelFunc // the fetch in flight's, for Close
-	permErr     heldError          // a permanent error about this request alone
-	lastForced  time.Time          // when Invalidate last dropped a token
-	invalidated string             // the access token last dropped by Invalidate
+}
 
-	// invBackoff backs off invalidations that keep getting 401 (under mu).
-	invBackoff invalidateBackoff
-
-	requests, failures, cacheHits, joins, flights, refreshes atomic.Uint64
-	lastErr                                                  atomic.Pointer[TokenError]  // the last failed attempt, for WaitError
-	waitingOn                                                atomic.Pointer[LeaseInfo]   // another holder's lease, while a fetch waits on it
-	sending                                                  atomic.Pointer[sentAttempt] // this source's token request in flight, for WaitError
-	getOutage                                                getOutage                   // failed Cache.Get calls in a row (cachehealth.go)
-
+// counters are what [TokenSource.Stats] reports of one source.
+type counters struct {
+	requests, failures, cacheHits, refreshes atomic.Uint64
+	// joins counts callers that joined a fetch (their own or another's),
+	// flights the fetches that ran: Collapsed is the difference.
+	joins, flights atomic.Uint64
 	// waits counts callers that found no usable token after the first
 	// one was installed (hadToken), and so waited for a fetch.
 	waits    atomic.Uint64
 	hadToken atomic.Bool
+}
 
-	// The fetch in progress (with an observer; see observer.go), and
-	// whether the last token was dropped by Invalidate (under mu), to say
-	// why a fetch starts.
-	flight          atomic.Pointer[flight]
-	afterInvalidate bool
-
-	// auth caches the Authorization value for the current token, for
-	// Transport; httpClient is Client()'s.
-	auth       atomic.Pointer[authValue]
-	httpClient atomic.Pointer[http.Client]
+// waitReport is what a caller whose context ends before the fetch does
+// is told (see [WaitError]), and the fetch in progress as an observer
+// sees it (observer.go).
+type waitReport struct {
+	lastErr   atomic.Pointer[TokenError]  // the last failed attempt
+	waitingOn atomic.Pointer[LeaseInfo]   // another holder's lease, while the fetch waits on it
+	sending   atomic.Pointer[sentAttempt] // the token request in flight
+	flight    atomic.Pointer[flight]      // the fetch in progress, with an observer
 }
 
 // New validates cfg and returns a TokenSource. It makes no request: the
@@ -100,7 +109,7 @@ func newSource(cfg Config, clk clock.Clock) (*TokenSource, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.solo = true
+	s.life.solo = true
 	return s, nil
 }
 
@@ -108,7 +117,8 @@ func newSource(cfg Config, clk clock.Clock) (*TokenSource, error) {
 // validated and owned).
 func newToken(p *Pool, req TokenRequest, id string) *TokenSource {
 	c := p.c
-	s := &TokenSource{client: c, pool: p, req: req, id: id, key: c.key(&req), log: c.log}
+	s := &TokenSource{c: c, pool: p, req: req, key: c.key(&req), log: c.log}
+	s.life.id = id
 	if c.logged && p.many {
 		s.log = c.log.With(slog.String("audience", req.Audience), slog.String("organization", req.Organization))
 	}
@@ -132,14 +142,14 @@ func (s *TokenSource) CacheKey() string { return s.key }
 // TokenURL returns the URL token requests go to: Config.TokenURL, or the
 // one Config.Domain means (https://DOMAIN/oauth/token), normalized; or
 // Config.MTLSTokenURL when set.
-func (s *TokenSource) TokenURL() string { return s.tokenURL }
+func (s *TokenSource) TokenURL() string { return s.c.tokenURL }
 
 // String describes the source without any secret.
 func (s *TokenSource) String() string {
 	if s.req.Organization != "" {
-		return fmt.Sprintf("m2mtoken.TokenSource{token_url:%q client_id:%q audience:%q organization:%q}", s.tokenURL, s.cfg.ClientID, s.req.Audience, s.req.Organization)
+		return fmt.Sprintf("m2mtoken.TokenSource{token_url:%q client_id:%q audience:%q organization:%q}", s.c.tokenURL, s.c.cfg.ClientID, s.req.Audience, s.req.Organization)
 	}
-	return fmt.Sprintf("m2mtoken.TokenSource{token_url:%q client_id:%q audience:%q}", s.tokenURL, s.cfg.ClientID, s.req.Audience)
+	return fmt.Sprintf("m2mtoken.TokenSource{token_url:%q client_id:%q audience:%q}", s.c.tokenURL, s.c.cfg.ClientID, s.req.Audience)
 }
 
 // Format makes every fmt verb print String, so that no verb reaches the
@@ -204,23 +214,23 @@ type Stats struct {
 // Stats returns a snapshot of the source's counters.
 func (s *TokenSource) Stats() Stats {
 	st := Stats{
-		TokenRequests:       s.requests.Load(),
-		Failures:            s.failures.Load(),
-		CacheHits:           s.cacheHits.Load(),
-		BackgroundRefreshes: s.refreshes.Load(),
-		Waits:               s.waits.Load(),
-		RateLimit:           s.rateLimit.Load(),
-		Quotas:              s.quotas.Load(),
+		TokenRequests:       s.stats.requests.Load(),
+		Failures:            s.stats.failures.Load(),
+		CacheHits:           s.stats.cacheHits.Load(),
+		BackgroundRefreshes: s.stats.refreshes.Load(),
+		Waits:               s.stats.waits.Load(),
+		RateLimit:           s.c.rateLimit.Load(),
+		Quotas:              s.c.quotas.Load(),
 	}
-	if j, f := s.joins.Load(), s.flights.Load(); j > f {
+	if j, f := s.stats.joins.Load(), s.stats.flights.Load(); j > f {
 		st.Collapsed = j - f
 	}
 	if h := s.cur.Load(); h != nil {
 		st.Expiry = h.src.Expiry
 	}
 	s.mu.Lock()
-	st.InvalidateBackoff = max(s.invBackoff.current(s.cfg.MinInvalidateInterval), 0)
-	st.InvalidateBackoffReason = s.invBackoff.reason
+	st.InvalidateBackoff = max(s.inv.backoff.current(s.c.cfg.MinInvalidateInterval), 0)
+	st.InvalidateBackoffReason = s.inv.backoff.reason
 	s.mu.Unlock()
 	return st
 }

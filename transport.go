@@ -56,6 +56,14 @@ type Transport struct {
 	pool *Pool
 }
 
+// apiCache is what a source keeps for the requests it authorizes: the
+// Authorization value of its current token, for Transport, and the
+// client [TokenSource.Client] returns.
+type apiCache struct {
+	auth   atomic.Pointer[authValue]
+	client atomic.Pointer[http.Client]
+}
+
 type authValue struct {
 	tok *oauth2.Token
 	val []string
@@ -164,7 +172,7 @@ func (t *Transport) base() http.RoundTripper {
 func (t *Transport) authorize(src oauth2.TokenSource, req *http.Request, body io.ReadCloser, tok *oauth2.Token) *http.Request {
 	last := &t.last
 	if s, ok := src.(*TokenSource); ok {
-		last = &s.auth
+		last = &s.api.auth
 	}
 	av := last.Load()
 	if av == nil || av.tok != tok {
@@ -219,11 +227,11 @@ func badToken(h http.Header) bool {
 //
 // The tokens of a [Pool] share that base transport.
 func (s *TokenSource) Client() *http.Client {
-	hc := s.httpClient.Load()
+	hc := s.api.client.Load()
 	if hc == nil {
-		hc = &http.Client{Transport: &Transport{Source: s, Base: s.apiTransport()}}
-		if !s.httpClient.CompareAndSwap(nil, hc) {
-			hc = s.httpClient.Load()
+		hc = &http.Client{Transport: &Transport{Source: s, Base: s.c.apiTransport()}}
+		if !s.api.client.CompareAndSwap(nil, hc) {
+			hc = s.api.client.Load()
 		}
 	}
 	c := *hc
