@@ -37,7 +37,7 @@ func (s *TokenSource) cacheGetFailed(err error) {
 	} else {
 		s.log.Debug("cache get is still failing", slog.Int("failures", n), slog.Any("error", err))
 	}
-	s.observeCacheError("get", err)
+	s.c.obs.cacheError(s, "get", err)
 }
 
 // cacheGetAnswered records a Get that answered, and logs the end of an

@@ -55,7 +55,7 @@ func TestSecretCanary(t *testing.T) {
 		Invalidate:   func(i InvalidateInfo) { see(i) },
 		CacheError:   func(i CacheErrorInfo) { see(i) },
 		Limits:       func(i LimitsInfo) { see(i); see(i.RateLimit); see(i.Quotas) },
-		Closed:       func(s *TokenSource) { see(s) },
+		Closed:       func(i ClosedInfo) { see(i) },
 	}
 	answers := []func(w http.ResponseWriter){
 		func(w http.ResponseWriter) { w.WriteHeader(500) },

@@ -90,7 +90,7 @@ func (r *obsRecorder) observer() *Observer {
 		Limits: func(i LimitsInfo) {
 			r.add("limits status=%d rate=%v quotas=%v", i.StatusCode, i.RateLimit != nil, i.Quotas != nil)
 		},
-		Closed: func(*TokenSource) { r.add("closed") },
+		Closed: func(ClosedInfo) { r.add("closed") },
 	}
 }
 

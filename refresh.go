@@ -254,7 +254,7 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 		s.expire(h)
 		s.mu.Unlock()
 	}
-	if err := s.rememberedError(); err != nil {
+	if err := s.heldError(); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -264,11 +264,11 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 		s.stats.waits.Add(1)
 	}
 	s.stats.joins.Add(1)
-	start := s.startWait()
+	start := s.c.obs.startWait(s)
 	ch := s.fetches.join(func() fetched { return s.fetch(context.WithoutCancel(ctx), false) })
 	select {
 	case r := <-ch:
-		s.waited(ctx, start, r.fl, true, r.err)
+		s.c.obs.waited(ctx, s, start, r.fl, true, r.err)
 		if r.err != nil {
 			return nil, r.err
 		}
@@ -281,7 +281,7 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 		if a := s.wait.sending.Load(); a != nil {
 			werr.Attempt, werr.AttemptElapsed = a.n, s.c.clock.Now().Sub(a.at)
 		}
-		s.waited(ctx, start, nil, false, werr)
+		s.c.obs.waited(ctx, s, start, nil, false, werr)
 		return nil, werr
 	}
 }
@@ -320,7 +320,7 @@ func (s *TokenSource) maybeRefresh(h *heldToken) {
 			delay = max(delay, te.RetryAfter)
 		}
 		level := slog.LevelWarn
-		if w := s.quotaWait(r.err); w > 0 {
+		if w := quotaWait(r.err, s.c.clock.Now()); w > 0 {
 			// Wait for the quota's reset, not a backoff step; blockQuota
 			// has logged it once already.
 			delay, level = max(delay, w), slog.LevelDebug
@@ -378,9 +378,15 @@ func (s *TokenSource) fetch(parent context.Context, refresh bool) fetched {
 		s.life.bg.Done()
 	}()
 
-	ctx, fl := s.fetchStarted(ctx, refresh)
+	ctx, fl := s.c.obs.fetchStart(ctx, s, func() FetchReason { return s.fetchReason(refresh) })
+	if fl != nil {
+		s.wait.flight.Store(fl)
+	}
 	h, origin, err := s.fetchToken(ctx, refresh)
-	s.fetchDone(fl, h, origin, err)
+	if fl != nil {
+		s.wait.flight.CompareAndSwap(fl, nil)
+		s.c.obs.fetchDone(s, fl, h, origin, err)
+	}
 	return fetched{h: h, fl: fl, err: err}
 }
 
@@ -401,10 +407,11 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 			defer release()
 		}
 	}
-	if qe := s.quotaBlocked(); qe != nil {
+	if qe := s.c.quotaBlocked(s.req.Organization); qe != nil {
+		s.log.Debug("Auth0 quota exhausted; not sending a token request", slog.String("scope", qe.Scope), slog.Time("reset", qe.Quota.Reset))
 		return nil, OriginNone, qe
 	}
-	if err := s.c.rememberedError(); err != nil {
+	if err := s.c.err.at(s.c.clock.Now()); err != nil {
 		// Another token of the pool learned that the client cannot get
 		// tokens while this fetch started: send nothing.
 		return nil, OriginNone, err
@@ -419,7 +426,7 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 	ce.Latency = s.c.clock.Now().Sub(ce.IssuedAt) // IssuedAt: when the answering attempt started
 	if err := s.c.cache.Set(ctx, s.key, ce); err != nil {
 		s.log.Warn("cache set failed; the token is kept in memory", slog.Any("error", err))
-		s.observeCacheError("set", err)
+		s.c.obs.cacheError(s, "set", err)
 	}
 	h := s.hold(ce, s.pool.spread && !refresh)
 	if !s.install(h) {
@@ -427,7 +434,7 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 			return nil, OriginNone, ErrClosed
 		}
 		desc := tooLate(ce, h, s.c.clock.Now())
-		if skew, ok := s.setting("ExpirySkew"); ok {
+		if skew, ok := s.c.setting("ExpirySkew"); ok {
 			desc += ", or lower " + skew
 		}
 		return nil, OriginNone, &TokenError{URL: s.c.tokenURL, StatusCode: http.StatusOK, Description: desc}
@@ -489,7 +496,7 @@ func (s *TokenSource) Invalidate(tok *oauth2.Token) {
 		return
 	}
 	if current, applied := s.invalidate(tok); current {
-		s.observeInvalidate(applied)
+		s.c.obs.invalidated(s, applied)
 	}
 }
 
@@ -565,5 +572,21 @@ func (s *TokenSource) drop() bool {
 // observer it is closed.
 func (s *TokenSource) finish() {
 	s.life.bg.Wait()
-	s.observeClosed()
+	s.c.obs.closed(s)
+}
+
+// fetchReason says why a fetch that is not a background refresh starts.
+func (s *TokenSource) fetchReason(refresh bool) FetchReason {
+	if refresh {
+		return FetchRefresh
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.inv.pending:
+		return FetchInvalidated
+	case !s.stats.hadToken.Load():
+		return FetchFirst
+	}
+	return FetchExpired
 }

@@ -55,11 +55,15 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 			return nil, final(held, attempt)
 		}
 		s.log.Debug("requesting token", slog.Int("attempt", attempt+1))
-		actx, start := s.attemptStarted(ctx, attempt+1, nonceRetry)
+		a := AttemptStartInfo{Source: s, Attempt: attempt + 1, NonceRetry: nonceRetry}
+		actx, start := s.c.obs.attemptStart(ctx, s, a)
 		s.wait.sending.Store(&sentAttempt{n: attempt + 1, at: s.c.clock.Now()})
 		ce, err := s.attempt(actx, probe)
 		s.wait.sending.Store(nil)
-		s.attemptDone(actx, attempt+1, nonceRetry, start, err)
+		var te *TokenError
+		errors.As(err, &te)
+		nonce := s.c.nonceChallenge(te)
+		s.c.obs.attemptDone(actx, s, a, start, err, nonce)
 		nonceRetry = false
 		if err == nil {
 			s.log.Debug("token received", slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("expiry", ce.Expiry))
@@ -67,12 +71,10 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 		}
 		if qe := (*QuotaError)(nil); errors.As(err, &qe) {
 			// Retrying cannot help before the bucket refills.
-			s.blockQuota(qe)
+			s.c.blockQuota(qe, s.req.Organization)
 			return nil, qe
 		}
-		var te *TokenError
-		errors.As(err, &te)
-		if s.nonceChallenge(te) {
+		if nonce {
 			if nonceRetries < maxNonceRetries && ctx.Err() == nil {
 				// DPoP: the server wants its nonce in the proof. Ask again
 				// at once; this is the protocol, not a failed attempt.
@@ -96,7 +98,7 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 			s.log.Log(ctx, failed, "token request failed", slog.Any("error", err), slog.Int("attempts", attempt+1), slog.Bool("temporary", te.Temporary))
 			err := final(te, attempt+1)
 			if !te.Temporary {
-				s.remember(err)
+				s.holdError(err)
 			}
 			return nil, err
 		}
@@ -156,7 +158,8 @@ func (s *TokenSource) attempt(ctx context.Context, probe bool) (*Entry, error) {
 		s.rateAnswered(probe, 0, nil, nil, nil, s.c.clock.Now())
 		s.stats.failures.Add(1)
 		te := &TokenError{URL: s.c.tokenURL, Temporary: true, err: stripURL(err)}
-		te.Temporary, te.Hint = s.networkErrorKind(err)
+		nf := classifyNetwork(err)
+		te.Temporary, te.Hint = nf.temporary(), s.c.netHint(nf)
 		s.c.scrubbers.forRequest(req, s.c.cfg.ClientSecret).tokenError(te)
 		s.wait.lastErr.Store(te)
 		return nil, te
@@ -165,7 +168,9 @@ func (s *TokenSource) attempt(ctx context.Context, probe bool) (*Entry, error) {
 	resp.Body.Close()
 	now := s.c.clock.Now()
 	rl, quotas := s.readLimits(resp.Header, resp.StatusCode, now)
-	s.sawTokenAnswer(resp.Header)
+	if n, ok := s.c.dpop.sawTokenAnswer(resp.Header); ok {
+		s.log.Debug("token endpoint gave a DPoP nonce", slog.String("nonce", Fingerprint(n)))
+	}
 	ent, terr := s.readAnswer(resp, body, readErr, start, now)
 	var qe *QuotaError
 	rateErr := terr // a used-up quota is quota.go's to hold, not the rate limit's
@@ -183,7 +188,7 @@ func (s *TokenSource) attempt(ctx context.Context, probe bool) (*Entry, error) {
 		ent.Extra = s.c.extras.intern(ent.Extra)
 	}
 	s.rateAnswered(probe, resp.StatusCode, resp.Header, rl, rateErr, now)
-	if terr != nil && s.nonceChallenge(terr) {
+	if terr != nil && s.c.nonceChallenge(terr) {
 		return nil, terr
 	}
 	if terr != nil {
@@ -264,7 +269,7 @@ func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
 		// RFC 6749 section 2.3.1: form-encode both before Basic encoding.
 		req.SetBasicAuth(url.QueryEscape(s.c.cfg.ClientID), url.QueryEscape(s.c.cfg.ClientSecret))
 	}
-	if err := s.addTokenProof(req); err != nil {
+	if err := s.c.dpop.addTokenProof(req, s.c.clock.Now()); err != nil {
 		return nil, err
 	}
 	return req, nil
@@ -302,7 +307,7 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 			te.err = &wire.MalformedError{Reason: "body cut short: " + readErr.Error()}
 		}
 		if !ok2xx {
-			te.Temporary = isTemporaryStatus(resp.StatusCode)
+			te.Temporary = temporaryStatus(resp.StatusCode)
 		}
 		return nil, te
 	}
@@ -312,8 +317,8 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 		case eb != nil:
 			te.Code, te.Description = eb.Code, truncate(eb.Description, 300)
 			te.err = &oauth2.RetrieveError{Response: resp, ErrorCode: eb.Code, ErrorDescription: eb.Description, ErrorURI: eb.URI}
-			te.Temporary = eb.Code == "temporarily_unavailable"
-			te.Hint = s.hint(te)
+			te.Temporary = temporaryCode(eb.Code)
+			te.Hint = s.c.hint(te, s.requestName)
 			return nil, te
 		case err != nil:
 			// The body may hold a token: the RetrieveError gets no Body.
@@ -328,7 +333,7 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 			case me != nil && me.BadToken:
 				te.Hint = "the token endpoint issued a token that cannot be sent in a header; it is refused rather than let it add headers to API requests: report it to the issuer's operator"
 			case !te.Temporary:
-				te.Hint = "the URL answered, but not as an OAuth 2.0 token endpoint: check " + s.endpointName() + "; Auth0's is https://TENANT/oauth/token"
+				te.Hint = "the URL answered, but not as an OAuth 2.0 token endpoint: check " + s.c.endpointName() + "; Auth0's is https://TENANT/oauth/token"
 			}
 			return nil, te
 		}
@@ -352,19 +357,19 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 				ent.Expiry = start.Add(s.c.cfg.DefaultLifetime)
 			}
 		}
-		if te := s.checkTokenType(ent, resp.StatusCode); te != nil {
+		if te := s.c.checkTokenType(ent, resp.StatusCode, s.log); te != nil {
 			return nil, te
 		}
 		return ent, nil
 	}
-	te.Temporary = isTemporaryStatus(resp.StatusCode)
+	te.Temporary = temporaryStatus(resp.StatusCode)
 	re := &oauth2.RetrieveError{Response: resp, Body: body}
 	if eb := wire.ParseError(ct, body); eb != nil {
 		re.ErrorCode, re.ErrorDescription, re.ErrorURI = eb.Code, eb.Description, eb.URI
 		te.Code, te.Description = eb.Code, truncate(eb.Description, 300)
 	}
 	te.err = re
-	te.Hint = s.hint(te)
+	te.Hint = s.c.hint(te, s.requestName)
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		te.Description = "redirect to " + truncate(resp.Header.Get("Location"), 200) + " not followed: token requests go only to the configured URL"
 	}
@@ -380,10 +385,6 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 		}
 	}
 	return nil, te
-}
-
-func isTemporaryStatus(code int) bool {
-	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500
 }
 
 // truncate cuts s to at most n bytes, at a character boundary, and marks

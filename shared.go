@@ -37,7 +37,7 @@ func (s *TokenSource) adopt(ctx context.Context) *heldToken {
 		return nil
 	}
 	s.cacheGetAnswered()
-	if !ce.Valid() || !s.usableType(ce.TokenType) {
+	if !ce.Valid() || !s.c.usableType(ce.TokenType) {
 		return nil
 	}
 	now := s.c.clock.Now()
@@ -145,7 +145,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 			if ctx.Err() != nil {
 				return nil, nil, ctx.Err()
 			}
-			s.observeCacheError("lease", err)
+			s.c.obs.cacheError(s, "lease", err)
 			now := s.c.clock.Now()
 			if patience.IsZero() || reached(now, patience) {
 				s.log.Warn("cache lease failed; fetching without it", slog.Any("error", err))
@@ -180,7 +180,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 			if why := s.implausibleLease(li); why != "" {
 				err := errors.New("m2mtoken: the fetch lease in the cache: " + printable.Line(why, maxLeaseStatus))
 				s.log.Warn(ignoredLeaseMessage, slog.Any("error", err))
-				s.observeCacheError("lease", err)
+				s.c.obs.cacheError(s, "lease", err)
 				return nil, nil, nil
 			}
 			info = li
@@ -229,7 +229,7 @@ func (s *TokenSource) implausibleLease(li *LeaseInfo) string {
 	limit := s.maxLeaseHold()
 	why := func(what string, d time.Duration) string {
 		return fmt.Sprintf("%s %v, longer than a live holder could (%v: twice %s, plus %s)", what, d.Round(time.Millisecond), limit,
-			s.name("FetchTimeout"), s.name("LeaseTTL"))
+			s.c.name("FetchTimeout"), s.c.name("LeaseTTL"))
 	}
 	switch {
 	case li.Invalid != "":
@@ -298,7 +298,7 @@ func (k *keptLease) keep() {
 	switch {
 	case err != nil:
 		k.s.log.Warn("keeping the fetch lease alive failed; trying again", slog.Any("error", err), slog.Duration("in", k.every))
-		k.s.observeCacheError("keep_alive", err)
+		k.s.c.obs.cacheError(k.s, "keep_alive", err)
 	case !held:
 		k.s.log.Warn("the fetch lease was lost (it lapsed, and another holder took it); fetching on", slog.Duration("lease_ttl", k.ttl))
 		return
@@ -321,7 +321,7 @@ func (k *keptLease) release() {
 	defer cancel()
 	if err := k.le.Release(ctx); err != nil {
 		k.s.log.Warn("releasing the fetch lease failed; it lapses on its own", slog.Any("error", err), slog.Duration("lease_ttl", k.ttl))
-		k.s.observeCacheError("release", err)
+		k.s.c.obs.cacheError(k.s, "release", err)
 		return
 	}
 	k.s.log.Debug("fetch lease released")

@@ -234,3 +234,23 @@ func (s *TokenSource) Stats() Stats {
 	s.mu.Unlock()
 	return st
 }
+
+// ClientID is the configured Config.ClientID. With Audience, Organization
+// and TokenURL it identifies the source, for an observer's labels; none is
+// secret.
+func (s *TokenSource) ClientID() string { return s.c.cfg.ClientID }
+
+// Audience is the audience of the source's token: its [TokenRequest]'s,
+// or Config.Audience for a source from [New].
+func (s *TokenSource) Audience() string { return s.req.Audience }
+
+// Organization is the organization of the source's token: its
+// [TokenRequest]'s, or Config.Organization for a source from [New].
+func (s *TokenSource) Organization() string { return s.req.Organization }
+
+// Request returns the [TokenRequest] the source's token is for (a copy).
+func (s *TokenSource) Request() TokenRequest { return s.req.clone() }
+
+// Pool returns the pool the source belongs to (for a source from [New],
+// its pool of one).
+func (s *TokenSource) Pool() *Pool { return s.pool }

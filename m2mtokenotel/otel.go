@@ -369,9 +369,9 @@ func (o *observer) cacheError(info m2mtoken.CacheErrorInfo) {
 // before its first fetch ends; the values are read from Stats.
 func (o *observer) limits(info m2mtoken.LimitsInfo) { o.src(info.Source) }
 
-func (o *observer) closed(s *m2mtoken.TokenSource) {
+func (o *observer) closed(info m2mtoken.ClosedInfo) {
 	o.mu.Lock()
-	delete(o.sources, s)
+	delete(o.sources, info.Source)
 	o.mu.Unlock()
 }
 
