@@ -5,7 +5,6 @@
 package m2mtoken
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -199,47 +198,4 @@ func (d *dpopState) sawAPIAnswer(origin string, h http.Header) bool {
 		d.apiCount.Store(0)
 	}
 	return true
-}
-
-// DPoPThumbprint returns the RFC 7638 thumbprint of Config.DPoPKey (the
-// cnf.jkt of the source's tokens), or "" without a key. It is public: use
-// it to register or recognise the key.
-func (s *TokenSource) DPoPThumbprint() string {
-	if s.c.dpop == nil {
-		return ""
-	}
-	return s.c.dpop.key.Thumbprint()
-}
-
-// AuthHeaders returns the headers that authorize one request, method to
-// rawURL: Authorization, and for a DPoP-bound token a DPoP proof for that
-// request (with the API's last nonce, if it gave one). A proof is good for
-// one request: call AuthHeaders for each. It is for callers that cannot
-// use [TokenSource.Client] or [Transport] (gRPC, a shell via the command);
-// unlike Transport it cannot follow a nonce challenge or a revoked token.
-func (s *TokenSource) AuthHeaders(ctx context.Context, method, rawURL string) (http.Header, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return nil, fmt.Errorf("m2mtoken: AuthHeaders: %q is not an absolute URL", rawURL)
-	}
-	tok, err := s.TokenContext(ctx)
-	if err != nil {
-		return nil, err
-	}
-	h := http.Header{}
-	if !isDPoP(tok) {
-		h.Set("Authorization", tok.Type()+" "+tok.AccessToken)
-		return h, nil
-	}
-	if method == "" {
-		method = http.MethodGet
-	}
-	htu, origin := dpop.HTU(u)
-	proof, err := s.c.dpop.key.Proof(method, htu, s.c.dpop.apiNonce(origin), dpop.ATH(tok.AccessToken), s.c.clock.Now())
-	if err != nil {
-		return nil, fmt.Errorf("m2mtoken: signing the DPoP proof: %w", err)
-	}
-	h.Set("Authorization", tokenTypeDPoP+" "+tok.AccessToken)
-	h.Set("DPoP", proof)
-	return h, nil
 }

@@ -54,14 +54,14 @@ func fieldName(names func(string) string, field string) (string, bool) {
 	return "Config." + field, false
 }
 
-// requestName names a field of the token's request (Audience, Scopes,
+// requestName names a field of a token's request (Audience, Scopes,
 // Organization): Config's, in the user's words, for a source from New and
-// for a pool's default request; TokenRequest's for any other request of a
-// pool, unless Config.FieldNames names it (the agent names each source's
-// "audience" in its config file).
-func (s *TokenSource) requestName(field string) string {
-	if s.life.solo || s.life.id == s.pool.defID || s.c.cfg.FieldNames != nil {
-		return s.c.name(field)
+// for a pool's default request (defaultRequest); TokenRequest's for any
+// other request of a pool, unless Config.FieldNames names it (the agent
+// names each source's "audience" in its config file).
+func (c *client) requestName(field string, defaultRequest bool) string {
+	if defaultRequest || c.cfg.FieldNames != nil {
+		return c.name(field)
 	}
 	return "TokenRequest." + field
 }
@@ -78,10 +78,11 @@ func (c *client) endpointName() string {
 }
 
 // hint says what to check for the endpoint's well-known terse answers,
-// naming the settings as the user gave them; reqName names a field of the
-// token's request (see TokenSource.requestName).
-func (c *client) hint(te *TokenError, reqName func(field string) string) string {
+// naming the settings as the user gave them; defaultRequest says the
+// token's request is Config's (see requestName).
+func (c *client) hint(te *TokenError, defaultRequest bool) string {
 	desc := te.Description
+	reqName := func(field string) string { return c.requestName(field, defaultRequest) }
 	switch {
 	case badCredentials(te):
 		cred, names := "the client secret", c.name("ClientSecret")

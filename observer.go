@@ -282,7 +282,7 @@ func (o *Observer) fetchDone(s *TokenSource, fl *flight, h *heldToken, origin Or
 	if err != nil {
 		info.Origin = OriginNone
 	} else if h != nil {
-		info.Expiry = h.src.Expiry
+		info.Expiry = h.entry.Expiry
 	}
 	o.FetchDone(fl.ctx, info)
 }

@@ -81,21 +81,21 @@ func (e *QuotaError) Unwrap() error {
 // that says neither which bucket nor when it resets.
 const quotaFallback = time.Minute
 
-// readLimits records the rate-limit and quota headers of one answer in
-// Stats and tells the observer. It returns the answer's rate limit and
+// readLimits records the rate-limit and quota headers of one answer to s
+// in Stats and tells the observer. It returns the answer's rate limit and
 // quotas (nil if none).
-func (s *TokenSource) readLimits(h http.Header, status int, now time.Time) (*RateLimit, *Quotas) {
+func (c *client) readLimits(h http.Header, status int, now time.Time, s *TokenSource) (*RateLimit, *Quotas) {
 	var rl *RateLimit
 	if r, ok := wire.ParseRateLimit(h, now); ok {
 		rl = &RateLimit{Limit: r.Limit, Remaining: r.Remaining, Reset: r.Reset, At: now}
-		s.c.rateLimit.Store(rl)
+		c.rateLimit.Store(rl)
 	}
 	var q *Quotas
-	if c, o, ok := wire.ParseQuotas(h); ok {
-		q = &Quotas{Client: quotasAt(c, now), Organization: quotasAt(o, now), At: now}
-		s.c.quotas.Store(q)
+	if cq, oq, ok := wire.ParseQuotas(h); ok {
+		q = &Quotas{Client: quotasAt(cq, now), Organization: quotasAt(oq, now), At: now}
+		c.quotas.Store(q)
 	}
-	s.c.obs.limits(s, status, rl, q)
+	c.obs.limits(s, status, rl, q)
 	return rl, q
 }
 

@@ -1,9 +1,12 @@
-// A token's life: its states and the timers that move it, the hot and
-// slow paths, the single fetch, background refresh and its backoff,
-// Invalidate and Close. It stays one file (about 550 lines) because these
-// share one lock and one set of invariants about which token is current;
-// split, each part would have to restate them. Which errors are
-// remembered, and for whom, is errorscope.go's.
+// A token's life: its states and the timers that move it, the slow path,
+// the single fetch, background refresh, and invalidating and dropping the
+// token. Every state transition is here: this file is the only one that
+// takes TokenSource.mu, and it stays one file (about 520 lines) because
+// the transitions share that lock and one set of invariants about which
+// token is current; split, each part would have to restate them. The
+// public methods that start them are tokensource.go's; the token request
+// is request.go's, the shared cache's part shared.go's, and which errors
+// are remembered, and for whom, failures.go's.
 
 package m2mtoken
 
@@ -11,7 +14,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math"
+
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -40,7 +43,7 @@ import (
 // both clocks, and it runs at least every [watchInterval].
 type heldToken struct {
 	tok        *oauth2.Token
-	src        *Entry
+	entry      *Entry
 	staleAt    time.Time // see at
 	unusableAt time.Time // see at
 
@@ -115,7 +118,7 @@ func (s *TokenSource) hold(ce *Entry, spread bool) *heldToken {
 		window += time.Duration(float64(window) * j * s.c.rand())
 		window = min(window, life*3/5)
 	}
-	h := &heldToken{tok: ce.Token(), src: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew)}
+	h := &heldToken{tok: ce.Token(), entry: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew)}
 	if h.staleAt.After(h.unusableAt) {
 		h.staleAt = h.unusableAt
 	}
@@ -152,8 +155,8 @@ func (s *TokenSource) install(h *heldToken) bool {
 		s.fresh.Store(nil)
 	}
 	s.arm(h, now)
-	s.log.Debug("token installed", slog.String("token", Fingerprint(h.src.AccessToken)),
-		slog.Time("expiry", h.src.Expiry), slog.Time("stale_at", h.staleAt), slog.Time("unusable_at", h.unusableAt))
+	s.log.Debug("token installed", slog.String("token", Fingerprint(h.entry.AccessToken)),
+		slog.Time("expiry", h.entry.Expiry), slog.Time("stale_at", h.staleAt), slog.Time("unusable_at", h.unusableAt))
 	return true
 }
 
@@ -205,31 +208,6 @@ func (s *TokenSource) stopTimers(h *heldToken) {
 		t.Stop()
 	}
 	h.timers = nil
-}
-
-// Token returns a usable token, fetching one if there is none. It is
-// TokenContext with [context.Background]: it waits for a fetch at most
-// Config.FetchTimeout. The returned token is shared: do not modify it.
-func (s *TokenSource) Token() (*oauth2.Token, error) {
-	// TokenContext's fast path, repeated to save a call: one load, and
-	// one more of used, which the slow path sets for the pool's eviction
-	// hand.
-	if tok := s.fresh.Load(); tok != nil && s.life.used.Load() {
-		return tok, nil
-	}
-	return s.tokenSlow(context.Background())
-}
-
-// TokenContext returns a usable token. A fresh or stale token is returned
-// at once (a stale one also starts a background refresh); otherwise the
-// caller waits for the one fetch in flight, until ctx is done. The fetch
-// itself is not cancelled with ctx: it goes on for the other callers.
-// The returned token is shared: do not modify it.
-func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
-	if tok := s.fresh.Load(); tok != nil && s.life.used.Load() {
-		return tok, nil
-	}
-	return s.tokenSlow(ctx)
 }
 
 // tokenSlow is the rest of TokenContext: marking the source used, and a
@@ -311,7 +289,7 @@ func (s *TokenSource) maybeRefresh(h *heldToken) {
 		if errors.Is(r.err, ErrClosed) {
 			return
 		}
-		delay := s.backoff(h.failures, true)
+		delay := s.c.backoff(h.failures, true)
 		h.failures++
 		if te := (*TokenError)(nil); errors.As(r.err, &te) {
 			if !te.Temporary {
@@ -326,7 +304,7 @@ func (s *TokenSource) maybeRefresh(h *heldToken) {
 			delay, level = max(delay, w), slog.LevelDebug
 		}
 		s.log.Log(context.Background(), level, "background refresh failed; serving the current token until it expires",
-			slog.Any("error", r.err), slog.Duration("next_try_in", delay), slog.Time("expiry", h.src.Expiry))
+			slog.Any("error", r.err), slog.Duration("next_try_in", delay), slog.Time("expiry", h.entry.Expiry))
 		s.mu.Lock()
 		if !s.life.closed {
 			h.timers = append(h.timers, s.c.clock.AfterFunc(delay, func() { h.refreshing.Store(false) }))
@@ -416,7 +394,7 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 		// tokens while this fetch started: send nothing.
 		return nil, OriginNone, err
 	}
-	if err := s.admitNew(); err != nil {
+	if err := s.pool.admitNew(s); err != nil {
 		return nil, OriginNone, err
 	}
 	ce, err := s.request(ctx, refresh)
@@ -460,44 +438,20 @@ func (s *TokenSource) closedOr(err error) error {
 	return err
 }
 
-// backoff returns the delay before retry n (from 0): exponential from
-// MinBackoff to MaxBackoff, with full jitter for request retries and equal
-// jitter (at least half) between background refreshes.
-func (s *TokenSource) backoff(n int, equal bool) time.Duration {
-	d := float64(s.backoffCap(n))
-	if equal {
-		return time.Duration(d/2 + d/2*s.c.rand())
-	}
-	return time.Duration(d * s.c.rand())
+// wasInvalidated reports whether accessToken is the token Invalidate
+// dropped last: a cache may still hold it, and it is not taken again.
+func (s *TokenSource) wasInvalidated(accessToken string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return accessToken == s.inv.token
 }
 
-// backoffCap is the longest backoff after the n'th failure (from 0):
-// MinBackoff doubled n times, at most MaxBackoff.
-func (s *TokenSource) backoffCap(n int) time.Duration {
-	return time.Duration(min(float64(s.c.cfg.MinBackoff)*math.Pow(2, float64(min(n, 30))), float64(s.c.cfg.MaxBackoff)))
-}
-
-// Invalidate drops tok if it is still the current token, so that the next
-// call fetches a new one: for a token the API rejected (revoked, or signed
-// with a rotated key). It compares before it drops: fifty concurrent
-// invalidations of one token drop it once and cost one fetch, and a stale
-// invalidation never drops a newer token. A token that another holder still
-// has in Config.Cache is not taken from there again.
-//
-// Invalidations take effect at most once per Config.MinInvalidateInterval;
-// one that comes sooner is logged and ignored, so that an API that rejects
-// every token cannot cost one token request per API request. While the
-// replacements keep being rejected, the interval doubles, up to an hour
-// (see [Stats].InvalidateBackoff), and returns to
-// MinInvalidateInterval once no invalidation has come for twice the
-// interval.
-func (s *TokenSource) Invalidate(tok *oauth2.Token) {
-	if tok == nil {
-		return
-	}
-	if current, applied := s.invalidate(tok); current {
-		s.c.obs.invalidated(s, applied)
-	}
+// invalidateBackoff is the least time between two invalidations that
+// take effect, and why it is longer than Config.MinInvalidateInterval.
+func (s *TokenSource) invalidateBackoff() (time.Duration, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return max(s.inv.backoff.current(s.c.cfg.MinInvalidateInterval), 0), s.inv.backoff.reason
 }
 
 // invalidate is Invalidate's work. It reports whether tok was the current
@@ -524,27 +478,6 @@ func (s *TokenSource) invalidate(tok *oauth2.Token) (current, applied bool) {
 	s.stopTimers(cur)
 	s.log.Debug("token invalidated", slog.String("token", Fingerprint(tok.AccessToken)))
 	return true, true
-}
-
-// Close stops the source's timers and background work and waits for them.
-// Callers waiting for a fetch get [ErrClosed]; later calls too. Close does
-// not close Config.HTTPClient or Config.Cache.
-//
-// A source from [New] is a pool of one: Close closes that pool, and with
-// it the idle connections of the transports it made (the one under
-// [TokenSource.Client] and, when Config.HTTPClient is nil, the one for
-// token requests). A source from [Pool.Source] is dropped from its pool
-// alone: the pool and its other tokens go on, and asking the pool again
-// for the same request makes a new source.
-func (s *TokenSource) Close() error {
-	if s.life.solo {
-		return s.pool.Close()
-	}
-	s.pool.forget(s)
-	if s.drop() {
-		s.finish()
-	}
-	return nil
 }
 
 // drop closes the source without waiting: its timers stop, its token is

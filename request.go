@@ -12,6 +12,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -50,7 +51,7 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 		return &c
 	}
 	for attempt := 0; ; attempt++ {
-		probe, held := s.waitRate(ctx)
+		probe, held := s.c.waitRate(ctx, &s.wait.lastErr, s.log)
 		if held != nil {
 			return nil, final(held, attempt)
 		}
@@ -102,14 +103,14 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 			}
 			return nil, err
 		}
-		delay := max(s.backoff(attempt, false), te.RetryAfter)
+		delay := max(s.c.backoff(attempt, false), te.RetryAfter)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
 			s.log.Log(ctx, failed, "token request failed; no time left to retry", slog.Any("error", err), slog.Duration("wanted_delay", delay))
 			return nil, final(te, attempt+1)
 		}
 		s.log.Debug(retryingMessage, slog.Any("error", err), slog.Int("attempt", attempt+1),
 			slog.Int("max_attempts", s.c.cfg.MaxAttempts), slog.Duration("delay", delay),
-			slog.Duration("retrying_for_at_most", s.retryWindow(ctx, attempt)))
+			slog.Duration("retrying_for_at_most", s.c.retryWindow(ctx, attempt)))
 		if err := s.c.clock.Sleep(ctx, delay); err != nil {
 			return nil, final(te, attempt+1)
 		}
@@ -120,15 +121,32 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 // (from 0) failed: the sum of the largest backoffs left, within the
 // fetch's deadline. With the defaults it is 31.75 s after the first
 // attempt (0.25 + 0.5 + ... + 16 s; full jitter makes it 16 s on average).
-func (s *TokenSource) retryWindow(ctx context.Context, n int) time.Duration {
+func (c *client) retryWindow(ctx context.Context, n int) time.Duration {
 	var d time.Duration
-	for i := n; i < s.c.cfg.MaxAttempts-1; i++ {
-		d += s.backoffCap(i)
+	for i := n; i < c.cfg.MaxAttempts-1; i++ {
+		d += c.backoffCap(i)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		d = min(d, time.Until(dl))
 	}
 	return d
+}
+
+// backoff returns the delay before retry n (from 0): exponential from
+// MinBackoff to MaxBackoff, with full jitter for request retries and equal
+// jitter (at least half) between background refreshes.
+func (c *client) backoff(n int, equal bool) time.Duration {
+	d := float64(c.backoffCap(n))
+	if equal {
+		return time.Duration(d/2 + d/2*c.rand())
+	}
+	return time.Duration(d * c.rand())
+}
+
+// backoffCap is the longest backoff after the n'th failure (from 0):
+// MinBackoff doubled n times, at most MaxBackoff.
+func (c *client) backoffCap(n int) time.Duration {
+	return time.Duration(min(float64(c.cfg.MinBackoff)*math.Pow(2, float64(min(n, 30))), float64(c.cfg.MaxBackoff)))
 }
 
 // sentAttempt is a token request waiting for the endpoint's answer.
@@ -148,14 +166,14 @@ func (s *TokenSource) attempt(ctx context.Context, probe bool) (*Entry, error) {
 	defer cancel()
 	req, err := s.newRequest(ctx)
 	if err != nil {
-		s.rateAnswered(probe, 0, nil, nil, nil, s.c.clock.Now())
+		s.c.rateAnswered(probe, 0, nil, nil, nil, s.c.clock.Now())
 		return nil, &TokenError{URL: s.c.tokenURL, err: err}
 	}
 	start := s.c.clock.Now()
 	s.stats.requests.Add(1)
 	resp, err := s.c.http.Do(req)
 	if err != nil {
-		s.rateAnswered(probe, 0, nil, nil, nil, s.c.clock.Now())
+		s.c.rateAnswered(probe, 0, nil, nil, nil, s.c.clock.Now())
 		s.stats.failures.Add(1)
 		te := &TokenError{URL: s.c.tokenURL, Temporary: true, err: stripURL(err)}
 		nf := classifyNetwork(err)
@@ -167,7 +185,7 @@ func (s *TokenSource) attempt(ctx context.Context, probe bool) (*Entry, error) {
 	body, readErr := io.ReadAll(io.LimitReader(resp.Body, wire.MaxBody+1))
 	resp.Body.Close()
 	now := s.c.clock.Now()
-	rl, quotas := s.readLimits(resp.Header, resp.StatusCode, now)
+	rl, quotas := s.c.readLimits(resp.Header, resp.StatusCode, now, s)
 	if n, ok := s.c.dpop.sawTokenAnswer(resp.Header); ok {
 		s.log.Debug("token endpoint gave a DPoP nonce", slog.String("nonce", Fingerprint(n)))
 	}
@@ -187,7 +205,7 @@ func (s *TokenSource) attempt(ctx context.Context, probe bool) (*Entry, error) {
 		// Interned once scrubbed: an interned map is shared, never written.
 		ent.Extra = s.c.extras.intern(ent.Extra)
 	}
-	s.rateAnswered(probe, resp.StatusCode, resp.Header, rl, rateErr, now)
+	s.c.rateAnswered(probe, resp.StatusCode, resp.Header, rl, rateErr, now)
 	if terr != nil && s.c.nonceChallenge(terr) {
 		return nil, terr
 	}
@@ -219,7 +237,7 @@ func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
 		form.Set("client_id", s.c.cfg.ClientID)
 		form.Set("client_secret", s.c.cfg.ClientSecret)
 	case PrivateKeyJWT:
-		assertion, err := s.assertion()
+		assertion, err := s.c.assertion()
 		if err != nil {
 			return nil, err
 		}
@@ -277,18 +295,18 @@ func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
 
 // assertion signs a new client assertion (RFC 7523 section 3) with a
 // unique jti.
-func (s *TokenSource) assertion() (string, error) {
+func (c *client) assertion() (string, error) {
 	var jti [16]byte
 	if _, err := cryptorand.Read(jti[:]); err != nil {
 		return "", err
 	}
-	now := s.c.clock.Now()
-	return jwt.Sign(s.c.cfg.PrivateKey, s.c.cfg.SigningAlgorithm, s.c.cfg.KeyID, map[string]any{
-		"iss": s.c.cfg.ClientID,
-		"sub": s.c.cfg.ClientID,
-		"aud": s.c.cfg.AssertionAudience,
+	now := c.clock.Now()
+	return jwt.Sign(c.cfg.PrivateKey, c.cfg.SigningAlgorithm, c.cfg.KeyID, map[string]any{
+		"iss": c.cfg.ClientID,
+		"sub": c.cfg.ClientID,
+		"aud": c.cfg.AssertionAudience,
 		"iat": now.Unix(),
-		"exp": now.Add(s.c.cfg.AssertionLifetime).Unix(),
+		"exp": now.Add(c.cfg.AssertionLifetime).Unix(),
 		"jti": hex.EncodeToString(jti[:]),
 	})
 }
@@ -318,7 +336,7 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 			te.Code, te.Description = eb.Code, truncate(eb.Description, 300)
 			te.err = &oauth2.RetrieveError{Response: resp, ErrorCode: eb.Code, ErrorDescription: eb.Description, ErrorURI: eb.URI}
 			te.Temporary = temporaryCode(eb.Code)
-			te.Hint = s.c.hint(te, s.requestName)
+			te.Hint = s.c.hint(te, s.defaultRequest())
 			return nil, te
 		case err != nil:
 			// The body may hold a token: the RetrieveError gets no Body.
@@ -369,7 +387,7 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 		te.Code, te.Description = eb.Code, truncate(eb.Description, 300)
 	}
 	te.err = re
-	te.Hint = s.c.hint(te, s.requestName)
+	te.Hint = s.c.hint(te, s.defaultRequest())
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		te.Description = "redirect to " + truncate(resp.Header.Get("Location"), 200) + " not followed: token requests go only to the configured URL"
 	}

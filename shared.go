@@ -33,10 +33,11 @@ func (s *TokenSource) adopt(ctx context.Context) *heldToken {
 		if ctx.Err() != nil {
 			return nil // the fetch gave up, or the source closed: no news about the cache
 		}
-		s.cacheGetFailed(err)
+		s.gets.failed(err, s.c.clock.Now(), s.log)
+		s.c.obs.cacheError(s, "get", err)
 		return nil
 	}
-	s.cacheGetAnswered()
+	s.gets.answered(s.c.clock.Now(), s.log)
 	if !ce.Valid() || !s.c.usableType(ce.TokenType) {
 		return nil
 	}
@@ -52,13 +53,10 @@ func (s *TokenSource) adopt(ctx context.Context) *heldToken {
 	if cur != nil && cur.at(now) == stateExpired {
 		cur = nil
 	}
-	if cur != nil && !ce.Expiry.After(cur.src.Expiry) {
+	if cur != nil && !ce.Expiry.After(cur.entry.Expiry) {
 		return nil
 	}
-	s.mu.Lock()
-	revoked := ce.AccessToken == s.inv.token
-	s.mu.Unlock()
-	if revoked {
+	if s.wasInvalidated(ce.AccessToken) {
 		return nil
 	}
 	h := s.newHeld(ce)
@@ -177,7 +175,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 		now := s.c.clock.Now()
 		info := &LeaseInfo{Age: now.Sub(start)}
 		if li, err := l.LeaseInfo(ctx, s.key); err == nil && li != nil {
-			if why := s.implausibleLease(li); why != "" {
+			if why := s.c.implausibleLease(li); why != "" {
 				err := errors.New("m2mtoken: the fetch lease in the cache: " + printable.Line(why, maxLeaseStatus))
 				s.log.Warn(ignoredLeaseMessage, slog.Any("error", err))
 				s.c.obs.cacheError(s, "lease", err)
@@ -187,7 +185,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 			info.Age = max(info.Age, now.Sub(start))
 		}
 		s.wait.waitingOn.Store(info)
-		if s.cacheGetDown() && (lostAt.IsZero() || reached(now, lostAt)) {
+		if s.gets.down() && (lostAt.IsZero() || reached(now, lostAt)) {
 			s.log.Warn("another holder has the fetch lease, but the cache cannot read the token it would store; fetching without the lease",
 				slog.Duration("waited", now.Sub(start)), slog.String("lease", info.String()))
 			return nil, nil, nil
@@ -198,7 +196,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 			// holder stopped keeping it, and may be dead.
 			d = min(d, info.Remaining+5*time.Millisecond)
 		}
-		if s.cacheGetDown() {
+		if s.gets.down() {
 			d = max(min(d, lostAt.Sub(now)), time.Millisecond)
 		}
 		s.log.Debug("another holder is fetching; waiting", slog.Duration("poll", d), slog.String("lease", info.String()))
@@ -221,15 +219,15 @@ const ignoredLeaseMessage = "ignoring the cache's fetch lease, which no live hol
 // ends within FetchTimeout. Twice that leaves room for a holder with a
 // longer timeout, or a clock that differs, and the LeaseTTL for the last
 // keep.
-func (s *TokenSource) maxLeaseHold() time.Duration { return 2*s.c.cfg.FetchTimeout + s.c.cfg.LeaseTTL }
+func (c *client) maxLeaseHold() time.Duration { return 2*c.cfg.FetchTimeout + c.cfg.LeaseTTL }
 
 // implausibleLease says why li cannot be a live holder's lease (see
 // [Leaser]), or "" if it may be.
-func (s *TokenSource) implausibleLease(li *LeaseInfo) string {
-	limit := s.maxLeaseHold()
+func (c *client) implausibleLease(li *LeaseInfo) string {
+	limit := c.maxLeaseHold()
 	why := func(what string, d time.Duration) string {
 		return fmt.Sprintf("%s %v, longer than a live holder could (%v: twice %s, plus %s)", what, d.Round(time.Millisecond), limit,
-			s.c.name("FetchTimeout"), s.c.name("LeaseTTL"))
+			c.name("FetchTimeout"), c.name("LeaseTTL"))
 	}
 	switch {
 	case li.Invalid != "":
@@ -325,4 +323,25 @@ func (k *keptLease) release() {
 		return
 	}
 	k.s.log.Debug("fetch lease released")
+}
+
+// lostTokenAt is when a fetch that began waiting at start on another
+// holder's lease, with cur as its token, stops waiting while its cache
+// cannot read the token (see lease): halfway through cur's stale window,
+// as with a failing lease, but not before the holder had the time of two
+// fetches by the last one's latency (a holder that is merely slow
+// replaces a corrupt value by then), and never after cur becomes
+// unusable. Zero without a usable token: at once.
+func lostTokenAt(cur *heldToken, start time.Time) time.Time {
+	if cur == nil {
+		return time.Time{}
+	}
+	at := cur.staleAt.Add(cur.unusableAt.Sub(cur.staleAt) / 2)
+	if t := start.Add(2 * max(cur.entry.Latency, 0)); t.After(at) {
+		at = t
+	}
+	if at.After(cur.unusableAt) {
+		at = cur.unusableAt
+	}
+	return at
 }

@@ -354,19 +354,19 @@ func TestSlowEndpointRefreshesEarlier(t *testing.T) {
 		t.Fatal(err)
 	}
 	cur := s.cur.Load()
-	if cur.src.Latency != 1500*time.Millisecond {
-		t.Fatalf("latency %v, want 1.5s", cur.src.Latency)
+	if cur.entry.Latency != 1500*time.Millisecond {
+		t.Fatalf("latency %v, want 1.5s", cur.entry.Latency)
 	}
-	if w := cur.src.Expiry.Sub(cur.staleAt); w != 2500*time.Millisecond {
+	if w := cur.entry.Expiry.Sub(cur.staleAt); w != 2500*time.Millisecond {
 		t.Fatalf("refresh window %v, want 2.5s (skew + twice the latency, capped at half the lifetime)", w)
 	}
 	stored, _ := cache.Get(context.Background(), s.CacheKey())
-	if stored.Latency != cur.src.Latency {
+	if stored.Latency != cur.entry.Latency {
 		t.Fatal("the latency is not stored with the token")
 	}
 	// A set RefreshWindow is kept.
 	s2, _ := testSource(t, e, func(c *Config) { c.RefreshWindow = time.Second })
-	if w := s2.newHeld(stored).src.Expiry.Sub(s2.newHeld(stored).staleAt); w != time.Second {
+	if w := s2.newHeld(stored).entry.Expiry.Sub(s2.newHeld(stored).staleAt); w != time.Second {
 		t.Fatalf("set window %v, want 1s", w)
 	}
 }

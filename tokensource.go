@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/m2mtoken/m2mtoken/internal/clock"
+	"github.com/m2mtoken/m2mtoken/internal/dpop"
 )
 
 // TokenSource is a cached, self-refreshing source of client-credentials
@@ -45,12 +47,12 @@ type TokenSource struct {
 	life life         // its place in its pool, and its end
 	inv  invalidation // what Invalidate did last (invalidate.go)
 
-	fetches fetchGroup // the one fetch in flight (singlefetch.go)
-	stats   counters   // what Stats reports; atomics
-	wait    waitReport // what a caller that gives up waiting is told; atomics
-	perm    heldError  // a permanent error about this request alone (errorscope.go); its own lock
-	gets    getOutage  // failed Cache.Get calls in a row (cachehealth.go); its own lock
-	api     apiCache   // Transport's header and Client() (transport.go); atomics
+	fetches fetchGroup                // the one fetch in flight (singlefetch.go)
+	stats   counters                  // what Stats reports; atomics
+	wait    waitReport                // what a caller that gives up waiting is told; atomics
+	perm    heldError                 // a permanent error about this request alone (errorscope.go); its own lock
+	gets    getOutage                 // failed Cache.Get calls in a row (cachehealth.go); its own lock
+	auth    atomic.Pointer[authValue] // the current token's Authorization value, for Transport
 }
 
 // life is a source's place in its pool and its end. mu guards closed and
@@ -125,6 +127,75 @@ func newToken(p *Pool, req TokenRequest, id string) *TokenSource {
 	return s
 }
 
+// Token returns a usable token, fetching one if there is none. It is
+// TokenContext with [context.Background]: it waits for a fetch at most
+// Config.FetchTimeout. The returned token is shared: do not modify it.
+func (s *TokenSource) Token() (*oauth2.Token, error) {
+	// TokenContext's fast path, repeated to save a call: one load, and
+	// one more of used, which the slow path sets for the pool's eviction
+	// hand.
+	if tok := s.fresh.Load(); tok != nil && s.life.used.Load() {
+		return tok, nil
+	}
+	return s.tokenSlow(context.Background())
+}
+
+// TokenContext returns a usable token. A fresh or stale token is returned
+// at once (a stale one also starts a background refresh); otherwise the
+// caller waits for the one fetch in flight, until ctx is done. The fetch
+// itself is not cancelled with ctx: it goes on for the other callers.
+// The returned token is shared: do not modify it.
+func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
+	if tok := s.fresh.Load(); tok != nil && s.life.used.Load() {
+		return tok, nil
+	}
+	return s.tokenSlow(ctx)
+}
+
+// Invalidate drops tok if it is still the current token, so that the next
+// call fetches a new one: for a token the API rejected (revoked, or signed
+// with a rotated key). It compares before it drops: fifty concurrent
+// invalidations of one token drop it once and cost one fetch, and a stale
+// invalidation never drops a newer token. A token that another holder still
+// has in Config.Cache is not taken from there again.
+//
+// Invalidations take effect at most once per Config.MinInvalidateInterval;
+// one that comes sooner is logged and ignored, so that an API that rejects
+// every token cannot cost one token request per API request. While the
+// replacements keep being rejected, the interval doubles, up to an hour
+// (see [Stats].InvalidateBackoff), and returns to
+// MinInvalidateInterval once no invalidation has come for twice the
+// interval.
+func (s *TokenSource) Invalidate(tok *oauth2.Token) {
+	if tok == nil {
+		return
+	}
+	if current, applied := s.invalidate(tok); current {
+		s.c.obs.invalidated(s, applied)
+	}
+}
+
+// Close stops the source's timers and background work and waits for them.
+// Callers waiting for a fetch get [ErrClosed]; later calls too. Close does
+// not close Config.HTTPClient or Config.Cache.
+//
+// A source from [New] is a pool of one: Close closes that pool, and with
+// it the idle connections of the transports it made (the one under
+// [TokenSource.Client] and, when Config.HTTPClient is nil, the one for
+// token requests). A source from [Pool.Source] is dropped from its pool
+// alone: the pool and its other tokens go on, and asking the pool again
+// for the same request makes a new source.
+func (s *TokenSource) Close() error {
+	if s.life.solo {
+		return s.pool.Close()
+	}
+	s.pool.forget(s)
+	if s.drop() {
+		s.finish()
+	}
+	return nil
+}
+
 func cloneValues(v url.Values) url.Values {
 	out := make(url.Values, len(v))
 	for k, vs := range v {
@@ -132,6 +203,10 @@ func cloneValues(v url.Values) url.Values {
 	}
 	return out
 }
+
+// defaultRequest reports whether the source's request is its pool's
+// default, Config's (as every source from New's is).
+func (s *TokenSource) defaultRequest() bool { return s.life.solo || s.life.id == s.pool.defID }
 
 // CacheKey returns the key under which the source stores its token in
 // [Config.Cache]. It identifies the endpoint, client, audience, scopes,
@@ -155,20 +230,6 @@ func (s *TokenSource) String() string {
 // Format makes every fmt verb print String, so that no verb reaches the
 // secret inside.
 func (s *TokenSource) Format(f fmt.State, _ rune) { io.WriteString(f, s.String()) }
-
-// RateLimit is the token endpoint's tenant-wide rate limit, from the
-// X-RateLimit-* headers of the last answer that had them. On Auth0 it is
-// shared by every client of the tenant: it is not this client's quota
-// (see [Quotas]).
-type RateLimit struct {
-	// Limit and Remaining are X-RateLimit-Limit and X-RateLimit-Remaining.
-	Limit, Remaining int64
-	// Reset is X-RateLimit-Reset in the local clock (corrected with the
-	// answer's Date header).
-	Reset time.Time
-	// At is when the answer carrying them arrived.
-	At time.Time
-}
 
 // Stats is a snapshot of a source's counters.
 type Stats struct {
@@ -226,13 +287,28 @@ func (s *TokenSource) Stats() Stats {
 		st.Collapsed = j - f
 	}
 	if h := s.cur.Load(); h != nil {
-		st.Expiry = h.src.Expiry
+		st.Expiry = h.entry.Expiry
 	}
-	s.mu.Lock()
-	st.InvalidateBackoff = max(s.inv.backoff.current(s.c.cfg.MinInvalidateInterval), 0)
-	st.InvalidateBackoffReason = s.inv.backoff.reason
-	s.mu.Unlock()
+	st.InvalidateBackoff, st.InvalidateBackoffReason = s.invalidateBackoff()
 	return st
+}
+
+// Client returns an [http.Client] whose requests carry a token from s and
+// recover from a revoked one (see [Transport]). Its base transport is a
+// clone of [http.DefaultTransport] that keeps up to 100 idle connections
+// per host instead of 2, for many concurrent calls to one API, and trusts
+// Config.CAFile besides the system's CAs, as token requests do. Every call
+// returns a client over the same transport, so they share connections.
+//
+// To keep an existing client's timeouts, proxy or TLS settings (mTLS to the
+// API, say), wrap its transport instead:
+//
+//	c := *existing
+//	c.Transport = &m2mtoken.Transport{Source: s, Base: existing.Transport}
+//
+// The tokens of a [Pool] share that base transport.
+func (s *TokenSource) Client() *http.Client {
+	return &http.Client{Transport: &Transport{Source: s, Base: s.c.apiTransport()}}
 }
 
 // ClientID is the configured Config.ClientID. With Audience, Organization
@@ -254,3 +330,46 @@ func (s *TokenSource) Request() TokenRequest { return s.req.clone() }
 // Pool returns the pool the source belongs to (for a source from [New],
 // its pool of one).
 func (s *TokenSource) Pool() *Pool { return s.pool }
+
+// DPoPThumbprint returns the RFC 7638 thumbprint of Config.DPoPKey (the
+// cnf.jkt of the source's tokens), or "" without a key. It is public: use
+// it to register or recognise the key.
+func (s *TokenSource) DPoPThumbprint() string {
+	if s.c.dpop == nil {
+		return ""
+	}
+	return s.c.dpop.key.Thumbprint()
+}
+
+// AuthHeaders returns the headers that authorize one request, method to
+// rawURL: Authorization, and for a DPoP-bound token a DPoP proof for that
+// request (with the API's last nonce, if it gave one). A proof is good for
+// one request: call AuthHeaders for each. It is for callers that cannot
+// use [TokenSource.Client] or [Transport] (gRPC, a shell via the command);
+// unlike Transport it cannot follow a nonce challenge or a revoked token.
+func (s *TokenSource) AuthHeaders(ctx context.Context, method, rawURL string) (http.Header, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("m2mtoken: AuthHeaders: %q is not an absolute URL", rawURL)
+	}
+	tok, err := s.TokenContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h := http.Header{}
+	if !isDPoP(tok) {
+		h.Set("Authorization", tok.Type()+" "+tok.AccessToken)
+		return h, nil
+	}
+	if method == "" {
+		method = http.MethodGet
+	}
+	htu, origin := dpop.HTU(u)
+	proof, err := s.c.dpop.key.Proof(method, htu, s.c.dpop.apiNonce(origin), dpop.ATH(tok.AccessToken), s.c.clock.Now())
+	if err != nil {
+		return nil, fmt.Errorf("m2mtoken: signing the DPoP proof: %w", err)
+	}
+	h.Set("Authorization", tokenTypeDPoP+" "+tok.AccessToken)
+	h.Set("DPoP", proof)
+	return h, nil
+}

@@ -56,14 +56,6 @@ type Transport struct {
 	pool *Pool
 }
 
-// apiCache is what a source keeps for the requests it authorizes: the
-// Authorization value of its current token, for Transport, and the
-// client [TokenSource.Client] returns.
-type apiCache struct {
-	auth   atomic.Pointer[authValue]
-	client atomic.Pointer[http.Client]
-}
-
 type authValue struct {
 	tok *oauth2.Token
 	val []string
@@ -172,7 +164,7 @@ func (t *Transport) base() http.RoundTripper {
 func (t *Transport) authorize(src oauth2.TokenSource, req *http.Request, body io.ReadCloser, tok *oauth2.Token) *http.Request {
 	last := &t.last
 	if s, ok := src.(*TokenSource); ok {
-		last = &s.api.auth
+		last = &s.auth
 	}
 	av := last.Load()
 	if av == nil || av.tok != tok {
@@ -210,32 +202,6 @@ func badToken(h http.Header) bool {
 		}
 	}
 	return false
-}
-
-// Client returns an [http.Client] whose requests carry a token from s and
-// recover from a revoked one (see [Transport]). Its base transport is a
-// clone of [http.DefaultTransport] that keeps up to 100 idle connections
-// per host instead of 2, for many concurrent calls to one API, and trusts
-// Config.CAFile besides the system's CAs, as token requests do. Every call
-// returns a client over the same transport, so they share connections.
-//
-// To keep an existing client's timeouts, proxy or TLS settings (mTLS to the
-// API, say), wrap its transport instead:
-//
-//	c := *existing
-//	c.Transport = &m2mtoken.Transport{Source: s, Base: existing.Transport}
-//
-// The tokens of a [Pool] share that base transport.
-func (s *TokenSource) Client() *http.Client {
-	hc := s.api.client.Load()
-	if hc == nil {
-		hc = &http.Client{Transport: &Transport{Source: s, Base: s.c.apiTransport()}}
-		if !s.api.client.CompareAndSwap(nil, hc) {
-			hc = s.api.client.Load()
-		}
-	}
-	c := *hc
-	return &c
 }
 
 // ownTransport is a clone of http.DefaultTransport, for token requests,

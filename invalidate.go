@@ -1,7 +1,9 @@
-// The backoff of invalidations that keep getting 401: an API that rejects
-// every token (a wrong audience or grant, or a local caller that can make
-// it answer 401) must not make the source fetch a token per
-// Config.MinInvalidateInterval for ever.
+// What Invalidate remembers (the token it dropped, when), and the backoff
+// of invalidations that keep getting 401: an API that rejects every token
+// (a wrong audience or grant, or a local caller that can make it answer
+// 401) must not make the source fetch a token per
+// Config.MinInvalidateInterval for ever. The transition itself, dropping
+// the current token, is refresh.go's (invalidate).
 
 package m2mtoken
 
