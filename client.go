@@ -142,20 +142,6 @@ func newClient(cfg Config, clk clock.Clock) (*client, error) {
 	return c, nil
 }
 
-// key returns the cache key of a token of this client for req: every
-// field of the request beside the client's, the DPoP key's thumbprint,
-// and (with Config.Cache) the credential's digest.
-func (c *client) key(req *TokenRequest) string {
-	k := cacheKey(c.tokenURL, c.cfg.ClientID, req.Audience, req.Scopes, req.Organization, req.Params, c.cfg.AuthMethod)
-	if c.dpop != nil {
-		k = dpopCacheKey(k, c.dpop.key.Thumbprint())
-	}
-	if c.credID != "" {
-		k = credentialKey(k, c.credID)
-	}
-	return k
-}
-
 // apiTransport is the transport under every token's Client().
 func (c *client) apiTransport() http.RoundTripper {
 	c.apiOnce.Do(func() { c.apiBase = tunedTransport(c.roots) })

@@ -5,8 +5,6 @@
 package m2mtoken
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -81,14 +79,6 @@ func newDPoP(cfg *Config, tokenURL string) *dpopState {
 	u, _ := url.Parse(tokenURL)
 	htu, _ := dpop.HTU(u)
 	return &dpopState{key: key, tokenHTU: htu}
-}
-
-// dpopCacheKey folds the key's thumbprint into the cache key: a bound
-// token is usable only with its key, so holders with different keys never
-// share one, and holders of one key share as before.
-func dpopCacheKey(key, jkt string) string {
-	sum := sha256.Sum256([]byte(key + "\x00dpop:" + jkt))
-	return "m2mtoken-dpop-" + hex.EncodeToString(sum[:16])
 }
 
 // addTokenProof adds a proof to a token request, signed at now: htm POST,

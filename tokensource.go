@@ -209,9 +209,22 @@ func cloneValues(v url.Values) url.Values {
 func (s *TokenSource) defaultRequest() bool { return s.life.solo || s.life.id == s.pool.defID }
 
 // CacheKey returns the key under which the source stores its token in
-// [Config.Cache]. It identifies the endpoint, client, audience, scopes,
-// organization, parameters, method and, with a Config.Cache, the
-// credential, and reveals none of them.
+// [Config.Cache]: sources share a token exactly when their keys are equal.
+// A key identifies all of these, and reveals none of them:
+//
+//   - the token URL, the client ID and the authentication method;
+//   - the request: audience, scopes (a set: order, repeats and empty ones
+//     do not count), organization and further parameters;
+//   - with Config.DPoPKey, the key's thumbprint: a DPoP-bound token is
+//     usable only with its key;
+//   - with Config.Cache, the credential: the public key and key ID for
+//     Private Key JWT, or a slow, salted hash of the secret, so that a token
+//     goes only to a holder of the credential it was issued for, and a
+//     rotated or mistyped secret misses the cache instead of taking a token
+//     another credential earned.
+//
+// It is "m2mtoken-" (or "m2mtoken-dpop-") and 32 hex digits: safe as a
+// file name or a Redis key.
 func (s *TokenSource) CacheKey() string { return s.key }
 
 // TokenURL returns the URL token requests go to: Config.TokenURL, or the
