@@ -29,9 +29,8 @@ import (
 // Token methods. The events carry no secret and no token.
 //
 // Every event names its Source: one token of a pool. Its
-// [TokenSource.Audience] and [TokenSource.Organization] say which token,
-// and [TokenSource.Pool] its pool, whose [Pool.Stats] counts the tokens
-// held and dropped.
+// [TokenSource.Request] says which token, and [TokenSource.Pool] its pool,
+// whose [Pool.Stats] counts the tokens held and dropped.
 type Observer struct {
 	// FetchStart is called when a fetch begins: the source has no usable
 	// token, or a background refresh is due, and it will take a token from

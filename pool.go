@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/oauth2"
 
@@ -102,10 +103,6 @@ func newPool(cfg Config, clk clock.Clock, many bool) (*Pool, error) {
 	p.defID = string(appendID(nil, &p.def))
 	return p, nil
 }
-
-// DefaultRequest returns the pool's default request (a copy): Config's
-// Audience, Scopes, Organization and EndpointParams.
-func (p *Pool) DefaultRequest() TokenRequest { return p.def.clone() }
 
 // Source returns the source of r's token, the same *TokenSource for equal
 // requests while the pool holds it. It makes no request. It refuses r if
@@ -320,8 +317,13 @@ func (p *Pool) contextToken(ctx context.Context) (*TokenSource, *oauth2.Token, e
 		req, id = &cr.req, cr.id
 	}
 	s := (*p.read.Load())[id]
-	if s != nil && s.life.dropped.Load() {
-		s = nil
+	if s != nil {
+		if tok := s.fresh.Load(); tok != nil && s.life.used.Load() { // a dropped source has none
+			return s, tok, nil
+		}
+		if s.life.dropped.Load() {
+			s = nil
+		}
 	}
 	return p.sourceToken(ctx, req, s)
 }
@@ -334,8 +336,27 @@ func (p *Pool) contextToken(ctx context.Context) (*TokenSource, *oauth2.Token, e
 // context names a TokenRequest the pool refuses is not sent: RoundTrip
 // returns the error.
 func (p *Pool) Transport(base http.RoundTripper) http.RoundTripper {
-	return &Transport{pool: p, Base: base}
+	return &poolTransport{pool: p, t: Transport{Base: base}}
 }
+
+// poolTransport is Pool.Transport's: a [Transport] whose source is each
+// request's, from its context.
+type poolTransport struct {
+	pool *Pool
+	t    Transport // its Base, and how a request is sent; no Source
+}
+
+func (pt *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	s, tok, err := pt.pool.contextToken(req.Context())
+	if err != nil {
+		return nil, refused(req, err)
+	}
+	return pt.t.send(s, req, tok)
+}
+
+// CloseIdleConnections closes the idle connections of the base, as
+// [Transport.CloseIdleConnections] does.
+func (pt *poolTransport) CloseIdleConnections() { pt.t.CloseIdleConnections() }
 
 // Client returns an [http.Client] over p.Transport, on a transport tuned
 // as [TokenSource.Client]'s (shared by the pool's tokens).
@@ -345,16 +366,22 @@ func (p *Pool) Client() *http.Client {
 
 // PoolStats is a snapshot of a pool's counters.
 type PoolStats struct {
-	// Stats sums the counters of the tokens the pool holds (those of
-	// dropped tokens are gone with them). Its Expiry is the soonest
-	// expiry among them; RateLimit and Quotas are the client's last
-	// readings.
-	Stats
 	// Tokens is how many tokens the pool holds.
 	Tokens int
 	// Evictions counts tokens dropped because the pool held
 	// Config.MaxTokens.
 	Evictions uint64
+	// TokenRequests, Failures, CacheHits, Collapsed, BackgroundRefreshes
+	// and Waits are the sums of the tokens' [Stats] of those names, over
+	// the tokens the pool holds (those of dropped tokens are gone with
+	// them).
+	TokenRequests, Failures, CacheHits, Collapsed, BackgroundRefreshes, Waits uint64
+	// Expiry is the soonest expiry among the tokens held; zero if none is
+	// usable.
+	Expiry time.Time
+	// RateLimit and Quotas are the client's last readings (see [Stats]).
+	RateLimit *RateLimit
+	Quotas    *Quotas
 }
 
 // Stats returns a snapshot of the pool's counters. It visits every token.

@@ -329,14 +329,6 @@ func (s *TokenSource) Client() *http.Client {
 // secret.
 func (s *TokenSource) ClientID() string { return s.c.cfg.ClientID }
 
-// Audience is the audience of the source's token: its [TokenRequest]'s,
-// or Config.Audience for a source from [New].
-func (s *TokenSource) Audience() string { return s.req.Audience }
-
-// Organization is the organization of the source's token: its
-// [TokenRequest]'s, or Config.Organization for a source from [New].
-func (s *TokenSource) Organization() string { return s.req.Organization }
-
 // Request returns the [TokenRequest] the source's token is for (a copy).
 func (s *TokenSource) Request() TokenRequest { return s.req.clone() }
 

@@ -222,8 +222,9 @@ func (o *observer) src(s *m2mtoken.TokenSource) *source {
 	if src, ok := o.sources[s]; ok {
 		return src
 	}
-	attrs := []attribute.KeyValue{KeyClientID.String(s.ClientID()), KeyAudience.String(s.Audience())}
-	if org := s.Organization(); org != "" {
+	req := s.Request()
+	attrs := []attribute.KeyValue{KeyClientID.String(s.ClientID()), KeyAudience.String(req.Audience)}
+	if org := req.Organization; org != "" {
 		attrs = append(attrs, KeyOrganization.String(org))
 	}
 	if u, err := url.Parse(s.TokenURL()); err == nil {

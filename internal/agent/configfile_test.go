@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/m2mtoken/m2mtoken"
 )
@@ -47,7 +49,7 @@ func TestAgentConfigFile(t *testing.T) {
 	if s.ClientSecret != "from-a-file" || s.TokenURL == "" {
 		t.Errorf("search: %v", s)
 	}
-	if fc, ok := s.Cache.(*m2mtoken.FileCache); !ok || fc.Dir() != dir {
+	if fc, ok := s.Cache.(*m2mtoken.FileCache); !ok || !writesIn(t, fc, dir) {
 		t.Errorf("search cache: %#v", s.Cache)
 	}
 	if k.PrivateKey == nil || k.KeyID != "kid1" || k.AuthMethod != m2mtoken.PrivateKeyJWT || k.ClientSecret != "" || k.DPoPKey == nil || !k.RequireDPoP {
@@ -139,4 +141,16 @@ func TestAgentLibraryErrorsInUserWords(t *testing.T) {
 		strings.Contains(err.Error(), "m2mtoken: ") {
 		t.Fatalf("error: %v", err)
 	}
+}
+
+// writesIn reports whether fc stores its tokens in dir.
+func writesIn(t *testing.T, fc *m2mtoken.FileCache, dir string) bool {
+	t.Helper()
+	before, _ := os.ReadDir(dir)
+	e := &m2mtoken.Entry{AccessToken: "tok", TokenType: "Bearer", IssuedAt: time.Now(), Expiry: time.Now().Add(time.Hour)}
+	if err := fc.Set(context.Background(), "m2mtoken-writes-in", e); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadDir(dir)
+	return len(after) > len(before)
 }
