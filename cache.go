@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -131,12 +130,9 @@ func (e *Entry) LogValue() slog.Value {
 // [Entry.MarshalBinary] and [Entry.UnmarshalBinary], which refuses
 // anything but a usable entry; the file and Redis caches do.
 //
-// Keys come from [TokenSource] (letters, digits and dashes: safe as a file
-// name or a Redis key) and identify the token URL, client, audience,
-// scopes, organization, endpoint parameters, authentication method and
-// credential (through a slow hash of the secret, or the public key), so
-// that a token goes only to a source holding the credential it was issued
-// for. They reveal none of these. A Cache never sees the client secret.
+// Keys are [TokenSource.CacheKey]'s, whose doc says what they identify:
+// letters, digits and dashes, safe as a file name or a Redis key, and
+// revealing nothing. A Cache never sees the client secret.
 //
 // Errors are logged, reported to Observer.CacheError and otherwise
 // ignored: a cache that fails costs token requests, never a caller's
@@ -374,19 +370,6 @@ func Fingerprint(s string) string {
 	}
 	sum := sha256.Sum256([]byte(s))
 	return "sha256:" + hex.EncodeToString(sum[:4])
-}
-
-// cacheKey derives the cache key from everything that identifies a token
-// and nothing secret. Scopes are sorted (their order does not change the
-// token); endpoint parameters are encoded sorted by url.Values.Encode.
-func cacheKey(tokenURL, clientID, audience string, scopes []string, org string, params url.Values, method AuthMethod) string {
-	sorted := slices.Clone(scopes)
-	slices.Sort(sorted)
-	h := sha256.New()
-	for _, part := range []string{"m2mtoken/v1", tokenURL, clientID, audience, strings.Join(sorted, " "), org, params.Encode(), method.String()} {
-		fmt.Fprintf(h, "%d:%s;", len(part), part)
-	}
-	return "m2mtoken-" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // noCache is the cache of a pool without Config.Cache: each token is kept

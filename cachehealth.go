@@ -1,7 +1,7 @@
 // Whether the cache can read the source's token: an outage of Cache.Get is
-// logged once when it starts and once, with a count, when it ends, and a
-// fetch waiting on another holder's lease stops waiting for a token the
-// cache cannot read (see lease).
+// logged once when it starts and once, with a count, when it ends. (A fetch
+// waiting on another holder's lease stops waiting for a token the cache
+// cannot read: see lease in shared.go.)
 
 package m2mtoken
 
@@ -19,67 +19,42 @@ type getOutage struct {
 	last     error
 }
 
-// cacheGetFailed records a failed Get; the first of an outage is logged as
-// a warning, the others at debug level.
-func (s *TokenSource) cacheGetFailed(err error) {
-	o := &s.getOutage
+// failed records a Get that failed with err at now; the first of an
+// outage is logged as a warning, the others at debug level.
+func (o *getOutage) failed(err error, now time.Time, log *slog.Logger) {
 	o.mu.Lock()
 	first := o.since.IsZero()
 	if first {
-		o.since = s.clock.Now()
+		o.since = now
 	}
 	o.failures++
 	o.last = err
 	n := o.failures
 	o.mu.Unlock()
 	if first {
-		s.log.Warn("cache get failed; fetching from the token endpoint (logged once until the cache answers again)", slog.Any("error", err))
+		log.Warn("cache get failed; fetching from the token endpoint (logged once until the cache answers again)", slog.Any("error", err))
 	} else {
-		s.log.Debug("cache get is still failing", slog.Int("failures", n), slog.Any("error", err))
+		log.Debug("cache get is still failing", slog.Int("failures", n), slog.Any("error", err))
 	}
-	s.observeCacheError("get", err)
 }
 
-// cacheGetAnswered records a Get that answered, and logs the end of an
+// answered records a Get that answered at now, and logs the end of an
 // outage.
-func (s *TokenSource) cacheGetAnswered() {
-	o := &s.getOutage
+func (o *getOutage) answered(now time.Time, log *slog.Logger) {
 	o.mu.Lock()
 	since, n, last := o.since, o.failures, o.last
 	o.since, o.failures, o.last = time.Time{}, 0, nil
 	o.mu.Unlock()
 	if !since.IsZero() {
-		s.log.Info("cache get works again", slog.Int("failures", n), slog.Duration("after", s.clock.Now().Sub(since).Round(time.Millisecond)),
+		log.Info("cache get works again", slog.Int("failures", n), slog.Duration("after", now.Sub(since).Round(time.Millisecond)),
 			slog.Any("last_error", last))
 	}
 }
 
-// cacheGetDown reports whether the source's last Get failed: the cache
-// cannot read the token, whoever stores it.
-func (s *TokenSource) cacheGetDown() bool {
-	o := &s.getOutage
+// down reports whether the last Get failed: the cache cannot read the
+// token, whoever stores it.
+func (o *getOutage) down() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return !o.since.IsZero()
-}
-
-// lostTokenAt is when a fetch that began waiting at start on another
-// holder's lease, with cur as its token, stops waiting while its cache
-// cannot read the token (see lease): halfway through cur's stale window,
-// as with a failing lease, but not before the holder had the time of two
-// fetches by the last one's latency (a holder that is merely slow
-// replaces a corrupt value by then), and never after cur becomes
-// unusable. Zero without a usable token: at once.
-func lostTokenAt(cur *heldToken, start time.Time) time.Time {
-	if cur == nil {
-		return time.Time{}
-	}
-	at := cur.staleAt.Add(cur.unusableAt.Sub(cur.staleAt) / 2)
-	if t := start.Add(2 * max(cur.src.Latency, 0)); t.After(at) {
-		at = t
-	}
-	if at.After(cur.unusableAt) {
-		at = cur.unusableAt
-	}
-	return at
 }

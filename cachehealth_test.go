@@ -33,7 +33,7 @@ func TestCacheGetOutageLoggedOnce(t *testing.T) {
 	var logs logBuffer
 	s.log = logs.logger()
 	u := &unreadableLeaser{memLeaser: newMemLeaser(clk.Now)}
-	s.cache = u
+	s.c.cache = u
 	ctx := context.Background()
 	for round := 1; round <= 2; round++ {
 		u.down.Store(true)
@@ -68,8 +68,8 @@ func TestWaiterFetchesWhenTheCacheCannotReadTheToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	u := &unreadableLeaser{memLeaser: newMemLeaser(clk.Now)}
-	s.cache = u
-	s.cfg.LeaseTTL = time.Second
+	s.c.cache = u
+	s.c.cfg.LeaseTTL = time.Second
 	u.holdAlive(time.Second, "")
 	u.down.Store(true)
 	clk.Advance(81 * time.Second) // stale at 80 s, unusable at 95 s: halfway at 87.5 s
@@ -85,8 +85,8 @@ func TestWaiterFetchesWhenTheCacheCannotReadTheToken(t *testing.T) {
 	// No usable token: at once.
 	fresh, clk2 := testSource(t, e, nil)
 	u2 := &unreadableLeaser{memLeaser: newMemLeaser(clk2.Now)}
-	fresh.cache = u2
-	fresh.cfg.LeaseTTL = time.Second
+	fresh.c.cache = u2
+	fresh.c.cfg.LeaseTTL = time.Second
 	u2.holdAlive(time.Second, "")
 	u2.down.Store(true)
 	if _, err := fresh.Token(); err != nil {

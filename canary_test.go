@@ -55,7 +55,7 @@ func TestSecretCanary(t *testing.T) {
 		Invalidate:   func(i InvalidateInfo) { see(i) },
 		CacheError:   func(i CacheErrorInfo) { see(i) },
 		Limits:       func(i LimitsInfo) { see(i); see(i.RateLimit); see(i.Quotas) },
-		Closed:       func(s *TokenSource) { see(s) },
+		Closed:       func(i ClosedInfo) { see(i) },
 	}
 	answers := []func(w http.ResponseWriter){
 		func(w http.ResponseWriter) { w.WriteHeader(500) },
@@ -160,8 +160,8 @@ func TestSecretCanary(t *testing.T) {
 	s.Invalidate(tok)
 	_, werr := s.TokenContext(ctx)
 	st := s.Stats()
-	collect(s.cfg, &s.cfg, s, &Entry{AccessToken: canaryToken}, st, st.RateLimit, s.cfg.AuthMethod, tr, werr, NewFileCache(dir))
-	slog.New(slog.NewJSONHandler(logs, nil)).Info("values", "config", s.cfg, "entry", &Entry{AccessToken: canaryToken}, "stats", st)
+	collect(s.c.cfg, &s.c.cfg, s, &Entry{AccessToken: canaryToken}, st, st.RateLimit, s.c.cfg.AuthMethod, tr, werr, NewFileCache(dir))
+	slog.New(slog.NewJSONHandler(logs, nil)).Info("values", "config", s.c.cfg, "entry", &Entry{AccessToken: canaryToken}, "stats", st)
 	outputs = append(outputs, logs.String())
 	s.Close()
 	obsMu.Lock()

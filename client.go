@@ -69,11 +69,10 @@ type client struct {
 	// is used up (ratehold.go).
 	hold rateHold
 
-	// errMu guards err, a permanent error about the client itself (a
-	// wrong secret, a grant type not enabled, an endpoint that is not
-	// one), returned to every token while it holds.
-	errMu sync.Mutex
-	err   heldError
+	// err is a permanent error about the client itself (a wrong secret,
+	// a grant type not enabled, an endpoint that is not one), returned to
+	// every token while it holds (errorscope.go).
+	err heldError
 
 	// extras interns the extra fields of token answers: the tokens of one
 	// client usually carry the same.
@@ -143,20 +142,6 @@ func newClient(cfg Config, clk clock.Clock) (*client, error) {
 	return c, nil
 }
 
-// key returns the cache key of a token of this client for req: every
-// field of the request beside the client's, the DPoP key's thumbprint,
-// and (with Config.Cache) the credential's digest.
-func (c *client) key(req *TokenRequest) string {
-	k := cacheKey(c.tokenURL, c.cfg.ClientID, req.Audience, req.Scopes, req.Organization, req.Params, c.cfg.AuthMethod)
-	if c.dpop != nil {
-		k = dpopCacheKey(k, c.dpop.key.Thumbprint())
-	}
-	if c.credID != "" {
-		k = credentialKey(k, c.credID)
-	}
-	return k
-}
-
 // apiTransport is the transport under every token's Client().
 func (c *client) apiTransport() http.RoundTripper {
 	c.apiOnce.Do(func() { c.apiBase = tunedTransport(c.roots) })
@@ -172,51 +157,6 @@ func (c *client) closeIdle() {
 	if t, ok := c.apiBase.(interface{ CloseIdleConnections() }); ok {
 		t.CloseIdleConnections()
 	}
-}
-
-// blockQuota stops token requests until qe's bucket resets: every token's
-// for a client quota, the organization's tokens' for an organization
-// quota.
-func (c *client) blockQuota(qe *QuotaError, org string) {
-	if qe.Scope == "organization" && org != "" {
-		c.orgMu.Lock()
-		if c.orgBlocks == nil {
-			c.orgBlocks = map[string]*QuotaError{}
-		}
-		c.orgBlocks[org] = qe
-		c.orgMu.Unlock()
-	} else {
-		c.quotaBlock.Store(qe)
-	}
-	c.log.Warn("Auth0 quota exhausted; no token request until it resets",
-		slog.String("scope", qe.Scope), slog.String("bucket", qe.Quota.Bucket), slog.String("organization", org),
-		slog.Int64("quota", qe.Quota.Limit), slog.Time("reset", qe.Quota.Reset))
-}
-
-// quotaBlocked returns the error of an exhausted quota that stops a token
-// request for org (the client's, or org's), or nil.
-func (c *client) quotaBlocked(org string) *QuotaError {
-	now := c.clock.Now()
-	if qe := c.quotaBlock.Load(); qe != nil {
-		if !reached(now, qe.Quota.Reset) {
-			return qe
-		}
-		c.quotaBlock.CompareAndSwap(qe, nil)
-	}
-	if org == "" {
-		return nil
-	}
-	c.orgMu.Lock()
-	defer c.orgMu.Unlock()
-	qe := c.orgBlocks[org]
-	if qe == nil {
-		return nil
-	}
-	if reached(now, qe.Quota.Reset) {
-		delete(c.orgBlocks, org)
-		return nil
-	}
-	return qe
 }
 
 // reservedParam reports whether a request parameter is one that the client

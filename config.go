@@ -50,7 +50,7 @@ func (m AuthMethod) String() string {
 // TokenURL), ClientID and ClientSecret are required; every other field has
 // a default that suits Auth0.
 //
-// Config holds a secret: its String, GoString, Format and LogValue methods
+// Config holds a secret: its String, Format and LogValue methods
 // redact it.
 type Config struct {
 	// Domain is an Auth0 tenant or custom domain, such as
@@ -270,9 +270,6 @@ func (c Config) String() string {
 	return fmt.Sprintf("m2mtoken.Config{endpoint:%q client_id:%q client_secret:%s private_key:%s audience:%q scopes:%q organization:%q auth:%s%s}",
 		endpoint, c.ClientID, secret, key, c.Audience, c.Scopes, c.Organization, c.AuthMethod, c.dpopString())
 }
-
-// GoString is String, so that %#v redacts too.
-func (c Config) GoString() string { return c.String() }
 
 // Format makes every fmt verb print String.
 func (c Config) Format(f fmt.State, _ rune) { io.WriteString(f, c.String()) }

@@ -129,7 +129,7 @@ func TestRefusedIsRetriedAndCounted(t *testing.T) {
 	l.Close()
 	e := newEndpoint(t)
 	s, clk := testSource(t, e, func(c *Config) { c.TokenURL = "http://" + addr + "/oauth/token"; c.MaxAttempts = 4 })
-	s.rand = func() float64 { return 1 }
+	s.c.rand = func() float64 { return 1 }
 	_, err = s.Token()
 	var te *TokenError
 	if !errors.As(err, &te) || !te.Temporary || te.Attempts != 4 {

@@ -69,11 +69,9 @@
 // process, [NewFileCache] for scripts and cron jobs on one machine, or the
 // rediscache module's cache for a fleet. An [Entry] keeps the token's
 // issue time, so every holder computes the same windows, and a new process
-// adopts a usable token at once. The cache key ([TokenSource.CacheKey])
-// covers the client (token URL, client ID, authentication method), every
-// field of the request (audience, scopes, organization, parameters), the
-// DPoP key's thumbprint, and a slow hash of the credential, so a token is
-// handed only to a source holding the credential it was issued for. A
+// adopts a usable token at once. The cache key ([TokenSource.CacheKey]
+// says what it covers) includes a slow hash of the credential, so a token
+// is handed only to a source holding the credential it was issued for. A
 // cache that is also a [Leaser] makes a whole fleet share one token
 // request per lifetime: one instance fetches, keeping its lease alive,
 // while the others wait for its token. What a cache holds is checked, not

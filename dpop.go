@@ -5,9 +5,6 @@
 package m2mtoken
 
 import (
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/oauth2"
 
@@ -83,26 +81,18 @@ func newDPoP(cfg *Config, tokenURL string) *dpopState {
 	return &dpopState{key: key, tokenHTU: htu}
 }
 
-// dpopCacheKey folds the key's thumbprint into the cache key: a bound
-// token is usable only with its key, so holders with different keys never
-// share one, and holders of one key share as before.
-func dpopCacheKey(key, jkt string) string {
-	sum := sha256.Sum256([]byte(key + "\x00dpop:" + jkt))
-	return "m2mtoken-dpop-" + hex.EncodeToString(sum[:16])
-}
-
-// addTokenProof adds a proof to a token request: htm POST, htu the URL
-// actually posted to (the mTLS alias, if set), and the token endpoint's
-// last nonce.
-func (s *TokenSource) addTokenProof(req *http.Request) error {
-	if s.dpop == nil {
+// addTokenProof adds a proof to a token request, signed at now: htm POST,
+// htu the URL actually posted to (the mTLS alias, if set), and the token
+// endpoint's last nonce. d may be nil (no DPoP key): it adds nothing.
+func (d *dpopState) addTokenProof(req *http.Request, now time.Time) error {
+	if d == nil {
 		return nil
 	}
 	var nonce string
-	if p := s.dpop.tokenNonce.Load(); p != nil {
+	if p := d.tokenNonce.Load(); p != nil {
 		nonce = *p
 	}
-	proof, err := s.dpop.key.Proof(http.MethodPost, s.dpop.tokenHTU, nonce, "", s.clock.Now())
+	proof, err := d.key.Proof(http.MethodPost, d.tokenHTU, nonce, "", now)
 	if err != nil {
 		return fmt.Errorf("signing the DPoP proof: %w", err)
 	}
@@ -110,60 +100,62 @@ func (s *TokenSource) addTokenProof(req *http.Request) error {
 	return nil
 }
 
-// sawTokenAnswer remembers the token endpoint's nonce from any answer.
-func (s *TokenSource) sawTokenAnswer(h http.Header) {
-	if s.dpop == nil {
-		return
+// sawTokenAnswer remembers the token endpoint's nonce from any answer,
+// and reports whether it was a new one. d may be nil.
+func (d *dpopState) sawTokenAnswer(h http.Header) (nonce string, changed bool) {
+	if d == nil {
+		return "", false
 	}
 	if n, ok := dpop.ParseNonce(h.Get("DPoP-Nonce")); ok {
-		if old := s.dpop.tokenNonce.Load(); old == nil || *old != n {
-			s.dpop.tokenNonce.Store(&n)
-			s.log.Debug("token endpoint gave a DPoP nonce", slog.String("nonce", Fingerprint(n)))
+		if old := d.tokenNonce.Load(); old == nil || *old != n {
+			d.tokenNonce.Store(&n)
+			return n, true
 		}
 	}
+	return "", false
 }
 
 // nonceChallenge reports whether te asks for the request again with the
 // nonce the server just gave: part of the protocol, not a failure.
-func (s *TokenSource) nonceChallenge(te *TokenError) bool {
-	return s.dpop != nil && te != nil && te.Code == "use_dpop_nonce" &&
+func (c *client) nonceChallenge(te *TokenError) bool {
+	return c.dpop != nil && te != nil && te.Code == "use_dpop_nonce" &&
 		(te.StatusCode == http.StatusBadRequest || te.StatusCode == http.StatusUnauthorized) &&
-		s.dpop.tokenNonce.Load() != nil
+		c.dpop.tokenNonce.Load() != nil
 }
 
 // checkTokenType refuses a token whose type does not fit the request: a
 // DPoP token without a key, or (with RequireDPoP) a Bearer token although
 // a proof was sent. A Bearer token to a proof is otherwise used as a
 // bearer token, with a warning logged once.
-func (s *TokenSource) checkTokenType(ent *Entry, status int) *TokenError {
+func (c *client) checkTokenType(ent *Entry, status int, log *slog.Logger) *TokenError {
 	switch {
-	case ent.TokenType == tokenTypeDPoP && s.dpop == nil:
-		return &TokenError{URL: s.tokenURL, StatusCode: status,
-			Description: "the endpoint answered a DPoP-bound token to a request without a DPoP proof: give the client a DPoP key with " + s.name("DPoPKey")}
-	case ent.TokenType != tokenTypeDPoP && s.dpop != nil:
-		if s.cfg.RequireDPoP {
-			req := s.name("RequireDPoP")
-			return &TokenError{URL: s.tokenURL, StatusCode: status,
+	case ent.TokenType == tokenTypeDPoP && c.dpop == nil:
+		return &TokenError{URL: c.tokenURL, StatusCode: status,
+			Description: "the endpoint answered a DPoP-bound token to a request without a DPoP proof: give the client a DPoP key with " + c.name("DPoPKey")}
+	case ent.TokenType != tokenTypeDPoP && c.dpop != nil:
+		if c.cfg.RequireDPoP {
+			req := c.name("RequireDPoP")
+			return &TokenError{URL: c.tokenURL, StatusCode: status,
 				Description: "the endpoint answered a Bearer token although a DPoP proof was sent, and " + req + " is set: make the API require sender-constrained (DPoP) tokens, or unset " + req}
 		}
-		if !s.dpop.bearerWarned.Swap(true) {
+		if !c.dpop.bearerWarned.Swap(true) {
 			msg := "the token endpoint answered a Bearer token although a DPoP proof was sent: the API does not constrain tokens; using it as a bearer token"
-			if req, ok := s.setting("RequireDPoP"); ok {
+			if req, ok := c.setting("RequireDPoP"); ok {
 				msg += " (set " + req + " to refuse it)"
 			}
-			s.log.Warn(msg, slog.String("token", Fingerprint(ent.AccessToken)))
+			log.Warn(msg, slog.String("token", Fingerprint(ent.AccessToken)))
 		}
 	}
 	return nil
 }
 
 // usableType reports whether a token of this type, found in the cache,
-// can be used by s (see checkTokenType).
-func (s *TokenSource) usableType(tokenType string) bool {
+// can be used by the client's tokens (see checkTokenType).
+func (c *client) usableType(tokenType string) bool {
 	if strings.EqualFold(tokenType, tokenTypeDPoP) {
-		return s.dpop != nil
+		return c.dpop != nil
 	}
-	return s.dpop == nil || !s.cfg.RequireDPoP
+	return c.dpop == nil || !c.cfg.RequireDPoP
 }
 
 // isDPoP reports whether tok is DPoP-bound. A length check first keeps
@@ -196,47 +188,4 @@ func (d *dpopState) sawAPIAnswer(origin string, h http.Header) bool {
 		d.apiCount.Store(0)
 	}
 	return true
-}
-
-// DPoPThumbprint returns the RFC 7638 thumbprint of Config.DPoPKey (the
-// cnf.jkt of the source's tokens), or "" without a key. It is public: use
-// it to register or recognise the key.
-func (s *TokenSource) DPoPThumbprint() string {
-	if s.dpop == nil {
-		return ""
-	}
-	return s.dpop.key.Thumbprint()
-}
-
-// AuthHeaders returns the headers that authorize one request, method to
-// rawURL: Authorization, and for a DPoP-bound token a DPoP proof for that
-// request (with the API's last nonce, if it gave one). A proof is good for
-// one request: call AuthHeaders for each. It is for callers that cannot
-// use [TokenSource.Client] or [Transport] (gRPC, a shell via the command);
-// unlike Transport it cannot follow a nonce challenge or a revoked token.
-func (s *TokenSource) AuthHeaders(ctx context.Context, method, rawURL string) (http.Header, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return nil, fmt.Errorf("m2mtoken: AuthHeaders: %q is not an absolute URL", rawURL)
-	}
-	tok, err := s.TokenContext(ctx)
-	if err != nil {
-		return nil, err
-	}
-	h := http.Header{}
-	if !isDPoP(tok) {
-		h.Set("Authorization", tok.Type()+" "+tok.AccessToken)
-		return h, nil
-	}
-	if method == "" {
-		method = http.MethodGet
-	}
-	htu, origin := dpop.HTU(u)
-	proof, err := s.dpop.key.Proof(method, htu, s.dpop.apiNonce(origin), dpop.ATH(tok.AccessToken), s.clock.Now())
-	if err != nil {
-		return nil, fmt.Errorf("m2mtoken: signing the DPoP proof: %w", err)
-	}
-	h.Set("Authorization", tokenTypeDPoP+" "+tok.AccessToken)
-	h.Set("DPoP", proof)
-	return h, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/m2mtoken/m2mtoken/internal/clock"
 	"github.com/m2mtoken/m2mtoken/internal/dpop"
 )
 
@@ -24,32 +25,36 @@ type dpopValue struct {
 	ath string
 }
 
-// prover is a source that can sign DPoP proofs for API requests.
-type prover interface {
-	apiProof(method, htu, origin, ath string) (string, error)
-	sawAPINonce(origin string, h http.Header) bool
+// prover is what signs the DPoP proofs of a source's API requests: its
+// client's key and the APIs' nonces, on its clock.
+type prover struct {
+	d   *dpopState
+	clk clock.Clock
 }
 
-func (s *TokenSource) apiProof(method, htu, origin, ath string) (string, error) {
-	if s.dpop == nil {
-		return "", errNoProver
+// proverOf returns the prover of src, a *TokenSource with a DPoP key.
+func proverOf(src oauth2.TokenSource) (prover, bool) {
+	if s, ok := src.(*TokenSource); ok && s.c.dpop != nil {
+		return prover{s.c.dpop, s.c.clock}, true
 	}
-	proof, err := s.dpop.key.Proof(method, htu, s.dpop.apiNonce(origin), ath, s.clock.Now())
+	return prover{}, false
+}
+
+// apiProof signs a proof for one API request, with the origin's last
+// nonce.
+func (p prover) apiProof(method, htu, origin, ath string) (string, error) {
+	proof, err := p.d.key.Proof(method, htu, p.d.apiNonce(origin), ath, p.clk.Now())
 	if err != nil {
 		return "", fmt.Errorf("m2mtoken: signing the DPoP proof: %w", err)
 	}
 	return proof, nil
 }
 
-func (s *TokenSource) sawAPINonce(origin string, h http.Header) bool {
-	return s.dpop != nil && s.dpop.sawAPIAnswer(origin, h)
-}
-
 var errNoProver = errors.New("m2mtoken: the token is DPoP-bound (token_type DPoP) but Transport.Source cannot sign DPoP proofs; nothing was sent: use a *TokenSource with Config.DPoPKey as the Source")
 
 // roundTripDPoP sends req with a DPoP-bound token. It owns req.Body.
 func (t *Transport) roundTripDPoP(src oauth2.TokenSource, req *http.Request, tok *oauth2.Token) (*http.Response, error) {
-	p, ok := src.(prover)
+	p, ok := proverOf(src)
 	if !ok {
 		if req.Body != nil {
 			req.Body.Close()
@@ -72,7 +77,7 @@ func (t *Transport) roundTripDPoP(src oauth2.TokenSource, req *http.Request, tok
 		if err != nil {
 			return resp, err
 		}
-		gaveNonce := p.sawAPINonce(origin, resp.Header)
+		gaveNonce := p.d.sawAPIAnswer(origin, resp.Header)
 		if resp.StatusCode != http.StatusUnauthorized || !replayable {
 			return resp, nil
 		}

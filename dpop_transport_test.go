@@ -325,7 +325,7 @@ func TestDPoPKeyCanary(t *testing.T) {
 		resp.Body.Close()
 	}
 	h, err := s.AuthHeaders(t.Context(), "GET", api.URL)
-	collect(s.cfg, &s.cfg, s, s.Stats(), tr, h, err, s.DPoPThumbprint(), NewFileCache(dir))
+	collect(s.c.cfg, &s.c.cfg, s, s.Stats(), tr, h, err, s.DPoPThumbprint(), NewFileCache(dir))
 	outputs = append(outputs, logs.String())
 	files, _ := os.ReadDir(dir)
 	for _, f := range files {

@@ -67,9 +67,6 @@ func DefaultCacheDir() (string, error) {
 	return filepath.Join(d, "m2mtoken"), nil
 }
 
-// Dir returns the cache's directory.
-func (c *FileCache) Dir() string { return c.dir }
-
 // Check returns an error if the cache's directory exists but may not be
 // used: on Unix, when another user (other than root) owns it, or its
 // group or others may write it. The error names the directory and says

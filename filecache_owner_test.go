@@ -117,7 +117,7 @@ func TestFileCacheFollowsNoLink(t *testing.T) {
 	if err := other.Set(ctx, "k", planted); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(filepath.Join(other.Dir(), "k.json"), filepath.Join(dir, "k.json")); err != nil {
+	if err := os.Symlink(filepath.Join(other.dir, "k.json"), filepath.Join(dir, "k.json")); err != nil {
 		t.Fatal(err)
 	}
 	if e, err := c.Get(ctx, "k"); e != nil || err == nil {

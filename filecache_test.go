@@ -185,7 +185,7 @@ func TestFileCacheLease(t *testing.T) {
 	if !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	if _, ok, _ := NewFileCache(c.Dir()).Lease(ctx, "k", time.Second); ok {
+	if _, ok, _ := NewFileCache(c.dir).Lease(ctx, "k", time.Second); ok {
 		t.Fatal("a second lease granted while the first is held")
 	}
 	if held, err := l.Keep(ctx, time.Second, "token request failed: EOF\nsecond line"); !held || err != nil {

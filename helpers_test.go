@@ -111,13 +111,13 @@ func testSource(t testing.TB, e *endpoint, mod func(*Config)) (*TokenSource, *cl
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.rand = func() float64 { return 0 }
+	s.c.rand = func() float64 { return 0 }
 	t.Cleanup(func() { s.Close() })
 	return s, clk
 }
 
 // waitBackground waits for the source's background refreshes to finish.
-func waitBackground(s *TokenSource) { s.bg.Wait() }
+func waitBackground(s *TokenSource) { s.life.bg.Wait() }
 
 // eventually spins (yielding, not sleeping) until cond holds, or fails
 // after a generous real-time limit.

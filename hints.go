@@ -4,51 +4,33 @@
 package m2mtoken
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
-	"net"
 	"net/http"
 	"strings"
-	"syscall"
 )
 
-// networkErrorKind tells whether a request that got no answer may succeed
-// if tried again, and what to check if not. A host name that does not
-// exist, or a certificate that does not verify, will not change in the
-// seconds a fetch retries: they are configuration mistakes. A refused or
-// reset connection may be a server still starting: it is retried.
-func (s *TokenSource) networkErrorKind(err error) (temporary bool, hint string) {
-	var dns *net.DNSError
-	if errors.As(err, &dns) && dns.IsNotFound {
-		return false, "the host name does not exist: check " + s.endpointName()
-	}
-	var cve *tls.CertificateVerificationError
-	var ua x509.UnknownAuthorityError
-	var he x509.HostnameError
-	var ci x509.CertificateInvalidError
-	if errors.As(err, &cve) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) {
-		if s.cfg.HTTPClient != nil {
-			return false, "the server's certificate does not verify: check the URL, or trust the CA that signed it in Config.HTTPClient's TLS config (RootCAs)"
+// netHint says what to check after a request that got no answer failed
+// so, or "" for nothing in particular.
+func (c *client) netHint(f netFailure) string {
+	switch f {
+	case netNoHost:
+		return "the host name does not exist: check " + c.endpointName()
+	case netBadCert:
+		if c.cfg.HTTPClient != nil {
+			return "the server's certificate does not verify: check the URL, or trust the CA that signed it in Config.HTTPClient's TLS config (RootCAs)"
 		}
-		return false, "the server's certificate does not verify: check the URL, or trust the CA that signed it with " + s.name("CAFile")
+		return "the server's certificate does not verify: check the URL, or trust the CA that signed it with " + c.name("CAFile")
+	case netNotTLS:
+		return "the server does not speak TLS: check the URL; a local plain-http server needs http:// (allowed only to loopback)"
+	case netRefused:
+		return "check the host and port in " + c.endpointName() + ", or that the server runs"
 	}
-	// net/http turns a tls.RecordHeaderError that looks like HTTP into an
-	// error of its own, without a type.
-	var rh tls.RecordHeaderError
-	if errors.As(err, &rh) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
-		return false, "the server does not speak TLS: check the URL; a local plain-http server needs http:// (allowed only to loopback)"
-	}
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		return true, "check the host and port in " + s.endpointName() + ", or that the server runs"
-	}
-	return true, ""
+	return ""
 }
 
 // name says how messages call a Config field: as Config.FieldNames says
 // (the flag, variable or file field that set it), else Config.Field.
-func (s *TokenSource) name(field string) string {
-	n, _ := s.setting(field)
+func (c *client) name(field string) string {
+	n, _ := c.setting(field)
 	return n
 }
 
@@ -56,8 +38,8 @@ func (s *TokenSource) name(field string) string {
 // can set it: Config.FieldNames returns "" for a field that has no flag,
 // variable or file field where the user configures the client, and
 // advice to change it is then left out.
-func (s *TokenSource) setting(field string) (string, bool) {
-	return fieldName(s.cfg.FieldNames, field)
+func (c *client) setting(field string) (string, bool) {
+	return fieldName(c.cfg.FieldNames, field)
 }
 
 // fieldName names field with names (Config.FieldNames), if it is not nil
@@ -72,62 +54,64 @@ func fieldName(names func(string) string, field string) (string, bool) {
 	return "Config." + field, false
 }
 
-// requestName names a field of the token's request (Audience, Scopes,
+// requestName names a field of a token's request (Audience, Scopes,
 // Organization): Config's, in the user's words, for a source from New and
-// for a pool's default request; TokenRequest's for any other request of a
-// pool, unless Config.FieldNames names it (the agent names each source's
-// "audience" in its config file).
-func (s *TokenSource) requestName(field string) string {
-	if s.solo || s.id == s.pool.defID || s.cfg.FieldNames != nil {
-		return s.name(field)
+// for a pool's default request (defaultRequest); TokenRequest's for any
+// other request of a pool, unless Config.FieldNames names it (the agent
+// names each source's "audience" in its config file).
+func (c *client) requestName(field string, defaultRequest bool) string {
+	if defaultRequest || c.cfg.FieldNames != nil {
+		return c.name(field)
 	}
 	return "TokenRequest." + field
 }
 
 // endpointName names the setting that gave the URL requests go to.
-func (s *TokenSource) endpointName() string {
+func (c *client) endpointName() string {
 	switch {
-	case s.cfg.MTLSTokenURL != "":
-		return s.name("MTLSTokenURL")
-	case s.cfg.Domain != "":
-		return s.name("Domain")
+	case c.cfg.MTLSTokenURL != "":
+		return c.name("MTLSTokenURL")
+	case c.cfg.Domain != "":
+		return c.name("Domain")
 	}
-	return s.name("TokenURL")
+	return c.name("TokenURL")
 }
 
 // hint says what to check for the endpoint's well-known terse answers,
-// naming the settings as the user gave them.
-func (s *TokenSource) hint(te *TokenError) string {
+// naming the settings as the user gave them; defaultRequest says the
+// token's request is Config's (see requestName).
+func (c *client) hint(te *TokenError, defaultRequest bool) string {
 	desc := te.Description
+	reqName := func(field string) string { return c.requestName(field, defaultRequest) }
 	switch {
-	case te.Code == "invalid_client" || te.StatusCode == http.StatusUnauthorized && te.Code == "access_denied":
-		cred, names := "the client secret", s.name("ClientSecret")
-		if s.cfg.AuthMethod == PrivateKeyJWT {
-			cred, names = "the private key and its key ID", s.name("PrivateKey")+", "+s.name("KeyID")
+	case badCredentials(te):
+		cred, names := "the client secret", c.name("ClientSecret")
+		if c.cfg.AuthMethod == PrivateKeyJWT {
+			cred, names = "the private key and its key ID", c.name("PrivateKey")+", "+c.name("KeyID")
 		}
 		return "check the client ID, " + cred + ", and that the application's token endpoint authentication method is " +
-			s.cfg.AuthMethod.String() + ": " + s.name("ClientID") + ", " + names + " and " + s.name("AuthMethod")
-	case te.Code == "unauthorized_client":
+			c.cfg.AuthMethod.String() + ": " + c.name("ClientID") + ", " + names + " and " + c.name("AuthMethod")
+	case grantRefused(te):
 		return "the application may not use the client-credentials grant: enable Client Credentials in its grant types (Auth0: Application, Advanced Settings, Grant Types)"
 	case strings.HasPrefix(desc, "Service not enabled within domain"):
-		return "the audience is not the identifier of an API in this tenant: check " + s.requestName("Audience") + " against the API's Identifier in Auth0: Applications, APIs"
+		return "the audience is not the identifier of an API in this tenant: check " + reqName("Audience") + " against the API's Identifier in Auth0: Applications, APIs"
 	case strings.Contains(desc, "is not authorized to access resource server"):
 		return "authorize the application for this API (Auth0: Applications, APIs, Machine to Machine Applications)"
 	case notInOrganization(desc):
-		return "the application may not get tokens for this organization: check " + s.requestName("Organization") +
+		return "the application may not get tokens for this organization: check " + reqName("Organization") +
 			" (the organization's ID, org_..., or its name as the tenant spells it), and give the application access" +
 			" for this API in Auth0: Organizations, the organization, Machine-to-Machine Access"
-	case s.cfg.DPoPKey == nil && strings.Contains(strings.ToLower(desc), "dpop") && strings.Contains(desc, "required"):
-		return "the server requires DPoP-bound tokens for this client: give it a DPoP key with " + s.name("DPoPKey")
+	case c.cfg.DPoPKey == nil && strings.Contains(strings.ToLower(desc), "dpop") && strings.Contains(desc, "required"):
+		return "the server requires DPoP-bound tokens for this client: give it a DPoP key with " + c.name("DPoPKey")
 	case strings.HasPrefix(desc, "No audience parameter was provided"):
-		return "set the audience to the API's identifier: " + s.requestName("Audience")
-	case te.Code == "" && (te.StatusCode == http.StatusNotFound || te.StatusCode == http.StatusMethodNotAllowed):
-		return "the URL is not a token endpoint: check " + s.endpointName() + "; Auth0's is https://TENANT/oauth/token"
+		return "set the audience to the API's identifier: " + reqName("Audience")
+	case notTokenEndpoint(te):
+		return "the URL is not a token endpoint: check " + c.endpointName() + "; Auth0's is https://TENANT/oauth/token"
 	case te.Code == "" && te.StatusCode == http.StatusUnauthorized:
 		// A token endpoint says why it refuses a client; a protected API
 		// (or a proxy in front of one) just says 401.
 		return "a 401 with no OAuth error: the URL may not be a token endpoint (an API, or a proxy, that wants a token itself): check " +
-			s.endpointName() + "; Auth0's is https://TENANT/oauth/token"
+			c.endpointName() + "; Auth0's is https://TENANT/oauth/token"
 	}
 	return ""
 }

@@ -290,8 +290,8 @@ func TestEchoedSecretNotInLeaseStatus(t *testing.T) {
 	})
 	s, clk := testSource(t, e, func(c *Config) { c.ClientSecret = echoSecret })
 	k := newMemLeaser(clk.Now)
-	s.cache = k
-	s.cfg.LeaseTTL = 900 * time.Millisecond
+	s.c.cache = k
+	s.c.cfg.LeaseTTL = 900 * time.Millisecond
 	done := make(chan error, 1)
 	go func() { _, err := s.Token(); done <- err }()
 	eventually(t, "the second attempt", func() bool { return e.count() == 2 })

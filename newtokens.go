@@ -118,14 +118,14 @@ func (p *Pool) newTokenErr(wait time.Duration, dropping bool) *NewTokenLimitErro
 // admitNew spends the pool's allowance for a token request of s, which
 // has never had a token, or returns the error past the bound. The pool's
 // default request (Config's) is the service's own: it is not counted.
-func (s *TokenSource) admitNew() error {
-	if s.hadToken.Load() || s.id == s.pool.defID {
+func (p *Pool) admitNew(s *TokenSource) error {
+	if s.stats.hadToken.Load() || s.life.id == p.defID {
 		return nil
 	}
-	ok, wait := s.pool.newTokens.take(s.clock.Now())
+	ok, wait := p.newTokens.take(p.c.clock.Now())
 	if ok {
 		return nil
 	}
 	s.log.Debug("the pool's bound on new tokens is used up; not sending a token request", slog.Duration("next_in", wait))
-	return s.pool.newTokenErr(wait, false)
+	return p.newTokenErr(wait, false)
 }

@@ -71,7 +71,7 @@ func TestPoolBoundsNewTokens(t *testing.T) {
 	}
 	// The pool's default request (Config's) is the service's own: never
 	// refused.
-	if _, err := p.Token(ctx, p.DefaultRequest()); err != nil {
+	if _, err := p.Token(ctx, p.def); err != nil {
 		t.Fatalf("the default request: %v", err)
 	}
 	if _, err := p.Token(ctx, attackerRequest(4)); !errors.As(err, &ne) {

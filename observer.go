@@ -29,9 +29,8 @@ import (
 // Token methods. The events carry no secret and no token.
 //
 // Every event names its Source: one token of a pool. Its
-// [TokenSource.Audience] and [TokenSource.Organization] say which token,
-// and [TokenSource.Pool] its pool, whose [Pool.Stats] counts the tokens
-// held and dropped.
+// [TokenSource.Request] says which token, and [TokenSource.Pool] its pool,
+// whose [Pool.Stats] counts the tokens held and dropped.
 type Observer struct {
 	// FetchStart is called when a fetch begins: the source has no usable
 	// token, or a background refresh is due, and it will take a token from
@@ -62,8 +61,9 @@ type Observer struct {
 	// Limits is called for every answer of the token endpoint that carried
 	// rate-limit or quota headers, 200 and 429 alike.
 	Limits func(info LimitsInfo)
-	// Closed is called once, at the end of [TokenSource.Close].
-	Closed func(src *TokenSource)
+	// Closed is called once, at the end of [TokenSource.Close] (or when
+	// its pool drops it).
+	Closed func(info ClosedInfo)
 }
 
 // FetchReason is why a fetch started.
@@ -128,10 +128,10 @@ type FetchStartInfo struct {
 	Reason FetchReason
 }
 
-// FetchDoneInfo describes a fetch that ended.
+// FetchDoneInfo describes a fetch that ended: the fetch as it started,
+// and its outcome.
 type FetchDoneInfo struct {
-	Source *TokenSource
-	Reason FetchReason
+	FetchStartInfo
 	// Origin is where the token came from; OriginNone if Err is set.
 	Origin Origin
 	// Attempts is the number of token requests sent, nonce retries
@@ -164,11 +164,10 @@ type AttemptStartInfo struct {
 	NonceRetry bool
 }
 
-// AttemptDoneInfo describes a token request that ended.
+// AttemptDoneInfo describes a token request that ended: the request as
+// it started, and its outcome.
 type AttemptDoneInfo struct {
-	Source     *TokenSource
-	Attempt    int
-	NonceRetry bool
+	AttemptStartInfo
 	// StatusCode is the HTTP status, 0 if no answer came.
 	StatusCode int
 	// Err is nil if the answer held a token; else a *TokenError (or a
@@ -247,6 +246,11 @@ type LimitsInfo struct {
 	Quotas    *Quotas
 }
 
+// ClosedInfo describes a source that was closed, or dropped by its pool.
+type ClosedInfo struct {
+	Source *TokenSource
+}
+
 // ctxKey keys the fetch in progress in its own context.
 type ctxKey struct{}
 
@@ -262,101 +266,86 @@ type flight struct {
 	status       int
 }
 
-// fetchReason says why a fetch that is not a background refresh starts.
-func (s *TokenSource) fetchReason(refresh bool) FetchReason {
-	if refresh {
-		return FetchRefresh
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.afterInvalidate:
-		return FetchInvalidated
-	case !s.hadToken.Load():
-		return FetchFirst
-	}
-	return FetchExpired
-}
+// The methods below tell o, which may be nil (no Observer), what
+// happened; each skips the functions that are not set.
 
-// fetchStarted tells the observer a fetch starts, and returns the fetch's
-// context and its flight (nil without an observer).
-func (s *TokenSource) fetchStarted(ctx context.Context, refresh bool) (context.Context, *flight) {
-	if s.obs == nil {
+// fetchStart tells o that s starts a fetch for reason (which it computes
+// only if o is set), and returns the fetch's context and its flight (nil
+// without an observer).
+func (o *Observer) fetchStart(ctx context.Context, s *TokenSource, reason func() FetchReason) (context.Context, *flight) {
+	if o == nil {
 		return ctx, nil
 	}
-	fl := &flight{reason: s.fetchReason(refresh), start: s.clock.Now()}
-	if f := s.obs.FetchStart; f != nil {
-		if c := f(ctx, FetchStartInfo{Source: s, Reason: fl.reason}); c != nil {
+	fl := &flight{reason: reason(), start: s.c.clock.Now()}
+	if o.FetchStart != nil {
+		if c := o.FetchStart(ctx, FetchStartInfo{Source: s, Reason: fl.reason}); c != nil {
 			ctx = c
 		}
 	}
 	ctx = context.WithValue(ctx, ctxKey{}, fl)
 	fl.ctx = ctx
-	s.flight.Store(fl)
 	return ctx, fl
 }
 
-// fetchDone tells the observer how the fetch of fl ended.
-func (s *TokenSource) fetchDone(fl *flight, h *heldToken, origin Origin, err error) {
-	if fl == nil {
+// fetchDone tells o how the fetch of fl ended: with h from origin, or err.
+func (o *Observer) fetchDone(s *TokenSource, fl *flight, h *heldToken, origin Origin, err error) {
+	if fl == nil || o.FetchDone == nil {
 		return
 	}
-	s.flight.CompareAndSwap(fl, nil)
-	if s.obs.FetchDone == nil {
-		return
-	}
-	info := FetchDoneInfo{Source: s, Reason: fl.reason, Origin: origin, Attempts: fl.attempts,
-		NonceRetries: fl.nonceRetries, StatusCode: fl.status, Err: err, Duration: s.clock.Now().Sub(fl.start)}
+	info := FetchDoneInfo{FetchStartInfo: FetchStartInfo{Source: s, Reason: fl.reason}, Origin: origin, Attempts: fl.attempts,
+		NonceRetries: fl.nonceRetries, StatusCode: fl.status, Err: err, Duration: s.c.clock.Now().Sub(fl.start)}
 	if err != nil {
 		info.Origin = OriginNone
 	} else if h != nil {
-		info.Expiry = h.src.Expiry
+		info.Expiry = h.entry.Expiry
 	}
-	s.obs.FetchDone(fl.ctx, info)
+	o.FetchDone(fl.ctx, info)
 }
 
-// attemptStarted tells the observer a token request is about to be sent,
-// and returns the request's context.
-func (s *TokenSource) attemptStarted(ctx context.Context, attempt int, nonceRetry bool) (context.Context, time.Time) {
-	if s.obs == nil {
+// attemptStart tells o that a token request is about to be sent, and
+// returns the request's context and when it starts.
+func (o *Observer) attemptStart(ctx context.Context, s *TokenSource, a AttemptStartInfo) (context.Context, time.Time) {
+	if o == nil {
 		return ctx, time.Time{}
 	}
 	if fl, _ := ctx.Value(ctxKey{}).(*flight); fl != nil {
 		fl.attempts++
-		if nonceRetry {
+		if a.NonceRetry {
 			fl.nonceRetries++
 		}
 	}
-	if f := s.obs.AttemptStart; f != nil {
-		if c := f(ctx, AttemptStartInfo{Source: s, Attempt: attempt, NonceRetry: nonceRetry}); c != nil {
+	if o.AttemptStart != nil {
+		if c := o.AttemptStart(ctx, a); c != nil {
 			ctx = c
 		}
 	}
-	return ctx, s.clock.Now()
+	return ctx, s.c.clock.Now()
 }
 
-// attemptDone tells the observer how a token request ended.
-func (s *TokenSource) attemptDone(ctx context.Context, attempt int, nonceRetry bool, start time.Time, err error, next nextAttempt) {
-	if s.obs == nil {
+// attemptDone tells o how the token request a, started at start, ended:
+// with a token (err nil) or err, which asked for a DPoP nonce if nonce;
+// next is what the fetch does after it.
+func (o *Observer) attemptDone(ctx context.Context, s *TokenSource, a AttemptStartInfo, start time.Time, err error, nonce bool, next nextAttempt) {
+	if o == nil {
 		return
 	}
-	status, nonce := http.StatusOK, false
+	status := http.StatusOK
 	if err != nil {
 		status = 0
 		if te := (*TokenError)(nil); errors.As(err, &te) {
-			status, nonce = te.StatusCode, s.nonceChallenge(te)
+			status = te.StatusCode
 		}
 	}
 	if fl, _ := ctx.Value(ctxKey{}).(*flight); fl != nil {
 		fl.status = status
 	}
-	if f := s.obs.AttemptDone; f != nil {
-		info := AttemptDoneInfo{Source: s, Attempt: attempt, NonceRetry: nonceRetry, StatusCode: status,
-			Err: err, NonceRequired: nonce, Duration: s.clock.Now().Sub(start), MaxAttempts: s.cfg.MaxAttempts}
+	if o.AttemptDone != nil {
+		info := AttemptDoneInfo{AttemptStartInfo: a, StatusCode: status,
+			Err: err, NonceRequired: nonce, Duration: s.c.clock.Now().Sub(start), MaxAttempts: s.c.cfg.MaxAttempts}
 		if next.retry {
 			info.Retry, info.RetryDelay, info.RetryWindow = true, next.delay, next.window
 		}
-		f(ctx, info)
+		o.AttemptDone(ctx, info)
 	}
 }
 
@@ -366,72 +355,51 @@ type waitStart struct {
 	reason FetchReason
 }
 
-// startWait notes when and why a caller starts waiting, if anyone is to
-// be told.
-func (s *TokenSource) startWait() waitStart {
-	if s.obs == nil || s.obs.Wait == nil {
+// startWait notes when and why a caller of s starts waiting, if o has
+// Wait to tell.
+func (o *Observer) startWait(s *TokenSource) waitStart {
+	if o == nil || o.Wait == nil {
 		return waitStart{}
 	}
-	return waitStart{at: s.clock.Now(), reason: s.fetchReason(false)}
+	return waitStart{at: s.c.clock.Now(), reason: s.fetchReason(false)}
 }
 
-// waited tells the observer a caller stopped waiting. fl is the flight it
-// waited for when known; else (its context ended first) the one in
-// progress is taken.
-func (s *TokenSource) waited(ctx context.Context, start waitStart, fl *flight, known bool, err error) {
-	if s.obs == nil || s.obs.Wait == nil {
+// waited tells o a caller stopped waiting, with err (nil: a token). fl is
+// the flight it waited for if known, else the one in progress.
+func (o *Observer) waited(ctx context.Context, s *TokenSource, start waitStart, fl *flight, known bool, err error) {
+	if o == nil || o.Wait == nil {
 		return
 	}
 	if !known {
-		fl = s.flight.Load()
+		fl = s.wait.flight.Load()
 	}
-	info := WaitInfo{Source: s, Reason: start.reason, Duration: s.clock.Now().Sub(start.at), Err: err}
+	info := WaitInfo{Source: s, Reason: start.reason, Duration: s.c.clock.Now().Sub(start.at), Err: err}
 	if fl != nil {
 		info.Fetch = fl.ctx
 	}
-	s.obs.Wait(ctx, info)
+	o.Wait(ctx, info)
 }
 
-func (s *TokenSource) observeInvalidate(applied bool) {
-	if s.obs != nil && s.obs.Invalidate != nil {
-		s.obs.Invalidate(InvalidateInfo{Source: s, Applied: applied})
+func (o *Observer) invalidated(s *TokenSource, applied bool) {
+	if o != nil && o.Invalidate != nil {
+		o.Invalidate(InvalidateInfo{Source: s, Applied: applied})
 	}
 }
 
-func (s *TokenSource) observeCacheError(op string, err error) {
-	if s.obs != nil && s.obs.CacheError != nil {
-		s.obs.CacheError(CacheErrorInfo{Source: s, Op: op, Err: err})
+func (o *Observer) cacheError(s *TokenSource, op string, err error) {
+	if o != nil && o.CacheError != nil {
+		o.CacheError(CacheErrorInfo{Source: s, Op: op, Err: err})
 	}
 }
 
-func (s *TokenSource) observeLimits(status int, rl *RateLimit, q *Quotas) {
-	if s.obs != nil && s.obs.Limits != nil && (rl != nil || q != nil) {
-		s.obs.Limits(LimitsInfo{Source: s, StatusCode: status, RateLimit: rl, Quotas: q})
+func (o *Observer) limits(s *TokenSource, status int, rl *RateLimit, q *Quotas) {
+	if o != nil && o.Limits != nil && (rl != nil || q != nil) {
+		o.Limits(LimitsInfo{Source: s, StatusCode: status, RateLimit: rl, Quotas: q})
 	}
 }
 
-func (s *TokenSource) observeClosed() {
-	if s.obs != nil && s.obs.Closed != nil {
-		s.obs.Closed(s)
+func (o *Observer) closed(s *TokenSource) {
+	if o != nil && o.Closed != nil {
+		o.Closed(ClosedInfo{Source: s})
 	}
 }
-
-// ClientID is the configured Config.ClientID. With Audience, Organization
-// and TokenURL it identifies the source, for an observer's labels; none is
-// secret.
-func (s *TokenSource) ClientID() string { return s.cfg.ClientID }
-
-// Audience is the audience of the source's token: its [TokenRequest]'s,
-// or Config.Audience for a source from [New].
-func (s *TokenSource) Audience() string { return s.req.Audience }
-
-// Organization is the organization of the source's token: its
-// [TokenRequest]'s, or Config.Organization for a source from [New].
-func (s *TokenSource) Organization() string { return s.req.Organization }
-
-// Request returns the [TokenRequest] the source's token is for (a copy).
-func (s *TokenSource) Request() TokenRequest { return s.req.clone() }
-
-// Pool returns the pool the source belongs to (for a source from [New],
-// its pool of one).
-func (s *TokenSource) Pool() *Pool { return s.pool }

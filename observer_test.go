@@ -90,7 +90,7 @@ func (r *obsRecorder) observer() *Observer {
 		Limits: func(i LimitsInfo) {
 			r.add("limits status=%d rate=%v quotas=%v", i.StatusCode, i.RateLimit != nil, i.Quotas != nil)
 		},
-		Closed: func(*TokenSource) { r.add("closed") },
+		Closed: func(ClosedInfo) { r.add("closed") },
 	}
 }
 
@@ -236,7 +236,7 @@ func TestObserverFailedFetchAndCacheOrigin(t *testing.T) {
 	}
 	// Another source stores a token; this one adopts it.
 	e.setHandler(nil)
-	other, err := newSource(s.cfg, clk)
+	other, err := newSource(s.c.cfg, clk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func TestObserverWaitersShareTheFetch(t *testing.T) {
 	}
 	done := make(chan error)
 	go func() { _, err := s.TokenContext(ctx); done <- err }()
-	eventually(t, "six waiters", func() bool { return s.joins.Load() == 6 && e.count() == 1 })
+	eventually(t, "six waiters", func() bool { return s.stats.joins.Load() == 6 && e.count() == 1 })
 	cancel()
 	if err := <-done; err == nil {
 		t.Fatal("cancelled caller got a token")
@@ -395,7 +395,7 @@ func TestObserverToldWhatFollows(t *testing.T) {
 		got = append(got, fmt.Sprintf("%d/%d %d retry=%v in %v for %v", i.Attempt, i.MaxAttempts, i.StatusCode, i.Retry, i.RetryDelay, i.RetryWindow))
 	}}
 	s, _ := testSource(t, e, func(c *Config) { c.MaxAttempts = 3; c.Observer = obs })
-	s.rand = func() float64 { return 0.5 }
+	s.c.rand = func() float64 { return 0.5 }
 	e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
 		switch n {
 		case 1:

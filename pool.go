@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/oauth2"
 
@@ -103,10 +104,6 @@ func newPool(cfg Config, clk clock.Clock, many bool) (*Pool, error) {
 	return p, nil
 }
 
-// DefaultRequest returns the pool's default request (a copy): Config's
-// Audience, Scopes, Organization and EndpointParams.
-func (p *Pool) DefaultRequest() TokenRequest { return p.def.clone() }
-
 // Source returns the source of r's token, the same *TokenSource for equal
 // requests while the pool holds it. It makes no request. It refuses r if
 // its Params set what the client sets, naming the parameter, or if it is
@@ -156,10 +153,10 @@ func (p *Pool) add(req TokenRequest, id string) (*TokenSource, error) {
 		}
 	}
 	s := newToken(p, req, id)
-	s.used.Store(true)
+	s.life.used.Store(true)
 	var victim *TokenSource
 	if len(p.ring) < p.max {
-		s.ring = len(p.ring)
+		s.life.ring = len(p.ring)
 		p.ring = append(p.ring, s)
 	} else {
 		victim = p.evict(s)
@@ -185,13 +182,13 @@ func (p *Pool) evict(s *TokenSource) *TokenSource {
 			p.hand = 0
 		}
 		v := p.ring[p.hand]
-		if v.used.Load() {
-			v.used.Store(false)
+		if v.life.used.Load() {
+			v.life.used.Store(false)
 			p.hand++
 			continue
 		}
-		delete(p.m, v.id)
-		s.ring = p.hand
+		delete(p.m, v.life.id)
+		s.life.ring = p.hand
 		p.ring[p.hand] = s
 		p.hand++
 		return v
@@ -202,20 +199,20 @@ func (p *Pool) evict(s *TokenSource) *TokenSource {
 func (p *Pool) forget(s *TokenSource) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.m[s.id] != s {
+	if p.m[s.life.id] != s {
 		return
 	}
-	delete(p.m, s.id)
+	delete(p.m, s.life.id)
 	last := len(p.ring) - 1
-	p.ring[s.ring] = p.ring[last]
-	p.ring[s.ring].ring = s.ring
+	p.ring[s.life.ring] = p.ring[last]
+	p.ring[s.life.ring].life.ring = s.life.ring
 	p.ring[last] = nil
 	p.ring = p.ring[:last]
 }
 
 // lookup returns the source held for the request id, or nil.
 func (p *Pool) lookup(id []byte) *TokenSource {
-	if s := (*p.read.Load())[string(id)]; s != nil && !s.dropped.Load() {
+	if s := (*p.read.Load())[string(id)]; s != nil && !s.life.dropped.Load() {
 		return s
 	}
 	p.mu.Lock()
@@ -244,12 +241,12 @@ func (p *Pool) Token(ctx context.Context, r TokenRequest) (*oauth2.Token, error)
 	s := (*p.read.Load())[string(appendID(buf[:0], &r))]
 	if s != nil {
 		if tok := s.fresh.Load(); tok != nil { // a dropped source has none
-			if !s.used.Load() {
-				s.used.Store(true)
+			if !s.life.used.Load() {
+				s.life.used.Store(true)
 			}
 			return tok, nil
 		}
-		if s.dropped.Load() {
+		if s.life.dropped.Load() {
 			s = nil
 		}
 	}
@@ -320,8 +317,13 @@ func (p *Pool) contextToken(ctx context.Context) (*TokenSource, *oauth2.Token, e
 		req, id = &cr.req, cr.id
 	}
 	s := (*p.read.Load())[id]
-	if s != nil && s.dropped.Load() {
-		s = nil
+	if s != nil {
+		if tok := s.fresh.Load(); tok != nil && s.life.used.Load() { // a dropped source has none
+			return s, tok, nil
+		}
+		if s.life.dropped.Load() {
+			s = nil
+		}
 	}
 	return p.sourceToken(ctx, req, s)
 }
@@ -334,8 +336,27 @@ func (p *Pool) contextToken(ctx context.Context) (*TokenSource, *oauth2.Token, e
 // context names a TokenRequest the pool refuses is not sent: RoundTrip
 // returns the error.
 func (p *Pool) Transport(base http.RoundTripper) http.RoundTripper {
-	return &Transport{pool: p, Base: base}
+	return &poolTransport{pool: p, t: Transport{Base: base}}
 }
+
+// poolTransport is Pool.Transport's: a [Transport] whose source is each
+// request's, from its context.
+type poolTransport struct {
+	pool *Pool
+	t    Transport // its Base, and how a request is sent; no Source
+}
+
+func (pt *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	s, tok, err := pt.pool.contextToken(req.Context())
+	if err != nil {
+		return nil, refused(req, err)
+	}
+	return pt.t.send(s, req, tok)
+}
+
+// CloseIdleConnections closes the idle connections of the base, as
+// [Transport.CloseIdleConnections] does.
+func (pt *poolTransport) CloseIdleConnections() { pt.t.CloseIdleConnections() }
 
 // Client returns an [http.Client] over p.Transport, on a transport tuned
 // as [TokenSource.Client]'s (shared by the pool's tokens).
@@ -345,16 +366,22 @@ func (p *Pool) Client() *http.Client {
 
 // PoolStats is a snapshot of a pool's counters.
 type PoolStats struct {
-	// Stats sums the counters of the tokens the pool holds (those of
-	// dropped tokens are gone with them). Its Expiry is the soonest
-	// expiry among them; RateLimit and Quotas are the client's last
-	// readings.
-	Stats
 	// Tokens is how many tokens the pool holds.
 	Tokens int
 	// Evictions counts tokens dropped because the pool held
 	// Config.MaxTokens.
 	Evictions uint64
+	// TokenRequests, Failures, CacheHits, Collapsed, BackgroundRefreshes
+	// and Waits are the sums of the tokens' [Stats] of those names, over
+	// the tokens the pool holds (those of dropped tokens are gone with
+	// them).
+	TokenRequests, Failures, CacheHits, Collapsed, BackgroundRefreshes, Waits uint64
+	// Expiry is the soonest expiry among the tokens held; zero if none is
+	// usable.
+	Expiry time.Time
+	// RateLimit and Quotas are the client's last readings (see [Stats]).
+	RateLimit *RateLimit
+	Quotas    *Quotas
 }
 
 // Stats returns a snapshot of the pool's counters. It visits every token.

@@ -157,7 +157,7 @@ func TestPoolEvictionDoesNotFailCallers(t *testing.T) {
 			}()
 			<-arrived
 			first, _ := p.Source(legit)
-			for i := int64(0); !first.dropped.Load(); i++ {
+			for i := int64(0); !first.life.dropped.Load(); i++ {
 				if _, err := p.Token(ctx, attackerRequest(i)); err != nil {
 					t.Fatal(err)
 				}
@@ -204,7 +204,7 @@ func TestPoolGivesUpWhenDroppedAgainAndAgain(t *testing.T) {
 			t.Fatalf("the caller returned after its source was dropped: %v", err)
 		}
 		s, _ := p.Source(legit)
-		for ; !s.dropped.Load(); i++ {
+		for ; !s.life.dropped.Load(); i++ {
 			if _, err := p.Token(ctx, attackerRequest(i)); err != nil {
 				t.Fatal(err)
 			}

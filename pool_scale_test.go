@@ -224,7 +224,7 @@ func TestPoolSteadyState(t *testing.T) {
 			}
 		}
 		for _, s := range srcs {
-			s.bg.Wait() // refreshes end before the clock moves on
+			s.life.bg.Wait() // refreshes end before the clock moves on
 		}
 		if step%int(window/time.Second) == 0 {
 			n := iss.Requests()

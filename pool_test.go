@@ -279,7 +279,7 @@ func TestPoolSpreadsRefreshesOfTokensFetchedTogether(t *testing.T) {
 			t.Fatal(err)
 		}
 		cur := s.cur.Load()
-		at := cur.staleAt.Sub(cur.src.IssuedAt)
+		at := cur.staleAt.Sub(cur.entry.IssuedAt)
 		if i == 0 || at < first {
 			first = at
 		}

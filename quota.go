@@ -81,21 +81,21 @@ func (e *QuotaError) Unwrap() error {
 // that says neither which bucket nor when it resets.
 const quotaFallback = time.Minute
 
-// readLimits records the rate-limit and quota headers of one answer in
-// Stats and tells the observer. It returns the answer's rate limit and
+// readLimits records the rate-limit and quota headers of one answer to s
+// in Stats and tells the observer. It returns the answer's rate limit and
 // quotas (nil if none).
-func (s *TokenSource) readLimits(h http.Header, status int, now time.Time) (*RateLimit, *Quotas) {
+func (c *client) readLimits(h http.Header, status int, now time.Time, s *TokenSource) (*RateLimit, *Quotas) {
 	var rl *RateLimit
 	if r, ok := wire.ParseRateLimit(h, now); ok {
 		rl = &RateLimit{Limit: r.Limit, Remaining: r.Remaining, Reset: r.Reset, At: now}
-		s.rateLimit.Store(rl)
+		c.rateLimit.Store(rl)
 	}
 	var q *Quotas
-	if c, o, ok := wire.ParseQuotas(h); ok {
-		q = &Quotas{Client: quotasAt(c, now), Organization: quotasAt(o, now), At: now}
-		s.quotas.Store(q)
+	if cq, oq, ok := wire.ParseQuotas(h); ok {
+		q = &Quotas{Client: quotasAt(cq, now), Organization: quotasAt(oq, now), At: now}
+		c.quotas.Store(q)
 	}
-	s.observeLimits(status, rl, q)
+	c.obs.limits(s, status, rl, q)
 	return rl, q
 }
 
@@ -154,28 +154,57 @@ func quotaExhausted(te *TokenError, q *Quotas, now time.Time) *QuotaError {
 	return qe
 }
 
-// blockQuota stops token requests until qe's bucket resets: the whole
-// client's for a client quota, this organization's for an organization
-// quota. It is logged once per block; the fetches it fails log at debug
-// level.
-func (s *TokenSource) blockQuota(qe *QuotaError) { s.client.blockQuota(qe, s.req.Organization) }
+// blockQuota stops token requests until qe's bucket resets: every token's
+// for a client quota, the organization's tokens' for an organization
+// quota.
+func (c *client) blockQuota(qe *QuotaError, org string) {
+	if qe.Scope == "organization" && org != "" {
+		c.orgMu.Lock()
+		if c.orgBlocks == nil {
+			c.orgBlocks = map[string]*QuotaError{}
+		}
+		c.orgBlocks[org] = qe
+		c.orgMu.Unlock()
+	} else {
+		c.quotaBlock.Store(qe)
+	}
+	c.log.Warn("Auth0 quota exhausted; no token request until it resets",
+		slog.String("scope", qe.Scope), slog.String("bucket", qe.Quota.Bucket), slog.String("organization", org),
+		slog.Int64("quota", qe.Quota.Limit), slog.Time("reset", qe.Quota.Reset))
+}
 
-// quotaBlocked returns the error of an exhausted quota that has not reset
-// yet and stops this token's requests, or nil.
-func (s *TokenSource) quotaBlocked() *QuotaError {
-	qe := s.client.quotaBlocked(s.req.Organization)
-	if qe != nil {
-		s.log.Debug("Auth0 quota exhausted; not sending a token request", slog.String("scope", qe.Scope), slog.Time("reset", qe.Quota.Reset))
+// quotaBlocked returns the error of an exhausted quota that stops a token
+// request for org (the client's, or org's), or nil.
+func (c *client) quotaBlocked(org string) *QuotaError {
+	now := c.clock.Now()
+	if qe := c.quotaBlock.Load(); qe != nil {
+		if !reached(now, qe.Quota.Reset) {
+			return qe
+		}
+		c.quotaBlock.CompareAndSwap(qe, nil)
+	}
+	if org == "" {
+		return nil
+	}
+	c.orgMu.Lock()
+	defer c.orgMu.Unlock()
+	qe := c.orgBlocks[org]
+	if qe == nil {
+		return nil
+	}
+	if reached(now, qe.Quota.Reset) {
+		delete(c.orgBlocks, org)
+		return nil
 	}
 	return qe
 }
 
-// quotaWait is how long a background refresh that failed with err waits
-// for a quota to reset; 0 if err is not about a quota.
-func (s *TokenSource) quotaWait(err error) time.Duration {
+// quotaWait is how long a background refresh that failed with err at now
+// waits for a quota to reset; 0 if err is not about a quota.
+func quotaWait(err error, now time.Time) time.Duration {
 	var qe *QuotaError
 	if !errors.As(err, &qe) {
 		return 0
 	}
-	return max(qe.Quota.Reset.Sub(s.clock.Now()), 0)
+	return max(qe.Quota.Reset.Sub(now), 0)
 }

@@ -18,8 +18,23 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
+
+// RateLimit is the token endpoint's tenant-wide rate limit, from the
+// X-RateLimit-* headers of the last answer that had them. On Auth0 it is
+// shared by every client of the tenant: it is not this client's quota
+// (see [Quotas]).
+type RateLimit struct {
+	// Limit and Remaining are X-RateLimit-Limit and X-RateLimit-Remaining.
+	Limit, Remaining int64
+	// Reset is X-RateLimit-Reset in the local clock (corrected with the
+	// answer's Date header).
+	Reset time.Time
+	// At is when the answer carrying them arrived.
+	At time.Time
+}
 
 // maxRateHold bounds a hold, as readAnswer bounds a 429's wait.
 const maxRateHold = time.Hour
@@ -45,18 +60,21 @@ type rateHold struct {
 // request it lets go must report to rateAnswered. It returns the hold's
 // error, without waiting, if ctx's deadline comes before the hold ends,
 // and an error when ctx ends while it waits.
-func (s *TokenSource) waitRate(ctx context.Context) (probe bool, held *TokenError) {
-	h := &s.client.hold
+//
+// lastErr is the token's last error, which callers that stop waiting are
+// told: while the hold lasts, it is the hold's.
+func (c *client) waitRate(ctx context.Context, lastErr *atomic.Pointer[TokenError], log *slog.Logger) (probe bool, held *TokenError) {
+	h := &c.hold
 	for waited := false; ; waited = true {
 		if h.slots != nil {
 			select {
 			case h.slots <- struct{}{}:
 			case <-ctx.Done():
-				return false, s.stopped(ctx)
+				return false, c.stopped(ctx, lastErr)
 			}
 		}
 		h.mu.Lock()
-		now := s.clock.Now()
+		now := c.clock.Now()
 		var wait time.Duration
 		var changed chan struct{}
 		switch {
@@ -78,7 +96,7 @@ func (s *TokenSource) waitRate(ctx context.Context) (probe bool, held *TokenErro
 		if h.slots != nil {
 			<-h.slots
 		}
-		held = h.heldError(s.tokenURL, now)
+		held = h.heldError(c.tokenURL, now)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			h.mu.Unlock()
 			return false, held
@@ -86,11 +104,11 @@ func (s *TokenSource) waitRate(ctx context.Context) (probe bool, held *TokenErro
 		h.waiting++
 		h.mu.Unlock()
 		// Callers that stop waiting are told why the fetch waits.
-		s.lastErr.Store(held)
+		lastErr.Store(held)
 		if !waited {
-			s.log.Debug("the token endpoint's rate limit holds every token of the pool; waiting", slog.Duration("wait", wait))
+			log.Debug("the token endpoint's rate limit holds every token of the pool; waiting", slog.Duration("wait", wait))
 		}
-		err := s.waitFor(ctx, wait, changed)
+		err := c.waitFor(ctx, wait, changed)
 		h.mu.Lock()
 		h.waiting--
 		h.mu.Unlock()
@@ -103,20 +121,20 @@ func (s *TokenSource) waitRate(ctx context.Context) (probe bool, held *TokenErro
 // stopped is the error of a request whose fetch ended (its deadline, or
 // Close) while it waited for a place in flight: the last attempt's, if
 // any.
-func (s *TokenSource) stopped(ctx context.Context) *TokenError {
-	if te := s.lastErr.Load(); te != nil {
+func (c *client) stopped(ctx context.Context, lastErr *atomic.Pointer[TokenError]) *TokenError {
+	if te := lastErr.Load(); te != nil {
 		return te
 	}
-	return &TokenError{URL: s.tokenURL, Temporary: true, err: ctx.Err()}
+	return &TokenError{URL: c.tokenURL, Temporary: true, err: ctx.Err()}
 }
 
-// waitFor waits d on the source's clock, or until changed is closed (nil:
+// waitFor waits d on the client's clock, or until changed is closed (nil:
 // never), or ctx ends.
-func (s *TokenSource) waitFor(ctx context.Context, d time.Duration, changed chan struct{}) error {
+func (c *client) waitFor(ctx context.Context, d time.Duration, changed chan struct{}) error {
 	var timer chan struct{}
 	if d > 0 {
 		timer = make(chan struct{})
-		t := s.clock.AfterFunc(d, func() { close(timer) })
+		t := c.clock.AfterFunc(d, func() { close(timer) })
 		defer t.Stop()
 	}
 	select {
@@ -132,8 +150,8 @@ func (s *TokenSource) waitFor(ctx context.Context, d time.Duration, changed chan
 // rate limit, and frees its place: status is 0 if no answer came; h, rl
 // and te are the answer's headers, rate-limit reading and error, scrubbed
 // (te is nil for a token, and for a used-up quota, which quota.go holds).
-func (s *TokenSource) rateAnswered(probe bool, status int, h http.Header, rl *RateLimit, te *TokenError, now time.Time) {
-	hd := &s.client.hold
+func (c *client) rateAnswered(probe bool, status int, h http.Header, rl *RateLimit, te *TokenError, now time.Time) {
+	hd := &c.hold
 	hd.mu.Lock()
 	defer hd.mu.Unlock()
 	if hd.slots != nil {
@@ -168,7 +186,7 @@ func (s *TokenSource) rateAnswered(probe bool, status int, h http.Header, rl *Ra
 		return
 	}
 	if !hd.probe || until.After(hd.until) {
-		s.log.Warn("the token endpoint's rate limit is used up; no token of the pool sends a request until it resets",
+		c.log.Warn("the token endpoint's rate limit is used up; no token of the pool sends a request until it resets",
 			slog.Int("status", status), slog.Time("until", until))
 	}
 	hd.probe = true

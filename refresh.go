@@ -1,9 +1,12 @@
-// A token's life: its states and the timers that move it, the hot and
-// slow paths, the single fetch, background refresh and its backoff,
-// Invalidate and Close. It stays one file (about 550 lines) because these
-// share one lock and one set of invariants about which token is current;
-// split, each part would have to restate them. Which errors are
-// remembered, and for whom, is errorscope.go's.
+// A token's life: its states and the timers that move it, the slow path,
+// the single fetch, background refresh, and invalidating and dropping the
+// token. Every state transition is here: this file is the only one that
+// takes TokenSource.mu, and it stays one file (about 520 lines) because
+// the transitions share that lock and one set of invariants about which
+// token is current; split, each part would have to restate them. The
+// public methods that start them are tokensource.go's; the token request
+// is request.go's, the shared cache's part shared.go's, and which errors
+// are remembered, and for whom, failures.go's.
 
 package m2mtoken
 
@@ -11,7 +14,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math"
+
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -40,7 +43,7 @@ import (
 // both clocks, and it runs at least every [watchInterval].
 type heldToken struct {
 	tok        *oauth2.Token
-	src        *Entry
+	entry      *Entry
 	staleAt    time.Time // see at
 	unusableAt time.Time // see at
 
@@ -101,27 +104,27 @@ func (s *TokenSource) newHeld(ce *Entry) *heldToken { return s.hold(ce, false) }
 // this gives them. A source from [New] does not spread.
 func (s *TokenSource) hold(ce *Entry, spread bool) *heldToken {
 	life := ce.Expiry.Sub(ce.IssuedAt)
-	skew := s.cfg.ExpirySkew
+	skew := s.c.cfg.ExpirySkew
 	if skew == 0 {
 		skew = min(10*time.Second, life/20)
 	}
 	skew = min(skew, life/4)
-	window := s.cfg.RefreshWindow
+	window := s.c.cfg.RefreshWindow
 	if window == 0 {
 		window = max(min(5*time.Minute, life/5), skew+2*max(ce.Latency, 0))
 	}
 	window = min(window, life/2)
-	if j := s.cfg.RefreshJitter; j > 0 {
-		window += time.Duration(float64(window) * j * s.rand())
+	if j := s.c.cfg.RefreshJitter; j > 0 {
+		window += time.Duration(float64(window) * j * s.c.rand())
 		window = min(window, life*3/5)
 	}
-	h := &heldToken{tok: ce.Token(), src: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew)}
+	h := &heldToken{tok: ce.Token(), entry: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew)}
 	if h.staleAt.After(h.unusableAt) {
 		h.staleAt = h.unusableAt
 	}
 	if spread {
 		if from := ce.IssuedAt.Add(life / 10); h.staleAt.After(from) {
-			h.staleAt = from.Add(time.Duration(float64(h.staleAt.Sub(from)) * s.rand()))
+			h.staleAt = from.Add(time.Duration(float64(h.staleAt.Sub(from)) * s.c.rand()))
 		}
 	}
 	return h
@@ -132,10 +135,10 @@ func (s *TokenSource) hold(ce *Entry, spread bool) *heldToken {
 func (s *TokenSource) install(h *heldToken) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.life.closed {
 		return false
 	}
-	now := s.clock.Now()
+	now := s.c.clock.Now()
 	st := h.at(now)
 	if st == stateExpired {
 		return false
@@ -144,16 +147,16 @@ func (s *TokenSource) install(h *heldToken) bool {
 		s.stopTimers(old)
 	}
 	s.cur.Store(h)
-	s.hadToken.Store(true)
-	s.afterInvalidate = false
+	s.stats.hadToken.Store(true)
+	s.inv.pending = false
 	if st == stateFresh {
 		s.fresh.Store(h.tok)
 	} else {
 		s.fresh.Store(nil)
 	}
 	s.arm(h, now)
-	s.log.Debug("token installed", slog.String("token", Fingerprint(h.src.AccessToken)),
-		slog.Time("expiry", h.src.Expiry), slog.Time("stale_at", h.staleAt), slog.Time("unusable_at", h.unusableAt))
+	s.log.Debug("token installed", slog.String("token", Fingerprint(h.entry.AccessToken)),
+		slog.Time("expiry", h.entry.Expiry), slog.Time("stale_at", h.staleAt), slog.Time("unusable_at", h.unusableAt))
 	return true
 }
 
@@ -165,7 +168,7 @@ func (s *TokenSource) arm(h *heldToken, now time.Time) {
 		next = h.staleAt
 	}
 	d := min(next.Sub(now), next.Round(0).Sub(now.Round(0)), watchInterval)
-	h.watcher = s.clock.AfterFunc(max(d, time.Millisecond), func() { s.watch(h) })
+	h.watcher = s.c.clock.AfterFunc(max(d, time.Millisecond), func() { s.watch(h) })
 }
 
 // watch moves h to the state the clocks say it is in, and arms the next
@@ -173,10 +176,10 @@ func (s *TokenSource) arm(h *heldToken, now time.Time) {
 func (s *TokenSource) watch(h *heldToken) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.cur.Load() != h {
+	if s.life.closed || s.cur.Load() != h {
 		return
 	}
-	now := s.clock.Now()
+	now := s.c.clock.Now()
 	switch h.at(now) {
 	case stateExpired:
 		s.expire(h)
@@ -207,42 +210,17 @@ func (s *TokenSource) stopTimers(h *heldToken) {
 	h.timers = nil
 }
 
-// Token returns a usable token, fetching one if there is none. It is
-// TokenContext with [context.Background]: it waits for a fetch at most
-// Config.FetchTimeout. The returned token is shared: do not modify it.
-func (s *TokenSource) Token() (*oauth2.Token, error) {
-	// TokenContext's fast path, repeated to save a call: one load, and
-	// one more of used, which the slow path sets for the pool's eviction
-	// hand.
-	if tok := s.fresh.Load(); tok != nil && s.used.Load() {
-		return tok, nil
-	}
-	return s.tokenSlow(context.Background())
-}
-
-// TokenContext returns a usable token. A fresh or stale token is returned
-// at once (a stale one also starts a background refresh); otherwise the
-// caller waits for the one fetch in flight, until ctx is done. The fetch
-// itself is not cancelled with ctx: it goes on for the other callers.
-// The returned token is shared: do not modify it.
-func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
-	if tok := s.fresh.Load(); tok != nil && s.used.Load() {
-		return tok, nil
-	}
-	return s.tokenSlow(ctx)
-}
-
 // tokenSlow is the rest of TokenContext: marking the source used, and a
 // token that is not fresh or not there.
 func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
-	s.used.Store(true)
+	s.life.used.Store(true)
 	if tok := s.fresh.Load(); tok != nil {
 		return tok, nil
 	}
 	if h := s.cur.Load(); h != nil {
 		// Off the hot path a clock read is cheap: never hand out a token
 		// past its window, even before its watch has run.
-		switch h.at(s.clock.Now()) {
+		switch h.at(s.c.clock.Now()) {
 		case stateFresh:
 			// The hot path can miss a fresh token while install runs.
 			return h.tok, nil
@@ -254,34 +232,34 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 		s.expire(h)
 		s.mu.Unlock()
 	}
-	if err := s.rememberedError(); err != nil {
+	if err := s.heldError(); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if s.hadToken.Load() {
-		s.waits.Add(1)
+	if s.stats.hadToken.Load() {
+		s.stats.waits.Add(1)
 	}
-	s.joins.Add(1)
-	start := s.startWait()
-	ch := s.group.join(func() fetched { return s.fetch(context.WithoutCancel(ctx), false) })
+	s.stats.joins.Add(1)
+	start := s.c.obs.startWait(s)
+	ch := s.fetches.join(func() fetched { return s.fetch(context.WithoutCancel(ctx), false) })
 	select {
 	case r := <-ch:
-		s.waited(ctx, start, r.fl, true, r.err)
+		s.c.obs.waited(ctx, s, start, r.fl, true, r.err)
 		if r.err != nil {
 			return nil, r.err
 		}
 		return r.h.tok, nil
 	case <-ctx.Done():
-		werr := &WaitError{Ctx: ctx.Err(), Lease: s.waitingOn.Load()}
-		if last := s.lastErr.Load(); last != nil {
+		werr := &WaitError{Ctx: ctx.Err(), Lease: s.wait.waitingOn.Load()}
+		if last := s.wait.lastErr.Load(); last != nil {
 			werr.Last = last
 		}
-		if a := s.sending.Load(); a != nil {
-			werr.Attempt, werr.AttemptElapsed = a.n, s.clock.Now().Sub(a.at)
+		if a := s.wait.sending.Load(); a != nil {
+			werr.Attempt, werr.AttemptElapsed = a.n, s.c.clock.Now().Sub(a.at)
 		}
-		s.waited(ctx, start, nil, false, werr)
+		s.c.obs.waited(ctx, s, start, nil, false, werr)
 		return nil, werr
 	}
 }
@@ -295,11 +273,11 @@ func (s *TokenSource) maybeRefresh(h *heldToken) {
 	if !s.track() {
 		return
 	}
-	s.refreshes.Add(1)
+	s.stats.refreshes.Add(1)
 	go func() {
-		defer s.bg.Done()
-		s.joins.Add(1)
-		r := <-s.group.join(func() fetched { return s.fetch(s.client.life, true) })
+		defer s.life.bg.Done()
+		s.stats.joins.Add(1)
+		r := <-s.fetches.join(func() fetched { return s.fetch(s.c.life, true) })
 		if r.err == nil {
 			if r.h == h {
 				// Nothing was fetched: h was still fresh. Let its own
@@ -311,25 +289,25 @@ func (s *TokenSource) maybeRefresh(h *heldToken) {
 		if errors.Is(r.err, ErrClosed) {
 			return
 		}
-		delay := s.backoff(h.failures, true)
+		delay := s.c.backoff(h.failures, true)
 		h.failures++
 		if te := (*TokenError)(nil); errors.As(r.err, &te) {
 			if !te.Temporary {
-				delay = max(delay, s.cfg.ErrorCacheTTL)
+				delay = max(delay, s.c.cfg.ErrorCacheTTL)
 			}
 			delay = max(delay, te.RetryAfter)
 		}
 		level := slog.LevelWarn
-		if w := s.quotaWait(r.err); w > 0 {
+		if w := quotaWait(r.err, s.c.clock.Now()); w > 0 {
 			// Wait for the quota's reset, not a backoff step; blockQuota
 			// has logged it once already.
 			delay, level = max(delay, w), slog.LevelDebug
 		}
 		s.log.Log(context.Background(), level, "background refresh failed; serving the current token until it expires",
-			slog.Any("error", r.err), slog.Duration("next_try_in", delay), slog.Time("expiry", h.src.Expiry))
+			slog.Any("error", r.err), slog.Duration("next_try_in", delay), slog.Time("expiry", h.entry.Expiry))
 		s.mu.Lock()
-		if !s.closed {
-			h.timers = append(h.timers, s.clock.AfterFunc(delay, func() { h.refreshing.Store(false) }))
+		if !s.life.closed {
+			h.timers = append(h.timers, s.c.clock.AfterFunc(delay, func() { h.refreshing.Store(false) }))
 		}
 		s.mu.Unlock()
 	}()
@@ -340,10 +318,10 @@ func (s *TokenSource) maybeRefresh(h *heldToken) {
 func (s *TokenSource) track() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.life.closed {
 		return false
 	}
-	s.bg.Add(1)
+	s.life.bg.Add(1)
 	return true
 }
 
@@ -355,32 +333,38 @@ func (s *TokenSource) fetch(parent context.Context, refresh bool) fetched {
 	// A caller that found no token may reach the flight group just after
 	// the flight it missed installed one: it has nothing to fetch. (It
 	// counts as collapsed: no flight of its own.)
-	if h := s.cur.Load(); h != nil && h.at(s.clock.Now()) == stateFresh {
+	if h := s.cur.Load(); h != nil && h.at(s.c.clock.Now()) == stateFresh {
 		return fetched{h: h}
 	}
-	s.flights.Add(1)
-	ctx, cancel := context.WithTimeout(parent, s.cfg.FetchTimeout)
+	s.stats.flights.Add(1)
+	ctx, cancel := context.WithTimeout(parent, s.c.cfg.FetchTimeout)
 	defer cancel()
 	// Close cancels the fetch: it is registered with the source, which
 	// has one fetch at a time.
 	s.mu.Lock()
-	if s.closed {
+	if s.life.closed {
 		s.mu.Unlock()
 		return fetched{err: ErrClosed}
 	}
-	s.bg.Add(1)
-	s.cancelFetch = cancel
+	s.life.bg.Add(1)
+	s.life.cancelFetch = cancel
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		s.cancelFetch = nil
+		s.life.cancelFetch = nil
 		s.mu.Unlock()
-		s.bg.Done()
+		s.life.bg.Done()
 	}()
 
-	ctx, fl := s.fetchStarted(ctx, refresh)
+	ctx, fl := s.c.obs.fetchStart(ctx, s, func() FetchReason { return s.fetchReason(refresh) })
+	if fl != nil {
+		s.wait.flight.Store(fl)
+	}
 	h, origin, err := s.fetchToken(ctx, refresh)
-	s.fetchDone(fl, h, origin, err)
+	if fl != nil {
+		s.wait.flight.CompareAndSwap(fl, nil)
+		s.c.obs.fetchDone(s, fl, h, origin, err)
+	}
 	return fetched{h: h, fl: fl, err: err}
 }
 
@@ -389,7 +373,7 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 	if h := s.adopt(ctx); h != nil {
 		return h, OriginCache, nil
 	}
-	if l, ok := s.cache.(Leaser); ok {
+	if l, ok := s.c.cache.(Leaser); ok {
 		release, h, err := s.lease(ctx, l)
 		if err != nil {
 			return nil, OriginNone, s.closedOr(err)
@@ -401,36 +385,37 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 			defer release()
 		}
 	}
-	if qe := s.quotaBlocked(); qe != nil {
+	if qe := s.c.quotaBlocked(s.req.Organization); qe != nil {
+		s.log.Debug("Auth0 quota exhausted; not sending a token request", slog.String("scope", qe.Scope), slog.Time("reset", qe.Quota.Reset))
 		return nil, OriginNone, qe
 	}
-	if err := s.client.rememberedError(); err != nil {
+	if err := s.c.err.at(s.c.clock.Now()); err != nil {
 		// Another token of the pool learned that the client cannot get
 		// tokens while this fetch started: send nothing.
 		return nil, OriginNone, err
 	}
-	if err := s.admitNew(); err != nil {
+	if err := s.pool.admitNew(s); err != nil {
 		return nil, OriginNone, err
 	}
 	ce, err := s.request(ctx, refresh)
 	if err != nil {
 		return nil, OriginNone, s.closedOr(err)
 	}
-	ce.Latency = s.clock.Now().Sub(ce.IssuedAt) // IssuedAt: when the answering attempt started
-	if err := s.cache.Set(ctx, s.key, ce); err != nil {
+	ce.Latency = s.c.clock.Now().Sub(ce.IssuedAt) // IssuedAt: when the answering attempt started
+	if err := s.c.cache.Set(ctx, s.key, ce); err != nil {
 		s.log.Warn("cache set failed; the token is kept in memory", slog.Any("error", err))
-		s.observeCacheError("set", err)
+		s.c.obs.cacheError(s, "set", err)
 	}
 	h := s.hold(ce, s.pool.spread && !refresh)
 	if !s.install(h) {
-		if s.dropped.Load() {
+		if s.life.dropped.Load() {
 			return nil, OriginNone, ErrClosed
 		}
-		desc := tooLate(ce, h, s.clock.Now())
-		if skew, ok := s.setting("ExpirySkew"); ok {
+		desc := tooLate(ce, h, s.c.clock.Now())
+		if skew, ok := s.c.setting("ExpirySkew"); ok {
 			desc += ", or lower " + skew
 		}
-		return nil, OriginNone, &TokenError{URL: s.tokenURL, StatusCode: http.StatusOK, Description: desc}
+		return nil, OriginNone, &TokenError{URL: s.c.tokenURL, StatusCode: http.StatusOK, Description: desc}
 	}
 	return h, OriginEndpoint, nil
 }
@@ -447,50 +432,26 @@ func tooLate(ce *Entry, h *heldToken, now time.Time) string {
 }
 
 func (s *TokenSource) closedOr(err error) error {
-	if s.dropped.Load() {
+	if s.life.dropped.Load() {
 		return ErrClosed
 	}
 	return err
 }
 
-// backoff returns the delay before retry n (from 0): exponential from
-// MinBackoff to MaxBackoff, with full jitter for request retries and equal
-// jitter (at least half) between background refreshes.
-func (s *TokenSource) backoff(n int, equal bool) time.Duration {
-	d := float64(s.backoffCap(n))
-	if equal {
-		return time.Duration(d/2 + d/2*s.rand())
-	}
-	return time.Duration(d * s.rand())
+// wasInvalidated reports whether accessToken is the token Invalidate
+// dropped last: a cache may still hold it, and it is not taken again.
+func (s *TokenSource) wasInvalidated(accessToken string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return accessToken == s.inv.token
 }
 
-// backoffCap is the longest backoff after the n'th failure (from 0):
-// MinBackoff doubled n times, at most MaxBackoff.
-func (s *TokenSource) backoffCap(n int) time.Duration {
-	return time.Duration(min(float64(s.cfg.MinBackoff)*math.Pow(2, float64(min(n, 30))), float64(s.cfg.MaxBackoff)))
-}
-
-// Invalidate drops tok if it is still the current token, so that the next
-// call fetches a new one: for a token the API rejected (revoked, or signed
-// with a rotated key). It compares before it drops: fifty concurrent
-// invalidations of one token drop it once and cost one fetch, and a stale
-// invalidation never drops a newer token. A token that another holder still
-// has in Config.Cache is not taken from there again.
-//
-// Invalidations take effect at most once per Config.MinInvalidateInterval;
-// one that comes sooner is logged and ignored, so that an API that rejects
-// every token cannot cost one token request per API request. While the
-// replacements keep being rejected, the interval doubles, up to an hour
-// (see [Stats].InvalidateBackoff), and returns to
-// MinInvalidateInterval once no invalidation has come for twice the
-// interval.
-func (s *TokenSource) Invalidate(tok *oauth2.Token) {
-	if tok == nil {
-		return
-	}
-	if current, applied := s.invalidate(tok); current {
-		s.observeInvalidate(applied)
-	}
+// invalidateBackoff is the least time between two invalidations that
+// take effect, and why it is longer than Config.MinInvalidateInterval.
+func (s *TokenSource) invalidateBackoff() (time.Duration, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return max(s.inv.backoff.current(s.c.cfg.MinInvalidateInterval), 0), s.inv.backoff.reason
 }
 
 // invalidate is Invalidate's work. It reports whether tok was the current
@@ -502,16 +463,16 @@ func (s *TokenSource) invalidate(tok *oauth2.Token) (current, applied bool) {
 	if cur == nil || (cur.tok != tok && cur.tok.AccessToken != tok.AccessToken) {
 		return false, false
 	}
-	now := s.clock.Now()
-	if iv := s.invBackoff.current(s.cfg.MinInvalidateInterval); iv > 0 && !s.lastForced.IsZero() && now.Sub(s.lastForced) < iv {
+	now := s.c.clock.Now()
+	if iv := s.inv.backoff.current(s.c.cfg.MinInvalidateInterval); iv > 0 && !s.inv.last.IsZero() && now.Sub(s.inv.last) < iv {
 		s.log.Warn("token invalidation ignored: the last one was too recent; is the API rejecting every token (wrong audience or missing grant)?",
 			slog.String("token", Fingerprint(tok.AccessToken)), slog.Duration("min_interval", iv))
 		return true, false
 	}
-	s.invBackoff.applied(now, s.lastForced, s.cfg.MinInvalidateInterval, s.log)
-	s.lastForced = now
-	s.invalidated = tok.AccessToken
-	s.afterInvalidate = true
+	s.inv.backoff.applied(now, s.inv.last, s.c.cfg.MinInvalidateInterval, s.log)
+	s.inv.last = now
+	s.inv.token = tok.AccessToken
+	s.inv.pending = true
 	s.fresh.CompareAndSwap(cur.tok, nil)
 	s.cur.CompareAndSwap(cur, nil)
 	s.stopTimers(cur)
@@ -519,44 +480,23 @@ func (s *TokenSource) invalidate(tok *oauth2.Token) (current, applied bool) {
 	return true, true
 }
 
-// Close stops the source's timers and background work and waits for them.
-// Callers waiting for a fetch get [ErrClosed]; later calls too. Close does
-// not close Config.HTTPClient or Config.Cache.
-//
-// A source from [New] is a pool of one: Close closes that pool, and with
-// it the idle connections of the transports it made (the one under
-// [TokenSource.Client] and, when Config.HTTPClient is nil, the one for
-// token requests). A source from [Pool.Source] is dropped from its pool
-// alone: the pool and its other tokens go on, and asking the pool again
-// for the same request makes a new source.
-func (s *TokenSource) Close() error {
-	if s.solo {
-		return s.pool.Close()
-	}
-	s.pool.forget(s)
-	if s.drop() {
-		s.finish()
-	}
-	return nil
-}
-
 // drop closes the source without waiting: its timers stop, its token is
 // gone, its fetches are cancelled. It reports false if it was closed.
 func (s *TokenSource) drop() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.life.closed {
 		return false
 	}
-	s.closed = true
-	s.dropped.Store(true)
+	s.life.closed = true
+	s.life.dropped.Store(true)
 	if cur := s.cur.Load(); cur != nil {
 		s.stopTimers(cur)
 	}
 	s.fresh.Store(nil)
 	s.cur.Store(nil)
-	if s.cancelFetch != nil {
-		s.cancelFetch()
+	if s.life.cancelFetch != nil {
+		s.life.cancelFetch()
 	}
 	return true
 }
@@ -564,6 +504,22 @@ func (s *TokenSource) drop() bool {
 // finish waits for a dropped source's background work and tells the
 // observer it is closed.
 func (s *TokenSource) finish() {
-	s.bg.Wait()
-	s.observeClosed()
+	s.life.bg.Wait()
+	s.c.obs.closed(s)
+}
+
+// fetchReason says why a fetch that is not a background refresh starts.
+func (s *TokenSource) fetchReason(refresh bool) FetchReason {
+	if refresh {
+		return FetchRefresh
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.inv.pending:
+		return FetchInvalidated
+	case !s.stats.hadToken.Load():
+		return FetchFirst
+	}
+	return FetchExpired
 }

@@ -80,7 +80,7 @@ func TestWindows(t *testing.T) {
 	issued := startTime()
 	for _, life := range []time.Duration{2 * time.Second, 10 * time.Second, time.Minute, time.Hour, 24 * time.Hour, 30 * 24 * time.Hour} {
 		for _, jit := range []float64{0, 1} {
-			s.rand = func() float64 { return jit }
+			s.c.rand = func() float64 { return jit }
 			en := s.newHeld(&Entry{AccessToken: "x", IssuedAt: issued, Expiry: issued.Add(life)})
 			fresh, stale, skew := en.staleAt.Sub(issued), en.unusableAt.Sub(en.staleAt), issued.Add(life).Sub(en.unusableAt)
 			if fresh < life/3 || stale <= 0 || skew <= 0 || skew > 10*time.Second || stale+skew > 6*time.Minute+time.Second {
@@ -128,7 +128,7 @@ func TestOneRequestForManyCallers(t *testing.T) {
 			errs <- err
 		}()
 	}
-	eventually(t, "all callers to wait", func() bool { return s.joins.Load() == callers })
+	eventually(t, "all callers to wait", func() bool { return s.stats.joins.Load() == callers })
 	close(gate)
 	wg.Wait()
 	close(errs)
@@ -244,7 +244,7 @@ func TestLateCallerMakesNoRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What a late caller does after its load of the hot path came up empty.
-	r := <-s.group.join(func() fetched { return s.fetch(context.Background(), false) })
+	r := <-s.fetches.join(func() fetched { return s.fetch(context.Background(), false) })
 	if r.err != nil || r.h.tok != first {
 		t.Fatalf("late caller: %v %v, want the installed token", r.h, r.err)
 	}

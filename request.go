@@ -12,6 +12,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -40,27 +41,28 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 		failed = slog.LevelDebug
 	}
 	nonceRetries, nonceRetry := 0, false
-	start := s.clock.Now()
+	start := s.c.clock.Now()
 	final := func(te *TokenError, attempts int) error {
 		if attempts < 2 {
 			return te
 		}
 		c := *te
-		c.Attempts, c.Elapsed = attempts, s.clock.Now().Sub(start)
+		c.Attempts, c.Elapsed = attempts, s.c.clock.Now().Sub(start)
 		return &c
 	}
 	for attempt := 0; ; attempt++ {
-		probe, held := s.waitRate(ctx)
+		probe, held := s.c.waitRate(ctx, &s.wait.lastErr, s.log)
 		if held != nil {
 			return nil, final(held, attempt)
 		}
 		s.log.Debug("requesting token", slog.Int("attempt", attempt+1))
-		actx, start := s.attemptStarted(ctx, attempt+1, nonceRetry)
-		s.sending.Store(&sentAttempt{n: attempt + 1, at: s.clock.Now()})
+		a := AttemptStartInfo{Source: s, Attempt: attempt + 1, NonceRetry: nonceRetry}
+		actx, start := s.c.obs.attemptStart(ctx, s, a)
+		s.wait.sending.Store(&sentAttempt{n: attempt + 1, at: s.c.clock.Now()})
 		ce, err := s.attempt(actx, probe)
-		s.sending.Store(nil)
+		s.wait.sending.Store(nil)
 		next := s.next(ctx, attempt, err, nonceRetries)
-		s.attemptDone(actx, attempt+1, nonceRetry, start, err, next)
+		s.c.obs.attemptDone(actx, s, a, start, err, next.nonce, next)
 		nonceRetry = false
 		if err == nil {
 			s.log.Debug("token received", slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("expiry", ce.Expiry))
@@ -68,7 +70,7 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 		}
 		if qe := (*QuotaError)(nil); errors.As(err, &qe) {
 			// Retrying cannot help before the bucket refills.
-			s.blockQuota(qe)
+			s.c.blockQuota(qe, s.req.Organization)
 			return nil, qe
 		}
 		var te *TokenError
@@ -82,10 +84,10 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 			s.log.Debug("token endpoint asked for a DPoP nonce; asking again with it")
 			continue
 		}
-		if s.nonceChallenge(te) {
+		if s.c.nonceChallenge(te) {
 			// Asked again and again: now it is a failure.
-			s.failures.Add(1)
-			s.lastErr.Store(te)
+			s.stats.failures.Add(1)
+			s.wait.lastErr.Store(te)
 		}
 		switch next.stop {
 		case stopCanceled:
@@ -97,7 +99,7 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 			s.log.Log(ctx, failed, "token request failed", slog.Any("error", err), slog.Int("attempts", attempt+1), slog.Bool("temporary", te.Temporary))
 			err := final(te, attempt+1)
 			if !te.Temporary {
-				s.remember(err)
+				s.holdError(err)
 			}
 			return nil, err
 		case stopNoTime:
@@ -105,9 +107,9 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 			return nil, final(te, attempt+1)
 		}
 		s.log.Debug("token request failed; retrying", slog.Any("error", err), slog.Int("attempt", attempt+1),
-			slog.Int("max_attempts", s.cfg.MaxAttempts), slog.Duration("delay", next.delay),
+			slog.Int("max_attempts", s.c.cfg.MaxAttempts), slog.Duration("delay", next.delay),
 			slog.Duration("retrying_for_at_most", next.window))
-		if err := s.clock.Sleep(ctx, next.delay); err != nil {
+		if err := s.c.clock.Sleep(ctx, next.delay); err != nil {
 			return nil, final(te, attempt+1)
 		}
 	}
@@ -147,33 +149,50 @@ func (s *TokenSource) next(ctx context.Context, n int, err error, nonceRetries i
 		return nextAttempt{}
 	}
 	switch {
-	case s.nonceChallenge(te) && nonceRetries < maxNonceRetries && ctx.Err() == nil:
+	case s.c.nonceChallenge(te) && nonceRetries < maxNonceRetries && ctx.Err() == nil:
 		return nextAttempt{nonce: true}
 	case ctx.Err() != nil:
 		return nextAttempt{stop: stopCanceled}
-	case !te.Temporary || n+1 >= s.cfg.MaxAttempts:
+	case !te.Temporary || n+1 >= s.c.cfg.MaxAttempts:
 		return nextAttempt{stop: stopFinal}
 	}
-	delay := max(s.backoff(n, false), te.RetryAfter)
+	delay := max(s.c.backoff(n, false), te.RetryAfter)
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
 		return nextAttempt{stop: stopNoTime, delay: delay}
 	}
-	return nextAttempt{retry: true, delay: delay, window: max(s.retryWindow(ctx, n), delay)}
+	return nextAttempt{retry: true, delay: delay, window: max(s.c.retryWindow(ctx, n), delay)}
 }
 
 // retryWindow is the longest the fetch goes on retrying after attempt n
 // (from 0) failed: the sum of the largest backoffs left, within the
 // fetch's deadline. With the defaults it is 31.75 s after the first
 // attempt (0.25 + 0.5 + ... + 16 s; full jitter makes it 16 s on average).
-func (s *TokenSource) retryWindow(ctx context.Context, n int) time.Duration {
+func (c *client) retryWindow(ctx context.Context, n int) time.Duration {
 	var d time.Duration
-	for i := n; i < s.cfg.MaxAttempts-1; i++ {
-		d += s.backoffCap(i)
+	for i := n; i < c.cfg.MaxAttempts-1; i++ {
+		d += c.backoffCap(i)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		d = min(d, time.Until(dl))
 	}
 	return d
+}
+
+// backoff returns the delay before retry n (from 0): exponential from
+// MinBackoff to MaxBackoff, with full jitter for request retries and equal
+// jitter (at least half) between background refreshes.
+func (c *client) backoff(n int, equal bool) time.Duration {
+	d := float64(c.backoffCap(n))
+	if equal {
+		return time.Duration(d/2 + d/2*c.rand())
+	}
+	return time.Duration(d * c.rand())
+}
+
+// backoffCap is the longest backoff after the n'th failure (from 0):
+// MinBackoff doubled n times, at most MaxBackoff.
+func (c *client) backoffCap(n int) time.Duration {
+	return time.Duration(min(float64(c.cfg.MinBackoff)*math.Pow(2, float64(min(n, 30))), float64(c.cfg.MaxBackoff)))
 }
 
 // sentAttempt is a token request waiting for the endpoint's answer.
@@ -185,30 +204,33 @@ type sentAttempt struct {
 // attempt sends one token request. It returns the token, or a *TokenError.
 // probe says it goes first after the client's rate-limit hold.
 func (s *TokenSource) attempt(ctx context.Context, probe bool) (*Entry, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.c.cfg.AttemptTimeout)
 	defer cancel()
 	req, err := s.newRequest(ctx)
 	if err != nil {
-		s.rateAnswered(probe, 0, nil, nil, nil, s.clock.Now())
-		return nil, &TokenError{URL: s.tokenURL, err: err}
+		s.c.rateAnswered(probe, 0, nil, nil, nil, s.c.clock.Now())
+		return nil, &TokenError{URL: s.c.tokenURL, err: err}
 	}
-	start := s.clock.Now()
-	s.requests.Add(1)
-	resp, err := s.http.Do(req)
+	start := s.c.clock.Now()
+	s.stats.requests.Add(1)
+	resp, err := s.c.http.Do(req)
 	if err != nil {
-		s.rateAnswered(probe, 0, nil, nil, nil, s.clock.Now())
-		s.failures.Add(1)
-		te := &TokenError{URL: s.tokenURL, Temporary: true, err: stripURL(err)}
-		te.Temporary, te.Hint = s.networkErrorKind(err)
-		s.client.scrubbers.forRequest(req, s.cfg.ClientSecret).tokenError(te)
-		s.lastErr.Store(te)
+		s.c.rateAnswered(probe, 0, nil, nil, nil, s.c.clock.Now())
+		s.stats.failures.Add(1)
+		te := &TokenError{URL: s.c.tokenURL, Temporary: true, err: stripURL(err)}
+		nf := classifyNetwork(err)
+		te.Temporary, te.Hint = nf.temporary(), s.c.netHint(nf)
+		s.c.scrubbers.forRequest(req, s.c.cfg.ClientSecret).tokenError(te)
+		s.wait.lastErr.Store(te)
 		return nil, te
 	}
 	body, readErr := io.ReadAll(io.LimitReader(resp.Body, wire.MaxBody+1))
 	resp.Body.Close()
-	now := s.clock.Now()
-	rl, quotas := s.readLimits(resp.Header, resp.StatusCode, now)
-	s.sawTokenAnswer(resp.Header)
+	now := s.c.clock.Now()
+	rl, quotas := s.c.readLimits(resp.Header, resp.StatusCode, now, s)
+	if n, ok := s.c.dpop.sawTokenAnswer(resp.Header); ok {
+		s.log.Debug("token endpoint gave a DPoP nonce", slog.String("nonce", Fingerprint(n)))
+	}
 	ent, terr := s.readAnswer(resp, body, readErr, start, now)
 	var qe *QuotaError
 	rateErr := terr // a used-up quota is quota.go's to hold, not the rate limit's
@@ -218,26 +240,26 @@ func (s *TokenSource) attempt(ctx context.Context, probe bool) (*Entry, error) {
 		}
 	}
 	// Nothing the endpoint said may repeat the credential onwards.
-	if sc := s.client.scrubbers.forRequest(req, s.cfg.ClientSecret); terr != nil {
+	if sc := s.c.scrubbers.forRequest(req, s.c.cfg.ClientSecret); terr != nil {
 		sc.tokenError(terr)
 	} else {
 		sc.value(ent.Extra)
 		// Interned once scrubbed: an interned map is shared, never written.
-		ent.Extra = s.extras.intern(ent.Extra)
+		ent.Extra = s.c.extras.intern(ent.Extra)
 	}
-	s.rateAnswered(probe, resp.StatusCode, resp.Header, rl, rateErr, now)
-	if terr != nil && s.nonceChallenge(terr) {
+	s.c.rateAnswered(probe, resp.StatusCode, resp.Header, rl, rateErr, now)
+	if terr != nil && s.c.nonceChallenge(terr) {
 		return nil, terr
 	}
 	if terr != nil {
-		s.failures.Add(1)
-		s.lastErr.Store(terr)
+		s.stats.failures.Add(1)
+		s.wait.lastErr.Store(terr)
 		if qe != nil {
 			return nil, qe
 		}
 		return nil, terr
 	}
-	s.lastErr.Store(nil)
+	s.wait.lastErr.Store(nil)
 	return ent, nil
 }
 
@@ -252,16 +274,16 @@ func stripURL(err error) error {
 
 func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
 	form := url.Values{"grant_type": {"client_credentials"}}
-	switch s.cfg.AuthMethod {
+	switch s.c.cfg.AuthMethod {
 	case ClientSecretPost:
-		form.Set("client_id", s.cfg.ClientID)
-		form.Set("client_secret", s.cfg.ClientSecret)
+		form.Set("client_id", s.c.cfg.ClientID)
+		form.Set("client_secret", s.c.cfg.ClientSecret)
 	case PrivateKeyJWT:
-		assertion, err := s.assertion()
+		assertion, err := s.c.assertion()
 		if err != nil {
 			return nil, err
 		}
-		form.Set("client_id", s.cfg.ClientID)
+		form.Set("client_id", s.c.cfg.ClientID)
 		form.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
 		form.Set("client_assertion", assertion)
 	}
@@ -279,7 +301,7 @@ func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
 	}
 	var body []byte
 	contentType := "application/x-www-form-urlencoded"
-	if s.cfg.JSONBody {
+	if s.c.cfg.JSONBody {
 		m := make(map[string]any, len(form))
 		for k, vs := range form {
 			if len(vs) == 1 {
@@ -296,18 +318,18 @@ func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
 	} else {
 		body = []byte(form.Encode())
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.tokenURL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.c.tokenURL, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "m2mtoken-go")
-	if s.cfg.AuthMethod == ClientSecretBasic {
+	if s.c.cfg.AuthMethod == ClientSecretBasic {
 		// RFC 6749 section 2.3.1: form-encode both before Basic encoding.
-		req.SetBasicAuth(url.QueryEscape(s.cfg.ClientID), url.QueryEscape(s.cfg.ClientSecret))
+		req.SetBasicAuth(url.QueryEscape(s.c.cfg.ClientID), url.QueryEscape(s.c.cfg.ClientSecret))
 	}
-	if err := s.addTokenProof(req); err != nil {
+	if err := s.c.dpop.addTokenProof(req, s.c.clock.Now()); err != nil {
 		return nil, err
 	}
 	return req, nil
@@ -315,25 +337,25 @@ func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
 
 // assertion signs a new client assertion (RFC 7523 section 3) with a
 // unique jti.
-func (s *TokenSource) assertion() (string, error) {
+func (c *client) assertion() (string, error) {
 	var jti [16]byte
 	if _, err := cryptorand.Read(jti[:]); err != nil {
 		return "", err
 	}
-	now := s.clock.Now()
-	return jwt.Sign(s.cfg.PrivateKey, s.cfg.SigningAlgorithm, s.cfg.KeyID, map[string]any{
-		"iss": s.cfg.ClientID,
-		"sub": s.cfg.ClientID,
-		"aud": s.cfg.AssertionAudience,
+	now := c.clock.Now()
+	return jwt.Sign(c.cfg.PrivateKey, c.cfg.SigningAlgorithm, c.cfg.KeyID, map[string]any{
+		"iss": c.cfg.ClientID,
+		"sub": c.cfg.ClientID,
+		"aud": c.cfg.AssertionAudience,
 		"iat": now.Unix(),
-		"exp": now.Add(s.cfg.AssertionLifetime).Unix(),
+		"exp": now.Add(c.cfg.AssertionLifetime).Unix(),
 		"jti": hex.EncodeToString(jti[:]),
 	})
 }
 
 // readAnswer turns one answer into a token or a *TokenError.
 func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error, start, now time.Time) (*Entry, *TokenError) {
-	te := &TokenError{URL: s.tokenURL, StatusCode: resp.StatusCode}
+	te := &TokenError{URL: s.c.tokenURL, StatusCode: resp.StatusCode}
 	ct := resp.Header.Get("Content-Type")
 	ok2xx := resp.StatusCode >= 200 && resp.StatusCode < 300
 	if readErr != nil || len(body) > wire.MaxBody {
@@ -345,7 +367,7 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 			te.err = &wire.MalformedError{Reason: "body cut short: " + readErr.Error()}
 		}
 		if !ok2xx {
-			te.Temporary = isTemporaryStatus(resp.StatusCode)
+			te.Temporary = temporaryStatus(resp.StatusCode)
 		}
 		return nil, te
 	}
@@ -355,8 +377,8 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 		case eb != nil:
 			te.Code, te.Description = eb.Code, truncate(eb.Description, 300)
 			te.err = &oauth2.RetrieveError{Response: resp, ErrorCode: eb.Code, ErrorDescription: eb.Description, ErrorURI: eb.URI}
-			te.Temporary = eb.Code == "temporarily_unavailable"
-			te.Hint = s.hint(te)
+			te.Temporary = temporaryCode(eb.Code)
+			te.Hint = s.c.hint(te, s.defaultRequest())
 			return nil, te
 		case err != nil:
 			// The body may hold a token: the RetrieveError gets no Body.
@@ -371,7 +393,7 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 			case me != nil && me.BadToken:
 				te.Hint = "the token endpoint issued a token that cannot be sent in a header; it is refused rather than let it add headers to API requests: report it to the issuer's operator"
 			case !te.Temporary:
-				te.Hint = "the URL answered, but not as an OAuth 2.0 token endpoint: check " + s.endpointName() + "; Auth0's is https://TENANT/oauth/token"
+				te.Hint = "the URL answered, but not as an OAuth 2.0 token endpoint: check " + s.c.endpointName() + "; Auth0's is https://TENANT/oauth/token"
 			}
 			return nil, te
 		}
@@ -392,22 +414,22 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 					ent.Expiry = limit
 				}
 			} else {
-				ent.Expiry = start.Add(s.cfg.DefaultLifetime)
+				ent.Expiry = start.Add(s.c.cfg.DefaultLifetime)
 			}
 		}
-		if te := s.checkTokenType(ent, resp.StatusCode); te != nil {
+		if te := s.c.checkTokenType(ent, resp.StatusCode, s.log); te != nil {
 			return nil, te
 		}
 		return ent, nil
 	}
-	te.Temporary = isTemporaryStatus(resp.StatusCode)
+	te.Temporary = temporaryStatus(resp.StatusCode)
 	re := &oauth2.RetrieveError{Response: resp, Body: body}
 	if eb := wire.ParseError(ct, body); eb != nil {
 		re.ErrorCode, re.ErrorDescription, re.ErrorURI = eb.Code, eb.Description, eb.URI
 		te.Code, te.Description = eb.Code, truncate(eb.Description, 300)
 	}
 	te.err = re
-	te.Hint = s.hint(te)
+	te.Hint = s.c.hint(te, s.defaultRequest())
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		te.Description = "redirect to " + truncate(resp.Header.Get("Location"), 200) + " not followed: token requests go only to the configured URL"
 	}
@@ -423,10 +445,6 @@ func (s *TokenSource) readAnswer(resp *http.Response, body []byte, readErr error
 		}
 	}
 	return nil, te
-}
-
-func isTemporaryStatus(code int) bool {
-	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500
 }
 
 // truncate cuts s to at most n bytes, at a character boundary, and marks

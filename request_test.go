@@ -121,7 +121,7 @@ func TestRetriesTemporaryFailures(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEndpoint(t)
 			s, clk := testSource(t, e, func(c *Config) { c.MaxAttempts = 3 })
-			s.rand = func() float64 { return 0.5 }
+			s.c.rand = func() float64 { return 0.5 }
 			e.setHandler(func(w http.ResponseWriter, r *http.Request, n int64) bool {
 				if n <= 2 {
 					tt.fail(w)
@@ -361,7 +361,7 @@ func TestWaitErrorSaysTheAttemptInFlight(t *testing.T) {
 	if tok, err := s.Token(); err != nil || tok.AccessToken != "tok-1" {
 		t.Fatalf("after the answer: %v %v", tok, err)
 	}
-	if a := s.sending.Load(); a != nil {
+	if a := s.wait.sending.Load(); a != nil {
 		t.Fatalf("attempt %d still marked in flight after its answer", a.n)
 	}
 }

@@ -28,19 +28,20 @@ const defaultLeaseTTL = 750 * time.Millisecond
 // usable: a stale token is handed out at once and refreshed in the
 // background by the first call that sees it, as any stale token is.
 func (s *TokenSource) adopt(ctx context.Context) *heldToken {
-	ce, err := s.cache.Get(ctx, s.key)
+	ce, err := s.c.cache.Get(ctx, s.key)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // the fetch gave up, or the source closed: no news about the cache
 		}
-		s.cacheGetFailed(err)
+		s.gets.failed(err, s.c.clock.Now(), s.log)
+		s.c.obs.cacheError(s, "get", err)
 		return nil
 	}
-	s.cacheGetAnswered()
-	if !ce.Valid() || !s.usableType(ce.TokenType) {
+	s.gets.answered(s.c.clock.Now(), s.log)
+	if !ce.Valid() || !s.c.usableType(ce.TokenType) {
 		return nil
 	}
-	now := s.clock.Now()
+	now := s.c.clock.Now()
 	if c := clampLifetime(ce, now); c != ce {
 		s.log.Warn("a token in the cache claims a lifetime longer than any answer's (366 days); it is held no longer than that (has something else written to the cache?)",
 			slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("claimed_expiry", ce.Expiry), slog.Time("expiry", c.Expiry))
@@ -52,13 +53,10 @@ func (s *TokenSource) adopt(ctx context.Context) *heldToken {
 	if cur != nil && cur.at(now) == stateExpired {
 		cur = nil
 	}
-	if cur != nil && !ce.Expiry.After(cur.src.Expiry) {
+	if cur != nil && !ce.Expiry.After(cur.entry.Expiry) {
 		return nil
 	}
-	s.mu.Lock()
-	revoked := ce.AccessToken == s.invalidated
-	s.mu.Unlock()
-	if revoked {
+	if s.wasInvalidated(ce.AccessToken) {
 		return nil
 	}
 	h := s.newHeld(ce)
@@ -74,7 +72,7 @@ func (s *TokenSource) adopt(ctx context.Context) *heldToken {
 	if !s.install(h) {
 		return nil
 	}
-	s.cacheHits.Add(1)
+	s.stats.cacheHits.Add(1)
 	s.log.Debug("token taken from cache", slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("expiry", ce.Expiry))
 	return h
 }
@@ -124,8 +122,8 @@ func clampLifetime(e *Entry, now time.Time) *Entry {
 // is later (a corrupt value that a live holder overwrites is not a lost
 // token), and before the token becomes unusable at the latest.
 func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, error) {
-	ttl := s.cfg.LeaseTTL
-	start := s.clock.Now()
+	ttl := s.c.cfg.LeaseTTL
+	start := s.c.clock.Now()
 	maxWait := max(ttl/5, 10*time.Millisecond)
 	// A refresh (the source has a usable token) rides out a cache that
 	// fails for a while: it tries the lease again until half of its
@@ -136,7 +134,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 		patience = cur.staleAt.Add(cur.unusableAt.Sub(cur.staleAt) / 2)
 	}
 	lostAt := lostTokenAt(s.cur.Load(), start) // while Get fails
-	defer s.waitingOn.Store(nil)
+	defer s.wait.waitingOn.Store(nil)
 	wait := min(50*time.Millisecond, maxWait)
 	failures := 0
 	for {
@@ -145,8 +143,8 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 			if ctx.Err() != nil {
 				return nil, nil, ctx.Err()
 			}
-			s.observeCacheError("lease", err)
-			now := s.clock.Now()
+			s.c.obs.cacheError(s, "lease", err)
+			now := s.c.clock.Now()
 			if patience.IsZero() || reached(now, patience) {
 				s.log.Warn("cache lease failed; fetching without it", slog.Any("error", err))
 				return nil, nil, nil
@@ -156,8 +154,8 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 					slog.Time("fetch_without_lease_at", patience))
 			}
 			failures++
-			d := max(min(250*time.Millisecond+time.Duration(s.rand()*float64(250*time.Millisecond)), patience.Sub(now)), time.Millisecond)
-			if err := s.clock.Sleep(ctx, d); err != nil {
+			d := max(min(250*time.Millisecond+time.Duration(s.c.rand()*float64(250*time.Millisecond)), patience.Sub(now)), time.Millisecond)
+			if err := s.c.clock.Sleep(ctx, d); err != nil {
 				return nil, nil, err
 			}
 			if h := s.adopt(ctx); h != nil {
@@ -174,35 +172,35 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 			s.log.Debug("fetch lease taken", slog.Duration("ttl", ttl))
 			return release, nil, nil
 		}
-		now := s.clock.Now()
+		now := s.c.clock.Now()
 		info := &LeaseInfo{Age: now.Sub(start)}
 		if li, err := l.LeaseInfo(ctx, s.key); err == nil && li != nil {
-			if why := s.implausibleLease(li); why != "" {
+			if why := s.c.implausibleLease(li); why != "" {
 				err := errors.New("m2mtoken: the fetch lease in the cache: " + printable.Line(why, maxLeaseStatus))
 				s.log.Warn(ignoredLeaseMessage, slog.Any("error", err))
-				s.observeCacheError("lease", err)
+				s.c.obs.cacheError(s, "lease", err)
 				return nil, nil, nil
 			}
 			info = li
 			info.Age = max(info.Age, now.Sub(start))
 		}
-		s.waitingOn.Store(info)
-		if s.cacheGetDown() && (lostAt.IsZero() || reached(now, lostAt)) {
+		s.wait.waitingOn.Store(info)
+		if s.gets.down() && (lostAt.IsZero() || reached(now, lostAt)) {
 			s.log.Warn("another holder has the fetch lease, but the cache cannot read the token it would store; fetching without the lease",
 				slog.Duration("waited", now.Sub(start)), slog.String("lease", info.String()))
 			return nil, nil, nil
 		}
-		d := wait/2 + time.Duration(s.rand()*float64(wait/2))
+		d := wait/2 + time.Duration(s.c.rand()*float64(wait/2))
 		if info.Remaining > 0 {
 			// A lease that lapses sooner is tried again as it lapses: its
 			// holder stopped keeping it, and may be dead.
 			d = min(d, info.Remaining+5*time.Millisecond)
 		}
-		if s.cacheGetDown() {
+		if s.gets.down() {
 			d = max(min(d, lostAt.Sub(now)), time.Millisecond)
 		}
 		s.log.Debug("another holder is fetching; waiting", slog.Duration("poll", d), slog.String("lease", info.String()))
-		if err := s.clock.Sleep(ctx, d); err != nil {
+		if err := s.c.clock.Sleep(ctx, d); err != nil {
 			return nil, nil, err
 		}
 		if h := s.adopt(ctx); h != nil {
@@ -221,15 +219,15 @@ const ignoredLeaseMessage = "ignoring the cache's fetch lease, which no live hol
 // ends within FetchTimeout. Twice that leaves room for a holder with a
 // longer timeout, or a clock that differs, and the LeaseTTL for the last
 // keep.
-func (s *TokenSource) maxLeaseHold() time.Duration { return 2*s.cfg.FetchTimeout + s.cfg.LeaseTTL }
+func (c *client) maxLeaseHold() time.Duration { return 2*c.cfg.FetchTimeout + c.cfg.LeaseTTL }
 
 // implausibleLease says why li cannot be a live holder's lease (see
 // [Leaser]), or "" if it may be.
-func (s *TokenSource) implausibleLease(li *LeaseInfo) string {
-	limit := s.maxLeaseHold()
+func (c *client) implausibleLease(li *LeaseInfo) string {
+	limit := c.maxLeaseHold()
 	why := func(what string, d time.Duration) string {
 		return fmt.Sprintf("%s %v, longer than a live holder could (%v: twice %s, plus %s)", what, d.Round(time.Millisecond), limit,
-			s.name("FetchTimeout"), s.name("LeaseTTL"))
+			c.name("FetchTimeout"), c.name("LeaseTTL"))
 	}
 	switch {
 	case li.Invalid != "":
@@ -256,10 +254,10 @@ func (s *TokenSource) takeLease(ctx context.Context, l Leaser, ttl time.Duration
 // failed attempt as its status, until the returned function stops it and
 // releases the lease. It runs on the source's clock's timers.
 func (s *TokenSource) keepAlive(le Lease, ttl time.Duration) func() {
-	k := &keptLease{s: s, le: le, ttl: ttl, every: max(ttl/3, time.Millisecond), before: s.lastErr.Load()}
-	k.ctx, k.cancel = context.WithCancel(s.client.life)
+	k := &keptLease{s: s, le: le, ttl: ttl, every: max(ttl/3, time.Millisecond), before: s.wait.lastErr.Load()}
+	k.ctx, k.cancel = context.WithCancel(s.c.life)
 	k.mu.Lock()
-	k.timer = s.clock.AfterFunc(k.every, k.keep)
+	k.timer = s.c.clock.AfterFunc(k.every, k.keep)
 	k.mu.Unlock()
 	return k.release
 }
@@ -289,7 +287,7 @@ func (k *keptLease) keep() {
 	k.mu.Unlock()
 	defer k.running.Done()
 	status := ""
-	if te := k.s.lastErr.Load(); te != nil && te != k.before {
+	if te := k.s.wait.lastErr.Load(); te != nil && te != k.before {
 		status = te.Error()
 	}
 	ctx, cancel := context.WithTimeout(k.ctx, k.every)
@@ -298,14 +296,14 @@ func (k *keptLease) keep() {
 	switch {
 	case err != nil:
 		k.s.log.Warn("keeping the fetch lease alive failed; trying again", slog.Any("error", err), slog.Duration("in", k.every))
-		k.s.observeCacheError("keep_alive", err)
+		k.s.c.obs.cacheError(k.s, "keep_alive", err)
 	case !held:
 		k.s.log.Warn("the fetch lease was lost (it lapsed, and another holder took it); fetching on", slog.Duration("lease_ttl", k.ttl))
 		return
 	}
 	k.mu.Lock()
 	if !k.stopped {
-		k.timer = k.s.clock.AfterFunc(k.every, k.keep)
+		k.timer = k.s.c.clock.AfterFunc(k.every, k.keep)
 	}
 	k.mu.Unlock()
 }
@@ -321,8 +319,29 @@ func (k *keptLease) release() {
 	defer cancel()
 	if err := k.le.Release(ctx); err != nil {
 		k.s.log.Warn("releasing the fetch lease failed; it lapses on its own", slog.Any("error", err), slog.Duration("lease_ttl", k.ttl))
-		k.s.observeCacheError("release", err)
+		k.s.c.obs.cacheError(k.s, "release", err)
 		return
 	}
 	k.s.log.Debug("fetch lease released")
+}
+
+// lostTokenAt is when a fetch that began waiting at start on another
+// holder's lease, with cur as its token, stops waiting while its cache
+// cannot read the token (see lease): halfway through cur's stale window,
+// as with a failing lease, but not before the holder had the time of two
+// fetches by the last one's latency (a holder that is merely slow
+// replaces a corrupt value by then), and never after cur becomes
+// unusable. Zero without a usable token: at once.
+func lostTokenAt(cur *heldToken, start time.Time) time.Time {
+	if cur == nil {
+		return time.Time{}
+	}
+	at := cur.staleAt.Add(cur.unusableAt.Sub(cur.staleAt) / 2)
+	if t := start.Add(2 * max(cur.entry.Latency, 0)); t.After(at) {
+		at = t
+	}
+	if at.After(cur.unusableAt) {
+		at = cur.unusableAt
+	}
+	return at
 }

@@ -122,12 +122,12 @@ func TestNewSourceAdoptsUsableSharedToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Advance(90 * time.Second) // stale (80 s), usable until 95 s
-	b, err := newSource(a.cfg, clk)
+	b, err := newSource(a.c.cfg, clk)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	b.rand = a.rand
+	b.c.rand = a.c.rand
 	tok, err := b.Token()
 	if err != nil || tok.AccessToken != "tok-1" || e.count() != 1 {
 		t.Fatalf("new source got %v %v after %d requests; want the shared tok-1 and no request", tok, err, e.count())
@@ -169,8 +169,8 @@ func TestLeaseKeptAliveWhileFetching(t *testing.T) {
 	var k *memLeaser
 	s, clk := testSource(t, e, func(c *Config) {})
 	k = newMemLeaser(clk.Now)
-	s.cache = k
-	s.cfg.LeaseTTL = 900 * time.Millisecond
+	s.c.cache = k
+	s.c.cfg.LeaseTTL = 900 * time.Millisecond
 	done := make(chan error, 1)
 	go func() { _, err := s.Token(); done <- err }()
 	eventually(t, "the second attempt", func() bool { return e.count() == 2 })
@@ -207,8 +207,8 @@ func TestWaitErrorSaysAnotherInstanceHoldsTheLease(t *testing.T) {
 	e := newEndpoint(t)
 	s, clk := testSource(t, e, nil)
 	k := newMemLeaser(clk.Now)
-	s.cache = k
-	s.cfg.LeaseTTL = time.Second
+	s.c.cache = k
+	s.c.cfg.LeaseTTL = time.Second
 	// A live holder: its lease is kept alive however far the fake clock
 	// runs while this source polls (the fake clock's Sleep advances it), so
 	// the caller's real-time deadline, not the speed of the polls, ends the
@@ -246,14 +246,14 @@ func TestWaitErrorSaysAnotherInstanceHoldsTheLease(t *testing.T) {
 func TestWaiterTakesOverALeaseNobodyKeeps(t *testing.T) {
 	e := newEndpoint(t)
 	s, clk := testSource(t, e, nil)
-	if s.cfg.LeaseTTL != 750*time.Millisecond {
-		t.Fatalf("default LeaseTTL %v, want 750ms", s.cfg.LeaseTTL)
+	if s.c.cfg.LeaseTTL != 750*time.Millisecond {
+		t.Fatalf("default LeaseTTL %v, want 750ms", s.c.cfg.LeaseTTL)
 	}
 	if _, err := s.Token(); err != nil {
 		t.Fatal(err)
 	}
 	k := newMemLeaser(clk.Now)
-	s.cache = k
+	s.c.cache = k
 	clk.Advance(81 * time.Second) // stale; unusable at 95 s
 	k.takeFor(750*time.Millisecond, "")
 	s.Token()
@@ -317,7 +317,7 @@ func TestRefreshRidesOutAFailingLease(t *testing.T) {
 		if _, err := s.Token(); err != nil {
 			t.Fatal(err)
 		}
-		s.cache = fl
+		s.c.cache = fl
 		clk.Advance(81 * time.Second) // stale at 80 s, unusable at 95 s: patience until 87.5 s
 		s.Token()
 		waitBackground(s)
@@ -354,19 +354,19 @@ func TestSlowEndpointRefreshesEarlier(t *testing.T) {
 		t.Fatal(err)
 	}
 	cur := s.cur.Load()
-	if cur.src.Latency != 1500*time.Millisecond {
-		t.Fatalf("latency %v, want 1.5s", cur.src.Latency)
+	if cur.entry.Latency != 1500*time.Millisecond {
+		t.Fatalf("latency %v, want 1.5s", cur.entry.Latency)
 	}
-	if w := cur.src.Expiry.Sub(cur.staleAt); w != 2500*time.Millisecond {
+	if w := cur.entry.Expiry.Sub(cur.staleAt); w != 2500*time.Millisecond {
 		t.Fatalf("refresh window %v, want 2.5s (skew + twice the latency, capped at half the lifetime)", w)
 	}
 	stored, _ := cache.Get(context.Background(), s.CacheKey())
-	if stored.Latency != cur.src.Latency {
+	if stored.Latency != cur.entry.Latency {
 		t.Fatal("the latency is not stored with the token")
 	}
 	// A set RefreshWindow is kept.
 	s2, _ := testSource(t, e, func(c *Config) { c.RefreshWindow = time.Second })
-	if w := s2.newHeld(stored).src.Expiry.Sub(s2.newHeld(stored).staleAt); w != time.Second {
+	if w := s2.newHeld(stored).entry.Expiry.Sub(s2.newHeld(stored).staleAt); w != time.Second {
 		t.Fatalf("set window %v, want 1s", w)
 	}
 }
@@ -375,12 +375,12 @@ func TestSharedCacheAdoption(t *testing.T) {
 	e := newEndpoint(t)
 	cache := NewMemoryCache()
 	a, clk := testSource(t, e, func(c *Config) { c.Cache = cache })
-	b, err := newSource(a.cfg, clk)
+	b, err := newSource(a.c.cfg, clk)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	b.rand = a.rand
+	b.c.rand = a.c.rand
 	ta, _ := a.Token()
 	tb, _ := b.Token()
 	if ta.AccessToken != tb.AccessToken || e.count() != 1 || b.Stats().CacheHits != 1 {

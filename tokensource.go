@@ -14,6 +14,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/m2mtoken/m2mtoken/internal/clock"
+	"github.com/m2mtoken/m2mtoken/internal/dpop"
 )
 
 // TokenSource is a cached, self-refreshing source of client-credentials
@@ -26,62 +27,72 @@ import (
 // quotas, client errors) is its client's, which a [Pool] holds; a source
 // from [New] is a pool of one.
 type TokenSource struct {
-	*client
-	pool *Pool
+	c    *client      // what every token of the pool shares (client.go)
+	pool *Pool        // the pool that holds it (pool.go)
 	req  TokenRequest // owned: never modified after the source is made
-	key  string       // the cache key
-	id   string       // the pool's lookup key of req
+	key  string       // the cache key (cachekey.go)
 	log  *slog.Logger // the client's, with the request when Config.Logger is set
-	ring int          // index in the pool's ring, under the pool's lock
-	solo bool         // made by New: closing it closes its pool
 
-	// fresh is the current token while it is fresh, else nil: the hot path
-	// is one load of it. cur is the current token while it is usable
-	// (fresh or stale), else nil. Timers move a token out of both.
+	// fresh is the current token while it is fresh, else nil: the hot
+	// path loads it (and life.used). cur is the current token while it is
+	// usable (fresh or stale), else nil. Both are written under mu, and
+	// read without it.
 	fresh atomic.Pointer[oauth2.Token]
 	cur   atomic.Pointer[heldToken]
+
+	// mu guards the state transitions of refresh.go (a token installed,
+	// stale, expired, invalidated or dropped, and the timers that move
+	// it), and the fields of life and inv that say so.
+	mu   sync.Mutex
+	life life         // its place in its pool, and its end
+	inv  invalidation // what Invalidate did last (invalidate.go)
+
+	fetches fetchGroup                // the one fetch in flight (singlefetch.go)
+	stats   counters                  // what Stats reports; atomics
+	wait    waitReport                // what a caller that gives up waiting is told; atomics
+	perm    heldError                 // a permanent error about this request alone (errorscope.go); its own lock
+	gets    getOutage                 // failed Cache.Get calls in a row (cachehealth.go); its own lock
+	auth    atomic.Pointer[authValue] // the current token's Authorization value, for Transport
+}
+
+// life is a source's place in its pool and its end. mu guards closed and
+// cancelFetch, and bg's Add; the pool's lock guards ring.
+type life struct {
+	id   string // the pool's lookup key of the request (requestid.go)
+	ring int    // index in the pool's ring
+	solo bool   // made by New: closing it closes its pool
 	// used is set when the token is handed out, and cleared by the pool's
 	// eviction hand: a source not used since the hand last passed is the
 	// one dropped.
 	used atomic.Bool
 	// dropped is set once the source is closed or dropped from its pool,
 	// for lookups that find it in the pool's snapshot.
-	dropped atomic.Bool
-
-	group fetchGroup
-
-	mu          sync.Mutex
+	dropped     atomic.Bool
 	closed      bool
 	bg          sync.WaitGroup     // background refreshes and fetches; Add under mu
 	cancelFetch context.CancelFunc // the fetch in flight's, for Close
-	permErr     heldError          // a permanent error about this request alone
-	lastForced  time.Time          // when Invalidate last dropped a token
-	invalidated string             // the access token last dropped by Invalidate
+}
 
-	// invBackoff backs off invalidations that keep getting 401 (under mu).
-	invBackoff invalidateBackoff
-
-	requests, failures, cacheHits, joins, flights, refreshes atomic.Uint64
-	lastErr                                                  atomic.Pointer[TokenError]  // the last failed attempt, for WaitError
-	waitingOn                                                atomic.Pointer[LeaseInfo]   // another holder's lease, while a fetch waits on it
-	sending                                                  atomic.Pointer[sentAttempt] // this source's token request in flight, for WaitError
-	getOutage                                                getOutage                   // failed Cache.Get calls in a row (cachehealth.go)
-
+// counters are what [TokenSource.Stats] reports of one source.
+type counters struct {
+	requests, failures, cacheHits, refreshes atomic.Uint64
+	// joins counts callers that joined a fetch (their own or another's),
+	// flights the fetches that ran: Collapsed is the difference.
+	joins, flights atomic.Uint64
 	// waits counts callers that found no usable token after the first
 	// one was installed (hadToken), and so waited for a fetch.
 	waits    atomic.Uint64
 	hadToken atomic.Bool
+}
 
-	// The fetch in progress (with an observer; see observer.go), and
-	// whether the last token was dropped by Invalidate (under mu), to say
-	// why a fetch starts.
-	flight          atomic.Pointer[flight]
-	afterInvalidate bool
-
-	// auth caches the Authorization value for the current token, for
-	// Transport; httpClient is Client()'s.
-	auth       atomic.Pointer[authValue]
-	httpClient atomic.Pointer[http.Client]
+// waitReport is what a caller whose context ends before the fetch does
+// is told (see [WaitError]), and the fetch in progress as an observer
+// sees it (observer.go).
+type waitReport struct {
+	lastErr   atomic.Pointer[TokenError]  // the last failed attempt
+	waitingOn atomic.Pointer[LeaseInfo]   // another holder's lease, while the fetch waits on it
+	sending   atomic.Pointer[sentAttempt] // the token request in flight
+	flight    atomic.Pointer[flight]      // the fetch in progress, with an observer
 }
 
 // New validates cfg and returns a TokenSource. It makes no request: the
@@ -100,7 +111,7 @@ func newSource(cfg Config, clk clock.Clock) (*TokenSource, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.solo = true
+	s.life.solo = true
 	return s, nil
 }
 
@@ -108,11 +119,81 @@ func newSource(cfg Config, clk clock.Clock) (*TokenSource, error) {
 // validated and owned).
 func newToken(p *Pool, req TokenRequest, id string) *TokenSource {
 	c := p.c
-	s := &TokenSource{client: c, pool: p, req: req, id: id, key: c.key(&req), log: c.log}
+	s := &TokenSource{c: c, pool: p, req: req, key: c.key(&req), log: c.log}
+	s.life.id = id
 	if c.logged && p.many {
 		s.log = c.log.With(slog.String("audience", req.Audience), slog.String("organization", req.Organization))
 	}
 	return s
+}
+
+// Token returns a usable token, fetching one if there is none. It is
+// TokenContext with [context.Background]: it waits for a fetch at most
+// Config.FetchTimeout. The returned token is shared: do not modify it.
+func (s *TokenSource) Token() (*oauth2.Token, error) {
+	// TokenContext's fast path, repeated to save a call: one load, and
+	// one more of used, which the slow path sets for the pool's eviction
+	// hand.
+	if tok := s.fresh.Load(); tok != nil && s.life.used.Load() {
+		return tok, nil
+	}
+	return s.tokenSlow(context.Background())
+}
+
+// TokenContext returns a usable token. A fresh or stale token is returned
+// at once (a stale one also starts a background refresh); otherwise the
+// caller waits for the one fetch in flight, until ctx is done. The fetch
+// itself is not cancelled with ctx: it goes on for the other callers.
+// The returned token is shared: do not modify it.
+func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
+	if tok := s.fresh.Load(); tok != nil && s.life.used.Load() {
+		return tok, nil
+	}
+	return s.tokenSlow(ctx)
+}
+
+// Invalidate drops tok if it is still the current token, so that the next
+// call fetches a new one: for a token the API rejected (revoked, or signed
+// with a rotated key). It compares before it drops: fifty concurrent
+// invalidations of one token drop it once and cost one fetch, and a stale
+// invalidation never drops a newer token. A token that another holder still
+// has in Config.Cache is not taken from there again.
+//
+// Invalidations take effect at most once per Config.MinInvalidateInterval;
+// one that comes sooner is logged and ignored, so that an API that rejects
+// every token cannot cost one token request per API request. While the
+// replacements keep being rejected, the interval doubles, up to an hour
+// (see [Stats].InvalidateBackoff), and returns to
+// MinInvalidateInterval once no invalidation has come for twice the
+// interval.
+func (s *TokenSource) Invalidate(tok *oauth2.Token) {
+	if tok == nil {
+		return
+	}
+	if current, applied := s.invalidate(tok); current {
+		s.c.obs.invalidated(s, applied)
+	}
+}
+
+// Close stops the source's timers and background work and waits for them.
+// Callers waiting for a fetch get [ErrClosed]; later calls too. Close does
+// not close Config.HTTPClient or Config.Cache.
+//
+// A source from [New] is a pool of one: Close closes that pool, and with
+// it the idle connections of the transports it made (the one under
+// [TokenSource.Client] and, when Config.HTTPClient is nil, the one for
+// token requests). A source from [Pool.Source] is dropped from its pool
+// alone: the pool and its other tokens go on, and asking the pool again
+// for the same request makes a new source.
+func (s *TokenSource) Close() error {
+	if s.life.solo {
+		return s.pool.Close()
+	}
+	s.pool.forget(s)
+	if s.drop() {
+		s.finish()
+	}
+	return nil
 }
 
 func cloneValues(v url.Values) url.Values {
@@ -123,42 +204,45 @@ func cloneValues(v url.Values) url.Values {
 	return out
 }
 
+// defaultRequest reports whether the source's request is its pool's
+// default, Config's (as every source from New's is).
+func (s *TokenSource) defaultRequest() bool { return s.life.solo || s.life.id == s.pool.defID }
+
 // CacheKey returns the key under which the source stores its token in
-// [Config.Cache]. It identifies the endpoint, client, audience, scopes,
-// organization, parameters, method and, with a Config.Cache, the
-// credential, and reveals none of them.
+// [Config.Cache]: sources share a token exactly when their keys are equal.
+// A key identifies all of these, and reveals none of them:
+//
+//   - the token URL, the client ID and the authentication method;
+//   - the request: audience, scopes (a set: order, repeats and empty ones
+//     do not count), organization and further parameters;
+//   - with Config.DPoPKey, the key's thumbprint: a DPoP-bound token is
+//     usable only with its key;
+//   - with Config.Cache, the credential: the public key and key ID for
+//     Private Key JWT, or a slow, salted hash of the secret, so that a token
+//     goes only to a holder of the credential it was issued for, and a
+//     rotated or mistyped secret misses the cache instead of taking a token
+//     another credential earned.
+//
+// It is "m2mtoken-" (or "m2mtoken-dpop-") and 32 hex digits: safe as a
+// file name or a Redis key.
 func (s *TokenSource) CacheKey() string { return s.key }
 
 // TokenURL returns the URL token requests go to: Config.TokenURL, or the
 // one Config.Domain means (https://DOMAIN/oauth/token), normalized; or
 // Config.MTLSTokenURL when set.
-func (s *TokenSource) TokenURL() string { return s.tokenURL }
+func (s *TokenSource) TokenURL() string { return s.c.tokenURL }
 
 // String describes the source without any secret.
 func (s *TokenSource) String() string {
 	if s.req.Organization != "" {
-		return fmt.Sprintf("m2mtoken.TokenSource{token_url:%q client_id:%q audience:%q organization:%q}", s.tokenURL, s.cfg.ClientID, s.req.Audience, s.req.Organization)
+		return fmt.Sprintf("m2mtoken.TokenSource{token_url:%q client_id:%q audience:%q organization:%q}", s.c.tokenURL, s.c.cfg.ClientID, s.req.Audience, s.req.Organization)
 	}
-	return fmt.Sprintf("m2mtoken.TokenSource{token_url:%q client_id:%q audience:%q}", s.tokenURL, s.cfg.ClientID, s.req.Audience)
+	return fmt.Sprintf("m2mtoken.TokenSource{token_url:%q client_id:%q audience:%q}", s.c.tokenURL, s.c.cfg.ClientID, s.req.Audience)
 }
 
 // Format makes every fmt verb print String, so that no verb reaches the
 // secret inside.
 func (s *TokenSource) Format(f fmt.State, _ rune) { io.WriteString(f, s.String()) }
-
-// RateLimit is the token endpoint's tenant-wide rate limit, from the
-// X-RateLimit-* headers of the last answer that had them. On Auth0 it is
-// shared by every client of the tenant: it is not this client's quota
-// (see [Quotas]).
-type RateLimit struct {
-	// Limit and Remaining are X-RateLimit-Limit and X-RateLimit-Remaining.
-	Limit, Remaining int64
-	// Reset is X-RateLimit-Reset in the local clock (corrected with the
-	// answer's Date header).
-	Reset time.Time
-	// At is when the answer carrying them arrived.
-	At time.Time
-}
 
 // Stats is a snapshot of a source's counters.
 type Stats struct {
@@ -204,23 +288,93 @@ type Stats struct {
 // Stats returns a snapshot of the source's counters.
 func (s *TokenSource) Stats() Stats {
 	st := Stats{
-		TokenRequests:       s.requests.Load(),
-		Failures:            s.failures.Load(),
-		CacheHits:           s.cacheHits.Load(),
-		BackgroundRefreshes: s.refreshes.Load(),
-		Waits:               s.waits.Load(),
-		RateLimit:           s.rateLimit.Load(),
-		Quotas:              s.quotas.Load(),
+		TokenRequests:       s.stats.requests.Load(),
+		Failures:            s.stats.failures.Load(),
+		CacheHits:           s.stats.cacheHits.Load(),
+		BackgroundRefreshes: s.stats.refreshes.Load(),
+		Waits:               s.stats.waits.Load(),
+		RateLimit:           s.c.rateLimit.Load(),
+		Quotas:              s.c.quotas.Load(),
 	}
-	if j, f := s.joins.Load(), s.flights.Load(); j > f {
+	if j, f := s.stats.joins.Load(), s.stats.flights.Load(); j > f {
 		st.Collapsed = j - f
 	}
 	if h := s.cur.Load(); h != nil {
-		st.Expiry = h.src.Expiry
+		st.Expiry = h.entry.Expiry
 	}
-	s.mu.Lock()
-	st.InvalidateBackoff = max(s.invBackoff.current(s.cfg.MinInvalidateInterval), 0)
-	st.InvalidateBackoffReason = s.invBackoff.reason
-	s.mu.Unlock()
+	st.InvalidateBackoff, st.InvalidateBackoffReason = s.invalidateBackoff()
 	return st
+}
+
+// Client returns an [http.Client] whose requests carry a token from s and
+// recover from a revoked one (see [Transport]). Its base transport is a
+// clone of [http.DefaultTransport] that keeps up to 100 idle connections
+// per host instead of 2, for many concurrent calls to one API, and trusts
+// Config.CAFile besides the system's CAs, as token requests do. Every call
+// returns a client over the same transport, so they share connections.
+//
+// To keep an existing client's timeouts, proxy or TLS settings (mTLS to the
+// API, say), wrap its transport instead:
+//
+//	c := *existing
+//	c.Transport = &m2mtoken.Transport{Source: s, Base: existing.Transport}
+//
+// The tokens of a [Pool] share that base transport.
+func (s *TokenSource) Client() *http.Client {
+	return &http.Client{Transport: &Transport{Source: s, Base: s.c.apiTransport()}}
+}
+
+// ClientID is the configured Config.ClientID. With Audience, Organization
+// and TokenURL it identifies the source, for an observer's labels; none is
+// secret.
+func (s *TokenSource) ClientID() string { return s.c.cfg.ClientID }
+
+// Request returns the [TokenRequest] the source's token is for (a copy).
+func (s *TokenSource) Request() TokenRequest { return s.req.clone() }
+
+// Pool returns the pool the source belongs to (for a source from [New],
+// its pool of one).
+func (s *TokenSource) Pool() *Pool { return s.pool }
+
+// DPoPThumbprint returns the RFC 7638 thumbprint of Config.DPoPKey (the
+// cnf.jkt of the source's tokens), or "" without a key. It is public: use
+// it to register or recognise the key.
+func (s *TokenSource) DPoPThumbprint() string {
+	if s.c.dpop == nil {
+		return ""
+	}
+	return s.c.dpop.key.Thumbprint()
+}
+
+// AuthHeaders returns the headers that authorize one request, method to
+// rawURL: Authorization, and for a DPoP-bound token a DPoP proof for that
+// request (with the API's last nonce, if it gave one). A proof is good for
+// one request: call AuthHeaders for each. It is for callers that cannot
+// use [TokenSource.Client] or [Transport] (gRPC, a shell via the command);
+// unlike Transport it cannot follow a nonce challenge or a revoked token.
+func (s *TokenSource) AuthHeaders(ctx context.Context, method, rawURL string) (http.Header, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("m2mtoken: AuthHeaders: %q is not an absolute URL", rawURL)
+	}
+	tok, err := s.TokenContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h := http.Header{}
+	if !isDPoP(tok) {
+		h.Set("Authorization", tok.Type()+" "+tok.AccessToken)
+		return h, nil
+	}
+	if method == "" {
+		method = http.MethodGet
+	}
+	htu, origin := dpop.HTU(u)
+	proof, err := s.c.dpop.key.Proof(method, htu, s.c.dpop.apiNonce(origin), dpop.ATH(tok.AccessToken), s.c.clock.Now())
+	if err != nil {
+		return nil, fmt.Errorf("m2mtoken: signing the DPoP proof: %w", err)
+	}
+	h.Set("Authorization", tokenTypeDPoP+" "+tok.AccessToken)
+	h.Set("DPoP", proof)
+	return h, nil
 }

@@ -50,10 +50,6 @@ type Transport struct {
 	last atomic.Pointer[authValue]
 	// lastDPoP does the same, and caches ath, for a DPoP-bound token.
 	lastDPoP atomic.Pointer[dpopValue]
-
-	// pool, if set (Pool.Transport), supplies each request's source from
-	// its context instead of Source.
-	pool *Pool
 }
 
 type authValue struct {
@@ -72,28 +68,28 @@ type invalidator interface {
 // RoundTrip authorizes a copy of req (req itself is not modified) and sends
 // it through Base, recovering once from a 401 as the type's doc says.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	bodyOwned := true // until Base takes req.Body, closing it is our job
-	defer func() {
-		if bodyOwned && req.Body != nil {
-			req.Body.Close()
-		}
-	}()
-	src := t.Source
-	var tok *oauth2.Token
-	var err error
-	if t.pool != nil {
-		var s *TokenSource
-		s, tok, err = t.pool.contextToken(req.Context())
-		src = s
-	} else if src == nil {
-		return nil, errors.New("m2mtoken: Transport.Source is nil")
-	} else {
-		tok, err = token(src, req.Context())
+	if t.Source == nil {
+		return nil, refused(req, errors.New("m2mtoken: Transport.Source is nil"))
 	}
+	tok, err := token(t.Source, req.Context())
 	if err != nil {
-		return nil, err
+		return nil, refused(req, err)
 	}
-	bodyOwned = false
+	return t.send(t.Source, req, tok)
+}
+
+// refused closes the body of a request that is not sent, as a
+// RoundTripper must, and returns err.
+func refused(req *http.Request, err error) error {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return err
+}
+
+// send authorizes a copy of req with tok, from src, sends it through Base,
+// and recovers once from a 401 as the type's doc says. It owns req.Body.
+func (t *Transport) send(src oauth2.TokenSource, req *http.Request, tok *oauth2.Token) (*http.Response, error) {
 	if isDPoP(tok) {
 		return t.roundTripDPoP(src, req, tok)
 	}
@@ -202,32 +198,6 @@ func badToken(h http.Header) bool {
 		}
 	}
 	return false
-}
-
-// Client returns an [http.Client] whose requests carry a token from s and
-// recover from a revoked one (see [Transport]). Its base transport is a
-// clone of [http.DefaultTransport] that keeps up to 100 idle connections
-// per host instead of 2, for many concurrent calls to one API, and trusts
-// Config.CAFile besides the system's CAs, as token requests do. Every call
-// returns a client over the same transport, so they share connections.
-//
-// To keep an existing client's timeouts, proxy or TLS settings (mTLS to the
-// API, say), wrap its transport instead:
-//
-//	c := *existing
-//	c.Transport = &m2mtoken.Transport{Source: s, Base: existing.Transport}
-//
-// The tokens of a [Pool] share that base transport.
-func (s *TokenSource) Client() *http.Client {
-	hc := s.httpClient.Load()
-	if hc == nil {
-		hc = &http.Client{Transport: &Transport{Source: s, Base: s.apiTransport()}}
-		if !s.httpClient.CompareAndSwap(nil, hc) {
-			hc = s.httpClient.Load()
-		}
-	}
-	c := *hc
-	return &c
 }
 
 // ownTransport is a clone of http.DefaultTransport, for token requests,

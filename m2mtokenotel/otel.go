@@ -222,8 +222,9 @@ func (o *observer) src(s *m2mtoken.TokenSource) *source {
 	if src, ok := o.sources[s]; ok {
 		return src
 	}
-	attrs := []attribute.KeyValue{KeyClientID.String(s.ClientID()), KeyAudience.String(s.Audience())}
-	if org := s.Organization(); org != "" {
+	req := s.Request()
+	attrs := []attribute.KeyValue{KeyClientID.String(s.ClientID()), KeyAudience.String(req.Audience)}
+	if org := req.Organization; org != "" {
 		attrs = append(attrs, KeyOrganization.String(org))
 	}
 	if u, err := url.Parse(s.TokenURL()); err == nil {
@@ -369,9 +370,9 @@ func (o *observer) cacheError(info m2mtoken.CacheErrorInfo) {
 // before its first fetch ends; the values are read from Stats.
 func (o *observer) limits(info m2mtoken.LimitsInfo) { o.src(info.Source) }
 
-func (o *observer) closed(s *m2mtoken.TokenSource) {
+func (o *observer) closed(info m2mtoken.ClosedInfo) {
 	o.mu.Lock()
-	delete(o.sources, s)
+	delete(o.sources, info.Source)
 	o.mu.Unlock()
 }
 

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,6 +12,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/m2mtoken/m2mtoken"
 	"github.com/m2mtoken/m2mtoken/internal/settings"
@@ -49,7 +51,7 @@ func TestAgentConfigFile(t *testing.T) {
 	if s.ClientSecret != "from-a-file" || s.TokenURL == "" {
 		t.Errorf("search: %v", s)
 	}
-	if fc, ok := s.Cache.(*m2mtoken.FileCache); !ok || fc.Dir() != dir {
+	if fc, ok := s.Cache.(*m2mtoken.FileCache); !ok || !writesIn(t, fc, dir) {
 		t.Errorf("search cache: %#v", s.Cache)
 	}
 	if k.PrivateKey == nil || k.KeyID != "kid1" || k.AuthMethod != m2mtoken.PrivateKeyJWT || k.ClientSecret != "" || k.DPoPKey == nil || !k.RequireDPoP {
@@ -218,7 +220,7 @@ func TestFileCacheNamesItsDirectory(t *testing.T) {
 	if _, err := FileCache(open, `"cache_dir"`); err == nil || !strings.HasPrefix(err.Error(), `"cache_dir": file cache: the directory `+open) {
 		t.Errorf("given: %v", err)
 	}
-	if fc, err := FileCache(own, "--cache-dir"); err != nil || fc.Dir() != own {
+	if fc, err := FileCache(own, "--cache-dir"); err != nil || !writesIn(t, fc, own) {
 		t.Errorf("given, its own: %v", err)
 	}
 	t.Setenv("M2MTOKEN_CACHE_DIR", "")
@@ -231,4 +233,16 @@ func TestFileCacheNamesItsDirectory(t *testing.T) {
 	if _, err := FileCache("", "--cache-dir"); err == nil || !strings.HasPrefix(err.Error(), "the user cache directory (another is set with --cache-dir or M2MTOKEN_CACHE_DIR): file cache:") {
 		t.Errorf("the default: %v", err)
 	}
+}
+
+// writesIn reports whether fc stores its tokens in dir.
+func writesIn(t *testing.T, fc *m2mtoken.FileCache, dir string) bool {
+	t.Helper()
+	before, _ := os.ReadDir(dir)
+	e := &m2mtoken.Entry{AccessToken: "tok", TokenType: "Bearer", IssuedAt: time.Now(), Expiry: time.Now().Add(time.Hour)}
+	if err := fc.Set(context.Background(), "m2mtoken-writes-in", e); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadDir(dir)
+	return len(after) > len(before)
 }

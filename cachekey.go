@@ -1,5 +1,14 @@
-// Binding a cached token to the credential it was issued for, without
-// storing anything that reveals the credential.
+// The cache key: under which key a token is stored in Config.Cache, and so
+// which sources share it. It is built here alone; [TokenSource.CacheKey]'s
+// doc is the one description of what it covers, and the others (the
+// Cache doc, docs/caches.md) point to it.
+//
+// Each step hashes the one before with SHA-256, a version string and
+// length-prefixed parts, and keeps the first 16 bytes: cacheKey the
+// endpoint, client, method and request; dpopCacheKey then the DPoP key's
+// thumbprint; credentialKey then the credential's ID, derived once per
+// client (credentialID). TestCacheKeyIsStable pins the result: a key that
+// changes makes every holder of a shared cache fetch anew once.
 
 package m2mtoken
 
@@ -10,14 +19,50 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"slices"
+	"strings"
 	"sync"
 )
 
+// key returns the cache key of a token of this client for req, as the
+// file's comment describes it.
+func (c *client) key(req *TokenRequest) string {
+	k := cacheKey(c.tokenURL, c.cfg.ClientID, req.Audience, req.Scopes, req.Organization, req.Params, c.cfg.AuthMethod)
+	if c.dpop != nil {
+		k = dpopCacheKey(k, c.dpop.key.Thumbprint())
+	}
+	if c.credID != "" {
+		k = credentialKey(k, c.credID)
+	}
+	return k
+}
+
+// cacheKey derives the cache key from everything that identifies a token
+// and nothing secret. Scopes are sorted (their order does not change the
+// token); endpoint parameters are encoded sorted by url.Values.Encode.
+func cacheKey(tokenURL, clientID, audience string, scopes []string, org string, params url.Values, method AuthMethod) string {
+	sorted := slices.Clone(scopes)
+	slices.Sort(sorted)
+	h := sha256.New()
+	for _, part := range []string{"m2mtoken/v1", tokenURL, clientID, audience, strings.Join(sorted, " "), org, params.Encode(), method.String()} {
+		fmt.Fprintf(h, "%d:%s;", len(part), part)
+	}
+	return "m2mtoken-" + hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// dpopCacheKey folds the key's thumbprint into the cache key: a bound
+// token is usable only with its key, so holders with different keys never
+// share one, and holders of one key share as before.
+func dpopCacheKey(key, jkt string) string {
+	sum := sha256.Sum256([]byte(key + "\x00dpop:" + jkt))
+	return "m2mtoken-dpop-" + hex.EncodeToString(sum[:16])
+}
+
 // credentialIterations is the PBKDF2-HMAC-SHA256 work factor of
-// credentialID: about 35 ms on one core of the CI machine (0.6 s under the
-// race detector), paid once per process and credential, and as much again
-// for every guess of someone who holds a cache key and tries to find the
-// secret behind it.
+// credentialID: tens of milliseconds on one core (many times that under
+// the race detector), paid once per process and credential, and as much
+// again for every guess of someone who holds a cache key and tries to find
+// the secret behind it.
 const credentialIterations = 100_000
 
 // credentialKey joins the source's credential into key, the cache key of

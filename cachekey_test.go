@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,6 +113,58 @@ func TestCredentialKey(t *testing.T) {
 	}
 	if strings.Contains(secret, testSecret) {
 		t.Error("the key shows the secret")
+	}
+}
+
+func TestCacheKey(t *testing.T) {
+	base := func() string {
+		return cacheKey("https://t/oauth/token", "id", "aud", []string{"b", "a"}, "org", url.Values{"resource": {"r"}}, ClientSecretPost)
+	}
+	if base() != cacheKey("https://t/oauth/token", "id", "aud", []string{"a", "b"}, "org", url.Values{"resource": {"r"}}, ClientSecretPost) {
+		t.Error("scope order changed the key")
+	}
+	others := []string{
+		cacheKey("https://u/oauth/token", "id", "aud", []string{"a", "b"}, "org", url.Values{"resource": {"r"}}, ClientSecretPost),
+		cacheKey("https://t/oauth/token", "id2", "aud", []string{"a", "b"}, "org", url.Values{"resource": {"r"}}, ClientSecretPost),
+		cacheKey("https://t/oauth/token", "id", "aud2", []string{"a", "b"}, "org", url.Values{"resource": {"r"}}, ClientSecretPost),
+		cacheKey("https://t/oauth/token", "id", "aud", []string{"a"}, "org", url.Values{"resource": {"r"}}, ClientSecretPost),
+		cacheKey("https://t/oauth/token", "id", "aud", []string{"a", "b"}, "", url.Values{"resource": {"r"}}, ClientSecretPost),
+		cacheKey("https://t/oauth/token", "id", "aud", []string{"a", "b"}, "org", nil, ClientSecretPost),
+		cacheKey("https://t/oauth/token", "id", "aud", []string{"a", "b"}, "org", url.Values{"resource": {"r"}}, ClientSecretBasic),
+		// Field boundaries matter: "id"+"aud" is not "ida"+"ud".
+		cacheKey("https://t/oauth/token", "ida", "ud", []string{"a", "b"}, "org", url.Values{"resource": {"r"}}, ClientSecretPost),
+	}
+	for i, k := range others {
+		if k == base() {
+			t.Errorf("variant %d has the same key", i)
+		}
+		if strings.Contains(k, "aud") || strings.Contains(k, "id") {
+			t.Errorf("key %q reveals its parts", k)
+		}
+	}
+}
+
+// TestCacheKeyIsStable pins two keys: a key that changes between versions
+// makes every holder of a shared cache fetch a new token once after an
+// upgrade, so a change must be deliberate (and said in the CHANGELOG).
+func TestCacheKeyIsStable(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{TokenURL: "https://t.example/oauth/token", ClientID: "id", ClientSecret: "s3cret", Audience: "https://api/", Scopes: []string{"b", "a"}, Organization: "org_1"},
+			"m2mtoken-38f69fe6dbcc16b18ca332435afa9615"},
+		{Config{TokenURL: "https://t.example/oauth/token", ClientID: "id", ClientSecret: "s3cret", Audience: "https://api/", Cache: NewMemoryCache()},
+			"m2mtoken-2cbcd7f3d69f75bd497fded68ae7610a"},
+	} {
+		s, err := New(c.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CacheKey(); got != c.want {
+			t.Errorf("%v: key %s, want %s", s, got, c.want)
+		}
+		s.Close()
 	}
 }
 

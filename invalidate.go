@@ -1,7 +1,9 @@
-// The backoff of invalidations that keep getting 401: an API that rejects
-// every token (a wrong audience or grant, or a local caller that can make
-// it answer 401) must not make the source fetch a token per
-// Config.MinInvalidateInterval for ever.
+// What Invalidate remembers (the token it dropped, when), and the backoff
+// of invalidations that keep getting 401: an API that rejects every token
+// (a wrong audience or grant, or a local caller that can make it answer
+// 401) must not make the source fetch a token per
+// Config.MinInvalidateInterval for ever. The transition itself, dropping
+// the current token, is refresh.go's (invalidate).
 
 package m2mtoken
 
@@ -10,6 +12,14 @@ import (
 	"log/slog"
 	"time"
 )
+
+// invalidation is what Invalidate did last, under TokenSource.mu.
+type invalidation struct {
+	last    time.Time // when it last dropped a token
+	token   string    // the access token it dropped, never taken from the cache again
+	pending bool      // the source has no token because of it: the next fetch's reason
+	backoff invalidateBackoff
+}
 
 // maxInvalidateBackoff is the longest interval invalidations back off to.
 const maxInvalidateBackoff = time.Hour
