@@ -37,9 +37,10 @@ func (c *client) key(req *TokenRequest) string {
 	return k
 }
 
-// cacheKey derives the cache key from everything that identifies a token
-// and nothing secret. Scopes are sorted (their order does not change the
-// token); endpoint parameters are encoded sorted by url.Values.Encode.
+// cacheKey derives the first step of the key: the endpoint, client,
+// method and request, and nothing secret. Scopes are sorted (their order
+// does not change the token); endpoint parameters are encoded sorted by
+// url.Values.Encode.
 func cacheKey(tokenURL, clientID, audience string, scopes []string, org string, params url.Values, method AuthMethod) string {
 	sorted := slices.Clone(scopes)
 	slices.Sort(sorted)

@@ -242,8 +242,10 @@ type Config struct {
 	ErrorCacheTTL time.Duration
 	// MinInvalidateInterval is the least time between two invalidations
 	// that take effect (see [TokenSource.Invalidate]), so that an API that
-	// rejects every token cannot make the source fetch one per request.
-	// Zero means 30 seconds; negative means no limit.
+	// rejects every token cannot make the source fetch one per request;
+	// it doubles while the API keeps rejecting the new tokens, up to an
+	// hour ([Stats].InvalidateBackoff). Zero means 30 seconds; negative
+	// means no limit.
 	MinInvalidateInterval time.Duration
 	// LeaseTTL is how long the fetch lease of a shared cache lasts unless
 	// its holder keeps it alive, when Cache is a [Leaser] (the rediscache

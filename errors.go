@@ -29,11 +29,10 @@ type TokenError struct {
 	// Code and Description are the answer's "error" and
 	// "error_description", if it had them, with control characters escaped.
 	Code, Description string
-	// Temporary reports whether a retry may succeed: network errors other
-	// than a name that does not exist, a certificate that does not verify
-	// or a server that does not speak TLS; 408, 429, 5xx, and a 2xx body
-	// cut short. Permanent errors are not retried, and are returned for
-	// Config.ErrorCacheTTL without asking again.
+	// Temporary reports whether a retry may succeed (the list is in
+	// docs/errors.md, "What is retried"). Permanent errors are not
+	// retried, and are returned for Config.ErrorCacheTTL without asking
+	// again.
 	Temporary bool
 	// RetryAfter is the delay the endpoint asked for, if it asked.
 	RetryAfter time.Duration
@@ -146,8 +145,9 @@ func (e *WaitError) Unwrap() []error {
 	return []error{e.Ctx, e.Last}
 }
 
-// ErrClosed is returned by a source after [TokenSource.Close] when it has
-// no usable token left.
+// ErrClosed is returned by a source after [TokenSource.Close], or after its
+// [Pool] dropped it: closing drops the token, so the callers waiting for
+// one and every later call get ErrClosed.
 var ErrClosed = errors.New("m2mtoken: token source is closed")
 
 // ConfigError is a configuration that [New] or [ConfigFromEnv] refuses. Its

@@ -54,7 +54,7 @@ type FileCache struct {
 }
 
 // NewFileCache returns a cache in dir. The directory is created (0700) on
-// the first Set.
+// the first Set or Lease.
 func NewFileCache(dir string) *FileCache { return &FileCache{dir: dir} }
 
 // DefaultCacheDir is the m2mtoken directory under the user's cache

@@ -221,7 +221,7 @@ type WaitInfo struct {
 type InvalidateInfo struct {
 	Source *TokenSource
 	// Applied is false when the invalidation was ignored because the last
-	// one was less than Config.MinInvalidateInterval ago.
+	// one was too recent (Config.MinInvalidateInterval, or its backoff).
 	Applied bool
 }
 

@@ -31,7 +31,8 @@ import (
 // A token moves through three states, driven by timers so that the read
 // path reads no clock:
 //
-//	fresh:   handed out with one atomic load;
+//	fresh:   handed out with two atomic loads (the token, and the mark
+//	         the pool's eviction hand reads): no lock, no clock;
 //	stale:   inside the refresh window: still handed out at once, and the
 //	         first caller to see it starts one background refresh;
 //	expired: inside the expiry skew, or past expiry: never handed out;

@@ -27,7 +27,8 @@ import (
 //
 // Recovery needs a source with an Invalidate(*oauth2.Token) method, such as
 // [*TokenSource]; the source also limits how often a token can be dropped
-// ([Config.MinInvalidateInterval]), so that an API that rejects every token
+// ([Config.MinInvalidateInterval], backed off up to an hour while the API
+// keeps rejecting the new tokens), so that an API that rejects every token
 // gets its 401 passed to the caller instead of costing a token request per
 // API request.
 //
