@@ -330,7 +330,7 @@ func (c *Config) withDefaults() (string, error) {
 			return "", configErr("{PrivateKey} and {ClientSecret} are both set: use one way to authenticate (a key means Private Key JWT)")
 		}
 		if c.ClientSecret == "" {
-			return "", configErr("{ClientSecret} is empty: set it to the application's Client Secret (or set {PrivateKey} for Private Key JWT)")
+			return "", configErr("{ClientSecret} is empty: give the application's Client Secret (or set {PrivateKey} for Private Key JWT)")
 		}
 	case PrivateKeyJWT:
 		if c.ClientSecret != "" {

@@ -44,7 +44,7 @@ func (fs *fileSource) name(env string) string {
 	case env == settings.ClientSecret && fs.ClientSecretEnv != "":
 		return `"client_secret_env" (` + fs.ClientSecretEnv + `)`
 	case env == settings.ClientSecret && fs.ClientSecretFile == "":
-		return `"client_secret_env" or "client_secret_file"`
+		return `"client_secret_file" or "client_secret_env" naming a variable`
 	case env == settings.CAFile && fs.CAFile == "":
 		return "--ca-file or " + settings.CAFile
 	}

@@ -85,7 +85,7 @@ func TestAgentConfigErrors(t *testing.T) {
 		{"inline secret", src(`"client_secret": "s3cret-value"`), []string{`source "api"`, `"client_secret"`, "client_secret_env", "client_secret_file"}},
 		{"unset env", src(`"client_secret_env": "NOPE"`), []string{`source "api"`, `"client_secret_env"`, "NOPE", "empty or unset"}},
 		{"missing file", src(`"client_secret_file": "/nonexistent/secret"`), []string{`source "api"`, `"client_secret_file"`, "/nonexistent/secret"}},
-		{"no credential", src(`"audience": "x"`), []string{`source "api": "client_secret_env" or "client_secret_file" is empty: set it to the application's Client Secret (or set "private_key_file" for Private Key JWT)`}},
+		{"no credential", src(`"audience": "x"`), []string{`source "api": "client_secret_file" or "client_secret_env" naming a variable is empty: give the application's Client Secret (or set "private_key_file" for Private Key JWT)`}},
 		{"both secrets", src(`"client_secret_env": "SET", "client_secret_file": "/x"`), []string{`both "client_secret_env" (SET) and "client_secret_file" are set: authenticate with one`}},
 		{"typo", src(`"client_secert_env": "SET"`), []string{"sources[0]", `unknown field "client_secert_env": did you mean "client_secret_env"?`}},
 		{"audiance", src(`"client_secret_env": "SET", "audiance": "x"`), []string{`config file agent.json: sources[0]: unknown field "audiance": did you mean "audience"? ` +
@@ -98,7 +98,7 @@ func TestAgentConfigErrors(t *testing.T) {
 		{"bad cache", src(`"client_secret_env": "SET", "cache": "redis"`), []string{`"cache" "redis"`, `"file"`}},
 		{"cache_dir without cache", src(`"client_secret_env": "SET", "cache_dir": "/tmp"`), []string{`"cache_dir" is set`}},
 		{"no endpoint", `{"sources": [{"name": "api", "client_id": "c", "client_secret_env": "SET"}]}`, []string{`source "api"`, "no endpoint", `"domain"`, `"token_url"`}},
-		{"no client id", `{"sources": [{"name": "api", "domain": "t"}]}`, []string{`source "api": missing settings: set "client_id" (the application's Client ID) and "client_secret_env" or "client_secret_file"`}},
+		{"no client id", `{"sources": [{"name": "api", "domain": "t"}]}`, []string{`source "api": missing settings: set "client_id" (the application's Client ID) and "client_secret_file" or "client_secret_env" naming a variable (its Client Secret`}},
 		{"no name", `{"sources": [{"domain": "t", "client_id": "c"}]}`, []string{"sources[0]", `"name" is missing`}},
 		{"bad name", `{"sources": [{"name": "a/b", "domain": "t", "client_id": "c"}]}`, []string{`source "a/b"`, `"name"`}},
 		{"duplicate", `{"sources": [` + strings.Repeat(`{"name": "a", "domain": "t", "client_id": "c", "client_secret_env": "SET"},`, 2) + `{"name": "b"}]}`, []string{`source "a"`, "sources[0] too"}},
