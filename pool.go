@@ -153,7 +153,7 @@ func (p *Pool) add(req TokenRequest, id string) (*TokenSource, error) {
 		}
 	}
 	s := newToken(p, req, id)
-	s.life.used.Store(true)
+	s.used.Store(true)
 	var victim *TokenSource
 	if len(p.ring) < p.max {
 		s.life.ring = len(p.ring)
@@ -182,8 +182,8 @@ func (p *Pool) evict(s *TokenSource) *TokenSource {
 			p.hand = 0
 		}
 		v := p.ring[p.hand]
-		if v.life.used.Load() {
-			v.life.used.Store(false)
+		if v.used.Load() {
+			v.used.Store(false)
 			p.hand++
 			continue
 		}
@@ -241,8 +241,8 @@ func (p *Pool) Token(ctx context.Context, r TokenRequest) (*oauth2.Token, error)
 	s := (*p.read.Load())[string(appendID(buf[:0], &r))]
 	if s != nil {
 		if tok := s.fresh.Load(); tok != nil { // a dropped source has none
-			if !s.life.used.Load() {
-				s.life.used.Store(true)
+			if !s.used.Load() {
+				s.used.Store(true)
 			}
 			return tok, nil
 		}
@@ -318,7 +318,7 @@ func (p *Pool) contextToken(ctx context.Context) (*TokenSource, *oauth2.Token, e
 	}
 	s := (*p.read.Load())[id]
 	if s != nil {
-		if tok := s.fresh.Load(); tok != nil && s.life.used.Load() { // a dropped source has none
+		if tok := s.fresh.Load(); tok != nil && s.used.Load() { // a dropped source has none
 			return s, tok, nil
 		}
 		if s.life.dropped.Load() {

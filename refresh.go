@@ -214,7 +214,7 @@ func (s *TokenSource) stopTimers(h *heldToken) {
 // tokenSlow is the rest of TokenContext: marking the source used, and a
 // token that is not fresh or not there.
 func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
-	s.life.used.Store(true)
+	s.used.Store(true)
 	if tok := s.fresh.Load(); tok != nil {
 		return tok, nil
 	}

@@ -34,10 +34,13 @@ type TokenSource struct {
 	log  *slog.Logger // the client's, with the request when Config.Logger is set
 
 	// fresh is the current token while it is fresh, else nil: the hot
-	// path loads it (and life.used). cur is the current token while it is
+	// path loads it, and used. cur is the current token while it is
 	// usable (fresh or stale), else nil. Both are written under mu, and
-	// read without it.
+	// read without it. used is set when the token is handed out, and
+	// cleared by the pool's eviction hand: a source not used since the
+	// hand last passed is the one dropped.
 	fresh atomic.Pointer[oauth2.Token]
+	used  atomic.Bool
 	cur   atomic.Pointer[heldToken]
 
 	// mu guards the state transitions of refresh.go (a token installed,
@@ -61,10 +64,6 @@ type life struct {
 	id   string // the pool's lookup key of the request (requestid.go)
 	ring int    // index in the pool's ring
 	solo bool   // made by New: closing it closes its pool
-	// used is set when the token is handed out, and cleared by the pool's
-	// eviction hand: a source not used since the hand last passed is the
-	// one dropped.
-	used atomic.Bool
 	// dropped is set once the source is closed or dropped from its pool,
 	// for lookups that find it in the pool's snapshot.
 	dropped     atomic.Bool
@@ -134,7 +133,7 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 	// TokenContext's fast path, repeated to save a call: one load, and
 	// one more of used, which the slow path sets for the pool's eviction
 	// hand.
-	if tok := s.fresh.Load(); tok != nil && s.life.used.Load() {
+	if tok := s.fresh.Load(); tok != nil && s.used.Load() {
 		return tok, nil
 	}
 	return s.tokenSlow(context.Background())
@@ -146,7 +145,7 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 // itself is not cancelled with ctx: it goes on for the other callers.
 // The returned token is shared: do not modify it.
 func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
-	if tok := s.fresh.Load(); tok != nil && s.life.used.Load() {
+	if tok := s.fresh.Load(); tok != nil && s.used.Load() {
 		return tok, nil
 	}
 	return s.tokenSlow(ctx)
