@@ -77,12 +77,16 @@ type fileSource struct {
 	Scopes           []string `json:"scopes"`
 	Organization     string   `json:"organization"`
 	PrivateKeyFile   string   `json:"private_key_file"`
-	KeyID            string   `json:"key_id"`
-	DPoPKeyFile      string   `json:"dpop_key_file"`
-	RequireDPoP      bool     `json:"require_dpop"`
-	CAFile           string   `json:"ca_file"`
-	Cache            string   `json:"cache"`
-	CacheDir         string   `json:"cache_dir"`
+	// ClientAssertionFile and ClientAssertionType are the platform's
+	// client assertion and its type.
+	ClientAssertionFile string `json:"client_assertion_file"`
+	ClientAssertionType string `json:"client_assertion_type"`
+	KeyID               string `json:"key_id"`
+	DPoPKeyFile         string `json:"dpop_key_file"`
+	RequireDPoP         bool   `json:"require_dpop"`
+	CAFile              string `json:"ca_file"`
+	Cache               string `json:"cache"`
+	CacheDir            string `json:"cache_dir"`
 
 	// ClientSecret is refused: a secret never sits in the config file.
 	ClientSecret json.RawMessage `json:"client_secret"`

@@ -48,13 +48,13 @@ func TestAgentConfigFile(t *testing.T) {
 	if specs[0].Name != "billing" || b.ClientSecret != "from-env" || b.AuthMethod != m2mtoken.ClientSecretBasic || len(b.Scopes) != 2 || b.Cache != nil {
 		t.Errorf("billing: %v", b)
 	}
-	if s.ClientSecret != "from-a-file" || s.TokenURL == "" {
+	if s.ClientSecretFile == "" || s.ClientSecret != "" || s.TokenURL == "" {
 		t.Errorf("search: %v", s)
 	}
 	if fc, ok := s.Cache.(*m2mtoken.FileCache); !ok || !writesIn(t, fc, dir) {
 		t.Errorf("search cache: %#v", s.Cache)
 	}
-	if k.PrivateKey == nil || k.KeyID != "kid1" || k.AuthMethod != m2mtoken.PrivateKeyJWT || k.ClientSecret != "" || k.DPoPKey == nil || !k.RequireDPoP {
+	if k.PrivateKeyFile == "" || k.KeyID != "kid1" || k.AuthMethod != m2mtoken.PrivateKeyJWT || k.ClientSecret != "" || k.DPoPKey == nil || !k.RequireDPoP {
 		t.Errorf("keyed: %v", k)
 	}
 	for _, spec := range specs {
