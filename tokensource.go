@@ -33,7 +33,7 @@ type TokenSource struct {
 	// reqKey is the cache key without the credential, which may change
 	// (see cachekey.go).
 	reqKey string
-	log  *slog.Logger // the client's, with the request when Config.Logger is set
+	log    *slog.Logger // the client's, with the request when Config.Logger is set
 
 	// fresh is the current token while it is fresh, else nil: the hot
 	// path loads it, and used. cur is the current token while it is
