@@ -75,8 +75,9 @@ type credential struct {
 	// assertion expiry warned about.
 	warned    string
 	expWarned time.Time
-	// looked is when moved last read the file.
-	looked time.Time
+	// looked is when moved last read the file; changed when the file's
+	// credential last changed.
+	looked, changed time.Time
 }
 
 // credValue is one value of a credential.
@@ -295,6 +296,7 @@ func (cr *credential) current(ctx context.Context, log *slog.Logger) (*credValue
 			}
 			log.Info("the credential changed in its file; the next token requests use it", slog.String("field", cr.field), slog.String("file", cr.file.Path()))
 			cr.prev, cr.cur = cr.cur, v
+			cr.changed = cr.clk.Now()
 		}
 	}
 	v := cr.cur
@@ -372,6 +374,18 @@ func (cr *credential) accepted(v *credValue) {
 	}
 }
 
+// young reports whether the credential changed in its file less than
+// rotationSettle ago, and how long ago.
+func (cr *credential) young() (time.Duration, bool) {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	if cr.changed.IsZero() {
+		return 0, false
+	}
+	since := cr.clk.Now().Sub(cr.changed)
+	return since, since < rotationSettle
+}
+
 // last returns the value in use, without reading anything: nil for an
 // assertion function not called yet.
 func (cr *credential) last() *credValue {
@@ -379,6 +393,12 @@ func (cr *credential) last() *credValue {
 	defer cr.mu.Unlock()
 	return cr.cur
 }
+
+// rotationSettle is how long after a credential changed in its file a
+// refusal of it is taken for a server that has not taken up the rotation
+// yet, and asked again with backoff rather than held: twice the thirty
+// seconds Auth0 says a new secret may take.
+const rotationSettle = time.Minute
 
 // credentialLook is how often a refused credential's file is looked at
 // again, however often callers ask.

@@ -88,13 +88,22 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, *credV
 		s.wait.sending.Store(&sentAttempt{n: attempt + 1, at: s.c.clock.Now()})
 		ce, err := s.attempt(actx, probe, v)
 		s.wait.sending.Store(nil)
-		next := s.next(ctx, attempt, err, nonceRetries)
 		var te *TokenError
 		errors.As(err, &te)
 		prev := (*credValue)(nil)
-		if fallback == nil && te != nil && badCredentials(te) && ctx.Err() == nil {
-			prev = s.c.cred.previous(v)
+		if te != nil && badCredentials(te) {
+			if fallback == nil && ctx.Err() == nil {
+				prev = s.c.cred.previous(v)
+			}
+			if since, young := s.c.cred.young(); prev == nil && young {
+				// A credential that changed moments ago may not have
+				// reached every server of the issuer yet: its refusal is
+				// asked again, with backoff, not held.
+				te.Temporary = true
+				te.Hint = "the credential changed " + since.Round(time.Second).String() + " ago, and a server may take a while to take up a rotation (Auth0: up to thirty seconds): it is asked again; " + te.Hint
+			}
 		}
+		next := s.next(ctx, attempt, err, nonceRetries)
 		if prev != nil {
 			next = nextAttempt{retry: true, window: next.window}
 		}
