@@ -418,7 +418,7 @@ func (c *Config) withDefaults() (string, error) {
 		if creds[0] == "PrivateKey" && creds[1] == "ClientSecret" || creds[0] == "ClientSecret" && creds[1] == "PrivateKey" {
 			return "", configErr("{PrivateKey} and {ClientSecret} are both set: use one way to authenticate (a key means Private Key JWT)")
 		}
-		return "", configErr("{%s} and {%s} are both set: authenticate with one (a client secret, its file, a private key, its file, or a client assertion)", creds[0], creds[1])
+		return "", configErr("{"+creds[0]+"} and {"+creds[1]+"} are both set: authenticate with one (a client secret, its file, a private key, its file, or a client assertion)")
 	}
 	if c.AuthMethod == ClientSecretPost && len(creds) == 1 {
 		switch creds[0] {
@@ -435,7 +435,7 @@ func (c *Config) withDefaults() (string, error) {
 	case ClientSecretPost, ClientSecretBasic:
 		if c.ClientSecret == "" && c.ClientSecretFile == "" {
 			if len(creds) == 1 {
-				return "", configErr("{%s} is set with {AuthMethod} %v, which sends a client secret: remove {AuthMethod}, or give the secret instead", creds[0], c.AuthMethod)
+				return "", configErr("{"+creds[0]+"} is set with {AuthMethod} %v, which sends a client secret: remove {AuthMethod}, or give the secret instead", c.AuthMethod)
 			}
 			return "", configErr("{ClientSecret} is empty: give the application's Client Secret (or set {PrivateKey|PrivateKeyFile} for Private Key JWT)")
 		}

@@ -135,11 +135,11 @@ func newCredential(cfg *Config, clk clock.Clock) (*credential, error) {
 	}
 	snap := cr.file.Read(context.Background())
 	if snap.Version == 0 {
-		return nil, configErr("{%s}: %v", cr.field, snap.Err)
+		return nil, configErr("{"+cr.field+"}: %v", snap.Err)
 	}
 	v, err := cr.parse(snap)
 	if err != nil {
-		return nil, configErr("{%s}: %v", cr.field, err)
+		return nil, configErr("{"+cr.field+"}: %v", err)
 	}
 	cr.cur = v
 	if cr.kind == credKey {
