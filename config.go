@@ -418,7 +418,7 @@ func (c *Config) withDefaults() (string, error) {
 		if creds[0] == "PrivateKey" && creds[1] == "ClientSecret" || creds[0] == "ClientSecret" && creds[1] == "PrivateKey" {
 			return "", configErr("{PrivateKey} and {ClientSecret} are both set: use one way to authenticate (a key means Private Key JWT)")
 		}
-		return "", configErr("{"+creds[0]+"} and {"+creds[1]+"} are both set: authenticate with one (a client secret, its file, a private key, its file, or a client assertion)")
+		return "", configErr("{" + creds[0] + "} and {" + creds[1] + "} are both set: authenticate with one (a client secret, its file, a private key, its file, or a client assertion)")
 	}
 	if c.AuthMethod == ClientSecretPost && len(creds) == 1 {
 		switch creds[0] {
