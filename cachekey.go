@@ -45,7 +45,15 @@ func (c *client) cacheKeyFor(rk string, v *credValue) string {
 	if !c.shared || v == nil {
 		return rk
 	}
-	return credentialKey(rk, v.cacheID(c.tokenURL, c.cfg.ClientID))
+	id := v.cacheID(c.tokenURL, c.cfg.ClientID)
+	if c.cert != nil {
+		// A token may be bound to the certificate it was fetched over:
+		// only holders of the same certificate share it.
+		if cv := c.cert.cur.Load(); cv != nil {
+			id += ";x5t#S256:" + cv.thumb
+		}
+	}
+	return credentialKey(rk, id)
 }
 
 // cacheKey derives the first step of the key: the endpoint, client,

@@ -36,19 +36,27 @@ type client struct {
 	tokenURL string
 	// cred is the credential, read when a token request is made
 	// (credential.go). shared says Config.Cache is set: only then does the
-	// cache key name the credential (cachekey.go).
-	cred     *credential
-	shared   bool
-	http     *http.Client   // sends token requests; never follows redirects
-	ownsHTTP bool           // http's transport is ours (Config.HTTPClient was nil)
-	roots    *x509.CertPool // the system's CAs and Config.CAFile's, or nil for the system's
-	log      *slog.Logger
-	logged   bool // Config.Logger was set: tokens' loggers carry their request
-	cache    Cache
-	clock    clock.Clock
-	rand     func() float64
-	dpop     *dpopState // nil without Config.DPoPKey
-	obs      *Observer
+	// cache key name the credential (cachekey.go). cert is the client
+	// certificate, or nil (clientcert.go); certChanged, set by the pool,
+	// drops the tokens bound to a certificate no longer presented.
+	cred    *credential
+	shared  bool
+	cert    *clientCert
+	pool    *Pool // the pool whose client this is, for its tokens and events
+	apiCert atomic.Pointer[certTransport]
+	// certTimer is watchCert's next look, under certMu.
+	certMu    sync.Mutex
+	certTimer clock.Timer
+	http      *http.Client   // sends token requests; never follows redirects
+	ownsHTTP  bool           // http's transport is ours (Config.HTTPClient was nil)
+	roots     *x509.CertPool // the system's CAs and Config.CAFile's, or nil for the system's
+	log       *slog.Logger
+	logged    bool // Config.Logger was set: tokens' loggers carry their request
+	cache     Cache
+	clock     clock.Clock
+	rand      func() float64
+	dpop      *dpopState // nil without Config.DPoPKey
+	obs       *Observer
 	// life ends with the pool: background refreshes and kept leases run
 	// in it.
 	life context.Context
@@ -134,12 +142,22 @@ func newClient(cfg Config, clk clock.Clock) (*client, error) {
 		c.obs = &o
 	}
 	c.log = c.log.With(slog.String("component", "m2mtoken"), slog.String("token_url", tokenURL), slog.String("client_id", cfg.ClientID))
+	if c.cert, err = newClientCert(&c.cfg, clk, c.log); err != nil {
+		return nil, withNames(err, cfg.FieldNames)
+	}
+	var present clientCertFunc
+	if c.cert != nil {
+		present = c.cert.forHandshake
+		c.cert.changed = c.certChanged
+		c.cert.expiring = c.certExpiring
+		c.watchCert()
+	}
 	base := cfg.HTTPClient
 	if base == nil {
 		// A transport of its own, so that Close can drop its connections
 		// without touching the process's http.DefaultTransport, with a cap
 		// on connections: one pool of connections for every token.
-		base = &http.Client{Transport: ownTransport(roots, c.cfg.MaxConnsPerHost)}
+		base = &http.Client{Transport: ownTransport(roots, c.cfg.MaxConnsPerHost, present)}
 		c.ownsHTTP = true
 		// As many requests in flight as connections: the others wait for
 		// a place where a 429 can still stop them (ratehold.go).
@@ -151,14 +169,29 @@ func newClient(cfg Config, clk clock.Clock) (*client, error) {
 	return c, nil
 }
 
-// apiTransport is the transport under every token's Client().
+// apiTransport is the transport under every token's Client(): with a
+// client certificate, one that is made anew when the certificate changes.
 func (c *client) apiTransport() http.RoundTripper {
-	c.apiOnce.Do(func() { c.apiBase = tunedTransport(c.roots) })
+	c.apiOnce.Do(func() {
+		if c.cert == nil {
+			c.apiBase = tunedTransport(c.roots, nil)
+			return
+		}
+		t := newCertTransport(func() *http.Transport {
+			return tunedTransport(c.roots, c.cert.forHandshake).(*http.Transport)
+		})
+		c.apiCert.Store(t)
+		c.apiBase = t
+	})
 	return c.apiBase
 }
 
-// closeIdle drops the idle connections the client owns.
+// closeIdle drops the idle connections the client owns, and stops looking
+// at its certificate.
 func (c *client) closeIdle() {
+	if c.cert != nil {
+		c.stopCert()
+	}
 	if c.ownsHTTP {
 		c.http.CloseIdleConnections()
 	}

@@ -6,6 +6,7 @@ package m2mtoken
 import (
 	"context"
 	"crypto"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,6 +39,16 @@ const (
 	// server that trusts the platform accepts (federated credentials). It
 	// is the method when either is set.
 	ClientAssertion
+	// TLSClientAuth authenticates with the client's TLS certificate, one a
+	// CA issued (RFC 8705 section 2.1, tls_client_auth): the server checks
+	// the certificate's chain and its subject. No secret is sent. It is the
+	// method when Config.ClientCertFile (or GetClientCertificate) is the
+	// only credential.
+	TLSClientAuth
+	// SelfSignedTLSClientAuth authenticates with a self-signed certificate
+	// registered with the server (RFC 8705 section 2.2,
+	// self_signed_tls_client_auth).
+	SelfSignedTLSClientAuth
 )
 
 // String returns the method's OAuth 2.0 name.
@@ -51,6 +62,10 @@ func (m AuthMethod) String() string {
 		return "private_key_jwt"
 	case ClientAssertion:
 		return "client_assertion"
+	case TLSClientAuth:
+		return "tls_client_auth"
+	case SelfSignedTLSClientAuth:
+		return "self_signed_tls_client_auth"
 	}
 	return fmt.Sprintf("AuthMethod(%d)", int(m))
 }
@@ -140,10 +155,29 @@ type Config struct {
 	AssertionLifetime time.Duration
 	// MTLSTokenURL, if set, is where token requests are sent instead: the
 	// token endpoint's mTLS alias (Auth0 serves mTLS client authentication
-	// only at its own alias behind a custom domain). HTTPClient must then
-	// present the client certificate. Domain or TokenURL still names the
-	// server, and the assertion audience.
+	// only at its own alias behind a custom domain, listed in its
+	// discovery document's mtls_endpoint_aliases). Domain or TokenURL still
+	// names the server, and the assertion audience.
 	MTLSTokenURL string
+	// ClientCertFile and ClientKeyFile are PEM files of the client's TLS
+	// certificate (its chain after it) and private key, presented to the
+	// token endpoint and, for certificate-bound tokens (RFC 8705), to the
+	// APIs through [TokenSource.Client], [Transport] over it, and the
+	// m2mtoken agent's proxy. With no other credential, the client
+	// authenticates with it (TLSClientAuth). They are followed as
+	// ClientSecretFile is: a renewed pair (cert-manager renews every 60 to
+	// 90 days) is taken once both files read well and the key matches the
+	// certificate, never half-written; new connections present it, and a
+	// token bound to the certificate before is fetched anew. The
+	// certificate's thumbprint is part of the cache key: only holders of
+	// the same certificate share a token. A warning is logged (and
+	// Observer.CertificateExpiring told) when a tenth of its validity is
+	// left. They go with a nil HTTPClient.
+	ClientCertFile, ClientKeyFile string
+	// GetClientCertificate, instead of ClientCertFile and ClientKeyFile,
+	// returns the client certificate: called for each token request and
+	// TLS handshake, and every 30 seconds, from any goroutine.
+	GetClientCertificate func() (*tls.Certificate, error)
 
 	// DPoPKey, if set, binds tokens to this key with DPoP (RFC 9449): every
 	// token request carries a proof signed with it, the token is usable
@@ -326,6 +360,7 @@ func (c Config) String() string {
 	files := ""
 	for _, f := range []struct{ name, path string }{
 		{"client_secret_file", c.ClientSecretFile}, {"private_key_file", c.PrivateKeyFile}, {"client_assertion_file", c.ClientAssertionFile},
+		{"client_cert_file", c.ClientCertFile}, {"client_key_file", c.ClientKeyFile},
 	} {
 		if f.path != "" {
 			files += fmt.Sprintf(" %s:%q", f.name, f.path)
@@ -389,7 +424,7 @@ func (c *Config) missing() error {
 	if c.ClientID == "" {
 		parts = append(parts, "{ClientID} (the application's Client ID)")
 	}
-	if len(c.credentials()) == 0 {
+	if len(c.credentials()) == 0 && c.ClientCertFile == "" && c.GetClientCertificate == nil {
 		parts = append(parts, "{ClientSecret} (its Client Secret, or {PrivateKey|PrivateKeyFile} for Private Key JWT)")
 	}
 	if strings.TrimSpace(c.Domain) == "" && strings.TrimSpace(c.TokenURL) == "" {
@@ -427,6 +462,22 @@ func (c *Config) withDefaults() (string, error) {
 		case "ClientAssertionFile", "GetClientAssertion":
 			c.AuthMethod = ClientAssertion
 		}
+	}
+	hasCert := c.ClientCertFile != "" || c.ClientKeyFile != "" || c.GetClientCertificate != nil
+	if c.AuthMethod == ClientSecretPost && len(creds) == 0 && hasCert {
+		c.AuthMethod = TLSClientAuth
+	}
+	switch {
+	case (c.ClientCertFile == "") != (c.ClientKeyFile == ""):
+		return "", configErr("{ClientCertFile} and {ClientKeyFile} go together: give the certificate and its private key")
+	case c.ClientCertFile != "" && c.GetClientCertificate != nil:
+		return "", configErr("{ClientCertFile} and {GetClientCertificate} are both set: give the certificate one way")
+	case hasCert && c.HTTPClient != nil:
+		return "", configErr("{ClientCertFile} and {HTTPClient} are both set: the certificate is presented by the source's own client; leave HTTPClient nil, or present the certificate in your client's TLS config")
+	case tlsMethod(c.AuthMethod) && !hasCert:
+		return "", configErr("{AuthMethod} %v needs {ClientCertFile} and {ClientKeyFile}: the certificate is the credential", c.AuthMethod)
+	case tlsMethod(c.AuthMethod) && len(creds) > 0:
+		return "", configErr("{"+creds[0]+"} is set with {AuthMethod} %v, which authenticates with the certificate alone: remove it", c.AuthMethod)
 	}
 	if c.ClientAssertionType != "" && c.AuthMethod != ClientAssertion {
 		return "", configErr("{ClientAssertionType} is set without {ClientAssertionFile}: it is the type of a client assertion the platform makes")
@@ -471,6 +522,7 @@ func (c *Config) withDefaults() (string, error) {
 		default:
 			c.ClientAssertionType = t
 		}
+	case TLSClientAuth, SelfSignedTLSClientAuth:
 	default:
 		return "", configErr("{AuthMethod} %v is not supported", c.AuthMethod)
 	}

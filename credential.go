@@ -52,6 +52,7 @@ const (
 	credSecret credKind = iota
 	credKey
 	credAssertion
+	credCert // the client certificate alone (TLSClientAuth, SelfSignedTLSClientAuth)
 )
 
 // credential is the client's credential: where it comes from, and the
@@ -117,6 +118,13 @@ func newCredential(cfg *Config, clk clock.Clock) (*credential, error) {
 	case cfg.GetClientAssertion != nil:
 		cr.kind, cr.field = credAssertion, "GetClientAssertion"
 		cr.get = cfg.GetClientAssertion
+		return cr, nil
+	case tlsMethod(cfg.AuthMethod):
+		// The certificate is the credential (clientcert.go): nothing
+		// else is sent, and its thumbprint is in the cache key.
+		cr.kind, cr.field = credCert, "ClientCertFile"
+		cr.cur = &credValue{version: 1, id: "tls-client-certificate"}
+		cr.cur.idOnce.Do(func() {})
 		return cr, nil
 	case cfg.PrivateKey != nil:
 		cr.kind, cr.field = credKey, "PrivateKey"

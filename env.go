@@ -131,6 +131,18 @@ func ConfigFromLookup(lookup func(name string) (string, bool), name func(envVar 
 		}
 		cfg.ClientAssertionType = t
 	}
+	certFile, keyFile := get(settings.ClientCertFile), get(settings.ClientKeyFile)
+	switch {
+	case certFile != "" && keyFile == "":
+		return fail("%s is set without %s: give the certificate's private key too", name(settings.ClientCertFile), name(settings.ClientKeyFile))
+	case keyFile != "" && certFile == "":
+		return fail("%s is set without %s: give the certificate too", name(settings.ClientKeyFile), name(settings.ClientCertFile))
+	case certFile != "":
+		if _, err := loadKeyPair(certFile, keyFile); err != nil {
+			return fail("%s and %s: %v", name(settings.ClientCertFile), name(settings.ClientKeyFile), err)
+		}
+		cfg.ClientCertFile, cfg.ClientKeyFile = certFile, keyFile
+	}
 	switch m := get(settings.AuthMethod); m {
 	case "":
 	case "post", "client_secret_post", "basic", "client_secret_basic":
@@ -152,8 +164,16 @@ func ConfigFromLookup(lookup func(name string) (string, bool), name func(envVar 
 		if cfg.ClientAssertionFile == "" {
 			return fail("%s client_assertion needs %s", name(settings.AuthMethod), name(settings.AssertionFile))
 		}
+	case "tls_client_auth", "self_signed_tls_client_auth":
+		if cfg.ClientCertFile == "" {
+			return fail("%s %s needs %s and %s: the certificate is the credential", name(settings.AuthMethod), m, name(settings.ClientCertFile), name(settings.ClientKeyFile))
+		}
+		cfg.AuthMethod = TLSClientAuth
+		if m == "self_signed_tls_client_auth" {
+			cfg.AuthMethod = SelfSignedTLSClientAuth
+		}
 	default:
-		return fail("%s %q: use post, basic, private_key_jwt or client_assertion", name(settings.AuthMethod), m)
+		return fail("%s %q: use post, basic, private_key_jwt, client_assertion, tls_client_auth or self_signed_tls_client_auth", name(settings.AuthMethod), m)
 	}
 	if f := get(settings.DPoPKeyFile); f != "" {
 		key, err := LoadPrivateKey(f)

@@ -82,7 +82,7 @@ func TestConfigFromEnv(t *testing.T) {
 		{"require dpop without a key", with("M2MTOKEN_REQUIRE_DPOP", "1"), Config{}, "M2MTOKEN_REQUIRE_DPOP is set without M2MTOKEN_DPOP_KEY_FILE"},
 		{"require dpop not a bool", with("M2MTOKEN_DPOP_KEY_FILE", keyFile, "M2MTOKEN_REQUIRE_DPOP", "yes please"), Config{}, `M2MTOKEN_REQUIRE_DPOP "yes please": use true or false`},
 		{"bad key file", with("AUTH0_CLIENT_SECRET", "", "M2MTOKEN_PRIVATE_KEY_FILE", secretFile), Config{}, "M2MTOKEN_PRIVATE_KEY_FILE: no PEM block found"},
-		{"bad method", with("M2MTOKEN_AUTH_METHOD", "digest"), Config{}, `M2MTOKEN_AUTH_METHOD "digest": use post, basic, private_key_jwt or client_assertion`},
+		{"bad method", with("M2MTOKEN_AUTH_METHOD", "digest"), Config{}, `M2MTOKEN_AUTH_METHOD "digest": use post, basic, private_key_jwt, client_assertion, tls_client_auth or self_signed_tls_client_auth`},
 		{"locahost", with("AUTH0_DOMAIN", "", "M2MTOKEN_TOKEN_URL", "http://locahost:8080/oauth/token"), Config{},
 			`M2MTOKEN_TOKEN_URL "http://locahost:8080/oauth/token": "locahost" is not a loopback name: did you mean localhost?`},
 		{"empty port", with("AUTH0_DOMAIN", "", "M2MTOKEN_TOKEN_URL", "http://127.0.0.1:/oauth/token"), Config{},

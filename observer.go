@@ -64,6 +64,10 @@ type Observer struct {
 	// Closed is called once, at the end of [TokenSource.Close] (or when
 	// its pool drops it).
 	Closed func(info ClosedInfo)
+	// CertificateExpiring is called once per client certificate
+	// (Config.ClientCertFile) that has less than a tenth of its validity
+	// left and has not been renewed.
+	CertificateExpiring func(info CertificateInfo)
 }
 
 // FetchReason is why a fetch started.
@@ -251,6 +255,17 @@ type ClosedInfo struct {
 	Source *TokenSource
 }
 
+// CertificateInfo describes a client certificate.
+type CertificateInfo struct {
+	// Pool is the pool whose client presents it.
+	Pool *Pool
+	// Thumbprint is its RFC 8705 thumbprint (base64url SHA-256), as a
+	// bound token's cnf.x5t#S256 names it.
+	Thumbprint string
+	// NotAfter is when it expires.
+	NotAfter time.Time
+}
+
 // ctxKey keys the fetch in progress in its own context.
 type ctxKey struct{}
 
@@ -401,5 +416,11 @@ func (o *Observer) limits(s *TokenSource, status int, rl *RateLimit, q *Quotas) 
 func (o *Observer) closed(s *TokenSource) {
 	if o != nil && o.Closed != nil {
 		o.Closed(ClosedInfo{Source: s})
+	}
+}
+
+func (o *Observer) certificateExpiring(p *Pool, v *certValue) {
+	if o != nil && o.CertificateExpiring != nil {
+		o.CertificateExpiring(CertificateInfo{Pool: p, Thumbprint: v.thumb, NotAfter: v.notAfter})
 	}
 }

@@ -95,6 +95,7 @@ func newPool(cfg Config, clk clock.Clock, many bool) (*Pool, error) {
 		return nil, err
 	}
 	p := &Pool{c: c, max: c.cfg.MaxTokens, many: many, spread: many, m: map[string]*TokenSource{}}
+	c.pool = p
 	if many {
 		p.newTokens = newNewTokenLimit(&c.cfg, clk.Now())
 	}
@@ -286,6 +287,17 @@ func (p *Pool) sourceToken(ctx context.Context, req *TokenRequest, s *TokenSourc
 	}
 }
 
+// dropBound drops the tokens bound to a client certificate other than
+// thumb's (see clientcert.go).
+func (p *Pool) dropBound(thumb string) {
+	p.mu.Lock()
+	srcs := append([]*TokenSource(nil), p.ring...)
+	p.mu.Unlock()
+	for _, s := range srcs {
+		s.dropBound(thumb)
+	}
+}
+
 // isClosed reports whether Close was called.
 func (p *Pool) isClosed() bool {
 	p.mu.Lock()
@@ -379,9 +391,11 @@ type PoolStats struct {
 	// Expiry is the soonest expiry among the tokens held; zero if none is
 	// usable.
 	Expiry time.Time
-	// RateLimit and Quotas are the client's last readings (see [Stats]).
-	RateLimit *RateLimit
-	Quotas    *Quotas
+	// RateLimit and Quotas are the client's last readings, and
+	// ClientCertificateExpiry its certificate's (see [Stats]).
+	RateLimit               *RateLimit
+	Quotas                  *Quotas
+	ClientCertificateExpiry time.Time
 }
 
 // Stats returns a snapshot of the pool's counters. It visits every token.
@@ -404,6 +418,11 @@ func (p *Pool) Stats() PoolStats {
 	}
 	ps.RateLimit = p.c.rateLimit.Load()
 	ps.Quotas = p.c.quotas.Load()
+	if p.c.cert != nil {
+		if cv := p.c.cert.cur.Load(); cv != nil {
+			ps.ClientCertificateExpiry = cv.notAfter
+		}
+	}
 	return ps
 }
 

@@ -45,6 +45,7 @@ import (
 type heldToken struct {
 	tok        *oauth2.Token
 	entry      *Entry
+	x5t        string    // the client certificate it is bound to (RFC 8705), or ""
 	staleAt    time.Time // see at
 	unusableAt time.Time // see at
 
@@ -119,7 +120,7 @@ func (s *TokenSource) hold(ce *Entry, spread bool) *heldToken {
 		window += time.Duration(float64(window) * j * s.c.rand())
 		window = min(window, life*3/5)
 	}
-	h := &heldToken{tok: ce.Token(), entry: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew)}
+	h := &heldToken{tok: ce.Token(), entry: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew), x5t: certBinding(ce)}
 	if h.staleAt.After(h.unusableAt) {
 		h.staleAt = h.unusableAt
 	}
@@ -382,6 +383,9 @@ func (s *TokenSource) fetch(parent context.Context, refresh bool) fetched {
 func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken, Origin, error) {
 	// The cache key names the credential as it is now: a credential that
 	// changed in its file is looked for (and leased) under its own key.
+	if s.c.cert != nil {
+		s.c.cert.current(ctx) // the key names the certificate as it is now
+	}
 	key := s.c.cacheKeyFor(s.reqKey, s.c.cred.forKey(ctx, s.log))
 	if h := s.adopt(ctx, key); h != nil {
 		return h, OriginCache, nil
@@ -449,6 +453,18 @@ func (s *TokenSource) closedOr(err error) error {
 		return ErrClosed
 	}
 	return err
+}
+
+// dropBound drops the current token if it is bound to a client
+// certificate other than thumb's: the API would refuse it over the new
+// certificate's connections, so the next call fetches one bound to it.
+func (s *TokenSource) dropBound(thumb string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h := s.cur.Load(); h != nil && h.x5t != "" && h.x5t != thumb {
+		s.expire(h)
+		s.log.Debug("token dropped: it is bound to the client certificate before", slog.String("token", Fingerprint(h.tok.AccessToken)))
+	}
 }
 
 // wasInvalidated reports whether accessToken is the token Invalidate

@@ -57,6 +57,7 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, *credV
 		return &c
 	}
 	var fallback *credValue // the previous credential, to try once after a refusal
+	reconnected := false    // asked again over a new connection, for a certificate
 	for attempt := 0; ; attempt++ {
 		v, cerr := fallback, error(nil)
 		if v == nil {
@@ -109,6 +110,20 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, *credV
 		}
 		s.c.obs.attemptDone(actx, s, a, start, err, next.nonce, next)
 		nonceRetry = false
+		if err == nil && s.c.cert != nil && !reconnected {
+			if x5t, cv := certBinding(ce), s.c.cert.cur.Load(); x5t != "" && cv != nil && x5t != cv.thumb {
+				// Bound to a certificate this client no longer presents: the
+				// request went over a connection made before the
+				// certificate changed. Ask again over a new one.
+				reconnected = true
+				if s.c.ownsHTTP {
+					s.c.http.CloseIdleConnections()
+				}
+				attempt--
+				s.log.Debug("the token is bound to the client certificate before; asking again over a new connection")
+				continue
+			}
+		}
 		if err == nil {
 			s.log.Debug("token received", slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("expiry", ce.Expiry))
 			if fallback != nil {
@@ -353,6 +368,10 @@ func (s *TokenSource) newRequest(ctx context.Context, v *credValue) (*http.Reque
 		form.Set("client_id", s.c.cfg.ClientID)
 		form.Set("client_assertion_type", s.c.cfg.ClientAssertionType)
 		form.Set("client_assertion", v.assertion)
+	case TLSClientAuth, SelfSignedTLSClientAuth:
+		// RFC 8705 section 2: the certificate of the connection
+		// authenticates the client, which names itself.
+		form.Set("client_id", s.c.cfg.ClientID)
 	}
 	if s.req.Audience != "" {
 		form.Set("audience", s.req.Audience)

@@ -290,6 +290,9 @@ type Stats struct {
 	// MinInvalidateInterval; it is empty when it is not.
 	InvalidateBackoff       time.Duration
 	InvalidateBackoffReason string
+	// ClientCertificateExpiry is when the client certificate in use
+	// (Config.ClientCertFile) expires; zero without one.
+	ClientCertificateExpiry time.Time
 }
 
 // Stats returns a snapshot of the source's counters.
@@ -310,6 +313,11 @@ func (s *TokenSource) Stats() Stats {
 		st.Expiry = h.entry.Expiry
 	}
 	st.InvalidateBackoff, st.InvalidateBackoffReason = s.invalidateBackoff()
+	if s.c.cert != nil {
+		if cv := s.c.cert.cur.Load(); cv != nil {
+			st.ClientCertificateExpiry = cv.notAfter
+		}
+	}
 	return st
 }
 

@@ -2,6 +2,7 @@ package m2mtoken
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"io"
@@ -201,27 +202,64 @@ func badToken(h http.Header) bool {
 	return false
 }
 
+// clientCertFunc is what a transport presents when a server asks for a
+// client certificate (clientCert.forHandshake), or nil for none.
+type clientCertFunc func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+
 // ownTransport is a clone of http.DefaultTransport, for token requests,
 // trusting roots (Config.CAFile) besides the system's if not nil, with at
-// most maxConns connections per host (Config.MaxConnsPerHost).
-func ownTransport(roots *x509.CertPool, maxConns int) http.RoundTripper {
-	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
-		t := trusting(dt.Clone(), roots)
-		t.MaxConnsPerHost = maxConns
-		t.MaxIdleConnsPerHost = maxConns
-		return t
-	}
-	return http.DefaultTransport
-}
-
-func tunedTransport(roots *x509.CertPool) http.RoundTripper {
-	dt, ok := http.DefaultTransport.(*http.Transport)
-	if !ok {
+// most maxConns connections per host (Config.MaxConnsPerHost), presenting
+// cert if not nil.
+func ownTransport(roots *x509.CertPool, maxConns int, cert clientCertFunc) http.RoundTripper {
+	t := defaultClone(cert != nil)
+	if t == nil {
 		return http.DefaultTransport
 	}
-	t := trusting(dt.Clone(), roots)
+	t = presenting(trusting(t, roots), cert)
+	t.MaxConnsPerHost = maxConns
+	t.MaxIdleConnsPerHost = maxConns
+	return t
+}
+
+// tunedTransport is the transport under Client(): a clone of
+// http.DefaultTransport that keeps more idle connections, trusting roots,
+// presenting cert if not nil.
+func tunedTransport(roots *x509.CertPool, cert clientCertFunc) http.RoundTripper {
+	t := defaultClone(cert != nil)
+	if t == nil {
+		return http.DefaultTransport
+	}
+	t = presenting(trusting(t, roots), cert)
 	t.MaxIdleConns = 256
 	t.MaxIdleConnsPerHost = 100
 	t.IdleConnTimeout = 90 * time.Second
+	return t
+}
+
+// defaultClone is a clone of http.DefaultTransport, or nil if a program
+// replaced it with another RoundTripper: then it is used as it is, unless
+// a certificate must be presented (must), which needs a transport of our
+// own.
+func defaultClone(must bool) *http.Transport {
+	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
+		return dt.Clone()
+	}
+	if !must {
+		return nil
+	}
+	return &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true, MaxIdleConns: 100,
+		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second, ExpectContinueTimeout: time.Second}
+}
+
+// presenting makes t present cert when a server asks for a client
+// certificate, if cert is not nil.
+func presenting(t *http.Transport, cert clientCertFunc) *http.Transport {
+	if cert == nil {
+		return t
+	}
+	if t.TLSClientConfig == nil {
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	t.TLSClientConfig.GetClientCertificate = cert
 	return t
 }

@@ -81,12 +81,16 @@ type fileSource struct {
 	// client assertion and its type.
 	ClientAssertionFile string `json:"client_assertion_file"`
 	ClientAssertionType string `json:"client_assertion_type"`
-	KeyID               string `json:"key_id"`
-	DPoPKeyFile         string `json:"dpop_key_file"`
-	RequireDPoP         bool   `json:"require_dpop"`
-	CAFile              string `json:"ca_file"`
-	Cache               string `json:"cache"`
-	CacheDir            string `json:"cache_dir"`
+	// ClientCertFile and ClientKeyFile are the client's TLS certificate
+	// and key (mTLS).
+	ClientCertFile string `json:"client_cert_file"`
+	ClientKeyFile  string `json:"client_key_file"`
+	KeyID          string `json:"key_id"`
+	DPoPKeyFile    string `json:"dpop_key_file"`
+	RequireDPoP    bool   `json:"require_dpop"`
+	CAFile         string `json:"ca_file"`
+	Cache          string `json:"cache"`
+	CacheDir       string `json:"cache_dir"`
 
 	// ClientSecret is refused: a secret never sits in the config file.
 	ClientSecret json.RawMessage `json:"client_secret"`

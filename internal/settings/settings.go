@@ -27,6 +27,8 @@ const (
 	PrivateKeyFile   = "M2MTOKEN_PRIVATE_KEY_FILE"
 	AssertionFile    = "M2MTOKEN_CLIENT_ASSERTION_FILE"
 	AssertionType    = "M2MTOKEN_CLIENT_ASSERTION_TYPE"
+	ClientCertFile   = "M2MTOKEN_CLIENT_CERT_FILE"
+	ClientKeyFile    = "M2MTOKEN_CLIENT_KEY_FILE"
 	KeyID            = "M2MTOKEN_KEY_ID"
 	AuthMethod       = "M2MTOKEN_AUTH_METHOD"
 	Audience         = "AUTH0_AUDIENCE"
@@ -69,8 +71,10 @@ func All() []Setting {
 		{Env: PrivateKeyFile, Field: "PrivateKeyFile", Group: "credential", Private: true, Meaning: "a PEM private key for Private Key JWT, instead of a secret; followed as the secret's file is"},
 		{Env: AssertionFile, Field: "ClientAssertionFile", Group: "credential", Meaning: "a file the platform writes a client assertion to (a Kubernetes service-account token, a SPIFFE JWT-SVID), instead of a secret; read for each token request"},
 		{Env: AssertionType, Field: "ClientAssertionType", Meaning: "jwt-bearer (the default) or jwt-spiffe, or the client_assertion_type's URN (with M2MTOKEN_CLIENT_ASSERTION_FILE)"},
+		{Env: ClientCertFile, Field: "ClientCertFile", Meaning: "a PEM file of the client's TLS certificate (mTLS, RFC 8705): presented to the token endpoint and, for certificate-bound tokens, to the API; followed"},
+		{Env: ClientKeyFile, Field: "ClientKeyFile", Private: true, Meaning: "the PEM private key of M2MTOKEN_CLIENT_CERT_FILE; followed with it"},
 		{Env: KeyID, Field: "KeyID", Meaning: "the private key's Key ID as registered with the server (with M2MTOKEN_PRIVATE_KEY_FILE)"},
-		{Env: AuthMethod, Field: "AuthMethod", Meaning: "post (client_secret_post, the default) or basic (client_secret_basic); a key means private_key_jwt, an assertion file client_assertion"},
+		{Env: AuthMethod, Field: "AuthMethod", Meaning: "post (client_secret_post, the default) or basic (client_secret_basic); a key means private_key_jwt, an assertion file client_assertion, a certificate alone tls_client_auth (or self_signed_tls_client_auth)"},
 		{Env: Audience, Field: "Audience", Meaning: "the API identifier the token is for"},
 		{Env: Scope, Field: "Scopes", Meaning: "space-separated scopes"},
 		{Env: Organization, Field: "Organization", Meaning: "the organization ID or name"},

@@ -1,0 +1,343 @@
+// The client's TLS certificate (RFC 8705): presented to the token
+// endpoint, where it may be the client's credential (tls_client_auth,
+// self_signed_tls_client_auth) and binds the tokens issued over it, and
+// to the APIs, which check that a bound token comes with its certificate.
+//
+// The certificate and its key are followed in their files as the other
+// credentials are (credential.go): read for each token request, at a TLS
+// handshake (at most once a second) and every certCheck, taken only as a
+// pair whose key matches its certificate, never half-written. When the
+// certificate changes, new connections present the new one, and tokens
+// bound to the one before are dropped, so that the next call fetches one
+// bound to the new certificate instead of sending a token the API would
+// refuse.
+
+package m2mtoken
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
+	"github.com/m2mtoken/m2mtoken/internal/clock"
+	"github.com/m2mtoken/m2mtoken/internal/follow"
+	"github.com/m2mtoken/m2mtoken/internal/jwt"
+)
+
+// certCheck is how often a followed certificate's files are looked at
+// when nothing else reads them; certHandshake how often a handshake may
+// read them.
+const (
+	certCheck     = 30 * time.Second
+	certHandshake = time.Second
+)
+
+// clientCert is the client's certificate: where it comes from, and the
+// pair in use.
+type clientCert struct {
+	certFile, keyFile *follow.File // or nil, with get
+	get               func() (*tls.Certificate, error)
+	clk               clock.Clock
+	log               *slog.Logger
+	// changed is told of a new certificate, and expiring of one that is
+	// about to expire (the client's).
+	changed  func(old, cur *certValue)
+	expiring func(v *certValue)
+
+	cur atomic.Pointer[certValue]
+
+	mu     sync.Mutex // held across a read of the files
+	looked time.Time  // when a handshake last read them
+	warned string     // the last file error warned about
+	// expired is the certificate last warned about for its NotAfter.
+	expired string
+}
+
+// certValue is one certificate and its key.
+type certValue struct {
+	cert *tls.Certificate
+	// thumb is the RFC 8705 thumbprint of its leaf: base64url(SHA-256(DER)),
+	// as a bound token's cnf.x5t#S256 says it.
+	thumb               string
+	notBefore, notAfter time.Time
+}
+
+// newClientCert returns the certificate cfg (validated) gives, read once,
+// or nil if it gives none.
+func newClientCert(cfg *Config, clk clock.Clock, log *slog.Logger) (*clientCert, error) {
+	cc := &clientCert{clk: clk, log: log}
+	switch {
+	case cfg.ClientCertFile != "":
+		cc.certFile = follow.New(cfg.ClientCertFile, follow.Options{Limit: atomicfile.CAFileLimit, Clock: clk})
+		cc.keyFile = follow.New(cfg.ClientKeyFile, follow.Options{Limit: atomicfile.KeyFileLimit, Clock: clk})
+	case cfg.GetClientCertificate != nil:
+		cc.get = cfg.GetClientCertificate
+	default:
+		return nil, nil
+	}
+	if _, err := cc.current(context.Background()); err != nil {
+		field := "ClientCertFile"
+		if cc.get != nil {
+			field = "GetClientCertificate"
+		}
+		return nil, configErr("{"+field+"}: %v", err)
+	}
+	return cc, nil
+}
+
+// loadKeyPair reads a certificate and its key from PEM files, bounded.
+func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	c, err := atomicfile.ReadLimited(certFile, atomicfile.CAFileLimit, "a certificate file")
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	k, err := atomicfile.ReadLimited(keyFile, atomicfile.KeyFileLimit, "a key file")
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(c, k)
+}
+
+// certValueOf describes cert, whose leaf is its first certificate.
+func certValueOf(cert *tls.Certificate) (*certValue, error) {
+	if cert == nil || len(cert.Certificate) == 0 {
+		return nil, errors.New("no certificate")
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, err
+		}
+	}
+	sum := sha256.Sum256(cert.Certificate[0])
+	return &certValue{cert: cert, thumb: base64.RawURLEncoding.EncodeToString(sum[:]), notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}, nil
+}
+
+// current reads the certificate now (the files, or the function) and
+// returns it: a new pair is taken once both files read well and the key
+// matches the certificate; until then, or when they cannot be read, the
+// last good pair stays, with a warning naming the file. The error is for
+// a certificate never read.
+func (cc *clientCert) current(ctx context.Context) (*certValue, error) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.read(ctx)
+}
+
+// read is current's work; cc.mu is held.
+func (cc *clientCert) read(ctx context.Context) (*certValue, error) {
+	old := cc.cur.Load()
+	var v *certValue
+	var err error
+	if cc.get != nil {
+		var cert *tls.Certificate
+		if cert, err = cc.get(); err == nil {
+			v, err = certValueOf(cert)
+		}
+		if err != nil {
+			err = fmt.Errorf("Config.GetClientCertificate: %w", err)
+		}
+	} else {
+		c, k := cc.certFile.Read(ctx), cc.keyFile.Read(ctx)
+		switch {
+		case c.Version == 0:
+			err = c.Err
+		case k.Version == 0:
+			err = k.Err
+		default:
+			var pair tls.Certificate
+			if pair, err = tls.X509KeyPair(c.Content, k.Content); err != nil {
+				err = fmt.Errorf("%s and %s: %w", cc.certFile.Path(), cc.keyFile.Path(), err)
+			} else {
+				v, err = certValueOf(&pair)
+			}
+			if err == nil {
+				err = errors.Join(c.Err, k.Err)
+			}
+		}
+	}
+	if err != nil && ctx.Err() == nil {
+		if old == nil && v == nil {
+			return nil, err
+		}
+		if msg := err.Error(); msg != cc.warned {
+			cc.warned = msg
+			cc.log.Warn("the client certificate cannot be read; the last good one is used", slog.Any("error", err))
+		}
+	} else if err == nil && cc.warned != "" {
+		cc.warned = ""
+		cc.log.Info("the client certificate reads well again")
+	}
+	if v == nil || old != nil && v.thumb == old.thumb {
+		v = old
+	} else {
+		cc.cur.Store(v)
+		if old != nil {
+			cc.log.Info("the client certificate changed; new connections present it, and tokens bound to the one before are fetched anew",
+				slog.String("certificate", v.thumb), slog.Time("not_after", v.notAfter), slog.String("previous", old.thumb))
+			if cc.changed != nil {
+				cc.changed(old, v)
+			}
+		}
+	}
+	cc.checkExpiry(v)
+	return v, nil
+}
+
+// forHandshake is the certificate a TLS handshake presents: the files
+// looked at again, at most every certHandshake.
+func (cc *clientCert) forHandshake(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	now := cc.clk.Now()
+	if v := cc.cur.Load(); v != nil && now.Sub(cc.looked) < certHandshake && !now.Before(cc.looked) {
+		return v.cert, nil
+	}
+	cc.looked = now
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	v, err := cc.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return v.cert, nil
+}
+
+// checkExpiry warns once per certificate when it has less than a tenth
+// of its validity left: the process that renews it (cert-manager renews
+// at two thirds) should have written a new one by then.
+func (cc *clientCert) checkExpiry(v *certValue) {
+	if v == nil || v.thumb == cc.expired {
+		return
+	}
+	now := cc.clk.Now()
+	left := v.notAfter.Sub(now)
+	if left >= v.notAfter.Sub(v.notBefore)/10 {
+		return
+	}
+	cc.expired = v.thumb
+	msg := "the client certificate is about to expire and has not been renewed: is the process that renews it running?"
+	if left <= 0 {
+		msg = "the client certificate has expired and has not been renewed: is the process that renews it running?"
+	}
+	cc.log.Warn(msg, slog.String("certificate", v.thumb), slog.Time("not_after", v.notAfter), slog.Duration("left", left.Round(time.Second)))
+	if cc.expiring != nil {
+		cc.expiring(v)
+	}
+}
+
+// certChanged is told of a new client certificate: token requests and API
+// requests make new connections, which present it, and the pool's tokens
+// bound to another certificate are dropped, to be fetched anew.
+func (c *client) certChanged(_, cur *certValue) {
+	if c.ownsHTTP {
+		c.http.CloseIdleConnections()
+	}
+	if t := c.apiCert.Load(); t != nil {
+		t.renew()
+	}
+	if c.pool != nil {
+		c.pool.dropBound(cur.thumb)
+	}
+}
+
+// watchCert looks at the certificate every certCheck until the pool
+// closes, so that a renewed certificate is taken (and the tokens bound to
+// the one before dropped) even while no token request or handshake reads
+// it.
+func (c *client) watchCert() {
+	var tick func()
+	tick = func() {
+		ctx, cancel := context.WithTimeout(c.life, 10*time.Second)
+		c.cert.current(ctx)
+		cancel()
+		c.certMu.Lock()
+		defer c.certMu.Unlock()
+		if c.life.Err() == nil {
+			c.certTimer = c.clock.AfterFunc(certCheck, tick)
+		}
+	}
+	c.certMu.Lock()
+	c.certTimer = c.clock.AfterFunc(certCheck, tick)
+	c.certMu.Unlock()
+}
+
+// stopCert stops watchCert; c.life is done.
+func (c *client) stopCert() {
+	c.certMu.Lock()
+	defer c.certMu.Unlock()
+	if c.certTimer != nil {
+		c.certTimer.Stop()
+	}
+}
+
+// certExpiring tells the observer that v is about to expire.
+func (c *client) certExpiring(v *certValue) {
+	c.obs.certificateExpiring(c.pool, v)
+}
+
+// certBinding returns the thumbprint of the certificate a token is bound
+// to (RFC 8705 section 3: cnf.x5t#S256, in a JWT access token or in the
+// token answer), or "".
+func certBinding(e *Entry) string {
+	var claims struct {
+		Cnf struct {
+			X5t string `json:"x5t#S256"`
+		} `json:"cnf"`
+	}
+	if jwt.Unverified(e.AccessToken, &claims) == nil && claims.Cnf.X5t != "" {
+		return claims.Cnf.X5t
+	}
+	if cnf, ok := e.Extra["cnf"].(map[string]any); ok {
+		if t, _ := cnf["x5t#S256"].(string); t != "" {
+			return t
+		}
+	}
+	return ""
+}
+
+// certTransport is the API transport of a client with a certificate: the
+// tuned transport, made anew when the certificate changes, so that
+// requests after the change go over connections that present the new
+// one (a token bound to it is refused over a connection that presents
+// the one before).
+type certTransport struct {
+	make func() *http.Transport
+	cur  atomic.Pointer[http.Transport]
+}
+
+func newCertTransport(make func() *http.Transport) *certTransport {
+	t := &certTransport{make: make}
+	t.cur.Store(make())
+	return t
+}
+
+func (t *certTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.cur.Load().RoundTrip(req)
+}
+
+// CloseIdleConnections closes the idle connections of the transport in
+// use.
+func (t *certTransport) CloseIdleConnections() { t.cur.Load().CloseIdleConnections() }
+
+// renew starts a new transport for the requests to come, and closes the
+// idle connections of the one before (those in use close when done).
+func (t *certTransport) renew() {
+	old := t.cur.Swap(t.make())
+	old.CloseIdleConnections()
+}
+
+// tlsMethod reports whether m authenticates the client with its
+// certificate.
+func tlsMethod(m AuthMethod) bool { return m == TLSClientAuth || m == SelfSignedTLSClientAuth }
