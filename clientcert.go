@@ -191,7 +191,9 @@ func (cc *clientCert) read(ctx context.Context) (*certValue, error) {
 			}
 		}
 	}
-	cc.checkExpiry(v)
+	if cc.expiring != nil { // wired by its client: not while New reads it first
+		cc.checkExpiry(v)
+	}
 	return v, nil
 }
 
@@ -232,23 +234,24 @@ func (cc *clientCert) checkExpiry(v *certValue) {
 		msg = "the client certificate has expired and has not been renewed: is the process that renews it running?"
 	}
 	cc.log.Warn(msg, slog.String("certificate", v.thumb), slog.Time("not_after", v.notAfter), slog.Duration("left", left.Round(time.Second)))
-	if cc.expiring != nil {
-		cc.expiring(v)
-	}
+	cc.expiring(v)
 }
 
 // certChanged is told of a new client certificate: token requests and API
 // requests make new connections, which present it, and the pool's tokens
 // bound to another certificate are dropped, to be fetched anew.
 func (c *client) certChanged(_, cur *certValue) {
+	// The tokens first: a caller that finds none fetches one over a new
+	// connection; one that took a token just before the drop has it sent
+	// over an old one, which presents the certificate it is bound to.
+	if c.pool != nil {
+		c.pool.dropBound(cur.thumb)
+	}
 	if c.ownsHTTP {
 		c.http.CloseIdleConnections()
 	}
 	if t := c.apiCert.Load(); t != nil {
 		t.renew()
-	}
-	if c.pool != nil {
-		c.pool.dropBound(cur.thumb)
 	}
 }
 

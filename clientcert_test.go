@@ -1,0 +1,437 @@
+package m2mtoken
+
+// Tests of the client certificate (clientcert.go): mTLS client
+// authentication, certificate-bound tokens at the API, a certificate
+// rotated on disk while callers run, and the cache key of a certificate.
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/m2mtoken/m2mtoken/internal/clock"
+	"github.com/m2mtoken/m2mtoken/internal/follow/followtest"
+)
+
+// testCA issues certificates for the tests: the server's, and clients'.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newTestCA(t testing.TB) *testCA {
+	t.Helper()
+	key := newECKey(t)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "m2mtoken test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, key: key}
+}
+
+// issue returns a certificate for cn, signed by the CA (or by itself if
+// ca is nil), valid from notBefore to notAfter, as PEM, and its key.
+func (ca *testCA) issue(t testing.TB, cn string, notBefore, notAfter time.Time, server bool) (certPEM, keyPEM string) {
+	t.Helper()
+	key := newECKey(t)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature}
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.DNSNames = []string{"localhost"}
+		tmpl.IPAddresses = ipLoopback()
+	}
+	parent, signer := tmpl, any(key)
+	if ca != nil {
+		parent, signer = ca.cert, ca.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), pemKey(t, key)
+}
+
+// thumbOf is the RFC 8705 thumbprint of a PEM certificate.
+func thumbOf(t testing.TB, certPEM string) string {
+	t.Helper()
+	b, _ := pem.Decode([]byte(certPEM))
+	sum := sha256.Sum256(b.Bytes)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// mtlsServer is a token endpoint and an API over one TLS server that asks
+// every client for a certificate: the token endpoint authenticates the
+// client by it (the CA's, or the one self-signed certificate registered)
+// and binds the token to it; the API accepts a token only over a
+// connection that presents its certificate.
+type mtlsServer struct {
+	*httptest.Server
+	caFile   string
+	ca       *testCA
+	selfSign atomic.Value // string: the thumbprint of the registered self-signed certificate
+	requests atomic.Int64
+	forms    chan string
+	apiCalls atomic.Int64
+	// apiRefused counts tokens the API refused: presented without the
+	// certificate they are bound to.
+	apiRefused atomic.Int64
+}
+
+func newMTLSServer(t testing.TB) *mtlsServer {
+	t.Helper()
+	ca := newTestCA(t)
+	m := &mtlsServer{ca: ca, forms: make(chan string, 100)}
+	m.selfSign.Store("")
+	mux := http.NewServeMux()
+	mux.HandleFunc("/oauth/token", m.token)
+	mux.HandleFunc("/api", m.api)
+	m.Server = httptest.NewUnstartedServer(mux)
+	certPEM, keyPEM := ca.issue(t, "localhost", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), true)
+	pair, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAnyClientCert}
+	m.StartTLS()
+	t.Cleanup(m.Close)
+	m.caFile = filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(m.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// trusted reports whether the peer certificate authenticates the client:
+// one the CA issued (tls_client_auth), or the registered self-signed one.
+func (m *mtlsServer) trusted(r *http.Request) (string, bool) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return "", false
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	sum := sha256.Sum256(leaf.Raw)
+	thumb := base64.RawURLEncoding.EncodeToString(sum[:])
+	if thumb == m.selfSign.Load().(string) {
+		return thumb, true
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(m.ca.cert)
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	return thumb, err == nil
+}
+
+func (m *mtlsServer) token(w http.ResponseWriter, r *http.Request) {
+	m.requests.Add(1)
+	r.ParseForm()
+	select {
+	case m.forms <- r.PostForm.Encode():
+	default:
+	}
+	thumb, ok := m.trusted(r)
+	if !ok || r.PostForm.Get("client_id") != "svc" {
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"error":"invalid_client","error_description":"no trusted client certificate"}`)
+		return
+	}
+	claims, _ := json.Marshal(map[string]any{"sub": "svc@clients", "n": m.requests.Load(), "cnf": map[string]string{"x5t#S256": thumb}})
+	tok := "eyJhbGciOiJub25lIn0." + base64.RawURLEncoding.EncodeToString(claims) + ".c2ln"
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, tok)
+}
+
+func (m *mtlsServer) api(w http.ResponseWriter, r *http.Request) {
+	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	bound := certBinding(&Entry{AccessToken: tok})
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		sum := sha256.Sum256(r.TLS.PeerCertificates[0].Raw)
+		if bound != "" && bound == base64.RawURLEncoding.EncodeToString(sum[:]) {
+			m.apiCalls.Add(1)
+			io.WriteString(w, "ok")
+			return
+		}
+	}
+	m.apiRefused.Add(1)
+	w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", error_description="the token is bound to another certificate, or none was presented"`)
+	w.WriteHeader(http.StatusUnauthorized)
+}
+
+// certFiles writes a certificate and its key to files in a directory of
+// their own, and returns their paths.
+func certFiles(t testing.TB, certPEM, keyPEM string) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	c, k := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	followtest.Write(t, c, certPEM)
+	followtest.Write(t, k, keyPEM)
+	return c, k
+}
+
+// TestTLSClientAuth: with either method, the certificate authenticates the
+// client (nothing secret is sent), the token is bound to it, Client()
+// presents it to the API, and the API refuses the token without it.
+func TestTLSClientAuth(t *testing.T) {
+	for _, method := range []AuthMethod{TLSClientAuth, SelfSignedTLSClientAuth} {
+		t.Run(method.String(), func(t *testing.T) {
+			m := newMTLSServer(t)
+			var certPEM, keyPEM string
+			if method == TLSClientAuth {
+				certPEM, keyPEM = m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
+			} else {
+				certPEM, keyPEM = (*testCA)(nil).issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
+				m.selfSign.Store(thumbOf(t, certPEM))
+			}
+			cf, kf := certFiles(t, certPEM, keyPEM)
+			s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", AuthMethod: method, ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			tok, err := s.Token()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if form := <-m.forms; form != "client_id=svc&grant_type=client_credentials" {
+				t.Errorf("token request body %q, want the client ID alone", form)
+			}
+			if got := certBinding(&Entry{AccessToken: tok.AccessToken}); got != thumbOf(t, certPEM) {
+				t.Errorf("token bound to %q, want the client certificate's %q", got, thumbOf(t, certPEM))
+			}
+			resp, err := s.Client().Get(m.URL + "/api")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("API through Client(): %s, want 200", resp.Status)
+			}
+			// The same token over a connection without the certificate.
+			plain := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: m.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}}}
+			req, _ := http.NewRequest("GET", m.URL+"/api", nil)
+			req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+			if resp, err := plain.Do(req); err == nil {
+				resp.Body.Close()
+				t.Errorf("API without the certificate: %s, want a refusal", resp.Status)
+			}
+		})
+	}
+}
+
+// TestCertificateRotatedWhileCallersRun: callers go on calling the API
+// through Client() while the certificate is renewed on disk, its two
+// files replaced one after the other (so that for a moment they do not
+// match); no call fails, the half-changed pair is never taken, and after
+// the next look at the files the token in use is bound to the new
+// certificate: no token bound to the one before is sent over the new
+// one's connections (the API refuses none).
+func TestCertificateRotatedWhileCallersRun(t *testing.T) {
+	m := newMTLSServer(t)
+	c1, k1 := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
+	c2, k2 := m.ca.issue(t, "svc", time.Now().Add(-time.Minute), time.Now().Add(48*time.Hour), false)
+	cf, kf := certFiles(t, c1, k1)
+	var log bytes.Buffer
+	var logMu sync.Mutex
+	clk := clock.NewFake(time.Now())
+	s, err := newSource(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile,
+		Logger: slog.New(slog.NewTextHandler(syncWriter{&logMu, &log}, nil))}, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.c.cfg.AuthMethod != TLSClientAuth {
+		t.Fatalf("AuthMethod %v, want tls_client_auth for a certificate alone", s.c.cfg.AuthMethod)
+	}
+	hc := s.Client()
+	var calls, failed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				calls.Add(1)
+				resp, err := hc.Get(m.URL + "/api")
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				if err != nil || resp.StatusCode != 200 {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	eventually(t, "calls before the rotation", func() bool { return m.apiCalls.Load() > 50 })
+	// The certificate first, then its key: in between they do not match.
+	followtest.RenameOver(t, cf, c2)
+	clk.Advance(certCheck) // a look at the files now sees a pair that does not match
+	followtest.RenameOver(t, kf, k2)
+	before := m.apiCalls.Load()
+	clk.Advance(certCheck)
+	eventually(t, "calls after the rotation", func() bool { return m.apiCalls.Load() > before+50 })
+	close(stop)
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d of %d calls failed across the rotation", n, calls.Load())
+	}
+	if n := m.apiRefused.Load(); n != 0 {
+		t.Errorf("the API refused %d tokens: a token bound to the certificate before was sent over the new one's connections", n)
+	}
+	tok, err := s.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := certBinding(&Entry{AccessToken: tok.AccessToken}); got != thumbOf(t, c2) {
+		t.Errorf("after the rotation the token is bound to %q, want the new certificate's", got)
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	if !strings.Contains(log.String(), "the client certificate changed") {
+		t.Errorf("the change was not logged:\n%s", log.String())
+	}
+	t.Logf("%d calls through the rotation, %d failed, %d token requests", calls.Load(), failed.Load(), m.requests.Load())
+}
+
+type syncWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (w syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
+}
+
+// TestTwoCertificatesNeverShareAToken: two sources of one client with
+// different certificates, sharing a cache, get a token each, bound to its
+// own certificate; two with the same certificate share one.
+func TestTwoCertificatesNeverShareAToken(t *testing.T) {
+	m := newMTLSServer(t)
+	cache := NewMemoryCache()
+	src := func(certPEM, keyPEM string) *TokenSource {
+		cf, kf := certFiles(t, certPEM, keyPEM)
+		s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile, Cache: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	c1, k1 := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
+	c2, k2 := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
+	a, b, same := src(c1, k1), src(c2, k2), src(c1, k1)
+	for _, s := range []*TokenSource{a, b, same} {
+		tok, err := s.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := thumbOf(t, c1)
+		if s == b {
+			want = thumbOf(t, c2)
+		}
+		if got := certBinding(&Entry{AccessToken: tok.AccessToken}); got != want {
+			t.Errorf("a source got a token bound to another certificate")
+		}
+	}
+	if a.CacheKey() == b.CacheKey() || a.CacheKey() != same.CacheKey() {
+		t.Error("the cache key does not follow the certificate")
+	}
+	if n := m.requests.Load(); n != 2 {
+		t.Errorf("%d token requests, want 2: one per certificate", n)
+	}
+}
+
+// TestCertificateExpiringWarns: a certificate with less than a tenth of
+// its validity left gets a warning and an Observer event, once; Stats says
+// when it expires.
+func TestCertificateExpiringWarns(t *testing.T) {
+	m := newMTLSServer(t)
+	notAfter := time.Now().Add(time.Hour).Truncate(time.Second)
+	c, k := m.ca.issue(t, "svc", notAfter.Add(-20*time.Hour), notAfter, false)
+	cf, kf := certFiles(t, c, k)
+	var log bytes.Buffer
+	var events atomic.Int32
+	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile,
+		Logger:   slog.New(slog.NewTextHandler(&log, nil)),
+		Observer: &Observer{CertificateExpiring: func(info CertificateInfo) { events.Add(1) }}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Token(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "the client certificate is about to expire") || strings.Count(log.String(), "about to expire") != 1 {
+		t.Errorf("want one warning:\n%s", log.String())
+	}
+	if events.Load() != 1 {
+		t.Errorf("%d CertificateExpiring events, want 1", events.Load())
+	}
+	if got := s.Stats().ClientCertificateExpiry; !got.Equal(notAfter) {
+		t.Errorf("Stats().ClientCertificateExpiry %v, want %v", got, notAfter)
+	}
+}
+
+// TestClientCertificateSettings: the certificate and its key go together,
+// one way, with the source's own HTTP client; the mTLS methods need it.
+func TestClientCertificateSettings(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"cert without key", func(c *Config) { c.ClientCertFile = "c" }, "Config.ClientCertFile and Config.ClientKeyFile go together"},
+		{"method without cert", func(c *Config) { c.AuthMethod = TLSClientAuth }, "Config.AuthMethod tls_client_auth needs Config.ClientCertFile"},
+		{"with a secret", func(c *Config) {
+			c.ClientSecret = "s"
+			c.AuthMethod = SelfSignedTLSClientAuth
+			c.ClientCertFile, c.ClientKeyFile = "c", "k"
+		},
+			"Config.ClientSecret is set with Config.AuthMethod self_signed_tls_client_auth"},
+		{"with an HTTPClient", func(c *Config) { c.ClientCertFile, c.ClientKeyFile = "c", "k"; c.HTTPClient = http.DefaultClient }, "Config.ClientCertFile and Config.HTTPClient are both set"},
+		{"missing files", func(c *Config) { c.ClientCertFile, c.ClientKeyFile = "/nonexistent/c", "/nonexistent/k" }, "Config.ClientCertFile: /nonexistent/c"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{TokenURL: "https://tenant.example.com/oauth/token", ClientID: "svc"}
+			tt.mod(&cfg)
+			_, err := New(cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func ipLoopback() []net.IP { return []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback} }
