@@ -31,6 +31,7 @@
 //	m2mtoken.rate_limit.remaining    gauge {request}      the tenant-wide X-RateLimit-Remaining
 //	m2mtoken.pool.tokens             gauge {token}        tokens a pool holds (m2mtoken.Pool's Stats().Tokens), by client and server only
 //	m2mtoken.pool.evictions          counter {token}      tokens a pool dropped for Config.MaxTokens, likewise
+//	m2mtoken.client_certificate.remaining_validity  gauge s  time until the client certificate (Config.ClientCertFile) expires, likewise
 //
 // Every measurement has m2mtoken.client_id, m2mtoken.audience,
 // m2mtoken.organization (for a token requested for one) and
@@ -123,7 +124,7 @@ type observer struct {
 
 	requests, tokens, refreshes, waits, invalidations, cacheErrors metric.Int64Counter
 	fetchDuration, waitDuration                                    metric.Float64Histogram
-	lifetime                                                       metric.Float64ObservableGauge
+	lifetime, certValidity                                         metric.Float64ObservableGauge
 	quotaRemaining, quotaLimit, rateRemaining, poolTokens          metric.Int64ObservableGauge
 	poolEvictions                                                  metric.Int64ObservableCounter
 
@@ -201,6 +202,9 @@ func (o *observer) instruments(m metric.Meter) error {
 	o.lifetime, e = m.Float64ObservableGauge("m2mtoken.token.remaining_lifetime", metric.WithUnit("s"),
 		metric.WithDescription("Time until the current token expires."))
 	err = errors.Join(err, e)
+	o.certValidity, e = m.Float64ObservableGauge("m2mtoken.client_certificate.remaining_validity", metric.WithUnit("s"),
+		metric.WithDescription("Time until the client certificate (mTLS) expires; renew it before."))
+	err = errors.Join(err, e)
 	o.quotaRemaining = gauge("m2mtoken.quota.remaining", "{token}", "Tokens left in an Auth0 quota bucket, as of the last answer (the limit once the bucket has reset).")
 	o.quotaLimit = gauge("m2mtoken.quota.limit", "{token}", "Tokens an Auth0 quota bucket allows per period.")
 	o.rateRemaining = gauge("m2mtoken.rate_limit.remaining", "{request}", "The tenant-wide rate limit's remaining requests (X-RateLimit-Remaining), as of the last answer.")
@@ -211,7 +215,7 @@ func (o *observer) instruments(m metric.Meter) error {
 	if err != nil {
 		return err
 	}
-	_, err = m.RegisterCallback(o.observe, o.lifetime, o.quotaRemaining, o.quotaLimit, o.rateRemaining, o.poolTokens, o.poolEvictions)
+	_, err = m.RegisterCallback(o.observe, o.lifetime, o.certValidity, o.quotaRemaining, o.quotaLimit, o.rateRemaining, o.poolTokens, o.poolEvictions)
 	return err
 }
 
@@ -405,6 +409,7 @@ func (o *observer) observe(_ context.Context, obs metric.Observer) error {
 	type poolSum struct {
 		set               attribute.Set
 		tokens, evictions int64
+		certExpiry        time.Time // the soonest, of those that have one
 	}
 	sums := map[attribute.Distinct]*poolSum{}
 	for p, s := range pools {
@@ -421,11 +426,17 @@ func (o *observer) observe(_ context.Context, obs metric.Observer) error {
 		}
 		sum.tokens += int64(st.Tokens)
 		sum.evictions += int64(st.Evictions)
+		if e := st.ClientCertificateExpiry; !e.IsZero() && (sum.certExpiry.IsZero() || e.Before(sum.certExpiry)) {
+			sum.certExpiry = e
+		}
 	}
 	for _, sum := range sums {
 		opt := metric.WithAttributeSet(sum.set)
 		obs.ObserveInt64(o.poolTokens, sum.tokens, opt)
 		obs.ObserveInt64(o.poolEvictions, sum.evictions, opt)
+		if !sum.certExpiry.IsZero() {
+			obs.ObserveFloat64(o.certValidity, sum.certExpiry.Sub(now).Seconds(), opt)
+		}
 	}
 	return nil
 }

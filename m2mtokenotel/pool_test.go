@@ -2,7 +2,17 @@ package m2mtokenotel_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -114,5 +124,55 @@ func TestPoolTokensSumSourcesOfOneClient(t *testing.T) {
 	}
 	if len(points) != 1 || points[0] != 2 {
 		t.Errorf("m2mtoken.pool.tokens points %v, want one of 2", points)
+	}
+}
+
+// TestClientCertificateValidity: a client with a certificate reports the
+// time until it expires, once for its pool.
+func TestClientCertificateValidity(t *testing.T) {
+	iss := m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: "pw", Audiences: []string{audience}})
+	defer iss.Close()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notAfter := time.Now().Add(30 * 24 * time.Hour).Truncate(time.Second)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "svc"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	obs, reader := meteredObserver(t)
+	src, err := m2mtoken.New(m2mtoken.Config{TokenURL: iss.TokenURL(), ClientID: "svc", ClientSecret: "pw", Audience: audience,
+		ClientCertFile: certFile, ClientKeyFile: keyFile, Observer: obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if _, err := src.Token(); err != nil {
+		t.Fatal(err)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var points []float64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == "m2mtoken.client_certificate.remaining_validity" {
+				for _, dp := range m.Data.(metricdata.Gauge[float64]).DataPoints {
+					points = append(points, dp.Value)
+				}
+			}
+		}
+	}
+	want := time.Until(notAfter).Seconds()
+	if len(points) != 1 || points[0] > want+1 || points[0] < want-60 {
+		t.Errorf("m2mtoken.client_certificate.remaining_validity points %v, want one of about %.0f", points, want)
 	}
 }
