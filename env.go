@@ -88,6 +88,7 @@ func ConfigFromLookup(lookup func(name string) (string, bool), name func(envVar 
 		Audience:     get(settings.Audience),
 		Organization: get(settings.Organization),
 		KeyID:        get(settings.KeyID),
+		MTLSTokenURL: get(settings.MTLSTokenURL),
 	}
 	if sc := strings.Fields(get(settings.Scope)); len(sc) > 0 {
 		cfg.Scopes = sc

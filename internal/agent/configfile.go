@@ -85,6 +85,7 @@ type fileSource struct {
 	// and key (mTLS).
 	ClientCertFile string `json:"client_cert_file"`
 	ClientKeyFile  string `json:"client_key_file"`
+	MTLSTokenURL   string `json:"mtls_token_url"`
 	KeyID          string `json:"key_id"`
 	DPoPKeyFile    string `json:"dpop_key_file"`
 	RequireDPoP    bool   `json:"require_dpop"`

@@ -29,6 +29,7 @@ const (
 	AssertionType    = "M2MTOKEN_CLIENT_ASSERTION_TYPE"
 	ClientCertFile   = "M2MTOKEN_CLIENT_CERT_FILE"
 	ClientKeyFile    = "M2MTOKEN_CLIENT_KEY_FILE"
+	MTLSTokenURL     = "M2MTOKEN_MTLS_TOKEN_URL"
 	KeyID            = "M2MTOKEN_KEY_ID"
 	AuthMethod       = "M2MTOKEN_AUTH_METHOD"
 	Audience         = "AUTH0_AUDIENCE"
@@ -73,6 +74,7 @@ func All() []Setting {
 		{Env: AssertionType, Field: "ClientAssertionType", Meaning: "jwt-bearer (the default) or jwt-spiffe, or the client_assertion_type's URN (with M2MTOKEN_CLIENT_ASSERTION_FILE)"},
 		{Env: ClientCertFile, Field: "ClientCertFile", Meaning: "a PEM file of the client's TLS certificate (mTLS, RFC 8705): presented to the token endpoint and, for certificate-bound tokens, to the API; followed"},
 		{Env: ClientKeyFile, Field: "ClientKeyFile", Private: true, Meaning: "the PEM private key of M2MTOKEN_CLIENT_CERT_FILE; followed with it"},
+		{Env: MTLSTokenURL, Field: "MTLSTokenURL", Meaning: "the token endpoint's mTLS alias (Auth0: mtls_endpoint_aliases.token_endpoint in the tenant's discovery document), where token requests go instead"},
 		{Env: KeyID, Field: "KeyID", Meaning: "the private key's Key ID as registered with the server (with M2MTOKEN_PRIVATE_KEY_FILE)"},
 		{Env: AuthMethod, Field: "AuthMethod", Meaning: "post (client_secret_post, the default) or basic (client_secret_basic); a key means private_key_jwt, an assertion file client_assertion, a certificate alone tls_client_auth (or self_signed_tls_client_auth)"},
 		{Env: Audience, Field: "Audience", Meaning: "the API identifier the token is for"},
