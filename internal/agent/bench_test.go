@@ -38,7 +38,7 @@ func BenchmarkAgentProxy(b *testing.B) {
 	}
 	defer a.closeSources()
 	// Served as run serves it: the connection cap and the body deadline.
-	agentSrv := httptest.NewUnstartedServer(bodyDeadline(a.guard(false, a.proxies[0].handler), bodyGrace))
+	agentSrv := httptest.NewUnstartedServer(bodyDeadline(a.serveProxy(a.proxies[0]), bodyGrace))
 	agentSrv.Listener = newLimitListener(agentSrv.Listener, DefaultMaxConns)
 	agentSrv.Start()
 	defer agentSrv.Close()
