@@ -436,6 +436,7 @@ func TestReloadRefused(t *testing.T) {
 	s.SetTokenLifetime(time.Hour)
 	dir := t.TempDir()
 	conf, sink, sock := filepath.Join(dir, "agent.json"), filepath.Join(dir, "keep.token"), filepath.Join(dir, "p.sock")
+	opened := filepath.Join(dir, "opened.sock") // a refused reload opens it, then closes it
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -459,8 +460,9 @@ func TestReloadRefused(t *testing.T) {
 		{"others may write it", string(goodJSON), 0o666, "--config: the config file " + conf + " may be written by its group or others"},
 		{"the sink's source removed", `{"sources": [` + fresh + `]}`, 0o600, `--sink keep=` + sink + `: no source named "keep"; the agent has fresh`},
 		{"unset variable", `{"sources": [` + strings.Replace(keep, `"S"`, `"NOPE"`, 1) + `]}`, 0o600, `source "keep": "client_secret_env": the environment variable NOPE is empty or unset`},
-		{"a port in use", `{"sources": [` + keep + "," + fresh + `], "proxies": [` + filePrx("fresh", busy.Addr().String(), "https://api.example.com") + `]}`, 0o600,
-			`config file ` + conf + `: proxies[0]: "listen" ` + busy.Addr().String()},
+		{"a port in use", `{"sources": [` + keep + "," + fresh + `], "proxies": [` + filePrx("fresh", "unix:"+opened, "https://api.example.com") + "," +
+			filePrx("fresh", busy.Addr().String(), "https://api.example.com") + `]}`, 0o600,
+			`config file ` + conf + `: proxies[1]: "listen" ` + busy.Addr().String() + `: listen tcp ` + busy.Addr().String() + `: bind: address already in use`},
 		{"the endpoint's address", `{"sources": [` + keep + `], "proxies": [` + filePrx("keep", endpoint, "https://api.example.com") + `]}`, 0o600,
 			`config file ` + conf + `: proxies[0]: "listen" ` + endpoint + `: listen tcp ` + endpoint + `: bind: address already in use`},
 		{"one address twice", `{"sources": [` + keep + `], "proxies": [` + filePrx("keep", "unix:"+sock, "https://api.example.com") + "," + filePrx("keep", "unix:"+sock, "https://other.example.com") + `]}`, 0o600,
@@ -483,6 +485,13 @@ func TestReloadRefused(t *testing.T) {
 			if a.byName["keep"] != before || a.byName["fresh"] != nil || len(a.byName) != 1 || len(a.proxies) != 1 || a.proxies[0].next != nil {
 				t.Errorf("a refused reload changed the sources or proxies: %v %v", a.byName, a.proxies)
 			}
+			if a.hmu.Lock(); len(a.helds) != 1 {
+				t.Errorf("a refused reload left %d library sources open; want keep's", len(a.helds))
+			}
+			a.hmu.Unlock()
+			if _, err := os.Stat(opened); !os.IsNotExist(err) {
+				t.Errorf("a refused reload left a listener's socket: %v", err)
+			}
 			if _, err := os.Stat(sock); err != nil {
 				t.Errorf("the proxy's socket: %v", err)
 			}
@@ -499,15 +508,12 @@ func TestReloadRefused(t *testing.T) {
 	if err := a.Reload(append(sources, freshSpecs[0], bad), nil); err == nil || !strings.HasPrefix(err.Error(), "test: source bad: missing settings: set Config.ClientID") {
 		t.Errorf("Reload with a source the library refuses: %v", err)
 	}
-	if a.byName["fresh"] != nil || len(a.helds) != 1 {
+	if a.hmu.Lock(); a.byName["fresh"] != nil || len(a.helds) != 1 {
 		t.Errorf("the refused Reload left sources: %v %v", a.byName, a.helds)
 	}
+	a.hmu.Unlock()
 	if tok2 := a.tokenOf(c, "keep", aud, s); tok2 != tok || s.ClientRequests("fresh") != 0 || s.ClientRequests("cli") != 1 {
 		t.Errorf("after the refused reloads: a new token %v, %d requests of fresh, %d of keep", tok2 != tok, s.ClientRequests("fresh"), s.ClientRequests("cli"))
-	}
-	// The port is free again: the refused reload closed what it opened.
-	if c, err := net.Dial("tcp", busy.Addr().String()); err == nil {
-		c.Close()
 	}
 	os.WriteFile(conf, goodJSON, 0o600)
 	os.Chmod(conf, 0o600)
