@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 
@@ -21,7 +22,16 @@ import (
 // agent logs the error, in the file's words, and goes on with the
 // configuration it has.
 func (a *Agent) ReloadFile(path string, getenv func(string) string) error {
-	sources, proxies, err := LoadConfigFile(path, getenv)
+	unset := false
+	sources, proxies, err := LoadConfigFile(path, func(v string) string {
+		val := getenv(v)
+		unset = unset || (val == "" && v != settings.CAFile)
+		return val
+	})
+	if err != nil && unset {
+		// The error says to set the variable: not in a running agent.
+		err = fmt.Errorf("%w (a running agent keeps the environment it started with: restart it with the variable set, or name a file in \"client_secret_file\", which needs no restart)", err)
+	}
 	if err == nil {
 		err = a.reload(sources, proxies, slog.String("file", path))
 	}
@@ -250,7 +260,9 @@ func (c changes) log(log *slog.Logger, attrs []any) {
 			attrs = append(attrs, slog.Any("proxies_"+what, c.proxies[i]))
 		}
 	}
-	attrs = append(attrs, slog.Int("proxies_unchanged", c.proxyKept))
+	if c.proxiesN > 0 {
+		attrs = append(attrs, slog.Int("proxies_unchanged", c.proxyKept))
+	}
 	log.Info("config file reloaded", attrs...)
 }
 
