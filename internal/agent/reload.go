@@ -76,10 +76,7 @@ func (a *Agent) reload(sources []Source, fileProxies []Proxy, attrs ...any) erro
 		return errors.New("the agent is not running")
 	}
 	cfg := a.cfg
-	cfg.Sources, cfg.Proxies = sources, nil
-	for _, p := range fileProxies {
-		cfg.Proxies = append(cfg.Proxies, p)
-	}
+	cfg.Sources, cfg.Proxies = sources, append([]Proxy(nil), fileProxies...)
 	for _, p := range a.cfg.Proxies {
 		if p.Origin == "" { // --proxy
 			cfg.Proxies = append(cfg.Proxies, p)
