@@ -478,11 +478,23 @@ func (a *Agent) acquire(name string) *agentSource {
 	return s
 }
 
-// current returns the agent's sources and proxies now.
-func (a *Agent) current() ([]*agentSource, []*proxySlot) {
+// current returns the agent's sources and proxies now, as requests find
+// them.
+func (a *Agent) current() ([]*agentSource, []*proxy) {
 	a.smu.RLock()
 	defer a.smu.RUnlock()
-	return a.sources, a.proxies
+	proxies := make([]*proxy, len(a.proxies))
+	for i, sl := range a.proxies {
+		proxies[i] = sl.cur
+	}
+	return a.sources, proxies
+}
+
+// listeners returns the proxies' listeners now.
+func (a *Agent) listeners() []*proxySlot {
+	a.smu.RLock()
+	defer a.smu.RUnlock()
+	return a.proxies
 }
 
 // Handler returns the token endpoint's handler (GET /v1/token/NAME,
@@ -501,14 +513,14 @@ func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
 // Addrs returns the addresses the agent listens on, once Listening is
 // closed: the token endpoint's, in the order of Config.Listeners, then the
-// proxies', in the order of Config.Proxies; "unix:PATH" or "HOST:PORT",
-// with the port a listener at port 0 got.
+// proxies', in the order of Config.Proxies (after a reload, the file's
+// in its order, then the --proxy ones); "unix:PATH" or "HOST:PORT", with
+// the port a listener at port 0 got.
 func (a *Agent) Addrs() (endpoint, proxies []string) {
 	a.mu.Lock()
 	endpoint = append(endpoint, a.endpoints...)
 	a.mu.Unlock()
-	_, slots := a.current()
-	for _, sl := range slots {
+	for _, sl := range a.listeners() {
 		if addr := sl.address(); addr != "" {
 			proxies = append(proxies, addr)
 		}

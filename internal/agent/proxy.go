@@ -193,8 +193,18 @@ func newProxy(spec proxySpec, src *agentSource, sl *proxySlot, log *slog.Logger)
 	// The source's own client transport: it adds the token, recovers from
 	// a revoked one, keeps many idle connections to the one upstream, and
 	// trusts the source's CA (ca_file, --ca-file, M2MTOKEN_CA_FILE) besides
-	// the system's, as its token requests do.
-	p := &proxy{spec: spec, src: src, slot: sl, rt: src.src.Client().Transport}
+	// the system's, as its token requests do. Its connections are the
+	// proxy's own (a copy of the client's): their cap (capUpstream) is set
+	// before any request, even when a reload adds a proxy to a client whose
+	// other proxies are serving, and a proxy that a reload removes closes
+	// its idle connections without touching theirs.
+	rt := src.src.Client().Transport
+	if t, ok := rt.(*m2mtoken.Transport); ok {
+		if base, ok := t.Base.(*http.Transport); ok {
+			rt = &m2mtoken.Transport{Source: t.Source, Base: base.Clone()}
+		}
+	}
+	p := &proxy{spec: spec, src: src, slot: sl, rt: rt}
 	target := spec.upstream
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {

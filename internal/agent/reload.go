@@ -90,7 +90,8 @@ func (a *Agent) reload(sources []Source, fileProxies []Proxy, attrs ...any) erro
 	if err != nil {
 		return err
 	}
-	curSources, curSlots := a.current()
+	curSources, _ := a.current()
+	curSlots := a.listeners()
 	cur := make(map[string]*agentSource, len(curSources))
 	for _, s := range curSources {
 		cur[s.name] = s
@@ -131,7 +132,18 @@ func (a *Agent) reload(sources []Source, fileProxies []Proxy, attrs ...any) erro
 		return err
 	}
 	ch := a.changes(cur, next, curSlots, slots)
+	var swapped []*proxy
+	for _, sl := range slots {
+		if sl.cur != nil && sl.next != nil {
+			swapped = append(swapped, sl.cur)
+		}
+	}
 	a.commit(order, slots)
+	for _, p := range swapped {
+		// Its requests in flight go on; its idle upstream connections,
+		// its own, are of no use to the proxy that took its place.
+		p.closeIdle()
+	}
 
 	for name, s := range cur {
 		if next[name] != s {
@@ -162,9 +174,8 @@ func (a *Agent) reload(sources []Source, fileProxies []Proxy, attrs ...any) erro
 				defer a.draining.Done()
 				ctx, cancel := context.WithTimeout(context.Background(), a.shutdownTimeout)
 				defer cancel()
-				// Its upstream connections stay: other proxies of the
-				// source's client share them.
 				a.shutdown(ctx, sl.srv)
+				sl.cur.closeIdle() // its own upstream connections
 			}()
 			// Shutdown closes the listener first: once it has, no new
 			// connection reaches the removed proxy.

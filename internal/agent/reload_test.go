@@ -590,3 +590,108 @@ func TestReloadReadiness(t *testing.T) {
 		t.Errorf("healthz once the added source has its token: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// TestReloadUnderRequests: callers of a kept source, of a proxy whose
+// upstream a reload swaps, of a source reloads add and remove, and of
+// /v1/stats and /healthz, all running while the file flips 20 times: no
+// call to the kept source or through the proxy fails, the flipping
+// source answers 200 or 404 (never 503), and the kept source made one
+// token request in all.
+func TestReloadUnderRequests(t *testing.T) {
+	s := issuer(t)
+	s.AddClient(m2mtest.Client{ID: "other", Secret: secret, Audiences: []string{aud}})
+	s.SetTokenLifetime(time.Hour)
+	api := newProtectedAPI(t, s)
+	api2 := newProtectedAPI(t, s)
+	conf := filepath.Join(t.TempDir(), "agent.json")
+	keep, flip := fileSrc("keep", s.TokenURL(), "cli", aud), fileSrc("flip", s.TokenURL(), "other", aud)
+	files := [2]func(){
+		func() { writeConf(t, conf, []string{keep, flip}, []string{filePrx("keep", "127.0.0.1:0", api.URL)}) },
+		func() { writeConf(t, conf, []string{keep}, []string{filePrx("keep", "127.0.0.1:0", api2.URL)}) },
+	}
+	files[0]()
+	a := startFile(t, conf, Config{Listeners: []Listener{{"127.0.0.1:0"}}})
+	endpoint, prx := "http://"+a.tcp(), "http://"+a.proxy(0)
+	stop := make(chan struct{})
+	type tally struct {
+		calls  int
+		failed []string
+	}
+	results := make(chan tally)
+	caller := func(call func(c *http.Client) string) {
+		c := client(t, "")
+		var r tally
+		for {
+			select {
+			case <-stop:
+				results <- r
+				return
+			default:
+			}
+			r.calls++
+			if f := call(c); f != "" && len(r.failed) < 5 {
+				r.failed = append(r.failed, f)
+			}
+		}
+	}
+	status := func(c *http.Client, url string, headers ...string) (int, string) {
+		req, _ := http.NewRequest("GET", url, nil)
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	callers := []func(*http.Client) string{
+		func(c *http.Client) string {
+			if code, body := status(c, endpoint+"/v1/token/keep", agentHeader, "1"); code != 200 {
+				return fmt.Sprintf("keep: %d %s", code, shown(body))
+			}
+			return ""
+		},
+		func(c *http.Client) string {
+			if code, body := status(c, prx+"/api/private"); code != 200 {
+				return fmt.Sprintf("proxy: %d %s", code, body)
+			}
+			return ""
+		},
+		func(c *http.Client) string {
+			if code, body := status(c, endpoint+"/v1/token/flip", agentHeader, "1"); code != 200 && code != 404 {
+				return fmt.Sprintf("flip: %d %s", code, shown(body))
+			}
+			return ""
+		},
+		func(*http.Client) string {
+			for _, path := range []string{"/v1/stats", "/healthz"} {
+				rec := httptest.NewRecorder()
+				a.Handler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+				if rec.Code != 200 && rec.Code != 503 {
+					return fmt.Sprintf("%s: %d", path, rec.Code)
+				}
+			}
+			return ""
+		},
+	}
+	for _, call := range callers {
+		go caller(call)
+	}
+	for i := range 20 {
+		files[(i+1)%2]()
+		a.reload(conf)
+	}
+	close(stop)
+	for range callers {
+		r := <-results
+		if len(r.failed) > 0 || r.calls == 0 {
+			t.Errorf("%d calls, failed: %q", r.calls, r.failed)
+		}
+	}
+	if n := s.ClientRequests("cli"); n != 1 {
+		t.Errorf("the kept source made %d token requests; want 1", n)
+	}
+}

@@ -43,8 +43,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			close(a.listening)
 		}
 	}()
-	sources, slots := a.current()
-	perListener, berr := connBudget(a.maxConns, len(a.listens)+len(slots), len(slots))
+	sources, proxies := a.current()
+	perListener, berr := connBudget(a.maxConns, len(a.listens)+len(proxies), len(proxies))
 	if berr != nil {
 		return berr
 	}
@@ -70,13 +70,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		servers = append(servers, s)
 		endpoints = append(endpoints, s.spec.String())
 	}
-	for _, sl := range slots {
-		if err := a.openProxy(sl, sl.cur, perListener); err != nil {
+	for _, p := range proxies {
+		if err := a.openProxy(p.slot, p, perListener); err != nil {
 			closeAll()
 			return err
 		}
-		a.listeningLog(sl.srv)
-		servers = append(servers, sl.srv)
+		a.listeningLog(p.slot.srv)
+		servers = append(servers, p.slot.srv)
 	}
 	a.mu.Lock()
 	a.endpoints = endpoints
@@ -121,10 +121,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.reloadMu.Lock()
 	a.running = false
 	a.reloadMu.Unlock()
-	_, slots = a.current()
+	_, proxies = a.current()
 	servers = servers[:len(a.listens)]
-	for _, sl := range slots {
-		servers = append(servers, sl.srv)
+	for _, p := range proxies {
+		servers = append(servers, p.slot.srv)
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), a.shutdownTimeout)
 	var swg sync.WaitGroup
@@ -137,8 +137,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	cancel()
 	stopWatchers()
 	a.watchers.Wait()
-	for _, sl := range slots {
-		sl.cur.closeIdle()
+	for _, p := range proxies {
+		p.closeIdle()
 	}
 	a.closeSources()
 	a.log.Info("stopped")

@@ -360,7 +360,7 @@ func (a *Agent) serveStats(w http.ResponseWriter, r *http.Request) {
 			"served": a.tokenServed.Load(), "failed": a.tokenFailed.Load(), "refused": a.refused.Load(),
 		},
 	}
-	sources, slots := a.current()
+	sources, proxies := a.current()
 	for _, s := range sources {
 		st := s.src.Stats()
 		tok, err := s.w.current()
@@ -383,8 +383,8 @@ func (a *Agent) serveStats(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			ss.LastError = err.Error()
 		}
-		for _, sl := range slots {
-			if p, addr := sl.cur, sl.address(); p.src == s && addr != "" {
+		for _, p := range proxies {
+			if sl, addr := p.slot, p.slot.address(); p.src == s && addr != "" {
 				if ss.Proxies == nil {
 					ss.Proxies = map[string]proxyStat{}
 				}
