@@ -11,6 +11,7 @@ package agent
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -152,8 +153,10 @@ func (a *Agent) hold(spec Source) (*held, error) {
 			// The pool's requests are the config file's, made here, never
 			// a caller's: the bound on new tokens, which would refuse the
 			// first fetches of a file with many sources, has nothing to
-			// guard against.
-			cfg.NewTokenRate = -1
+			// guard against; and the bound on tokens would drop a source
+			// the agent serves (at 10,000 sources, a reload that adds one
+			// before the source it replaces is closed).
+			cfg.NewTokenRate, cfg.MaxTokens = -1, math.MaxInt
 			p, err := m2mtoken.NewPool(cfg)
 			if err != nil {
 				return nil, a.sourceError(spec, err)
