@@ -33,7 +33,10 @@ const (
 	rotationPace     = 5 * time.Millisecond // each caller's pause: about 1,500 calls a second in all
 	rotationFileLag  = 300 * time.Millisecond
 	// rotationSoakEnv set to 1 runs every scenario every way, each with
-	// three rotations over eight lifetimes, instead of each once.
+	// three rotations over eight lifetimes, instead of each once. The
+	// second and third come within rotationSettle of the file's last
+	// change, so an issuer-first refusal then takes the other path: asked
+	// again with backoff rather than held until the file changes.
 	rotationSoakEnv = "M2MTOKEN_SOAK"
 )
 
@@ -84,8 +87,8 @@ type rotationResult struct {
 	// margins are, for each rotation, how long before the token in use
 	// turned unusable the first token after the rotation came (negative:
 	// callers waited for it).
-	margins        []time.Duration
-	done, baseline bool
+	margins []time.Duration
+	done    bool
 }
 
 func rotationRuns(soak bool) []rotationRun {
@@ -153,8 +156,8 @@ func TestRotationNoFailedCall(t *testing.T) {
 			run.name+":", r.calls, r.failed, r.waits, r.longest.Round(100*time.Microsecond), r.requests, r.issued, r.requests-r.issued,
 			r.elapsed.Seconds()/rotationLifetime.Seconds(), rotationLifetime)
 		if base != nil && run.rotations > 0 && !run.readOnce {
-			line += fmt.Sprintf("; %+d token requests against the baseline's %d for %d rotation(s); the new token came %s before the old one ran out",
-				r.requests-base.requests, base.requests, r.rotationsMade, roundAll(r.margins))
+			line += fmt.Sprintf("; %+d token requests against the baseline's %d for %d rotation(s); the new token came %s the old one ran out",
+				r.requests-base.requests, base.requests, r.rotationsMade, margins(r.margins))
 		}
 		t.Log(line)
 		if run.readOnce {
@@ -202,7 +205,7 @@ func replayRotation(t *testing.T, run rotationRun) rotationResult {
 	// a token comes after it: how much earlier it came is its margin.
 	var marginMu sync.Mutex
 	var runOut time.Time
-	var margins []time.Duration
+	var came []time.Duration
 	obs := &Observer{
 		FetchStart: func(_ context.Context, info FetchStartInfo) context.Context {
 			if info.Reason == FetchRefresh && armed.CompareAndSwap(true, false) {
@@ -227,7 +230,7 @@ func replayRotation(t *testing.T, run rotationRun) rotationResult {
 			marginMu.Lock()
 			defer marginMu.Unlock()
 			if info.Err == nil && !runOut.IsZero() {
-				margins = append(margins, time.Until(runOut))
+				came = append(came, time.Until(runOut))
 				runOut = time.Time{}
 			}
 		},
@@ -358,12 +361,12 @@ func replayRotation(t *testing.T, run rotationRun) rotationResult {
 	res.calls, res.failed, res.longest = calls.Load(), failed.Load(), time.Duration(longest.Load())
 	res.waits = s.Stats().Waits
 	res.requests, res.issued = iss.ClientRequests(clientID), iss.TokensIssued(clientID)
-	res.done, res.baseline = true, run.rotations == 0
+	res.done = true
 	marginMu.Lock()
-	res.margins = slices.Clone(margins)
+	res.margins = slices.Clone(came)
 	marginMu.Unlock()
-	t.Logf("%d calls, %d failed, %d waited for a fetch (longest call %v); %d token requests (%d issued); %.1f lifetimes; margins %s",
-		res.calls, res.failed, res.waits, res.longest.Round(100*time.Microsecond), res.requests, res.issued, res.elapsed.Seconds()/rotationLifetime.Seconds(), roundAll(res.margins))
+	t.Logf("%d calls, %d failed, %d waited for a fetch (longest call %v); %d token requests (%d issued); %.1f lifetimes; the new token came %s the old one ran out",
+		res.calls, res.failed, res.waits, res.longest.Round(100*time.Microsecond), res.requests, res.issued, res.elapsed.Seconds()/rotationLifetime.Seconds(), margins(res.margins))
 
 	switch {
 	case run.readOnce:
@@ -413,11 +416,16 @@ func topErrors(errs map[string]int64, n int) []string {
 	return out
 }
 
-// roundAll lists durations to the millisecond.
-func roundAll(ds []time.Duration) string {
+// margins lists, to the millisecond, how long before (or after) the old
+// token ran out each new one came.
+func margins(ds []time.Duration) string {
 	var out []string
 	for _, d := range ds {
-		out = append(out, d.Round(time.Millisecond).String())
+		if d >= 0 {
+			out = append(out, d.Round(time.Millisecond).String()+" before")
+		} else {
+			out = append(out, (-d).Round(time.Millisecond).String()+" after")
+		}
 	}
 	return strings.Join(out, ", ")
 }
