@@ -134,11 +134,7 @@ func TestRotationNoFailedCall(t *testing.T) {
 	results := make([]rotationResult, len(runs))
 	var wg sync.WaitGroup
 	for i, run := range runs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t.Run(run.name, func(t *testing.T) { results[i] = replayRotation(t, run) })
-		}()
+		wg.Go(func() { t.Run(run.name, func(t *testing.T) { results[i] = replayRotation(t, run) }) })
 	}
 	wg.Wait()
 	var base *rotationResult
@@ -277,9 +273,7 @@ func replayRotation(t *testing.T, run rotationRun) rotationResult {
 	stopCallers := sync.OnceFunc(func() { close(stop); callers.Wait() })
 	defer stopCallers()
 	for range rotationCallers {
-		callers.Add(1)
-		go func() {
-			defer callers.Done()
+		callers.Go(func() {
 			for {
 				select {
 				case <-stop:
@@ -300,7 +294,7 @@ func replayRotation(t *testing.T, run rotationRun) rotationResult {
 				}
 				time.Sleep(rotationPace)
 			}
-		}()
+		})
 	}
 
 	newest := content
