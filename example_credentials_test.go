@@ -25,11 +25,8 @@ import (
 func ExampleConfig_clientSecretFile() {
 	issuer := m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: "old-secret", Audiences: []string{"https://api.example.com/"}})
 	defer issuer.Close()
-	dir, err := os.MkdirTemp("", "m2mtoken-example-")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
+	dir, cleanup := exampleDir()
+	defer cleanup()
 	file := filepath.Join(dir, "client-secret") // in a pod: /etc/svc/auth0/client-secret
 	replaceFile(file, "old-secret\n")
 
@@ -74,11 +71,8 @@ func ExampleConfig_privateKeyFile() {
 	if err := issuer.AddKey("svc", m2mtest.Key{ID: "k1", PublicKey: &oldKey.PublicKey}); err != nil {
 		log.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "m2mtoken-example-")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
+	dir, cleanup := exampleDir()
+	defer cleanup()
 	file := filepath.Join(dir, "auth0-key.pem")
 	replaceFile(file, keyPEM(oldKey))
 
@@ -134,11 +128,8 @@ func ExampleConfig_clientAssertionFile() {
 	if err := issuer.Trust("svc", cluster.Trust(sa)); err != nil {
 		log.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "m2mtoken-example-")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
+	dir, cleanup := exampleDir()
+	defer cleanup()
 
 	cache := m2mtoken.NewMemoryCache() // in a fleet: rediscache
 	for _, pod := range []string{"pod-a", "pod-b"} {
@@ -168,6 +159,16 @@ func ExampleConfig_clientAssertionFile() {
 	// Output:
 	// pod-a Bearer 1
 	// pod-b Bearer 1
+}
+
+// exampleDir returns a new directory for an example's files, and a
+// function that removes it.
+func exampleDir() (string, func()) {
+	dir, err := os.MkdirTemp("", "m2mtoken-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	return dir, func() { os.RemoveAll(dir) }
 }
 
 // replaceFile writes content to a new file and renames it over path, as
