@@ -6,8 +6,11 @@
 // Each step hashes the one before with SHA-256, a version string and
 // length-prefixed parts, and keeps the first 16 bytes: cacheKey the
 // endpoint, client, method and request; dpopCacheKey then the DPoP key's
-// thumbprint; credentialKey then the credential's ID, derived once per
-// client (credentialID). TestCacheKeyIsStable pins the result: a key that
+// thumbprint (together, requestKey); credentialKey then the credential's
+// ID (credValue.cacheID, derived once per value of the credential: a
+// secret's slow hash, a key's public key, an assertion's identity). A
+// credential that changes in its file changes the key of the next token
+// fetched; the token in use is kept until it is replaced. TestCacheKeyIsStable pins the result: a key that
 // changes makes every holder of a shared cache fetch anew once.
 
 package m2mtoken
@@ -15,7 +18,6 @@ package m2mtoken
 import (
 	"crypto/pbkdf2"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"net/url"
@@ -24,17 +26,26 @@ import (
 	"sync"
 )
 
-// key returns the cache key of a token of this client for req, as the
-// file's comment describes it.
-func (c *client) key(req *TokenRequest) string {
+// requestKey returns the part of the cache key of a token of this client
+// for req that does not change while it runs: everything but the
+// credential.
+func (c *client) requestKey(req *TokenRequest) string {
 	k := cacheKey(c.tokenURL, c.cfg.ClientID, req.Audience, req.Scopes, req.Organization, req.Params, c.cfg.AuthMethod)
 	if c.dpop != nil {
 		k = dpopCacheKey(k, c.dpop.key.Thumbprint())
 	}
-	if c.credID != "" {
-		k = credentialKey(k, c.credID)
-	}
 	return k
+}
+
+// cacheKeyFor returns the cache key of a token whose request has the
+// requestKey rk, earned with the credential's value v (see the file's
+// comment). Without Config.Cache it is rk: each source keeps its tokens
+// to itself, so nothing names the credential.
+func (c *client) cacheKeyFor(rk string, v *credValue) string {
+	if !c.shared || v == nil {
+		return rk
+	}
+	return credentialKey(rk, v.cacheID(c.tokenURL, c.cfg.ClientID))
 }
 
 // cacheKey derives the first step of the key: the endpoint, client,
@@ -74,8 +85,7 @@ const credentialIterations = 100_000
 // same credential (a fleet) still share one key.
 //
 // A source without Config.Cache keeps its tokens to itself, so it skips
-// the derivation and keeps key as it is. id is [credentialID]'s, derived
-// once per client.
+// the derivation and keeps key as it is (see cacheKeyFor).
 func credentialKey(key, id string) string {
 	h := sha256.New()
 	for _, part := range []string{"m2mtoken/credential/v1", key, id} {
@@ -84,22 +94,12 @@ func credentialKey(key, id string) string {
 	return "m2mtoken-" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// credentialID names the credential without revealing it. For Private Key
-// JWT it is the public key's SHA-256 (public already) and the key ID. For a
-// secret it is a slow, salted hash: PBKDF2-HMAC-SHA256 with
-// credentialIterations, salted with the server's host and client ID so that
-// no table of precomputed guesses serves two clients. Only a hash of the
-// result reaches the cache key, and the key is all a cache stores.
-func credentialID(tokenURL string, cfg Config) string {
-	if cfg.PrivateKey != nil {
-		der, err := x509.MarshalPKIXPublicKey(cfg.PrivateKey.Public())
-		if err != nil {
-			// New accepts only RSA and P-256 keys, which marshal.
-			der = []byte(fmt.Sprintf("%T", cfg.PrivateKey.Public()))
-		}
-		sum := sha256.Sum256(der)
-		return "public-key:" + hex.EncodeToString(sum[:]) + ";kid:" + cfg.KeyID
-	}
+// secretID names a client secret without revealing it: a slow, salted
+// hash, PBKDF2-HMAC-SHA256 with credentialIterations, salted with the
+// server's host and the client ID so that no table of precomputed guesses
+// serves two clients. Only a hash of the result reaches the cache key, and
+// the key is all a cache stores.
+func secretID(tokenURL, clientID, secret string) string {
 	// The server's host name, not its whole URL: enough to keep a table of
 	// guesses for one client from serving another, and a program's sources
 	// for one client (or a test suite's servers on loopback ports) share
@@ -108,8 +108,8 @@ func credentialID(tokenURL string, cfg Config) string {
 	if u, err := url.Parse(tokenURL); err == nil {
 		host = u.Hostname()
 	}
-	salt := fmt.Sprintf("m2mtoken/secret/v1;%d:%s;%d:%s", len(host), host, len(cfg.ClientID), cfg.ClientID)
-	return derivedSecrets.get(salt, cfg.ClientSecret)
+	salt := fmt.Sprintf("m2mtoken/secret/v1;%d:%s;%d:%s", len(host), host, len(clientID), clientID)
+	return derivedSecrets.get(salt, secret)
 }
 
 // derivedSecrets remembers the derivations of this process, so that a

@@ -174,6 +174,6 @@ func TestCacheKeyIsStable(t *testing.T) {
 // memory of its derivations does not answer.
 func BenchmarkCredentialID(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
-		credentialID("https://tenant.eu.auth0.com/oauth/token", Config{ClientID: "svc", ClientSecret: fmt.Sprint("secret-", i)})
+		secretID("https://tenant.eu.auth0.com/oauth/token", "svc", fmt.Sprint("secret-", i))
 	}
 }

@@ -34,9 +34,11 @@ const defaultMaxConnsPerHost = 16
 type client struct {
 	cfg      Config
 	tokenURL string
-	// credID names the credential in cache keys; derived once per client
-	// (a slow hash of a secret), and only when Config.Cache is set.
-	credID   string
+	// cred is the credential, read when a token request is made
+	// (credential.go). shared says Config.Cache is set: only then does the
+	// cache key name the credential (cachekey.go).
+	cred     *credential
+	shared   bool
 	http     *http.Client   // sends token requests; never follows redirects
 	ownsHTTP bool           // http's transport is ours (Config.HTTPClient was nil)
 	roots    *x509.CertPool // the system's CAs and Config.CAFile's, or nil for the system's
@@ -105,10 +107,17 @@ func newClient(cfg Config, clk clock.Clock) (*client, error) {
 	c := &client{cfg: cfg, tokenURL: tokenURL, cache: cfg.Cache, clock: clk, rand: rand.Float64, log: cfg.Logger, roots: roots}
 	c.life, c.stop = context.WithCancel(context.Background())
 	c.dpop = newDPoP(&c.cfg, tokenURL)
+	if c.cred, err = newCredential(&c.cfg, clk); err != nil {
+		return nil, withNames(err, cfg.FieldNames)
+	}
 	if c.cache != nil {
+		c.shared = true
 		// Derived once here, not per token: a pool of many tokens pays
-		// for the slow hash once.
-		c.credID = credentialID(tokenURL, cfg)
+		// for the slow hash once, and again only when the credential
+		// changes.
+		if v := c.cred.last(); v != nil {
+			v.cacheID(tokenURL, cfg.ClientID)
+		}
 	} else {
 		// Each token keeps itself: nothing to share, nothing to store.
 		c.cache = noCache{}

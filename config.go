@@ -4,6 +4,7 @@
 package m2mtoken
 
 import (
+	"context"
 	"crypto"
 	"fmt"
 	"io"
@@ -31,6 +32,12 @@ const (
 	// Config.PrivateKey (RFC 7523, OIDC private_key_jwt): no secret is
 	// shared with the server. A new assertion is signed for every request.
 	PrivateKeyJWT
+	// ClientAssertion authenticates with a client assertion made
+	// elsewhere (RFC 7521): a platform's token, from
+	// Config.ClientAssertionFile or Config.GetClientAssertion, which a
+	// server that trusts the platform accepts (federated credentials). It
+	// is the method when either is set.
+	ClientAssertion
 )
 
 // String returns the method's OAuth 2.0 name.
@@ -42,13 +49,21 @@ func (m AuthMethod) String() string {
 		return "client_secret_basic"
 	case PrivateKeyJWT:
 		return "private_key_jwt"
+	case ClientAssertion:
+		return "client_assertion"
 	}
 	return fmt.Sprintf("AuthMethod(%d)", int(m))
 }
 
 // Config says where and how to get a token. Only an endpoint (Domain or
-// TokenURL), ClientID and ClientSecret are required; every other field has
-// a default that suits Auth0.
+// TokenURL), ClientID and a credential (ClientSecret, or one of the
+// others: its file, a private key, a client assertion) are required;
+// every other field has a default that suits Auth0.
+//
+// A credential in a file (ClientSecretFile, PrivateKeyFile,
+// ClientAssertionFile) is followed: read again for each token request, so
+// that a rotation reaches the source without a restart. docs/credentials.md
+// in the repository says how to rotate with no failed call.
 //
 // Config holds a secret: its String, Format and LogValue methods
 // redact it.
@@ -62,19 +77,57 @@ type Config struct {
 	TokenURL string
 
 	// ClientID and ClientSecret are the application's credentials. With
-	// PrivateKeyJWT there is no secret.
+	// PrivateKeyJWT or ClientAssertion there is no secret.
 	ClientID     string
 	ClientSecret string
+	// ClientSecretFile is a file that holds the client secret, instead of
+	// ClientSecret (a final newline is dropped). It is followed: read when
+	// the source is made, then again for each token request, so that a
+	// secret rotated in the file (a Kubernetes Secret, a Vault Agent
+	// template) is used without a restart. Until the new secret is
+	// accepted once, a refusal of it is tried again at once with the one
+	// before, for a server that takes a while to take up a rotation.
+	ClientSecretFile string
 	// AuthMethod says how the client authenticates; see [AuthMethod]. When
-	// PrivateKey is set and AuthMethod is left zero, it is PrivateKeyJWT.
+	// PrivateKey or PrivateKeyFile is set and AuthMethod is left zero, it
+	// is PrivateKeyJWT; with ClientAssertionFile or GetClientAssertion it
+	// is ClientAssertion.
 	AuthMethod AuthMethod
 
 	// PrivateKey signs client assertions for PrivateKeyJWT: an RSA key of
 	// at least 2048 bits or an ECDSA P-256 key (see [LoadPrivateKey]).
 	PrivateKey crypto.Signer
+	// PrivateKeyFile is a PEM file that holds the private key, instead of
+	// PrivateKey, followed as ClientSecretFile is; a new key that cannot
+	// sign is not taken (the one before stays, with a warning).
+	PrivateKeyFile string
 	// KeyID is the assertion's kid header: the key's ID as registered with
-	// the server (Auth0 shows it as the credential's Key ID).
+	// the server (Auth0 shows it as the credential's Key ID; Auth0 does
+	// not need it). With PrivateKeyFile it names the key the file held
+	// when the source was made: assertions signed with a later key carry
+	// no kid, and a warning says to set KeyID to the new key's ID.
 	KeyID string
+	// ClientAssertionFile is a file whose content is the client assertion
+	// itself, made by the platform: a Kubernetes projected service-account
+	// token, a SPIFFE JWT-SVID written by spiffe-helper, a CI's OIDC
+	// token. It is read for each token request and sent as
+	// client_assertion with client_id, for a server that trusts the
+	// platform's tokens (federated credentials: Entra ID, Keycloak).
+	// An assertion whose exp has passed is not sent; its cache key names
+	// the identity it proves (issuer and subject), not its bytes.
+	ClientAssertionFile string
+	// GetClientAssertion, instead of ClientAssertionFile, returns the
+	// client assertion (a SPIFFE Workload API client, a cloud's metadata
+	// server). It is called for each token request, never on the hot
+	// path, from any goroutine: it must be safe for concurrent use. An
+	// error is retried with backoff, as a network error is.
+	GetClientAssertion func(ctx context.Context) (string, error)
+	// ClientAssertionType is the client_assertion_type sent with
+	// ClientAssertionFile or GetClientAssertion: empty means RFC 7523's
+	// "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"; SPIFFE's
+	// JWT-SVIDs take "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe".
+	// "jwt-bearer" and "jwt-spiffe" are short for them.
+	ClientAssertionType string
 	// SigningAlgorithm is RS256 (the default for RSA keys), PS256 (RSA) or
 	// ES256 (the default, and only choice, for P-256 keys).
 	SigningAlgorithm string
@@ -269,8 +322,20 @@ func (c Config) String() string {
 	if c.PrivateKey != nil {
 		key = "<redacted>"
 	}
-	return fmt.Sprintf("m2mtoken.Config{endpoint:%q client_id:%q client_secret:%s private_key:%s audience:%q scopes:%q organization:%q auth:%s%s}",
-		endpoint, c.ClientID, secret, key, c.Audience, c.Scopes, c.Organization, c.AuthMethod, c.dpopString())
+	// The files' names are not secret: they say where a credential is.
+	files := ""
+	for _, f := range []struct{ name, path string }{
+		{"client_secret_file", c.ClientSecretFile}, {"private_key_file", c.PrivateKeyFile}, {"client_assertion_file", c.ClientAssertionFile},
+	} {
+		if f.path != "" {
+			files += fmt.Sprintf(" %s:%q", f.name, f.path)
+		}
+	}
+	if c.GetClientAssertion != nil {
+		files += " client_assertion:<func>"
+	}
+	return fmt.Sprintf("m2mtoken.Config{endpoint:%q client_id:%q client_secret:%s private_key:%s%s audience:%q scopes:%q organization:%q auth:%s%s}",
+		endpoint, c.ClientID, secret, key, files, c.Audience, c.Scopes, c.Organization, c.AuthMethod, c.dpopString())
 }
 
 // Format makes every fmt verb print String.
@@ -286,10 +351,34 @@ func (c Config) LogValue() slog.Value {
 		slog.String("endpoint", endpoint),
 		slog.String("client_id", c.ClientID),
 		slog.Bool("client_secret_set", c.ClientSecret != ""),
+		slog.String("client_secret_file", c.ClientSecretFile),
+		slog.String("private_key_file", c.PrivateKeyFile),
+		slog.String("client_assertion_file", c.ClientAssertionFile),
 		slog.String("audience", c.Audience),
 		slog.String("auth", c.AuthMethod.String()),
 		slog.Bool("dpop", c.DPoPKey != nil),
 	)
+}
+
+// credentials lists the credential fields that are set: one is wanted.
+func (c *Config) credentials() []string {
+	var out []string
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"ClientSecret", c.ClientSecret != ""},
+		{"ClientSecretFile", c.ClientSecretFile != ""},
+		{"PrivateKey", c.PrivateKey != nil},
+		{"PrivateKeyFile", c.PrivateKeyFile != ""},
+		{"ClientAssertionFile", c.ClientAssertionFile != ""},
+		{"GetClientAssertion", c.GetClientAssertion != nil},
+	} {
+		if f.set {
+			out = append(out, f.name)
+		}
+	}
+	return out
 }
 
 // missing returns one error for every required field left empty, when
@@ -300,8 +389,8 @@ func (c *Config) missing() error {
 	if c.ClientID == "" {
 		parts = append(parts, "{ClientID} (the application's Client ID)")
 	}
-	if c.ClientSecret == "" && c.PrivateKey == nil {
-		parts = append(parts, "{ClientSecret} (its Client Secret, or {PrivateKey} for Private Key JWT)")
+	if len(c.credentials()) == 0 {
+		parts = append(parts, "{ClientSecret} (its Client Secret, or {PrivateKey|PrivateKeyFile} for Private Key JWT)")
 	}
 	if strings.TrimSpace(c.Domain) == "" && strings.TrimSpace(c.TokenURL) == "" {
 		parts = append(parts, "{Domain} (for example \"tenant.eu.auth0.com\") or {TokenURL}")
@@ -321,33 +410,67 @@ func (c *Config) withDefaults() (string, error) {
 	if c.ClientID == "" {
 		return "", configErr("{ClientID} is empty: set it to the application's Client ID")
 	}
-	if c.PrivateKey != nil && c.AuthMethod == ClientSecretPost && c.ClientSecret == "" {
-		c.AuthMethod = PrivateKeyJWT
+	creds := c.credentials()
+	if c.AuthMethod == PrivateKeyJWT && (c.ClientSecret != "" || c.ClientSecretFile != "") {
+		return "", configErr("{ClientSecret} is set with {AuthMethod} private_key_jwt: a secret and a key together are refused; remove the secret")
+	}
+	if len(creds) > 1 {
+		if creds[0] == "PrivateKey" && creds[1] == "ClientSecret" || creds[0] == "ClientSecret" && creds[1] == "PrivateKey" {
+			return "", configErr("{PrivateKey} and {ClientSecret} are both set: use one way to authenticate (a key means Private Key JWT)")
+		}
+		return "", configErr("{" + creds[0] + "} and {" + creds[1] + "} are both set: authenticate with one (a client secret, its file, a private key, its file, or a client assertion)")
+	}
+	if c.AuthMethod == ClientSecretPost && len(creds) == 1 {
+		switch creds[0] {
+		case "PrivateKey", "PrivateKeyFile":
+			c.AuthMethod = PrivateKeyJWT
+		case "ClientAssertionFile", "GetClientAssertion":
+			c.AuthMethod = ClientAssertion
+		}
+	}
+	if c.ClientAssertionType != "" && c.AuthMethod != ClientAssertion {
+		return "", configErr("{ClientAssertionType} is set without {ClientAssertionFile}: it is the type of a client assertion the platform makes")
 	}
 	switch c.AuthMethod {
 	case ClientSecretPost, ClientSecretBasic:
-		if c.PrivateKey != nil {
-			return "", configErr("{PrivateKey} and {ClientSecret} are both set: use one way to authenticate (a key means Private Key JWT)")
-		}
-		if c.ClientSecret == "" {
-			return "", configErr("{ClientSecret} is empty: give the application's Client Secret (or set {PrivateKey} for Private Key JWT)")
+		if c.ClientSecret == "" && c.ClientSecretFile == "" {
+			if len(creds) == 1 {
+				return "", configErr("{"+creds[0]+"} is set with {AuthMethod} %v, which sends a client secret: remove {AuthMethod}, or give the secret instead", c.AuthMethod)
+			}
+			return "", configErr("{ClientSecret} is empty: give the application's Client Secret (or set {PrivateKey|PrivateKeyFile} for Private Key JWT)")
 		}
 	case PrivateKeyJWT:
-		if c.ClientSecret != "" {
+		if c.ClientSecret != "" || c.ClientSecretFile != "" {
 			return "", configErr("{ClientSecret} is set with {AuthMethod} private_key_jwt: a secret and a key together are refused; remove the secret")
 		}
-		if c.PrivateKey == nil {
-			return "", configErr("{AuthMethod} private_key_jwt needs {PrivateKey} (see LoadPrivateKey)")
+		if c.PrivateKey == nil && c.PrivateKeyFile == "" {
+			return "", configErr("{AuthMethod} private_key_jwt needs {PrivateKey|PrivateKeyFile} (see LoadPrivateKey)")
 		}
-		alg, err := jwt.CheckKey(c.PrivateKey, c.SigningAlgorithm)
-		if err != nil {
-			return "", configErr("{PrivateKey}: %v", err)
+		if c.PrivateKey != nil {
+			alg, err := jwt.CheckKey(c.PrivateKey, c.SigningAlgorithm)
+			if err != nil {
+				return "", configErr("{PrivateKey}: %v", err)
+			}
+			c.SigningAlgorithm = alg
 		}
-		c.SigningAlgorithm = alg
 		if c.AssertionLifetime < 0 || c.AssertionLifetime > 5*time.Minute {
 			return "", configErr("{AssertionLifetime} %v: must be at most 5 minutes", c.AssertionLifetime)
 		}
 		setDefault(&c.AssertionLifetime, time.Minute)
+	case ClientAssertion:
+		if c.ClientAssertionFile == "" && c.GetClientAssertion == nil {
+			return "", configErr("{AuthMethod} client_assertion needs {ClientAssertionFile}: the file the platform writes the assertion to")
+		}
+		switch t := strings.TrimSpace(c.ClientAssertionType); {
+		case t == "" || t == "jwt-bearer":
+			c.ClientAssertionType = assertionJWTBearer
+		case t == "jwt-spiffe":
+			c.ClientAssertionType = assertionJWTSPIFFE
+		case strings.ContainsAny(t, " \t\r\n") || !strings.Contains(t, ":"):
+			return "", configErr("{ClientAssertionType} %q: use jwt-bearer (the default), jwt-spiffe, or the type's URN (urn:ietf:params:oauth:client-assertion-type:...)", t)
+		default:
+			c.ClientAssertionType = t
+		}
 	default:
 		return "", configErr("{AuthMethod} %v is not supported", c.AuthMethod)
 	}

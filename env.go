@@ -92,41 +92,68 @@ func ConfigFromLookup(lookup func(name string) (string, bool), name func(envVar 
 	if sc := strings.Fields(get(settings.Scope)); len(sc) > 0 {
 		cfg.Scopes = sc
 	}
+	// The credential's files are followed by the source (credential.go);
+	// they are read here too, so that a file that cannot be read now is
+	// named in the user's words.
 	if f := get(settings.ClientSecretFile); f != "" {
 		b, err := atomicfile.ReadLimited(f, atomicfile.SecretFileLimit, "a client secret file")
 		if err != nil {
 			return fail("%s: %v", name(settings.ClientSecretFile), err)
 		}
-		cfg.ClientSecret = strings.TrimRight(string(b), "\r\n")
-		if cfg.ClientSecret == "" {
+		if strings.TrimRight(string(b), "\r\n") == "" {
 			return fail("%s: the file %q is empty", name(settings.ClientSecretFile), f)
 		}
+		cfg.ClientSecretFile = f
 	}
 	if f := get(settings.PrivateKeyFile); f != "" {
-		key, err := LoadPrivateKey(f)
-		if err != nil {
+		if _, err := LoadPrivateKey(f); err != nil {
 			return fail("%s: %s", name(settings.PrivateKeyFile), strings.TrimPrefix(err.Error(), "m2mtoken: "))
 		}
-		cfg.PrivateKey = key
+		cfg.PrivateKeyFile = f
 		cfg.AuthMethod = PrivateKeyJWT
 	} else if cfg.KeyID != "" {
 		return fail("%s is set without %s: a key ID names the private key of Private Key JWT; remove it, or set the key", name(settings.KeyID), name(settings.PrivateKeyFile))
 	}
+	if f := get(settings.AssertionFile); f != "" {
+		b, err := atomicfile.ReadLimited(f, maxAssertion, "a client assertion file")
+		if err != nil {
+			return fail("%s: %v", name(settings.AssertionFile), err)
+		}
+		if strings.TrimSpace(string(b)) == "" {
+			return fail("%s: the file %q is empty: is the process that writes the assertion running?", name(settings.AssertionFile), f)
+		}
+		cfg.ClientAssertionFile = f
+		cfg.AuthMethod = ClientAssertion
+	}
+	if t := get(settings.AssertionType); t != "" {
+		if cfg.ClientAssertionFile == "" {
+			return fail("%s is set without %s: it is the type of the client assertion in that file", name(settings.AssertionType), name(settings.AssertionFile))
+		}
+		cfg.ClientAssertionType = t
+	}
 	switch m := get(settings.AuthMethod); m {
 	case "":
 	case "post", "client_secret_post", "basic", "client_secret_basic":
-		if cfg.PrivateKey != nil {
-			return fail("%s %q does not go with %s: a key means private_key_jwt", name(settings.AuthMethod), m, name(settings.PrivateKeyFile))
+		if cfg.PrivateKeyFile != "" || cfg.ClientAssertionFile != "" {
+			other := settings.PrivateKeyFile
+			if cfg.ClientAssertionFile != "" {
+				other = settings.AssertionFile
+			}
+			return fail("%s %q does not go with %s: it sends no secret (a key means private_key_jwt, an assertion client_assertion)", name(settings.AuthMethod), m, name(other))
 		}
 		if strings.HasSuffix(m, "basic") {
 			cfg.AuthMethod = ClientSecretBasic
 		}
 	case "private_key_jwt":
-		if cfg.PrivateKey == nil {
+		if cfg.PrivateKeyFile == "" {
 			return fail("%s private_key_jwt needs %s", name(settings.AuthMethod), name(settings.PrivateKeyFile))
 		}
+	case "client_assertion":
+		if cfg.ClientAssertionFile == "" {
+			return fail("%s client_assertion needs %s", name(settings.AuthMethod), name(settings.AssertionFile))
+		}
 	default:
-		return fail("%s %q: use post, basic or private_key_jwt", name(settings.AuthMethod), m)
+		return fail("%s %q: use post, basic, private_key_jwt or client_assertion", name(settings.AuthMethod), m)
 	}
 	if f := get(settings.DPoPKeyFile); f != "" {
 		key, err := LoadPrivateKey(f)

@@ -57,9 +57,14 @@ func TestConfigFromEnv(t *testing.T) {
 		{"token url", with("AUTH0_DOMAIN", "", "M2MTOKEN_TOKEN_URL", "http://127.0.0.1:9/oauth/token"),
 			Config{TokenURL: "http://127.0.0.1:9/oauth/token", ClientID: "abc", ClientSecret: testSecret, Audience: "https://api.example.com/"}, ""},
 		{"secret file", with("AUTH0_CLIENT_SECRET", "", "AUTH0_CLIENT_SECRET_FILE", secretFile),
-			Config{Domain: "https://tenant.eu.auth0.com/", ClientID: "abc", ClientSecret: testSecret, Audience: "https://api.example.com/"}, ""},
+			Config{Domain: "https://tenant.eu.auth0.com/", ClientID: "abc", ClientSecretFile: secretFile, Audience: "https://api.example.com/"}, ""},
 		{"key", with("AUTH0_CLIENT_SECRET", "", "M2MTOKEN_PRIVATE_KEY_FILE", keyFile, "M2MTOKEN_KEY_ID", "k1"),
-			Config{Domain: "https://tenant.eu.auth0.com/", ClientID: "abc", KeyID: "k1", AuthMethod: PrivateKeyJWT, Audience: "https://api.example.com/"}, ""},
+			Config{Domain: "https://tenant.eu.auth0.com/", ClientID: "abc", PrivateKeyFile: keyFile, KeyID: "k1", AuthMethod: PrivateKeyJWT, Audience: "https://api.example.com/"}, ""},
+		{"assertion", with("AUTH0_CLIENT_SECRET", "", "M2MTOKEN_CLIENT_ASSERTION_FILE", secretFile, "M2MTOKEN_CLIENT_ASSERTION_TYPE", "jwt-spiffe"),
+			Config{Domain: "https://tenant.eu.auth0.com/", ClientID: "abc", ClientAssertionFile: secretFile, ClientAssertionType: "jwt-spiffe", AuthMethod: ClientAssertion, Audience: "https://api.example.com/"}, ""},
+		{"assertion type without a file", with("M2MTOKEN_CLIENT_ASSERTION_TYPE", "jwt-spiffe"), Config{}, "M2MTOKEN_CLIENT_ASSERTION_TYPE is set without M2MTOKEN_CLIENT_ASSERTION_FILE"},
+		{"assertion and secret", with("M2MTOKEN_CLIENT_ASSERTION_FILE", secretFile), Config{}, "both AUTH0_CLIENT_SECRET and M2MTOKEN_CLIENT_ASSERTION_FILE are set"},
+		{"missing assertion file", with("AUTH0_CLIENT_SECRET", "", "M2MTOKEN_CLIENT_ASSERTION_FILE", filepath.Join(dir, "nope")), Config{}, "M2MTOKEN_CLIENT_ASSERTION_FILE: open "},
 		{"no client id", with("AUTH0_CLIENT_ID", ""), Config{}, "m2mtoken: AUTH0_CLIENT_ID is empty: set it to the application's Client ID"},
 		{"no secret", with("AUTH0_CLIENT_SECRET", ""), Config{}, "AUTH0_CLIENT_SECRET is empty: give the application's Client Secret (or set M2MTOKEN_PRIVATE_KEY_FILE for Private Key JWT)"},
 		{"no endpoint", with("AUTH0_DOMAIN", ""), Config{}, "no endpoint: set AUTH0_DOMAIN"},
@@ -77,7 +82,7 @@ func TestConfigFromEnv(t *testing.T) {
 		{"require dpop without a key", with("M2MTOKEN_REQUIRE_DPOP", "1"), Config{}, "M2MTOKEN_REQUIRE_DPOP is set without M2MTOKEN_DPOP_KEY_FILE"},
 		{"require dpop not a bool", with("M2MTOKEN_DPOP_KEY_FILE", keyFile, "M2MTOKEN_REQUIRE_DPOP", "yes please"), Config{}, `M2MTOKEN_REQUIRE_DPOP "yes please": use true or false`},
 		{"bad key file", with("AUTH0_CLIENT_SECRET", "", "M2MTOKEN_PRIVATE_KEY_FILE", secretFile), Config{}, "M2MTOKEN_PRIVATE_KEY_FILE: no PEM block found"},
-		{"bad method", with("M2MTOKEN_AUTH_METHOD", "digest"), Config{}, `M2MTOKEN_AUTH_METHOD "digest": use post, basic or private_key_jwt`},
+		{"bad method", with("M2MTOKEN_AUTH_METHOD", "digest"), Config{}, `M2MTOKEN_AUTH_METHOD "digest": use post, basic, private_key_jwt or client_assertion`},
 		{"locahost", with("AUTH0_DOMAIN", "", "M2MTOKEN_TOKEN_URL", "http://locahost:8080/oauth/token"), Config{},
 			`M2MTOKEN_TOKEN_URL "http://locahost:8080/oauth/token": "locahost" is not a loopback name: did you mean localhost?`},
 		{"empty port", with("AUTH0_DOMAIN", "", "M2MTOKEN_TOKEN_URL", "http://127.0.0.1:/oauth/token"), Config{},
@@ -102,8 +107,8 @@ func TestConfigFromEnv(t *testing.T) {
 			if diff := cmp.Diff(tt.want, got, ignore); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
-			if (got.PrivateKey != nil) != (tt.want.AuthMethod == PrivateKeyJWT) {
-				t.Error("private key not loaded")
+			if got.PrivateKey != nil || got.ClientSecret != tt.want.ClientSecret {
+				t.Error("a credential file was read into Config: it is followed by the source")
 			}
 		})
 	}
@@ -126,7 +131,7 @@ func TestConfigFromEnv(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for field, want := range map[string]string{"ClientSecret": "--flag or AUTH0_CLIENT_SECRET_FILE", "Domain": "--flag or AUTH0_DOMAIN", "FetchTimeout": ""} {
+		for field, want := range map[string]string{"ClientSecretFile": "--flag or AUTH0_CLIENT_SECRET_FILE", "Domain": "--flag or AUTH0_DOMAIN", "FetchTimeout": ""} {
 			if got := cfg.FieldNames(field); got != want {
 				t.Errorf("FieldNames(%q) = %q, want %q", field, got, want)
 			}

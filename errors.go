@@ -177,7 +177,9 @@ func withNames(err error, names func(field string) string) error {
 	return &c
 }
 
-// configErr returns a *ConfigError. format names fields as {Field}.
+// configErr returns a *ConfigError. format names fields as {Field}, or as
+// {Field|Other}: the first of them that Config.FieldNames names as a flag,
+// variable or file field, else the first.
 func configErr(format string, args ...any) *ConfigError {
 	e := &ConfigError{format: format, args: args}
 	rest := format
@@ -190,7 +192,7 @@ func configErr(format string, args ...any) *ConfigError {
 		if !ok {
 			break
 		}
-		e.Fields = append(e.Fields, field)
+		e.Fields = append(e.Fields, strings.Split(field, "|")...)
 		rest = after
 	}
 	return e
@@ -200,9 +202,25 @@ func configErr(format string, args ...any) *ConfigError {
 // (Config.Field if it is nil).
 func (e *ConfigError) Error() string {
 	f := e.format
-	for _, field := range e.Fields {
-		n, _ := fieldName(e.name, field)
-		f = strings.Replace(f, "{"+field+"}", strings.ReplaceAll(n, "%", "%%"), 1)
+	for {
+		before, after, ok := strings.Cut(f, "{")
+		if !ok {
+			break
+		}
+		field, rest, ok := strings.Cut(after, "}")
+		if !ok {
+			break
+		}
+		alts := strings.Split(field, "|")
+		n, _ := fieldName(e.name, alts[0])
+		for _, alt := range alts {
+			// The first the user sets other than in code, if any.
+			if an, ok := fieldName(e.name, alt); ok && an != "Config."+alt {
+				n = an
+				break
+			}
+		}
+		f = before + strings.ReplaceAll(n, "%", "%%") + rest
 	}
 	msg := "m2mtoken: " + fmt.Sprintf(f, e.args...)
 	if e.note != "" {

@@ -10,9 +10,11 @@
 package m2mtoken
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -122,44 +124,76 @@ type heldError struct {
 	mu    sync.Mutex
 	err   error
 	until time.Time
+	// cred is the credential refused, for a refusal of the client's
+	// credential: a followed one that changes since ends it.
+	cred *credValue
 }
 
-// hold remembers err until the time until.
-func (h *heldError) hold(err error, until time.Time) {
+// hold remembers err, about the credential cred if it refused it, until
+// the time until.
+func (h *heldError) hold(err error, cred *credValue, until time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.err, h.until = err, until
+	h.err, h.cred, h.until = err, cred, until
 }
 
-// at returns the error if it still holds at now, and forgets it if not.
-func (h *heldError) at(now time.Time) error {
+// at returns the credential the error refused (if it was a refusal of
+// the credential) and the error, if it still holds at now, and forgets it
+// if it does not hold.
+func (h *heldError) at(now time.Time) (*credValue, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.err != nil && now.Before(h.until) {
-		return h.err
+		return h.cred, h.err
 	}
-	h.err = nil
-	return nil
+	h.err, h.cred = nil, nil
+	return nil, nil
+}
+
+// forget drops err, if it is still the one held.
+func (h *heldError) forget(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err == err {
+		h.err, h.cred = nil, nil
+	}
 }
 
 // holdError keeps a permanent error for Config.ErrorCacheTTL: for every
 // token of the pool if it is about the client (see clientError), else for
-// this token alone.
-func (s *TokenSource) holdError(err error) {
+// this token alone. v is the credential the refused request carried.
+func (s *TokenSource) holdError(err error, v *credValue) {
 	until := s.c.clock.Now().Add(s.c.cfg.ErrorCacheTTL)
 	if clientError(err) {
-		s.c.err.hold(err, until)
+		var cred *credValue
+		if te := (*TokenError)(nil); errors.As(err, &te) && badCredentials(te) {
+			cred = v
+		}
+		s.c.err.hold(err, cred, until)
 		return
 	}
-	s.perm.hold(err, until)
+	s.perm.hold(err, nil, until)
 }
 
 // heldError returns the permanent error that holds for this token: the
 // client's, or its own.
-func (s *TokenSource) heldError() error {
-	now := s.c.clock.Now()
-	if err := s.c.err.at(now); err != nil {
+func (s *TokenSource) heldError(ctx context.Context) error {
+	if err := s.c.heldError(ctx); err != nil {
 		return err
 	}
-	return s.perm.at(now)
+	_, err := s.perm.at(s.c.clock.Now())
+	return err
+}
+
+// heldError returns the client's permanent error, if it still holds: a
+// refusal of a followed credential ends as soon as the credential has
+// changed (its file is looked at again, at most every credentialLook).
+func (c *client) heldError(ctx context.Context) error {
+	refused, err := c.err.at(c.clock.Now())
+	if err == nil || refused == nil || !c.cred.moved(ctx, refused) {
+		return err
+	}
+	c.err.forget(err)
+	c.log.Info("the credential changed since it was refused: its refusal no longer holds", slog.String("setting", c.cred.setting()))
+	return nil
 }

@@ -85,12 +85,16 @@ func (c *client) hint(te *TokenError, defaultRequest bool) string {
 	reqName := func(field string) string { return c.requestName(field, defaultRequest) }
 	switch {
 	case badCredentials(te):
-		cred, names := "the client secret", c.name("ClientSecret")
-		if c.cfg.AuthMethod == PrivateKeyJWT {
-			cred, names = "the private key and its key ID", c.name("PrivateKey")+", "+c.name("KeyID")
+		switch c.cfg.AuthMethod {
+		case PrivateKeyJWT:
+			return "check the client ID, the private key and its key ID, and that the application's token endpoint authentication method is " +
+				c.cfg.AuthMethod.String() + ": " + c.name("ClientID") + ", " + c.name(c.cred.field) + ", " + c.name("KeyID") + " and " + c.name("AuthMethod")
+		case ClientAssertion:
+			return "check the client ID, and that the server trusts the platform's assertions for this client (the issuer, subject and audience it expects, and the assertion's type): " +
+				c.name("ClientID") + ", " + c.name(c.cred.field) + " and " + c.name("ClientAssertionType")
 		}
-		return "check the client ID, " + cred + ", and that the application's token endpoint authentication method is " +
-			c.cfg.AuthMethod.String() + ": " + c.name("ClientID") + ", " + names + " and " + c.name("AuthMethod")
+		return "check the client ID, the client secret, and that the application's token endpoint authentication method is " +
+			c.cfg.AuthMethod.String() + ": " + c.name("ClientID") + ", " + c.name(c.cred.field) + " and " + c.name("AuthMethod")
 	case grantRefused(te):
 		return "the application may not use the client-credentials grant: enable Client Credentials in its grant types (Auth0: Application, Advanced Settings, Grant Types)"
 	case strings.HasPrefix(desc, "Service not enabled within domain"):

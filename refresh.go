@@ -233,7 +233,7 @@ func (s *TokenSource) tokenSlow(ctx context.Context) (*oauth2.Token, error) {
 		s.expire(h)
 		s.mu.Unlock()
 	}
-	if err := s.heldError(); err != nil {
+	if err := s.heldError(ctx); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -292,13 +292,22 @@ func (s *TokenSource) maybeRefresh(h *heldToken) {
 		}
 		delay := s.c.backoff(h.failures, true)
 		h.failures++
+		level := slog.LevelWarn
 		if te := (*TokenError)(nil); errors.As(r.err, &te) {
-			if !te.Temporary {
+			switch {
+			case badCredentials(te) && s.c.cred.file != nil:
+				// The credential's file may change at any moment, and the
+				// token runs out meanwhile: look again soon (a refusal
+				// that holds sends nothing; see heldError).
+				delay = credentialPoll
+				if h.failures > 1 {
+					level = slog.LevelDebug
+				}
+			case !te.Temporary:
 				delay = max(delay, s.c.cfg.ErrorCacheTTL)
 			}
 			delay = max(delay, te.RetryAfter)
 		}
-		level := slog.LevelWarn
 		if w := quotaWait(r.err, s.c.clock.Now()); w > 0 {
 			// Wait for the quota's reset, not a backoff step; blockQuota
 			// has logged it once already.
@@ -371,11 +380,14 @@ func (s *TokenSource) fetch(parent context.Context, refresh bool) fetched {
 
 // fetchToken is fetch's work, and says where the token came from.
 func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken, Origin, error) {
-	if h := s.adopt(ctx); h != nil {
+	// The cache key names the credential as it is now: a credential that
+	// changed in its file is looked for (and leased) under its own key.
+	key := s.c.cacheKeyFor(s.reqKey, s.c.cred.forKey(ctx, s.log))
+	if h := s.adopt(ctx, key); h != nil {
 		return h, OriginCache, nil
 	}
 	if l, ok := s.c.cache.(Leaser); ok {
-		release, h, err := s.lease(ctx, l)
+		release, h, err := s.lease(ctx, l, key)
 		if err != nil {
 			return nil, OriginNone, s.closedOr(err)
 		}
@@ -390,7 +402,7 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 		s.log.Debug("Auth0 quota exhausted; not sending a token request", slog.String("scope", qe.Scope), slog.Time("reset", qe.Quota.Reset))
 		return nil, OriginNone, qe
 	}
-	if err := s.c.err.at(s.c.clock.Now()); err != nil {
+	if err := s.c.heldError(ctx); err != nil {
 		// Another token of the pool learned that the client cannot get
 		// tokens while this fetch started: send nothing.
 		return nil, OriginNone, err
@@ -398,12 +410,12 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 	if err := s.pool.admitNew(s); err != nil {
 		return nil, OriginNone, err
 	}
-	ce, err := s.request(ctx, refresh)
+	ce, v, err := s.request(ctx, refresh)
 	if err != nil {
 		return nil, OriginNone, s.closedOr(err)
 	}
 	ce.Latency = s.c.clock.Now().Sub(ce.IssuedAt) // IssuedAt: when the answering attempt started
-	if err := s.c.cache.Set(ctx, s.key, ce); err != nil {
+	if err := s.c.cache.Set(ctx, s.c.cacheKeyFor(s.reqKey, v), ce); err != nil {
 		s.log.Warn("cache set failed; the token is kept in memory", slog.Any("error", err))
 		s.c.obs.cacheError(s, "set", err)
 	}

@@ -35,7 +35,13 @@ import (
 // logs a line per fetch, not per attempt. A background refresh's failure
 // is warned of by the refresh itself (with the token it goes on serving),
 // so its own line is a debug line too.
-func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error) {
+//
+// Each attempt takes the credential as it is then (credential.go): a
+// followed file read again, a new assertion. A refusal of a credential
+// that changed and has not been accepted yet is asked again at once with
+// the one before it. It returns the token and the credential that earned
+// it.
+func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, *credValue, error) {
 	failed := slog.LevelWarn
 	if refresh {
 		failed = slog.LevelDebug
@@ -50,31 +56,87 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 		c.Attempts, c.Elapsed = attempts, s.c.clock.Now().Sub(start)
 		return &c
 	}
+	var fallback *credValue // the previous credential, to try once after a refusal
 	for attempt := 0; ; attempt++ {
+		v, cerr := fallback, error(nil)
+		if v == nil {
+			v, cerr = s.c.cred.current(ctx, s.log)
+		}
+		if cerr != nil {
+			// No credential to send (an assertion that cannot be had or
+			// has expired): nothing is sent, and it is tried again as a
+			// request that got no answer is.
+			te := &TokenError{URL: s.c.tokenURL, Temporary: true, err: cerr}
+			s.wait.lastErr.Store(te)
+			next := s.next(ctx, attempt, te, nonceRetries)
+			if next.retry {
+				s.log.Debug("no client assertion to send; trying again", slog.Any("error", cerr), slog.Duration("delay", next.delay))
+				if err := s.c.clock.Sleep(ctx, next.delay); err == nil {
+					continue
+				}
+			}
+			s.log.Log(ctx, failed, "token request not sent", slog.Any("error", te), slog.Int("attempts", attempt+1))
+			return nil, nil, final(te, attempt+1)
+		}
 		probe, held := s.c.waitRate(ctx, &s.wait.lastErr, s.log)
 		if held != nil {
-			return nil, final(held, attempt)
+			return nil, nil, final(held, attempt)
 		}
 		s.log.Debug("requesting token", slog.Int("attempt", attempt+1))
 		a := AttemptStartInfo{Source: s, Attempt: attempt + 1, NonceRetry: nonceRetry}
 		actx, start := s.c.obs.attemptStart(ctx, s, a)
 		s.wait.sending.Store(&sentAttempt{n: attempt + 1, at: s.c.clock.Now()})
-		ce, err := s.attempt(actx, probe)
+		ce, err := s.attempt(actx, probe, v)
 		s.wait.sending.Store(nil)
+		var te *TokenError
+		errors.As(err, &te)
+		prev := (*credValue)(nil)
+		if te != nil && badCredentials(te) {
+			if fallback == nil && ctx.Err() == nil {
+				prev = s.c.cred.previous(v)
+			}
+			if since, young := s.c.cred.young(); prev == nil && young {
+				// A credential that changed moments ago may not have
+				// reached every server of the issuer yet: its refusal is
+				// asked again, with backoff, not held.
+				te.Temporary = true
+				te.Hint = "the credential changed " + since.Round(time.Second).String() + " ago, and a server may take a while to take up a rotation (Auth0: up to thirty seconds): it is asked again; " + te.Hint
+			}
+		}
 		next := s.next(ctx, attempt, err, nonceRetries)
+		if prev != nil {
+			next = nextAttempt{retry: true, window: next.window}
+		}
 		s.c.obs.attemptDone(actx, s, a, start, err, next.nonce, next)
 		nonceRetry = false
 		if err == nil {
 			s.log.Debug("token received", slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("expiry", ce.Expiry))
-			return ce, nil
+			if fallback != nil {
+				s.log.Warn("the credential in its file was refused, and the one before it was accepted: the server has not taken up the rotation yet, or the new credential is wrong; the next token request tries the new one again",
+					slog.String("setting", s.c.cred.setting()))
+			} else {
+				s.c.cred.accepted(v)
+			}
+			return ce, v, nil
 		}
 		if qe := (*QuotaError)(nil); errors.As(err, &qe) {
 			// Retrying cannot help before the bucket refills.
 			s.c.blockQuota(qe, s.req.Organization)
-			return nil, qe
+			return nil, nil, qe
 		}
-		var te *TokenError
-		errors.As(err, &te)
+		if prev != nil {
+			// A rotation the server has not taken up yet (Auth0: up to
+			// thirty seconds): ask again at once with the credential
+			// before it. Not a failed attempt.
+			fallback = prev
+			attempt--
+			s.log.Debug("the new credential was refused; asking again with the one before it", slog.String("setting", s.c.cred.setting()))
+			continue
+		}
+		if fallback != nil {
+			// Both were refused: the refusal is the new credential's.
+			v, fallback = s.c.cred.last(), nil
+		}
 		if next.nonce {
 			// DPoP: the server wants its nonce in the proof. Ask again
 			// at once; this is the protocol, not a failed attempt.
@@ -94,23 +156,23 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, error)
 			// The fetch's own deadline or Close, not the endpoint: report
 			// what the endpoint said last.
 			s.log.Log(ctx, failed, "token request failed", slog.Any("error", err))
-			return nil, final(te, attempt+1)
+			return nil, nil, final(te, attempt+1)
 		case stopFinal:
 			s.log.Log(ctx, failed, "token request failed", slog.Any("error", err), slog.Int("attempts", attempt+1), slog.Bool("temporary", te.Temporary))
 			err := final(te, attempt+1)
 			if !te.Temporary {
-				s.holdError(err)
+				s.holdError(err, v)
 			}
-			return nil, err
+			return nil, nil, err
 		case stopNoTime:
 			s.log.Log(ctx, failed, "token request failed; no time left to retry", slog.Any("error", err), slog.Duration("wanted_delay", next.delay))
-			return nil, final(te, attempt+1)
+			return nil, nil, final(te, attempt+1)
 		}
 		s.log.Debug("token request failed; retrying", slog.Any("error", err), slog.Int("attempt", attempt+1),
 			slog.Int("max_attempts", s.c.cfg.MaxAttempts), slog.Duration("delay", next.delay),
 			slog.Duration("retrying_for_at_most", next.window))
 		if err := s.c.clock.Sleep(ctx, next.delay); err != nil {
-			return nil, final(te, attempt+1)
+			return nil, nil, final(te, attempt+1)
 		}
 	}
 }
@@ -203,10 +265,10 @@ type sentAttempt struct {
 
 // attempt sends one token request. It returns the token, or a *TokenError.
 // probe says it goes first after the client's rate-limit hold.
-func (s *TokenSource) attempt(ctx context.Context, probe bool) (*Entry, error) {
+func (s *TokenSource) attempt(ctx context.Context, probe bool, v *credValue) (*Entry, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.c.cfg.AttemptTimeout)
 	defer cancel()
-	req, err := s.newRequest(ctx)
+	req, err := s.newRequest(ctx, v)
 	if err != nil {
 		s.c.rateAnswered(probe, 0, nil, nil, nil, s.c.clock.Now())
 		return nil, &TokenError{URL: s.c.tokenURL, err: err}
@@ -220,7 +282,7 @@ func (s *TokenSource) attempt(ctx context.Context, probe bool) (*Entry, error) {
 		te := &TokenError{URL: s.c.tokenURL, Temporary: true, err: stripURL(err)}
 		nf := classifyNetwork(err)
 		te.Temporary, te.Hint = nf.temporary(), s.c.netHint(nf)
-		s.c.scrubbers.forRequest(req, s.c.cfg.ClientSecret).tokenError(te)
+		s.c.scrubbers.forRequest(req, v.secret).tokenError(te)
 		s.wait.lastErr.Store(te)
 		return nil, te
 	}
@@ -240,7 +302,7 @@ func (s *TokenSource) attempt(ctx context.Context, probe bool) (*Entry, error) {
 		}
 	}
 	// Nothing the endpoint said may repeat the credential onwards.
-	if sc := s.c.scrubbers.forRequest(req, s.c.cfg.ClientSecret); terr != nil {
+	if sc := s.c.scrubbers.forRequest(req, v.secret); terr != nil {
 		sc.tokenError(terr)
 	} else {
 		sc.value(ent.Extra)
@@ -272,20 +334,25 @@ func stripURL(err error) error {
 	return err
 }
 
-func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
+// newRequest builds a token request, authenticated with the credential v.
+func (s *TokenSource) newRequest(ctx context.Context, v *credValue) (*http.Request, error) {
 	form := url.Values{"grant_type": {"client_credentials"}}
 	switch s.c.cfg.AuthMethod {
 	case ClientSecretPost:
 		form.Set("client_id", s.c.cfg.ClientID)
-		form.Set("client_secret", s.c.cfg.ClientSecret)
+		form.Set("client_secret", v.secret)
 	case PrivateKeyJWT:
-		assertion, err := s.c.assertion()
+		assertion, err := s.c.assertion(v)
 		if err != nil {
 			return nil, err
 		}
 		form.Set("client_id", s.c.cfg.ClientID)
-		form.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+		form.Set("client_assertion_type", assertionJWTBearer)
 		form.Set("client_assertion", assertion)
+	case ClientAssertion:
+		form.Set("client_id", s.c.cfg.ClientID)
+		form.Set("client_assertion_type", s.c.cfg.ClientAssertionType)
+		form.Set("client_assertion", v.assertion)
 	}
 	if s.req.Audience != "" {
 		form.Set("audience", s.req.Audience)
@@ -327,7 +394,7 @@ func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
 	req.Header.Set("User-Agent", "m2mtoken-go")
 	if s.c.cfg.AuthMethod == ClientSecretBasic {
 		// RFC 6749 section 2.3.1: form-encode both before Basic encoding.
-		req.SetBasicAuth(url.QueryEscape(s.c.cfg.ClientID), url.QueryEscape(s.c.cfg.ClientSecret))
+		req.SetBasicAuth(url.QueryEscape(s.c.cfg.ClientID), url.QueryEscape(v.secret))
 	}
 	if err := s.c.dpop.addTokenProof(req, s.c.clock.Now()); err != nil {
 		return nil, err
@@ -335,15 +402,15 @@ func (s *TokenSource) newRequest(ctx context.Context) (*http.Request, error) {
 	return req, nil
 }
 
-// assertion signs a new client assertion (RFC 7523 section 3) with a
-// unique jti.
-func (c *client) assertion() (string, error) {
+// assertion signs a new client assertion (RFC 7523 section 3) with the
+// private key v, and a unique jti.
+func (c *client) assertion(v *credValue) (string, error) {
 	var jti [16]byte
 	if _, err := cryptorand.Read(jti[:]); err != nil {
 		return "", err
 	}
 	now := c.clock.Now()
-	return jwt.Sign(c.cfg.PrivateKey, c.cfg.SigningAlgorithm, c.cfg.KeyID, map[string]any{
+	return jwt.Sign(v.key, v.alg, v.kid, map[string]any{
 		"iss": c.cfg.ClientID,
 		"sub": c.cfg.ClientID,
 		"aud": c.cfg.AssertionAudience,

@@ -27,8 +27,8 @@ const defaultLeaseTTL = 750 * time.Millisecond
 // usable token at all (a new process, or one whose token expired), merely
 // usable: a stale token is handed out at once and refreshed in the
 // background by the first call that sees it, as any stale token is.
-func (s *TokenSource) adopt(ctx context.Context) *heldToken {
-	ce, err := s.c.cache.Get(ctx, s.key)
+func (s *TokenSource) adopt(ctx context.Context, key string) *heldToken {
+	ce, err := s.c.cache.Get(ctx, key)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // the fetch gave up, or the source closed: no news about the cache
@@ -121,7 +121,7 @@ func clampLifetime(e *Entry, now time.Time) *Entry {
 // or once it has waited two fetches by the endpoint's last latency if that
 // is later (a corrupt value that a live holder overwrites is not a lost
 // token), and before the token becomes unusable at the latest.
-func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, error) {
+func (s *TokenSource) lease(ctx context.Context, l Leaser, key string) (func(), *heldToken, error) {
 	ttl := s.c.cfg.LeaseTTL
 	start := s.c.clock.Now()
 	maxWait := max(ttl/5, 10*time.Millisecond)
@@ -138,7 +138,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 	wait := min(50*time.Millisecond, maxWait)
 	failures := 0
 	for {
-		release, ok, err := s.takeLease(ctx, l, ttl)
+		release, ok, err := s.takeLease(ctx, l, key, ttl)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, nil, ctx.Err()
@@ -158,14 +158,14 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 			if err := s.c.clock.Sleep(ctx, d); err != nil {
 				return nil, nil, err
 			}
-			if h := s.adopt(ctx); h != nil {
+			if h := s.adopt(ctx, key); h != nil {
 				return nil, h, nil
 			}
 			continue
 		}
 		if ok {
 			// The holder before us may have stored a token just now.
-			if h := s.adopt(ctx); h != nil {
+			if h := s.adopt(ctx, key); h != nil {
 				release()
 				return nil, h, nil
 			}
@@ -174,7 +174,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 		}
 		now := s.c.clock.Now()
 		info := &LeaseInfo{Age: now.Sub(start)}
-		if li, err := l.LeaseInfo(ctx, s.key); err == nil && li != nil {
+		if li, err := l.LeaseInfo(ctx, key); err == nil && li != nil {
 			if why := s.c.implausibleLease(li); why != "" {
 				err := errors.New("m2mtoken: the fetch lease in the cache: " + printable.Line(why, maxLeaseStatus))
 				s.log.Warn(ignoredLeaseMessage, slog.Any("error", err))
@@ -203,7 +203,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser) (func(), *heldToken, 
 		if err := s.c.clock.Sleep(ctx, d); err != nil {
 			return nil, nil, err
 		}
-		if h := s.adopt(ctx); h != nil {
+		if h := s.adopt(ctx, key); h != nil {
 			return nil, h, nil
 		}
 		wait = min(wait*2, maxWait)
@@ -242,8 +242,8 @@ func (c *client) implausibleLease(li *LeaseInfo) string {
 
 // takeLease tries the lease once. The lease is kept alive until the
 // returned function releases it.
-func (s *TokenSource) takeLease(ctx context.Context, l Leaser, ttl time.Duration) (func(), bool, error) {
-	le, ok, err := l.Lease(ctx, s.key, ttl)
+func (s *TokenSource) takeLease(ctx context.Context, l Leaser, key string, ttl time.Duration) (func(), bool, error) {
+	le, ok, err := l.Lease(ctx, key, ttl)
 	if err != nil || !ok {
 		return nil, false, err
 	}

@@ -169,7 +169,7 @@ func TestJSONBodySendsNoEmptyParameter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := s.newRequest(context.Background())
+	req, err := s.newRequest(context.Background(), s.c.cred.last())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,8 +30,10 @@ type TokenSource struct {
 	c    *client      // what every token of the pool shares (client.go)
 	pool *Pool        // the pool that holds it (pool.go)
 	req  TokenRequest // owned: never modified after the source is made
-	key  string       // the cache key (cachekey.go)
-	log  *slog.Logger // the client's, with the request when Config.Logger is set
+	// reqKey is the cache key without the credential, which may change
+	// (see cachekey.go).
+	reqKey string
+	log    *slog.Logger // the client's, with the request when Config.Logger is set
 
 	// fresh is the current token while it is fresh, else nil: the hot
 	// path loads it, and used. cur is the current token while it is
@@ -118,7 +120,7 @@ func newSource(cfg Config, clk clock.Clock) (*TokenSource, error) {
 // validated and owned).
 func newToken(p *Pool, req TokenRequest, id string) *TokenSource {
 	c := p.c
-	s := &TokenSource{c: c, pool: p, req: req, key: c.key(&req), log: c.log}
+	s := &TokenSource{c: c, pool: p, req: req, reqKey: c.requestKey(&req), log: c.log}
 	s.life.id = id
 	if c.logged && p.many {
 		s.log = c.log.With(slog.String("audience", req.Audience), slog.String("organization", req.Organization))
@@ -217,14 +219,20 @@ func (s *TokenSource) defaultRequest() bool { return s.life.solo || s.life.id ==
 //   - with Config.DPoPKey, the key's thumbprint: a DPoP-bound token is
 //     usable only with its key;
 //   - with Config.Cache, the credential: the public key and key ID for
-//     Private Key JWT, or a slow, salted hash of the secret, so that a token
-//     goes only to a holder of the credential it was issued for, and a
-//     rotated or mistyped secret misses the cache instead of taking a token
-//     another credential earned.
+//     Private Key JWT, a slow, salted hash of the secret, or the identity
+//     a client assertion proves (its issuer and subject, not its bytes,
+//     which the platform rewrites), so that a token goes only to a holder
+//     of the credential it was issued for, and a rotated or mistyped
+//     secret misses the cache instead of taking a token another
+//     credential earned.
 //
 // It is "m2mtoken-" (or "m2mtoken-dpop-") and 32 hex digits: safe as a
-// file name or a Redis key.
-func (s *TokenSource) CacheKey() string { return s.key }
+// file name or a Redis key. A credential followed in its file changes the
+// key when it changes (the token in use is kept until it is replaced);
+// CacheKey is the key for the credential as last read. With
+// GetClientAssertion, before the first token request it is the key
+// without the credential, which no token is stored under.
+func (s *TokenSource) CacheKey() string { return s.c.cacheKeyFor(s.reqKey, s.c.cred.last()) }
 
 // TokenURL returns the URL token requests go to: Config.TokenURL, or the
 // one Config.Domain means (https://DOMAIN/oauth/token), normalized; or

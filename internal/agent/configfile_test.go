@@ -48,13 +48,13 @@ func TestAgentConfigFile(t *testing.T) {
 	if specs[0].Name != "billing" || b.ClientSecret != "from-env" || b.AuthMethod != m2mtoken.ClientSecretBasic || len(b.Scopes) != 2 || b.Cache != nil {
 		t.Errorf("billing: %v", b)
 	}
-	if s.ClientSecret != "from-a-file" || s.TokenURL == "" {
+	if s.ClientSecretFile == "" || s.ClientSecret != "" || s.TokenURL == "" {
 		t.Errorf("search: %v", s)
 	}
 	if fc, ok := s.Cache.(*m2mtoken.FileCache); !ok || !writesIn(t, fc, dir) {
 		t.Errorf("search cache: %#v", s.Cache)
 	}
-	if k.PrivateKey == nil || k.KeyID != "kid1" || k.AuthMethod != m2mtoken.PrivateKeyJWT || k.ClientSecret != "" || k.DPoPKey == nil || !k.RequireDPoP {
+	if k.PrivateKeyFile == "" || k.KeyID != "kid1" || k.AuthMethod != m2mtoken.PrivateKeyJWT || k.ClientSecret != "" || k.DPoPKey == nil || !k.RequireDPoP {
 		t.Errorf("keyed: %v", k)
 	}
 	for _, spec := range specs {
@@ -90,7 +90,7 @@ func TestAgentConfigErrors(t *testing.T) {
 		{"typo", src(`"client_secert_env": "SET"`), []string{"sources[0]", `unknown field "client_secert_env": did you mean "client_secret_env"?`}},
 		{"audiance", src(`"client_secret_env": "SET", "audiance": "x"`), []string{`config file agent.json: sources[0]: unknown field "audiance": did you mean "audience"? ` +
 			`(a source's fields are name, domain, token_url, client_id, client_secret_env, client_secret_file, auth_method, audience, scopes, organization, ` +
-			`private_key_file, key_id, dpop_key_file, require_dpop, ca_file, cache, cache_dir)`}},
+			`private_key_file, client_assertion_file, client_assertion_type, key_id, dpop_key_file, require_dpop, ca_file, cache, cache_dir)`}},
 		{"no near field", src(`"client_secret_env": "SET", "tenant": "x"`), []string{`unknown field "tenant": check its spelling (a source's fields are name, domain,`}},
 		{"scopes as a string", src(`"client_secret_env": "SET", "scopes": "read:x write:x"`), []string{"sources[0]", `"scopes" must be a list`}},
 		{"scope with a space", src(`"client_secret_env": "SET", "scopes": ["read:x write:x"]`), []string{`source "api"`, `"scopes"`, "own string"}},

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/m2mtoken/m2mtoken"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
@@ -99,4 +100,30 @@ func agentOfFile(t *testing.T, file string) *Agent {
 	}
 	t.Cleanup(a.closeSources)
 	return a
+}
+
+// TestAgentPoolDropsNoSource: a client's pool in the agent holds a token
+// for each of its sources, however many: the bound on a pool's tokens
+// (Config.MaxTokens, 10,000 by default), which drops the least recently
+// used, would leave a source the agent serves with a closed library
+// source (a 10,000-source file, reloaded to add one before the one it
+// replaces is closed). Here the bound is 2, for 3 sources.
+func TestAgentPoolDropsNoSource(t *testing.T) {
+	iss := m2mtest.NewServer(m2mtest.Client{ID: "cli", Secret: secret, Audiences: []string{"https://a/", "https://b/", "https://c/"}})
+	defer iss.Close()
+	var specs []Source
+	for _, name := range []string{"a", "b", "c"} {
+		specs = append(specs, Source{Name: name, Client: "cli", Config: m2mtoken.Config{TokenURL: iss.TokenURL(), ClientID: "cli", ClientSecret: secret,
+			Audience: "https://" + name + "/", MaxTokens: 2}})
+	}
+	a, err := New(Config{Sources: specs, Listeners: []Listener{{"127.0.0.1:0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.closeSources()
+	for _, name := range []string{"a", "b", "c", "a"} {
+		if _, err := a.byName[name].src.TokenContext(context.Background()); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
 }

@@ -25,6 +25,8 @@ const (
 	ClientSecret     = "AUTH0_CLIENT_SECRET"
 	ClientSecretFile = "AUTH0_CLIENT_SECRET_FILE"
 	PrivateKeyFile   = "M2MTOKEN_PRIVATE_KEY_FILE"
+	AssertionFile    = "M2MTOKEN_CLIENT_ASSERTION_FILE"
+	AssertionType    = "M2MTOKEN_CLIENT_ASSERTION_TYPE"
 	KeyID            = "M2MTOKEN_KEY_ID"
 	AuthMethod       = "M2MTOKEN_AUTH_METHOD"
 	Audience         = "AUTH0_AUDIENCE"
@@ -63,10 +65,12 @@ func All() []Setting {
 		{Env: TokenURL, Field: "TokenURL", Group: "endpoint", Meaning: "the token endpoint of any OAuth 2.0 server, instead of AUTH0_DOMAIN"},
 		{Env: ClientID, Field: "ClientID", Meaning: "the application's Client ID"},
 		{Env: ClientSecret, Field: "ClientSecret", Group: "credential", Meaning: "the application's Client Secret"},
-		{Env: ClientSecretFile, Field: "ClientSecret", Group: "credential", Private: true, Meaning: "a file holding the Client Secret (a trailing newline is dropped), instead of AUTH0_CLIENT_SECRET"},
-		{Env: PrivateKeyFile, Field: "PrivateKey", Group: "credential", Private: true, Meaning: "a PEM private key for Private Key JWT, instead of a secret"},
+		{Env: ClientSecretFile, Field: "ClientSecretFile", Group: "credential", Private: true, Meaning: "a file holding the Client Secret (a trailing newline is dropped), instead of AUTH0_CLIENT_SECRET; followed: a new secret in it is used without a restart"},
+		{Env: PrivateKeyFile, Field: "PrivateKeyFile", Group: "credential", Private: true, Meaning: "a PEM private key for Private Key JWT, instead of a secret; followed as the secret's file is"},
+		{Env: AssertionFile, Field: "ClientAssertionFile", Group: "credential", Meaning: "a file the platform writes a client assertion to (a Kubernetes service-account token, a SPIFFE JWT-SVID), instead of a secret; read for each token request"},
+		{Env: AssertionType, Field: "ClientAssertionType", Meaning: "jwt-bearer (the default) or jwt-spiffe, or the client_assertion_type's URN (with M2MTOKEN_CLIENT_ASSERTION_FILE)"},
 		{Env: KeyID, Field: "KeyID", Meaning: "the private key's Key ID as registered with the server (with M2MTOKEN_PRIVATE_KEY_FILE)"},
-		{Env: AuthMethod, Field: "AuthMethod", Meaning: "post (client_secret_post, the default) or basic (client_secret_basic); a key means private_key_jwt"},
+		{Env: AuthMethod, Field: "AuthMethod", Meaning: "post (client_secret_post, the default) or basic (client_secret_basic); a key means private_key_jwt, an assertion file client_assertion"},
 		{Env: Audience, Field: "Audience", Meaning: "the API identifier the token is for"},
 		{Env: Scope, Field: "Scopes", Meaning: "space-separated scopes"},
 		{Env: Organization, Field: "Organization", Meaning: "the organization ID or name"},
@@ -88,7 +92,7 @@ type Group struct {
 func Groups() []Group {
 	return []Group{
 		{"endpoint", "set only one"},
-		{"credential", "authenticate with one (a client secret, its file, or a private key)"},
+		{"credential", "authenticate with one (a client secret, its file, a private key, or a client assertion's file)"},
 	}
 }
 
