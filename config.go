@@ -127,7 +127,7 @@ type Config struct {
 	// token, a SPIFFE JWT-SVID written by spiffe-helper, a CI's OIDC
 	// token. It is read for each token request and sent as
 	// client_assertion with client_id, for a server that trusts the
-	// platform's tokens (federated credentials: Entra ID, Keycloak, Okta).
+	// platform's tokens (federated credentials: Entra ID, Keycloak).
 	// An assertion whose exp has passed is not sent; its cache key names
 	// the identity it proves (issuer and subject), not its bytes.
 	ClientAssertionFile string

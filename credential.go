@@ -42,8 +42,12 @@ const (
 
 // credentialPoll is how soon a background refresh refused for a followed
 // credential looks at it again: the file may change at any moment, and
-// the token in use runs out meanwhile.
-const credentialPoll = 250 * time.Millisecond
+// the token in use runs out meanwhile. A change is taken up at most this
+// long after it, plus the two agreeing reads (follow.DefaultSettle) and a
+// token request: within a 4 s token's 0.6 s between its refresh window
+// and its expiry skew, even with the file changed 300 ms after the
+// refusal. Each look reads the file and sends nothing.
+const credentialPoll = 100 * time.Millisecond
 
 // credKind is what authenticates the client.
 type credKind int
@@ -59,8 +63,9 @@ const (
 // values read from there.
 type credential struct {
 	kind  credKind
-	field string       // the Config field it comes from, for messages: "ClientSecretFile"
-	file  *follow.File // a followed file, or nil
+	field string              // the Config field it comes from, for messages: "ClientSecretFile"
+	names func(string) string // Config.FieldNames
+	file  *follow.File        // a followed file, or nil
 	get   func(context.Context) (string, error)
 	alg   string // Config.SigningAlgorithm as given: "" means the key's default
 	clk   clock.Clock
@@ -77,8 +82,10 @@ type credential struct {
 	warned    string
 	expWarned time.Time
 	// looked is when moved last read the file; changed when the file's
-	// credential last changed.
+	// credential last changed, and taken whether the server has accepted
+	// it since.
 	looked, changed time.Time
+	taken           bool
 }
 
 // credValue is one value of a credential.
@@ -104,7 +111,7 @@ type credValue struct {
 // file read once: an unreadable file is an error here, named after its
 // field, as a missing setting would be.
 func newCredential(cfg *Config, clk clock.Clock) (*credential, error) {
-	cr := &credential{clk: clk, alg: cfg.SigningAlgorithm, kid: cfg.KeyID}
+	cr := &credential{clk: clk, alg: cfg.SigningAlgorithm, kid: cfg.KeyID, names: cfg.FieldNames}
 	switch {
 	case cfg.ClientSecretFile != "":
 		cr.kind, cr.field = credSecret, "ClientSecretFile"
@@ -157,12 +164,15 @@ func newCredential(cfg *Config, clk clock.Clock) (*credential, error) {
 	return cr, nil
 }
 
+// setting names where the credential comes from in the user's words:
+// the flag, variable or file field that set it, else Config.Field.
+func (cr *credential) setting() string {
+	n, _ := fieldName(cr.names, cr.field)
+	return n
+}
+
 // maxAssertion bounds a client assertion's file: a JWT of a few KiB.
 const maxAssertion = 64 << 10
-
-// followed reports whether the credential can change while the process
-// runs (a file, or a function), so that a refusal of it may end early.
-func (cr *credential) followed() bool { return cr.file != nil || cr.get != nil }
 
 // checkSecret refuses a secret file that holds nothing but a newline.
 func checkSecret(b []byte) error {
@@ -286,10 +296,10 @@ func (cr *credential) current(ctx context.Context, log *slog.Logger) (*credValue
 	if snap.Err != nil && ctx.Err() == nil {
 		if msg := snap.Err.Error(); msg != cr.warned {
 			cr.warned = msg
-			log.Warn("the credential's file cannot be read; the last good one is used", slog.String("field", cr.field), slog.Any("error", snap.Err))
+			log.Warn("the credential's file cannot be read; the last good one is used", slog.String("setting", cr.setting()), slog.Any("error", snap.Err))
 		}
 	} else if snap.Err == nil && cr.warned != "" {
-		log.Info("the credential's file reads well again", slog.String("field", cr.field), slog.String("file", cr.file.Path()))
+		log.Info("the credential's file reads well again", slog.String("setting", cr.setting()), slog.String("file", cr.file.Path()))
 		cr.warned = ""
 	}
 	if snap.Version > cr.cur.version {
@@ -302,9 +312,9 @@ func (cr *credential) current(ctx context.Context, log *slog.Logger) (*credValue
 						slog.String("file", cr.file.Path()))
 				}
 			}
-			log.Info("the credential changed in its file; the next token requests use it", slog.String("field", cr.field), slog.String("file", cr.file.Path()))
+			log.Info("the credential changed in its file; the next token requests use it", slog.String("setting", cr.setting()), slog.String("file", cr.file.Path()))
 			cr.prev, cr.cur = cr.cur, v
-			cr.changed = cr.clk.Now()
+			cr.changed, cr.taken = cr.clk.Now(), false
 		}
 	}
 	v := cr.cur
@@ -378,16 +388,18 @@ func (cr *credential) accepted(v *credValue) {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
 	if cr.cur == v {
-		cr.prev = nil
+		cr.prev, cr.taken = nil, true
 	}
 }
 
 // young reports whether the credential changed in its file less than
-// rotationSettle ago, and how long ago.
+// rotationSettle ago and the server has not accepted it yet, and how long
+// ago it changed. (One it accepted and now refuses was rotated at the
+// issuer: that refusal is held, and ends when the file changes.)
 func (cr *credential) young() (time.Duration, bool) {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
-	if cr.changed.IsZero() {
+	if cr.changed.IsZero() || cr.taken {
 		return 0, false
 	}
 	since := cr.clk.Now().Sub(cr.changed)

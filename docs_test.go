@@ -1,6 +1,7 @@
 package m2mtoken_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+
+	"github.com/m2mtoken/m2mtoken/internal/settings"
 )
 
 // manualPages are the Markdown files whose relative links must resolve.
@@ -173,6 +176,24 @@ func TestFileMapNamesEveryFile(t *testing.T) {
 	for _, p := range pkgs {
 		if p.IsDir() && !strings.Contains(page, "internal/"+p.Name()) {
 			t.Errorf("docs/development.md's file map does not name internal/%s", p.Name())
+		}
+	}
+}
+
+// TestConfigurationListsEverySetting checks that docs/configuration.md's
+// table of variables has a row for every setting the parser reads, with
+// the flag and the Config field that follow from it, so that a setting
+// added to internal/settings cannot be left out of the manual.
+func TestConfigurationListsEverySetting(t *testing.T) {
+	b, err := os.ReadFile("docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(b)
+	for _, s := range settings.All() {
+		row := fmt.Sprintf("| `%s` | `--%s` | `%s` |", s.Env, settings.Flag(s.Env), s.Field)
+		if !strings.Contains(page, row) {
+			t.Errorf("docs/configuration.md has no row %q", row)
 		}
 	}
 }

@@ -137,13 +137,14 @@ func (h *heldError) hold(err error, cred *credValue, until time.Time) {
 	h.err, h.cred, h.until = err, cred, until
 }
 
-// at returns the error if it still holds at now, and the credential it
-// refused, and forgets it if it does not hold.
-func (h *heldError) at(now time.Time) (error, *credValue) {
+// at returns the credential the error refused (if it was a refusal of
+// the credential) and the error, if it still holds at now, and forgets it
+// if it does not hold.
+func (h *heldError) at(now time.Time) (*credValue, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.err != nil && now.Before(h.until) {
-		return h.err, h.cred
+		return h.cred, h.err
 	}
 	h.err, h.cred = nil, nil
 	return nil, nil
@@ -180,7 +181,7 @@ func (s *TokenSource) heldError(ctx context.Context) error {
 	if err := s.c.heldError(ctx); err != nil {
 		return err
 	}
-	err, _ := s.perm.at(s.c.clock.Now())
+	_, err := s.perm.at(s.c.clock.Now())
 	return err
 }
 
@@ -188,11 +189,11 @@ func (s *TokenSource) heldError(ctx context.Context) error {
 // refusal of a followed credential ends as soon as the credential has
 // changed (its file is looked at again, at most every credentialLook).
 func (c *client) heldError(ctx context.Context) error {
-	err, refused := c.err.at(c.clock.Now())
+	refused, err := c.err.at(c.clock.Now())
 	if err == nil || refused == nil || !c.cred.moved(ctx, refused) {
 		return err
 	}
 	c.err.forget(err)
-	c.log.Info("the credential changed since it was refused: its refusal no longer holds", slog.String("field", c.cred.field))
+	c.log.Info("the credential changed since it was refused: its refusal no longer holds", slog.String("setting", c.cred.setting()))
 	return nil
 }

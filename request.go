@@ -128,7 +128,7 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, *credV
 			s.log.Debug("token received", slog.String("token", Fingerprint(ce.AccessToken)), slog.Time("expiry", ce.Expiry))
 			if fallback != nil {
 				s.log.Warn("the credential in its file was refused, and the one before it was accepted: the server has not taken up the rotation yet, or the new credential is wrong; the next token request tries the new one again",
-					slog.String("field", s.c.cred.field))
+					slog.String("setting", s.c.cred.setting()))
 			} else {
 				s.c.cred.accepted(v)
 			}
@@ -145,7 +145,7 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, *credV
 			// before it. Not a failed attempt.
 			fallback = prev
 			attempt--
-			s.log.Debug("the new credential was refused; asking again with the one before it", slog.String("field", s.c.cred.field))
+			s.log.Debug("the new credential was refused; asking again with the one before it", slog.String("setting", s.c.cred.setting()))
 			continue
 		}
 		if fallback != nil {

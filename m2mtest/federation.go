@@ -38,7 +38,7 @@ const (
 
 // TrustedIssuer is a platform whose tokens a client accepts as its client
 // assertion, instead of a secret or a key of its own: a federated identity
-// credential, as Entra ID, Keycloak and Okta have them. The assertion
+// credential, as Entra ID and Keycloak have them. The assertion
 // must be signed with one of Keys, name Issuer and Subject exactly and
 // Audience among its aud, and be within its exp, nbf and iat (iat and
 // nbf may be 10 seconds ahead). Unlike the client's own Private Key JWT

@@ -1,7 +1,8 @@
 // m2mtoken agent: the command of internal/agent. This file has its flags
 // and their parsing into an agent.Config, its logging, its signals
-// (SIGTERM, SIGINT and SIGHUP stop it cleanly) and its exit status; the agent
-// itself, with its config file format, is the package's.
+// (SIGTERM and SIGINT stop it cleanly, SIGHUP reloads its config file)
+// and its exit status; the agent itself, with its config file format, is
+// the package's.
 
 package main
 
@@ -46,8 +47,11 @@ One source, "default", comes from the same flags and environment as
 
 ` + agent.LimitsHelp + `
 
-Stops cleanly on SIGTERM, SIGINT or SIGHUP (it does not reload its
-configuration: start it again to apply a change).`
+Stops cleanly on SIGTERM or SIGINT. SIGHUP reloads --config: sources and
+proxies added, removed or changed, with no connection dropped and no token
+request for a source the file left as it was; a file with a mistake changes
+nothing (the log says why). The secret, key and assertion files a source
+names are followed as they change, with no signal.`
 
 // multiFlag is a flag that can be given more than once.
 type multiFlag []string
@@ -55,51 +59,53 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-// agentSignals are the signals the agent handles. Each stops it
-// cleanly: listeners closed, socket files removed, requests in flight
-// finished. SIGHUP, which asks a daemon to reload its configuration, does
-// the same, since the agent cannot reload: a supervisor starts it again,
-// with the new configuration.
+// agentSignals are the signals the agent handles. SIGTERM and SIGINT stop
+// it cleanly: listeners closed, socket files removed, requests in flight
+// finished. SIGHUP, which asks a daemon to reload its configuration,
+// reloads the config file.
 var agentSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
 
 // stopSignal is the cause of a stop that a signal asked for, as the
 // agent's "stopping" line gives it.
 type stopSignal struct{ sig os.Signal }
 
-func (s stopSignal) Error() string {
-	if s.sig == syscall.SIGHUP {
-		return "SIGHUP: the agent does not reload its configuration, so it stops as on SIGTERM; start it again to apply a change"
-	}
-	return "signal: " + s.sig.String()
-}
+func (s stopSignal) Error() string { return "signal: " + s.sig.String() }
 
-// cmdAgent runs the agent until one of agentSignals. Once the first
-// signal has stopped it, the default handling is back: a second one
-// kills it.
+// cmdAgent runs the agent until SIGTERM or SIGINT, and reloads on SIGHUP.
+// Once the first signal has stopped it, the default handling is back: a
+// second one kills it.
 func cmdAgent(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := context.WithCancelCause(context.Background())
 	defer stop(nil)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, agentSignals...)
 	defer signal.Stop(sigs)
+	// One reload waiting is enough: it reads the file as it is then.
+	hup := make(chan struct{}, 1)
 	go func() {
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case sig := <-sigs:
-				// Every signal stops the agent. A reload on SIGHUP would
-				// be a case here that reloads and goes on waiting.
+				if sig == syscall.SIGHUP {
+					select {
+					case hup <- struct{}{}:
+					default:
+					}
+					continue
+				}
 				signal.Stop(sigs)
 				stop(stopSignal{sig})
 			}
 		}
 	}()
-	return runAgent(ctx, args, stdout, stderr)
+	return runAgent(ctx, args, stdout, stderr, hup)
 }
 
-// runAgent parses the agent's command line and runs it until ctx is done.
-func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// runAgent parses the agent's command line and runs it until ctx is
+// done; each receive from hup reloads the config file.
+func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-chan struct{}) error {
 	c := newFlags("agent", agentSynopsis)
 	fs := c.fs
 	creds := registerCredFlags(c)
@@ -145,6 +151,13 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	cfg := agent.Config{Group: *group, MaxConns: *maxConns, ShutdownTimeout: *shutdown, Logger: log}
+	getenv := func(v string) string {
+		if v == "M2MTOKEN_CA_FILE" {
+			ca, _ := creds.lookup(v)
+			return ca
+		}
+		return os.Getenv(v)
+	}
 	if *configFile != "" {
 		credFlags := map[string]bool{"cache": true, "cache-dir": true}
 		for _, d := range credFlagDefs() {
@@ -161,13 +174,6 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if len(set) > 0 {
 			slices.Sort(set)
 			return c.usageError(stderr, "%s and --config: the config file defines the sources; remove %s, or put it in the file", strings.Join(set, ", "), strings.Join(set, ", "))
-		}
-		getenv := func(v string) string {
-			if v == "M2MTOKEN_CA_FILE" {
-				ca, _ := creds.lookup(v)
-				return ca
-			}
-			return os.Getenv(v)
 		}
 		var err error
 		if cfg.Sources, cfg.Proxies, err = agent.LoadConfigFile(*configFile, getenv); err != nil {
@@ -210,7 +216,28 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return report(err)
 	}
 	log.Info("starting", slog.String("version", version()), slog.Any("sources", sourceNames(cfg.Sources)))
-	return a.Run(ctx)
+	rctx, stopReloads := context.WithCancel(ctx)
+	reloads := make(chan struct{})
+	go func() {
+		defer close(reloads)
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-hup:
+			}
+			if *configFile == "" {
+				log.Info("SIGHUP: nothing to reload: the source comes from the flags and the environment, which a running process cannot read again (restart the agent to change them); the secret, key and assertion files they name are followed as they change")
+				continue
+			}
+			// Errors are logged: the agent goes on as it was.
+			a.ReloadFile(*configFile, getenv)
+		}
+	}()
+	err = a.Run(ctx)
+	stopReloads()
+	<-reloads
+	return err
 }
 
 // sourceNames returns the sources' names, sorted.

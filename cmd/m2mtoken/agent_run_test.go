@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -107,9 +108,17 @@ func launchAgent(t *testing.T, env []string, args ...string) *agentRun {
 	setEnv(t, env)
 	before := goleak.IgnoreCurrent()
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &agentRun{Log: logtest.New(), t: t, done: make(chan struct{}), stop: func(os.Signal) { cancel() }}
+	hup := make(chan struct{}, 1)
+	// SIGHUP reloads, as the command's does; any other signal stops.
+	p := &agentRun{Log: logtest.New(), t: t, done: make(chan struct{}), stop: func(sig os.Signal) {
+		if sig == syscall.SIGHUP {
+			hup <- struct{}{}
+			return
+		}
+		cancel()
+	}}
 	go func() {
-		p.err = runAgent(ctx, append([]string{"--log-json"}, args...), io.Discard, p.Log)
+		p.err = runAgent(ctx, append([]string{"--log-json"}, args...), io.Discard, p.Log, hup)
 		close(p.done)
 	}()
 	t.Cleanup(func() {

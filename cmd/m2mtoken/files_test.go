@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
 )
 
 // TestFilesReadWithBounds replays the exhaustion of memory by a file
@@ -159,15 +161,19 @@ func TestCredentialFileOthersMayReadWarns(t *testing.T) {
 	dir := t.TempDir()
 	secretFile, key := filepath.Join(dir, "secret"), dpopKeyFile(t)
 	os.WriteFile(secretFile, []byte(secret), 0o644)
-	os.Chmod(key, 0o640)
+	os.Chmod(key, 0o604)
+	// Read by its group, which is this process's own (a Kubernetes pod's
+	// fsGroup makes its Secret's files 0440): no warning.
+	groupKey := filepath.Join(dir, "group-key.pem")
+	os.WriteFile(groupKey, []byte("x"), 0o640)
 	env := []string{"M2MTOKEN_TOKEN_URL=" + s.TokenURL(), "AUTH0_CLIENT_ID=cli", "AUTH0_AUDIENCE=" + aud}
 	r := runIn(t, env, "token", "--no-cache", "--client-secret-file", secretFile, "--dpop-key-file", key)
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
 	for _, want := range []string{
-		"m2mtoken: warning: --client-secret-file " + secretFile + " may be read by its group or others (mode 0644)",
-		"m2mtoken: warning: --dpop-key-file " + key + " may be read by its group or others (mode 0640)",
+		"m2mtoken: warning: --client-secret-file " + secretFile + " may be read by others (mode 0644)",
+		"m2mtoken: warning: --dpop-key-file " + key + " may be read by others (mode 0604)",
 		"run chmod 600 " + key, "defaultMode: 0400",
 	} {
 		if !strings.Contains(r.stderr, want) {
@@ -175,7 +181,10 @@ func TestCredentialFileOthersMayReadWarns(t *testing.T) {
 		}
 	}
 	p := startAgent(t, append(env, "AUTH0_CLIENT_SECRET_FILE="+secretFile), "--listen", "unix:"+filepath.Join(dir, "a.sock"))
-	if p.Find("AUTH0_CLIENT_SECRET_FILE "+secretFile+" may be read by its group or others (mode 0644): whoever can read it can get tokens as the client; run chmod 600 "+secretFile+" (in Kubernetes, set defaultMode: 0400 on the secret's volume)", "source", "default") == nil {
+	if w := atomicfile.ReadableWarning("--dpop-key-file", groupKey); w != "" {
+		t.Errorf("a file its own group may read is warned about: %s", w)
+	}
+	if p.Find("AUTH0_CLIENT_SECRET_FILE "+secretFile+" may be read by others (mode 0644): whoever can read it can get tokens as the client; run chmod 600 "+secretFile+" (in Kubernetes, set defaultMode: 0400 on the secret's volume)", "source", "default") == nil {
 		t.Errorf("the agent did not warn:\n%s", p.logs())
 	}
 	os.Chmod(secretFile, 0o600)

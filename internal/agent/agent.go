@@ -16,6 +16,7 @@ package agent
 // JSON config file.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -79,11 +80,20 @@ type Source struct {
 	// Client, if not empty, names the source's client: sources with the
 	// same Client share one m2mtoken.Pool (one connection pool, quota view
 	// and error memory), and take only their Audience, Scopes and
-	// Organization from their own Config.
+	// Organization from their own Config. Empty: the source is a
+	// TokenSource of its own.
 	Client string
 	// Warnings are logged when the agent is created, such as a key file
 	// that other users may read.
 	Warnings []string
+
+	// pool tells the source's client apart: Client, and what the file
+	// names outside itself (see fileSource.identity). Empty: Client.
+	pool string
+	// key is what the config file said of the source, and what it names
+	// outside itself: a reload keeps the source if its key is the same.
+	// Empty (a source not from the file): a reload replaces it.
+	key string
 }
 
 // Listener is an address of the token endpoint: "unix:PATH", or a loopback
@@ -155,30 +165,54 @@ func flagError(err error) error { return &FlagError{err} }
 // agentSource is one source the agent holds.
 type agentSource struct {
 	name     string
+	key      string // Source.key: what the config file said, for a reload
 	cfg      m2mtoken.Config
 	endpoint string // the Domain or TokenURL, as configured
 	src      *m2mtoken.TokenSource
+	h        *held // src, and who uses it
 	w        *watcher
 	sinks    []string
+	warnings []string // Source.Warnings, logged when it is made
 	outage   *outage
+	stop     context.CancelFunc // stops the watcher, once Run started it
 }
 
 // Agent is a configured agent: its sources, listeners, sinks and proxies.
 // Create it with New, and serve with Run, once.
 type Agent struct {
 	log             *slog.Logger
-	sources         []*agentSource
-	byName          map[string]*agentSource
-	bySrc           map[*m2mtoken.TokenSource]*agentSource // for the Observer
-	pools           []*m2mtoken.Pool                       // of the sources that share a client
+	cfg             Config // as New got it: a reload keeps its flags' part
 	listens         []listenSpec
-	gid             int // Group's ID, or -1
-	proxies         []*proxy
+	gid             int                 // Group's ID, or -1
+	sinks           map[string][]string // each source's sink paths
 	shutdownTimeout time.Duration
 	maxConns        int
 	clk             clock.Clock
 	bodyGrace       time.Duration // bodyGrace, but in tests
 	started         time.Time
+
+	// smu guards what requests read and a reload replaces. Nothing holds
+	// it while calling the library, whose Observer reads bySrc.
+	smu     sync.RWMutex
+	sources []*agentSource
+	byName  map[string]*agentSource
+	bySrc   map[*m2mtoken.TokenSource]*agentSource // for the Observer
+	proxies []*proxySlot                           // in the order of Config.Proxies
+	changed chan struct{}                          // closed when a reload replaces them
+
+	// hmu guards the library sources and pools the agent holds.
+	hmu   sync.Mutex
+	helds map[*m2mtoken.TokenSource]*held
+	pools map[string]*heldPool // by client: Source.pool, or Client
+
+	// reloadMu serializes reloads, with each other and with Run's start
+	// and stop; it guards the fields below.
+	reloadMu sync.Mutex
+	running  bool // Run listens, and has not begun to stop
+	wctx     context.Context
+	watchers sync.WaitGroup
+	draining sync.WaitGroup // listeners a reload removed, shutting down
+	errc     chan error     // the first listener that failed
 
 	listening chan struct{} // closed when Run has opened its listeners, or failed to
 	ready     chan struct{} // closed when every source holds a token
@@ -194,7 +228,8 @@ type Agent struct {
 // naming each source by its Origin; a mistake in the listeners, sinks,
 // proxies or group is a *FlagError.
 func New(cfg Config) (*Agent, error) {
-	a := &Agent{log: cfg.Logger, byName: map[string]*agentSource{}, bySrc: map[*m2mtoken.TokenSource]*agentSource{}, gid: -1, clk: cfg.Clock,
+	a := &Agent{log: cfg.Logger, cfg: cfg, byName: map[string]*agentSource{}, bySrc: map[*m2mtoken.TokenSource]*agentSource{}, gid: -1, clk: cfg.Clock,
+		helds: map[*m2mtoken.TokenSource]*held{}, pools: map[string]*heldPool{}, changed: make(chan struct{}), errc: make(chan error, 1),
 		shutdownTimeout: cfg.ShutdownTimeout, maxConns: cfg.MaxConns, bodyGrace: bodyGrace,
 		listening: make(chan struct{}), ready: make(chan struct{})}
 	if a.log == nil {
@@ -212,100 +247,141 @@ func New(cfg Config) (*Agent, error) {
 	case a.maxConns < 0:
 		return nil, flagError(fmt.Errorf("--max-conns %d: give a number of connections, 1 or more", cfg.MaxConns))
 	}
+	p, err := check(cfg, true)
+	if err != nil {
+		return nil, err
+	}
+	a.listens, a.gid, a.sinks = p.listens, p.gid, p.sinks
+	for _, s := range p.sources {
+		for _, w := range s.Warnings {
+			a.log.Warn(w, slog.String("source", s.Name))
+		}
+	}
+	next, order, err := a.build(p.sources, nil)
+	if err != nil {
+		return nil, err
+	}
+	a.commit(order, a.slots(p.proxies, next, nil))
+	return a, nil
+}
+
+// plan is a checked Config: what New, and a reload, build.
+type plan struct {
+	listens []listenSpec
+	gid     int
+	sources []Source
+	sinks   map[string][]string // by source
+	proxies []proxySpec
+}
+
+// check makes every check of cfg that New makes before it creates a
+// source (a reload makes them all again, but looking the group up, which
+// lookup says), and returns what it parsed.
+func check(cfg Config, lookup bool) (plan, error) {
+	p := plan{gid: -1, sources: cfg.Sources, sinks: map[string][]string{}}
 	if len(cfg.Listeners)+len(cfg.Sinks)+len(cfg.Proxies) == 0 {
-		return nil, flagError(errors.New("nothing to serve: give --listen unix:PATH (or 127.0.0.1:PORT), --sink NAME=PATH or --proxy NAME=LISTEN=UPSTREAM"))
+		return p, flagError(errors.New("nothing to serve: give --listen unix:PATH (or 127.0.0.1:PORT), --sink NAME=PATH or --proxy NAME=LISTEN=UPSTREAM"))
 	}
 	if len(cfg.Sources) == 0 {
-		return nil, errors.New("no source: give the agent at least one token source")
+		return p, errors.New("no source: give the agent at least one token source")
 	}
 	hasUnix := false
 	for _, l := range cfg.Listeners {
 		ls, err := parseListen("--listen", l.Addr)
 		if err != nil {
-			return nil, flagError(err)
+			return p, flagError(err)
 		}
 		hasUnix = hasUnix || ls.network == "unix"
-		a.listens = append(a.listens, ls)
+		p.listens = append(p.listens, ls)
 	}
 	var sinkSpecs []sinkSpec
 	for _, s := range cfg.Sinks {
 		ss, err := checkSink(s)
 		if err != nil {
-			return nil, flagError(err)
+			return p, flagError(err)
 		}
 		sinkSpecs = append(sinkSpecs, ss)
 	}
-	var proxySpecs []proxySpec
-	for _, p := range cfg.Proxies {
-		ps, err := checkProxy(p)
-		if err != nil && p.Origin == "" {
-			return nil, flagError(err)
+	for _, pr := range cfg.Proxies {
+		ps, err := checkProxy(pr)
+		if err != nil && pr.Origin == "" {
+			return p, flagError(err)
 		}
 		if err != nil {
-			return nil, err
+			return p, err
 		}
 		hasUnix = hasUnix || ps.listen.network == "unix"
-		proxySpecs = append(proxySpecs, ps)
+		p.proxies = append(p.proxies, ps)
 	}
 	if cfg.Group != "" {
 		if !hasUnix && len(sinkSpecs) == 0 {
-			return nil, flagError(errors.New("--group is set but there is no Unix socket (--listen unix:PATH) or --sink to share"))
+			return p, flagError(errors.New("--group is set but there is no Unix socket (--listen unix:PATH) or --sink to share"))
 		}
-		gid, err := lookupGroup(cfg.Group)
-		if err != nil {
-			return nil, flagError(err)
+		if lookup {
+			gid, err := lookupGroup(cfg.Group)
+			if err != nil {
+				return p, flagError(err)
+			}
+			p.gid = gid
 		}
-		a.gid = gid
 	}
-	for i, s := range cfg.Sources {
+	byName := map[string]*Source{}
+	for i := range cfg.Sources {
+		s := &cfg.Sources[i]
 		if s.Name == "" {
-			return nil, fmt.Errorf("source %d of %d has no name: give each source a Name", i+1, len(cfg.Sources))
+			return p, fmt.Errorf("source %d of %d has no name: give each source a Name", i+1, len(cfg.Sources))
 		}
-		if a.byName[s.Name] != nil {
-			return nil, fmt.Errorf("%s: the name is used by another source too: names must be unique", origin(s))
+		if byName[s.Name] != nil {
+			return p, fmt.Errorf("%s: the name is used by another source too: names must be unique", origin(*s))
 		}
-		a.byName[s.Name] = &agentSource{name: s.Name, cfg: s.Config, outage: newOutage(s.Name, a.clk, a.log)}
-		a.sources = append(a.sources, a.byName[s.Name])
-		for _, w := range s.Warnings {
-			a.log.Warn(w, slog.String("source", s.Name))
-		}
+		byName[s.Name] = s
 	}
+	names := func() string { return strings.Join(sortedNames(cfg.Sources), ", ") }
 	for _, s := range sinkSpecs {
-		src := a.byName[s.source]
+		src := byName[s.source]
 		if src == nil {
-			return nil, flagError(fmt.Errorf("--sink %s=%s: no source named %q; the agent has %s", s.source, s.path, s.source, strings.Join(a.names(), ", ")))
+			return p, flagError(fmt.Errorf("--sink %s=%s: no source named %q; the agent has %s", s.source, s.path, s.source, names()))
 		}
-		if src.cfg.DPoPKey != nil {
-			return nil, flagError(fmt.Errorf("--sink %s=%s: source %q binds its tokens to a DPoP key, and a program that reads a file cannot sign the proof each request needs: use --proxy %s=LISTEN=UPSTREAM, or the token endpoint with ?url=", s.source, s.path, s.source, s.source))
+		if src.Config.DPoPKey != nil {
+			return p, flagError(fmt.Errorf("--sink %s=%s: source %q binds its tokens to a DPoP key, and a program that reads a file cannot sign the proof each request needs: use --proxy %s=LISTEN=UPSTREAM, or the token endpoint with ?url=", s.source, s.path, s.source, s.source))
 		}
-		src.sinks = append(src.sinks, s.path)
+		p.sinks[s.source] = append(p.sinks[s.source], s.path)
 	}
-	for _, p := range proxySpecs {
-		if a.byName[p.source] == nil {
-			err := fmt.Errorf("%s: no source named %q; the agent has %s", p.who, p.source, strings.Join(a.names(), ", "))
-			if p.origin == "" {
+	for _, ps := range p.proxies {
+		if byName[ps.source] == nil {
+			err := fmt.Errorf("%s: no source named %q; the agent has %s", ps.who, ps.source, names())
+			if ps.origin == "" {
 				err = flagError(err)
 			}
-			return nil, err
+			return p, err
 		}
 	}
-	if err := a.newSources(cfg.Sources); err != nil {
-		return nil, err
+	return p, sharedListeners(p.listens, p.proxies)
+}
+
+// sharedListeners refuses two listeners on one address (a port 0 picks a
+// free one each time): the second would fail to listen at start, and a
+// reload could not tell which proxy is which.
+func sharedListeners(listens []listenSpec, proxies []proxySpec) error {
+	who := map[listenSpec]string{}
+	for _, l := range listens {
+		if !l.anyPort() && who[l] != "" {
+			return flagError(fmt.Errorf("--listen %s is given twice: give each listener its own address", l))
+		}
+		who[l] = "--listen " + l.String()
 	}
-	for _, p := range proxySpecs {
-		a.proxies = append(a.proxies, newProxy(p, a.byName[p.source], a.log))
-	}
-	for _, s := range a.sources {
-		sinks, name, gid, log := s.sinks, s.name, a.gid, a.log
-		s.w = newWatcher(s.name, s.src, a.clk, a.log, s.outage, func(tok *oauth2.Token) error {
-			if err := writeSinks(sinks, tok, gid); err != nil {
-				log.Error("writing the token to a sink failed; trying again", slog.String("source", name), slog.Any("error", err))
-				return err
+	for _, ps := range proxies {
+		l := ps.listen
+		if prev := who[l]; prev != "" && !l.anyPort() {
+			err := fmt.Errorf("%s: %s is where %s listens too: give each listener its own address", ps.who, l, prev)
+			if ps.origin == "" {
+				err = flagError(err)
 			}
-			return nil
-		})
+			return err
+		}
+		who[l] = ps.who
 	}
-	return a, nil
+	return nil
 }
 
 // origin names s for errors.
@@ -316,73 +392,109 @@ func origin(s Source) string {
 	return fmt.Sprintf("source %q", s.Name)
 }
 
-// newSources creates the library's token sources. Sources of one client
-// (the config file's sources that differ only in name, audience, scopes
-// and organization) share one pool: one connection pool, quota view and
-// error memory for the client.
-func (a *Agent) newSources(specs []Source) error {
-	clients := map[string][]string{}
+// build returns the agent's sources for specs: the source in cur of each
+// spec the config file left as it was, and a new one (with its library
+// source and watcher, not yet running) for each other. On an error it
+// gives back what it made, and returns the error in the user's words.
+func (a *Agent) build(specs []Source, cur map[string]*agentSource) (map[string]*agentSource, []*agentSource, error) {
+	next := make(map[string]*agentSource, len(specs))
+	order := make([]*agentSource, 0, len(specs))
 	for _, spec := range specs {
-		if spec.Client != "" {
-			clients[spec.Client] = append(clients[spec.Client], spec.Name)
+		if old := cur[spec.Name]; old != nil && old.key != "" && old.key == spec.key {
+			next[spec.Name] = old
+			order = append(order, old)
+			continue
 		}
-	}
-	pools := map[string]*m2mtoken.Pool{}
-	for i, spec := range specs {
-		s := a.sources[i]
-		s.endpoint = spec.Config.TokenURL
+		h, err := a.hold(spec)
+		if err != nil {
+			for _, s := range order {
+				if cur[s.name] != s {
+					s.h.unuse(a)
+				}
+			}
+			return nil, nil, err
+		}
+		s := &agentSource{name: spec.Name, key: spec.key, cfg: spec.Config, endpoint: spec.Config.TokenURL, src: h.src, h: h,
+			sinks: a.sinks[spec.Name], warnings: spec.Warnings, outage: newOutage(spec.Name, a.clk, a.log)}
 		if spec.Config.Domain != "" {
 			s.endpoint = spec.Config.Domain
 		}
-		cfg := spec.Config
-		cfg.Logger = a.log.With(slog.String("source", spec.Name))
-		cfg.Observer = observe(cfg.Observer, a.sourceOf)
-		var src *m2mtoken.TokenSource
-		var err error
-		if names := clients[spec.Client]; len(names) > 1 {
-			p := pools[spec.Client]
-			if p == nil {
-				cfg.Logger = a.log.With(slog.String("sources", strings.Join(names, ",")))
-				// The pool's requests are the config file's, made here
-				// once, never a caller's: the bound on new tokens, which
-				// would refuse the first fetches of a file with many
-				// sources, has nothing to guard against.
-				cfg.NewTokenRate = -1
-				if p, err = m2mtoken.NewPool(cfg); err == nil {
-					pools[spec.Client] = p
-					a.pools = append(a.pools, p)
-				}
+		sinks, name, gid, log := s.sinks, s.name, a.gid, a.log
+		s.w = newWatcher(s.name, s.src, a.clk, a.log, s.outage, func(tok *oauth2.Token) error {
+			if err := writeSinks(sinks, tok, gid); err != nil {
+				log.Error("writing the token to a sink failed; trying again", slog.String("source", name), slog.Any("error", err))
+				return err
 			}
-			if err == nil {
-				src, err = p.Source(m2mtoken.TokenRequest{Audience: spec.Config.Audience, Scopes: spec.Config.Scopes, Organization: spec.Config.Organization})
-			}
-		} else {
-			src, err = m2mtoken.New(cfg)
-		}
-		if err != nil {
-			a.closeSources()
-			// The Config's FieldNames name the fields in the user's words.
-			return fmt.Errorf("%s: %s", origin(spec), strings.TrimPrefix(err.Error(), "m2mtoken: "))
-		}
-		s.src = src
-		a.bySrc[src] = s
+			return nil
+		})
+		next[spec.Name] = s
+		order = append(order, s)
 	}
-	return nil
+	return next, order, nil
 }
 
-// sourceOf returns the agent's source of a library source, or nil. The
-// map is complete before Run starts any fetch, and not written after.
-func (a *Agent) sourceOf(src *m2mtoken.TokenSource) *agentSource { return a.bySrc[src] }
-
-func (a *Agent) closeSources() {
-	for _, s := range a.sources {
-		if s.src != nil {
-			s.src.Close()
+// commit makes sources and proxies the agent's: what requests find from
+// now on. It calls nothing that takes the lock.
+func (a *Agent) commit(sources []*agentSource, proxies []*proxySlot) {
+	a.smu.Lock()
+	defer a.smu.Unlock()
+	a.sources = sources
+	a.byName = make(map[string]*agentSource, len(sources))
+	a.bySrc = make(map[*m2mtoken.TokenSource]*agentSource, len(sources))
+	for _, s := range sources {
+		a.byName[s.name] = s
+		if a.bySrc[s.src] == nil {
+			a.bySrc[s.src] = s
 		}
 	}
-	for _, p := range a.pools {
-		p.Close()
+	for _, sl := range proxies {
+		if sl.next != nil {
+			sl.cur, sl.next = sl.next, nil
+		}
 	}
+	a.proxies = proxies
+	close(a.changed)
+	a.changed = make(chan struct{})
+}
+
+// sourceOf returns the agent's source of a library source, or nil (a
+// source a reload removed).
+func (a *Agent) sourceOf(src *m2mtoken.TokenSource) *agentSource {
+	a.smu.RLock()
+	defer a.smu.RUnlock()
+	return a.bySrc[src]
+}
+
+// acquire returns the source named name, with a request counted in
+// flight through it until the caller calls s.h.release; nil if there is
+// none.
+func (a *Agent) acquire(name string) *agentSource {
+	a.smu.RLock()
+	s := a.byName[name]
+	if s != nil {
+		s.h.acquire()
+	}
+	a.smu.RUnlock()
+	return s
+}
+
+// current returns the agent's sources and proxies now, as requests find
+// them.
+func (a *Agent) current() ([]*agentSource, []*proxy) {
+	a.smu.RLock()
+	defer a.smu.RUnlock()
+	proxies := make([]*proxy, len(a.proxies))
+	for i, sl := range a.proxies {
+		proxies[i] = sl.cur
+	}
+	return a.sources, proxies
+}
+
+// listeners returns the proxies' listeners now.
+func (a *Agent) listeners() []*proxySlot {
+	a.smu.RLock()
+	defer a.smu.RUnlock()
+	return a.proxies
 }
 
 // Handler returns the token endpoint's handler (GET /v1/token/NAME,
@@ -401,15 +513,16 @@ func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
 // Addrs returns the addresses the agent listens on, once Listening is
 // closed: the token endpoint's, in the order of Config.Listeners, then the
-// proxies', in the order of Config.Proxies; "unix:PATH" or "HOST:PORT",
-// with the port a listener at port 0 got.
+// proxies', in the order of Config.Proxies (after a reload, the file's
+// in its order, then the --proxy ones); "unix:PATH" or "HOST:PORT", with
+// the port a listener at port 0 got.
 func (a *Agent) Addrs() (endpoint, proxies []string) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	endpoint = append(endpoint, a.endpoints...)
-	for _, p := range a.proxies {
-		if p.addr != "" {
-			proxies = append(proxies, p.addr)
+	a.mu.Unlock()
+	for _, sl := range a.listeners() {
+		if addr := sl.address(); addr != "" {
+			proxies = append(proxies, addr)
 		}
 	}
 	return endpoint, proxies

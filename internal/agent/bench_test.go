@@ -38,7 +38,7 @@ func BenchmarkAgentProxy(b *testing.B) {
 	}
 	defer a.closeSources()
 	// Served as run serves it: the connection cap and the body deadline.
-	agentSrv := httptest.NewUnstartedServer(bodyDeadline(a.guard(false, a.proxies[0].handler), bodyGrace))
+	agentSrv := httptest.NewUnstartedServer(bodyDeadline(a.serveProxy(a.proxies[0]), bodyGrace))
 	agentSrv.Listener = newLimitListener(agentSrv.Listener, DefaultMaxConns)
 	agentSrv.Start()
 	defer agentSrv.Close()
@@ -90,4 +90,36 @@ func BenchmarkAgentProxy(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkAgentTokenEndpoint is GET /v1/token/NAME answered from memory,
+// in-process (no connection), from parallel callers: the endpoint's own
+// cost, which a reload's bookkeeping (the sources' lock, the request
+// counted in flight) adds to.
+func BenchmarkAgentTokenEndpoint(b *testing.B) {
+	s := m2mtest.NewServer(m2mtest.Client{ID: "cli", Secret: secret, Audiences: []string{aud}})
+	defer s.Close()
+	a, err := New(Config{Sources: []Source{source(s)}, Listeners: []Listener{{"127.0.0.1:0"}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.closeSources()
+	h := a.Handler()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/token/default", nil))
+	if rec.Code != http.StatusOK {
+		b.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		req := httptest.NewRequest("GET", "/v1/token/default", nil)
+		for pb.Next() {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				b.Errorf("status %d", rec.Code)
+				return
+			}
+		}
+	})
 }

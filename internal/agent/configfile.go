@@ -112,8 +112,9 @@ const configWriter = "its writer could send the client secret to a server of the
 // Origin names the file and the source, its Config's FieldNames name
 // fields as the file does, and its Client is every field but the name and
 // the token request (audience, scopes, organization), so that the sources
-// of one client share a pool. Each Proxy's Origin names the file and the
-// proxy.
+// of one client share a pool; what the file said of each source is kept
+// (unexported) so that a reload tells the sources it changed (see
+// Agent.Reload). Each Proxy's Origin names the file and the proxy.
 func LoadConfigFile(path string, getenv func(string) string) ([]Source, []Proxy, error) {
 	b, err := atomicfile.ReadTrusted(path, atomicfile.ConfigFileLimit, "the config file", configWriter)
 	if err != nil {
@@ -168,18 +169,11 @@ func parseConfigFile(path string, b []byte, getenv func(string) string) ([]Sourc
 		if err != nil {
 			return nil, fmt.Errorf("%s: %s", where, strings.TrimPrefix(err.Error(), "m2mtoken: "))
 		}
-		specs = append(specs, Source{Name: fs.Name, Origin: where, Config: cfg, Client: fs.client(), Warnings: warnings})
+		client, outside, request := fs.identity(getenv)
+		specs = append(specs, Source{Name: fs.Name, Origin: where, Config: cfg, Client: client, Warnings: warnings,
+			pool: client + outside, key: client + outside + request})
 	}
 	return specs, nil
-}
-
-// client names the source's client: every field but the name and the
-// token request (audience, scopes, organization).
-func (fs *fileSource) client() string {
-	c := *fs
-	c.Name, c.Audience, c.Scopes, c.Organization = "", "", nil, ""
-	b, _ := json.Marshal(c)
-	return string(b)
 }
 
 // config turns the file's fields into a Config, through the library's

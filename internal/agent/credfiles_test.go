@@ -47,7 +47,7 @@ func TestConfigFileKeyReadableWarns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(specs[0].Warnings) != 1 || !strings.HasPrefix(specs[0].Warnings[0], `"client_secret_file" `+secretFile+" may be read by its group or others (mode 0644)") {
+	if len(specs[0].Warnings) != 1 || !strings.HasPrefix(specs[0].Warnings[0], `"client_secret_file" `+secretFile+" may be read by others (mode 0644)") {
 		t.Fatalf("warnings: %q", specs[0].Warnings)
 	}
 	a := launchAgent(t, Config{Sources: specs, Listeners: []Listener{{"unix:" + filepath.Join(dir, "a.sock")}}})

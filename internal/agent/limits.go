@@ -101,9 +101,12 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
 }
 
+// Close closes the listener; then done is closed: once it is, no
+// connection is accepted.
 func (l *limitListener) Close() error {
+	err := l.Listener.Close()
 	l.closeOnce.Do(func() { close(l.done) })
-	return l.Listener.Close()
+	return err
 }
 
 // limitConn gives its slot back when closed.

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/m2mtoken/m2mtoken"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
@@ -24,20 +25,7 @@ func TestAgentSourcesOfOneClientShareAPool(t *testing.T) {
 	  {"name": "tenant-a", "token_url": "` + iss.TokenURL() + `", "client_id": "cli", "client_secret_env": "S", "audience": "https://billing/", "organization": "org_a"},
 	  {"name": "other", "token_url": "` + iss.TokenURL() + `", "client_id": "other", "client_secret_env": "S", "audience": "https://billing/"}
 	]}`
-	specs, err := parseConfigFile("agent.json", []byte(file), func(k string) string {
-		if k == "S" {
-			return secret
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := New(Config{Sources: specs, Listeners: []Listener{{"127.0.0.1:0"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.closeSources()
+	a := agentOfFile(t, file)
 	pool := a.byName["billing"].src.Pool()
 	for _, name := range []string{"search", "tenant-a"} {
 		if a.byName[name].src.Pool() != pool {
@@ -81,7 +69,23 @@ func TestAgentManySourcesOfOneClient(t *testing.T) {
 	for _, org := range orgs {
 		sources = append(sources, `{"name": "`+org+`", "token_url": "`+iss.TokenURL()+`", "client_id": "cli", "client_secret_env": "S", "audience": "https://billing/", "organization": "`+org+`"}`)
 	}
-	specs, err := parseConfigFile("agent.json", []byte(`{"sources": [`+strings.Join(sources, ",")+`]}`), func(k string) string {
+	a := agentOfFile(t, `{"sources": [`+strings.Join(sources, ",")+`]}`)
+	for _, org := range orgs {
+		if _, err := a.byName[org].src.TokenContext(context.Background()); err != nil {
+			t.Fatalf("%s: %v", org, err)
+		}
+	}
+	if st := a.byName[orgs[0]].src.Pool().Stats(); st.Tokens != n || st.TokenRequests != n {
+		t.Errorf("pool: %d tokens, %d requests; want %d and %d", st.Tokens, st.TokenRequests, n, n)
+	}
+}
+
+// agentOfFile is an agent (not running) of the config file's sources,
+// whose "client_secret_env" S holds the secret; its sources are closed
+// when the test ends.
+func agentOfFile(t *testing.T, file string) *Agent {
+	t.Helper()
+	specs, err := parseConfigFile("agent.json", []byte(file), func(k string) string {
 		if k == "S" {
 			return secret
 		}
@@ -94,13 +98,32 @@ func TestAgentManySourcesOfOneClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.closeSources()
-	for _, org := range orgs {
-		if _, err := a.byName[org].src.TokenContext(context.Background()); err != nil {
-			t.Fatalf("%s: %v", org, err)
-		}
+	t.Cleanup(a.closeSources)
+	return a
+}
+
+// TestAgentPoolDropsNoSource: a client's pool in the agent holds a token
+// for each of its sources, however many: the bound on a pool's tokens
+// (Config.MaxTokens, 10,000 by default), which drops the least recently
+// used, would leave a source the agent serves with a closed library
+// source (a 10,000-source file, reloaded to add one before the one it
+// replaces is closed). Here the bound is 2, for 3 sources.
+func TestAgentPoolDropsNoSource(t *testing.T) {
+	iss := m2mtest.NewServer(m2mtest.Client{ID: "cli", Secret: secret, Audiences: []string{"https://a/", "https://b/", "https://c/"}})
+	defer iss.Close()
+	var specs []Source
+	for _, name := range []string{"a", "b", "c"} {
+		specs = append(specs, Source{Name: name, Client: "cli", Config: m2mtoken.Config{TokenURL: iss.TokenURL(), ClientID: "cli", ClientSecret: secret,
+			Audience: "https://" + name + "/", MaxTokens: 2}})
 	}
-	if st := a.byName[orgs[0]].src.Pool().Stats(); st.Tokens != n || st.TokenRequests != n {
-		t.Errorf("pool: %d tokens, %d requests; want %d and %d", st.Tokens, st.TokenRequests, n, n)
+	a, err := New(Config{Sources: specs, Listeners: []Listener{{"127.0.0.1:0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.closeSources()
+	for _, name := range []string{"a", "b", "c", "a"} {
+		if _, err := a.byName[name].src.TokenContext(context.Background()); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }

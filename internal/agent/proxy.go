@@ -31,6 +31,7 @@ type proxySpec struct {
 	requireHeader bool
 	origin        string // Proxy.Origin
 	who           string // the proxy in the user's words, for errors
+	listenName    string // its listen address in the user's words
 }
 
 // checkProxy checks p and parses its addresses. Its errors name p as
@@ -62,7 +63,7 @@ func checkProxy(p Proxy) (proxySpec, error) {
 	case p.RequireHeader && l.network == "unix":
 		return proxySpec{}, fmt.Errorf("%s: the required header %q is for a proxy on TCP: on a Unix socket, the socket's mode (0600, or 0660 with --group) says who may connect", who, agentHeader+": 1")
 	}
-	return proxySpec{source: p.Source, listen: l, upstream: u, requireHeader: p.RequireHeader, origin: p.Origin, who: who}, nil
+	return proxySpec{source: p.Source, listen: l, upstream: u, requireHeader: p.RequireHeader, origin: p.Origin, who: who, listenName: listenName}, nil
 }
 
 // isLoopbackHost reports whether h (without brackets or port) is
@@ -75,14 +76,107 @@ func isLoopbackHost(h string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// proxy is a running --proxy.
+// proxy is a running --proxy, or a proxy of the config file.
 type proxy struct {
-	spec     proxySpec
-	addr     string // the address it listens on, once it does
+	spec    proxySpec
+	src     *agentSource
+	slot    *proxySlot // its listener and counters
+	handler http.Handler
+	served  http.Handler // handler, behind the guards of TCP
+	rt      http.RoundTripper
+}
+
+// proxySlot is a proxy's listener and the proxy it serves: a reload that
+// changes a proxy's upstream or source swaps the proxy in its slot and
+// keeps the listener and its connections. The counters are the
+// listener's.
+type proxySlot struct {
+	key      string // see proxyKeys
+	srv      *server
+	addr     atomic.Pointer[string] // the address it listens on, once it does
+	cur      *proxy                 // what its requests go through; Agent.smu guards it
+	next     *proxy                 // the proxy a reload makes cur
 	requests atomic.Uint64
 	errors   atomic.Uint64
-	handler  http.Handler
-	rt       http.RoundTripper
+}
+
+// address returns the address sl listens on, or "" before it does.
+func (sl *proxySlot) address() string {
+	if p := sl.addr.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// same reports whether p forwards as q does (from the same listener).
+func (p proxySpec) same(q proxySpec) bool {
+	return p.source == q.source && p.upstream.String() == q.upstream.String() && p.requireHeader == q.requireHeader
+}
+
+// proxyKeys returns what a reload knows each proxy's listener by: a
+// proxy of the config file by its address (and, on port 0, which of the
+// file's proxies on port 0 it is); a --proxy by its place among them,
+// which no reload changes.
+func proxyKeys(specs []proxySpec) []string {
+	keys := make([]string, len(specs))
+	seen := map[string]int{}
+	for i, ps := range specs {
+		if ps.origin == "" {
+			keys[i] = fmt.Sprintf("--proxy %d", i)
+			continue
+		}
+		l := ps.listen.String()
+		keys[i] = fmt.Sprintf("%s #%d", l, seen[l])
+		seen[l]++
+	}
+	return keys
+}
+
+// slots returns the listeners of the proxies specs, whose sources are
+// next's: the slot in cur with the same key, given a new proxy to swap
+// in if its upstream, header or source is not the same; or a new slot,
+// not yet listening.
+func (a *Agent) slots(specs []proxySpec, next map[string]*agentSource, cur []*proxySlot) []*proxySlot {
+	byKey := make(map[string]*proxySlot, len(cur))
+	for _, sl := range cur {
+		byKey[sl.key] = sl
+	}
+	out := make([]*proxySlot, len(specs))
+	for i, k := range proxyKeys(specs) {
+		ps, sl := specs[i], byKey[k]
+		if sl == nil {
+			sl = &proxySlot{key: k}
+		}
+		if src := next[ps.source]; sl.cur == nil || sl.cur.src != src || !sl.cur.spec.same(ps) {
+			sl.next = a.newProxy(ps, src, sl)
+		}
+		out[i] = sl
+	}
+	return out
+}
+
+// newProxy is the proxy of spec through src, on sl's listener.
+func (a *Agent) newProxy(spec proxySpec, src *agentSource, sl *proxySlot) *proxy {
+	p := newProxy(spec, src, sl, a.log)
+	p.served = p.handler
+	if spec.listen.network == "tcp" {
+		p.served = a.guard(spec.requireHeader, p.handler)
+	}
+	return p
+}
+
+// serveProxy serves sl's requests through its proxy of the moment, each
+// counted in flight through the proxy's source until it ends: a reload
+// that swaps the proxy lets it finish with the one it began with.
+func (a *Agent) serveProxy(sl *proxySlot) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.smu.RLock()
+		p := sl.cur
+		p.src.h.acquire()
+		a.smu.RUnlock()
+		defer p.src.h.release(a)
+		p.served.ServeHTTP(w, r)
+	})
 }
 
 // maxReplayBody is the largest request body the proxy keeps in memory so
@@ -95,12 +189,22 @@ const maxReplayBody = 64 << 10
 // credentials, and its own header means nothing upstream.
 var proxyHeaders = []string{"Authorization", "Proxy-Authorization", "DPoP", agentHeader}
 
-func newProxy(spec proxySpec, src *agentSource, log *slog.Logger) *proxy {
+func newProxy(spec proxySpec, src *agentSource, sl *proxySlot, log *slog.Logger) *proxy {
 	// The source's own client transport: it adds the token, recovers from
 	// a revoked one, keeps many idle connections to the one upstream, and
 	// trusts the source's CA (ca_file, --ca-file, M2MTOKEN_CA_FILE) besides
-	// the system's, as its token requests do.
-	p := &proxy{spec: spec, rt: src.src.Client().Transport}
+	// the system's, as its token requests do. Its connections are the
+	// proxy's own (a copy of the client's): their cap (capUpstream) is set
+	// before any request, even when a reload adds a proxy to a client whose
+	// other proxies are serving, and a proxy that a reload removes closes
+	// its idle connections without touching theirs.
+	rt := src.src.Client().Transport
+	if t, ok := rt.(*m2mtoken.Transport); ok {
+		if base, ok := t.Base.(*http.Transport); ok {
+			rt = &m2mtoken.Transport{Source: t.Source, Base: base.Clone()}
+		}
+	}
+	p := &proxy{spec: spec, src: src, slot: sl, rt: rt}
 	target := spec.upstream
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -116,7 +220,7 @@ func newProxy(spec proxySpec, src *agentSource, log *slog.Logger) *proxy {
 			if r.Context().Err() != nil {
 				return // the client went away
 			}
-			p.errors.Add(1)
+			p.slot.errors.Add(1)
 			code, what := http.StatusBadGateway, "upstream "+target.Redacted()+" failed"
 			var te *m2mtoken.TokenError
 			var we *m2mtoken.WaitError
@@ -137,14 +241,14 @@ func newProxy(spec proxySpec, src *agentSource, log *slog.Logger) *proxy {
 		},
 	}
 	p.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.requests.Add(1)
+		p.slot.requests.Add(1)
 		if r.Method == http.MethodConnect {
-			p.errors.Add(1)
+			p.slot.errors.Add(1)
 			http.Error(w, "m2mtoken agent: CONNECT is refused: this proxy forwards to "+target.Redacted()+" only", http.StatusMethodNotAllowed)
 			return
 		}
 		if hasDotSegment(r) {
-			p.errors.Add(1)
+			p.slot.errors.Add(1)
 			http.Error(w, "m2mtoken agent: the path has a dot-segment (. or .., maybe percent-encoded, with ;parameters or in look-alike characters) or a NUL byte: this proxy forwards only paths under "+target.Redacted(), http.StatusBadRequest)
 			return
 		}
@@ -152,7 +256,7 @@ func newProxy(spec proxySpec, src *agentSource, log *slog.Logger) *proxy {
 			b, err := io.ReadAll(io.LimitReader(r.Body, maxReplayBody+1))
 			r.Body.Close()
 			if err != nil {
-				p.errors.Add(1)
+				p.slot.errors.Add(1)
 				http.Error(w, "m2mtoken agent: reading the request body: "+err.Error(), http.StatusBadRequest)
 				return
 			}

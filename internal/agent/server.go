@@ -34,6 +34,10 @@ type listenSpec struct {
 	network, addr string
 }
 
+// anyPort reports whether l is a TCP port 0: a free port, another each
+// time it is opened.
+func (l listenSpec) anyPort() bool { return l.network == "tcp" && strings.HasSuffix(l.addr, ":0") }
+
 func (l listenSpec) String() string {
 	if l.network == "unix" {
 		return "unix:" + l.addr
@@ -208,13 +212,15 @@ type tokenAnswer struct {
 // that authorize that one request; a DPoP-bound token is useless without
 // them, so for one the URL is required.
 func (a *Agent) serveToken(w http.ResponseWriter, r *http.Request) {
-	s := a.byName[r.PathValue("name")]
+	s := a.acquire(r.PathValue("name"))
 	if s == nil {
 		a.tokenFailed.Add(1)
 		writeJSONError(w, http.StatusNotFound, "unknown_source",
 			fmt.Sprintf("no source named %q; the agent has %s", r.PathValue("name"), strings.Join(a.names(), ", ")))
 		return
 	}
+	// A reload that removes or replaces s closes it once this ends.
+	defer s.h.release(a)
 	q := r.URL.Query()
 	reqURL, method := q.Get("url"), strings.ToUpper(q.Get("method"))
 	if reqURL == "" && method != "" {
@@ -292,7 +298,8 @@ func (a *Agent) serveHealth(w http.ResponseWriter, r *http.Request) {
 		Sources map[string]health `json:"sources"`
 	}{Status: "ok", Sources: map[string]health{}}
 	code := http.StatusOK
-	for _, s := range a.sources {
+	sources, _ := a.current()
+	for _, s := range sources {
 		tok, err := s.w.current()
 		h := health{Ready: tok != nil}
 		if err != nil {
@@ -353,7 +360,8 @@ func (a *Agent) serveStats(w http.ResponseWriter, r *http.Request) {
 			"served": a.tokenServed.Load(), "failed": a.tokenFailed.Load(), "refused": a.refused.Load(),
 		},
 	}
-	for _, s := range a.sources {
+	sources, proxies := a.current()
+	for _, s := range sources {
 		st := s.src.Stats()
 		tok, err := s.w.current()
 		ss := sourceStats{
@@ -375,13 +383,13 @@ func (a *Agent) serveStats(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			ss.LastError = err.Error()
 		}
-		for _, p := range a.proxies {
-			if p.spec.source == s.name {
+		for _, p := range proxies {
+			if sl, addr := p.slot, p.slot.address(); p.src == s && addr != "" {
 				if ss.Proxies == nil {
 					ss.Proxies = map[string]proxyStat{}
 				}
-				ss.Proxies[p.addr] = proxyStat{Listen: p.addr, Upstream: p.spec.upstream.String(), RequireHeader: p.spec.requireHeader,
-					Requests: p.requests.Load(), Errors: p.errors.Load()}
+				ss.Proxies[addr] = proxyStat{Listen: addr, Upstream: p.spec.upstream.String(), RequireHeader: p.spec.requireHeader,
+					Requests: sl.requests.Load(), Errors: sl.errors.Load()}
 			}
 		}
 		out.Sources[s.name] = ss
@@ -389,10 +397,22 @@ func (a *Agent) serveStats(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// names returns the names of the agent's sources, sorted.
 func (a *Agent) names() []string {
-	names := make([]string, 0, len(a.sources))
-	for _, s := range a.sources {
+	sources, _ := a.current()
+	names := make([]string, 0, len(sources))
+	for _, s := range sources {
 		names = append(names, s.name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// sortedNames returns the names of sources, sorted.
+func sortedNames(sources []Source) []string {
+	names := make([]string, 0, len(sources))
+	for _, s := range sources {
+		names = append(names, s.Name)
 	}
 	slices.Sort(names)
 	return names

@@ -55,14 +55,16 @@ type watcher struct {
 	tokens   uint64        // distinct tokens seen
 	ready    chan struct{} // closed when the first token has been delivered
 	readyOne sync.Once
+	done     chan struct{} // closed when run has returned
 }
 
 func newWatcher(name string, src tokenGetter, clk clock.Clock, log *slog.Logger, o *outage, deliver func(*oauth2.Token) error) *watcher {
-	return &watcher{name: name, src: src, clk: clk, log: log, outage: o, deliver: deliver, ready: make(chan struct{})}
+	return &watcher{name: name, src: src, clk: clk, log: log, outage: o, deliver: deliver, ready: make(chan struct{}), done: make(chan struct{})}
 }
 
 // run checks the source until ctx is done.
 func (w *watcher) run(ctx context.Context) {
+	defer close(w.done)
 	failures := 0
 	pending := false // a delivery failed: try again at the next check
 	for {

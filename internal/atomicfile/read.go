@@ -123,6 +123,6 @@ func ReadableWarning(setting, path string) string {
 	if !ok {
 		return ""
 	}
-	return fmt.Sprintf("%s %s may be read by its group or others (mode %04o): whoever can read it can get tokens as the client; run chmod 600 %s (in Kubernetes, set defaultMode: 0400 on the secret's volume)",
+	return fmt.Sprintf("%s %s may be read by others (mode %04o): whoever can read it can get tokens as the client; run chmod 600 %s (in Kubernetes, set defaultMode: 0400 on the secret's volume)",
 		setting, path, mode, path)
 }

@@ -163,12 +163,39 @@ func (tc trustCheck) walk(dir string) error {
 	}
 }
 
-// OthersMayRead reports whether the group or others may read the regular
-// file at path (following links), and its mode.
+// OthersMayRead reports whether others may read the regular file at path
+// (following links), or its group when that group is not one of this
+// process's, and its mode. A group of this process's own may read it: in
+// Kubernetes a pod that runs as a user other than root reads its Secret
+// through the pod's fsGroup, and the kubelet makes the files 0440 for it
+// whatever defaultMode says.
 func OthersMayRead(path string) (os.FileMode, bool) {
 	fi, err := os.Stat(path)
 	if err != nil || !fi.Mode().IsRegular() {
 		return 0, false
 	}
-	return fi.Mode().Perm(), fi.Mode().Perm()&0o044 != 0
+	perm := fi.Mode().Perm()
+	if perm&0o004 != 0 {
+		return perm, true
+	}
+	if perm&0o040 == 0 {
+		return perm, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return perm, !ok || !ownGroup(st.Gid)
+}
+
+// ownGroup reports whether gid is this process's group or one of its
+// supplementary groups.
+func ownGroup(gid uint32) bool {
+	if int(gid) == os.Getgid() {
+		return true
+	}
+	groups, _ := os.Getgroups()
+	for _, g := range groups {
+		if uint32(g) == gid {
+			return true
+		}
+	}
+	return false
 }
