@@ -119,6 +119,14 @@ type ListenConfig struct {
 	Addr string
 	// TLS, if set, serves https with its Certificates.
 	TLS *tls.Config
+	// ClientCAs, if set, are the CAs whose certificates a tls_client_auth
+	// client may present, checked at the token endpoint; nil means
+	// TLS.ClientCAs. For the server to see any client certificate, TLS
+	// must ask for them (ClientAuth tls.RequestClientCert, as m2mtoken
+	// serve does); a TLS.ClientCAs left empty lets clients send
+	// self-signed certificates too, which Go's and other TLS clients hold
+	// back from a server that names the CAs it accepts.
+	ClientCAs *x509.CertPool
 	// Host, if set, is the host in the server's URL, and so in its issuer
 	// and token URL: the name clients reach it by, such as a container's
 	// service name. Empty means the listener's address, with an
@@ -133,7 +141,8 @@ func (lc ListenConfig) Listen(clients ...Client) (*Server, error) {
 		return nil, err
 	}
 	s := newServer(clients)
-	if lc.TLS != nil {
+	s.clientCAs = lc.ClientCAs
+	if s.clientCAs == nil && lc.TLS != nil {
 		s.clientCAs = lc.TLS.ClientCAs
 	}
 	srv := httptest.NewUnstartedServer(s)
