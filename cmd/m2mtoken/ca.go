@@ -7,6 +7,8 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/m2mtoken/m2mtoken/m2mtest"
@@ -61,4 +63,47 @@ func (ca *localCA) clientCert(clientID string, life time.Duration) (tls.Certific
 		return tls.Certificate{}, fmt.Errorf("issuing the client certificate: %w", err)
 	}
 	return cert, nil
+}
+
+// certNames are the names and addresses the server certificate is for:
+// the host clients use, localhost and loopback, the listening address, and
+// when listening everywhere the machine's name and addresses.
+func certNames(listenHost, urlHost string, everywhere bool) ([]string, []net.IP) {
+	names := []string{}
+	var ips []net.IP
+	add := func(h string) {
+		if h == "" {
+			return
+		}
+		if ip := net.ParseIP(h); ip != nil {
+			if !ip.IsUnspecified() {
+				ips = append(ips, ip)
+			}
+			return
+		}
+		for _, n := range names {
+			if strings.EqualFold(n, h) {
+				return
+			}
+		}
+		names = append(names, h)
+	}
+	add(urlHost)
+	add("localhost")
+	add("127.0.0.1")
+	add("::1")
+	add(listenHost)
+	if everywhere {
+		if h, err := os.Hostname(); err == nil {
+			add(h)
+		}
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() {
+					ips = append(ips, n.IP)
+				}
+			}
+		}
+	}
+	return names, ips
 }

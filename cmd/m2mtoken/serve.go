@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -23,7 +22,6 @@ import (
 
 	"github.com/m2mtoken/m2mtoken"
 	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
-	"github.com/m2mtoken/m2mtoken/internal/jwt"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
@@ -360,49 +358,6 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	return nil
 }
 
-// certNames are the names and addresses the server certificate is for:
-// the host clients use, localhost and loopback, the listening address, and
-// when listening everywhere the machine's name and addresses.
-func certNames(listenHost, urlHost string, everywhere bool) ([]string, []net.IP) {
-	names := []string{}
-	var ips []net.IP
-	add := func(h string) {
-		if h == "" {
-			return
-		}
-		if ip := net.ParseIP(h); ip != nil {
-			if !ip.IsUnspecified() {
-				ips = append(ips, ip)
-			}
-			return
-		}
-		for _, n := range names {
-			if strings.EqualFold(n, h) {
-				return
-			}
-		}
-		names = append(names, h)
-	}
-	add(urlHost)
-	add("localhost")
-	add("127.0.0.1")
-	add("::1")
-	add(listenHost)
-	if everywhere {
-		if h, err := os.Hostname(); err == nil {
-			add(h)
-		}
-		if addrs, err := net.InterfaceAddrs(); err == nil {
-			for _, a := range addrs {
-				if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() {
-					ips = append(ips, n.IP)
-				}
-			}
-		}
-	}
-	return names, ips
-}
-
 // apiHostPort is the address of the API's listener as clients reach it: an
 // unspecified address becomes 127.0.0.1, or host when given.
 func apiHostPort(a net.Addr, host string) string {
@@ -414,53 +369,6 @@ func apiHostPort(a net.Addr, host string) string {
 		}
 	}
 	return net.JoinHostPort(h, port)
-}
-
-// serveQuickstartAPI adds the Auth0 quickstart's routes with handle,
-// checking tokens as m2mtest's Protect does, for any of audiences.
-func serveQuickstartAPI(handle func(string, http.Handler), s *m2mtest.Server, audiences []string) {
-	message := func(msg string) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(map[string]string{"message": msg})
-		})
-	}
-	handle("/api/public", message("Hello from a public endpoint! You don't need to be authenticated to see this."))
-	handle("/api/private", protectAny(s, audiences, nil, message("Hello from a private endpoint! You need to be authenticated to see this.")))
-	handle("/api/private-scoped", protectAny(s, audiences, []string{"read:messages"},
-		message("Hello from a private endpoint! You need to be authenticated and have a scope of read:messages to see this.")))
-}
-
-// protectAny is m2mtest's Protect for whichever of audiences the request's
-// token names, so that one API serves them all; a token for none of them
-// is checked against the first, and refused as Protect refuses it.
-func protectAny(s *m2mtest.Server, audiences, scopes []string, next http.Handler) http.Handler {
-	byAudience := map[string]http.Handler{}
-	for _, a := range audiences {
-		byAudience[a] = s.Protect(a, scopes, next)
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		h := byAudience[tokenClaims(tok).Aud]
-		if h == nil {
-			h = byAudience[audiences[0]]
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-// servedClaims are the claims of a token that the API's answers show.
-type servedClaims struct {
-	Aud string `json:"aud"`
-	Org string `json:"org_id"`
-}
-
-// tokenClaims reads tok's claims without checking it: to choose what to
-// check it against, or to show what Protect has checked.
-func tokenClaims(tok string) servedClaims {
-	var c servedClaims
-	jwt.Unverified(strings.TrimSpace(tok), &c)
-	return c
 }
 
 // shellQuote quotes v for a POSIX shell when it needs it.
