@@ -293,7 +293,7 @@ func (s *Server) checkClientCertificate(r *http.Request, id string, creds []Clie
 	}
 	cert := peerCertificate(r)
 	if cert == nil {
-		where := "send the token request over TLS with the client certificate"
+		where := "present the client certificate in the TLS handshake of the token request"
 		switch {
 		case r.TLS == nil:
 			where = "send the token request over https, with the client certificate"
