@@ -67,7 +67,20 @@ a SPIFFE JWT-SVID, with --trust-issuer spiffe://TRUST_DOMAIN).
 Plain http is accepted by m2mtoken only on loopback. For containers and
 other machines use --tls: it serves https with a certificate from a CA made
 for this run, and writes the CA certificate to --ca-out for clients to
-trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
+trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).
+
+With --tls and --client-cert-auth the client authenticates with a TLS
+client certificate instead of a secret (RFC 8705): tls_client_auth, a
+certificate that this run's CA issues (to --client-cert-out, its key to
+--client-key-out) with the subject CN=CLIENT_ID, which is registered; or
+self_signed_tls_client_auth, a self-signed certificate that serve makes
+the same way, or yours in --client-cert, registered by its content. The
+token request sends client_id and no secret, over a connection with the
+certificate. Tokens are then bound to the certificate (cnf.x5t#S256), and
+the API asks for client certificates and accepts such a token only with
+its own: --cert-bound-tokens=false issues unbound ones, and
+--cert-bound-tokens binds a secret's tokens (FAPI) to the certificate of
+the token request.`)
 	fs := c.fs
 	addr := fs.String("addr", "127.0.0.1:0", "address to listen on, such as 0.0.0.0:8443 for other containers")
 	apiAddr := fs.String("api-addr", "127.0.0.1:0", "address of the protected API")
@@ -91,6 +104,7 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	requireDPoP := fs.Bool("require-dpop", false, "refuse token requests without a DPoP proof (tokens are DPoP-bound whenever a proof is sent)")
 	dpopNonce := fs.Bool("dpop-nonce", false, "require DPoP nonces at the token endpoint (RFC 9449 section 8)")
 	apiNonce := fs.Bool("api-dpop-nonce", false, "require DPoP nonces at the protected API too (one-shot clients such as 'token --header | curl' cannot follow them)")
+	certs := addCertFlags(fs)
 	if ok, err := c.parse(args, stdout, stderr); !ok {
 		return err
 	}
@@ -107,6 +121,9 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	}
 	trustSet := false
 	fs.Visit(func(f *flag.Flag) { trustSet = trustSet || strings.HasPrefix(f.Name, "trust-") })
+	if msg := certs.check(fs, *useTLS, *secret != "" || *secretFile != ""); msg != "" {
+		return c.usageError(stderr, "%s", msg)
+	}
 	switch {
 	case *secret != "" && *secretFile != "":
 		return c.usageError(stderr, "--client-secret and --client-secret-file are both set: give only one")
@@ -141,7 +158,7 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 		}
 		trustKeys, _ = m2mtest.ParseKeys(keysFollow.content)
 	}
-	if *secret == "" {
+	if *secret == "" && *certs.method == "" {
 		b := make([]byte, 16)
 		rand.Read(b)
 		*secret = hex.EncodeToString(b)
@@ -154,6 +171,7 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	everywhere := host == "" || ip != nil && ip.IsUnspecified()
 	lc := m2mtest.ListenConfig{Addr: *addr, Host: *hostname}
 	var caFile string
+	var clientCerts *clientCerts
 	if *useTLS {
 		if lc.Host == "" && everywhere {
 			if lc.Host, err = os.Hostname(); err != nil || lc.Host == "" {
@@ -175,6 +193,12 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 			return err
 		}
 		lc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if certs.enabled() {
+			if clientCerts, err = setupClientCerts(certs, ca, *clientID, &lc); err != nil {
+				return err
+			}
+			defer clientCerts.cleanup()
+		}
 		caFile = *caOut
 		if caFile == "" {
 			f, err := os.CreateTemp("", "m2mtoken-serve-ca-*.pem")
@@ -194,12 +218,19 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 			return fmt.Errorf("--ca-out: %w", err)
 		}
 	}
-	s, err := lc.Listen(m2mtest.Client{ID: *clientID, Secret: *secret, Audiences: audiences, Organizations: orgs,
-		Scopes: strings.Fields(*scope), RequireDPoP: *requireDPoP})
+	client := m2mtest.Client{ID: *clientID, Secret: *secret, Audiences: audiences, Organizations: orgs,
+		Scopes: strings.Fields(*scope), RequireDPoP: *requireDPoP}
+	clientCerts.client(&client)
+	s, err := lc.Listen(client)
 	if err != nil {
 		return fmt.Errorf("--addr %s: %w", *addr, err)
 	}
 	defer s.Close()
+	if clientCerts != nil {
+		if err := clientCerts.register(s, *clientID); err != nil {
+			return fmt.Errorf("--client-cert: %w", err)
+		}
+	}
 	s.SetTokenLifetime(*ttl)
 	trust := m2mtest.TrustedIssuer{Issuer: *trustIssuer, Subject: *trustSubject, Audience: *trustAudience, Keys: trustKeys}
 	if *trustKey != "" {
@@ -264,6 +295,7 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 		scopes = "the scopes " + strings.Join(sc, " ")
 	}
 	fmt.Fprintf(&b, "client:    %s, with %s\n", *clientID, scopes)
+	clientCerts.lines(&b)
 	if secretFollow != nil {
 		fmt.Fprintf(&b, "secret:    %s (%s), followed: on a change, %s\n", secretFollow.file.Path(), m2mtoken.Fingerprint(*secret), rotationWords(*grace, *delay))
 	}
@@ -289,12 +321,17 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	} else if everywhere {
 		fmt.Fprintf(&b, "note:      m2mtoken and the Auth0 SDKs send secrets over plain http only to loopback; use --tls for other machines and containers\n")
 	}
-	secretExport := "AUTH0_CLIENT_SECRET=" + shellQuote(*secret)
-	if secretFollow != nil {
-		secretExport = "AUTH0_CLIENT_SECRET_FILE=" + shellQuote(secretFollow.file.Path())
+	fmt.Fprintf(&b, "\nexport AUTH0_DOMAIN=%s\nexport AUTH0_CLIENT_ID=%s\n", shellQuote(domain), shellQuote(*clientID))
+	switch {
+	case secretFollow != nil:
+		fmt.Fprintf(&b, "export AUTH0_CLIENT_SECRET_FILE=%s\n", shellQuote(secretFollow.file.Path()))
+	case *secret != "":
+		fmt.Fprintf(&b, "export AUTH0_CLIENT_SECRET=%s\n", shellQuote(*secret))
 	}
-	fmt.Fprintf(&b, "\nexport AUTH0_DOMAIN=%s\nexport AUTH0_CLIENT_ID=%s\nexport %s\nexport AUTH0_AUDIENCE=%s\nexport API_URL=%s\n",
-		shellQuote(domain), shellQuote(*clientID), secretExport, shellQuote(audiences[0]), shellQuote(apiURL+"/"))
+	if clientCerts != nil {
+		clientCerts.exports(&b)
+	}
+	fmt.Fprintf(&b, "export AUTH0_AUDIENCE=%s\nexport API_URL=%s\n", shellQuote(audiences[0]), shellQuote(apiURL+"/"))
 	if *useTLS {
 		fmt.Fprintf(&b, "export M2MTOKEN_CA_FILE=%s\n", shellQuote(caFile))
 		fmt.Fprintf(&b, "# SSL_CERT_FILE (Python, Go, OpenSSL) and CURL_CA_BUNDLE (curl) make this shell trust this CA only;\n# leave them out to keep the system's CAs\n")
@@ -308,7 +345,12 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	var following sync.WaitGroup
-	if secretFollow != nil || keysFollow != nil {
+	var certFollow *followed
+	if clientCerts != nil && clientCerts.follow != nil {
+		certFollow = clientCerts.follow
+		certFollow.apply = func(content []byte) { clientCerts.reregister(s, *clientID, content, logs) }
+	}
+	if secretFollow != nil || keysFollow != nil || certFollow != nil {
 		current := *secret
 		if secretFollow != nil {
 			secretFollow.apply = func(content []byte) {
@@ -343,7 +385,7 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 					return
 				case <-tick.C:
 				}
-				for _, f := range []*followed{secretFollow, keysFollow} {
+				for _, f := range []*followed{secretFollow, keysFollow, certFollow} {
 					if f != nil {
 						f.poll(ctx, logs)
 					}
