@@ -217,6 +217,9 @@ func (s *Server) Certificate() *x509.Certificate { return s.srv.Certificate() }
 // (on any address) that asks for one.
 func (s *Server) CertificateClient(cert tls.Certificate) *http.Client {
 	tr := s.srv.Client().Transport.(*http.Transport).Clone()
+	if tr.TLSClientConfig == nil { // a plain http server's
+		tr.TLSClientConfig = &tls.Config{}
+	}
 	tr.TLSClientConfig.Certificates = []tls.Certificate{cert}
 	s.mu.Lock()
 	s.transports = append(s.transports, tr)

@@ -146,7 +146,7 @@ func TestTLSClientAuth(t *testing.T) {
 	wantRefused(t, "the token URL, not the alias", a, 401, "invalid_client", "to the mTLS endpoint alias "+s.MTLSTokenURL())
 	plain := NewServer(Client{ID: "svc", Audiences: []string{aud}, Certificate: ClientCertificate{SubjectDN: "CN=svc,O=Example"}})
 	defer plain.Close()
-	wantRefused(t, "plain http", post(t, plain.Client(), plain.TokenURL(), certForm("svc")), 401, "invalid_client", "over https")
+	wantRefused(t, "plain http", post(t, plain.CertificateClient(good), plain.TokenURL(), certForm("svc")), 401, "invalid_client", "over https")
 
 	clk := newFakeNow()
 	clk.t = good.Leaf.NotAfter.Add(time.Second)
