@@ -1,11 +1,8 @@
 package m2mtest
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"net/http/httptest"
 	"time"
 
 	"github.com/m2mtoken/m2mtoken/internal/jwt"
@@ -19,21 +16,6 @@ const (
 	maxAssertionLife = 5 * time.Minute
 	skew             = 10 * time.Second
 )
-
-// NewMTLSServer starts an issuer over https that requires every client to
-// present a certificate signed by one of clientCAs, as Auth0's mTLS endpoint
-// alias does. Clients still authenticate with a secret or an assertion.
-func NewMTLSServer(clientCAs *x509.CertPool, clients ...Client) *Server {
-	s := newServer(clients)
-	srv := httptest.NewUnstartedServer(s)
-	srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientCAs}
-	s.start(srv, true)
-	return s
-}
-
-// Certificate is the TLS server's certificate, for a client's RootCAs; nil
-// for a plain http server.
-func (s *Server) Certificate() *x509.Certificate { return s.srv.Certificate() }
 
 // checkAssertion verifies a client assertion for c: one a platform
 // issued, if c trusts an issuer and the assertion does not name c as its
@@ -52,7 +34,7 @@ func (s *Server) checkAssertion(c Client, keys []Key, trusts []TrustedIssuer, as
 
 // checkOwnAssertion verifies a private_key_jwt client assertion for c:
 // the signature under one of c's keys (the one its kid names, if it names
-// one), iss = sub = client ID, aud = the issuer or the token URL, exp in
+// one), iss = sub = client ID, aud = the issuer or a token URL, exp in
 // the future and at most 5 minutes ahead, iat not in the future, and a
 // jti not seen before.
 func (s *Server) checkOwnAssertion(c Client, keys []Key, assertion string) error {
@@ -71,7 +53,7 @@ func (s *Server) checkOwnAssertion(c Client, keys []Key, assertion string) error
 	switch {
 	case cl.Iss != c.ID || cl.Sub != c.ID:
 		return fmt.Errorf("iss and sub must be the client ID %q", c.ID)
-	case !hasAudience(cl.Aud, s.Issuer()) && !hasAudience(cl.Aud, s.TokenURL()):
+	case !hasAudience(cl.Aud, s.Issuer()) && !hasAudience(cl.Aud, s.TokenURL()) && (s.alias == nil || !hasAudience(cl.Aud, s.MTLSTokenURL())):
 		return fmt.Errorf("aud must be %q", s.Issuer())
 	case cl.Exp == 0 || time.Unix(int64(cl.Exp), 0).Before(now):
 		return errors.New("client_assertion has expired")

@@ -135,7 +135,7 @@ func (s *Server) currentNonce(atAPI bool) string {
 // error itself. It returns the thumbprint to bind the token to ("" for a
 // Bearer token) and whether to go on.
 func (s *Server) tokenProof(w http.ResponseWriter, r *http.Request, c Client) (string, bool) {
-	u, _ := url.Parse(s.TokenURL())
+	u, _ := url.Parse(s.tokenURLOf(r))
 	htu, _ := dpop.HTU(u)
 	p, err := s.checkProof(r, htu, false, "")
 	var pe *proofError
@@ -197,7 +197,11 @@ func (e *RequestError) challenge() string {
 // proof for this request (signature, typ, alg, htm, htu, iat, jti not
 // replayed, ath of the token, the proof's key matching the token's
 // cnf.jkt, and the API's nonce if [Server.RequireDPoPNonce] asks for one).
-// A DPoP-bound token sent as Bearer is refused. Errors are *RequestError.
+// A DPoP-bound token sent as Bearer is refused. A token bound to a client
+// certificate (cnf.x5t#S256, RFC 8705 section 3) is accepted only from a
+// request over a TLS connection with that certificate: the API's server
+// must ask for client certificates (tls.RequestClientCert, as
+// [NewMTLSAliasServer]'s alias does). Errors are *RequestError.
 func (s *Server) VerifyRequest(r *http.Request, audience string) (map[string]any, error) {
 	scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	tok = strings.TrimSpace(tok)
@@ -208,19 +212,24 @@ func (s *Server) VerifyRequest(r *http.Request, audience string) (map[string]any
 		return nil, &RequestError{Scheme: "Bearer", Code: "invalid_request", Description: "more than one Authorization header"}
 	}
 	claims, err := s.verify(tok, audience)
+	cnf, _ := claims["cnf"].(map[string]any)
 	if strings.EqualFold(scheme, "Bearer") {
 		switch {
 		case err != nil:
 			return nil, &RequestError{Scheme: "Bearer", Code: "invalid_token", Description: err.Error()}
-		case claims["cnf"] != nil:
-			return nil, &RequestError{Scheme: "DPoP", Code: "invalid_token", Description: "the token is DPoP-bound: send it as Authorization: DPoP, with a DPoP proof"}
+		case claims["cnf"] == nil:
+			return claims, nil
+		case cnf["jkt"] == nil && cnf["x5t#S256"] != nil:
+			if re := certificateBindingError(r, cnf, "Bearer"); re != nil {
+				return nil, re
+			}
+			return claims, nil
 		}
-		return claims, nil
+		return nil, &RequestError{Scheme: "DPoP", Code: "invalid_token", Description: "the token is DPoP-bound: send it as Authorization: DPoP, with a DPoP proof"}
 	}
 	if err != nil {
 		return nil, &RequestError{Scheme: "DPoP", Code: "invalid_token", Description: err.Error()}
 	}
-	cnf, _ := claims["cnf"].(map[string]any)
 	jkt, _ := cnf["jkt"].(string)
 	if jkt == "" {
 		return nil, &RequestError{Scheme: "DPoP", Code: "invalid_token", Description: "the token is not DPoP-bound (no cnf.jkt): send it as Bearer"}
@@ -243,6 +252,9 @@ func (s *Server) VerifyRequest(r *http.Request, audience string) (map[string]any
 		return nil, &RequestError{Scheme: "DPoP", Code: "invalid_dpop_proof", Description: "a DPoP token needs a DPoP proof header"}
 	case p.JKT != jkt:
 		return nil, &RequestError{Scheme: "DPoP", Code: "invalid_token", Description: "the DPoP proof's key is not the key the token is bound to (cnf.jkt)"}
+	}
+	if re := certificateBindingError(r, cnf, "DPoP"); re != nil {
+		return nil, re
 	}
 	return claims, nil
 }

@@ -1,6 +1,10 @@
 package m2mtest_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -92,4 +96,48 @@ func ExamplePlatform() {
 	resp.Body.Close()
 	fmt.Println(resp.StatusCode, iss.TokensIssued("svc"))
 	// Output: 200 1
+}
+
+// A client that authenticates with its TLS certificate (tls_client_auth)
+// at the mTLS endpoint alias, as on Auth0, and an API that accepts the
+// certificate-bound token only from a connection with that certificate.
+func ExampleNewMTLSAliasServer() {
+	const audience = "https://api.example.com/"
+	ca := m2mtest.NewCA("clients")
+	iss := m2mtest.NewMTLSAliasServer(ca.Pool(), m2mtest.Client{ID: "svc", Audiences: []string{audience},
+		Certificate: m2mtest.ClientCertificate{SubjectDN: "CN=svc,O=Example"}})
+	defer iss.Close()
+	cert, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "svc", Organization: []string{"Example"}}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	withCert := iss.CertificateClient(cert)
+	resp, err := withCert.PostForm(iss.MTLSTokenURL(), url.Values{"grant_type": {"client_credentials"},
+		"client_id": {"svc"}, "audience": {audience}}) // no secret: the certificate authenticates
+	if err != nil {
+		log.Fatal(err)
+	}
+	var answer struct {
+		AccessToken string `json:"access_token"`
+		TokenType   string `json:"token_type"`
+	}
+	json.NewDecoder(resp.Body).Decode(&answer)
+	resp.Body.Close()
+
+	api := httptest.NewUnstartedServer(iss.Protect(audience, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
+	api.TLS = &tls.Config{ClientAuth: tls.RequestClientCert} // so that the API sees the certificate
+	api.StartTLS()
+	defer api.Close()
+	call := func(c *http.Client) int {
+		req, _ := http.NewRequest("GET", api.URL, nil)
+		req.Header.Set("Authorization", "Bearer "+answer.AccessToken)
+		resp, err := c.Do(req)
+		if err != nil {
+			log.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	fmt.Println(answer.TokenType, call(withCert), call(iss.Client()))
+	// Output: Bearer 200 401
 }

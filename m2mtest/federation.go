@@ -7,8 +7,6 @@ package m2mtest
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -238,10 +236,7 @@ func NewPlatform(issuer string) *Platform { return &Platform{Issuer: issuer} }
 
 func (p *Platform) init() {
 	p.once.Do(func() {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			panic("m2mtest: generating a P-256 key: " + err.Error()) // the system's randomness failed
-		}
+		key := newP256Key()
 		k, err := dpop.NewKey(key, jwt.ES256)
 		if err != nil {
 			panic("m2mtest: " + err.Error()) // a P-256 key always fits ES256

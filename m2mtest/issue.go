@@ -56,6 +56,20 @@ type Client struct {
 	// (the proof is still checked), as Auth0 does for an API that does not
 	// constrain tokens.
 	IgnoreDPoP bool
+	// Certificate, if set, lets the client authenticate with its TLS
+	// client certificate (RFC 8705): a token request that sends client_id
+	// and no secret or assertion, over a connection with a certificate
+	// that Certificate accepts (tls_client_auth or
+	// self_signed_tls_client_auth), on a server that asks for one
+	// ([NewMTLSAliasServer], [NewMTLSServer], or a [ListenConfig] whose
+	// TLS does). A second credential is added with
+	// [Server.AddCertificate]. A refused certificate gets 401
+	// invalid_client with what did not match.
+	Certificate ClientCertificate
+	// CertificateBinding says which of the client's tokens are bound to
+	// the certificate of their request (cnf.x5t#S256): by default, those
+	// of a request authenticated by the certificate.
+	CertificateBinding CertificateBinding
 }
 
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
@@ -204,9 +218,10 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, p url.Values, bas
 	var c Client
 	var keys []Key
 	var trusts []TrustedIssuer
+	var certs []ClientCertificate
 	secretOK := false
 	if known {
-		c, keys, trusts = cs.Client, slices.Clone(cs.keys), slices.Clone(cs.trusts)
+		c, keys, trusts, certs = cs.Client, slices.Clone(cs.keys), slices.Clone(cs.trusts), slices.Clone(cs.certs)
 		secretOK = cs.acceptsSecret(secret, s.now())
 	}
 	lifetime := s.lifetime
@@ -216,7 +231,11 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, p url.Values, bas
 		writeError(w, http.StatusForbidden, "unsupported_grant_type", "Unsupported grant type: "+clip(gt), "")
 		return
 	}
-	if assertion != "" {
+	// A request with neither a secret nor an assertion authenticates with
+	// the client's certificate, if it has one (RFC 8705 section 2).
+	byCertificate := assertion == "" && basicID == "" && !p.Has("client_secret") && len(certs) > 0
+	switch {
+	case assertion != "":
 		if !known {
 			writeError(w, http.StatusUnauthorized, "access_denied", "Unauthorized", "")
 			return
@@ -225,7 +244,12 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, p url.Values, bas
 			writeError(w, http.StatusUnauthorized, "invalid_client", "Invalid client assertion: "+err.Error(), "")
 			return
 		}
-	} else if !secretOK {
+	case byCertificate:
+		if err := s.checkClientCertificate(r, id, certs); err != nil {
+			writeError(w, http.StatusUnauthorized, "invalid_client", "Invalid client certificate: "+err.Error(), "")
+			return
+		}
+	case !secretOK:
 		writeError(w, http.StatusUnauthorized, "access_denied", "Unauthorized", "")
 		return
 	}
@@ -236,6 +260,10 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, p url.Values, bas
 		return
 	}
 	jkt, ok := s.tokenProof(w, r, c)
+	if !ok {
+		return
+	}
+	x5t, ok := s.tokenBinding(w, r, c, byCertificate)
 	if !ok {
 		return
 	}
@@ -289,9 +317,16 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, p url.Values, bas
 		claims["org_id"] = org
 	}
 	tokenType := "Bearer"
+	cnf := map[string]string{}
 	if jkt != "" {
-		claims["cnf"] = map[string]string{"jkt": jkt}
+		cnf["jkt"] = jkt
 		tokenType = "DPoP"
+	}
+	if x5t != "" {
+		cnf["x5t#S256"] = x5t
+	}
+	if len(cnf) > 0 {
+		claims["cnf"] = cnf
 	}
 	tok, err := s.Sign(claims)
 	if err != nil {

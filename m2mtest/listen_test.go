@@ -90,3 +90,45 @@ func TestListenConfigTLSAndHandle(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// TestListenConfigClientCertificates: an issuer on its own listener that
+// asks for client certificates, as m2mtoken serve runs one, takes both
+// methods: a certificate from ClientCAs, and a self-signed one. With the
+// CAs in the TLS config instead, the server names them in the handshake,
+// and Go's client holds a self-signed certificate back: the token
+// endpoint sees none, and says so.
+func TestListenConfigClientCertificates(t *testing.T) {
+	ca := NewCA("clients")
+	server, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromCA := issue(t, ca, subject("svc"))
+	selfMade := issue(t, nil, subject("self"))
+	clients := []Client{
+		{ID: "svc", Audiences: []string{aud}, Certificate: ClientCertificate{SubjectDN: "CN=svc"}},
+		{ID: "self", Audiences: []string{aud}, Certificate: ClientCertificate{SelfSigned: selfMade.Leaf}},
+	}
+	for _, caInTLS := range []bool{false, true} {
+		lc := ListenConfig{Addr: "127.0.0.1:0", Host: "localhost", ClientCAs: ca.Pool(),
+			TLS: &tls.Config{Certificates: []tls.Certificate{server}, ClientAuth: tls.RequestClientCert}}
+		if caInTLS {
+			lc.ClientCAs, lc.TLS.ClientCAs = nil, ca.Pool()
+		}
+		s, err := lc.Listen(clients...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if a := post(t, s.CertificateClient(fromCA), s.TokenURL(), certForm("svc")); a.status != 200 {
+			t.Errorf("CAs in the TLS config %v: tls_client_auth: %d %v", caInTLS, a.status, a.body["error_description"])
+		}
+		a := post(t, s.CertificateClient(selfMade), s.TokenURL(), certForm("self"))
+		if caInTLS {
+			wantRefused(t, "self-signed, CAs named in the handshake", a, 401, "invalid_client", "presented none")
+		} else if a.status != 200 {
+			t.Errorf("self-signed: %d %v", a.status, a.body["error_description"])
+		}
+	}
+}

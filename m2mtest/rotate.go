@@ -18,6 +18,7 @@ type clientState struct {
 	secrets []secretWindow
 	keys    []Key
 	trusts  []TrustedIssuer
+	certs   []ClientCertificate
 }
 
 // secretWindow is a secret and when it works: from (zero: always had)
@@ -34,6 +35,9 @@ func newClientState(c Client) *clientState {
 	}
 	if c.PublicKey != nil {
 		cs.keys = []Key{{PublicKey: c.PublicKey}}
+	}
+	if c.Certificate != (ClientCertificate{}) {
+		cs.certs = []ClientCertificate{c.Certificate}
 	}
 	return cs
 }

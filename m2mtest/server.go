@@ -15,7 +15,14 @@
 // servers: a client's secret rotates ([Server.RotateSecret]), its Private
 // Key JWT keys are added and removed ([Server.AddKey]), and a client may
 // trust a platform's tokens as its client assertion ([Server.Trust], with
-// a [Platform] to issue them).
+// a [Platform] to issue them). Clients may authenticate with their TLS
+// client certificate (RFC 8705: tls_client_auth, checked against the
+// server's client CAs and the subject registered, or
+// self_signed_tls_client_auth, against the certificates registered) and
+// get tokens bound to it (cnf.x5t#S256), which [Server.Protect] accepts
+// only over a connection with that certificate; [NewMTLSAliasServer]
+// serves them at an mTLS endpoint alias as Auth0 does, and a [CA] issues
+// certificates for tests.
 //
 // It uses only the standard library.
 package m2mtest
@@ -25,6 +32,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -32,6 +40,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +83,10 @@ type Server struct {
 	quotas    map[string][]*quotaBucket
 
 	routes *http.ServeMux // added with Handle
+
+	clientCAs  *x509.CertPool    // trusted for tls_client_auth
+	alias      *httptest.Server  // the mTLS endpoint alias, if any
+	transports []*http.Transport // CertificateClient's, closed with the server
 }
 
 // NewServer starts an issuer over http on a loopback port with the given
@@ -106,6 +119,14 @@ type ListenConfig struct {
 	Addr string
 	// TLS, if set, serves https with its Certificates.
 	TLS *tls.Config
+	// ClientCAs, if set, are the CAs whose certificates a tls_client_auth
+	// client may present, checked at the token endpoint; nil means
+	// TLS.ClientCAs. For the server to see any client certificate, TLS
+	// must ask for them (ClientAuth tls.RequestClientCert, as m2mtoken
+	// serve does); a TLS.ClientCAs left empty lets clients send
+	// self-signed certificates too, which Go's and other TLS clients hold
+	// back from a server that names the CAs it accepts.
+	ClientCAs *x509.CertPool
 	// Host, if set, is the host in the server's URL, and so in its issuer
 	// and token URL: the name clients reach it by, such as a container's
 	// service name. Empty means the listener's address, with an
@@ -120,6 +141,10 @@ func (lc ListenConfig) Listen(clients ...Client) (*Server, error) {
 		return nil, err
 	}
 	s := newServer(clients)
+	s.clientCAs = lc.ClientCAs
+	if s.clientCAs == nil && lc.TLS != nil {
+		s.clientCAs = lc.TLS.ClientCAs
+	}
 	srv := httptest.NewUnstartedServer(s)
 	srv.Listener.Close()
 	srv.Listener = l
@@ -185,7 +210,17 @@ func (s *Server) now() time.Time {
 }
 
 // Close shuts the server down.
-func (s *Server) Close() { s.srv.Close() }
+func (s *Server) Close() {
+	s.srv.Close()
+	if s.alias != nil {
+		s.alias.Close()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, tr := range s.transports {
+		tr.CloseIdleConnections()
+	}
+}
 
 // Client returns an http.Client that trusts the server's certificate (for
 // a TLS server) and connects to it.
@@ -301,7 +336,7 @@ func (s *Server) jwks(w http.ResponseWriter) {
 }
 
 func (s *Server) discovery(w http.ResponseWriter) {
-	writeJSON(w, 200, map[string]any{
+	doc := map[string]any{
 		"issuer":                                s.Issuer(),
 		"token_endpoint":                        s.TokenURL(),
 		"jwks_uri":                              s.JWKSURL(),
@@ -312,7 +347,17 @@ func (s *Server) discovery(w http.ResponseWriter) {
 		"dpop_signing_alg_values_supported":                DPoPAlgorithms,
 		"response_types_supported":                         []string{"token"},
 		"subject_types_supported":                          []string{"public"},
-	})
+	}
+	if strings.HasPrefix(s.URL, "https://") {
+		// Over https, a client may authenticate with its certificate
+		// and get tokens bound to it (RFC 8705 section 3.3).
+		doc["token_endpoint_auth_methods_supported"] = []string{"client_secret_post", "client_secret_basic", "private_key_jwt", tlsClientAuth, selfSignedClientAuth}
+		doc["tls_client_certificate_bound_access_tokens"] = true
+	}
+	if s.alias != nil {
+		doc["mtls_endpoint_aliases"] = map[string]string{"token_endpoint": s.MTLSTokenURL()}
+	}
+	writeJSON(w, 200, doc)
 }
 
 func bigEndian(e int) []byte {

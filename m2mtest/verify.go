@@ -13,15 +13,19 @@ import (
 
 // Verify checks that tok is an unexpired bearer token this server signed
 // for audience, and returns its claims. It is what an API behind this
-// issuer would check; see also [Server.Protect]. A DPoP-bound token (with
-// cnf.jkt) is refused: it is good only with a proof, which
+// issuer would check; see also [Server.Protect]. A bound token is refused:
+// one with cnf.jkt is good only with a DPoP proof, one with cnf.x5t#S256
+// only over a connection with its client certificate, which
 // [Server.VerifyRequest] checks.
 func (s *Server) Verify(tok, audience string) (map[string]any, error) {
 	claims, err := s.verify(tok, audience)
-	if err == nil && claims["cnf"] != nil {
-		return nil, errors.New("the token is DPoP-bound (cnf.jkt): it is valid only with a DPoP proof; check the request with VerifyRequest")
+	if err != nil || claims["cnf"] == nil {
+		return claims, err
 	}
-	return claims, err
+	if cnf, _ := claims["cnf"].(map[string]any); cnf["jkt"] == nil && cnf["x5t#S256"] != nil {
+		return nil, errors.New("the token is bound to a client certificate (cnf.x5t#S256): it is valid only over a connection with that certificate; check the request with VerifyRequest")
+	}
+	return nil, errors.New("the token is DPoP-bound (cnf.jkt): it is valid only with a DPoP proof; check the request with VerifyRequest")
 }
 
 // verify is Verify for any token, bound or not.
@@ -62,8 +66,9 @@ func hasAudience(aud any, want string) bool {
 }
 
 // Protect wraps next so that it is reached only with a token that
-// [Server.VerifyRequest] accepts for audience (a bearer token, or a
-// DPoP-bound token with a valid proof) and that carries every scope in
+// [Server.VerifyRequest] accepts for audience (a bearer token, a
+// DPoP-bound token with a valid proof, a certificate-bound token over a
+// connection with its certificate) and that carries every scope in
 // scopes. It answers like an RFC 6750 and RFC 9449 resource server: 401
 // with WWW-Authenticate `Bearer realm="api"` for a missing token,
 // `Bearer error="invalid_token"` for a bad one, `DPoP error="..."`

@@ -1,88 +1,109 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
+	"os"
+	"strings"
 	"time"
+
+	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
 // localCA is a certificate authority made for one run of serve --tls: its
-// key lives only in memory, and its certificate is what clients trust.
+// key lives only in memory, and its certificate is what clients trust. It
+// issues the server's certificate and, when the client authenticates with
+// one, the client's.
 type localCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+	*m2mtest.CA
 }
 
 func newLocalCA() (*localCA, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "m2mtoken serve local CA " + now.UTC().Format(time.RFC3339), Organization: []string{"m2mtoken"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(1, 0, 0),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &localCA{cert: cert, key: key}, nil
+	return &localCA{m2mtest.NewCA("m2mtoken serve local CA " + time.Now().UTC().Format(time.RFC3339))}, nil
 }
 
 // PEM is the CA certificate, for clients to trust.
 func (ca *localCA) PEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate().Raw})
 }
 
 // serverCert issues a server certificate for the given names and
 // addresses.
 func (ca *localCA) serverCert(names []string, ips []net.IP) (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
 	now := time.Now()
 	cn := "localhost"
 	if len(names) > 0 {
 		cn = names[0]
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: cn},
-		DNSNames:     names,
-		IPAddresses:  ips,
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.AddDate(1, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	cert, err := ca.Issue(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		DNSNames:    names,
+		IPAddresses: ips,
+		NotBefore:   now.Add(-time.Hour),
+		NotAfter:    now.AddDate(1, 0, 0),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("issuing the server certificate: %w", err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der, ca.cert.Raw}, PrivateKey: key}, nil
+	cert.Certificate = append(cert.Certificate, ca.Certificate().Raw)
+	return cert, nil
 }
 
-func serial() *big.Int {
-	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
-	return n
+// clientCert issues a client certificate for clientID, valid for life:
+// for tls_client_auth, whose subject serve registers.
+func (ca *localCA) clientCert(clientID string, life time.Duration) (tls.Certificate, error) {
+	now := time.Now()
+	cert, err := ca.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: clientID}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(life)})
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("issuing the client certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// certNames are the names and addresses the server certificate is for:
+// the host clients use, localhost and loopback, the listening address, and
+// when listening everywhere the machine's name and addresses.
+func certNames(listenHost, urlHost string, everywhere bool) ([]string, []net.IP) {
+	names := []string{}
+	var ips []net.IP
+	add := func(h string) {
+		if h == "" {
+			return
+		}
+		if ip := net.ParseIP(h); ip != nil {
+			if !ip.IsUnspecified() {
+				ips = append(ips, ip)
+			}
+			return
+		}
+		for _, n := range names {
+			if strings.EqualFold(n, h) {
+				return
+			}
+		}
+		names = append(names, h)
+	}
+	add(urlHost)
+	add("localhost")
+	add("127.0.0.1")
+	add("::1")
+	add(listenHost)
+	if everywhere {
+		if h, err := os.Hostname(); err == nil {
+			add(h)
+		}
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() {
+					ips = append(ips, n.IP)
+				}
+			}
+		}
+	}
+	return names, ips
 }

@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -24,8 +22,6 @@ import (
 
 	"github.com/m2mtoken/m2mtoken"
 	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
-	"github.com/m2mtoken/m2mtoken/internal/follow"
-	"github.com/m2mtoken/m2mtoken/internal/jwt"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
@@ -71,7 +67,20 @@ a SPIFFE JWT-SVID, with --trust-issuer spiffe://TRUST_DOMAIN).
 Plain http is accepted by m2mtoken only on loopback. For containers and
 other machines use --tls: it serves https with a certificate from a CA made
 for this run, and writes the CA certificate to --ca-out for clients to
-trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
+trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).
+
+With --tls and --client-cert-auth the client authenticates with a TLS
+client certificate instead of a secret (RFC 8705): tls_client_auth, a
+certificate that this run's CA issues (to --client-cert-out, its key to
+--client-key-out) with the subject CN=CLIENT_ID, which is registered; or
+self_signed_tls_client_auth, a self-signed certificate that serve makes
+the same way, or yours in --client-cert, registered by its content. The
+token request sends client_id and no secret, over a connection with the
+certificate. Tokens are then bound to the certificate (cnf.x5t#S256), and
+the API asks for client certificates and accepts such a token only with
+its own: --cert-bound-tokens=false issues unbound ones, and
+--cert-bound-tokens binds a secret's tokens (FAPI) to the certificate of
+the token request.`)
 	fs := c.fs
 	addr := fs.String("addr", "127.0.0.1:0", "address to listen on, such as 0.0.0.0:8443 for other containers")
 	apiAddr := fs.String("api-addr", "127.0.0.1:0", "address of the protected API")
@@ -95,6 +104,7 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	requireDPoP := fs.Bool("require-dpop", false, "refuse token requests without a DPoP proof (tokens are DPoP-bound whenever a proof is sent)")
 	dpopNonce := fs.Bool("dpop-nonce", false, "require DPoP nonces at the token endpoint (RFC 9449 section 8)")
 	apiNonce := fs.Bool("api-dpop-nonce", false, "require DPoP nonces at the protected API too (one-shot clients such as 'token --header | curl' cannot follow them)")
+	certs := addCertFlags(fs)
 	if ok, err := c.parse(args, stdout, stderr); !ok {
 		return err
 	}
@@ -111,6 +121,9 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	}
 	trustSet := false
 	fs.Visit(func(f *flag.Flag) { trustSet = trustSet || strings.HasPrefix(f.Name, "trust-") })
+	if msg := certs.check(fs, *useTLS, *secret != "" || *secretFile != ""); msg != "" {
+		return c.usageError(stderr, "%s", msg)
+	}
 	switch {
 	case *secret != "" && *secretFile != "":
 		return c.usageError(stderr, "--client-secret and --client-secret-file are both set: give only one")
@@ -145,7 +158,7 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 		}
 		trustKeys, _ = m2mtest.ParseKeys(keysFollow.content)
 	}
-	if *secret == "" {
+	if *secret == "" && *certs.method == "" {
 		b := make([]byte, 16)
 		rand.Read(b)
 		*secret = hex.EncodeToString(b)
@@ -158,6 +171,7 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	everywhere := host == "" || ip != nil && ip.IsUnspecified()
 	lc := m2mtest.ListenConfig{Addr: *addr, Host: *hostname}
 	var caFile string
+	var clientCerts *clientCerts
 	if *useTLS {
 		if lc.Host == "" && everywhere {
 			if lc.Host, err = os.Hostname(); err != nil || lc.Host == "" {
@@ -179,6 +193,12 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 			return err
 		}
 		lc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if certs.enabled() {
+			if clientCerts, err = setupClientCerts(certs, ca, *clientID, &lc); err != nil {
+				return err
+			}
+			defer clientCerts.cleanup()
+		}
 		caFile = *caOut
 		if caFile == "" {
 			f, err := os.CreateTemp("", "m2mtoken-serve-ca-*.pem")
@@ -198,12 +218,19 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 			return fmt.Errorf("--ca-out: %w", err)
 		}
 	}
-	s, err := lc.Listen(m2mtest.Client{ID: *clientID, Secret: *secret, Audiences: audiences, Organizations: orgs,
-		Scopes: strings.Fields(*scope), RequireDPoP: *requireDPoP})
+	client := m2mtest.Client{ID: *clientID, Secret: *secret, Audiences: audiences, Organizations: orgs,
+		Scopes: strings.Fields(*scope), RequireDPoP: *requireDPoP}
+	clientCerts.client(&client)
+	s, err := lc.Listen(client)
 	if err != nil {
 		return fmt.Errorf("--addr %s: %w", *addr, err)
 	}
 	defer s.Close()
+	if clientCerts != nil {
+		if err := clientCerts.register(s, *clientID); err != nil {
+			return fmt.Errorf("--client-cert: %w", err)
+		}
+	}
 	s.SetTokenLifetime(*ttl)
 	trust := m2mtest.TrustedIssuer{Issuer: *trustIssuer, Subject: *trustSubject, Audience: *trustAudience, Keys: trustKeys}
 	if *trustKey != "" {
@@ -268,6 +295,7 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 		scopes = "the scopes " + strings.Join(sc, " ")
 	}
 	fmt.Fprintf(&b, "client:    %s, with %s\n", *clientID, scopes)
+	clientCerts.lines(&b)
 	if secretFollow != nil {
 		fmt.Fprintf(&b, "secret:    %s (%s), followed: on a change, %s\n", secretFollow.file.Path(), m2mtoken.Fingerprint(*secret), rotationWords(*grace, *delay))
 	}
@@ -293,12 +321,17 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	} else if everywhere {
 		fmt.Fprintf(&b, "note:      m2mtoken and the Auth0 SDKs send secrets over plain http only to loopback; use --tls for other machines and containers\n")
 	}
-	secretExport := "AUTH0_CLIENT_SECRET=" + shellQuote(*secret)
-	if secretFollow != nil {
-		secretExport = "AUTH0_CLIENT_SECRET_FILE=" + shellQuote(secretFollow.file.Path())
+	fmt.Fprintf(&b, "\nexport AUTH0_DOMAIN=%s\nexport AUTH0_CLIENT_ID=%s\n", shellQuote(domain), shellQuote(*clientID))
+	switch {
+	case secretFollow != nil:
+		fmt.Fprintf(&b, "export AUTH0_CLIENT_SECRET_FILE=%s\n", shellQuote(secretFollow.file.Path()))
+	case *secret != "":
+		fmt.Fprintf(&b, "export AUTH0_CLIENT_SECRET=%s\n", shellQuote(*secret))
 	}
-	fmt.Fprintf(&b, "\nexport AUTH0_DOMAIN=%s\nexport AUTH0_CLIENT_ID=%s\nexport %s\nexport AUTH0_AUDIENCE=%s\nexport API_URL=%s\n",
-		shellQuote(domain), shellQuote(*clientID), secretExport, shellQuote(audiences[0]), shellQuote(apiURL+"/"))
+	if clientCerts != nil {
+		clientCerts.exports(&b)
+	}
+	fmt.Fprintf(&b, "export AUTH0_AUDIENCE=%s\nexport API_URL=%s\n", shellQuote(audiences[0]), shellQuote(apiURL+"/"))
 	if *useTLS {
 		fmt.Fprintf(&b, "export M2MTOKEN_CA_FILE=%s\n", shellQuote(caFile))
 		fmt.Fprintf(&b, "# SSL_CERT_FILE (Python, Go, OpenSSL) and CURL_CA_BUNDLE (curl) make this shell trust this CA only;\n# leave them out to keep the system's CAs\n")
@@ -312,7 +345,12 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	var following sync.WaitGroup
-	if secretFollow != nil || keysFollow != nil {
+	var certFollow *followed
+	if clientCerts != nil && clientCerts.follow != nil {
+		certFollow = clientCerts.follow
+		certFollow.apply = func(content []byte) { clientCerts.reregister(s, *clientID, content, logs) }
+	}
+	if secretFollow != nil || keysFollow != nil || certFollow != nil {
 		current := *secret
 		if secretFollow != nil {
 			secretFollow.apply = func(content []byte) {
@@ -347,7 +385,7 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 					return
 				case <-tick.C:
 				}
-				for _, f := range []*followed{secretFollow, keysFollow} {
+				for _, f := range []*followed{secretFollow, keysFollow, certFollow} {
 					if f != nil {
 						f.poll(ctx, logs)
 					}
@@ -362,170 +400,6 @@ trust (curl --cacert, SSL_CERT_FILE, m2mtoken token --ca-file).`)
 	return nil
 }
 
-// followEvery is how often serve reads the files it follows.
-const followEvery = time.Second
-
-// followed is a file serve follows: its last content taken, and what to do
-// with a new one.
-type followed struct {
-	flag    string
-	file    *follow.File
-	content []byte
-	version uint64
-	failing string // the failure last logged, "" if none
-	apply   func(content []byte)
-}
-
-// startFollowing reads a followed file for the first time: it must read
-// well, or serve does not start.
-func startFollowing(flag, path string, check func([]byte) error) (*followed, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", flag, err)
-	}
-	f := &followed{flag: flag, file: follow.New(abs, follow.Options{Check: check})}
-	snap := f.file.Read(context.Background())
-	if snap.Version == 0 {
-		return nil, fmt.Errorf("%s: %w", flag, snap.Err)
-	}
-	f.content, f.version = snap.Content, snap.Version
-	return f, nil
-}
-
-// poll reads the file again: a new content is applied; a failure is
-// logged when it begins and when it ends, not at every read.
-func (f *followed) poll(ctx context.Context, logs *serveLog) {
-	snap := f.file.Read(ctx)
-	if ctx.Err() != nil {
-		return
-	}
-	failing := ""
-	if snap.Err != nil {
-		failing = snap.Err.Error()
-	}
-	switch {
-	case failing == f.failing:
-	case failing != "":
-		logs.printf("warning: %s %s; what it held before is still used", f.flag, failing)
-	default:
-		logs.printf("%s %s reads well again", f.flag, f.file.Path())
-	}
-	f.failing = failing
-	if snap.Version != f.version {
-		f.content, f.version = snap.Content, snap.Version
-		f.apply(snap.Content)
-	}
-}
-
-// serveLog writes serve's lines to stderr, one at a time.
-type serveLog struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *serveLog) printf(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	fmt.Fprintf(l.w, "m2mtoken serve: "+format+"\n", args...)
-}
-
-// secretOf is the secret a secret file holds: its content without the
-// final line break, as the library and the command read such a file.
-func secretOf(content []byte) string { return strings.TrimRight(string(content), "\r\n") }
-
-func checkSecretFile(content []byte) error {
-	if secretOf(content) == "" {
-		return errors.New("holds no secret, only line breaks")
-	}
-	return nil
-}
-
-// rotationWords says what a change of the secret file does, for the
-// startup lines.
-func rotationWords(grace, delay time.Duration) string {
-	accepted, refused := "the new secret works at once", "the old one stops"
-	if delay > 0 {
-		accepted = fmt.Sprintf("the new secret works %v later (--rotation-delay)", delay)
-	}
-	if grace > 0 {
-		refused = fmt.Sprintf("the old one works %v more (--rotation-grace)", grace)
-	}
-	return accepted + " and " + refused
-}
-
-// rotatedWords says what a rotation did, by fingerprints, for the log.
-func rotatedWords(old, next string, grace, delay time.Duration) string {
-	accepted, refused := "accepted from now", "refused from now"
-	if delay > 0 {
-		accepted = fmt.Sprintf("accepted in %v", delay)
-	}
-	if grace > 0 {
-		refused = fmt.Sprintf("still accepted for %v", grace)
-	}
-	return fmt.Sprintf("the new secret %s is %s; the previous one, %s, is %s", m2mtoken.Fingerprint(next), accepted, m2mtoken.Fingerprint(old), refused)
-}
-
-// describeKeys names keys for serve's lines: how many, and their kids.
-func describeKeys(keys []m2mtest.Key) string {
-	var ids []string
-	for _, k := range keys {
-		if k.ID != "" {
-			ids = append(ids, k.ID)
-		}
-	}
-	n := fmt.Sprintf("%d key", len(keys))
-	if len(keys) != 1 {
-		n += "s"
-	}
-	if len(ids) > 0 {
-		n += " (kid " + strings.Join(ids, ", ") + ")"
-	}
-	return n
-}
-
-// certNames are the names and addresses the server certificate is for:
-// the host clients use, localhost and loopback, the listening address, and
-// when listening everywhere the machine's name and addresses.
-func certNames(listenHost, urlHost string, everywhere bool) ([]string, []net.IP) {
-	names := []string{}
-	var ips []net.IP
-	add := func(h string) {
-		if h == "" {
-			return
-		}
-		if ip := net.ParseIP(h); ip != nil {
-			if !ip.IsUnspecified() {
-				ips = append(ips, ip)
-			}
-			return
-		}
-		for _, n := range names {
-			if strings.EqualFold(n, h) {
-				return
-			}
-		}
-		names = append(names, h)
-	}
-	add(urlHost)
-	add("localhost")
-	add("127.0.0.1")
-	add("::1")
-	add(listenHost)
-	if everywhere {
-		if h, err := os.Hostname(); err == nil {
-			add(h)
-		}
-		if addrs, err := net.InterfaceAddrs(); err == nil {
-			for _, a := range addrs {
-				if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() {
-					ips = append(ips, n.IP)
-				}
-			}
-		}
-	}
-	return names, ips
-}
-
 // apiHostPort is the address of the API's listener as clients reach it: an
 // unspecified address becomes 127.0.0.1, or host when given.
 func apiHostPort(a net.Addr, host string) string {
@@ -537,53 +411,6 @@ func apiHostPort(a net.Addr, host string) string {
 		}
 	}
 	return net.JoinHostPort(h, port)
-}
-
-// serveQuickstartAPI adds the Auth0 quickstart's routes with handle,
-// checking tokens as m2mtest's Protect does, for any of audiences.
-func serveQuickstartAPI(handle func(string, http.Handler), s *m2mtest.Server, audiences []string) {
-	message := func(msg string) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(map[string]string{"message": msg})
-		})
-	}
-	handle("/api/public", message("Hello from a public endpoint! You don't need to be authenticated to see this."))
-	handle("/api/private", protectAny(s, audiences, nil, message("Hello from a private endpoint! You need to be authenticated to see this.")))
-	handle("/api/private-scoped", protectAny(s, audiences, []string{"read:messages"},
-		message("Hello from a private endpoint! You need to be authenticated and have a scope of read:messages to see this.")))
-}
-
-// protectAny is m2mtest's Protect for whichever of audiences the request's
-// token names, so that one API serves them all; a token for none of them
-// is checked against the first, and refused as Protect refuses it.
-func protectAny(s *m2mtest.Server, audiences, scopes []string, next http.Handler) http.Handler {
-	byAudience := map[string]http.Handler{}
-	for _, a := range audiences {
-		byAudience[a] = s.Protect(a, scopes, next)
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		h := byAudience[tokenClaims(tok).Aud]
-		if h == nil {
-			h = byAudience[audiences[0]]
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-// servedClaims are the claims of a token that the API's answers show.
-type servedClaims struct {
-	Aud string `json:"aud"`
-	Org string `json:"org_id"`
-}
-
-// tokenClaims reads tok's claims without checking it: to choose what to
-// check it against, or to show what Protect has checked.
-func tokenClaims(tok string) servedClaims {
-	var c servedClaims
-	jwt.Unverified(strings.TrimSpace(tok), &c)
-	return c
 }
 
 // shellQuote quotes v for a POSIX shell when it needs it.
