@@ -163,6 +163,20 @@ func TestServeTLSClientAuth(t *testing.T) {
 			t.Errorf("%s with another certificate: %d %q", u, code, chall)
 		}
 	}
+
+	// The command, with serve's exports as they are: a token bound to the
+	// certificate, which the API accepts with it.
+	r := runBin(t, envList(env), "token", "--no-cache")
+	if r.code != 0 {
+		t.Fatalf("m2mtoken token with the exports: exit %d: %s", r.code, r.stderr)
+	}
+	cmdTok := strings.TrimSpace(r.stdout)
+	if code, chall := apiStatus(t, withCert, env["API_URL"]+"api/private", cmdTok); code != 200 {
+		t.Errorf("the command's token, with the certificate: %d %q", code, chall)
+	}
+	if code, _ := apiStatus(t, without, env["API_URL"]+"api/private", cmdTok); code != 401 {
+		t.Errorf("the command's token, without the certificate: %d, want 401", code)
+	}
 }
 
 // TestServeClientCertWithCurl: what a shell user does with the exports:
