@@ -324,6 +324,9 @@ func TestInteropMTLSRefused(t *testing.T) {
 		if !errors.As(err, &te) || te.Code != "invalid_client" || te.Temporary {
 			t.Fatalf("%s: %v", c.name, err)
 		}
+		if strings.Contains(te.Hint, "secret") || !strings.Contains(te.Hint, "Config.ClientCertFile") {
+			t.Errorf("%s: the hint does not point at the certificate: %s", c.name, te.Hint)
+		}
 		t.Logf("%s: %v", c.name, err)
 	}
 }
