@@ -5,26 +5,17 @@ package main
 // access tokens, presented to an API that checks the binding.
 
 import (
-	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/go-jose/go-jose/v4"
 
 	"github.com/m2mtoken/m2mtoken"
 )
@@ -44,7 +35,7 @@ type mtlsProvider struct {
 	selfSigned []keyPair
 }
 
-func startMTLS(t *testing.T, ttl time.Duration) *mtlsProvider {
+func startMTLS(t *testing.T, ttl time.Duration, env ...string) *mtlsProvider {
 	t.Helper()
 	dir := t.TempDir()
 	m := &mtlsProvider{serverCA: newCA(t, "interop server CA"), clientCA: newCA(t, "interop client CA")}
@@ -58,11 +49,11 @@ func startMTLS(t *testing.T, ttl time.Duration) *mtlsProvider {
 	}
 	selfSignedFile := filepath.Join(dir, "self-signed.pem")
 	writeFile(t, selfSignedFile, registered.String())
-	m.provider = startOrSkip(t, ttl,
+	m.provider = startOrSkip(t, ttl, append(env,
 		"TLS_CERT="+serverCert, "TLS_KEY="+serverKey,
 		"CLIENT_CA="+m.clientCA.file(t, dir, "client-ca.pem"),
 		"TLS_CLIENT_DN="+tlsClientSubject.String(),
-		"SELF_SIGNED_CERTS="+selfSignedFile)
+		"SELF_SIGNED_CERTS="+selfSignedFile)...)
 	return m
 }
 
@@ -98,151 +89,6 @@ func (m *mtlsProvider) roots() *x509.CertPool {
 }
 
 var mtlsMethods = []m2mtoken.AuthMethod{m2mtoken.TLSClientAuth, m2mtoken.SelfSignedTLSClientAuth}
-
-// boundAPI is a resource server that accepts oidc-provider's JWT access
-// tokens for the resource only with the certificate they are bound to: the
-// signature under the provider's published keys, the audience, the
-// expiry, and cnf.x5t#S256 against the certificate presented in the TLS
-// handshake. It asks for a certificate but lets a request without one
-// through to be refused for its token, with the reason.
-type boundAPI struct {
-	*httptest.Server
-	keys jose.JSONWebKeySet
-
-	mu      sync.Mutex
-	calls   map[string]int // accepted calls per certificate thumbprint
-	refused []string       // the reasons, in order
-}
-
-func newBoundAPI(t *testing.T, m *mtlsProvider) *boundAPI {
-	t.Helper()
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: m.roots()}}}
-	resp, err := hc.Get(m.issuer() + "/jwks")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	a := &boundAPI{calls: map[string]int{}}
-	if err := json.NewDecoder(resp.Body).Decode(&a.keys); err != nil || len(a.keys.Keys) == 0 {
-		t.Fatalf("the provider's jwks: %v", err)
-	}
-	pair := m.serverCA.issue(t, pkix.Name{CommonName: "api"}, true)
-	cert, err := tls.X509KeyPair([]byte(pair.cert), []byte(pair.key))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.Server = httptest.NewUnstartedServer(http.HandlerFunc(a.serve))
-	a.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert}
-	a.StartTLS()
-	t.Cleanup(a.Close)
-	return a
-}
-
-func (a *boundAPI) serve(w http.ResponseWriter, r *http.Request) {
-	thumb, err := a.check(r)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err != nil {
-		a.refused = append(a.refused, err.Error())
-		w.Header().Set("WWW-Authenticate", fmt.Sprintf("Bearer error=%q, error_description=%q", "invalid_token", err.Error()))
-		http.Error(w, err.Error(), http.StatusUnauthorized)
-		return
-	}
-	a.calls[thumb]++
-	io.WriteString(w, "ok")
-}
-
-// check returns the thumbprint of the certificate a valid token came with.
-func (a *boundAPI) check(r *http.Request) (string, error) {
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok {
-		return "", errors.New("no bearer token")
-	}
-	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.RS256, jose.PS256, jose.ES256, jose.EdDSA})
-	if err != nil {
-		return "", err
-	}
-	keys := a.keys.Key(jws.Signatures[0].Header.KeyID)
-	if len(keys) == 0 {
-		return "", errors.New("signed with an unknown key")
-	}
-	payload, err := jws.Verify(keys[0])
-	if err != nil {
-		return "", err
-	}
-	var c struct {
-		Aud any   `json:"aud"`
-		Exp int64 `json:"exp"`
-		Cnf struct {
-			X5t string `json:"x5t#S256"`
-		} `json:"cnf"`
-	}
-	if err := json.Unmarshal(payload, &c); err != nil {
-		return "", err
-	}
-	switch {
-	case c.Aud != resource:
-		return "", fmt.Errorf("audience %v", c.Aud)
-	case time.Now().After(time.Unix(c.Exp, 0).Add(time.Second)):
-		// exp is in whole seconds (oidc-provider rounds iat down), and a
-		// client counts expires_in from the answer's arrival: a second of
-		// leeway, where resource servers usually allow a minute of skew.
-		return "", errors.New("expired")
-	case c.Cnf.X5t == "":
-		return "", errors.New("the token is not bound to a certificate")
-	case len(r.TLS.PeerCertificates) == 0:
-		return "", errors.New("the token is bound to a certificate, and none was presented")
-	}
-	sum := sha256.Sum256(r.TLS.PeerCertificates[0].Raw)
-	if thumb := base64.RawURLEncoding.EncodeToString(sum[:]); thumb != c.Cnf.X5t {
-		return "", errors.New("the token is bound to another certificate than the one presented")
-	}
-	return c.Cnf.X5t, nil
-}
-
-func (a *boundAPI) accepted(thumb string) int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.calls[thumb]
-}
-
-func (a *boundAPI) refusals() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return slices.Clone(a.refused)
-}
-
-// call sends GET / with token (if not empty) through hc, and returns the
-// status and the body.
-func (a *boundAPI) call(t *testing.T, hc *http.Client, token string) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest("GET", a.URL, nil)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, strings.TrimSpace(string(body))
-}
-
-// presenting is an HTTP client that trusts the servers' CA and presents
-// pair, or no certificate if pair is nil.
-func presenting(t *testing.T, m *mtlsProvider, pair *keyPair) *http.Client {
-	t.Helper()
-	cfg := &tls.Config{RootCAs: m.roots()}
-	if pair != nil {
-		cert, err := tls.X509KeyPair([]byte(pair.cert), []byte(pair.key))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
-}
 
 // boundTo is the cnf.x5t#S256 of a JWT access token.
 func boundTo(t *testing.T, tok string) string {
@@ -300,6 +146,30 @@ func TestInteropMTLS(t *testing.T) {
 	}
 }
 
+// TestInteropMTLSTokenURL: token requests go to MTLSTokenURL, the alias
+// Auth0 takes certificates at; oidc-provider takes them at its token
+// endpoint, given here as the alias, with a TokenURL that does not resolve.
+func TestInteropMTLSTokenURL(t *testing.T) {
+	m := startMTLS(t, time.Minute)
+	pair := m.pair(t, m2mtoken.TLSClientAuth, 0)
+	certFile, keyFile := pair.files(t)
+	cfg := m.config(m2mtoken.TLSClientAuth, certFile, keyFile)
+	cfg.TokenURL, cfg.MTLSTokenURL = "https://auth.invalid/token", m.tokenURL
+	src, err := m2mtoken.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	tok, err := src.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("TokenURL %s, MTLSTokenURL %s: a token bound to %s", cfg.TokenURL, cfg.MTLSTokenURL, boundTo(t, tok.AccessToken))
+	if boundTo(t, tok.AccessToken) != pair.thumb() {
+		t.Fatal("the token is not bound to the certificate")
+	}
+}
+
 // TestInteropMTLSRefused: oidc-provider refuses a certificate that does
 // not authenticate the client; what m2mtoken says about it.
 func TestInteropMTLSRefused(t *testing.T) {
@@ -336,77 +206,86 @@ func TestInteropMTLSRefused(t *testing.T) {
 // then the key's: for a moment they do not match); with 3-second tokens,
 // the next refresh reads the files, and the calls go on with a token
 // bound to the new certificate, over connections that present it. No
-// call fails.
+// call fails, and the API refuses none, with JWT access tokens and with
+// opaque ones, whose binding the API learns by introspection and the
+// client cannot read.
 func TestInteropMTLSRotation(t *testing.T) {
-	m := startMTLS(t, 3*time.Second)
-	api := newBoundAPI(t, m)
-	for _, method := range mtlsMethods {
-		t.Run(method.String(), func(t *testing.T) {
-			old, renewed := m.pair(t, method, 0), m.pair(t, method, 1)
-			certFile, keyFile := old.files(t)
-			src, err := m2mtoken.New(m.config(method, certFile, keyFile))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer src.Close()
-			hc := src.Client()
-			var calls, failed atomic.Int64
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			for range 4 {
-				wg.Go(func() {
-					for {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						calls.Add(1)
-						resp, err := hc.Get(api.URL)
-						if err == nil {
-							io.Copy(io.Discard, resp.Body)
-							resp.Body.Close()
-						}
-						if err == nil && resp.StatusCode != 200 {
-							err = errors.New(resp.Status)
-						}
-						if err != nil {
-							failed.Add(1)
-							t.Logf("a call failed: %v", err)
-						}
-						time.Sleep(5 * time.Millisecond) // callers, not a flood
-					}
-				})
-			}
-			stopCallers := sync.OnceFunc(func() { close(stop); wg.Wait() })
-			defer stopCallers()
-			waitFor(t, "50 calls with the first certificate", func() bool { return api.accepted(old.thumb()) >= 50 })
-			writeFile(t, certFile, renewed.cert)
-			writeFile(t, keyFile, renewed.key)
-			rotated := time.Now()
-			waitFor(t, "a call with the renewed certificate", func() bool { return api.accepted(renewed.thumb()) > 0 })
-			took := time.Since(rotated)
-			waitFor(t, "50 calls with the renewed certificate", func() bool { return api.accepted(renewed.thumb()) >= 50 })
-			stopCallers()
+	for _, format := range []string{"jwt", "opaque"} {
+		m := startMTLS(t, 3*time.Second, "ACCESS_TOKEN_FORMAT="+format)
+		for _, method := range mtlsMethods {
+			t.Run(format+"/"+method.String(), func(t *testing.T) {
+				rotateWhileCalling(t, m, method)
+			})
+		}
+	}
+}
 
-			tok, err := src.Token()
-			if err != nil {
-				t.Fatal(err)
-			}
-			st := src.Stats()
-			t.Logf("%s: %d calls through the rotation, %d failed; the API accepted %d with the first certificate and %d with the renewed one (the first %v after the files changed), refused %d; %d token requests, %d failed",
-				method, calls.Load(), failed.Load(), api.accepted(old.thumb()), api.accepted(renewed.thumb()), took.Round(10*time.Millisecond), len(api.refusals()), st.TokenRequests, st.Failures)
-			t.Logf("%s: the token in use is bound to %s, the renewed certificate is %s", method, boundTo(t, tok.AccessToken), renewed.thumb())
-			if failed.Load() != 0 {
-				t.Errorf("%d of %d calls failed across the rotation", failed.Load(), calls.Load())
-			}
-			if r := api.refusals(); len(r) != 0 {
-				t.Errorf("the API refused %d calls: %q", len(r), r)
-			}
-			if boundTo(t, tok.AccessToken) != renewed.thumb() {
-				t.Error("after the rotation the token is not bound to the renewed certificate")
+func rotateWhileCalling(t *testing.T, m *mtlsProvider, method m2mtoken.AuthMethod) {
+	api := newBoundAPI(t, m)
+	name := strings.TrimPrefix(t.Name(), "TestInteropMTLSRotation/")
+	old, renewed := m.pair(t, method, 0), m.pair(t, method, 1)
+	certFile, keyFile := old.files(t)
+	src, err := m2mtoken.New(m.config(method, certFile, keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	hc := src.Client()
+	var calls, failed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				calls.Add(1)
+				resp, err := hc.Get(api.URL)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				if err == nil && resp.StatusCode != 200 {
+					err = errors.New(resp.Status)
+				}
+				if err != nil {
+					failed.Add(1)
+					t.Logf("a call failed: %v", err)
+				}
+				time.Sleep(5 * time.Millisecond) // callers, not a flood
 			}
 		})
+	}
+	stopCallers := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopCallers()
+	waitFor(t, "50 calls with the first certificate", func() bool { return api.accepted(old.thumb()) >= 50 })
+	writeFile(t, certFile, renewed.cert)
+	writeFile(t, keyFile, renewed.key)
+	rotated := time.Now()
+	waitFor(t, "a call with the renewed certificate", func() bool { return api.accepted(renewed.thumb()) > 0 })
+	took := time.Since(rotated)
+	waitFor(t, "50 calls with the renewed certificate", func() bool { return api.accepted(renewed.thumb()) >= 50 })
+	stopCallers()
+
+	tok, err := src.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := src.Stats()
+	t.Logf("%s: %d calls through the rotation, %d failed; the API accepted %d with the first certificate and %d with the renewed one (the first %v after the files changed), refused %d; %d token requests, %d failed",
+		name, calls.Load(), failed.Load(), api.accepted(old.thumb()), api.accepted(renewed.thumb()), took.Round(10*time.Millisecond), len(api.refusals()), st.TokenRequests, st.Failures)
+	t.Logf("%s: the token in use is bound to %s, the renewed certificate is %s", name, api.binding(t, tok.AccessToken), renewed.thumb())
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d calls failed across the rotation", failed.Load(), calls.Load())
+	}
+	if r := api.refusals(); len(r) != 0 {
+		t.Errorf("the API refused %d calls: %q", len(r), r)
+	}
+	if api.binding(t, tok.AccessToken) != renewed.thumb() {
+		t.Error("after the rotation the token is not bound to the renewed certificate")
 	}
 }
 

@@ -7,7 +7,9 @@
 // token endpoint, and runs until killed.
 //
 // Environment: SECRET (the clients' secret), TOKEN_TTL (seconds),
-// RESOURCE (the resource indicator), DPOP_NONCE=1 to require DPoP nonces.
+// RESOURCE (the resource indicator), DPOP_NONCE=1 to require DPoP nonces,
+// ACCESS_TOKEN_FORMAT=opaque for opaque access tokens (a resource server
+// learns their binding by introspection).
 //
 // With TLS_CERT and TLS_KEY (PEM files) it serves https instead, asks every
 // client for a certificate, and adds RFC 8705's mutual TLS: two clients
@@ -17,7 +19,9 @@
 //   (PEM) issued, with the subject TLS_CLIENT_DN (RFC 4514, such as
 //   "CN=interop-tls,O=m2mtoken interop");
 // - interop-self-signed (self_signed_tls_client_auth): one of the
-//   certificates of SELF_SIGNED_CERTS (PEM), registered in its jwks (x5c).
+//   certificates of SELF_SIGNED_CERTS (PEM), registered in its jwks (x5c);
+// and interop-api (client_secret_basic), the resource server, which may
+// introspect tokens.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -28,6 +32,7 @@ const secret = process.env.SECRET;
 const ttl = Number(process.env.TOKEN_TTL || 60);
 const resource = process.env.RESOURCE || 'https://api.interop.test/';
 const dpopNonce = process.env.DPOP_NONCE === '1';
+const accessTokenFormat = process.env.ACCESS_TOKEN_FORMAT || 'jwt';
 if (!secret) {
   console.error('SECRET is required');
   process.exit(2);
@@ -76,6 +81,7 @@ if (tls) {
         }),
       },
     }),
+    client('interop-api', 'client_secret_basic', { grant_types: [] }),
   );
   // The certificate the client presented in this connection's handshake.
   const peer = (ctx) => {
@@ -107,6 +113,7 @@ server.listen(0, '127.0.0.1', () => {
     features: {
       mTLS,
       devInteractions: { enabled: false },
+      introspection: { enabled: tls },
       clientCredentials: { enabled: true },
       dPoP: {
         enabled: true,
@@ -121,7 +128,7 @@ server.listen(0, '127.0.0.1', () => {
           if (indicator !== resource) {
             throw new errors.InvalidTarget();
           }
-          return { scope: 'read:messages', audience: resource, accessTokenTTL: ttl, accessTokenFormat: 'jwt' };
+          return { scope: 'read:messages', audience: resource, accessTokenTTL: ttl, accessTokenFormat };
         },
       },
     },
