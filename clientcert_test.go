@@ -3,7 +3,7 @@ package m2mtoken
 // Tests of the client certificate (clientcert.go): mTLS client
 // authentication, certificate-bound tokens at the API, a certificate
 // rotated on disk while callers run, and the cache key of a certificate.
-// It runs to about 470 lines because every test goes through the one
+// It runs to about 500 lines because every test goes through the one
 // server here (mtlsServer: a token endpoint that binds, JWT or opaque
 // tokens, and an API that checks the binding), kept beside them.
 
@@ -109,6 +109,8 @@ type mtlsServer struct {
 	// knows (as an API learns it by introspection): token -> thumbprint.
 	opaque atomic.Bool
 	bound  sync.Map
+	// unbound has the server issue JWTs that name no certificate.
+	unbound atomic.Bool
 }
 
 func newMTLSServer(t testing.TB) *mtlsServer {
@@ -166,7 +168,11 @@ func (m *mtlsServer) token(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"error":"invalid_client","error_description":"no trusted client certificate"}`)
 		return
 	}
-	claims, _ := json.Marshal(map[string]any{"sub": "svc@clients", "n": m.requests.Load(), "cnf": map[string]string{"x5t#S256": thumb}})
+	c := map[string]any{"sub": "svc@clients", "n": m.requests.Load(), "cnf": map[string]string{"x5t#S256": thumb}}
+	if m.unbound.Load() {
+		delete(c, "cnf")
+	}
+	claims, _ := json.Marshal(c)
 	tok := "eyJhbGciOiJub25lIn0." + base64.RawURLEncoding.EncodeToString(claims) + ".c2ln"
 	if m.opaque.Load() {
 		tok = fmt.Sprintf("opaque-%d", m.requests.Load())
@@ -352,6 +358,39 @@ func rotateWhileCallersRun(t *testing.T, opaque bool) {
 		t.Errorf("the change was not logged:\n%s", log.String())
 	}
 	t.Logf("%d calls through the rotation, %d failed, %d token requests", calls.Load(), failed.Load(), m.requests.Load())
+}
+
+// TestCertificateRenewedUnboundTokenKept: a JWT that names no certificate
+// (a server that authenticates the client by its certificate and does not
+// bind its tokens) is kept when the certificate is renewed: the renewal
+// costs no token request.
+func TestCertificateRenewedUnboundTokenKept(t *testing.T) {
+	m := newMTLSServer(t)
+	m.unbound.Store(true)
+	c1, k1 := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
+	c2, k2 := m.ca.issue(t, "svc", time.Now().Add(-time.Minute), time.Now().Add(48*time.Hour), false)
+	cf, kf := certFiles(t, c1, k1)
+	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	before, err := s.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	followtest.RenameOver(t, cf, c2)
+	followtest.RenameOver(t, kf, k2)
+	if v, _ := s.c.cert.current(t.Context()); v.thumb != thumbOf(t, c2) {
+		t.Fatal("the renewed certificate was not taken")
+	}
+	after, err := s.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.AccessToken != before.AccessToken || m.requests.Load() != 1 {
+		t.Errorf("%d token requests: the renewal dropped a token bound to no certificate", m.requests.Load())
+	}
 }
 
 type syncWriter struct {
