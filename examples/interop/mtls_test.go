@@ -90,6 +90,17 @@ func (m *mtlsProvider) roots() *x509.CertPool {
 
 var mtlsMethods = []m2mtoken.AuthMethod{m2mtoken.TLSClientAuth, m2mtoken.SelfSignedTLSClientAuth}
 
+// newSource is m2mtoken.New, closed when the test ends.
+func newSource(t *testing.T, cfg m2mtoken.Config) *m2mtoken.TokenSource {
+	t.Helper()
+	src, err := m2mtoken.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	return src
+}
+
 // boundTo is the cnf.x5t#S256 of a JWT access token.
 func boundTo(t *testing.T, tok string) string {
 	t.Helper()
@@ -110,11 +121,7 @@ func TestInteropMTLS(t *testing.T) {
 		t.Run(method.String(), func(t *testing.T) {
 			pair := m.pair(t, method, 0)
 			certFile, keyFile := pair.files(t)
-			src, err := m2mtoken.New(m.config(method, certFile, keyFile))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer src.Close()
+			src := newSource(t, m.config(method, certFile, keyFile))
 			tok, err := src.Token()
 			if err != nil {
 				t.Fatal(err)
@@ -155,12 +162,7 @@ func TestInteropMTLSTokenURL(t *testing.T) {
 	certFile, keyFile := pair.files(t)
 	cfg := m.config(m2mtoken.TLSClientAuth, certFile, keyFile)
 	cfg.TokenURL, cfg.MTLSTokenURL = "https://auth.invalid/token", m.tokenURL
-	src, err := m2mtoken.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	tok, err := src.Token()
+	tok, err := newSource(t, cfg).Token()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,11 +227,7 @@ func rotateWhileCalling(t *testing.T, m *mtlsProvider, method m2mtoken.AuthMetho
 	name := strings.TrimPrefix(t.Name(), "TestInteropMTLSRotation/")
 	old, renewed := m.pair(t, method, 0), m.pair(t, method, 1)
 	certFile, keyFile := old.files(t)
-	src, err := m2mtoken.New(m.config(method, certFile, keyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
+	src := newSource(t, m.config(method, certFile, keyFile))
 	hc := src.Client()
 	var calls, failed atomic.Int64
 	stop := make(chan struct{})
@@ -304,12 +302,7 @@ func TestInteropMTLSSharedCache(t *testing.T) {
 				certFile, keyFile := p.files(t)
 				cfg := m.config(method, certFile, keyFile)
 				cfg.Cache = cache
-				src, err := m2mtoken.New(cfg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { src.Close() })
-				return src
+				return newSource(t, cfg)
 			}
 			a, b, same := source(first), source(second), source(first)
 			var toks []string
