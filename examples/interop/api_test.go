@@ -112,10 +112,7 @@ func (a *boundAPI) check(r *http.Request) (string, error) {
 	switch {
 	case c.Aud != resource:
 		return "", fmt.Errorf("audience %v", c.Aud)
-	case time.Now().After(time.Unix(c.Exp, 0).Add(time.Second)):
-		// exp is in whole seconds (oidc-provider rounds iat down), and a
-		// client counts expires_in from the answer's arrival: a second of
-		// leeway, where resource servers usually allow a minute of skew.
+	case time.Now().Unix() >= c.Exp:
 		return "", errors.New("expired")
 	case c.Cnf.X5t == "":
 		return "", errors.New("the token is not bound to a certificate")

@@ -205,7 +205,7 @@ func TestInteropMTLSRefused(t *testing.T) {
 
 // TestInteropMTLSRotation: callers call the API through Client() while
 // the certificate is renewed on disk (the certificate's file replaced,
-// then the key's: for a moment they do not match); with 3-second tokens,
+// then the key's: for a moment they do not match); with 4-second tokens,
 // the next refresh reads the files, and the calls go on with a token
 // bound to the new certificate, over connections that present it. No
 // call fails, and the API refuses none, with JWT access tokens and with
@@ -213,7 +213,7 @@ func TestInteropMTLSRefused(t *testing.T) {
 // client cannot read.
 func TestInteropMTLSRotation(t *testing.T) {
 	for _, format := range []string{"jwt", "opaque"} {
-		m := startMTLS(t, 3*time.Second, "ACCESS_TOKEN_FORMAT="+format)
+		m := startMTLS(t, 4*time.Second, "ACCESS_TOKEN_FORMAT="+format)
 		for _, method := range mtlsMethods {
 			t.Run(format+"/"+method.String(), func(t *testing.T) {
 				rotateWhileCalling(t, m, method)
@@ -227,7 +227,14 @@ func rotateWhileCalling(t *testing.T, m *mtlsProvider, method m2mtoken.AuthMetho
 	name := strings.TrimPrefix(t.Name(), "TestInteropMTLSRotation/")
 	old, renewed := m.pair(t, method, 0), m.pair(t, method, 1)
 	certFile, keyFile := old.files(t)
-	src := newSource(t, m.config(method, certFile, keyFile))
+	cfg := m.config(method, certFile, keyFile)
+	// oidc-provider's exp is in whole seconds (it rounds iat down), and a
+	// client counts expires_in from the answer's arrival: a token may end
+	// up to a second before the client reckons. A 4-second token's default
+	// window (a fifth of it) would leave the API, which checks exp to the
+	// second, refusing it; 2 seconds refresh it with a second to spare.
+	cfg.RefreshWindow = 2 * time.Second
+	src := newSource(t, cfg)
 	hc := src.Client()
 	var calls, failed atomic.Int64
 	stop := make(chan struct{})
