@@ -70,15 +70,16 @@ func (m *mtlsProvider) pair(t *testing.T, method m2mtoken.AuthMethod, i int) key
 }
 
 // config is the configuration a user writes for one of the mTLS clients:
-// the certificate's files, the server's CA, no secret.
+// the certificate's files, the server's CA, no secret; AuthMethod only for
+// self_signed_tls_client_auth (a certificate alone means tls_client_auth).
 func (m *mtlsProvider) config(method m2mtoken.AuthMethod, certFile, keyFile string) m2mtoken.Config {
-	id := "interop-tls"
-	if method == m2mtoken.SelfSignedTLSClientAuth {
-		id = "interop-self-signed"
-	}
-	return m2mtoken.Config{TokenURL: m.tokenURL, ClientID: id, AuthMethod: method,
+	cfg := m2mtoken.Config{TokenURL: m.tokenURL, ClientID: "interop-tls",
 		ClientCertFile: certFile, ClientKeyFile: keyFile, CAFile: m.caFile,
 		Scopes: []string{"read:messages"}, EndpointParams: map[string][]string{"resource": {resource}}}
+	if method == m2mtoken.SelfSignedTLSClientAuth {
+		cfg.ClientID, cfg.AuthMethod = "interop-self-signed", method
+	}
+	return cfg
 }
 
 // roots trusts the servers' CA.
