@@ -8,9 +8,9 @@
 // handshake (at most once a second) and every certCheck, taken only as a
 // pair whose key matches its certificate, never half-written. When the
 // certificate changes, new connections present the new one, and tokens
-// bound to the one before are dropped, so that the next call fetches one
-// bound to the new certificate instead of sending a token the API would
-// refuse.
+// bound to the one before (or fetched with it, when they do not say) are
+// dropped, so that the next call fetches one bound to the new certificate
+// instead of sending a token the API would refuse.
 
 package m2mtoken
 
@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -308,6 +309,40 @@ func certBinding(e *Entry) string {
 		}
 	}
 	return ""
+}
+
+// boundTo returns the thumbprint of the client certificate a token is
+// taken to be bound to: the one it names (certBinding); else, for a client
+// with a certificate and a token that cannot say (unreadable), the one
+// presented now, which the token was fetched with (the cache key names it
+// for a token from the cache). An opaque token may be bound without saying
+// so (oidc-provider's are, for a client registered with
+// tls_client_certificate_bound_access_tokens, and only introspection
+// tells), and the API would refuse it over the connections of a renewed
+// certificate; an unbound one costs a token request when the certificate
+// changes. A JWT that names no certificate is not bound.
+func (c *client) boundTo(e *Entry) string {
+	if x5t := certBinding(e); x5t != "" || c.cert == nil || !unreadable(e) {
+		return x5t
+	}
+	if v := c.cert.cur.Load(); v != nil {
+		return v.thumb
+	}
+	return ""
+}
+
+// unreadable reports whether a token's binding to a certificate cannot be
+// read: not a JWT, no cnf in the answer, and not a DPoP token (bound to a
+// key instead).
+func unreadable(e *Entry) bool {
+	var claims struct{}
+	if jwt.Unverified(e.AccessToken, &claims) == nil {
+		return false
+	}
+	if _, ok := e.Extra["cnf"]; ok {
+		return false
+	}
+	return !strings.EqualFold(e.TokenType, "DPoP")
 }
 
 // certTransport is the API transport of a client with a certificate: the

@@ -3,6 +3,9 @@ package m2mtoken
 // Tests of the client certificate (clientcert.go): mTLS client
 // authentication, certificate-bound tokens at the API, a certificate
 // rotated on disk while callers run, and the cache key of a certificate.
+// It runs to about 500 lines because every test goes through the one
+// server here (mtlsServer: a token endpoint that binds, JWT or opaque
+// tokens, and an API that checks the binding), kept beside them.
 
 import (
 	"bytes"
@@ -102,6 +105,12 @@ type mtlsServer struct {
 	// apiRefused counts tokens the API refused: presented without the
 	// certificate they are bound to.
 	apiRefused atomic.Int64
+	// opaque has the server issue opaque tokens, whose binding only it
+	// knows (as an API learns it by introspection): token -> thumbprint.
+	opaque atomic.Bool
+	bound  sync.Map
+	// unbound has the server issue JWTs that name no certificate.
+	unbound atomic.Bool
 }
 
 func newMTLSServer(t testing.TB) *mtlsServer {
@@ -159,8 +168,16 @@ func (m *mtlsServer) token(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"error":"invalid_client","error_description":"no trusted client certificate"}`)
 		return
 	}
-	claims, _ := json.Marshal(map[string]any{"sub": "svc@clients", "n": m.requests.Load(), "cnf": map[string]string{"x5t#S256": thumb}})
+	c := map[string]any{"sub": "svc@clients", "n": m.requests.Load(), "cnf": map[string]string{"x5t#S256": thumb}}
+	if m.unbound.Load() {
+		delete(c, "cnf")
+	}
+	claims, _ := json.Marshal(c)
 	tok := "eyJhbGciOiJub25lIn0." + base64.RawURLEncoding.EncodeToString(claims) + ".c2ln"
+	if m.opaque.Load() {
+		tok = fmt.Sprintf("opaque-%d", m.requests.Load())
+		m.bound.Store(tok, thumb)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, tok)
 }
@@ -168,6 +185,9 @@ func (m *mtlsServer) token(w http.ResponseWriter, r *http.Request) {
 func (m *mtlsServer) api(w http.ResponseWriter, r *http.Request) {
 	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	bound := certBinding(&Entry{AccessToken: tok})
+	if b, ok := m.bound.Load(tok); ok {
+		bound = b.(string)
+	}
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		sum := sha256.Sum256(r.TLS.PeerCertificates[0].Raw)
 		if bound != "" && bound == base64.RawURLEncoding.EncodeToString(sum[:]) {
@@ -248,9 +268,22 @@ func TestTLSClientAuth(t *testing.T) {
 // match); no call fails, the half-changed pair is never taken, and after
 // the next look at the files the token in use is bound to the new
 // certificate: no token bound to the one before is sent over the new
-// one's connections (the API refuses none).
+// one's connections (the API refuses none). An opaque token, whose
+// binding the client cannot read, is taken to be bound to the certificate
+// it was fetched with.
 func TestCertificateRotatedWhileCallersRun(t *testing.T) {
+	for _, opaque := range []bool{false, true} {
+		name := "jwt"
+		if opaque {
+			name = "opaque"
+		}
+		t.Run(name, func(t *testing.T) { rotateWhileCallersRun(t, opaque) })
+	}
+}
+
+func rotateWhileCallersRun(t *testing.T, opaque bool) {
 	m := newMTLSServer(t)
+	m.opaque.Store(opaque)
 	c1, k1 := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
 	c2, k2 := m.ca.issue(t, "svc", time.Now().Add(-time.Minute), time.Now().Add(48*time.Hour), false)
 	cf, kf := certFiles(t, c1, k1)
@@ -312,7 +345,11 @@ func TestCertificateRotatedWhileCallersRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := certBinding(&Entry{AccessToken: tok.AccessToken}); got != thumbOf(t, c2) {
+	got := certBinding(&Entry{AccessToken: tok.AccessToken})
+	if b, ok := m.bound.Load(tok.AccessToken); ok {
+		got = b.(string)
+	}
+	if got != thumbOf(t, c2) {
 		t.Errorf("after the rotation the token is bound to %q, want the new certificate's", got)
 	}
 	logMu.Lock()
@@ -321,6 +358,39 @@ func TestCertificateRotatedWhileCallersRun(t *testing.T) {
 		t.Errorf("the change was not logged:\n%s", log.String())
 	}
 	t.Logf("%d calls through the rotation, %d failed, %d token requests", calls.Load(), failed.Load(), m.requests.Load())
+}
+
+// TestCertificateRenewedUnboundTokenKept: a JWT that names no certificate
+// (a server that authenticates the client by its certificate and does not
+// bind its tokens) is kept when the certificate is renewed: the renewal
+// costs no token request.
+func TestCertificateRenewedUnboundTokenKept(t *testing.T) {
+	m := newMTLSServer(t)
+	m.unbound.Store(true)
+	c1, k1 := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
+	c2, k2 := m.ca.issue(t, "svc", time.Now().Add(-time.Minute), time.Now().Add(48*time.Hour), false)
+	cf, kf := certFiles(t, c1, k1)
+	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	before, err := s.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	followtest.RenameOver(t, cf, c2)
+	followtest.RenameOver(t, kf, k2)
+	if v, _ := s.c.cert.current(t.Context()); v.thumb != thumbOf(t, c2) {
+		t.Fatal("the renewed certificate was not taken")
+	}
+	after, err := s.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.AccessToken != before.AccessToken || m.requests.Load() != 1 {
+		t.Errorf("%d token requests: the renewal dropped a token bound to no certificate", m.requests.Load())
+	}
 }
 
 type syncWriter struct {

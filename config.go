@@ -168,7 +168,9 @@ type Config struct {
 	// ClientSecretFile is: a renewed pair (cert-manager renews every 60 to
 	// 90 days) is taken once both files read well and the key matches the
 	// certificate, never half-written; new connections present it, and a
-	// token bound to the certificate before is fetched anew. The
+	// token bound to the certificate before is fetched anew (an opaque
+	// token, which cannot say, is taken to be bound to the certificate it
+	// was fetched with; a JWT with no cnf.x5t#S256 is not bound). The
 	// certificate's thumbprint is part of the cache key: only holders of
 	// the same certificate share a token. A warning is logged (and
 	// Observer.CertificateExpiring told) when a tenth of its validity is

@@ -240,6 +240,36 @@ func TestHints(t *testing.T) {
 			}
 		})
 	}
+	t.Run("certificate refused", func(t *testing.T) {
+		// A client that authenticates with its certificate has no secret:
+		// the hint says what the server checks of the certificate, and
+		// where a server that wants it at an alias takes it.
+		m := newMTLSServer(t)
+		for _, tt := range []struct {
+			method AuthMethod
+			hint   string
+		}{
+			{TLSClientAuth, "check the client ID, that the server trusts the CA that issued the certificate and that its subject (or SAN) is the one registered for the client, and that the application's token endpoint authentication method is tls_client_auth: Config.ClientID, Config.ClientCertFile and Config.AuthMethod"},
+			{SelfSignedTLSClientAuth, "check the client ID, that this certificate is the one registered for the client (in its JWKS, as x5c), and that the application's token endpoint authentication method is self_signed_tls_client_auth: Config.ClientID, Config.ClientCertFile and Config.AuthMethod"},
+		} {
+			// Self-signed, and not registered: refused either way.
+			certPEM, keyPEM := (*testCA)(nil).issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(time.Hour), false)
+			cf, kf := certFiles(t, certPEM, keyPEM)
+			s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", AuthMethod: tt.method, ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = s.Token()
+			s.Close()
+			var te *TokenError
+			if !errors.As(err, &te) || te.Code != "invalid_client" {
+				t.Fatalf("err = %v", err)
+			}
+			if !strings.Contains(te.Hint, tt.hint) || strings.Contains(te.Hint, "secret") || !strings.Contains(te.Hint, "mTLS alias") || !strings.Contains(te.Hint, "Config.MTLSTokenURL") {
+				t.Errorf("%v: hint %q, want %q and Config.MTLSTokenURL, and no secret", tt.method, te.Hint, tt.hint)
+			}
+		}
+	})
 	t.Run("wrong path", func(t *testing.T) {
 		e := newEndpoint(t)
 		s, _ := testSource(t, e, nil)

@@ -92,6 +92,8 @@ func (c *client) hint(te *TokenError, defaultRequest bool) string {
 		case ClientAssertion:
 			return "check the client ID, and that the server trusts the platform's assertions for this client (the issuer, subject and audience it expects, and the assertion's type): " +
 				c.name("ClientID") + ", " + c.name(c.cred.field) + " and " + c.name("ClientAssertionType")
+		case TLSClientAuth, SelfSignedTLSClientAuth:
+			return c.certHint()
 		}
 		return "check the client ID, the client secret, and that the application's token endpoint authentication method is " +
 			c.cfg.AuthMethod.String() + ": " + c.name("ClientID") + ", " + c.name(c.cred.field) + " and " + c.name("AuthMethod")
@@ -118,6 +120,27 @@ func (c *client) hint(te *TokenError, defaultRequest bool) string {
 			c.endpointName() + "; Auth0's is https://TENANT/oauth/token"
 	}
 	return ""
+}
+
+// certHint is the hint for a refused client that authenticates with its
+// certificate (RFC 8705): what the server checks of the certificate for
+// the method, and, when token requests go to the token URL, that a server
+// may take certificates only at an alias of it.
+func (c *client) certHint() string {
+	what := "that the server trusts the CA that issued the certificate and that its subject (or SAN) is the one registered for the client"
+	if c.cfg.AuthMethod == SelfSignedTLSClientAuth {
+		what = "that this certificate is the one registered for the client (in its JWKS, as x5c)"
+	}
+	cert := "ClientCertFile"
+	if c.cfg.GetClientCertificate != nil {
+		cert = "GetClientCertificate"
+	}
+	h := "check the client ID, " + what + ", and that the application's token endpoint authentication method is " +
+		c.cfg.AuthMethod.String() + ": " + c.name("ClientID") + ", " + c.name(cert) + " and " + c.name("AuthMethod")
+	if alias, ok := c.setting("MTLSTokenURL"); ok && c.cfg.MTLSTokenURL == "" {
+		h += "; a server that asks for client certificates only at an mTLS alias of its token endpoint (Auth0: the token_endpoint of mtls_endpoint_aliases in its discovery document) needs that alias in " + alias
+	}
+	return h
 }
 
 // notInOrganization reports whether an error description says that the

@@ -45,7 +45,7 @@ import (
 type heldToken struct {
 	tok        *oauth2.Token
 	entry      *Entry
-	x5t        string    // the client certificate it is bound to (RFC 8705), or ""
+	x5t        string    // the client certificate it is bound to (RFC 8705; client.boundTo), or ""
 	staleAt    time.Time // see at
 	unusableAt time.Time // see at
 
@@ -120,7 +120,7 @@ func (s *TokenSource) hold(ce *Entry, spread bool) *heldToken {
 		window += time.Duration(float64(window) * j * s.c.rand())
 		window = min(window, life*3/5)
 	}
-	h := &heldToken{tok: ce.Token(), entry: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew), x5t: certBinding(ce)}
+	h := &heldToken{tok: ce.Token(), entry: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew), x5t: s.c.boundTo(ce)}
 	if h.staleAt.After(h.unusableAt) {
 		h.staleAt = h.unusableAt
 	}

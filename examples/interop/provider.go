@@ -1,8 +1,9 @@
 // Command interop gets tokens from oidc-provider, a real, independent
 // OAuth 2.0 server, through m2mtoken: client_secret_post and
-// client_secret_basic, with an RFC 8707 resource indicator, and DPoP-bound
-// tokens (the interop_test.go and dpop_test.go tests). It starts the
-// server itself (node server.mjs; run npm ci here first).
+// client_secret_basic, with an RFC 8707 resource indicator, and, in the
+// tests, DPoP-bound tokens (dpop_test.go) and RFC 8705's mutual TLS
+// client authentication and certificate-bound tokens (mtls_test.go). It
+// starts the server itself (node server.mjs; run npm ci here first).
 package main
 
 import (
