@@ -77,10 +77,11 @@ type credential struct {
 	// kid is Config.KeyID, and kidFor the public key it was given for:
 	// only that key's assertions carry it.
 	kid, kidFor string
-	// warned is the last file error warned about; expWarned the last
-	// assertion expiry warned about.
-	warned    string
-	expWarned time.Time
+	// warned is the last file error warned about; expWarned and
+	// expiredWarned the last assertion expiry warned about ahead of time
+	// and once passed.
+	warned                   string
+	expWarned, expiredWarned time.Time
 	// looked is when moved last read the file; changed when the file's
 	// credential last changed, and taken whether the server has accepted
 	// it since.
@@ -322,10 +323,10 @@ func (cr *credential) current(ctx context.Context, log *slog.Logger) (*credValue
 	return v, cr.fresh(v, log)
 }
 
-// fresh refuses an assertion whose exp has passed, and warns once when
-// one is in the last tenth of its lifetime (or its last minute, without
-// iat): the platform that writes it should have written a new one by
-// then.
+// fresh refuses an assertion whose exp has passed, with a warning once
+// for each such assertion, and warns once when one is in the last tenth
+// of its lifetime (or its last minute, without iat): the platform that
+// writes it should have written a new one by then.
 func (cr *credential) fresh(v *credValue, log *slog.Logger) error {
 	if v.assertion == "" || v.exp.IsZero() {
 		return nil
@@ -338,7 +339,15 @@ func (cr *credential) fresh(v *credValue, log *slog.Logger) error {
 		writer = "is the process that writes it running?"
 	}
 	if !now.Before(v.exp) {
-		return fmt.Errorf("%s expired at %s, %v ago, and is not sent: %s", where, v.exp.UTC().Format(time.RFC3339), now.Sub(v.exp).Round(time.Second), writer)
+		err := fmt.Errorf("%s expired at %s, %v ago: %s", where, v.exp.UTC().Format(time.RFC3339), now.Sub(v.exp).Round(time.Second), writer)
+		cr.mu.Lock()
+		warn := !v.exp.Equal(cr.expiredWarned)
+		cr.expiredWarned = v.exp
+		cr.mu.Unlock()
+		if warn {
+			log.Warn("no token request is sent until a new client assertion is read", slog.Any("error", err))
+		}
+		return err
 	}
 	left, margin := v.exp.Sub(now), time.Minute
 	if !v.iat.IsZero() && v.exp.After(v.iat) {

@@ -302,6 +302,12 @@ func TestAssertionFile(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "is the process that writes it running?") || !strings.Contains(err.Error(), f.Path) {
 		t.Fatalf("err %v, want the expired assertion named, with its file", err)
 	}
+	if !strings.HasPrefix(err.Error(), "m2mtoken: no token request sent to ") || strings.Contains(err.Error(), "failed") {
+		t.Errorf("err %v, want it to say that no request was sent", err)
+	}
+	if n := strings.Count(log.String(), "no token request is sent until a new client assertion is read"); n != 1 {
+		t.Errorf("the expired assertion was warned about %d times, want once:\n%s", n, log.String())
+	}
 	if iss.Requests() != sent {
 		t.Errorf("%d requests sent with an expired assertion", iss.Requests()-sent)
 	}

@@ -46,18 +46,28 @@ type TokenError struct {
 	// domain that does not exist). It never holds the secret.
 	Hint string
 
-	err error
+	err    error
+	unsent bool // no credential to send: nothing reached URL
 }
 
 // Error says what the endpoint answered, how often and for how long it was
 // asked, and the hint.
 func (e *TokenError) Error() string {
 	var b strings.Builder
-	b.WriteString("m2mtoken: token request to ")
-	b.WriteString(e.URL)
-	b.WriteString(" failed")
-	if e.Attempts > 1 {
-		fmt.Fprintf(&b, " %d times over %s", e.Attempts, roundDuration(e.Elapsed))
+	switch {
+	case e.unsent:
+		b.WriteString("m2mtoken: no token request sent to ")
+		b.WriteString(e.URL)
+		if e.Attempts > 1 {
+			fmt.Fprintf(&b, " (looked for a credential %d times over %s)", e.Attempts, roundDuration(e.Elapsed))
+		}
+	default:
+		b.WriteString("m2mtoken: token request to ")
+		b.WriteString(e.URL)
+		b.WriteString(" failed")
+		if e.Attempts > 1 {
+			fmt.Fprintf(&b, " %d times over %s", e.Attempts, roundDuration(e.Elapsed))
+		}
 	}
 	b.WriteString(": ")
 	switch {

@@ -67,7 +67,7 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, *credV
 			// No credential to send (an assertion that cannot be had or
 			// has expired): nothing is sent, and it is tried again as a
 			// request that got no answer is.
-			te := &TokenError{URL: s.c.tokenURL, Temporary: true, err: cerr}
+			te := &TokenError{URL: s.c.tokenURL, Temporary: true, err: cerr, unsent: true}
 			s.wait.lastErr.Store(te)
 			next := s.next(ctx, attempt, te, nonceRetries)
 			if next.retry {
