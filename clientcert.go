@@ -62,6 +62,9 @@ type clientCert struct {
 	warned string     // the last file error warned about
 	// expired is the certificate last warned about for its NotAfter.
 	expired string
+	// typeNoted is set once a certificate-bound token typed DPoP has been
+	// logged (checkTokenType).
+	typeNoted atomic.Bool
 }
 
 // certValue is one certificate and its key.
@@ -309,6 +312,27 @@ func certBinding(e *Entry) string {
 		}
 	}
 	return ""
+}
+
+// certBoundOnly reports whether a token of a client with a certificate is
+// bound to a certificate (request checks that it is the one presented)
+// and names no DPoP key (cnf.jkt).
+func (c *client) certBoundOnly(e *Entry) bool {
+	if c.cert == nil || certBinding(e) == "" {
+		return false
+	}
+	var claims struct {
+		Cnf struct {
+			JKT string `json:"jkt"`
+		} `json:"cnf"`
+	}
+	if jwt.Unverified(e.AccessToken, &claims) == nil && claims.Cnf.JKT != "" {
+		return false
+	}
+	if cnf, ok := e.Extra["cnf"].(map[string]any); ok && cnf["jkt"] != nil {
+		return false
+	}
+	return true
 }
 
 // boundTo returns the thumbprint of the client certificate a token is

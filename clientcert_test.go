@@ -111,6 +111,9 @@ type mtlsServer struct {
 	bound  sync.Map
 	// unbound has the server issue JWTs that name no certificate.
 	unbound atomic.Bool
+	// dpopTyped has the server type its tokens DPoP (as Auth0 documents
+	// for mTLS-bound ones), and withJKT name a DPoP key in cnf too.
+	dpopTyped, withJKT atomic.Bool
 }
 
 func newMTLSServer(t testing.TB) *mtlsServer {
@@ -172,6 +175,13 @@ func (m *mtlsServer) token(w http.ResponseWriter, r *http.Request) {
 	if m.unbound.Load() {
 		delete(c, "cnf")
 	}
+	if m.withJKT.Load() {
+		c["cnf"] = map[string]string{"x5t#S256": thumb, "jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}
+	}
+	typ := "Bearer"
+	if m.dpopTyped.Load() {
+		typ = "DPoP"
+	}
 	claims, _ := json.Marshal(c)
 	tok := "eyJhbGciOiJub25lIn0." + base64.RawURLEncoding.EncodeToString(claims) + ".c2ln"
 	if m.opaque.Load() {
@@ -179,7 +189,7 @@ func (m *mtlsServer) token(w http.ResponseWriter, r *http.Request) {
 		m.bound.Store(tok, thumb)
 	}
 	w.Header().Set("Content-Type", "application/json")
-	fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, tok)
+	fmt.Fprintf(w, `{"access_token":%q,"token_type":%q,"expires_in":3600}`, tok, typ)
 }
 
 func (m *mtlsServer) api(w http.ResponseWriter, r *http.Request) {
@@ -259,6 +269,60 @@ func TestTLSClientAuth(t *testing.T) {
 				t.Errorf("API without the certificate: %s, want a refusal", resp.Status)
 			}
 		})
+	}
+}
+
+// TestCertificateBoundTokenTypedDPoP: Auth0 documents token_type DPoP for
+// its mTLS-bound tokens. A token bound to the client's certificate and to
+// no key is taken, and presented as Bearer with the certificate, with one
+// line logged; one that also names a DPoP key is still refused without a
+// DPoP key.
+func TestCertificateBoundTokenTypedDPoP(t *testing.T) {
+	m := newMTLSServer(t)
+	m.dpopTyped.Store(true)
+	certPEM, keyPEM := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
+	cf, kf := certFiles(t, certPEM, keyPEM)
+	var mu sync.Mutex
+	var log bytes.Buffer
+	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile,
+		Logger: slog.New(slog.NewTextHandler(syncWriter{&mu, &log}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for range 3 {
+		tok, err := s.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tok.TokenType != "Bearer" {
+			t.Errorf("TokenType %q, want Bearer", tok.TokenType)
+		}
+		resp, err := s.Client().Get(m.URL + "/api")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("API through Client(): %s, want 200", resp.Status)
+		}
+		s.Invalidate(tok)
+	}
+	mu.Lock()
+	logged := log.String()
+	mu.Unlock()
+	if n := strings.Count(logged, "typed a certificate-bound token DPoP"); n != 1 {
+		t.Errorf("logged %d times, want once:\n%s", n, logged)
+	}
+
+	m.withJKT.Store(true)
+	s2, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if _, err := s2.Token(); err == nil || !strings.Contains(err.Error(), "DPoP-bound token to a request without a DPoP proof") {
+		t.Errorf("a token bound to a DPoP key too: err %v, want it refused", err)
 	}
 }
 

@@ -127,8 +127,18 @@ func (c *client) nonceChallenge(te *TokenError) bool {
 // DPoP token without a key, or (with RequireDPoP) a Bearer token although
 // a proof was sent. A Bearer token to a proof is otherwise used as a
 // bearer token, with a warning logged once.
+//
+// A token typed DPoP that is bound to the client's certificate and to no
+// key is a certificate-bound token, presented as Bearer (RFC 8705): Auth0
+// documents token_type DPoP for its mTLS-bound tokens.
 func (c *client) checkTokenType(ent *Entry, status int, log *slog.Logger) *TokenError {
 	switch {
+	case isDPoPType(ent.TokenType) && c.dpop == nil && c.certBoundOnly(ent):
+		ent.TokenType = "Bearer"
+		if !c.cert.typeNoted.Swap(true) {
+			log.Info("the token endpoint typed a certificate-bound token DPoP; it is presented as Bearer, with the certificate, as RFC 8705 says",
+				slog.String("token", Fingerprint(ent.AccessToken)))
+		}
 	case ent.TokenType == tokenTypeDPoP && c.dpop == nil:
 		return &TokenError{URL: c.tokenURL, StatusCode: status,
 			Description: "the endpoint answered a DPoP-bound token to a request without a DPoP proof: give the client a DPoP key with " + c.name("DPoPKey")}
@@ -157,6 +167,9 @@ func (c *client) usableType(tokenType string) bool {
 	}
 	return c.dpop == nil || !c.cfg.RequireDPoP
 }
+
+// isDPoPType reports whether a token_type is DPoP's (case-insensitive).
+func isDPoPType(t string) bool { return strings.EqualFold(t, tokenTypeDPoP) }
 
 // isDPoP reports whether tok is DPoP-bound. A length check first keeps
 // the Bearer path at one comparison.
