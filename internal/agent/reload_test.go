@@ -210,6 +210,13 @@ func TestReloadSources(t *testing.T) {
 	// for the audience the file says now.
 	a.tokenOf(c, "chg", "https://b/", s)
 	a.tokenOf(c, "new", "https://a/", s)
+	// The request's fetch and the watcher's are one; the watcher holds the
+	// token a moment after the request has it.
+	a.smu.RLock()
+	added, changed := a.byName["new"], a.byName["chg"]
+	a.smu.RUnlock()
+	closedWithin(t, added.w.ready, "the added source's watcher holds its token")
+	closedWithin(t, changed.w.ready, "the changed source's watcher holds its token")
 	rec := httptest.NewRecorder()
 	a.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
 	if body := rec.Body.String(); rec.Code != 200 || !strings.Contains(body, `"new":{"ready":true}`) || strings.Contains(body, "gone") {
