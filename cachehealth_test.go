@@ -38,12 +38,12 @@ func TestCacheGetOutageLoggedOnce(t *testing.T) {
 	for round := 1; round <= 2; round++ {
 		u.down.Store(true)
 		for i := 0; i < 5; i++ {
-			s.adopt(ctx, s.CacheKey())
+			s.adopt(ctx, s.CacheKey(), nil)
 			clk.Advance(time.Second)
 		}
 		u.down.Store(false)
-		s.adopt(ctx, s.CacheKey())
-		s.adopt(ctx, s.CacheKey())
+		s.adopt(ctx, s.CacheKey(), nil)
+		s.adopt(ctx, s.CacheKey(), nil)
 		out := logs.String()
 		if n := strings.Count(out, "level=WARN msg=\"cache get failed"); n != round {
 			t.Fatalf("outage %d: the warning logged %d times in all, want once per outage:\n%s", round, n, out)

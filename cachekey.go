@@ -38,20 +38,19 @@ func (c *client) requestKey(req *TokenRequest) string {
 }
 
 // cacheKeyFor returns the cache key of a token whose request has the
-// requestKey rk, earned with the credential's value v (see the file's
-// comment). Without Config.Cache it is rk: each source keeps its tokens
-// to itself, so nothing names the credential.
-func (c *client) cacheKeyFor(rk string, v *credValue) string {
+// requestKey rk, earned with the credential's value v over a connection
+// that presented the client certificate cv (nil without one; see the
+// file's comment). Without Config.Cache it is rk: each source keeps its
+// tokens to itself, so nothing names the credential.
+func (c *client) cacheKeyFor(rk string, v *credValue, cv *certValue) string {
 	if !c.shared || v == nil {
 		return rk
 	}
 	id := v.cacheID(c.tokenURL, c.cfg.ClientID)
-	if c.cert != nil {
+	if cv != nil {
 		// A token may be bound to the certificate it was fetched over:
 		// only holders of the same certificate share it.
-		if cv := c.cert.cur.Load(); cv != nil {
-			id += ";x5t#S256:" + cv.thumb
-		}
+		id += ";x5t#S256:" + cv.thumb
 	}
 	return credentialKey(rk, id)
 }

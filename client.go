@@ -145,9 +145,7 @@ func newClient(cfg Config, clk clock.Clock) (*client, error) {
 	if c.cert, err = newClientCert(&c.cfg, clk, c.log); err != nil {
 		return nil, withNames(err, cfg.FieldNames)
 	}
-	var present clientCertFunc
 	if c.cert != nil {
-		present = c.cert.forHandshake
 		c.cert.changed = c.certChanged
 		c.cert.expiring = c.certExpiring
 		c.watchCert()
@@ -157,7 +155,12 @@ func newClient(cfg Config, clk clock.Clock) (*client, error) {
 		// A transport of its own, so that Close can drop its connections
 		// without touching the process's http.DefaultTransport, with a cap
 		// on connections: one pool of connections for every token.
-		base = &http.Client{Transport: ownTransport(roots, c.cfg.MaxConnsPerHost, present)}
+		base = &http.Client{Transport: ownTransport(roots, c.cfg.MaxConnsPerHost, nil)}
+		if c.cert != nil {
+			base.Transport = &tokenTransport{cc: c.cert, make: func(present clientCertFunc) *http.Transport {
+				return ownTransport(roots, c.cfg.MaxConnsPerHost, present).(*http.Transport)
+			}}
+		}
 		c.ownsHTTP = true
 		// As many requests in flight as connections: the others wait for
 		// a place where a 429 can still stop them (ratehold.go).

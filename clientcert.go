@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,7 +31,6 @@ import (
 	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
 	"github.com/m2mtoken/m2mtoken/internal/clock"
 	"github.com/m2mtoken/m2mtoken/internal/follow"
-	"github.com/m2mtoken/m2mtoken/internal/jwt"
 )
 
 // certCheck is how often a followed certificate's files are looked at
@@ -259,6 +257,15 @@ func (c *client) certChanged(_, cur *certValue) {
 	}
 }
 
+// now returns the certificate presented now, or nil for a client
+// without one (cc nil).
+func (cc *clientCert) now() *certValue {
+	if cc == nil {
+		return nil
+	}
+	return cc.cur.Load()
+}
+
 // watchCert looks at the certificate every certCheck until the pool
 // closes, so that a renewed certificate is taken (and the tokens bound to
 // the one before dropped) even while no token request or handshake reads
@@ -292,81 +299,6 @@ func (c *client) stopCert() {
 // certExpiring tells the observer that v is about to expire.
 func (c *client) certExpiring(v *certValue) {
 	c.obs.certificateExpiring(c.pool, v)
-}
-
-// certBinding returns the thumbprint of the certificate a token is bound
-// to (RFC 8705 section 3: cnf.x5t#S256, in a JWT access token or in the
-// token answer), or "".
-func certBinding(e *Entry) string {
-	var claims struct {
-		Cnf struct {
-			X5t string `json:"x5t#S256"`
-		} `json:"cnf"`
-	}
-	if jwt.Unverified(e.AccessToken, &claims) == nil && claims.Cnf.X5t != "" {
-		return claims.Cnf.X5t
-	}
-	if cnf, ok := e.Extra["cnf"].(map[string]any); ok {
-		if t, _ := cnf["x5t#S256"].(string); t != "" {
-			return t
-		}
-	}
-	return ""
-}
-
-// certBoundOnly reports whether a token of a client with a certificate is
-// bound to a certificate (request checks that it is the one presented)
-// and names no DPoP key (cnf.jkt).
-func (c *client) certBoundOnly(e *Entry) bool {
-	if c.cert == nil || certBinding(e) == "" {
-		return false
-	}
-	var claims struct {
-		Cnf struct {
-			JKT string `json:"jkt"`
-		} `json:"cnf"`
-	}
-	if jwt.Unverified(e.AccessToken, &claims) == nil && claims.Cnf.JKT != "" {
-		return false
-	}
-	if cnf, ok := e.Extra["cnf"].(map[string]any); ok && cnf["jkt"] != nil {
-		return false
-	}
-	return true
-}
-
-// boundTo returns the thumbprint of the client certificate a token is
-// taken to be bound to: the one it names (certBinding); else, for a client
-// with a certificate and a token that cannot say (unreadable), the one
-// presented now, which the token was fetched with (the cache key names it
-// for a token from the cache). An opaque token may be bound without saying
-// so (oidc-provider's are, for a client registered with
-// tls_client_certificate_bound_access_tokens, and only introspection
-// tells), and the API would refuse it over the connections of a renewed
-// certificate; an unbound one costs a token request when the certificate
-// changes. A JWT that names no certificate is not bound.
-func (c *client) boundTo(e *Entry) string {
-	if x5t := certBinding(e); x5t != "" || c.cert == nil || !unreadable(e) {
-		return x5t
-	}
-	if v := c.cert.cur.Load(); v != nil {
-		return v.thumb
-	}
-	return ""
-}
-
-// unreadable reports whether a token's binding to a certificate cannot be
-// read: not a JWT, no cnf in the answer, and not a DPoP token (bound to a
-// key instead).
-func unreadable(e *Entry) bool {
-	var claims struct{}
-	if jwt.Unverified(e.AccessToken, &claims) == nil {
-		return false
-	}
-	if _, ok := e.Extra["cnf"]; ok {
-		return false
-	}
-	return !strings.EqualFold(e.TokenType, "DPoP")
 }
 
 // certTransport is the API transport of a client with a certificate: the

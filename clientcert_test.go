@@ -9,6 +9,7 @@ package m2mtoken
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
@@ -569,3 +570,134 @@ func TestClientCertificateSettings(t *testing.T) {
 }
 
 func ipLoopback() []net.IP { return []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback} }
+
+// boundJWT is an unsigned JWT access token bound to the thumbprint x5t.
+func boundJWT(x5t string, n int) string {
+	claims, _ := json.Marshal(map[string]any{"sub": "svc@clients", "n": n, "cnf": map[string]string{"x5t#S256": x5t}})
+	return "eyJhbGciOiJub25lIn0." + base64.RawURLEncoding.EncodeToString(claims) + ".c2ln"
+}
+
+// TestTokenBoundToAnotherCertificateRefused: a token endpoint that answers
+// with a token bound to a certificate the client did not present (a proxy
+// that ends TLS and presents its own, or a lying server) is not taken: the
+// API would refuse it over every connection the client makes. The error
+// names both thumbprints and the likely cause, and is not retried.
+func TestTokenBoundToAnotherCertificateRefused(t *testing.T) {
+	m := newMTLSServer(t)
+	var requests atomic.Int64
+	m.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := requests.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, boundJWT("bm90LXRoZS1jbGllbnRzLWNlcnRpZmljYXRl", int(n)))
+	})
+	c, k := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
+	cf, kf := certFiles(t, c, k)
+	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = s.Token()
+	if err == nil {
+		t.Fatalf("took a token bound to another certificate (%d token requests)", requests.Load())
+	}
+	for _, want := range []string{"bm90LXRoZS1jbGllbnRzLWNlcnRpZmljYXRl", thumbOf(t, c), "proxy", "Config.ClientCertFile"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not say %q: %v", want, err)
+		}
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("%d token requests, want 1: retrying cannot change the certificate the server sees", n)
+	}
+}
+
+// TestCachedTokenBoundToAnotherCertificateNotTaken: a token in the shared
+// cache under this source's key but bound to another certificate (written
+// by another writer of the cache) is not taken: the API would refuse it
+// over this client's connections.
+func TestCachedTokenBoundToAnotherCertificateNotTaken(t *testing.T) {
+	m := newMTLSServer(t)
+	c, k := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
+	cf, kf := certFiles(t, c, k)
+	cache := NewMemoryCache()
+	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile, Cache: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	other := boundJWT("YW5vdGhlci1jZXJ0aWZpY2F0ZQ", 0)
+	now := time.Now()
+	if err := cache.Set(t.Context(), s.CacheKey(), &Entry{AccessToken: other, TokenType: "Bearer", IssuedAt: now, Expiry: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.AccessToken == other {
+		t.Fatalf("took a cached token bound to %q, not to this client's certificate %q", certBinding(&Entry{AccessToken: other}), thumbOf(t, c))
+	}
+	if got := certBinding(&Entry{AccessToken: tok.AccessToken}); got != thumbOf(t, c) {
+		t.Errorf("token bound to %q, want %q", got, thumbOf(t, c))
+	}
+}
+
+// TestOpaqueTokenFetchedAcrossARenewal: the certificate is renewed (and
+// taken up) while a token request is under way over a connection that
+// presents the one before. The opaque token the server binds to that
+// certificate is not held as bound to the new one, nor stored under the
+// new one's cache key: the token is asked for again with the new
+// certificate, and the API accepts what the client sends.
+func TestOpaqueTokenFetchedAcrossARenewal(t *testing.T) {
+	m := newMTLSServer(t)
+	m.opaque.Store(true)
+	c1, k1 := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
+	c2, k2 := m.ca.issue(t, "svc", time.Now().Add(-time.Minute), time.Now().Add(48*time.Hour), false)
+	cf, kf := certFiles(t, c1, k1)
+	cache := NewMemoryCache()
+	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile, Cache: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	inner := m.Config.Handler
+	var once sync.Once
+	m.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/oauth/token" {
+			once.Do(func() {
+				// The renewal lands while this request is under way.
+				followtest.RenameOver(t, cf, c2)
+				followtest.RenameOver(t, kf, k2)
+				if v, _ := s.c.cert.current(context.Background()); v.thumb != thumbOf(t, c2) {
+					t.Error("the renewed certificate was not taken")
+				}
+			})
+		}
+		inner.ServeHTTP(w, r)
+	})
+	tok, err := s.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := m.bound.Load(tok.AccessToken)
+	if b != thumbOf(t, c2) {
+		t.Errorf("the token is bound to %v, want the renewed certificate", b)
+	}
+	if h := s.cur.Load(); h == nil || h.x5t != b {
+		t.Errorf("the token is held as bound to %q, want %v", h.x5t, b)
+	}
+	if e, _ := cache.Get(t.Context(), s.CacheKey()); e == nil || e.AccessToken != tok.AccessToken {
+		t.Error("the token is not stored under the key that names the renewed certificate")
+	}
+	resp, err := s.Client().Get(m.URL + "/api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if n := m.apiRefused.Load(); n != 0 || resp.StatusCode != 200 {
+		t.Errorf("the API refused %d tokens (status %s)", n, resp.Status)
+	}
+	if n := m.requests.Load(); n != 2 {
+		t.Errorf("%d token requests, want 2 (the one across the renewal asked again)", n)
+	}
+}

@@ -89,7 +89,7 @@ func (h *heldToken) at(now time.Time) state {
 const watchInterval = time.Minute
 
 // newHeld is hold without spread.
-func (s *TokenSource) newHeld(ce *Entry) *heldToken { return s.hold(ce, false) }
+func (s *TokenSource) newHeld(ce *Entry, cv *certValue) *heldToken { return s.hold(ce, false, cv) }
 
 // hold computes the windows of a token from its original lifetime.
 // The default window is at least the skew plus twice the time the
@@ -104,7 +104,7 @@ func (s *TokenSource) newHeld(ce *Entry) *heldToken { return s.hold(ce, false) }
 // refresh together, cycle after cycle: the usual jitter, a fraction of the
 // window, cannot spread a whole lifetime. Later refreshes keep the phase
 // this gives them. A source from [New] does not spread.
-func (s *TokenSource) hold(ce *Entry, spread bool) *heldToken {
+func (s *TokenSource) hold(ce *Entry, spread bool, cv *certValue) *heldToken {
 	life := ce.Expiry.Sub(ce.IssuedAt)
 	skew := s.c.cfg.ExpirySkew
 	if skew == 0 {
@@ -120,7 +120,7 @@ func (s *TokenSource) hold(ce *Entry, spread bool) *heldToken {
 		window += time.Duration(float64(window) * j * s.c.rand())
 		window = min(window, life*3/5)
 	}
-	h := &heldToken{tok: ce.Token(), entry: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew), x5t: s.c.boundTo(ce)}
+	h := &heldToken{tok: ce.Token(), entry: ce, staleAt: ce.Expiry.Add(-window), unusableAt: ce.Expiry.Add(-skew), x5t: s.c.boundTo(ce, cv)}
 	if h.staleAt.After(h.unusableAt) {
 		h.staleAt = h.unusableAt
 	}
@@ -386,12 +386,13 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 	if s.c.cert != nil {
 		s.c.cert.current(ctx) // the key names the certificate as it is now
 	}
-	key := s.c.cacheKeyFor(s.reqKey, s.c.cred.forKey(ctx, s.log))
-	if h := s.adopt(ctx, key); h != nil {
+	cv := s.c.cert.now()
+	key := s.c.cacheKeyFor(s.reqKey, s.c.cred.forKey(ctx, s.log), cv)
+	if h := s.adopt(ctx, key, cv); h != nil {
 		return h, OriginCache, nil
 	}
 	if l, ok := s.c.cache.(Leaser); ok {
-		release, h, err := s.lease(ctx, l, key)
+		release, h, err := s.lease(ctx, l, key, cv)
 		if err != nil {
 			return nil, OriginNone, s.closedOr(err)
 		}
@@ -414,16 +415,16 @@ func (s *TokenSource) fetchToken(ctx context.Context, refresh bool) (*heldToken,
 	if err := s.pool.admitNew(s); err != nil {
 		return nil, OriginNone, err
 	}
-	ce, v, err := s.request(ctx, refresh)
+	ce, v, cv, err := s.request(ctx, refresh)
 	if err != nil {
 		return nil, OriginNone, s.closedOr(err)
 	}
 	ce.Latency = s.c.clock.Now().Sub(ce.IssuedAt) // IssuedAt: when the answering attempt started
-	if err := s.c.cache.Set(ctx, s.c.cacheKeyFor(s.reqKey, v), ce); err != nil {
+	if err := s.c.cache.Set(ctx, s.c.cacheKeyFor(s.reqKey, v, cv), ce); err != nil {
 		s.log.Warn("cache set failed; the token is kept in memory", slog.Any("error", err))
 		s.c.obs.cacheError(s, "set", err)
 	}
-	h := s.hold(ce, s.pool.spread && !refresh)
+	h := s.hold(ce, s.pool.spread && !refresh, cv)
 	if !s.install(h) {
 		if s.life.dropped.Load() {
 			return nil, OriginNone, ErrClosed

@@ -81,7 +81,7 @@ func TestWindows(t *testing.T) {
 	for _, life := range []time.Duration{2 * time.Second, 10 * time.Second, time.Minute, time.Hour, 24 * time.Hour, 30 * 24 * time.Hour} {
 		for _, jit := range []float64{0, 1} {
 			s.c.rand = func() float64 { return jit }
-			en := s.newHeld(&Entry{AccessToken: "x", IssuedAt: issued, Expiry: issued.Add(life)})
+			en := s.newHeld(&Entry{AccessToken: "x", IssuedAt: issued, Expiry: issued.Add(life)}, nil)
 			fresh, stale, skew := en.staleAt.Sub(issued), en.unusableAt.Sub(en.staleAt), issued.Add(life).Sub(en.unusableAt)
 			if fresh < life/3 || stale <= 0 || skew <= 0 || skew > 10*time.Second || stale+skew > 6*time.Minute+time.Second {
 				t.Errorf("life %v jitter %v: fresh %v, stale %v, skew %v", life, jit, fresh, stale, skew)

@@ -39,9 +39,13 @@ import (
 // Each attempt takes the credential as it is then (credential.go): a
 // followed file read again, a new assertion. A refusal of a credential
 // that changed and has not been accepted yet is asked again at once with
-// the one before it. It returns the token and the credential that earned
-// it.
-func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, *credValue, error) {
+// the one before it. With a client certificate, each attempt names the
+// certificate it presents (tokenTransport); a token bound to another
+// certificate than the one presented is refused, and one bound to a
+// certificate replaced while it was under way is asked for again with the
+// new one. It returns the token, the credential that earned it, and the
+// certificate it was fetched with (nil without one).
+func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, *credValue, *certValue, error) {
 	failed := slog.LevelWarn
 	if refresh {
 		failed = slog.LevelDebug
@@ -77,18 +81,24 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, *credV
 				}
 			}
 			s.log.Log(ctx, failed, "token request not sent", slog.Any("error", te), slog.Int("attempts", attempt+1))
-			return nil, nil, final(te, attempt+1)
+			return nil, nil, nil, final(te, attempt+1)
 		}
 		probe, held := s.c.waitRate(ctx, &s.wait.lastErr, s.log)
 		if held != nil {
-			return nil, nil, final(held, attempt)
+			return nil, nil, nil, final(held, attempt)
 		}
 		s.log.Debug("requesting token", slog.Int("attempt", attempt+1))
 		a := AttemptStartInfo{Source: s, Attempt: attempt + 1, NonceRetry: nonceRetry}
 		actx, start := s.c.obs.attemptStart(ctx, s, a)
 		s.wait.sending.Store(&sentAttempt{n: attempt + 1, at: s.c.clock.Now()})
-		ce, err := s.attempt(actx, probe, v)
+		cv := s.c.cert.now()
+		ce, err := s.attempt(actx, probe, v, cv)
 		s.wait.sending.Store(nil)
+		if err == nil && cv != nil {
+			if x5t := certBinding(ce); x5t != "" && x5t != cv.thumb {
+				err = s.c.boundElsewhere(x5t, cv)
+			}
+		}
 		var te *TokenError
 		errors.As(err, &te)
 		prev := (*credValue)(nil)
@@ -110,17 +120,13 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, *credV
 		}
 		s.c.obs.attemptDone(actx, s, a, start, err, next.nonce, next)
 		nonceRetry = false
-		if err == nil && s.c.cert != nil && !reconnected {
-			if x5t, cv := certBinding(ce), s.c.cert.cur.Load(); x5t != "" && cv != nil && x5t != cv.thumb {
-				// Bound to a certificate this client no longer presents: the
-				// request went over a connection made before the
-				// certificate changed. Ask again over a new one.
+		if err == nil && cv != nil && !reconnected {
+			if now := s.c.cert.now(); now != cv && s.c.boundTo(ce, cv) != "" {
+				// Bound to a certificate replaced while the request was
+				// under way: ask again with the new one.
 				reconnected = true
-				if s.c.ownsHTTP {
-					s.c.http.CloseIdleConnections()
-				}
 				attempt--
-				s.log.Debug("the token is bound to the client certificate before; asking again over a new connection")
+				s.log.Debug("the token is bound to the client certificate before; asking again with the new one")
 				continue
 			}
 		}
@@ -132,12 +138,12 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, *credV
 			} else {
 				s.c.cred.accepted(v)
 			}
-			return ce, v, nil
+			return ce, v, cv, nil
 		}
 		if qe := (*QuotaError)(nil); errors.As(err, &qe) {
 			// Retrying cannot help before the bucket refills.
 			s.c.blockQuota(qe, s.req.Organization)
-			return nil, nil, qe
+			return nil, nil, nil, qe
 		}
 		if prev != nil {
 			// A rotation the server has not taken up yet (Auth0: up to
@@ -171,23 +177,23 @@ func (s *TokenSource) request(ctx context.Context, refresh bool) (*Entry, *credV
 			// The fetch's own deadline or Close, not the endpoint: report
 			// what the endpoint said last.
 			s.log.Log(ctx, failed, "token request failed", slog.Any("error", err))
-			return nil, nil, final(te, attempt+1)
+			return nil, nil, nil, final(te, attempt+1)
 		case stopFinal:
 			s.log.Log(ctx, failed, "token request failed", slog.Any("error", err), slog.Int("attempts", attempt+1), slog.Bool("temporary", te.Temporary))
 			err := final(te, attempt+1)
 			if !te.Temporary {
 				s.holdError(err, v)
 			}
-			return nil, nil, err
+			return nil, nil, nil, err
 		case stopNoTime:
 			s.log.Log(ctx, failed, "token request failed; no time left to retry", slog.Any("error", err), slog.Duration("wanted_delay", next.delay))
-			return nil, nil, final(te, attempt+1)
+			return nil, nil, nil, final(te, attempt+1)
 		}
 		s.log.Debug("token request failed; retrying", slog.Any("error", err), slog.Int("attempt", attempt+1),
 			slog.Int("max_attempts", s.c.cfg.MaxAttempts), slog.Duration("delay", next.delay),
 			slog.Duration("retrying_for_at_most", next.window))
 		if err := s.c.clock.Sleep(ctx, next.delay); err != nil {
-			return nil, nil, final(te, attempt+1)
+			return nil, nil, nil, final(te, attempt+1)
 		}
 	}
 }
@@ -278,11 +284,15 @@ type sentAttempt struct {
 	at time.Time
 }
 
-// attempt sends one token request. It returns the token, or a *TokenError.
-// probe says it goes first after the client's rate-limit hold.
-func (s *TokenSource) attempt(ctx context.Context, probe bool, v *credValue) (*Entry, error) {
+// attempt sends one token request, presenting cv if not nil. It returns
+// the token, or a *TokenError. probe says it goes first after the
+// client's rate-limit hold.
+func (s *TokenSource) attempt(ctx context.Context, probe bool, v *credValue, cv *certValue) (*Entry, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.c.cfg.AttemptTimeout)
 	defer cancel()
+	if cv != nil {
+		ctx = withCert(ctx, cv)
+	}
 	req, err := s.newRequest(ctx, v)
 	if err != nil {
 		s.c.rateAnswered(probe, 0, nil, nil, nil, s.c.clock.Now())

@@ -27,7 +27,7 @@ const defaultLeaseTTL = 750 * time.Millisecond
 // usable token at all (a new process, or one whose token expired), merely
 // usable: a stale token is handed out at once and refreshed in the
 // background by the first call that sees it, as any stale token is.
-func (s *TokenSource) adopt(ctx context.Context, key string) *heldToken {
+func (s *TokenSource) adopt(ctx context.Context, key string, cv *certValue) *heldToken {
 	ce, err := s.c.cache.Get(ctx, key)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -39,6 +39,11 @@ func (s *TokenSource) adopt(ctx context.Context, key string) *heldToken {
 	}
 	s.gets.answered(s.c.clock.Now(), s.log)
 	if !ce.Valid() || !s.c.usableType(ce.TokenType) {
+		return nil
+	}
+	if x5t := certBinding(ce); cv != nil && x5t != "" && x5t != cv.thumb {
+		s.log.Warn("a token in the cache is bound to another client certificate than this client's; it is not taken (has something else written to the cache?)",
+			slog.String("token", Fingerprint(ce.AccessToken)), slog.String("certificate", cv.thumb))
 		return nil
 	}
 	now := s.c.clock.Now()
@@ -59,7 +64,7 @@ func (s *TokenSource) adopt(ctx context.Context, key string) *heldToken {
 	if s.wasInvalidated(ce.AccessToken) {
 		return nil
 	}
-	h := s.newHeld(ce)
+	h := s.newHeld(ce, cv)
 	switch h.at(now) {
 	case stateFresh:
 	case stateStale:
@@ -121,7 +126,7 @@ func clampLifetime(e *Entry, now time.Time) *Entry {
 // or once it has waited two fetches by the endpoint's last latency if that
 // is later (a corrupt value that a live holder overwrites is not a lost
 // token), and before the token becomes unusable at the latest.
-func (s *TokenSource) lease(ctx context.Context, l Leaser, key string) (func(), *heldToken, error) {
+func (s *TokenSource) lease(ctx context.Context, l Leaser, key string, cv *certValue) (func(), *heldToken, error) {
 	ttl := s.c.cfg.LeaseTTL
 	start := s.c.clock.Now()
 	maxWait := max(ttl/5, 10*time.Millisecond)
@@ -158,14 +163,14 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser, key string) (func(), 
 			if err := s.c.clock.Sleep(ctx, d); err != nil {
 				return nil, nil, err
 			}
-			if h := s.adopt(ctx, key); h != nil {
+			if h := s.adopt(ctx, key, cv); h != nil {
 				return nil, h, nil
 			}
 			continue
 		}
 		if ok {
 			// The holder before us may have stored a token just now.
-			if h := s.adopt(ctx, key); h != nil {
+			if h := s.adopt(ctx, key, cv); h != nil {
 				release()
 				return nil, h, nil
 			}
@@ -203,7 +208,7 @@ func (s *TokenSource) lease(ctx context.Context, l Leaser, key string) (func(), 
 		if err := s.c.clock.Sleep(ctx, d); err != nil {
 			return nil, nil, err
 		}
-		if h := s.adopt(ctx, key); h != nil {
+		if h := s.adopt(ctx, key, cv); h != nil {
 			return nil, h, nil
 		}
 		wait = min(wait*2, maxWait)

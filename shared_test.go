@@ -366,7 +366,7 @@ func TestSlowEndpointRefreshesEarlier(t *testing.T) {
 	}
 	// A set RefreshWindow is kept.
 	s2, _ := testSource(t, e, func(c *Config) { c.RefreshWindow = time.Second })
-	if w := s2.newHeld(stored).entry.Expiry.Sub(s2.newHeld(stored).staleAt); w != time.Second {
+	if w := s2.newHeld(stored, nil).entry.Expiry.Sub(s2.newHeld(stored, nil).staleAt); w != time.Second {
 		t.Fatalf("set window %v, want 1s", w)
 	}
 }

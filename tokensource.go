@@ -232,7 +232,9 @@ func (s *TokenSource) defaultRequest() bool { return s.life.solo || s.life.id ==
 // CacheKey is the key for the credential as last read. With
 // GetClientAssertion, before the first token request it is the key
 // without the credential, which no token is stored under.
-func (s *TokenSource) CacheKey() string { return s.c.cacheKeyFor(s.reqKey, s.c.cred.last()) }
+func (s *TokenSource) CacheKey() string {
+	return s.c.cacheKeyFor(s.reqKey, s.c.cred.last(), s.c.cert.now())
+}
 
 // TokenURL returns the URL token requests go to: Config.TokenURL, or the
 // one Config.Domain means (https://DOMAIN/oauth/token), normalized; or

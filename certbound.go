@@ -1,0 +1,168 @@
+// Certificate-bound tokens (RFC 8705 section 3): which certificate a
+// token is bound to, and the token requests' transports, one per
+// certificate, so that the certificate a token request presented is known
+// and the token is held, stored and checked against it.
+
+package m2mtoken
+
+import (
+	"context"
+	"crypto/tls"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/m2mtoken/m2mtoken/internal/jwt"
+)
+
+// certBinding returns the thumbprint of the certificate a token is bound
+// to (RFC 8705 section 3: cnf.x5t#S256, in a JWT access token or in the
+// token answer), or "".
+func certBinding(e *Entry) string {
+	var claims struct {
+		Cnf struct {
+			X5t string `json:"x5t#S256"`
+		} `json:"cnf"`
+	}
+	if jwt.Unverified(e.AccessToken, &claims) == nil && claims.Cnf.X5t != "" {
+		return claims.Cnf.X5t
+	}
+	if cnf, ok := e.Extra["cnf"].(map[string]any); ok {
+		if t, _ := cnf["x5t#S256"].(string); t != "" {
+			return t
+		}
+	}
+	return ""
+}
+
+// boundElsewhere is the error of a token bound to another certificate
+// (x5t, from the answer) than the one its request presented (cv): the API
+// would refuse it over every connection the client makes. A proxy that
+// ends TLS in front of the token endpoint presents its own certificate,
+// or none.
+func (c *client) boundElsewhere(x5t string, cv *certValue) *TokenError {
+	field := "ClientCertFile"
+	if c.cert.get != nil {
+		field = "GetClientCertificate"
+	}
+	return &TokenError{URL: c.tokenURL, StatusCode: http.StatusOK,
+		Description: "the token is bound to the certificate " + truncate(x5t, 64) + " (cnf.x5t#S256), not to the client certificate the request presented (" + cv.thumb + ")",
+		Hint:        "does a proxy between the client and the token endpoint end TLS and present a certificate of its own? Token requests must reach the server, or its mTLS edge, with the certificate of " + c.name(field)}
+}
+
+// certBoundOnly reports whether a token of a client with a certificate is
+// bound to a certificate (request checks that it is the one presented)
+// and names no DPoP key (cnf.jkt).
+func (c *client) certBoundOnly(e *Entry) bool {
+	if c.cert == nil || certBinding(e) == "" {
+		return false
+	}
+	var claims struct {
+		Cnf struct {
+			JKT string `json:"jkt"`
+		} `json:"cnf"`
+	}
+	if jwt.Unverified(e.AccessToken, &claims) == nil && claims.Cnf.JKT != "" {
+		return false
+	}
+	if cnf, ok := e.Extra["cnf"].(map[string]any); ok && cnf["jkt"] != nil {
+		return false
+	}
+	return true
+}
+
+// boundTo returns the thumbprint of the client certificate a token is
+// taken to be bound to: the one it names (certBinding); else, for a token
+// that cannot say (unreadable), cv's: the certificate its request
+// presented, or the one its cache key names. An opaque token may be bound without saying
+// so (oidc-provider's are, for a client registered with
+// tls_client_certificate_bound_access_tokens, and only introspection
+// tells), and the API would refuse it over the connections of a renewed
+// certificate; an unbound one costs a token request when the certificate
+// changes. A JWT that names no certificate is not bound.
+func (c *client) boundTo(e *Entry, cv *certValue) string {
+	if x5t := certBinding(e); x5t != "" || cv == nil || !unreadable(e) {
+		return x5t
+	}
+	return cv.thumb
+}
+
+// unreadable reports whether a token's binding to a certificate cannot be
+// read: not a JWT, no cnf in the answer, and not a DPoP token (bound to a
+// key instead).
+func unreadable(e *Entry) bool {
+	var claims struct{}
+	if jwt.Unverified(e.AccessToken, &claims) == nil {
+		return false
+	}
+	if _, ok := e.Extra["cnf"]; ok {
+		return false
+	}
+	return !strings.EqualFold(e.TokenType, "DPoP")
+}
+
+// tokenTransport sends the token requests of a client with a certificate:
+// a transport per certificate, each presenting its own, so that a token
+// request goes over a connection that presents the certificate it names
+// (withCert), never over one made for the certificate before. The token it
+// earns is then known to be bound to that certificate even when the token
+// cannot say so (an opaque token). The transport of the certificate before
+// is kept for requests already under way, and its idle connections closed
+// when a third one comes.
+type tokenTransport struct {
+	make func(clientCertFunc) *http.Transport
+	cc   *clientCert
+
+	mu        sync.Mutex
+	cur, prev certConns
+}
+
+// certConns is the transport that presents cv.
+type certConns struct {
+	cv *certValue
+	t  *http.Transport
+}
+
+type certCtxKey struct{}
+
+// withCert returns ctx naming the certificate a token request presents.
+func withCert(ctx context.Context, cv *certValue) context.Context {
+	return context.WithValue(ctx, certCtxKey{}, cv)
+}
+
+func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	cv, _ := req.Context().Value(certCtxKey{}).(*certValue)
+	if cv == nil {
+		cv = t.cc.now()
+	}
+	return t.forCert(cv).RoundTrip(req)
+}
+
+// forCert returns the transport that presents cv, made if needed.
+func (t *tokenTransport) forCert(cv *certValue) *http.Transport {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.cur.t != nil && t.cur.cv == cv:
+		return t.cur.t
+	case t.prev.t != nil && t.prev.cv == cv:
+		return t.prev.t
+	}
+	if t.prev.t != nil {
+		t.prev.t.CloseIdleConnections()
+	}
+	cert := cv.cert
+	t.prev, t.cur = t.cur, certConns{cv: cv, t: t.make(func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil })}
+	return t.cur.t
+}
+
+// CloseIdleConnections closes the idle connections of both transports.
+func (t *tokenTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range []certConns{t.cur, t.prev} {
+		if c.t != nil {
+			c.t.CloseIdleConnections()
+		}
+	}
+}
