@@ -71,8 +71,9 @@ type credential struct {
 	clk   clock.Clock
 
 	mu sync.Mutex
-	// cur is the value in use; prev the one before it, kept until cur is
-	// accepted once (see accepted).
+	// cur is the value in use; prev the last one before it that the
+	// server accepted (or the first), kept until cur is accepted once
+	// (see accepted).
 	cur, prev *credValue
 	// kid is Config.KeyID, and kidFor the public key it was given for:
 	// only that key's assertions carry it.
@@ -314,7 +315,12 @@ func (cr *credential) current(ctx context.Context, log *slog.Logger) (*credValue
 				}
 			}
 			log.Info("the credential changed in its file; the next token requests use it", slog.String("setting", cr.setting()), slog.String("file", cr.file.Path()))
-			cr.prev, cr.cur = cr.cur, v
+			if cr.prev == nil || cr.taken {
+				// The one to fall back on is the last the server took: a
+				// value it never accepted does not replace it.
+				cr.prev = cr.cur
+			}
+			cr.cur = v
 			cr.changed, cr.taken = cr.clk.Now(), false
 		}
 	}

@@ -419,3 +419,37 @@ func pemKey(t testing.TB, k *ecdsa.PrivateKey) string {
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 }
+
+// TestPreviousIsTheLastAccepted: the file changes twice before the server
+// takes the new secret (a template rendered twice, a value fixed after a
+// mistake): the credential to fall back on stays the one the server last
+// accepted, not the one in between it never accepted.
+func TestPreviousIsTheLastAccepted(t *testing.T) {
+	iss := credIssuer(t)
+	var now atomic.Pointer[time.Time]
+	start := time.Now()
+	now.Store(&start)
+	iss.SetClock(func() time.Time { return *now.Load() })
+	f := followtest.New(t, "rename", "client-secret", "secret-1\n")
+	s, clk, _ := credSource(t, iss, func(c *Config) { c.ClientSecretFile = f.Path; c.MaxAttempts = 2 })
+	tok1, err := s.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The issuer takes secret-2 in a minute and keeps secret-1 for two.
+	if err := iss.RotateSecret("svc", "secret-2", m2mtest.Rotation{OldFor: 2 * time.Minute, NewAfter: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	f.Change("secret-2-mistyped\n")
+	s.Invalidate(tok1)
+	tok2, err := s.Token()
+	if err != nil {
+		t.Fatalf("the previous secret still works: %v", err)
+	}
+	f.Change("secret-2\n")
+	clk.Advance(s.c.cfg.MinInvalidateInterval)
+	s.Invalidate(tok2)
+	if _, err := s.Token(); err != nil {
+		t.Fatalf("secret-1, the last secret the issuer accepted, still works, but the fetch failed: %v", err)
+	}
+}
