@@ -19,6 +19,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -699,5 +700,64 @@ func TestOpaqueTokenFetchedAcrossARenewal(t *testing.T) {
 	}
 	if n := m.requests.Load(); n != 2 {
 		t.Errorf("%d token requests, want 2 (the one across the renewal asked again)", n)
+	}
+}
+
+// TestCertificateRefusedInTheHandshake: a server that verifies client
+// certificates in the handshake (nginx's ssl_verify_client, a FAPI
+// gateway) refuses an expired certificate, one from a CA it does not
+// trust, or none, with a TLS alert. The fetch is not retried as a network
+// failure (the certificate will not change in the seconds a fetch
+// retries), and the error names the setting to fix.
+func TestCertificateRefusedInTheHandshake(t *testing.T) {
+	m := newMTLSServer(t)
+	m.Close()
+	other := newTestCA(t)
+	pool := x509.NewCertPool()
+	pool.AddCert(other.cert)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"access_token":"x","token_type":"Bearer","expires_in":3600}`)
+	}))
+	srv.TLS = m.TLS.Clone()
+	srv.TLS.ClientAuth, srv.TLS.ClientCAs = tls.RequireAndVerifyClientCert, pool
+	srv.StartTLS()
+	defer srv.Close()
+	for _, tc := range []struct{ name, want string }{
+		{"untrusted CA", "Config.ClientCertFile is a certificate the server trusts"},
+		{"expired", "; it expired at "},
+		{"none", "the server asks for a client certificate: give the client one with Config.ClientCertFile and Config.ClientKeyFile"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{TokenURL: srv.URL + "/oauth/token", ClientID: "svc", CAFile: m.caFile, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+			var c, k string
+			switch tc.name {
+			case "expired":
+				c, k = other.issue(t, "svc", time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour), false)
+			case "untrusted CA":
+				c, k = m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
+			default:
+				cfg.ClientSecret = "s"
+			}
+			if c != "" {
+				cfg.ClientCertFile, cfg.ClientKeyFile = certFiles(t, c, k)
+			}
+			s, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			_, err = s.Token()
+			var te *TokenError
+			if !errors.As(err, &te) {
+				t.Fatalf("err %v", err)
+			}
+			if te.Temporary || s.Stats().TokenRequests > 1 {
+				t.Errorf("retried as a network failure: %d token requests", s.Stats().TokenRequests)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("the error does not say %q: %v", tc.want, err)
+			}
+		})
 	}
 }

@@ -43,13 +43,15 @@ const (
 	// netRefused: a refused connection, perhaps a server still starting;
 	// tried again.
 	netRefused
-	// netNoHost, netBadCert and netNotTLS will not change in the seconds
-	// a fetch retries: a host name that does not exist, a certificate that
-	// does not verify, a server that does not speak TLS. They are
-	// configuration mistakes, and permanent.
+	// netNoHost, netBadCert, netNotTLS and netCertRefused will not change
+	// in the seconds a fetch retries: a host name that does not exist, a
+	// certificate that does not verify, a server that does not speak TLS,
+	// a client certificate the server refused in the handshake (or did not
+	// get). They are configuration mistakes, and permanent.
 	netNoHost
 	netBadCert
 	netNotTLS
+	netCertRefused
 )
 
 // classifyNetwork says why a request that got no answer failed.
@@ -74,7 +76,23 @@ func classifyNetwork(err error) netFailure {
 	if errors.Is(err, syscall.ECONNREFUSED) {
 		return netRefused
 	}
+	if certAlert(err) {
+		return netCertRefused
+	}
 	return netOther
+}
+
+// certAlert reports whether err is the server's TLS alert about the
+// client's certificate: bad, unsupported, revoked, expired, unknown, from
+// an unknown CA, or required and not sent. With TLS 1.3 it comes after the
+// handshake, when the client reads the answer.
+func certAlert(err error) bool {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "remote error" || op.Err == nil {
+		return false
+	}
+	msg := op.Err.Error()
+	return strings.HasPrefix(msg, "tls: ") && strings.Contains(msg, "certificate")
 }
 
 // temporary reports whether a request that failed so is tried again.

@@ -6,6 +6,7 @@ package m2mtoken
 import (
 	"net/http"
 	"strings"
+	"time"
 )
 
 // netHint says what to check after a request that got no answer failed
@@ -23,8 +24,35 @@ func (c *client) netHint(f netFailure) string {
 		return "the server does not speak TLS: check the URL; a local plain-http server needs http:// (allowed only to loopback)"
 	case netRefused:
 		return "check the host and port in " + c.endpointName() + ", or that the server runs"
+	case netCertRefused:
+		return c.certRefusedHint()
 	}
 	return ""
+}
+
+// certRefusedHint says what to check when the server refused the client
+// certificate in the TLS handshake, or asked for one the client has not.
+func (c *client) certRefusedHint() string {
+	if c.cert == nil {
+		if c.cfg.HTTPClient != nil {
+			return "the server asks for a client certificate: present one in Config.HTTPClient's TLS config, or leave HTTPClient nil and set " + c.name("ClientCertFile")
+		}
+		return "the server asks for a client certificate: give the client one with " + c.name("ClientCertFile") + " and " + c.name("ClientKeyFile")
+	}
+	field := "ClientCertFile"
+	if c.cert.get != nil {
+		field = "GetClientCertificate"
+	}
+	h := "the server refused the client certificate in the TLS handshake: check that " + c.name(field) +
+		" is a certificate the server trusts (issued by a CA it trusts, or the one registered for the client) and in its validity"
+	if cv := c.cert.now(); cv != nil {
+		if now := c.clock.Now(); !now.Before(cv.notAfter) {
+			h += "; it expired at " + cv.notAfter.UTC().Format(time.RFC3339)
+		} else if now.Before(cv.notBefore) {
+			h += "; it is valid only from " + cv.notBefore.UTC().Format(time.RFC3339)
+		}
+	}
+	return h
 }
 
 // name says how messages call a Config field: as Config.FieldNames says
