@@ -490,7 +490,7 @@ func (c *Config) withDefaults() (string, error) {
 			if len(creds) == 1 {
 				return "", configErr("{"+creds[0]+"} is set with {AuthMethod} %v, which sends a client secret: remove {AuthMethod}, or give the secret instead", c.AuthMethod)
 			}
-			return "", configErr("{ClientSecret} is empty: give the application's Client Secret (or set {PrivateKey|PrivateKeyFile} for Private Key JWT)")
+			return "", configErr("{ClientSecret} is empty: give the application's Client Secret, or authenticate another way ({PrivateKey|PrivateKeyFile} for Private Key JWT, {ClientAssertionFile} for a platform's token, {ClientCertFile} and {ClientKeyFile} for mTLS)")
 		}
 	case PrivateKeyJWT:
 		if c.ClientSecret != "" || c.ClientSecretFile != "" {

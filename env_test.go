@@ -66,7 +66,7 @@ func TestConfigFromEnv(t *testing.T) {
 		{"assertion and secret", with("M2MTOKEN_CLIENT_ASSERTION_FILE", secretFile), Config{}, "both AUTH0_CLIENT_SECRET and M2MTOKEN_CLIENT_ASSERTION_FILE are set"},
 		{"missing assertion file", with("AUTH0_CLIENT_SECRET", "", "M2MTOKEN_CLIENT_ASSERTION_FILE", filepath.Join(dir, "nope")), Config{}, "M2MTOKEN_CLIENT_ASSERTION_FILE: open "},
 		{"no client id", with("AUTH0_CLIENT_ID", ""), Config{}, "m2mtoken: AUTH0_CLIENT_ID is empty: set it to the application's Client ID"},
-		{"no secret", with("AUTH0_CLIENT_SECRET", ""), Config{}, "AUTH0_CLIENT_SECRET is empty: give the application's Client Secret (or set M2MTOKEN_PRIVATE_KEY_FILE for Private Key JWT)"},
+		{"no secret", with("AUTH0_CLIENT_SECRET", ""), Config{}, "AUTH0_CLIENT_SECRET is empty: give the application's Client Secret, or authenticate another way (M2MTOKEN_PRIVATE_KEY_FILE for Private Key JWT, M2MTOKEN_CLIENT_ASSERTION_FILE for a platform's token, M2MTOKEN_CLIENT_CERT_FILE and M2MTOKEN_CLIENT_KEY_FILE for mTLS)"},
 		{"no endpoint", with("AUTH0_DOMAIN", ""), Config{}, "no endpoint: set AUTH0_DOMAIN"},
 		{"both endpoints", with("M2MTOKEN_TOKEN_URL", "https://x/oauth/token"), Config{}, "both AUTH0_DOMAIN and M2MTOKEN_TOKEN_URL are set"},
 		{"token url without scheme", with("AUTH0_DOMAIN", "", "M2MTOKEN_TOKEN_URL", "tenant.eu.auth0.com"), Config{}, `M2MTOKEN_TOKEN_URL "tenant.eu.auth0.com" has no scheme: a token URL is a full URL, such as "https://tenant.eu.auth0.com/oauth/token"; or give the bare domain in AUTH0_DOMAIN`},

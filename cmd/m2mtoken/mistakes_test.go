@@ -119,7 +119,7 @@ func TestFlagAndVariableNames(t *testing.T) {
 		{"both variables", append(base, "AUTH0_DOMAIN=a.auth0.com", "M2MTOKEN_TOKEN_URL=https://b/oauth/token"), nil,
 			"m2mtoken: both AUTH0_DOMAIN and M2MTOKEN_TOKEN_URL are set: set only one\n"},
 		{"no secret", base[:1], []string{"--domain", "a.auth0.com"},
-			"m2mtoken: --client-secret or AUTH0_CLIENT_SECRET is empty: give the application's Client Secret (or set --private-key-file or M2MTOKEN_PRIVATE_KEY_FILE for Private Key JWT)\n"},
+			"m2mtoken: --client-secret or AUTH0_CLIENT_SECRET is empty: give the application's Client Secret, or authenticate another way (--private-key-file or M2MTOKEN_PRIVATE_KEY_FILE for Private Key JWT, --client-assertion-file or M2MTOKEN_CLIENT_ASSERTION_FILE for a platform's token, --client-cert-file or M2MTOKEN_CLIENT_CERT_FILE and --client-key-file or M2MTOKEN_CLIENT_KEY_FILE for mTLS)\n"},
 		{"plain http domain", base, []string{"--domain", "http://tenant.eu.auth0.com"}, "m2mtoken: --domain \"http://tenant.eu.auth0.com\" uses plain http"},
 		{"negative timeout", base, []string{"--domain", "a.auth0.com", "--timeout", "-1s"}, "m2mtoken: --timeout is negative (-1s)"},
 		{"missing secret file", base[:1], []string{"--domain", "a.auth0.com", "--client-secret-file", "/nonexistent/secret"}, "m2mtoken: --client-secret-file: open /nonexistent/secret"},

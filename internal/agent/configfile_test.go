@@ -85,7 +85,7 @@ func TestAgentConfigErrors(t *testing.T) {
 		{"inline secret", src(`"client_secret": "s3cret-value"`), []string{`source "api"`, `"client_secret"`, "client_secret_env", "client_secret_file"}},
 		{"unset env", src(`"client_secret_env": "NOPE"`), []string{`source "api"`, `"client_secret_env"`, "NOPE", "empty or unset"}},
 		{"missing file", src(`"client_secret_file": "/nonexistent/secret"`), []string{`source "api"`, `"client_secret_file"`, "/nonexistent/secret"}},
-		{"no credential", src(`"audience": "x"`), []string{`source "api": "client_secret_file" or "client_secret_env" naming a variable is empty: give the application's Client Secret (or set "private_key_file" for Private Key JWT)`}},
+		{"no credential", src(`"audience": "x"`), []string{`source "api": "client_secret_file" or "client_secret_env" naming a variable is empty: give the application's Client Secret, or authenticate another way ("private_key_file" for Private Key JWT, "client_assertion_file" for a platform's token, "client_cert_file" and "client_key_file" for mTLS)`}},
 		{"both secrets", src(`"client_secret_env": "SET", "client_secret_file": "/x"`), []string{`both "client_secret_env" (SET) and "client_secret_file" are set: authenticate with one`}},
 		{"typo", src(`"client_secert_env": "SET"`), []string{"sources[0]", `unknown field "client_secert_env": did you mean "client_secret_env"?`}},
 		{"audiance", src(`"client_secret_env": "SET", "audiance": "x"`), []string{`config file agent.json: sources[0]: unknown field "audiance": did you mean "audience"? ` +
