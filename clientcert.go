@@ -15,6 +15,7 @@
 package m2mtoken
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -24,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,7 +109,34 @@ func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	return tls.X509KeyPair(c, k)
+	return keyPair(certFile, keyFile, c, k)
+}
+
+// keyPair parses a certificate and its key read from the files certFile
+// and keyFile, and says what is wrong in words that name the file: crypto/tls's
+// own ("failed to find any PEM data in certificate input") name none.
+func keyPair(certFile, keyFile string, c, k []byte) (tls.Certificate, error) {
+	switch {
+	case len(bytes.TrimSpace(c)) == 0:
+		return tls.Certificate{}, fmt.Errorf("%s is empty: it should hold the client certificate (PEM)", certFile)
+	case len(bytes.TrimSpace(k)) == 0:
+		return tls.Certificate{}, fmt.Errorf("%s is empty: it should hold the certificate's private key (PEM)", keyFile)
+	}
+	pair, err := tls.X509KeyPair(c, k)
+	if err == nil {
+		return pair, nil
+	}
+	switch msg := err.Error(); {
+	case strings.Contains(msg, "does not match"):
+		err = fmt.Errorf("the private key in %s is not the key of the certificate in %s (its first certificate): give the key the certificate was issued for", keyFile, certFile)
+	case strings.Contains(msg, "in certificate input"):
+		err = fmt.Errorf("%s holds no certificate (PEM \"CERTIFICATE\" block): is it the certificate's file? (%v)", certFile, err)
+	case strings.Contains(msg, "certificate rather than a key"), strings.Contains(msg, "in key input"):
+		err = fmt.Errorf("%s holds no private key (PEM \"PRIVATE KEY\" block): is it the key's file? (%v)", keyFile, err)
+	default:
+		err = fmt.Errorf("%s and %s: %w", certFile, keyFile, err)
+	}
+	return tls.Certificate{}, err
 }
 
 // certValueOf describes cert, whose leaf is its first certificate.
@@ -159,9 +188,7 @@ func (cc *clientCert) read(ctx context.Context) (*certValue, error) {
 			err = k.Err
 		default:
 			var pair tls.Certificate
-			if pair, err = tls.X509KeyPair(c.Content, k.Content); err != nil {
-				err = fmt.Errorf("%s and %s: %w", cc.certFile.Path(), cc.keyFile.Path(), err)
-			} else {
+			if pair, err = keyPair(cc.certFile.Path(), cc.keyFile.Path(), c.Content, k.Content); err == nil {
 				v, err = certValueOf(&pair)
 			}
 			if err == nil {

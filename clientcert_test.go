@@ -761,3 +761,39 @@ func TestCertificateRefusedInTheHandshake(t *testing.T) {
 		})
 	}
 }
+
+// TestCertificateFileMistakes: a certificate and key that cannot make a
+// pair are refused at start with what is wrong and which file, in the
+// library and through the settings (the command's variables).
+func TestCertificateFileMistakes(t *testing.T) {
+	ca := newTestCA(t)
+	c1, k1 := ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(time.Hour), false)
+	_, k2 := ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(time.Hour), false)
+	for _, tt := range []struct {
+		name, cert, key string
+		want            func(cf, kf string) string
+	}{
+		{"key of another certificate", c1, k2, func(cf, kf string) string {
+			return "the private key in " + kf + " is not the key of the certificate in " + cf
+		}},
+		{"empty certificate", "", k1, func(cf, _ string) string { return cf + " is empty" }},
+		{"empty key", c1, "\n", func(_, kf string) string { return kf + " is empty: it should hold the certificate's private key" }},
+		{"files swapped", k1, c1, func(cf, _ string) string { return cf + ` holds no certificate (PEM "CERTIFICATE" block): is it the certificate's file?` }},
+		{"key file holds the certificate", c1, c1, func(_, kf string) string { return kf + ` holds no private key (PEM "PRIVATE KEY" block): is it the key's file?` }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cf, kf := certFiles(t, tt.cert, tt.key)
+			want := tt.want(cf, kf)
+			_, err := New(Config{TokenURL: "https://tenant.example.com/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf})
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("New: err %v, want %q", err, want)
+			}
+			env := map[string]string{"M2MTOKEN_TOKEN_URL": "https://tenant.example.com/oauth/token", "AUTH0_CLIENT_ID": "svc",
+				"M2MTOKEN_CLIENT_CERT_FILE": cf, "M2MTOKEN_CLIENT_KEY_FILE": kf}
+			_, err = ConfigFromLookup(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("ConfigFromLookup: err %v, want %q", err, want)
+			}
+		})
+	}
+}
