@@ -317,17 +317,21 @@ func (cc *clientCerts) lines(b *strings.Builder) {
 }
 
 // exports are the export lines for the client's certificate: the method
-// instead of a secret, and the files.
+// instead of a secret, and the files of the certificate serve made (for
+// registered ones, a comment: the client's own files are not serve's).
 func (cc *clientCerts) exports(b *strings.Builder) {
 	if *cc.flags.method != "" {
 		fmt.Fprintf(b, "export M2MTOKEN_AUTH_METHOD=%s\n", *cc.flags.method)
 	}
-	fmt.Fprintf(b, "export M2MTOKEN_CLIENT_CERT_FILE=%s\n", shellQuote(cc.certPath))
-	if cc.keyPath != "" {
-		fmt.Fprintf(b, "export M2MTOKEN_CLIENT_KEY_FILE=%s\n", shellQuote(cc.keyPath))
-	} else {
-		fmt.Fprintf(b, "# and M2MTOKEN_CLIENT_KEY_FILE, the private key of %s\n", cc.certPath)
+	if cc.keyPath == "" {
+		// Registered certificates (--client-cert): the file is the
+		// server's list, two while one is rotated, not the client's pair.
+		fmt.Fprintf(b, "# and your certificate's files: one of those registered in %s, and its private key:\n", cc.certPath)
+		b.WriteString("# export M2MTOKEN_CLIENT_CERT_FILE=...\n# export M2MTOKEN_CLIENT_KEY_FILE=...\n")
+		return
 	}
+	fmt.Fprintf(b, "export M2MTOKEN_CLIENT_CERT_FILE=%s\n", shellQuote(cc.certPath))
+	fmt.Fprintf(b, "export M2MTOKEN_CLIENT_KEY_FILE=%s\n", shellQuote(cc.keyPath))
 }
 
 // certThumbprint is a certificate's x5t#S256: the base64url SHA-256 of its
