@@ -81,6 +81,18 @@ func TestCertificateBoundToken(t *testing.T) {
 			t.Errorf("%s: %d %q, want %d %q", tt.name, code, chall, tt.want, tt.chall)
 		}
 	}
+	// The body says why too, for a user who reads only the body.
+	req, _ := http.NewRequest("GET", api.URL, nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if resp, err := api.Client().Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := "invalid token: the token is bound to a client certificate (cnf.x5t#S256) and the request presented none"; !strings.Contains(string(body), want) {
+			t.Errorf("body %q, want %q", body, want)
+		}
+	}
 	if _, err := s.Verify(tok, aud); err == nil || !strings.Contains(err.Error(), "bound to a client certificate (cnf.x5t#S256)") {
 		t.Errorf("Verify: %v", err)
 	}

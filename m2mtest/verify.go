@@ -69,7 +69,8 @@ func hasAudience(aud any, want string) bool {
 // [Server.VerifyRequest] accepts for audience (a bearer token, a
 // DPoP-bound token with a valid proof, a certificate-bound token over a
 // connection with its certificate) and that carries every scope in
-// scopes. It answers like an RFC 6750 and RFC 9449 resource server: 401
+// scopes. It answers like an RFC 6750 and RFC 9449 resource server (and
+// says why in the body too): 401
 // with WWW-Authenticate `Bearer realm="api"` for a missing token,
 // `Bearer error="invalid_token"` for a bad one, `DPoP error="..."`
 // (invalid_token, invalid_dpop_proof, or use_dpop_nonce with a DPoP-Nonce
@@ -90,6 +91,9 @@ func (s *Server) Protect(audience string, scopes []string, next http.Handler) ht
 			msg := "invalid token"
 			if re.Code == "" {
 				msg = "missing bearer token"
+			}
+			if re.Description != "" {
+				msg += ": " + re.Description
 			}
 			http.Error(w, msg, http.StatusUnauthorized)
 			return
