@@ -36,6 +36,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -132,6 +133,10 @@ type ListenConfig struct {
 	// service name. Empty means the listener's address, with an
 	// unspecified one (0.0.0.0, [::]) replaced by 127.0.0.1.
 	Host string
+	// ErrorLog, if set, is the server's http.Server.ErrorLog: where
+	// failed TLS handshakes and the like are logged. Nil means the log
+	// package's standard logger.
+	ErrorLog *log.Logger
 }
 
 // Listen starts an issuer with the given clients.
@@ -149,6 +154,7 @@ func (lc ListenConfig) Listen(clients ...Client) (*Server, error) {
 	srv.Listener.Close()
 	srv.Listener = l
 	srv.TLS = lc.TLS
+	srv.Config.ErrorLog = lc.ErrorLog
 	host, port, _ := net.SplitHostPort(l.Addr().String())
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1"

@@ -221,6 +221,7 @@ the token request.`)
 	client := m2mtest.Client{ID: *clientID, Secret: *secret, Audiences: audiences, Organizations: orgs,
 		Scopes: strings.Fields(*scope), RequireDPoP: *requireDPoP}
 	clientCerts.client(&client)
+	lc.ErrorLog = logs.serverLog(caFile)
 	s, err := lc.Listen(client)
 	if err != nil {
 		return fmt.Errorf("--addr %s: %w", *addr, err)
@@ -258,7 +259,7 @@ the token request.`)
 		fmt.Fprintln(w, line)
 	})))
 	serveQuickstartAPI(apiMux.Handle, s, audiences)
-	api := &http.Server{Handler: apiMux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: lc.TLS}
+	api := &http.Server{Handler: apiMux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: lc.TLS, ErrorLog: lc.ErrorLog}
 	apiURL := "http://" + apiHostPort(l.Addr(), "")
 	if lc.TLS != nil {
 		go api.ServeTLS(l, "", "")

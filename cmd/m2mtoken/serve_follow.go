@@ -1,5 +1,5 @@
 // The files serve follows (the client's secret, a trusted platform's
-// keys), and what it logs about them.
+// keys), and what it logs about them and about its servers' connections.
 
 package main
 
@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -137,4 +138,31 @@ func describeKeys(keys []m2mtest.Key) string {
 		n += " (kid " + strings.Join(ids, ", ") + ")"
 	}
 	return n
+}
+
+// serverLog is the ErrorLog of serve's servers: net/http's lines through
+// serve's log, with a failed TLS handshake said from serve's side. A
+// client that does not trust serve's CA ends the handshake with an alert
+// net/http logs as "remote error: tls: bad certificate", which reads as
+// if the client's certificate were bad.
+func (l *serveLog) serverLog(caFile string) *log.Logger {
+	return log.New(serverLogWriter{l, caFile}, "", 0)
+}
+
+type serverLogWriter struct {
+	l      *serveLog
+	caFile string
+}
+
+func (w serverLogWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSuffix(string(p), "\n")
+	if from, alert, ok := strings.Cut(strings.TrimPrefix(line, "http: TLS handshake error from "), ": remote error: tls: "); ok && from != line {
+		switch alert {
+		case "bad certificate", "unknown certificate authority", "unknown certificate", "certificate unknown":
+			w.l.printf("a client at %s refused serve's certificate (tls: %s): it must trust serve's CA, %s (M2MTOKEN_CA_FILE in the exports)", from, alert, w.caFile)
+			return len(p), nil
+		}
+	}
+	w.l.printf("%s", line)
+	return len(p), nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/m2mtoken/m2mtoken/internal/logtest"
 )
@@ -255,5 +257,29 @@ func TestServeAudiencesAndOrganizations(t *testing.T) {
 		if string(b) != tt.want {
 			t.Errorf("token %q: the API answered %d %q, want %q", tt.args, resp.StatusCode, b, tt.want)
 		}
+	}
+}
+
+// TestServeSaysAClientRefusedItsCertificate: a client that does not trust
+// serve's CA ends the TLS handshake with an alert that net/http logs as
+// "remote error: tls: bad certificate"; serve says instead that the client
+// refused serve's certificate, and which CA file it must trust.
+func TestServeSaysAClientRefusedItsCertificate(t *testing.T) {
+	env, _, log := startServeLog(t, "--tls", "--addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0")
+	for _, u := range []string{env["AUTH0_DOMAIN"], strings.TrimPrefix(strings.TrimSuffix(env["API_URL"], "/"), "https://")} {
+		raw, err := net.Dial("tcp", u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn := tls.Client(raw, &tls.Config{ServerName: "localhost"})
+		if err := conn.Handshake(); err == nil {
+			t.Fatalf("a client with the system's roots trusted serve's certificate at %s", u)
+		}
+		conn.Close()
+		log.WaitText(t, 5*time.Second, "a client at "+raw.LocalAddr().String()+" refused serve's certificate (tls: bad certificate): it must trust serve's CA, "+
+			env["M2MTOKEN_CA_FILE"]+" (M2MTOKEN_CA_FILE in the exports)")
+	}
+	if strings.Contains(log.String(), "TLS handshake error") {
+		t.Errorf("net/http's line is still there:\n%s", log.String())
 	}
 }
