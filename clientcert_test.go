@@ -778,8 +778,12 @@ func TestCertificateFileMistakes(t *testing.T) {
 		}},
 		{"empty certificate", "", k1, func(cf, _ string) string { return cf + " is empty" }},
 		{"empty key", c1, "\n", func(_, kf string) string { return kf + " is empty: it should hold the certificate's private key" }},
-		{"files swapped", k1, c1, func(cf, _ string) string { return cf + ` holds no certificate (PEM "CERTIFICATE" block): is it the certificate's file?` }},
-		{"key file holds the certificate", c1, c1, func(_, kf string) string { return kf + ` holds no private key (PEM "PRIVATE KEY" block): is it the key's file?` }},
+		{"files swapped", k1, c1, func(cf, _ string) string {
+			return cf + ` holds no certificate (PEM "CERTIFICATE" block): is it the certificate's file?`
+		}},
+		{"key file holds the certificate", c1, c1, func(_, kf string) string {
+			return kf + ` holds no private key (PEM "PRIVATE KEY" block): is it the key's file?`
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cf, kf := certFiles(t, tt.cert, tt.key)
