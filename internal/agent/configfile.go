@@ -328,6 +328,9 @@ func jsonError(b []byte, err error, what string, fields []string) string {
 		return msg
 	case errors.Is(err, io.EOF):
 		return "the file is empty: it holds one object with a \"sources\" list"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		line, col := position(b, int64(len(b)))
+		return fmt.Sprintf("the JSON ends early, at line %d, column %d (was the file saved half-way, or is a closing } or ] missing?)", line, col)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name, _ := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
 		known := what + " " + strings.Join(fields, ", ")

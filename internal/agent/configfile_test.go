@@ -106,6 +106,7 @@ func TestAgentConfigErrors(t *testing.T) {
 		{"empty sources", `{"sources": []}`, []string{"agent.json", `"sources" is empty`}},
 		{"syntax", "{\"sources\": [\n  {\"name\": \"a\",}\n]}", []string{"agent.json", "line 2, column"}},
 		{"empty file", ``, []string{"agent.json", "empty"}},
+		{"cut short", "{\"sources\": [\n  {\"name\": \"a\", \"domain\": \"t\"", []string{"config file agent.json: the JSON ends early, at line 2, column 30 (was the file saved half-way, or is a closing } or ] missing?)"}},
 		{"two values", `{"sources": [{"name": "api", "domain": "t.auth0.com", "client_id": "c", "client_secret_env": "SET"}]} {}`, []string{"more than one JSON value"}},
 		{"key missing", src(`"private_key_file": "/nonexistent/key.pem"`), []string{`source "api"`, `"private_key_file"`}},
 		{"dpop key missing", src(`"client_secret_env": "SET", "dpop_key_file": "/nonexistent/dpop.pem"`), []string{`source "api"`, `"dpop_key_file"`, "/nonexistent/dpop.pem"}},
