@@ -13,10 +13,12 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/m2mtoken/m2mtoken/internal/jwt"
+	"github.com/m2mtoken/m2mtoken/internal/suggest"
 )
 
 // AuthMethod is how the client authenticates to the token endpoint.
@@ -521,6 +523,8 @@ func (c *Config) withDefaults() (string, error) {
 			c.ClientAssertionType = assertionJWTSPIFFE
 		case strings.ContainsAny(t, " \t\r\n") || !strings.Contains(t, ":"):
 			return "", configErr("{ClientAssertionType} %q: use jwt-bearer (the default), jwt-spiffe, or the type's URN (urn:ietf:params:oauth:client-assertion-type:...)", t)
+		case assertionTypo(t) != "":
+			return "", configErr("{ClientAssertionType} %q: did you mean %q?", t, assertionTypo(t))
 		default:
 			c.ClientAssertionType = t
 		}
@@ -612,4 +616,14 @@ func setDefault[T comparable](p *T, def T) {
 	if *p == zero {
 		*p = def
 	}
+}
+
+// assertionTypo returns the registered client assertion type t is a typo
+// of (its URN prefix or its name a letter or two off), or "".
+func assertionTypo(t string) string {
+	known := []string{assertionJWTBearer, assertionJWTSPIFFE, "urn:ietf:params:oauth:client-assertion-type:saml2-bearer"}
+	if slices.Contains(known, t) {
+		return ""
+	}
+	return suggest.Nearest(t, known)
 }

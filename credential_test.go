@@ -388,6 +388,10 @@ func TestCredentialSettings(t *testing.T) {
 		{"file and assertion", func(c *Config) { c.ClientSecretFile = "f"; c.ClientAssertionFile = "a" }, "Config.ClientSecretFile and Config.ClientAssertionFile are both set"},
 		{"type without assertion", func(c *Config) { c.ClientSecret = "s"; c.ClientAssertionType = "jwt-spiffe" }, "Config.ClientAssertionType is set without Config.ClientAssertionFile"},
 		{"bad type", func(c *Config) { c.ClientAssertionFile = "a"; c.ClientAssertionType = "spiffe" }, `Config.ClientAssertionType "spiffe": use jwt-bearer`},
+		{"typo in the URN", func(c *Config) {
+			c.ClientAssertionFile = "a"
+			c.ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-spifee"
+		}, `Config.ClientAssertionType "urn:ietf:params:oauth:client-assertion-type:jwt-spifee": did you mean "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"?`},
 		{"missing file", func(c *Config) { c.ClientSecretFile = "/nonexistent/secret" }, "Config.ClientSecretFile: /nonexistent/secret"},
 		{"key method with a secret file", func(c *Config) { c.ClientSecretFile = "f"; c.AuthMethod = PrivateKeyJWT }, "a secret and a key together are refused"},
 	} {
