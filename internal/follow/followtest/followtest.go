@@ -173,9 +173,9 @@ func (g *SettleGate) Sleep(ctx context.Context, d time.Duration) error {
 	return g.Clock.Sleep(ctx, d)
 }
 
-// Returns fails the test if fn, which must not wait for a read held at a
-// SettleGate, has not returned within a generous bound (it would wait
-// for ever otherwise).
+// Returns fails the test if fn, which must not wait for another caller's
+// read held at a SettleGate (or for what that read tells), has not
+// returned within a generous bound: it would wait for ever otherwise.
 func Returns(t testing.TB, what string, fn func()) {
 	t.Helper()
 	done := make(chan struct{})
@@ -186,6 +186,6 @@ func Returns(t testing.TB, what string, fn func()) {
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		t.Fatalf("%s waits for another reader's read of the file", what)
+		t.Fatalf("%s waits for another caller's read of the file, or for what that read tells", what)
 	}
 }
