@@ -57,9 +57,12 @@ type clientCert struct {
 
 	cur atomic.Pointer[certValue]
 
-	mu     sync.Mutex // held across a read of the files
-	looked time.Time  // when a handshake last read them
-	warned string     // the last file error warned about
+	// mu is held across a read of the files, and never while the log or
+	// changed and expiring are told (certNews): a handshake that finds it
+	// held presents cur rather than wait.
+	mu     sync.Mutex
+	looked time.Time // when a handshake last read them
+	warned string    // the last file error warned about
 	// expired is the certificate last warned about for its NotAfter.
 	expired string
 	// typeNoted is set once a certificate-bound token typed DPoP has been
@@ -162,14 +165,28 @@ func certValueOf(cert *tls.Certificate) (*certValue, error) {
 // a certificate never read.
 func (cc *clientCert) current(ctx context.Context) (*certValue, error) {
 	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	return cc.read(ctx)
+	v, news, err := cc.read(ctx)
+	cc.mu.Unlock()
+	cc.tell(news)
+	return v, err
 }
 
-// read is current's work; cc.mu is held.
-func (cc *clientCert) read(ctx context.Context) (*certValue, error) {
+// certNews is what a read of the certificate has to say, said once cc.mu
+// is released: the log and the Observer are the user's code, and may be
+// slow, and changed drops tokens under the pool's locks.
+type certNews struct {
+	warn      error      // the files cannot be read: the last good pair stays
+	recovered bool       // they read well again
+	old, cur  *certValue // the certificate changed from old to cur
+	expiring  *certValue // cur is about to expire, or has expired
+}
+
+// read is current's work; cc.mu is held. What it has to say is returned
+// for tell.
+func (cc *clientCert) read(ctx context.Context) (*certValue, certNews, error) {
 	old := cc.cur.Load()
 	var v *certValue
+	var news certNews
 	var err error
 	if cc.get != nil {
 		var cert *tls.Certificate
@@ -198,72 +215,100 @@ func (cc *clientCert) read(ctx context.Context) (*certValue, error) {
 	}
 	if err != nil && ctx.Err() == nil {
 		if old == nil && v == nil {
-			return nil, err
+			return nil, news, err
 		}
 		if msg := err.Error(); msg != cc.warned {
 			cc.warned = msg
-			cc.log.Warn("the client certificate cannot be read; the last good one is used", slog.Any("error", err))
+			news.warn = err
 		}
 	} else if err == nil && cc.warned != "" {
 		cc.warned = ""
-		cc.log.Info("the client certificate reads well again")
+		news.recovered = true
 	}
 	if v == nil || old != nil && v.thumb == old.thumb {
 		v = old
 	} else {
 		cc.cur.Store(v)
 		if old != nil {
-			cc.log.Info("the client certificate changed; new connections present it, and tokens bound to the one before are fetched anew",
-				slog.String("certificate", v.thumb), slog.Time("not_after", v.notAfter), slog.String("previous", old.thumb))
-			if cc.changed != nil {
-				cc.changed(old, v)
-			}
+			news.old, news.cur = old, v
 		}
 	}
-	if cc.expiring != nil { // wired by its client: not while New reads it first
-		cc.checkExpiry(v)
+	if cc.expiring != nil && cc.expires(v) { // wired by its client: not while New reads it first
+		news.expiring = v
 	}
-	return v, nil
+	return v, news, nil
+}
+
+// tell says what a read found, with cc.mu released. A change already
+// followed by another (a read that stored a newer certificate meanwhile,
+// and tells of it) is logged but not passed to changed.
+func (cc *clientCert) tell(n certNews) {
+	switch {
+	case n.warn != nil:
+		cc.log.Warn("the client certificate cannot be read; the last good one is used", slog.Any("error", n.warn))
+	case n.recovered:
+		cc.log.Info("the client certificate reads well again")
+	}
+	if n.cur != nil {
+		cc.log.Info("the client certificate changed; new connections present it, and tokens bound to the one before are fetched anew",
+			slog.String("certificate", n.cur.thumb), slog.Time("not_after", n.cur.notAfter), slog.String("previous", n.old.thumb))
+		if cc.changed != nil && cc.cur.Load() == n.cur {
+			cc.changed(n.old, n.cur)
+		}
+	}
+	if v := n.expiring; v != nil {
+		left := v.notAfter.Sub(cc.clk.Now())
+		msg := "the client certificate is about to expire and has not been renewed: is the process that renews it running?"
+		if left <= 0 {
+			msg = "the client certificate has expired and has not been renewed: is the process that renews it running?"
+		}
+		cc.log.Warn(msg, slog.String("certificate", v.thumb), slog.Time("not_after", v.notAfter), slog.Duration("left", left.Round(time.Second)))
+		cc.expiring(v)
+	}
 }
 
 // forHandshake is the certificate a TLS handshake presents: the files
-// looked at again, at most every certHandshake.
+// looked at again, at most every certHandshake. While another reads them
+// (a token request, the watch, another handshake), or tells what it read,
+// the certificate in use is presented at once: a read may wait out a
+// file that keeps changing, and every new connection would wait with it.
 func (cc *clientCert) forHandshake(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
+	if !cc.mu.TryLock() {
+		if v := cc.cur.Load(); v != nil {
+			return v.cert, nil
+		}
+		cc.mu.Lock() // never read yet: not once New has returned
+	}
 	now := cc.clk.Now()
 	if v := cc.cur.Load(); v != nil && now.Sub(cc.looked) < certHandshake && !now.Before(cc.looked) {
+		cc.mu.Unlock()
 		return v.cert, nil
 	}
 	cc.looked = now
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	v, err := cc.read(ctx)
+	v, news, err := cc.read(ctx)
+	cc.mu.Unlock()
+	cc.tell(news)
 	if err != nil {
 		return nil, err
 	}
 	return v.cert, nil
 }
 
-// checkExpiry warns once per certificate when it has less than a tenth
-// of its validity left: the process that renews it (cert-manager renews
-// at two thirds) should have written a new one by then.
-func (cc *clientCert) checkExpiry(v *certValue) {
+// expires reports, once per certificate, whether it has less than a
+// tenth of its validity left: the process that renews it (cert-manager
+// renews at two thirds) should have written a new one by then. cc.mu is
+// held.
+func (cc *clientCert) expires(v *certValue) bool {
 	if v == nil || v.thumb == cc.expired {
-		return
+		return false
 	}
-	now := cc.clk.Now()
-	left := v.notAfter.Sub(now)
-	if left >= v.notAfter.Sub(v.notBefore)/10 {
-		return
+	if v.notAfter.Sub(cc.clk.Now()) >= v.notAfter.Sub(v.notBefore)/10 {
+		return false
 	}
 	cc.expired = v.thumb
-	msg := "the client certificate is about to expire and has not been renewed: is the process that renews it running?"
-	if left <= 0 {
-		msg = "the client certificate has expired and has not been renewed: is the process that renews it running?"
-	}
-	cc.log.Warn(msg, slog.String("certificate", v.thumb), slog.Time("not_after", v.notAfter), slog.Duration("left", left.Round(time.Second)))
-	cc.expiring(v)
+	return true
 }
 
 // certChanged is told of a new client certificate: token requests and API

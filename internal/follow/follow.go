@@ -19,7 +19,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/m2mtoken/m2mtoken/internal/clock"
@@ -62,14 +62,20 @@ type Snapshot struct {
 	Err error
 }
 
-// File is a followed file. It is safe for concurrent use; reads are made
-// one at a time.
+// File is a followed file. It is safe for concurrent use. Reads are made
+// one at a time, but a reader waits for another's read only as long as
+// its context lets it, and Last never waits.
 type File struct {
 	path string
 	opt  Options
 
-	mu   sync.Mutex // held across a read
-	snap Snapshot
+	// turn is held across a read: a one-slot channel rather than a
+	// mutex, so that a reader waiting for it can give up when its
+	// context is done.
+	turn chan struct{}
+	snap Snapshot // written under turn
+	// last is snap as the last read left it, for Last.
+	last atomic.Pointer[Snapshot]
 }
 
 // New returns a File for path, unread.
@@ -83,27 +89,48 @@ func New(path string, opt Options) *File {
 	if opt.Clock == nil {
 		opt.Clock = clock.Real{}
 	}
-	return &File{path: path, opt: opt}
+	f := &File{path: path, opt: opt, turn: make(chan struct{}, 1)}
+	f.last.Store(&Snapshot{})
+	return f
 }
 
 // Path is the path the File was made with.
 func (f *File) Path() string { return f.path }
 
-// Last returns what the last Read left, without reading.
-func (f *File) Last() Snapshot {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.snap
-}
+// Last returns what the last Read left, without reading, and without
+// waiting for a Read in progress.
+func (f *File) Last() Snapshot { return *f.last.Load() }
 
 // Read reads the file now and returns the snapshot. A content equal to
 // the current one costs one read; a different one (or a failure) is read
 // again after Settle, until two reads agree, at most a few times, and only
-// then taken (or reported). A done ctx ends the waits: the snapshot is
-// then returned as it was, with ctx's error.
+// then taken (or reported). A done ctx ends the waits, for another
+// reader's read to end as for the settle: the snapshot is then returned
+// as it was, with ctx's error. (A read itself cannot be stopped: on a
+// mount that hangs, the reader that began it hangs with it, but no other
+// waits past its own ctx.)
 func (f *File) Read(ctx context.Context) Snapshot {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	select {
+	case f.turn <- struct{}{}: // a free turn is taken even with ctx done
+	default:
+		select {
+		case f.turn <- struct{}{}:
+		case <-ctx.Done():
+			s := f.Last()
+			s.Err = ctx.Err()
+			return s
+		}
+	}
+	defer func() { <-f.turn }()
+	s := f.read(ctx)
+	kept := f.snap
+	f.last.Store(&kept)
+	return s
+}
+
+// read is Read's work; the turn is held. f.snap is what it leaves, and it
+// returns what its reader is told (f.snap, or with ctx's error).
+func (f *File) read(ctx context.Context) Snapshot {
 	content, err := f.readOnce()
 	switch {
 	case err == nil && f.snap.Version > 0 && bytes.Equal(content, f.snap.Content):

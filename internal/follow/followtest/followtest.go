@@ -4,10 +4,15 @@
 package followtest
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/m2mtoken/m2mtoken/internal/clock"
 )
 
 // Ways are the ways of changing a file that Change takes.
@@ -111,5 +116,76 @@ func RewriteInPlace(t testing.TB, path, content string) {
 	defer f.Close()
 	if _, err := f.WriteString(content); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// SettleGate is a clock whose waits of Settle (a follower's wait between
+// two reads of a changed file) can be held, for as long as a test needs:
+// a reader caught there holds the file's turn, as a file that keeps
+// changing or a slow mount would hold it. Other waits go to Clock.
+type SettleGate struct {
+	clock.Clock
+	Settle time.Duration
+
+	mu      sync.Mutex
+	gate    chan struct{} // closed by release; nil while not holding
+	entered chan struct{}
+}
+
+// Hold makes the settle waits that begin from now block until release is
+// called (or their context is done); entered receives once for each wait
+// held. release may be called more than once.
+func (g *SettleGate) Hold() (entered <-chan struct{}, release func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	gate, in := make(chan struct{}), make(chan struct{}, 64)
+	g.gate, g.entered = gate, in
+	var once sync.Once
+	return in, func() {
+		once.Do(func() {
+			g.mu.Lock()
+			if g.gate == gate {
+				g.gate = nil
+			}
+			g.mu.Unlock()
+			close(gate)
+		})
+	}
+}
+
+// Sleep holds a wait of Settle while Hold's gate is shut, then sleeps on
+// Clock.
+func (g *SettleGate) Sleep(ctx context.Context, d time.Duration) error {
+	g.mu.Lock()
+	gate, entered := g.gate, g.entered
+	g.mu.Unlock()
+	if gate != nil && d == g.Settle {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return g.Clock.Sleep(ctx, d)
+}
+
+// Returns fails the test if fn, which must not wait for another caller's
+// read held at a SettleGate (or for what that read tells), has not
+// returned within a generous bound: it would wait for ever otherwise.
+func Returns(t testing.TB, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s waits for another caller's read of the file, or for what that read tells", what)
 	}
 }
