@@ -199,7 +199,9 @@ func (c *client) closeIdle() {
 		c.http.CloseIdleConnections()
 	}
 	c.apiOnce.Do(func() {}) // no Client() made one after this
-	if t, ok := c.apiBase.(interface{ CloseIdleConnections() }); ok {
+	if t := c.apiCert.Load(); t != nil {
+		t.closeAllIdle() // its clones' too
+	} else if t, ok := c.apiBase.(interface{ CloseIdleConnections() }); ok {
 		t.CloseIdleConnections()
 	}
 }

@@ -9,6 +9,7 @@ package agent
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -65,13 +66,29 @@ func connBudget(maxConns, listeners, proxies int) (int, error) {
 
 // capUpstream holds the proxy to n connections to its upstream at once:
 // requests beyond wait for one, so the proxy's descriptors stay within
-// the budget connBudget made.
+// the budget connBudget made. It is called once per proxy, before its
+// first request; a transport it cannot cap is warned of.
 func (p *proxy) capUpstream(n int) {
 	if t, ok := p.rt.(*m2mtoken.Transport); ok {
-		if base, ok := t.Base.(*http.Transport); ok {
+		switch base := t.Base.(type) {
+		case *http.Transport:
 			base.MaxConnsPerHost = n
+			return
+		case interface{ SetMaxConnsPerHost(int) }:
+			base.SetMaxConnsPerHost(n)
+			return
 		}
 	}
+	p.log.Warn("the proxy's connections to its upstream cannot be capped: they may use descriptors beyond its share of the open-file limit (ulimit -n)",
+		slog.String("source", p.spec.source), slog.String("upstream", p.spec.upstream.Redacted()), slog.Int("cap", n), slog.String("transport", transportName(p.rt)))
+}
+
+// transportName names the transport under rt, for a log.
+func transportName(rt http.RoundTripper) string {
+	if t, ok := rt.(*m2mtoken.Transport); ok {
+		rt = t.Base
+	}
+	return fmt.Sprintf("%T", rt)
 }
 
 // limitListener accepts at most cap(sem) connections at once; further

@@ -84,6 +84,7 @@ type proxy struct {
 	handler http.Handler
 	served  http.Handler // handler, behind the guards of TCP
 	rt      http.RoundTripper
+	log     *slog.Logger
 }
 
 // proxySlot is a proxy's listener and the proxy it serves: a reload that
@@ -194,17 +195,26 @@ func newProxy(spec proxySpec, src *agentSource, sl *proxySlot, log *slog.Logger)
 	// a revoked one, keeps many idle connections to the one upstream, and
 	// trusts the source's CA (ca_file, --ca-file, M2MTOKEN_CA_FILE) besides
 	// the system's, as its token requests do. Its connections are the
-	// proxy's own (a copy of the client's): their cap (capUpstream) is set
-	// before any request, even when a reload adds a proxy to a client whose
-	// other proxies are serving, and a proxy that a reload removes closes
-	// its idle connections without touching theirs.
+	// proxy's own (a copy of the client's, or of its certificate transport
+	// with client_cert_file, which follows the certificate's renewals):
+	// their cap (capUpstream) is set before any request, even when a
+	// reload adds a proxy to a client whose other proxies are serving, and
+	// a proxy that a reload removes closes its idle connections without
+	// touching theirs.
 	rt := src.src.Client().Transport
 	if t, ok := rt.(*m2mtoken.Transport); ok {
-		if base, ok := t.Base.(*http.Transport); ok {
-			rt = &m2mtoken.Transport{Source: t.Source, Base: base.Clone()}
+		var own http.RoundTripper
+		switch base := t.Base.(type) {
+		case *http.Transport:
+			own = base.Clone()
+		case interface{ Clone() http.RoundTripper }:
+			own = base.Clone()
+		}
+		if own != nil {
+			rt = &m2mtoken.Transport{Source: t.Source, Base: own}
 		}
 	}
-	p := &proxy{spec: spec, src: src, slot: sl, rt: rt}
+	p := &proxy{spec: spec, src: src, slot: sl, rt: rt, log: log}
 	target := spec.upstream
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
