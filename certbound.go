@@ -1,16 +1,12 @@
 // Certificate-bound tokens (RFC 8705 section 3): which certificate a
-// token is bound to, and the token requests' transports, one per
-// certificate, so that the certificate a token request presented is known
-// and the token is held, stored and checked against it.
+// token is bound to, checked against the certificate its request
+// presented (certtransport.go), or its cache key names.
 
 package m2mtoken
 
 import (
-	"context"
-	"crypto/tls"
 	"net/http"
 	"strings"
-	"sync"
 
 	"github.com/m2mtoken/m2mtoken/internal/jwt"
 )
@@ -99,70 +95,4 @@ func unreadable(e *Entry) bool {
 		return false
 	}
 	return !strings.EqualFold(e.TokenType, "DPoP")
-}
-
-// tokenTransport sends the token requests of a client with a certificate:
-// a transport per certificate, each presenting its own, so that a token
-// request goes over a connection that presents the certificate it names
-// (withCert), never over one made for the certificate before. The token it
-// earns is then known to be bound to that certificate even when the token
-// cannot say so (an opaque token). The transport of the certificate before
-// is kept for requests already under way, and its idle connections closed
-// when a third one comes.
-type tokenTransport struct {
-	make func(clientCertFunc) *http.Transport
-	cc   *clientCert
-
-	mu        sync.Mutex
-	cur, prev certConns
-}
-
-// certConns is the transport that presents cv.
-type certConns struct {
-	cv *certValue
-	t  *http.Transport
-}
-
-type certCtxKey struct{}
-
-// withCert returns ctx naming the certificate a token request presents.
-func withCert(ctx context.Context, cv *certValue) context.Context {
-	return context.WithValue(ctx, certCtxKey{}, cv)
-}
-
-func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	cv, _ := req.Context().Value(certCtxKey{}).(*certValue)
-	if cv == nil {
-		cv = t.cc.now()
-	}
-	return t.forCert(cv).RoundTrip(req)
-}
-
-// forCert returns the transport that presents cv, made if needed.
-func (t *tokenTransport) forCert(cv *certValue) *http.Transport {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	switch {
-	case t.cur.t != nil && t.cur.cv == cv:
-		return t.cur.t
-	case t.prev.t != nil && t.prev.cv == cv:
-		return t.prev.t
-	}
-	if t.prev.t != nil {
-		t.prev.t.CloseIdleConnections()
-	}
-	cert := cv.cert
-	t.prev, t.cur = t.cur, certConns{cv: cv, t: t.make(func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil })}
-	return t.cur.t
-}
-
-// CloseIdleConnections closes the idle connections of both transports.
-func (t *tokenTransport) CloseIdleConnections() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, c := range []certConns{t.cur, t.prev} {
-		if c.t != nil {
-			c.t.CloseIdleConnections()
-		}
-	}
 }
