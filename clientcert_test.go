@@ -224,6 +224,39 @@ func certFiles(t testing.TB, certPEM, keyPEM string) (string, string) {
 	return c, k
 }
 
+// source returns a source of client svc at m's token endpoint with the
+// certificate and key certPEM, keyPEM (written to files of their own,
+// whose paths it returns too), closed at the test's end; mod, if not nil,
+// changes its Config first.
+func (m *mtlsServer) source(t testing.TB, certPEM, keyPEM string, mod func(*Config)) (s *TokenSource, certFile, keyFile string) {
+	t.Helper()
+	cf, kf := certFiles(t, certPEM, keyPEM)
+	cfg := Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, cf, kf
+}
+
+// apiOK calls m's API through s.Client(), and fails the test unless it
+// answers 200.
+func (m *mtlsServer) apiOK(t testing.TB, s *TokenSource) {
+	t.Helper()
+	resp, err := s.Client().Get(m.URL + "/api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("API through Client(): %s, want 200", resp.Status)
+	}
+}
+
 // TestTLSClientAuth: with either method, the certificate authenticates the
 // client (nothing secret is sent), the token is bound to it, Client()
 // presents it to the API, and the API refuses the token without it.
@@ -254,14 +287,7 @@ func TestTLSClientAuth(t *testing.T) {
 			if got := certBinding(&Entry{AccessToken: tok.AccessToken}); got != thumbOf(t, certPEM) {
 				t.Errorf("token bound to %q, want the client certificate's %q", got, thumbOf(t, certPEM))
 			}
-			resp, err := s.Client().Get(m.URL + "/api")
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				t.Fatalf("API through Client(): %s, want 200", resp.Status)
-			}
+			m.apiOK(t, s)
 			// The same token over a connection without the certificate.
 			plain := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: m.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}}}
 			req, _ := http.NewRequest("GET", m.URL+"/api", nil)
@@ -283,15 +309,9 @@ func TestCertificateBoundTokenTypedDPoP(t *testing.T) {
 	m := newMTLSServer(t)
 	m.dpopTyped.Store(true)
 	certPEM, keyPEM := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
-	cf, kf := certFiles(t, certPEM, keyPEM)
 	var mu sync.Mutex
 	var log bytes.Buffer
-	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile,
-		Logger: slog.New(slog.NewTextHandler(syncWriter{&mu, &log}, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, _, _ := m.source(t, certPEM, keyPEM, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(syncWriter{&mu, &log}, nil)) })
 	for range 3 {
 		tok, err := s.Token()
 		if err != nil {
@@ -300,14 +320,7 @@ func TestCertificateBoundTokenTypedDPoP(t *testing.T) {
 		if tok.TokenType != "Bearer" {
 			t.Errorf("TokenType %q, want Bearer", tok.TokenType)
 		}
-		resp, err := s.Client().Get(m.URL + "/api")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("API through Client(): %s, want 200", resp.Status)
-		}
+		m.apiOK(t, s)
 		s.Invalidate(tok)
 	}
 	mu.Lock()
@@ -318,11 +331,7 @@ func TestCertificateBoundTokenTypedDPoP(t *testing.T) {
 	}
 
 	m.withJKT.Store(true)
-	s2, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
+	s2, _, _ := m.source(t, certPEM, keyPEM, nil)
 	if _, err := s2.Token(); err == nil || !strings.Contains(err.Error(), "DPoP-bound token to a request without a DPoP proof") {
 		t.Errorf("a token bound to a DPoP key too: err %v, want it refused", err)
 	}
@@ -592,13 +601,8 @@ func TestTokenBoundToAnotherCertificateRefused(t *testing.T) {
 		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, boundJWT("bm90LXRoZS1jbGllbnRzLWNlcnRpZmljYXRl", int(n)))
 	})
 	c, k := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
-	cf, kf := certFiles(t, c, k)
-	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	_, err = s.Token()
+	s, _, _ := m.source(t, c, k, nil)
+	_, err := s.Token()
 	if err == nil {
 		t.Fatalf("took a token bound to another certificate (%d token requests)", requests.Load())
 	}
@@ -619,13 +623,8 @@ func TestTokenBoundToAnotherCertificateRefused(t *testing.T) {
 func TestCachedTokenBoundToAnotherCertificateNotTaken(t *testing.T) {
 	m := newMTLSServer(t)
 	c, k := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
-	cf, kf := certFiles(t, c, k)
 	cache := NewMemoryCache()
-	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile, Cache: cache})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, _, _ := m.source(t, c, k, func(c *Config) { c.Cache = cache })
 	other := boundJWT("YW5vdGhlci1jZXJ0aWZpY2F0ZQ", 0)
 	now := time.Now()
 	if err := cache.Set(t.Context(), s.CacheKey(), &Entry{AccessToken: other, TokenType: "Bearer", IssuedAt: now, Expiry: now.Add(time.Hour)}); err != nil {
@@ -654,13 +653,8 @@ func TestOpaqueTokenFetchedAcrossARenewal(t *testing.T) {
 	m.opaque.Store(true)
 	c1, k1 := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
 	c2, k2 := m.ca.issue(t, "svc", time.Now().Add(-time.Minute), time.Now().Add(48*time.Hour), false)
-	cf, kf := certFiles(t, c1, k1)
 	cache := NewMemoryCache()
-	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile, Cache: cache})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, cf, kf := m.source(t, c1, k1, func(c *Config) { c.Cache = cache })
 	inner := m.Config.Handler
 	var once sync.Once
 	m.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -24,6 +24,7 @@ import (
 	"github.com/m2mtoken/m2mtoken/internal/clock"
 	"github.com/m2mtoken/m2mtoken/internal/follow/followtest"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
+	"golang.org/x/oauth2"
 )
 
 const credAudience = "https://api.example.com/"
@@ -114,40 +115,66 @@ func TestRefusalEndsWhenTheFileChanges(t *testing.T) {
 	}
 }
 
-// TestNewSecretRefusedPreviousUsed: the file changes before the issuer
-// takes the new secret (Auth0: up to thirty seconds); the refused new
-// secret is asked again at once with the previous one, and the next
-// request after the issuer takes it ends on the new one.
-func TestNewSecretRefusedPreviousUsed(t *testing.T) {
+// rotation is a source following a secret file, and its issuer, whose
+// clock is now.
+type rotation struct {
+	s     *TokenSource
+	clk   *clock.Fake
+	log   *bytes.Buffer
+	f     *followtest.File
+	now   atomic.Pointer[time.Time]
+	start time.Time
+	tok   *oauth2.Token
+}
+
+// changeBeforeTaken: a source following the secret file (secret-1) gets
+// a token; the issuer takes secret-2 a minute from now on its clock and
+// keeps secret-1 for two; the file changes to next before that, and the
+// source gets a token again (r.tok), with the previous secret.
+func changeBeforeTaken(t *testing.T, next string, mod func(*Config)) *rotation {
+	t.Helper()
 	iss := credIssuer(t)
-	var now atomic.Pointer[time.Time]
-	start := time.Now()
-	now.Store(&start)
-	iss.SetClock(func() time.Time { return *now.Load() })
-	f := followtest.New(t, "rename", "client-secret", "secret-1\n")
-	s, _, log := credSource(t, iss, func(c *Config) { c.ClientSecretFile = f.Path })
-	tok1, err := s.Token()
+	r := &rotation{start: time.Now()}
+	r.now.Store(&r.start)
+	iss.SetClock(func() time.Time { return *r.now.Load() })
+	r.f = followtest.New(t, "rename", "client-secret", "secret-1\n")
+	r.s, r.clk, r.log = credSource(t, iss, func(c *Config) {
+		c.ClientSecretFile = r.f.Path
+		if mod != nil {
+			mod(c)
+		}
+	})
+	tok1, err := r.s.Token()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := iss.RotateSecret("svc", "secret-2", m2mtest.Rotation{OldFor: 2 * time.Minute, NewAfter: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	f.Change("secret-2\n")
-	s.Invalidate(tok1)
-	tok2, err := s.Token()
-	if err != nil {
+	r.f.Change(next)
+	r.s.Invalidate(tok1)
+	if r.tok, err = r.s.Token(); err != nil {
 		t.Fatalf("the previous secret still works: %v", err)
 	}
+	return r
+}
+
+// TestNewSecretRefusedPreviousUsed: the file changes before the issuer
+// takes the new secret (Auth0: up to thirty seconds); the refused new
+// secret is asked again at once with the previous one, and the next
+// request after the issuer takes it ends on the new one.
+func TestNewSecretRefusedPreviousUsed(t *testing.T) {
+	r := changeBeforeTaken(t, "secret-2\n", nil)
+	s, log, tok2 := r.s, r.log, r.tok
 	if n := s.Stats().TokenRequests; n != 3 {
 		t.Errorf("%d token requests, want 3 (the first, the new secret refused, the previous one)", n)
 	}
 	if !strings.Contains(log.String(), "the one before it was accepted") {
 		t.Errorf("no warning of the fallback:\n%s", log)
 	}
-	later := start.Add(90 * time.Second)
-	now.Store(&later)
-	s.c.clock.(*clock.Fake).Advance(s.c.cfg.MinInvalidateInterval)
+	later := r.start.Add(90 * time.Second)
+	r.now.Store(&later)
+	r.clk.Advance(s.c.cfg.MinInvalidateInterval)
 	s.Invalidate(tok2)
 	if _, err := s.Token(); err != nil {
 		t.Fatal(err)
@@ -429,31 +456,11 @@ func pemKey(t testing.TB, k *ecdsa.PrivateKey) string {
 // mistake): the credential to fall back on stays the one the server last
 // accepted, not the one in between it never accepted.
 func TestPreviousIsTheLastAccepted(t *testing.T) {
-	iss := credIssuer(t)
-	var now atomic.Pointer[time.Time]
-	start := time.Now()
-	now.Store(&start)
-	iss.SetClock(func() time.Time { return *now.Load() })
-	f := followtest.New(t, "rename", "client-secret", "secret-1\n")
-	s, clk, _ := credSource(t, iss, func(c *Config) { c.ClientSecretFile = f.Path; c.MaxAttempts = 2 })
-	tok1, err := s.Token()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The issuer takes secret-2 in a minute and keeps secret-1 for two.
-	if err := iss.RotateSecret("svc", "secret-2", m2mtest.Rotation{OldFor: 2 * time.Minute, NewAfter: time.Minute}); err != nil {
-		t.Fatal(err)
-	}
-	f.Change("secret-2-mistyped\n")
-	s.Invalidate(tok1)
-	tok2, err := s.Token()
-	if err != nil {
-		t.Fatalf("the previous secret still works: %v", err)
-	}
-	f.Change("secret-2\n")
-	clk.Advance(s.c.cfg.MinInvalidateInterval)
-	s.Invalidate(tok2)
-	if _, err := s.Token(); err != nil {
+	r := changeBeforeTaken(t, "secret-2-mistyped\n", func(c *Config) { c.MaxAttempts = 2 })
+	r.f.Change("secret-2\n")
+	r.clk.Advance(r.s.c.cfg.MinInvalidateInterval)
+	r.s.Invalidate(r.tok)
+	if _, err := r.s.Token(); err != nil {
 		t.Fatalf("secret-1, the last secret the issuer accepted, still works, but the fetch failed: %v", err)
 	}
 }
