@@ -5,6 +5,8 @@
 package m2mtoken
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"net/http"
 	"strings"
 
@@ -41,8 +43,14 @@ func (c *client) boundElsewhere(x5t string, cv *certValue) *TokenError {
 	if c.cert.get != nil {
 		field = "GetClientCertificate"
 	}
+	named := "the certificate " + x5t
+	if !isThumbprint(x5t) {
+		// Not a thumbprint: what the answer put there is not shown (an
+		// endpoint that echoes the request could put the secret there).
+		named = "something that is not a certificate's thumbprint"
+	}
 	return &TokenError{URL: c.tokenURL, StatusCode: http.StatusOK,
-		Description: "the token is bound to the certificate " + truncate(x5t, 64) + " (cnf.x5t#S256), not to the client certificate the request presented (" + cv.thumb + ")",
+		Description: "the token is bound to " + named + " (cnf.x5t#S256), not to the client certificate the request presented (" + cv.thumb + ")",
 		Hint:        "does a proxy between the client and the token endpoint end TLS and present a certificate of its own? Token requests must reach the server, or its mTLS edge, with the certificate of " + c.name(field)}
 }
 
@@ -95,4 +103,11 @@ func unreadable(e *Entry) bool {
 		return false
 	}
 	return !strings.EqualFold(e.TokenType, "DPoP")
+}
+
+// isThumbprint reports whether s has the form of an RFC 8705 thumbprint:
+// a SHA-256 digest in unpadded base64url, 43 characters.
+func isThumbprint(s string) bool {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	return err == nil && len(b) == sha256.Size
 }

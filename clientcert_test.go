@@ -593,12 +593,21 @@ func boundJWT(x5t string, n int) string {
 // API would refuse it over every connection the client makes. The error
 // names both thumbprints and the likely cause, and is not retried.
 func TestTokenBoundToAnotherCertificateRefused(t *testing.T) {
+	other := thumbOf(t, func() string {
+		c, _ := newTestCA(t).issue(t, "svc", time.Now(), time.Now().Add(time.Hour), false)
+		return c
+	}())
 	m := newMTLSServer(t)
 	var requests atomic.Int64
 	m.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := requests.Add(1)
+		r.ParseForm()
+		x5t := other
+		if secret := r.PostForm.Get("client_secret"); secret != "" {
+			x5t = secret // an endpoint that echoes the request
+		}
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, boundJWT("bm90LXRoZS1jbGllbnRzLWNlcnRpZmljYXRl", int(n)))
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, boundJWT(x5t, int(n)))
 	})
 	c, k := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
 	s, _, _ := m.source(t, c, k, nil)
@@ -606,13 +615,20 @@ func TestTokenBoundToAnotherCertificateRefused(t *testing.T) {
 	if err == nil {
 		t.Fatalf("took a token bound to another certificate (%d token requests)", requests.Load())
 	}
-	for _, want := range []string{"bm90LXRoZS1jbGllbnRzLWNlcnRpZmljYXRl", thumbOf(t, c), "proxy", "Config.ClientCertFile"} {
+	for _, want := range []string{other, thumbOf(t, c), "proxy", "Config.ClientCertFile"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error does not say %q: %v", want, err)
 		}
 	}
 	if n := requests.Load(); n != 1 {
 		t.Errorf("%d token requests, want 1: retrying cannot change the certificate the server sees", n)
+	}
+
+	// A secret sent over mTLS, echoed where the thumbprint goes, is not shown.
+	s2, _, _ := m.source(t, c, k, func(c *Config) { c.ClientSecret = "s3cret-value-of-the-client" })
+	_, err = s2.Token()
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "not a certificate's thumbprint") {
+		t.Errorf("err %v, want the binding refused without the echoed secret", err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/m2mtoken/m2mtoken/internal/jwt"
+	"github.com/m2mtoken/m2mtoken/internal/printable"
 )
 
 // Verify checks that tok is an unexpired bearer token this server signed
@@ -93,7 +94,8 @@ func (s *Server) Protect(audience string, scopes []string, next http.Handler) ht
 				msg = "missing bearer token"
 			}
 			if re.Description != "" {
-				msg += ": " + re.Description
+				// It may quote the token's claims: escaped, as in the header.
+				msg += ": " + printable.Line(re.Description, 500)
 			}
 			http.Error(w, msg, http.StatusUnauthorized)
 			return

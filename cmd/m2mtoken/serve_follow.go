@@ -16,6 +16,7 @@ import (
 
 	"github.com/m2mtoken/m2mtoken"
 	"github.com/m2mtoken/m2mtoken/internal/follow"
+	"github.com/m2mtoken/m2mtoken/internal/printable"
 	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
@@ -163,6 +164,6 @@ func (w serverLogWriter) Write(p []byte) (int, error) {
 			return len(p), nil
 		}
 	}
-	w.l.printf("%s", line)
+	w.l.printf("%s", printable.Line(line, 0))
 	return len(p), nil
 }
