@@ -510,7 +510,7 @@ func TestReloadRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	freshSpecs, _ := parseConfigFile(conf, []byte(`{"sources": [`+fresh+`]}`), reloadEnv)
+	freshSpecs, _, _ := parseConfigFile(conf, []byte(`{"sources": [`+fresh+`]}`), reloadEnv)
 	bad := Source{Name: "bad", Origin: "test: source bad", Config: m2mtoken.Config{TokenURL: s.TokenURL()}}
 	if err := a.Reload(append(sources, freshSpecs[0], bad), nil); err == nil || !strings.HasPrefix(err.Error(), "test: source bad: missing settings: set Config.ClientID") {
 		t.Errorf("Reload with a source the library refuses: %v", err)
