@@ -261,7 +261,8 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.commit(order, a.slots(p.proxies, next, nil))
+	slots, swaps := a.slots(p.proxies, next, nil)
+	a.commit(order, slots, swaps)
 	return a, nil
 }
 
@@ -433,9 +434,10 @@ func (a *Agent) build(specs []Source, cur map[string]*agentSource) (map[string]*
 	return next, order, nil
 }
 
-// commit makes sources and proxies the agent's: what requests find from
-// now on. It calls nothing that takes the lock.
-func (a *Agent) commit(sources []*agentSource, proxies []*proxySlot) {
+// commit makes sources and the proxies' slots the agent's, each slot
+// serving its proxy of swaps if there is one: what requests find from now
+// on. It calls nothing that takes the lock.
+func (a *Agent) commit(sources []*agentSource, proxies []*proxySlot, swaps []*proxy) {
 	a.smu.Lock()
 	defer a.smu.Unlock()
 	a.sources = sources
@@ -447,9 +449,9 @@ func (a *Agent) commit(sources []*agentSource, proxies []*proxySlot) {
 			a.bySrc[s.src] = s
 		}
 	}
-	for _, sl := range proxies {
-		if sl.next != nil {
-			sl.cur, sl.next = sl.next, nil
+	for i, sl := range proxies {
+		if swaps[i] != nil {
+			sl.cur = swaps[i]
 		}
 	}
 	a.proxies = proxies

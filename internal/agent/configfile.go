@@ -120,60 +120,69 @@ func LoadConfigFile(path string, getenv func(string) string) ([]Source, []Proxy,
 	if err != nil {
 		return nil, nil, fmt.Errorf("--config: %w", err)
 	}
-	sources, err := parseConfigFile(path, b, getenv)
-	if err != nil {
-		return nil, nil, err
-	}
-	proxies, err := parseConfigProxies(path, b)
-	return sources, proxies, err
+	return parseConfigFile(path, b, getenv)
 }
 
-// parseConfigFile parses the config file's contents; getenv reads the
-// environment variables the file names, and M2MTOKEN_CA_FILE: the CA of
-// the sources that do not name one in "ca_file".
-func parseConfigFile(path string, b []byte, getenv func(string) string) ([]Source, error) {
+// parseConfigFile parses the config file's contents, its sources and its
+// proxies; getenv reads the environment variables the file names, and
+// M2MTOKEN_CA_FILE: the CA of the sources that do not name one in
+// "ca_file".
+func parseConfigFile(path string, b []byte, getenv func(string) string) ([]Source, []Proxy, error) {
 	var fc fileConfig
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&fc); err != nil {
-		return nil, fmt.Errorf("config file %s: %s", path, jsonError(b, err, "the file's fields are", topFields))
+		return nil, nil, fmt.Errorf("config file %s: %s", path, jsonError(b, err, "the file's fields are", topFields))
 	}
 	if dec.More() {
-		return nil, fmt.Errorf("config file %s: more than one JSON value; the file holds one object with a \"sources\" list", path)
+		return nil, nil, fmt.Errorf("config file %s: more than one JSON value; the file holds one object with a \"sources\" list", path)
+	}
+	if _, err := dec.Token(); err != io.EOF { // a stray } or ] after the object
+		return nil, nil, fmt.Errorf("config file %s: %s", path, jsonError(b, err, "the file's fields are", topFields))
 	}
 	if len(fc.Sources) == 0 {
-		return nil, fmt.Errorf("config file %s: \"sources\" is empty or missing: list at least one source, such as {\"sources\": [{\"name\": \"default\", \"domain\": \"...\", \"client_id\": \"...\", \"client_secret_env\": \"...\", \"audience\": \"...\"}]}", path)
+		return nil, nil, fmt.Errorf("config file %s: \"sources\" is empty or missing: list at least one source, such as {\"sources\": [{\"name\": \"default\", \"domain\": \"...\", \"client_id\": \"...\", \"client_secret_env\": \"...\", \"audience\": \"...\"}]}", path)
 	}
 	specs := make([]Source, 0, len(fc.Sources))
 	seen := map[string]int{}
 	for i, raw := range fc.Sources {
 		var fs fileSource
-		d := json.NewDecoder(bytes.NewReader(raw))
-		d.DisallowUnknownFields()
 		where := fmt.Sprintf("config file %s: sources[%d]", path, i)
-		if err := d.Decode(&fs); err != nil {
-			return nil, fmt.Errorf("%s: %s", where, jsonError(nil, err, "a source's fields are", sourceFields))
+		if err := decodeStrict(raw, &fs); err != nil {
+			return nil, nil, fmt.Errorf("%s: %s", where, jsonError(nil, err, "a source's fields are", sourceFields))
 		}
 		if fs.Name == "" {
-			return nil, fmt.Errorf("%s: \"name\" is missing: give each source a name (letters, digits, '.', '_', '-'); clients ask for /v1/token/NAME", where)
+			return nil, nil, fmt.Errorf("%s: \"name\" is missing: give each source a name (letters, digits, '.', '_', '-'); clients ask for /v1/token/NAME", where)
 		}
 		where = fmt.Sprintf("config file %s: source %q", path, fs.Name)
 		if !sourceName.MatchString(fs.Name) {
-			return nil, fmt.Errorf("%s: \"name\": use up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", where)
+			return nil, nil, fmt.Errorf("%s: \"name\": use up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", where)
 		}
 		if j, dup := seen[fs.Name]; dup {
-			return nil, fmt.Errorf("%s: the name is used by sources[%d] too: names must be unique", where, j)
+			return nil, nil, fmt.Errorf("%s: the name is used by sources[%d] too: names must be unique", where, j)
 		}
 		seen[fs.Name] = i
 		cfg, warnings, err := fs.config(getenv)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %s", where, strings.TrimPrefix(err.Error(), "m2mtoken: "))
+			return nil, nil, fmt.Errorf("%s: %s", where, strings.TrimPrefix(err.Error(), "m2mtoken: "))
 		}
 		client, outside, request := fs.identity(getenv)
 		specs = append(specs, Source{Name: fs.Name, Origin: where, Config: cfg, Client: client, Warnings: warnings,
 			pool: client + outside, key: client + outside + request})
 	}
-	return specs, nil
+	proxies, err := parseConfigProxies(path, fc.Proxies)
+	if err != nil {
+		return nil, nil, err
+	}
+	return specs, proxies, nil
+}
+
+// decodeStrict decodes raw, one item of the file's lists, into v, refusing
+// unknown fields.
+func decodeStrict(raw json.RawMessage, v any) error {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.DisallowUnknownFields()
+	return d.Decode(v)
 }
 
 // config turns the file's fields into a Config, through the library's

@@ -37,7 +37,7 @@ func TestAgentConfigFile(t *testing.T) {
 	  {"name": "keyed", "domain": "tenant.eu.auth0.com", "client_id": "k", "private_key_file": "` + keyFile + `", "key_id": "kid1",
 	   "dpop_key_file": "` + keyFile + `", "require_dpop": true}
 	]}`
-	specs, err := parseConfigFile("agent.json", []byte(good), getenv)
+	specs, _, err := parseConfigFile("agent.json", []byte(good), getenv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +108,7 @@ func TestAgentConfigErrors(t *testing.T) {
 		{"empty file", ``, []string{"agent.json", "empty"}},
 		{"cut short", "{\"sources\": [\n  {\"name\": \"a\", \"domain\": \"t\"", []string{"config file agent.json: the JSON ends early, at line 2, column 30 (was the file saved half-way, or is a closing } or ] missing?)"}},
 		{"two values", `{"sources": [{"name": "api", "domain": "t.auth0.com", "client_id": "c", "client_secret_env": "SET"}]} {}`, []string{"more than one JSON value"}},
+		{"stray brace", "{\"sources\": [{\"name\": \"api\", \"domain\": \"t.auth0.com\", \"client_id\": \"c\", \"client_secret_env\": \"SET\"}]}\n}", []string{"config file agent.json: line 2, column 1: invalid character '}'"}},
 		{"key missing", src(`"private_key_file": "/nonexistent/key.pem"`), []string{`source "api"`, `"private_key_file"`}},
 		{"dpop key missing", src(`"client_secret_env": "SET", "dpop_key_file": "/nonexistent/dpop.pem"`), []string{`source "api"`, `"dpop_key_file"`, "/nonexistent/dpop.pem"}},
 		{"require_dpop without key", src(`"client_secret_env": "SET", "require_dpop": true`), []string{`"require_dpop" is set without "dpop_key_file"`}},
@@ -118,7 +119,7 @@ func TestAgentConfigErrors(t *testing.T) {
 		{"bad ca_file", src(`"client_secret_env": "SET", "ca_file": "/nonexistent/own.pem"`), []string{`source "api": "ca_file": open /nonexistent/own.pem: no such file`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseConfigFile("agent.json", []byte(tc.file), getenv)
+			_, _, err := parseConfigFile("agent.json", []byte(tc.file), getenv)
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -142,7 +143,7 @@ func TestAgentConfigCAOfTheCommand(t *testing.T) {
 		return map[string]string{"SET": "s3cret-value", "M2MTOKEN_CA_FILE": "/nonexistent/ca.pem"}[k]
 	}
 	file := `{"sources": [{"name": "api", "domain": "t.auth0.com", "client_id": "c", "client_secret_env": "SET"}]}`
-	_, err := parseConfigFile("agent.json", []byte(file), getenv)
+	_, _, err := parseConfigFile("agent.json", []byte(file), getenv)
 	if err == nil || !strings.Contains(err.Error(), `source "api": --ca-file or M2MTOKEN_CA_FILE: open /nonexistent/ca.pem: no such file`) {
 		t.Fatalf("error: %v", err)
 	}
@@ -185,11 +186,11 @@ func TestAgentLibraryErrorsInUserWords(t *testing.T) {
 			!strings.Contains(err.Error(), "Config.") && !strings.Contains(err.Error(), "m2mtoken: ")
 	}
 	// The library's parser checks the file's settings as New does.
-	if _, err := parseConfigFile("agent.json", []byte(source("http://example.com/token")), getenv); !inUserWords(err) {
+	if _, _, err := parseConfigFile("agent.json", []byte(source("http://example.com/token")), getenv); !inUserWords(err) {
 		t.Fatalf("parse: %v", err)
 	}
 	// And the source's FieldNames name the fields for New and the hints.
-	specs, err := parseConfigFile("agent.json", []byte(source("https://example.com/token")), getenv)
+	specs, _, err := parseConfigFile("agent.json", []byte(source("https://example.com/token")), getenv)
 	if err != nil {
 		t.Fatal(err)
 	}

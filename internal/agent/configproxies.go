@@ -6,7 +6,6 @@
 package agent
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 )
@@ -22,21 +21,15 @@ type fileProxy struct {
 // proxyFields are the fields a proxy may have, as the file spells them.
 var proxyFields = []string{"source", "listen", "upstream", "require_header"}
 
-// parseConfigProxies returns the proxies of the config file's contents b,
-// which parseConfigFile has read. Their values are checked by New, whose
-// errors name them by their Origin and fields.
-func parseConfigProxies(path string, b []byte) ([]Proxy, error) {
-	var fc fileConfig
-	if err := json.Unmarshal(b, &fc); err != nil {
-		return nil, fmt.Errorf("config file %s: %s", path, jsonError(b, err, "the file's fields are", topFields))
-	}
+// parseConfigProxies returns the proxies of the config file at path, its
+// "proxies" list as parseConfigFile decoded it. Their values are checked
+// by New, whose errors name them by their Origin and fields.
+func parseConfigProxies(path string, list []json.RawMessage) ([]Proxy, error) {
 	var proxies []Proxy
-	for i, raw := range fc.Proxies {
+	for i, raw := range list {
 		var fp fileProxy
-		d := json.NewDecoder(bytes.NewReader(raw))
-		d.DisallowUnknownFields()
 		where := fmt.Sprintf("config file %s: proxies[%d]", path, i)
-		if err := d.Decode(&fp); err != nil {
+		if err := decodeStrict(raw, &fp); err != nil {
 			return nil, fmt.Errorf("%s: %s", where, jsonError(nil, err, "a proxy's fields are", proxyFields))
 		}
 		for _, f := range [][3]string{

@@ -19,7 +19,7 @@ func TestSecretInClientSecretEnvNotShown(t *testing.T) {
 		"BILLING_SECRET": true, "_X1": true,
 	} {
 		file := `{"sources": [{"name": "api", "domain": "t.auth0.com", "client_id": "c", "client_secret_env": "` + value + `"}]}`
-		_, err := parseConfigFile("agent.json", []byte(file), getenv)
+		_, _, err := parseConfigFile("agent.json", []byte(file), getenv)
 		if err == nil || !strings.Contains(err.Error(), `"client_secret_env"`) || strings.Contains(err.Error(), value) != shown {
 			t.Errorf("%s: %v; want it shown: %v", value, err, shown)
 		}
@@ -29,7 +29,7 @@ func TestSecretInClientSecretEnvNotShown(t *testing.T) {
 	}
 	// A variable that is set is read, whatever its name looks like.
 	getenv = func(v string) string { return map[string]string{"billing_secret": "s3cret"}[v] }
-	specs, err := parseConfigFile("agent.json", []byte(`{"sources": [{"name": "api", "domain": "t.auth0.com", "client_id": "c", "client_secret_env": "billing_secret"}]}`), getenv)
+	specs, _, err := parseConfigFile("agent.json", []byte(`{"sources": [{"name": "api", "domain": "t.auth0.com", "client_id": "c", "client_secret_env": "billing_secret"}]}`), getenv)
 	if err != nil || specs[0].Config.ClientSecret != "s3cret" {
 		t.Fatalf("a lower-case variable that is set: %v", err)
 	}
@@ -43,7 +43,7 @@ func TestConfigFileKeyReadableWarns(t *testing.T) {
 	secretFile := filepath.Join(dir, "secret")
 	os.WriteFile(secretFile, []byte(secret), 0o644)
 	file := `{"sources": [{"name": "api", "token_url": "https://idp.example.com/token", "client_id": "c", "client_secret_file": "` + secretFile + `"}]}`
-	specs, err := parseConfigFile("agent.json", []byte(file), func(string) string { return "" })
+	specs, _, err := parseConfigFile("agent.json", []byte(file), func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestConfigFileKeyReadableWarns(t *testing.T) {
 	a := launchAgent(t, Config{Sources: specs, Listeners: []Listener{{"unix:" + filepath.Join(dir, "a.sock")}}})
 	a.waitLog(1, specs[0].Warnings[0], "source", "api")
 	os.Chmod(secretFile, 0o600)
-	if specs, _ := parseConfigFile("agent.json", []byte(file), func(string) string { return "" }); len(specs[0].Warnings) != 0 {
+	if specs, _, _ := parseConfigFile("agent.json", []byte(file), func(string) string { return "" }); len(specs[0].Warnings) != 0 {
 		t.Fatalf("0600: warnings %q", specs[0].Warnings)
 	}
 }

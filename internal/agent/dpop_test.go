@@ -38,7 +38,7 @@ func TestAgentDPoP(t *testing.T) {
 	der, _ := x509.MarshalPKCS8PrivateKey(key)
 	keyFile := filepath.Join(dir, "dpop.pem")
 	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
-	sources, err := parseConfigFile("agent.json", fmt.Appendf(nil, `{"sources": [{"name": "dp", "token_url": %q, "client_id": "dp",
+	sources, _, err := parseConfigFile("agent.json", fmt.Appendf(nil, `{"sources": [{"name": "dp", "token_url": %q, "client_id": "dp",
 	  "client_secret_env": "DP_SECRET", "audience": %q, "dpop_key_file": %q, "require_dpop": true}]}`, s.TokenURL(), aud, keyFile),
 		func(v string) string {
 			if v == "DP_SECRET" {

@@ -85,7 +85,7 @@ func TestAgentManySourcesOfOneClient(t *testing.T) {
 // when the test ends.
 func agentOfFile(t *testing.T, file string) *Agent {
 	t.Helper()
-	specs, err := parseConfigFile("agent.json", []byte(file), func(k string) string {
+	specs, _, err := parseConfigFile("agent.json", []byte(file), func(k string) string {
 		if k == "S" {
 			return secret
 		}

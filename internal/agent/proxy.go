@@ -96,7 +96,6 @@ type proxySlot struct {
 	srv      *server
 	addr     atomic.Pointer[string] // the address it listens on, once it does
 	cur      *proxy                 // what its requests go through; Agent.smu guards it
-	next     *proxy                 // the proxy a reload makes cur
 	requests atomic.Uint64
 	errors   atomic.Uint64
 }
@@ -134,26 +133,26 @@ func proxyKeys(specs []proxySpec) []string {
 }
 
 // slots returns the listeners of the proxies specs, whose sources are
-// next's: the slot in cur with the same key, given a new proxy to swap
-// in if its upstream, header or source is not the same; or a new slot,
-// not yet listening.
-func (a *Agent) slots(specs []proxySpec, next map[string]*agentSource, cur []*proxySlot) []*proxySlot {
+// next's: the slot in cur with the same key, or a new slot, not yet
+// listening; and, for each, the new proxy that commit swaps in (nil if
+// the slot keeps its proxy: same upstream, header and source).
+func (a *Agent) slots(specs []proxySpec, next map[string]*agentSource, cur []*proxySlot) ([]*proxySlot, []*proxy) {
 	byKey := make(map[string]*proxySlot, len(cur))
 	for _, sl := range cur {
 		byKey[sl.key] = sl
 	}
-	out := make([]*proxySlot, len(specs))
+	slots, swaps := make([]*proxySlot, len(specs)), make([]*proxy, len(specs))
 	for i, k := range proxyKeys(specs) {
 		ps, sl := specs[i], byKey[k]
 		if sl == nil {
 			sl = &proxySlot{key: k}
 		}
 		if src := next[ps.source]; sl.cur == nil || sl.cur.src != src || !sl.cur.spec.same(ps) {
-			sl.next = a.newProxy(ps, src, sl)
+			swaps[i] = a.newProxy(ps, src, sl)
 		}
-		out[i] = sl
+		slots[i] = sl
 	}
-	return out
+	return slots, swaps
 }
 
 // newProxy is the proxy of spec through src, on sl's listener.

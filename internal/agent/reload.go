@@ -100,17 +100,17 @@ func (a *Agent) reload(sources []Source, fileProxies []Proxy, attrs ...any) erro
 	if err != nil {
 		return err
 	}
-	slots := a.slots(p.proxies, next, curSlots)
+	slots, swaps := a.slots(p.proxies, next, curSlots)
 	var opened []*proxySlot
-	for _, sl := range slots {
+	for i, sl := range slots {
 		switch {
 		case sl.srv == nil:
-			err = a.openProxy(sl, sl.next, per)
+			err = a.openProxy(sl, swaps[i], per)
 			if err == nil {
 				opened = append(opened, sl)
 			}
-		case sl.next != nil:
-			sl.next.capUpstream(per)
+		case swaps[i] != nil:
+			swaps[i].capUpstream(per)
 		}
 		if err != nil {
 			break
@@ -118,9 +118,6 @@ func (a *Agent) reload(sources []Source, fileProxies []Proxy, attrs ...any) erro
 	}
 	if err != nil {
 		// Nothing changes: the new listeners close, the new sources too.
-		for _, sl := range slots {
-			sl.next = nil
-		}
 		for _, sl := range opened {
 			sl.srv.closeListener()
 		}
@@ -131,14 +128,14 @@ func (a *Agent) reload(sources []Source, fileProxies []Proxy, attrs ...any) erro
 		}
 		return err
 	}
-	ch := a.changes(cur, next, curSlots, slots)
+	ch := a.changes(cur, next, curSlots, slots, swaps)
 	var swapped []*proxy
-	for _, sl := range slots {
-		if sl.cur != nil && sl.next != nil {
+	for i, sl := range slots {
+		if sl.cur != nil && swaps[i] != nil {
 			swapped = append(swapped, sl.cur)
 		}
 	}
-	a.commit(order, slots)
+	a.commit(order, slots, swaps)
 	for _, p := range swapped {
 		// Its requests in flight go on; its idle upstream connections,
 		// its own, are of no use to the proxy that took its place.
@@ -194,10 +191,10 @@ type changes struct {
 }
 
 // changes compares the sources and the config file's proxies before a
-// reload (cur, curSlots) and after (next, slots). A proxy is named by the
-// address it listens on; a --proxy, which no reload changes, is not
-// named (its source is, if it changed).
-func (a *Agent) changes(cur, next map[string]*agentSource, curSlots, slots []*proxySlot) changes {
+// reload (cur, curSlots) and after (next, slots with their swaps). A
+// proxy is named by the address it listens on; a --proxy, which no reload
+// changes, is not named (its source is, if it changed).
+func (a *Agent) changes(cur, next map[string]*agentSource, curSlots, slots []*proxySlot, swaps []*proxy) changes {
 	var c changes
 	c.sourcesN = len(next)
 	for name, s := range next {
@@ -220,11 +217,11 @@ func (a *Agent) changes(cur, next map[string]*agentSource, curSlots, slots []*pr
 		old[sl] = true
 	}
 	now := map[*proxySlot]bool{}
-	for _, sl := range slots {
+	for i, sl := range slots {
 		now[sl] = true
 		p := sl.cur
-		if sl.next != nil {
-			p = sl.next
+		if swaps[i] != nil {
+			p = swaps[i]
 		}
 		if p.spec.origin == "" {
 			continue
@@ -233,7 +230,7 @@ func (a *Agent) changes(cur, next map[string]*agentSource, curSlots, slots []*pr
 		switch {
 		case !old[sl]:
 			c.proxies[0] = append(c.proxies[0], sl.address())
-		case sl.next != nil && !sl.cur.spec.same(sl.next.spec):
+		case swaps[i] != nil && !sl.cur.spec.same(swaps[i].spec):
 			c.proxies[2] = append(c.proxies[2], sl.address())
 		default:
 			c.proxyKept++

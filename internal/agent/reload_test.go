@@ -454,7 +454,7 @@ func TestReloadRefused(t *testing.T) {
 	a := startFile(t, conf, Config{Listeners: []Listener{{"127.0.0.1:0"}}, Sinks: []Sink{{"keep", sink}}})
 	c := client(t, "")
 	tok := a.tokenOf(c, "keep", aud, s)
-	before := a.byName["keep"]
+	before, beforeProxy := a.byName["keep"], a.proxies[0].cur
 	endpoint := a.tcp()
 	goodJSON, _ := os.ReadFile(conf)
 	for _, tc := range []struct {
@@ -489,7 +489,7 @@ func TestReloadRefused(t *testing.T) {
 			if l["file"] != conf || !strings.Contains(fmt.Sprint(l["error"]), tc.want) {
 				t.Errorf("the log line: %v", l)
 			}
-			if a.byName["keep"] != before || a.byName["fresh"] != nil || len(a.byName) != 1 || len(a.proxies) != 1 || a.proxies[0].next != nil {
+			if a.byName["keep"] != before || a.byName["fresh"] != nil || len(a.byName) != 1 || len(a.proxies) != 1 || a.proxies[0].cur != beforeProxy {
 				t.Errorf("a refused reload changed the sources or proxies: %v %v", a.byName, a.proxies)
 			}
 			if a.hmu.Lock(); len(a.helds) != 1 {
@@ -510,7 +510,7 @@ func TestReloadRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	freshSpecs, _ := parseConfigFile(conf, []byte(`{"sources": [`+fresh+`]}`), reloadEnv)
+	freshSpecs, _, _ := parseConfigFile(conf, []byte(`{"sources": [`+fresh+`]}`), reloadEnv)
 	bad := Source{Name: "bad", Origin: "test: source bad", Config: m2mtoken.Config{TokenURL: s.TokenURL()}}
 	if err := a.Reload(append(sources, freshSpecs[0], bad), nil); err == nil || !strings.HasPrefix(err.Error(), "test: source bad: missing settings: set Config.ClientID") {
 		t.Errorf("Reload with a source the library refuses: %v", err)
