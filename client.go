@@ -81,7 +81,7 @@ type client struct {
 
 	// err is a permanent error about the client itself (a wrong secret,
 	// a grant type not enabled, an endpoint that is not one), returned to
-	// every token while it holds (errorscope.go).
+	// every token while it holds (failures.go).
 	err heldError
 
 	// extras interns the extra fields of token answers: the tokens of one

@@ -55,7 +55,7 @@ type TokenSource struct {
 	fetches fetchGroup                // the one fetch in flight (singlefetch.go)
 	stats   counters                  // what Stats reports; atomics
 	wait    waitReport                // what a caller that gives up waiting is told; atomics
-	perm    heldError                 // a permanent error about this request alone (errorscope.go); its own lock
+	perm    heldError                 // a permanent error about this request alone (failures.go); its own lock
 	gets    getOutage                 // failed Cache.Get calls in a row (cachehealth.go); its own lock
 	auth    atomic.Pointer[authValue] // the current token's Authorization value, for Transport
 }
