@@ -60,16 +60,17 @@ type TokenSource struct {
 	auth    atomic.Pointer[authValue] // the current token's Authorization value, for Transport
 }
 
-// life is a source's place in its pool and its end. mu guards closed and
-// cancelFetch, and bg's Add; the pool's lock guards ring.
+// life is a source's place in its pool and its end. mu guards the
+// setting of dropped, cancelFetch, and bg's Add; the pool's lock guards
+// ring.
 type life struct {
 	id   string // the pool's lookup key of the request (requestid.go)
 	ring int    // index in the pool's ring
 	solo bool   // made by New: closing it closes its pool
-	// dropped is set once the source is closed or dropped from its pool,
-	// for lookups that find it in the pool's snapshot.
+	// dropped is set, under mu, once the source is closed or dropped from
+	// its pool; it is read under mu, and without it by lookups that find
+	// the source in the pool's snapshot.
 	dropped     atomic.Bool
-	closed      bool
 	bg          sync.WaitGroup     // background refreshes and fetches; Add under mu
 	cancelFetch context.CancelFunc // the fetch in flight's, for Close
 }
