@@ -123,7 +123,7 @@ func newToken(p *Pool, req TokenRequest, id string) *TokenSource {
 	c := p.c
 	s := &TokenSource{c: c, pool: p, req: req, reqKey: c.requestKey(&req), log: c.log}
 	s.life.id = id
-	if c.logged && p.many {
+	if c.cfg.Logger != nil && p.many {
 		s.log = c.log.With(slog.String("audience", req.Audience), slog.String("organization", req.Organization))
 	}
 	return s
