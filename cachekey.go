@@ -43,7 +43,7 @@ func (c *client) requestKey(req *TokenRequest) string {
 // file's comment). Without Config.Cache it is rk: each source keeps its
 // tokens to itself, so nothing names the credential.
 func (c *client) cacheKeyFor(rk string, v *credValue, cv *certValue) string {
-	if !c.shared || v == nil {
+	if c.cfg.Cache == nil || v == nil {
 		return rk
 	}
 	id := v.cacheID(c.tokenURL, c.cfg.ClientID)

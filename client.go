@@ -35,12 +35,11 @@ type client struct {
 	cfg      Config
 	tokenURL string
 	// cred is the credential, read when a token request is made
-	// (credential.go). shared says Config.Cache is set: only then does the
-	// cache key name the credential (cachekey.go). cert is the client
-	// certificate, or nil (clientcert.go); certChanged, set by the pool,
-	// drops the tokens bound to a certificate no longer presented.
+	// (credential.go); the cache key names it only with Config.Cache
+	// (cachekey.go). cert is the client certificate, or nil
+	// (clientcert.go); certChanged, set by the pool, drops the tokens
+	// bound to a certificate no longer presented.
 	cred    *credential
-	shared  bool
 	cert    *clientCert
 	pool    *Pool // the pool whose client this is, for its tokens and events
 	apiCert atomic.Pointer[certTransport]
@@ -50,8 +49,7 @@ type client struct {
 	http      *http.Client   // sends token requests; never follows redirects
 	ownsHTTP  bool           // http's transport is ours (Config.HTTPClient was nil)
 	roots     *x509.CertPool // the system's CAs and Config.CAFile's, or nil for the system's
-	log       *slog.Logger
-	logged    bool // Config.Logger was set: tokens' loggers carry their request
+	log       *slog.Logger   // Config.Logger's (tokens' loggers carry their request), or one that discards
 	cache     Cache
 	clock     clock.Clock
 	rand      func() float64
@@ -81,7 +79,7 @@ type client struct {
 
 	// err is a permanent error about the client itself (a wrong secret,
 	// a grant type not enabled, an endpoint that is not one), returned to
-	// every token while it holds (errorscope.go).
+	// every token while it holds (failures.go).
 	err heldError
 
 	// extras interns the extra fields of token answers: the tokens of one
@@ -119,7 +117,6 @@ func newClient(cfg Config, clk clock.Clock) (*client, error) {
 		return nil, withNames(err, cfg.FieldNames)
 	}
 	if c.cache != nil {
-		c.shared = true
 		// Derived once here, not per token: a pool of many tokens pays
 		// for the slow hash once, and again only when the credential
 		// changes.
@@ -133,7 +130,6 @@ func newClient(cfg Config, clk clock.Clock) (*client, error) {
 	if c.cfg.LeaseTTL == 0 {
 		c.cfg.LeaseTTL = defaultLeaseTTL
 	}
-	c.logged = c.log != nil
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}

@@ -1,4 +1,4 @@
-// Tests of who a token endpoint's error holds for (errorscope.go): the
+// Tests of who a token endpoint's error holds for (failures.go): the
 // whole pool, one organization's tokens, or one token.
 
 package m2mtoken

@@ -137,7 +137,7 @@ func (s *TokenSource) hold(ce *Entry, spread bool, cv *certValue) *heldToken {
 func (s *TokenSource) install(h *heldToken) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.life.closed {
+	if s.life.dropped.Load() {
 		return false
 	}
 	now := s.c.clock.Now()
@@ -178,7 +178,7 @@ func (s *TokenSource) arm(h *heldToken, now time.Time) {
 func (s *TokenSource) watch(h *heldToken) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.life.closed || s.cur.Load() != h {
+	if s.life.dropped.Load() || s.cur.Load() != h {
 		return
 	}
 	now := s.c.clock.Now()
@@ -317,7 +317,7 @@ func (s *TokenSource) maybeRefresh(h *heldToken) {
 		s.log.Log(context.Background(), level, "background refresh failed; serving the current token until it expires",
 			slog.Any("error", r.err), slog.Duration("next_try_in", delay), slog.Time("expiry", h.entry.Expiry))
 		s.mu.Lock()
-		if !s.life.closed {
+		if !s.life.dropped.Load() {
 			h.timers = append(h.timers, s.c.clock.AfterFunc(delay, func() { h.refreshing.Store(false) }))
 		}
 		s.mu.Unlock()
@@ -329,7 +329,7 @@ func (s *TokenSource) maybeRefresh(h *heldToken) {
 func (s *TokenSource) track() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.life.closed {
+	if s.life.dropped.Load() {
 		return false
 	}
 	s.life.bg.Add(1)
@@ -353,7 +353,7 @@ func (s *TokenSource) fetch(parent context.Context, refresh bool) fetched {
 	// Close cancels the fetch: it is registered with the source, which
 	// has one fetch at a time.
 	s.mu.Lock()
-	if s.life.closed {
+	if s.life.dropped.Load() {
 		s.mu.Unlock()
 		return fetched{err: ErrClosed}
 	}
@@ -515,10 +515,9 @@ func (s *TokenSource) invalidate(tok *oauth2.Token) (current, applied bool) {
 func (s *TokenSource) drop() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.life.closed {
+	if s.life.dropped.Load() {
 		return false
 	}
-	s.life.closed = true
 	s.life.dropped.Store(true)
 	if cur := s.cur.Load(); cur != nil {
 		s.stopTimers(cur)

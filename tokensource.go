@@ -55,21 +55,22 @@ type TokenSource struct {
 	fetches fetchGroup                // the one fetch in flight (singlefetch.go)
 	stats   counters                  // what Stats reports; atomics
 	wait    waitReport                // what a caller that gives up waiting is told; atomics
-	perm    heldError                 // a permanent error about this request alone (errorscope.go); its own lock
+	perm    heldError                 // a permanent error about this request alone (failures.go); its own lock
 	gets    getOutage                 // failed Cache.Get calls in a row (cachehealth.go); its own lock
 	auth    atomic.Pointer[authValue] // the current token's Authorization value, for Transport
 }
 
-// life is a source's place in its pool and its end. mu guards closed and
-// cancelFetch, and bg's Add; the pool's lock guards ring.
+// life is a source's place in its pool and its end. mu guards the
+// setting of dropped, cancelFetch, and bg's Add; the pool's lock guards
+// ring.
 type life struct {
 	id   string // the pool's lookup key of the request (requestid.go)
 	ring int    // index in the pool's ring
 	solo bool   // made by New: closing it closes its pool
-	// dropped is set once the source is closed or dropped from its pool,
-	// for lookups that find it in the pool's snapshot.
+	// dropped is set, under mu, once the source is closed or dropped from
+	// its pool; it is read under mu, and without it by lookups that find
+	// the source in the pool's snapshot.
 	dropped     atomic.Bool
-	closed      bool
 	bg          sync.WaitGroup     // background refreshes and fetches; Add under mu
 	cancelFetch context.CancelFunc // the fetch in flight's, for Close
 }
@@ -122,7 +123,7 @@ func newToken(p *Pool, req TokenRequest, id string) *TokenSource {
 	c := p.c
 	s := &TokenSource{c: c, pool: p, req: req, reqKey: c.requestKey(&req), log: c.log}
 	s.life.id = id
-	if c.logged && p.many {
+	if c.cfg.Logger != nil && p.many {
 		s.log = c.log.With(slog.String("audience", req.Audience), slog.String("organization", req.Organization))
 	}
 	return s
