@@ -196,9 +196,9 @@ type Agent struct {
 	smu     sync.RWMutex
 	sources []*agentSource
 	byName  map[string]*agentSource
-	bySrc   map[*m2mtoken.TokenSource]*agentSource // for the Observer
-	proxies []*proxySlot                           // in the order of Config.Proxies
-	changed chan struct{}                          // closed when a reload replaces them
+	bySrc   map[*m2mtoken.TokenSource][]*agentSource // for the Observer: sources of one request share a library source
+	proxies []*proxySlot                             // in the order of Config.Proxies
+	changed chan struct{}                            // closed when a reload replaces them
 
 	// hmu guards the library sources and pools the agent holds.
 	hmu   sync.Mutex
@@ -228,7 +228,7 @@ type Agent struct {
 // naming each source by its Origin; a mistake in the listeners, sinks,
 // proxies or group is a *FlagError.
 func New(cfg Config) (*Agent, error) {
-	a := &Agent{log: cfg.Logger, cfg: cfg, byName: map[string]*agentSource{}, bySrc: map[*m2mtoken.TokenSource]*agentSource{}, gid: -1, clk: cfg.Clock,
+	a := &Agent{log: cfg.Logger, cfg: cfg, byName: map[string]*agentSource{}, bySrc: map[*m2mtoken.TokenSource][]*agentSource{}, gid: -1, clk: cfg.Clock,
 		helds: map[*m2mtoken.TokenSource]*held{}, pools: map[string]*heldPool{}, changed: make(chan struct{}), errc: make(chan error, 1),
 		shutdownTimeout: cfg.ShutdownTimeout, maxConns: cfg.MaxConns, bodyGrace: bodyGrace,
 		listening: make(chan struct{}), ready: make(chan struct{})}
@@ -442,12 +442,10 @@ func (a *Agent) commit(sources []*agentSource, proxies []*proxySlot, swaps []*pr
 	defer a.smu.Unlock()
 	a.sources = sources
 	a.byName = make(map[string]*agentSource, len(sources))
-	a.bySrc = make(map[*m2mtoken.TokenSource]*agentSource, len(sources))
+	a.bySrc = make(map[*m2mtoken.TokenSource][]*agentSource, len(sources))
 	for _, s := range sources {
 		a.byName[s.name] = s
-		if a.bySrc[s.src] == nil {
-			a.bySrc[s.src] = s
-		}
+		a.bySrc[s.src] = append(a.bySrc[s.src], s)
 	}
 	for i, sl := range proxies {
 		if swaps[i] != nil {
@@ -459,9 +457,9 @@ func (a *Agent) commit(sources []*agentSource, proxies []*proxySlot, swaps []*pr
 	a.changed = make(chan struct{})
 }
 
-// sourceOf returns the agent's source of a library source, or nil (a
-// source a reload removed).
-func (a *Agent) sourceOf(src *m2mtoken.TokenSource) *agentSource {
+// sourcesOf returns the agent's sources of a library source (several
+// sources of one request share it), or none (a source a reload removed).
+func (a *Agent) sourcesOf(src *m2mtoken.TokenSource) []*agentSource {
 	a.smu.RLock()
 	defer a.smu.RUnlock()
 	return a.bySrc[src]

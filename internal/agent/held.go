@@ -129,7 +129,7 @@ func (hp *heldPool) join() bool {
 func (a *Agent) hold(spec Source) (*held, error) {
 	cfg := spec.Config
 	cfg.Logger = a.log.With(slog.String("source", spec.Name))
-	cfg.Observer = observe(cfg.Observer, a.sourceOf)
+	cfg.Observer = observe(cfg.Observer, a.sourcesOf)
 	if spec.Client == "" {
 		src, err := m2mtoken.New(cfg)
 		if err != nil {

@@ -122,9 +122,9 @@ func (o *outage) summarize(now time.Time) {
 // observe returns an Observer that tells each source's outage about its
 // fetches (and calls next's, if any): a fetch that gets a token ends an
 // outage at once, whoever asked for it; a failed one, for callers that
-// had no token, is counted. sourceOf finds the agent's source of a
-// library source, or nil.
-func observe(next *m2mtoken.Observer, sourceOf func(*m2mtoken.TokenSource) *agentSource) *m2mtoken.Observer {
+// had no token, is counted. sourcesOf finds the agent's sources of a
+// library source: every source of the request it serves.
+func observe(next *m2mtoken.Observer, sourcesOf func(*m2mtoken.TokenSource) []*agentSource) *m2mtoken.Observer {
 	o := &m2mtoken.Observer{}
 	if next != nil {
 		*o = *next
@@ -134,13 +134,13 @@ func observe(next *m2mtoken.Observer, sourceOf func(*m2mtoken.TokenSource) *agen
 		if done != nil {
 			done(ctx, info)
 		}
-		s := sourceOf(info.Source)
-		switch {
-		case s == nil:
-		case info.Err == nil:
-			s.outage.up()
-		case info.Reason != m2mtoken.FetchRefresh && !errors.Is(info.Err, m2mtoken.ErrClosed) && !errors.Is(info.Err, context.Canceled):
-			s.outage.fetchFailed(info.Err, info.Duration)
+		for _, s := range sourcesOf(info.Source) {
+			switch {
+			case info.Err == nil:
+				s.outage.up()
+			case info.Reason != m2mtoken.FetchRefresh && !errors.Is(info.Err, m2mtoken.ErrClosed) && !errors.Is(info.Err, context.Canceled):
+				s.outage.fetchFailed(info.Err, info.Duration)
+			}
 		}
 	}
 	return o

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -188,4 +189,39 @@ func TestOutageLogVolume(t *testing.T) {
 	}
 	after, _ := end["after"].(float64)
 	t.Logf("the end: %q after %v, %v requests refused, %v fetches failed", end["msg"], time.Duration(after), end["requests_refused"], end["fetches_failed"])
+}
+
+// TestOutageOfSourcesSharingAFetch: two sources of one request share the
+// library source, and so its fetches: a fetch that gets a token ends the
+// outage of both at once, and a failed one counts for both (not for the
+// first source alone, the other waiting for its watcher's next look).
+func TestOutageOfSourcesSharingAFetch(t *testing.T) {
+	s := m2mtest.NewServer(m2mtest.Client{ID: "cli", Secret: secret, Audiences: []string{"https://a/"}})
+	defer s.Close()
+	conf := filepath.Join(t.TempDir(), "agent.json")
+	writeConf(t, conf, []string{fileSrc("one", s.TokenURL(), "cli", "https://a/"), fileSrc("two", s.TokenURL(), "cli", "https://a/")}, nil)
+	a := startFile(t, conf, Config{Listeners: []Listener{{"127.0.0.1:0"}}})
+	one, two := a.byName["one"], a.byName["two"]
+	if one.src != two.src {
+		t.Fatal("setup: the two sources of one request do not share a library source")
+	}
+	tok, err := one.src.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []*agentSource{one, two} {
+		src.outage.down(errors.New("no token yet"))
+	}
+	one.src.Invalidate(tok)
+	if _, err := one.src.Token(); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []*agentSource{one, two} {
+		src.outage.mu.Lock()
+		since := src.outage.since
+		src.outage.mu.Unlock()
+		if !since.IsZero() {
+			t.Errorf("source %q: its outage goes on after a fetch got a token", src.name)
+		}
+	}
 }
