@@ -10,8 +10,6 @@ package m2mtoken
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -23,7 +21,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -37,50 +34,39 @@ import (
 
 	"github.com/m2mtoken/m2mtoken/internal/clock"
 	"github.com/m2mtoken/m2mtoken/internal/follow/followtest"
+	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
 // testCA issues certificates for the tests: the server's, and clients'.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
+type testCA struct{ *m2mtest.CA }
 
-func newTestCA(t testing.TB) *testCA {
-	t.Helper()
-	key := newECKey(t)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "m2mtoken test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key}
-}
+func newTestCA(t testing.TB) *testCA { return &testCA{m2mtest.NewCA("m2mtoken test CA")} }
 
 // issue returns a certificate for cn, signed by the CA (or by itself if
 // ca is nil), valid from notBefore to notAfter, as PEM, and its key.
 func (ca *testCA) issue(t testing.TB, cn string, notBefore, notAfter time.Time, server bool) (certPEM, keyPEM string) {
 	t.Helper()
-	key := newECKey(t)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature}
-	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: cn}, NotBefore: notBefore, NotAfter: notAfter}
 	if server {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 		tmpl.DNSNames = []string{"localhost"}
 		tmpl.IPAddresses = ipLoopback()
 	}
-	parent, signer := tmpl, any(key)
-	if ca != nil {
-		parent, signer = ca.cert, ca.key
+	var cert tls.Certificate
+	var err error
+	if ca == nil {
+		cert, err = m2mtest.SelfSigned(tmpl)
+	} else {
+		cert, err = ca.Issue(tmpl)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), signer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), pemKey(t, key)
+	c, k, err := m2mtest.CertificatePEM(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(c), string(k)
 }
 
 // thumbOf is the RFC 8705 thumbprint of a PEM certificate.
@@ -136,7 +122,7 @@ func newMTLSServer(t testing.TB) *mtlsServer {
 	m.StartTLS()
 	t.Cleanup(m.Close)
 	m.caFile = filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(m.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o600); err != nil {
+	if err := os.WriteFile(m.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -154,9 +140,7 @@ func (m *mtlsServer) trusted(r *http.Request) (string, bool) {
 	if thumb == m.selfSign.Load().(string) {
 		return thumb, true
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(m.ca.cert)
-	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: m.ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	return thumb, err == nil
 }
 
@@ -707,14 +691,12 @@ func TestCertificateRefusedInTheHandshake(t *testing.T) {
 	m := newMTLSServer(t)
 	m.Close()
 	other := newTestCA(t)
-	pool := x509.NewCertPool()
-	pool.AddCert(other.cert)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"access_token":"x","token_type":"Bearer","expires_in":3600}`)
 	}))
 	srv.TLS = m.TLS.Clone()
-	srv.TLS.ClientAuth, srv.TLS.ClientCAs = tls.RequireAndVerifyClientCert, pool
+	srv.TLS.ClientAuth, srv.TLS.ClientCAs = tls.RequireAndVerifyClientCert, other.Pool()
 	srv.StartTLS()
 	defer srv.Close()
 	for _, tc := range []struct{ name, want string }{
