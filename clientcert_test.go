@@ -8,7 +8,6 @@ package m2mtoken
 // tokens, and an API that checks the binding), kept beside them.
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -20,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -293,9 +291,8 @@ func TestCertificateBoundTokenTypedDPoP(t *testing.T) {
 	m := newMTLSServer(t)
 	m.dpopTyped.Store(true)
 	certPEM, keyPEM := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
-	var mu sync.Mutex
-	var log bytes.Buffer
-	s, _, _ := m.source(t, certPEM, keyPEM, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(syncWriter{&mu, &log}, nil)) })
+	var logs logBuffer
+	s, _, _ := m.source(t, certPEM, keyPEM, func(c *Config) { c.Logger = logs.logger() })
 	for range 3 {
 		tok, err := s.Token()
 		if err != nil {
@@ -307,9 +304,7 @@ func TestCertificateBoundTokenTypedDPoP(t *testing.T) {
 		m.apiOK(t, s)
 		s.Invalidate(tok)
 	}
-	mu.Lock()
-	logged := log.String()
-	mu.Unlock()
+	logged := logs.String()
 	if n := strings.Count(logged, "typed a certificate-bound token DPoP"); n != 1 {
 		t.Errorf("logged %d times, want once:\n%s", n, logged)
 	}
@@ -346,11 +341,10 @@ func rotateWhileCallersRun(t *testing.T, opaque bool) {
 	c1, k1 := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
 	c2, k2 := m.ca.issue(t, "svc", time.Now().Add(-time.Minute), time.Now().Add(48*time.Hour), false)
 	cf, kf := certFiles(t, c1, k1)
-	var log bytes.Buffer
-	var logMu sync.Mutex
+	var logs logBuffer
 	clk := clock.NewFake(time.Now())
 	s, err := newSource(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile,
-		Logger: slog.New(slog.NewTextHandler(syncWriter{&logMu, &log}, nil))}, clk)
+		Logger: logs.logger()}, clk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,10 +405,8 @@ func rotateWhileCallersRun(t *testing.T, opaque bool) {
 	if got != thumbOf(t, c2) {
 		t.Errorf("after the rotation the token is bound to %q, want the new certificate's", got)
 	}
-	logMu.Lock()
-	defer logMu.Unlock()
-	if !strings.Contains(log.String(), "the client certificate changed") {
-		t.Errorf("the change was not logged:\n%s", log.String())
+	if !strings.Contains(logs.String(), "the client certificate changed") {
+		t.Errorf("the change was not logged:\n%s", logs.String())
 	}
 	t.Logf("%d calls through the rotation, %d failed, %d token requests", calls.Load(), failed.Load(), m.requests.Load())
 }
@@ -450,17 +442,6 @@ func TestCertificateRenewedUnboundTokenKept(t *testing.T) {
 	if after.AccessToken != before.AccessToken || m.requests.Load() != 1 {
 		t.Errorf("%d token requests: the renewal dropped a token bound to no certificate", m.requests.Load())
 	}
-}
-
-type syncWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (w syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.Write(p)
 }
 
 // TestTwoCertificatesNeverShareAToken: two sources of one client with
@@ -510,10 +491,10 @@ func TestCertificateExpiringWarns(t *testing.T) {
 	notAfter := time.Now().Add(time.Hour).Truncate(time.Second)
 	c, k := m.ca.issue(t, "svc", notAfter.Add(-20*time.Hour), notAfter, false)
 	cf, kf := certFiles(t, c, k)
-	var log bytes.Buffer
+	var logs logBuffer
 	var events atomic.Int32
 	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile,
-		Logger:   slog.New(slog.NewTextHandler(&log, nil)),
+		Logger:   logs.logger(),
 		Observer: &Observer{CertificateExpiring: func(info CertificateInfo) { events.Add(1) }}})
 	if err != nil {
 		t.Fatal(err)
@@ -522,8 +503,8 @@ func TestCertificateExpiringWarns(t *testing.T) {
 	if _, err := s.Token(); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(log.String(), "the client certificate is about to expire") || strings.Count(log.String(), "about to expire") != 1 {
-		t.Errorf("want one warning:\n%s", log.String())
+	if !strings.Contains(logs.String(), "the client certificate is about to expire") || strings.Count(logs.String(), "about to expire") != 1 {
+		t.Errorf("want one warning:\n%s", logs.String())
 	}
 	if events.Load() != 1 {
 		t.Errorf("%d CertificateExpiring events, want 1", events.Load())
