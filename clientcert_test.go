@@ -354,30 +354,17 @@ func rotateWhileCallersRun(t *testing.T, opaque bool) {
 	}
 	hc := s.Client()
 	var calls, failed atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				calls.Add(1)
-				resp, err := hc.Get(m.URL + "/api")
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				if err != nil || resp.StatusCode != 200 {
-					failed.Add(1)
-				}
-			}
-		}()
-	}
+	stop := untilStopped(4, func() {
+		calls.Add(1)
+		resp, err := hc.Get(m.URL + "/api")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		if err != nil || resp.StatusCode != 200 {
+			failed.Add(1)
+		}
+	})
 	eventually(t, "calls before the rotation", func() bool { return m.apiCalls.Load() > 50 })
 	// The certificate first, then its key: in between they do not match.
 	followtest.RenameOver(t, cf, c2)
@@ -386,8 +373,7 @@ func rotateWhileCallersRun(t *testing.T, opaque bool) {
 	before := m.apiCalls.Load()
 	clk.Advance(certCheck)
 	eventually(t, "calls after the rotation", func() bool { return m.apiCalls.Load() > before+50 })
-	close(stop)
-	wg.Wait()
+	stop()
 	if n := failed.Load(); n != 0 {
 		t.Errorf("%d of %d calls failed across the rotation", n, calls.Load())
 	}
