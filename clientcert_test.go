@@ -253,12 +253,7 @@ func TestTLSClientAuth(t *testing.T) {
 				certPEM, keyPEM = (*testCA)(nil).issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
 				m.selfSign.Store(thumbOf(t, certPEM))
 			}
-			cf, kf := certFiles(t, certPEM, keyPEM)
-			s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", AuthMethod: method, ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			s, _, _ := m.source(t, certPEM, keyPEM, func(c *Config) { c.AuthMethod = method })
 			tok, err := s.Token()
 			if err != nil {
 				t.Fatal(err)
@@ -406,12 +401,7 @@ func TestCertificateRenewedUnboundTokenKept(t *testing.T) {
 	m.unbound.Store(true)
 	c1, k1 := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
 	c2, k2 := m.ca.issue(t, "svc", time.Now().Add(-time.Minute), time.Now().Add(48*time.Hour), false)
-	cf, kf := certFiles(t, c1, k1)
-	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, cf, kf := m.source(t, c1, k1, nil)
 	before, err := s.Token()
 	if err != nil {
 		t.Fatal(err)
@@ -437,12 +427,7 @@ func TestTwoCertificatesNeverShareAToken(t *testing.T) {
 	m := newMTLSServer(t)
 	cache := NewMemoryCache()
 	src := func(certPEM, keyPEM string) *TokenSource {
-		cf, kf := certFiles(t, certPEM, keyPEM)
-		s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile, Cache: cache})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
+		s, _, _ := m.source(t, certPEM, keyPEM, func(c *Config) { c.Cache = cache })
 		return s
 	}
 	c1, k1 := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
@@ -476,16 +461,12 @@ func TestCertificateExpiringWarns(t *testing.T) {
 	m := newMTLSServer(t)
 	notAfter := time.Now().Add(time.Hour).Truncate(time.Second)
 	c, k := m.ca.issue(t, "svc", notAfter.Add(-20*time.Hour), notAfter, false)
-	cf, kf := certFiles(t, c, k)
 	var logs logBuffer
 	var events atomic.Int32
-	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile,
-		Logger:   logs.logger(),
-		Observer: &Observer{CertificateExpiring: func(info CertificateInfo) { events.Add(1) }}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, _, _ := m.source(t, c, k, func(cfg *Config) {
+		cfg.Logger = logs.logger()
+		cfg.Observer = &Observer{CertificateExpiring: func(info CertificateInfo) { events.Add(1) }}
+	})
 	if _, err := s.Token(); err != nil {
 		t.Fatal(err)
 	}
