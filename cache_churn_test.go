@@ -207,40 +207,26 @@ func TestFileCacheSweepKeepsLeasesExclusive(t *testing.T) {
 	c.makeDir()
 	lock := filepath.Join(dir, "m2mtoken-k.lock")
 	var holders, most, taken atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				f, err := tryLock(lock)
-				if err != nil || f == nil {
-					continue
-				}
-				n := holders.Add(1)
-				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-				}
-				taken.Add(1)
-				time.Sleep(50 * time.Microsecond) // a holder's work: long enough for the others to try
-				holders.Add(-1)
-				unlock(f)
-			}
-		}()
-	}
+	stop := untilStopped(4, func() {
+		f, err := tryLock(lock)
+		if err != nil || f == nil {
+			return
+		}
+		n := holders.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		taken.Add(1)
+		time.Sleep(50 * time.Microsecond) // a holder's work: long enough for the others to try
+		holders.Add(-1)
+		unlock(f)
+	})
 	swept := 0
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
 		if c.sweepKey("m2mtoken-k", time.Now(), true) > 0 {
 			swept++
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	t.Logf("%d leases taken while the lock file was removed %d times; at most %d holders at once", taken.Load(), swept, most.Load())
 	if most.Load() > 1 {
 		t.Fatalf("%d holders of one lease at once", most.Load())

@@ -28,13 +28,8 @@ func TestCertTransportClone(t *testing.T) {
 	m := newMTLSServer(t)
 	c1, k1 := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
 	c2, k2 := m.ca.issue(t, "svc", time.Now().Add(-time.Minute), time.Now().Add(48*time.Hour), false)
-	cf, kf := certFiles(t, c1, k1)
 	before := goleak.IgnoreCurrent()
-	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, cf, kf := m.source(t, c1, k1, nil)
 	base, ok := s.Client().Transport.(*Transport).Base.(*certTransport)
 	if !ok {
 		t.Fatalf("Client()'s base is %T, want *certTransport", s.Client().Transport.(*Transport).Base)

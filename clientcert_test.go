@@ -8,10 +8,7 @@ package m2mtoken
 // tokens, and an API that checks the binding), kept beside them.
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -22,8 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -37,50 +32,39 @@ import (
 
 	"github.com/m2mtoken/m2mtoken/internal/clock"
 	"github.com/m2mtoken/m2mtoken/internal/follow/followtest"
+	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
 // testCA issues certificates for the tests: the server's, and clients'.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
+type testCA struct{ *m2mtest.CA }
 
-func newTestCA(t testing.TB) *testCA {
-	t.Helper()
-	key := newECKey(t)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "m2mtoken test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key}
-}
+func newTestCA(t testing.TB) *testCA { return &testCA{m2mtest.NewCA("m2mtoken test CA")} }
 
 // issue returns a certificate for cn, signed by the CA (or by itself if
 // ca is nil), valid from notBefore to notAfter, as PEM, and its key.
 func (ca *testCA) issue(t testing.TB, cn string, notBefore, notAfter time.Time, server bool) (certPEM, keyPEM string) {
 	t.Helper()
-	key := newECKey(t)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature}
-	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: cn}, NotBefore: notBefore, NotAfter: notAfter}
 	if server {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 		tmpl.DNSNames = []string{"localhost"}
 		tmpl.IPAddresses = ipLoopback()
 	}
-	parent, signer := tmpl, any(key)
-	if ca != nil {
-		parent, signer = ca.cert, ca.key
+	var cert tls.Certificate
+	var err error
+	if ca == nil {
+		cert, err = m2mtest.SelfSigned(tmpl)
+	} else {
+		cert, err = ca.Issue(tmpl)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), signer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), pemKey(t, key)
+	c, k, err := m2mtest.CertificatePEM(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(c), string(k)
 }
 
 // thumbOf is the RFC 8705 thumbprint of a PEM certificate.
@@ -136,7 +120,7 @@ func newMTLSServer(t testing.TB) *mtlsServer {
 	m.StartTLS()
 	t.Cleanup(m.Close)
 	m.caFile = filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(m.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o600); err != nil {
+	if err := os.WriteFile(m.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -154,9 +138,7 @@ func (m *mtlsServer) trusted(r *http.Request) (string, bool) {
 	if thumb == m.selfSign.Load().(string) {
 		return thumb, true
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(m.ca.cert)
-	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: m.ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	return thumb, err == nil
 }
 
@@ -271,12 +253,7 @@ func TestTLSClientAuth(t *testing.T) {
 				certPEM, keyPEM = (*testCA)(nil).issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
 				m.selfSign.Store(thumbOf(t, certPEM))
 			}
-			cf, kf := certFiles(t, certPEM, keyPEM)
-			s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", AuthMethod: method, ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			s, _, _ := m.source(t, certPEM, keyPEM, func(c *Config) { c.AuthMethod = method })
 			tok, err := s.Token()
 			if err != nil {
 				t.Fatal(err)
@@ -309,9 +286,8 @@ func TestCertificateBoundTokenTypedDPoP(t *testing.T) {
 	m := newMTLSServer(t)
 	m.dpopTyped.Store(true)
 	certPEM, keyPEM := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
-	var mu sync.Mutex
-	var log bytes.Buffer
-	s, _, _ := m.source(t, certPEM, keyPEM, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(syncWriter{&mu, &log}, nil)) })
+	var logs logBuffer
+	s, _, _ := m.source(t, certPEM, keyPEM, func(c *Config) { c.Logger = logs.logger() })
 	for range 3 {
 		tok, err := s.Token()
 		if err != nil {
@@ -323,9 +299,7 @@ func TestCertificateBoundTokenTypedDPoP(t *testing.T) {
 		m.apiOK(t, s)
 		s.Invalidate(tok)
 	}
-	mu.Lock()
-	logged := log.String()
-	mu.Unlock()
+	logged := logs.String()
 	if n := strings.Count(logged, "typed a certificate-bound token DPoP"); n != 1 {
 		t.Errorf("logged %d times, want once:\n%s", n, logged)
 	}
@@ -362,11 +336,10 @@ func rotateWhileCallersRun(t *testing.T, opaque bool) {
 	c1, k1 := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
 	c2, k2 := m.ca.issue(t, "svc", time.Now().Add(-time.Minute), time.Now().Add(48*time.Hour), false)
 	cf, kf := certFiles(t, c1, k1)
-	var log bytes.Buffer
-	var logMu sync.Mutex
+	var logs logBuffer
 	clk := clock.NewFake(time.Now())
 	s, err := newSource(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile,
-		Logger: slog.New(slog.NewTextHandler(syncWriter{&logMu, &log}, nil))}, clk)
+		Logger: logs.logger()}, clk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,30 +349,17 @@ func rotateWhileCallersRun(t *testing.T, opaque bool) {
 	}
 	hc := s.Client()
 	var calls, failed atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				calls.Add(1)
-				resp, err := hc.Get(m.URL + "/api")
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				if err != nil || resp.StatusCode != 200 {
-					failed.Add(1)
-				}
-			}
-		}()
-	}
+	stop := untilStopped(4, func() {
+		calls.Add(1)
+		resp, err := hc.Get(m.URL + "/api")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		if err != nil || resp.StatusCode != 200 {
+			failed.Add(1)
+		}
+	})
 	eventually(t, "calls before the rotation", func() bool { return m.apiCalls.Load() > 50 })
 	// The certificate first, then its key: in between they do not match.
 	followtest.RenameOver(t, cf, c2)
@@ -408,8 +368,7 @@ func rotateWhileCallersRun(t *testing.T, opaque bool) {
 	before := m.apiCalls.Load()
 	clk.Advance(certCheck)
 	eventually(t, "calls after the rotation", func() bool { return m.apiCalls.Load() > before+50 })
-	close(stop)
-	wg.Wait()
+	stop()
 	if n := failed.Load(); n != 0 {
 		t.Errorf("%d of %d calls failed across the rotation", n, calls.Load())
 	}
@@ -427,10 +386,8 @@ func rotateWhileCallersRun(t *testing.T, opaque bool) {
 	if got != thumbOf(t, c2) {
 		t.Errorf("after the rotation the token is bound to %q, want the new certificate's", got)
 	}
-	logMu.Lock()
-	defer logMu.Unlock()
-	if !strings.Contains(log.String(), "the client certificate changed") {
-		t.Errorf("the change was not logged:\n%s", log.String())
+	if !strings.Contains(logs.String(), "the client certificate changed") {
+		t.Errorf("the change was not logged:\n%s", logs.String())
 	}
 	t.Logf("%d calls through the rotation, %d failed, %d token requests", calls.Load(), failed.Load(), m.requests.Load())
 }
@@ -444,12 +401,7 @@ func TestCertificateRenewedUnboundTokenKept(t *testing.T) {
 	m.unbound.Store(true)
 	c1, k1 := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
 	c2, k2 := m.ca.issue(t, "svc", time.Now().Add(-time.Minute), time.Now().Add(48*time.Hour), false)
-	cf, kf := certFiles(t, c1, k1)
-	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, cf, kf := m.source(t, c1, k1, nil)
 	before, err := s.Token()
 	if err != nil {
 		t.Fatal(err)
@@ -468,17 +420,6 @@ func TestCertificateRenewedUnboundTokenKept(t *testing.T) {
 	}
 }
 
-type syncWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (w syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.Write(p)
-}
-
 // TestTwoCertificatesNeverShareAToken: two sources of one client with
 // different certificates, sharing a cache, get a token each, bound to its
 // own certificate; two with the same certificate share one.
@@ -486,12 +427,7 @@ func TestTwoCertificatesNeverShareAToken(t *testing.T) {
 	m := newMTLSServer(t)
 	cache := NewMemoryCache()
 	src := func(certPEM, keyPEM string) *TokenSource {
-		cf, kf := certFiles(t, certPEM, keyPEM)
-		s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile, Cache: cache})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
+		s, _, _ := m.source(t, certPEM, keyPEM, func(c *Config) { c.Cache = cache })
 		return s
 	}
 	c1, k1 := m.ca.issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), false)
@@ -525,21 +461,17 @@ func TestCertificateExpiringWarns(t *testing.T) {
 	m := newMTLSServer(t)
 	notAfter := time.Now().Add(time.Hour).Truncate(time.Second)
 	c, k := m.ca.issue(t, "svc", notAfter.Add(-20*time.Hour), notAfter, false)
-	cf, kf := certFiles(t, c, k)
-	var log bytes.Buffer
+	var logs logBuffer
 	var events atomic.Int32
-	s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile,
-		Logger:   slog.New(slog.NewTextHandler(&log, nil)),
-		Observer: &Observer{CertificateExpiring: func(info CertificateInfo) { events.Add(1) }}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, _, _ := m.source(t, c, k, func(cfg *Config) {
+		cfg.Logger = logs.logger()
+		cfg.Observer = &Observer{CertificateExpiring: func(info CertificateInfo) { events.Add(1) }}
+	})
 	if _, err := s.Token(); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(log.String(), "the client certificate is about to expire") || strings.Count(log.String(), "about to expire") != 1 {
-		t.Errorf("want one warning:\n%s", log.String())
+	if !strings.Contains(logs.String(), "the client certificate is about to expire") || strings.Count(logs.String(), "about to expire") != 1 {
+		t.Errorf("want one warning:\n%s", logs.String())
 	}
 	if events.Load() != 1 {
 		t.Errorf("%d CertificateExpiring events, want 1", events.Load())
@@ -723,14 +655,12 @@ func TestCertificateRefusedInTheHandshake(t *testing.T) {
 	m := newMTLSServer(t)
 	m.Close()
 	other := newTestCA(t)
-	pool := x509.NewCertPool()
-	pool.AddCert(other.cert)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"access_token":"x","token_type":"Bearer","expires_in":3600}`)
 	}))
 	srv.TLS = m.TLS.Clone()
-	srv.TLS.ClientAuth, srv.TLS.ClientCAs = tls.RequireAndVerifyClientCert, pool
+	srv.TLS.ClientAuth, srv.TLS.ClientCAs = tls.RequireAndVerifyClientCert, other.Pool()
 	srv.StartTLS()
 	defer srv.Close()
 	for _, tc := range []struct{ name, want string }{

@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -254,7 +253,7 @@ func TestFileTroubleKeepsTheLastGoodSecret(t *testing.T) {
 // token request; the key ID set for the first key is not sent with the
 // new one, and a warning says so.
 func TestKeyFileFollowed(t *testing.T) {
-	k1, k2 := newECKey(t), newECKey(t)
+	k1, k2 := ecKey(t, elliptic.P256()), ecKey(t, elliptic.P256())
 	iss := m2mtest.NewServer(m2mtest.Client{ID: "svc", Audiences: []string{credAudience}})
 	t.Cleanup(iss.Close)
 	if err := iss.AddKey("svc", m2mtest.Key{ID: "kid-1", PublicKey: k1.Public()}); err != nil {
@@ -431,15 +430,6 @@ func TestCredentialSettings(t *testing.T) {
 			}
 		})
 	}
-}
-
-func newECKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 func pemKey(t testing.TB, k *ecdsa.PrivateKey) string {

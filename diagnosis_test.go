@@ -254,13 +254,8 @@ func TestHints(t *testing.T) {
 		} {
 			// Self-signed, and not registered: refused either way.
 			certPEM, keyPEM := (*testCA)(nil).issue(t, "svc", time.Now().Add(-time.Hour), time.Now().Add(time.Hour), false)
-			cf, kf := certFiles(t, certPEM, keyPEM)
-			s, err := New(Config{TokenURL: m.URL + "/oauth/token", ClientID: "svc", AuthMethod: tt.method, ClientCertFile: cf, ClientKeyFile: kf, CAFile: m.caFile})
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = s.Token()
-			s.Close()
+			s, _, _ := m.source(t, certPEM, keyPEM, func(c *Config) { c.AuthMethod = tt.method })
+			_, err := s.Token()
 			var te *TokenError
 			if !errors.As(err, &te) || te.Code != "invalid_client" {
 				t.Fatalf("err = %v", err)

@@ -132,6 +132,27 @@ func eventually(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// untilStopped calls f again and again in each of n goroutines until
+// stop is called; stop waits for them to return, and may be called more
+// than once.
+func untilStopped(n int, f func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				f()
+			}
+		})
+	}
+	return sync.OnceFunc(func() { close(done); wg.Wait() })
+}
+
 // logBuffer is a debug-level slog handler writing to a buffer.
 type logBuffer struct {
 	mu  sync.Mutex

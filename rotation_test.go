@@ -268,34 +268,22 @@ func replayRotation(t *testing.T, run rotationRun) rotationResult {
 	var longest atomic.Int64
 	var errMu sync.Mutex
 	res.errs = map[string]int64{}
-	stop := make(chan struct{})
-	var callers sync.WaitGroup
-	stopCallers := sync.OnceFunc(func() { close(stop); callers.Wait() })
+	stopCallers := untilStopped(rotationCallers, func() {
+		t0 := time.Now()
+		_, err := s.Token()
+		d := time.Since(t0)
+		calls.Add(1)
+		for old := longest.Load(); int64(d) > old && !longest.CompareAndSwap(old, int64(d)); old = longest.Load() {
+		}
+		if err != nil {
+			failed.Add(1)
+			errMu.Lock()
+			res.errs[firstLine(err.Error())]++
+			errMu.Unlock()
+		}
+		time.Sleep(rotationPace)
+	})
 	defer stopCallers()
-	for range rotationCallers {
-		callers.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				t0 := time.Now()
-				_, err := s.Token()
-				d := time.Since(t0)
-				calls.Add(1)
-				for old := longest.Load(); int64(d) > old && !longest.CompareAndSwap(old, int64(d)); old = longest.Load() {
-				}
-				if err != nil {
-					failed.Add(1)
-					errMu.Lock()
-					res.errs[firstLine(err.Error())]++
-					errMu.Unlock()
-				}
-				time.Sleep(rotationPace)
-			}
-		})
-	}
 
 	newest := content
 	for n := 1; n <= run.rotations; n++ {

@@ -2,13 +2,8 @@ package m2mtokenotel_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
@@ -34,6 +29,27 @@ func meteredObserver(t *testing.T) (*m2mtoken.Observer, *sdkmetric.ManualReader)
 		t.Fatal(err)
 	}
 	return obs, reader
+}
+
+// gaugeValues collects the reader's metrics and returns the values of the
+// named gauge's points.
+func gaugeValues[N int64 | float64](t *testing.T, reader *sdkmetric.ManualReader, name string) []N {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var values []N
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == name {
+				for _, dp := range m.Data.(metricdata.Gauge[N]).DataPoints {
+					values = append(values, dp.Value)
+				}
+			}
+		}
+	}
+	return values
 }
 
 // TestPoolTokensCarryTheirOrganization: the tokens of a pool are labelled
@@ -108,20 +124,7 @@ func TestPoolTokensSumSourcesOfOneClient(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	var points []int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name == "m2mtoken.pool.tokens" {
-				for _, dp := range m.Data.(metricdata.Gauge[int64]).DataPoints {
-					points = append(points, dp.Value)
-				}
-			}
-		}
-	}
+	points := gaugeValues[int64](t, reader, "m2mtoken.pool.tokens")
 	if len(points) != 1 || points[0] != 2 {
 		t.Errorf("m2mtoken.pool.tokens points %v, want one of 2", points)
 	}
@@ -132,21 +135,20 @@ func TestPoolTokensSumSourcesOfOneClient(t *testing.T) {
 func TestClientCertificateValidity(t *testing.T) {
 	iss := m2mtest.NewServer(m2mtest.Client{ID: "svc", Secret: "pw", Audiences: []string{audience}})
 	defer iss.Close()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	notAfter := time.Now().Add(30 * 24 * time.Hour).Truncate(time.Second)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "svc"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	cert, err := m2mtest.SelfSigned(&x509.Certificate{Subject: pkix.Name{CommonName: "svc"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	certPEM, keyPEM, err := m2mtest.CertificatePEM(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	if os.WriteFile(certFile, certPEM, 0o600) != nil || os.WriteFile(keyFile, keyPEM, 0o600) != nil {
+		t.Fatal("writing the certificate's files failed")
+	}
 	obs, reader := meteredObserver(t)
 	src, err := m2mtoken.New(m2mtoken.Config{TokenURL: iss.TokenURL(), ClientID: "svc", ClientSecret: "pw", Audience: audience,
 		ClientCertFile: certFile, ClientKeyFile: keyFile, Observer: obs})
@@ -157,20 +159,7 @@ func TestClientCertificateValidity(t *testing.T) {
 	if _, err := src.Token(); err != nil {
 		t.Fatal(err)
 	}
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	var points []float64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name == "m2mtoken.client_certificate.remaining_validity" {
-				for _, dp := range m.Data.(metricdata.Gauge[float64]).DataPoints {
-					points = append(points, dp.Value)
-				}
-			}
-		}
-	}
+	points := gaugeValues[float64](t, reader, "m2mtoken.client_certificate.remaining_validity")
 	want := time.Until(notAfter).Seconds()
 	if len(points) != 1 || points[0] > want+1 || points[0] < want-60 {
 		t.Errorf("m2mtoken.client_certificate.remaining_validity points %v, want one of about %.0f", points, want)

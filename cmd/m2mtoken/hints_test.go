@@ -14,16 +14,13 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/m2mtoken/m2mtoken/m2mtest"
 )
 
 // TestHintsNameWhatWasSet: each message names the setting as the user
 // gave it: the secret's file (flag or variable), the organization, the
 // DPoP key; and a setting the command has no flag for is not named.
 func TestHintsNameWhatWasSet(t *testing.T) {
-	s := m2mtest.NewServer(m2mtest.Client{ID: "cli", Secret: secret, Audiences: []string{aud}})
-	t.Cleanup(s.Close)
+	s := issuer(t)
 	wrong := filepath.Join(t.TempDir(), "secret")
 	os.WriteFile(wrong, []byte("wrong-"+secret+"\n"), 0o600)
 	base := []string{"AUTH0_CLIENT_ID=cli", "AUTH0_AUDIENCE=" + aud, "M2MTOKEN_TOKEN_URL=" + s.TokenURL()}
@@ -75,8 +72,7 @@ func TestHintsNameWhatWasSet(t *testing.T) {
 // as the user gave it: --client-secret-file, or the config file's
 // "client_secret_file" or "client_secret_env" (with its variable).
 func TestAgentHintsNameWhatWasSet(t *testing.T) {
-	s := m2mtest.NewServer(m2mtest.Client{ID: "cli", Secret: secret, Audiences: []string{aud}})
-	t.Cleanup(s.Close)
+	s := issuer(t)
 	dir := t.TempDir()
 	wrong := filepath.Join(dir, "secret")
 	os.WriteFile(wrong, []byte("wrong-"+secret+"\n"), 0o600)
