@@ -84,8 +84,8 @@ func newClientCert(cfg *Config, clk clock.Clock, log *slog.Logger) (*clientCert,
 	cc := &clientCert{clk: clk, log: log}
 	switch {
 	case cfg.ClientCertFile != "":
-		cc.certFile = follow.New(cfg.ClientCertFile, follow.Options{Limit: atomicfile.CAFileLimit, Clock: clk})
-		cc.keyFile = follow.New(cfg.ClientKeyFile, follow.Options{Limit: atomicfile.KeyFileLimit, Clock: clk})
+		cc.certFile = follow.New(cfg.ClientCertFile, follow.Options{Limit: atomicfile.CAFileLimit, What: "a certificate file", Clock: clk})
+		cc.keyFile = follow.New(cfg.ClientKeyFile, follow.Options{Limit: atomicfile.KeyFileLimit, What: "a key file", Clock: clk})
 	case cfg.GetClientCertificate != nil:
 		cc.get = cfg.GetClientCertificate
 	default:
