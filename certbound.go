@@ -37,13 +37,9 @@ func certBinding(e *Entry) string {
 // ends TLS in front of the token endpoint presents its own certificate,
 // or none.
 func (c *client) boundElsewhere(x5t string, cv *certValue) *TokenError {
-	field := "ClientCertFile"
-	if c.cert.get != nil {
-		field = "GetClientCertificate"
-	}
 	return &TokenError{URL: c.tokenURL, StatusCode: http.StatusOK,
 		Description: "the token is bound to the certificate " + truncate(x5t, 64) + " (cnf.x5t#S256), not to the client certificate the request presented (" + cv.thumb + ")",
-		Hint:        "does a proxy between the client and the token endpoint end TLS and present a certificate of its own? Token requests must reach the server, or its mTLS edge, with the certificate of " + c.name(field)}
+		Hint:        "does a proxy between the client and the token endpoint end TLS and present a certificate of its own? Token requests must reach the server, or its mTLS edge, with the certificate of " + c.name(c.cert.field())}
 }
 
 // certBoundOnly reports whether a token of a client with a certificate is

@@ -92,13 +92,18 @@ func newClientCert(cfg *Config, clk clock.Clock, log *slog.Logger) (*clientCert,
 		return nil, nil
 	}
 	if _, err := cc.current(context.Background()); err != nil {
-		field := "ClientCertFile"
-		if cc.get != nil {
-			field = "GetClientCertificate"
-		}
-		return nil, configErr("{"+field+"}: %v", err)
+		return nil, configErr("{"+cc.field()+"}: %v", err)
 	}
 	return cc, nil
+}
+
+// field is the Config field that gives the certificate, for messages; cc
+// may be nil (a client without one).
+func (cc *clientCert) field() string {
+	if cc != nil && cc.get != nil {
+		return "GetClientCertificate"
+	}
+	return "ClientCertFile"
 }
 
 // loadKeyPair reads a certificate and its key from PEM files, bounded.
