@@ -4,10 +4,8 @@
 package m2mtoken
 
 import (
-	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net/http"
 
 	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
 )
@@ -26,17 +24,4 @@ func loadCAFile(caFile string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("no PEM certificate in %q", caFile)
 	}
 	return pool, nil
-}
-
-// trusting makes t trust roots, if not nil, instead of the system's CAs
-// alone (roots holds those too).
-func trusting(t *http.Transport, roots *x509.CertPool) *http.Transport {
-	if roots == nil {
-		return t
-	}
-	if t.TLSClientConfig == nil {
-		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	}
-	t.TLSClientConfig.RootCAs = roots
-	return t
 }

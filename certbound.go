@@ -39,10 +39,6 @@ func certBinding(e *Entry) string {
 // ends TLS in front of the token endpoint presents its own certificate,
 // or none.
 func (c *client) boundElsewhere(x5t string, cv *certValue) *TokenError {
-	field := "ClientCertFile"
-	if c.cert.get != nil {
-		field = "GetClientCertificate"
-	}
 	named := "the certificate " + x5t
 	if !isThumbprint(x5t) {
 		// Not a thumbprint: what the answer put there is not shown (an
@@ -51,7 +47,7 @@ func (c *client) boundElsewhere(x5t string, cv *certValue) *TokenError {
 	}
 	return &TokenError{URL: c.tokenURL, StatusCode: http.StatusOK,
 		Description: "the token is bound to " + named + " (cnf.x5t#S256), not to the client certificate the request presented (" + cv.thumb + ")",
-		Hint:        "does a proxy between the client and the token endpoint end TLS and present a certificate of its own? Token requests must reach the server, or its mTLS edge, with the certificate of " + c.name(field)}
+		Hint:        "does a proxy between the client and the token endpoint end TLS and present a certificate of its own? Token requests must reach the server, or its mTLS edge, with the certificate of " + c.name(c.cert.field())}
 }
 
 // certBoundOnly reports whether a token of a client with a certificate is

@@ -84,21 +84,26 @@ func newClientCert(cfg *Config, clk clock.Clock, log *slog.Logger) (*clientCert,
 	cc := &clientCert{clk: clk, log: log}
 	switch {
 	case cfg.ClientCertFile != "":
-		cc.certFile = follow.New(cfg.ClientCertFile, follow.Options{Limit: atomicfile.CAFileLimit, Clock: clk})
-		cc.keyFile = follow.New(cfg.ClientKeyFile, follow.Options{Limit: atomicfile.KeyFileLimit, Clock: clk})
+		cc.certFile = follow.New(cfg.ClientCertFile, follow.Options{Limit: atomicfile.CAFileLimit, What: "a certificate file", Clock: clk})
+		cc.keyFile = follow.New(cfg.ClientKeyFile, follow.Options{Limit: atomicfile.KeyFileLimit, What: "a key file", Clock: clk})
 	case cfg.GetClientCertificate != nil:
 		cc.get = cfg.GetClientCertificate
 	default:
 		return nil, nil
 	}
 	if _, err := cc.current(context.Background()); err != nil {
-		field := "ClientCertFile"
-		if cc.get != nil {
-			field = "GetClientCertificate"
-		}
-		return nil, configErr("{"+field+"}: %v", err)
+		return nil, configErr("{"+cc.field()+"}: %v", err)
 	}
 	return cc, nil
+}
+
+// field is the Config field that gives the certificate, for messages; cc
+// may be nil (a client without one).
+func (cc *clientCert) field() string {
+	if cc != nil && cc.get != nil {
+		return "GetClientCertificate"
+	}
+	return "ClientCertFile"
 }
 
 // loadKeyPair reads a certificate and its key from PEM files, bounded.

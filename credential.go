@@ -117,13 +117,13 @@ func newCredential(cfg *Config, clk clock.Clock) (*credential, error) {
 	switch {
 	case cfg.ClientSecretFile != "":
 		cr.kind, cr.field = credSecret, "ClientSecretFile"
-		cr.file = follow.New(cfg.ClientSecretFile, follow.Options{Limit: atomicfile.SecretFileLimit, Clock: clk, Check: checkSecret})
+		cr.file = follow.New(cfg.ClientSecretFile, follow.Options{Limit: atomicfile.SecretFileLimit, What: "a client secret file", Clock: clk, Check: checkSecret})
 	case cfg.PrivateKeyFile != "":
 		cr.kind, cr.field = credKey, "PrivateKeyFile"
-		cr.file = follow.New(cfg.PrivateKeyFile, follow.Options{Limit: atomicfile.KeyFileLimit, Clock: clk, Check: cr.checkKey})
+		cr.file = follow.New(cfg.PrivateKeyFile, follow.Options{Limit: atomicfile.KeyFileLimit, What: "a PEM private key file", Clock: clk, Check: cr.checkKey})
 	case cfg.ClientAssertionFile != "":
 		cr.kind, cr.field = credAssertion, "ClientAssertionFile"
-		cr.file = follow.New(cfg.ClientAssertionFile, follow.Options{Limit: maxAssertion, Clock: clk, Check: checkAssertion})
+		cr.file = follow.New(cfg.ClientAssertionFile, follow.Options{Limit: maxAssertion, What: "a client assertion file", Clock: clk, Check: checkAssertion})
 	case cfg.GetClientAssertion != nil:
 		cr.kind, cr.field = credAssertion, "GetClientAssertion"
 		cr.get = cfg.GetClientAssertion

@@ -8,11 +8,11 @@ import (
 
 // TestFileVariablesBounded: every variable that names a file is read with
 // a bound, so that a file given by mistake is an error that names the
-// variable and the limit, not a process out of memory; and so is
-// Config.CAFile, which New reads. Here each file is a sparse file one byte
-// over its limit, so that the test stays small without the bound; the
-// binary replays /dev/zero under a memory limit (cmd/m2mtoken's
-// TestFilesReadWithBounds).
+// variable and the limit, not a process out of memory; and so are
+// Config.CAFile and the files New follows. Here each file is a sparse
+// file one byte over its limit, so that the test stays small without the
+// bound; the binary replays /dev/zero under a memory limit
+// (cmd/m2mtoken's TestFilesReadWithBounds).
 func TestFileVariablesBounded(t *testing.T) {
 	dir := t.TempDir()
 	over := func(limit int64) string {
@@ -54,6 +54,12 @@ func TestFileVariablesBounded(t *testing.T) {
 	_, err := New(Config{Domain: "tenant.eu.auth0.com", ClientID: "abc", ClientSecret: testSecret, CAFile: ca})
 	if err == nil || !strings.Contains(err.Error(), "CAFile: "+ca+" holds more than 16 MiB") {
 		t.Errorf("Config.CAFile over its limit: %v", err)
+	}
+	// The files New follows say it in the same words.
+	secret := over(64 << 10)
+	_, err = New(Config{Domain: "tenant.eu.auth0.com", ClientID: "abc", ClientSecretFile: secret})
+	if err == nil || !strings.Contains(err.Error(), "ClientSecretFile: "+secret+" holds more than 64 KiB, the most a client secret file may hold") {
+		t.Errorf("Config.ClientSecretFile over its limit: %v", err)
 	}
 }
 

@@ -39,11 +39,7 @@ func (c *client) certRefusedHint() string {
 		}
 		return "the server asks for a client certificate: give the client one with " + c.name("ClientCertFile") + " and " + c.name("ClientKeyFile")
 	}
-	field := "ClientCertFile"
-	if c.cert.get != nil {
-		field = "GetClientCertificate"
-	}
-	h := "the server refused the client certificate in the TLS handshake: check that " + c.name(field) +
+	h := "the server refused the client certificate in the TLS handshake: check that " + c.name(c.cert.field()) +
 		" is a certificate the server trusts (issued by a CA it trusts, or the one registered for the client) and in its validity"
 	if cv := c.cert.now(); cv != nil {
 		if now := c.clock.Now(); !now.Before(cv.notAfter) {
@@ -159,12 +155,8 @@ func (c *client) certHint() string {
 	if c.cfg.AuthMethod == SelfSignedTLSClientAuth {
 		what = "that this certificate is the one registered for the client (in its JWKS, as x5c)"
 	}
-	cert := "ClientCertFile"
-	if c.cfg.GetClientCertificate != nil {
-		cert = "GetClientCertificate"
-	}
 	h := "check the client ID, " + what + ", and that the application's token endpoint authentication method is " +
-		c.cfg.AuthMethod.String() + ": " + c.name("ClientID") + ", " + c.name(cert) + " and " + c.name("AuthMethod")
+		c.cfg.AuthMethod.String() + ": " + c.name("ClientID") + ", " + c.name(c.cert.field()) + " and " + c.name("AuthMethod")
 	if alias, ok := c.setting("MTLSTokenURL"); ok && c.cfg.MTLSTokenURL == "" {
 		h += "; a server that asks for client certificates only at an mTLS alias of its token endpoint (Auth0: the token_endpoint of mtls_endpoint_aliases in its discovery document) needs that alias in " + alias
 	}

@@ -215,7 +215,7 @@ func ownTransport(roots *x509.CertPool, maxConns int, cert clientCertFunc) http.
 	if t == nil {
 		return http.DefaultTransport
 	}
-	t = presenting(trusting(t, roots), cert)
+	t = withTLS(t, roots, cert)
 	t.MaxConnsPerHost = maxConns
 	t.MaxIdleConnsPerHost = maxConns
 	return t
@@ -229,7 +229,7 @@ func tunedTransport(roots *x509.CertPool, cert clientCertFunc) http.RoundTripper
 	if t == nil {
 		return http.DefaultTransport
 	}
-	t = presenting(trusting(t, roots), cert)
+	t = withTLS(t, roots, cert)
 	t.MaxIdleConns = 256
 	t.MaxIdleConnsPerHost = 100
 	t.IdleConnTimeout = 90 * time.Second
@@ -251,15 +251,21 @@ func defaultClone(must bool) *http.Transport {
 		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second, ExpectContinueTimeout: time.Second}
 }
 
-// presenting makes t present cert when a server asks for a client
-// certificate, if cert is not nil.
-func presenting(t *http.Transport, cert clientCertFunc) *http.Transport {
-	if cert == nil {
+// withTLS makes t trust roots, if not nil, instead of the system's CAs
+// alone (roots holds those too), and present cert when a server asks for
+// a client certificate, if cert is not nil.
+func withTLS(t *http.Transport, roots *x509.CertPool, cert clientCertFunc) *http.Transport {
+	if roots == nil && cert == nil {
 		return t
 	}
 	if t.TLSClientConfig == nil {
 		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	t.TLSClientConfig.GetClientCertificate = cert
+	if roots != nil {
+		t.TLSClientConfig.RootCAs = roots
+	}
+	if cert != nil {
+		t.TLSClientConfig.GetClientCertificate = cert
+	}
 	return t
 }

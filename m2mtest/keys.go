@@ -11,7 +11,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -78,9 +77,9 @@ func keysFor(keys []Key, kid string) []Key {
 // and decodes its claims into claims. whose names the keys in errors,
 // such as "the client's credentials".
 func verifyWith(assertion string, keys []Key, whose string, claims any) error {
-	var h jwt.Header
-	if err := decodeHeader(assertion, &h); err != nil {
-		return errors.New("client_assertion header does not parse")
+	h, err := jwt.UnverifiedHeader(assertion)
+	if err != nil {
+		return fmt.Errorf("client_assertion %w", err)
 	}
 	cands := keysFor(keys, h.Kid)
 	if len(cands) == 0 {
@@ -100,16 +99,6 @@ func verifyWith(assertion string, keys []Key, whose string, claims any) error {
 		return fmt.Errorf("client_assertion %w with any of %s (%d keys)", first, whose, len(cands))
 	}
 	return fmt.Errorf("client_assertion %w", first)
-}
-
-// decodeHeader reads a compact JWS's header without checking anything.
-func decodeHeader(tok string, h *jwt.Header) error {
-	head, _, _ := strings.Cut(tok, ".")
-	b, err := base64.RawURLEncoding.DecodeString(head)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, h)
 }
 
 // ParseKeys reads public keys from data: PEM blocks (PUBLIC KEY, RSA

@@ -44,11 +44,13 @@ func ReadLimited(path string, limit int64, what string) ([]byte, error) {
 		return nil, openError(path, err)
 	}
 	defer f.Close()
-	return readLimited(f, path, limit, what)
+	return ReadOpened(f, path, limit, what)
 }
 
-// readLimited reads f, opened from path, refusing more than limit bytes.
-func readLimited(f *os.File, path string, limit int64, what string) ([]byte, error) {
+// ReadOpened is [ReadLimited] for f, which the caller opened from path
+// its own way (such as without following a link): it refuses more than
+// limit bytes, with a [TooLargeError].
+func ReadOpened(f *os.File, path string, limit int64, what string) ([]byte, error) {
 	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > limit {
 		return nil, &TooLargeError{Path: path, Limit: limit, What: what}
 	}

@@ -54,7 +54,7 @@ func readTrusted(path string, limit int64, what, why string, uid int) ([]byte, e
 			return nil, err
 		}
 	}
-	return readLimited(f, path, limit, what)
+	return ReadOpened(f, path, limit, what)
 }
 
 // trustCheck checks a file, and what leads to it, for ReadTrusted.

@@ -17,11 +17,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sync/atomic"
 	"time"
 
+	"github.com/m2mtoken/m2mtoken/internal/atomicfile"
 	"github.com/m2mtoken/m2mtoken/internal/clock"
 )
 
@@ -39,6 +39,9 @@ const maxTries = 5
 type Options struct {
 	// Limit is the most bytes the file may hold (DefaultLimit if 0).
 	Limit int64
+	// What names the kind of file in the error of one larger than Limit,
+	// such as "a client secret file" ("such a file" if empty).
+	What string
 	// Settle is the wait between the two reads that must agree before a
 	// changed content is taken (DefaultSettle if 0).
 	Settle time.Duration
@@ -82,6 +85,9 @@ type File struct {
 func New(path string, opt Options) *File {
 	if opt.Limit <= 0 {
 		opt.Limit = DefaultLimit
+	}
+	if opt.What == "" {
+		opt.What = "such a file"
 	}
 	if opt.Settle <= 0 {
 		opt.Settle = DefaultSettle
@@ -197,12 +203,13 @@ func (f *File) readOnce() ([]byte, error) {
 	if !os.SameFile(fi, opened) {
 		return nil, fmt.Errorf("%s changed while it was opened", f.path)
 	}
-	b, err := io.ReadAll(io.LimitReader(h, f.opt.Limit+1))
+	b, err := atomicfile.ReadOpened(h, f.path, f.opt.Limit, f.opt.What)
+	var tooLarge *atomicfile.TooLargeError
 	switch {
+	case errors.As(err, &tooLarge):
+		return nil, err
 	case err != nil:
 		return nil, fmt.Errorf("%s: %w", f.path, err)
-	case int64(len(b)) > f.opt.Limit:
-		return nil, fmt.Errorf("%s is larger than %d bytes", f.path, f.opt.Limit)
 	case len(b) == 0:
 		return nil, fmt.Errorf("%s %w", f.path, errEmpty)
 	}

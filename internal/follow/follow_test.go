@@ -164,7 +164,7 @@ func TestKeepsLastGood(t *testing.T) {
 	followtest.Write(t, path, "")
 	expect(t, f.Read(ctx), "good", 1, path+" is empty")
 	followtest.Write(t, path, strings.Repeat("x", 65))
-	expect(t, f.Read(ctx), "good", 1, path+" is larger than 64 bytes")
+	expect(t, f.Read(ctx), "good", 1, path+" holds more than 64 bytes, the most such a file may hold")
 	os.Remove(path)
 	os.Mkdir(path, 0o700)
 	expect(t, f.Read(ctx), "good", 1, "is not a regular file")

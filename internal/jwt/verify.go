@@ -24,13 +24,9 @@ type Header struct {
 // decodes its claims into claims. It checks no claim: that is the caller's
 // job. It is the counterpart of [Sign], for the m2mtest issuer.
 func Verify(tok string, pub crypto.PublicKey, claims any) (Header, error) {
-	var h Header
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 || len(tok) > maxLen {
-		return h, errors.New("is not a JWT")
-	}
-	if err := decodePart(parts[0], &h); err != nil {
-		return h, errors.New("header does not parse")
+	parts, h, err := header(tok)
+	if err != nil {
+		return h, err
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
 	if err != nil {
@@ -84,9 +80,38 @@ func verifySig(pub crypto.PublicKey, alg string, digest, sig []byte) error {
 // Unverified decodes the claims of the compact JWS tok without checking
 // its signature: only to find which key should check it.
 func Unverified(tok string, claims any) error {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 || len(tok) > maxLen {
-		return errors.New("is not a JWT")
+	parts, err := split(tok)
+	if err != nil {
+		return err
 	}
 	return decodePart(parts[1], claims)
+}
+
+// UnverifiedHeader decodes the header of the compact JWS tok without
+// checking its signature: only to find which key should check it (kid).
+func UnverifiedHeader(tok string) (Header, error) {
+	_, h, err := header(tok)
+	return h, err
+}
+
+// header splits the compact JWS tok and decodes its header.
+func header(tok string) ([]string, Header, error) {
+	var h Header
+	parts, err := split(tok)
+	if err != nil {
+		return nil, h, err
+	}
+	if err := decodePart(parts[0], &h); err != nil {
+		return nil, h, errors.New("header does not parse")
+	}
+	return parts, h, nil
+}
+
+// split returns the three parts of the compact JWS tok.
+func split(tok string) ([]string, error) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 || len(tok) > maxLen {
+		return nil, errors.New("is not a JWT")
+	}
+	return parts, nil
 }

@@ -49,3 +49,26 @@ func TestSignVerify(t *testing.T) {
 		}
 	}
 }
+
+// TestUnverifiedHeader: the header is read without the signature, and
+// what is not a JWS says so as Verify does.
+func TestUnverifiedHeader(t *testing.T) {
+	ek, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tok, err := Sign(ek, ES256, "kid-1", map[string]any{"sub": "me"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, err := UnverifiedHeader(tok[:len(tok)-2] + "xx"); err != nil || h.Alg != ES256 || h.Kid != "kid-1" {
+		t.Errorf("header %+v, %v", h, err)
+	}
+	parts := strings.Split(tok, ".")
+	for bad, want := range map[string]string{
+		"abc":                        "is not a JWT",
+		parts[0] + "." + parts[1]:    "is not a JWT",
+		"bm90." + parts[1] + ".c2ln": "header does not parse",
+	} {
+		if _, err := UnverifiedHeader(bad); err == nil || err.Error() != want {
+			t.Errorf("%q: %v, want %q", bad, err, want)
+		}
+	}
+}
