@@ -85,6 +85,11 @@ type proxy struct {
 	served  http.Handler // handler, behind the guards of TCP
 	rt      http.RoundTripper
 	log     *slog.Logger
+	// inflight counts the requests going through it; retired is set once a
+	// reload swapped it out, after which only inflight goes down (see
+	// retire).
+	inflight atomic.Int64
+	retired  atomic.Bool
 }
 
 // proxySlot is a proxy's listener and the proxy it serves: a reload that
@@ -173,10 +178,31 @@ func (a *Agent) serveProxy(sl *proxySlot) http.Handler {
 		a.smu.RLock()
 		p := sl.cur
 		p.src.h.acquire()
+		p.inflight.Add(1)
 		a.smu.RUnlock()
 		defer p.src.h.release(a)
+		defer p.done()
 		p.served.ServeHTTP(w, r)
 	})
+}
+
+// retire is told that a reload swapped p out of its slot: once its last
+// request ends, its idle upstream connections are closed. Closing them
+// also has the transport close the connections that go idle after (until
+// a new request, which a retired proxy does not get), so a request that
+// was still under way leaves no connection behind.
+func (p *proxy) retire() {
+	p.retired.Store(true)
+	if p.inflight.Load() == 0 {
+		p.closeIdle()
+	}
+}
+
+// done ends a request through p.
+func (p *proxy) done() {
+	if p.inflight.Add(-1) == 0 && p.retired.Load() {
+		p.closeIdle()
+	}
 }
 
 // maxReplayBody is the largest request body the proxy keeps in memory so

@@ -137,9 +137,9 @@ func (a *Agent) reload(sources []Source, fileProxies []Proxy, attrs ...any) erro
 	}
 	a.commit(order, slots, swaps)
 	for _, p := range swapped {
-		// Its requests in flight go on; its idle upstream connections,
-		// its own, are of no use to the proxy that took its place.
-		p.closeIdle()
+		// Its requests in flight go on; its upstream connections, its
+		// own, are of no use to the proxy that took its place.
+		p.retire()
 	}
 
 	for name, s := range cur {
