@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -625,6 +626,7 @@ func TestReloadUnderRequests(t *testing.T) {
 		failed []string
 	}
 	results := make(chan tally)
+	var started sync.WaitGroup // each caller has made its first call
 	caller := func(call func(c *http.Client) string) {
 		c := client(t, "")
 		var r tally
@@ -638,6 +640,9 @@ func TestReloadUnderRequests(t *testing.T) {
 			r.calls++
 			if f := call(c); f != "" && len(r.failed) < 5 {
 				r.failed = append(r.failed, f)
+			}
+			if r.calls == 1 {
+				started.Done()
 			}
 		}
 	}
@@ -684,9 +689,11 @@ func TestReloadUnderRequests(t *testing.T) {
 			return ""
 		},
 	}
+	started.Add(len(callers))
 	for _, call := range callers {
 		go caller(call)
 	}
+	started.Wait() // the reloads fall among calls, not before them
 	for i := range 20 {
 		files[(i+1)%2]()
 		a.reload(conf)
